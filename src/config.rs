@@ -1,0 +1,503 @@
+//! Daemon configuration: `cordon.toml`, embedded defaults and environment overrides.
+//!
+//! Owns: the config schema (unknown keys are errors), the defaults from PRODUCT.md, the
+//! `CORDON_DATA_DIR` / `CORDON_HTTP_ADDR` / `CORDON_GRPC_ADDR` overrides, and pure validation
+//! that reports every problem at once as [`Problem`]s (file, key, reason). Loading the files the
+//! config points at (playbooks, connectors, enrichment, policies) belongs to their modules.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::alert::{Entity, EntityKind};
+use crate::ingest::IngestFormat;
+use crate::secret::SecretRef;
+
+/// One validation problem: which file, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl Problem {
+    pub fn new(file: impl Into<String>, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Problem {
+            file: file.into(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+/// Reads and parses a TOML file into `T`, turning parse errors (including unknown keys) into a
+/// [`Problem`] with the line and column.
+pub fn parse_toml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Problem> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Problem::new(&file, "", format!("cannot read: {e}")))?;
+    parse_toml_str(&file, &text)
+}
+
+pub fn parse_toml_str<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, Problem> {
+    toml::from_str(text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((0, 0));
+        let key = if line > 0 {
+            format!("line {line}, column {col}")
+        } else {
+            String::new()
+        };
+        Problem::new(file, key, e.message().trim().to_string())
+    })
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(offset, |i| offset - i - 1) + 1;
+    (line, col)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    pub policies_dir: PathBuf,
+    pub playbooks_dir: PathBuf,
+    pub connectors_dir: PathBuf,
+    pub http: HttpConfig,
+    pub grpc: GrpcConfig,
+    pub ingest: IngestConfig,
+    pub cases: CasesConfig,
+    pub store: StoreConfig,
+    pub shutdown: ShutdownConfig,
+    pub policy: PolicyConfig,
+    pub enrichment: EnrichmentConfig,
+    pub suppressions: Vec<Suppression>,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            policies_dir: PathBuf::from("./policies"),
+            playbooks_dir: PathBuf::from("./playbooks"),
+            connectors_dir: PathBuf::from("./connectors"),
+            http: HttpConfig::default(),
+            grpc: GrpcConfig::default(),
+            ingest: IngestConfig::default(),
+            cases: CasesConfig::default(),
+            store: StoreConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            policy: PolicyConfig::default(),
+            enrichment: EnrichmentConfig::default(),
+            suppressions: Vec::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Token for operator endpoints (`POST /v1/policies/reload`). Unset: loopback clients only.
+    pub admin_token: Option<SecretRef>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "127.0.0.1:8080".into(),
+            max_body_bytes: 1 << 20,
+            admin_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    pub addr: String,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            addr: "127.0.0.1:50051".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Bearer token per source (`cordon`, `splunk`, `elastic`, `sentinel`, `ocsf`). A source with
+    /// no token accepts only loopback clients.
+    pub tokens: BTreeMap<String, SecretRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CasesConfig {
+    /// An alert with the same content fingerprint within this window is a duplicate.
+    pub dedup_window_secs: u64,
+    /// An alert with the same rule and primary entity within this window joins the open case.
+    pub correlation_window_secs: u64,
+}
+
+impl Default for CasesConfig {
+    fn default() -> Self {
+        CasesConfig {
+            dedup_window_secs: 600,
+            correlation_window_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub cache_capacity_bytes: u64,
+    /// `fdatasync` after each group commit (power-loss durability, not only process kills).
+    pub sync_data: bool,
+    /// Most events folded into one group commit.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_capacity_bytes: 128 << 20,
+            sync_data: true,
+            max_batch: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long in-flight work may take to drain after SIGTERM/SIGINT.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Reload policies when a file in `policies_dir` changes.
+    pub watch: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { watch: true }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichmentConfig {
+    /// Asset inventory (host → criticality, environment, owner, tags).
+    pub assets: Option<PathBuf>,
+    /// Identity context (user → role, privileged, groups).
+    pub identities: Option<PathBuf>,
+    /// Threat-intel indicators (value, type, confidence, source, expiry).
+    pub intel: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A maintenance window or known exception: alerts it matches make their case `suppressed`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Suppression {
+    pub id: String,
+    pub reason: String,
+    pub owner: String,
+    /// Rule id (exact) this applies to; unset = any rule.
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// Entity `kind:value` (e.g. `host:ws-042`) this applies to; unset = any entity.
+    #[serde(default)]
+    pub entity: Option<String>,
+    /// One-off window start/end (RFC 3339).
+    #[serde(default)]
+    pub start: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub end: Option<DateTime<Utc>>,
+    /// Recurring window: a cron expression (seconds first, e.g. `0 0 2 * * Sun`) for the window
+    /// start, and its length.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub duration_mins: Option<u64>,
+    /// After this the suppression no longer applies.
+    pub expires: DateTime<Utc>,
+}
+
+impl Config {
+    /// Loads `path`, or the embedded defaults when `None`, then applies environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, Vec<Problem>> {
+        let mut cfg = match path {
+            Some(p) => parse_toml_file::<Config>(p).map_err(|e| vec![e])?,
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok());
+        Ok(cfg)
+    }
+
+    /// Applies `CORDON_DATA_DIR`, `CORDON_HTTP_ADDR` and `CORDON_GRPC_ADDR`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("CORDON_DATA_DIR").filter(|v| !v.is_empty()) {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("CORDON_HTTP_ADDR").filter(|v| !v.is_empty()) {
+            self.http.addr = v;
+        }
+        if let Some(v) = get("CORDON_GRPC_ADDR").filter(|v| !v.is_empty()) {
+            self.grpc.addr = v;
+        }
+    }
+
+    pub fn http_addr(&self) -> Result<SocketAddr, Problem> {
+        self.http
+            .addr
+            .parse()
+            .map_err(|e| Problem::new("config", "http.addr", format!("{e}")))
+    }
+
+    pub fn grpc_addr(&self) -> Result<SocketAddr, Problem> {
+        self.grpc
+            .addr
+            .parse()
+            .map_err(|e| Problem::new("config", "grpc.addr", format!("{e}")))
+    }
+
+    /// Pure checks of the config's own values; every problem at once.
+    pub fn validate(&self, file: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut p = |key: &str, reason: String| out.push(Problem::new(file, key, reason));
+        if let Err(e) = self.http.addr.parse::<SocketAddr>() {
+            p("http.addr", format!("not a socket address: {e}"));
+        }
+        if let Err(e) = self.grpc.addr.parse::<SocketAddr>() {
+            p("grpc.addr", format!("not a socket address: {e}"));
+        }
+        if self.http.max_body_bytes < 1024 {
+            p("http.max_body_bytes", "must be at least 1024".into());
+        }
+        for (source, r) in &self.ingest.tokens {
+            if IngestFormat::parse_name(source).is_none() {
+                p(
+                    &format!("ingest.tokens.{source}"),
+                    "unknown source (expected cordon, splunk, elastic, sentinel or ocsf)".into(),
+                );
+            }
+            if let Err(e) = crate::secret::TokenHash::from_ref(r) {
+                p(&format!("ingest.tokens.{source}"), e.to_string());
+            }
+        }
+        if let Some(r) = &self.http.admin_token
+            && let Err(e) = crate::secret::TokenHash::from_ref(r)
+        {
+            p("http.admin_token", e.to_string());
+        }
+        if self.cases.correlation_window_secs == 0 {
+            p("cases.correlation_window_secs", "must be positive".into());
+        }
+        if self.store.max_batch == 0 {
+            p("store.max_batch", "must be positive".into());
+        }
+        if self.store.cache_capacity_bytes < (1 << 20) {
+            p("store.cache_capacity_bytes", "must be at least 1 MiB".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            p("log.format", "must be `text` or `json`".into());
+        }
+        for (field, path) in [
+            ("enrichment.assets", &self.enrichment.assets),
+            ("enrichment.identities", &self.enrichment.identities),
+            ("enrichment.intel", &self.enrichment.intel),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                p(field, format!("{} does not exist", path.display()));
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, s) in self.suppressions.iter().enumerate() {
+            let key = |k: &str| format!("suppressions[{i}].{k}");
+            if !ids.insert(s.id.clone()) {
+                p(&key("id"), format!("duplicate suppression id {:?}", s.id));
+            }
+            for (k, v) in [("id", &s.id), ("reason", &s.reason), ("owner", &s.owner)] {
+                if v.trim().is_empty() {
+                    p(&key(k), "must not be empty".into());
+                }
+            }
+            if s.rule.is_none() && s.entity.is_none() {
+                p(
+                    &key("rule"),
+                    "set rule, entity or both: a suppression matching everything would hide every alert"
+                        .into(),
+                );
+            }
+            if let Some(e) = &s.entity
+                && parse_entity_ref(e).is_none()
+            {
+                p(
+                    &key("entity"),
+                    format!("{e:?} is not `kind:value` with a known kind and a valid value"),
+                );
+            }
+            if let (Some(a), Some(b)) = (s.start, s.end)
+                && a >= b
+            {
+                p(&key("end"), "must be after start".into());
+            }
+            if s.start.is_some() != s.end.is_some() {
+                p(&key("start"), "start and end go together".into());
+            }
+            if let Some(expr) = &s.schedule
+                && let Err(e) = expr.parse::<cron::Schedule>()
+            {
+                p(&key("schedule"), format!("not a cron expression: {e}"));
+            }
+            match (&s.schedule, s.duration_mins) {
+                (Some(_), Some(d)) => {
+                    if d == 0 {
+                        p(&key("duration_mins"), "must be positive".into());
+                    }
+                }
+                (Some(_), None) => p(&key("duration_mins"), "a schedule needs a duration".into()),
+                (None, Some(_)) => p(&key("schedule"), "a duration needs a schedule".into()),
+                (None, None) => {}
+            }
+            if s.schedule.is_some() && s.start.is_some() {
+                p(&key("schedule"), "use either start/end or schedule, not both".into());
+            }
+        }
+        out
+    }
+}
+
+/// Parses `kind:value` into a normalized entity.
+pub fn parse_entity_ref(s: &str) -> Option<Entity> {
+    let (kind, value) = s.split_once(':')?;
+    Entity::new(EntityKind::parse(kind)?, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_product_contract() {
+        let c = Config::default();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.http.addr, "127.0.0.1:8080");
+        assert_eq!(c.grpc.addr, "127.0.0.1:50051");
+        assert_eq!(c.http.max_body_bytes, 1 << 20);
+        assert!(c.validate("default").is_empty());
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "CORDON_DATA_DIR" => Some("/tmp/x".into()),
+            "CORDON_HTTP_ADDR" => Some("127.0.0.1:9".into()),
+            "CORDON_GRPC_ADDR" => Some("127.0.0.1:10".into()),
+            _ => None,
+        });
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.http.addr, "127.0.0.1:9");
+        assert_eq!(c.grpc.addr, "127.0.0.1:10");
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line() {
+        let err = parse_toml_str::<Config>("cordon.toml", "[http]\naddr = \"127.0.0.1:1\"\nmax_body_byte = 5\n")
+            .unwrap_err();
+        assert_eq!(err.file, "cordon.toml");
+        assert!(err.key.contains("line 3"), "{err}");
+        assert!(err.reason.contains("max_body_byte"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_at_once() {
+        let c: Config = parse_toml_str(
+            "c.toml",
+            r#"
+            [http]
+            addr = "nope"
+            [log]
+            format = "xml"
+            [[suppressions]]
+            id = "s"
+            reason = "r"
+            owner = "o"
+            expires = "2030-01-01T00:00:00Z"
+            schedule = "not cron"
+            "#,
+        )
+        .unwrap();
+        let problems = c.validate("c.toml");
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"http.addr"), "{keys:?}");
+        assert!(keys.contains(&"log.format"), "{keys:?}");
+        assert!(keys.contains(&"suppressions[0].rule"), "{keys:?}");
+        assert!(keys.contains(&"suppressions[0].schedule"), "{keys:?}");
+        assert!(keys.contains(&"suppressions[0].duration_mins"), "{keys:?}");
+    }
+}

@@ -1,0 +1,106 @@
+//! Ingest formats: turning a SIEM's JSON payload into normalized [`AlertFields`].
+//!
+//! Owns: the closed set of ingest formats (one file each), the per-format field mapping, and the
+//! classification of bad input (malformed JSON, missing fields, invalid fields). Pure: no I/O,
+//! no clock except the receive time passed in. Adding a format is one file, one variant, one
+//! match arm and one fixture test.
+
+mod elastic;
+mod native;
+mod ocsf;
+mod sentinel;
+mod splunk;
+mod value;
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::alert::AlertFields;
+
+/// The ingest formats cordon accepts, one per HTTP route `/v1/alerts[/<format>]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestFormat {
+    /// cordon's own JSON (`POST /v1/alerts`, gRPC `SubmitAlert`).
+    Cordon,
+    /// Splunk webhook alert action body.
+    Splunk,
+    /// Elastic Security detection alert document (ECS + `kibana.alert.*`).
+    Elastic,
+    /// Microsoft Sentinel incident as posted by a Logic App / automation rule.
+    Sentinel,
+    /// OCSF Detection Finding (class_uid 2004).
+    Ocsf,
+}
+
+impl IngestFormat {
+    pub const ALL: [IngestFormat; 5] = [
+        IngestFormat::Cordon,
+        IngestFormat::Splunk,
+        IngestFormat::Elastic,
+        IngestFormat::Sentinel,
+        IngestFormat::Ocsf,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestFormat::Cordon => "cordon",
+            IngestFormat::Splunk => "splunk",
+            IngestFormat::Elastic => "elastic",
+            IngestFormat::Sentinel => "sentinel",
+            IngestFormat::Ocsf => "ocsf",
+        }
+    }
+
+    pub fn parse_name(s: &str) -> Option<IngestFormat> {
+        IngestFormat::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// Parses one payload. `received_at` is used when the payload carries no event time.
+    pub fn parse(
+        self,
+        body: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<AlertFields, IngestError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| IngestError::MalformedJson(e.to_string()))?;
+        if !value.is_object() {
+            return Err(IngestError::MalformedJson(
+                "the body must be a JSON object".to_string(),
+            ));
+        }
+        let fields = match self {
+            IngestFormat::Cordon => native::parse(value, received_at)?,
+            IngestFormat::Splunk => splunk::parse(&value, received_at)?,
+            IngestFormat::Elastic => elastic::parse(&value, received_at)?,
+            IngestFormat::Sentinel => sentinel::parse(&value, received_at)?,
+            IngestFormat::Ocsf => ocsf::parse(&value, received_at)?,
+        };
+        Ok(fields.canonicalize())
+    }
+}
+
+impl fmt::Display for IngestFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a payload was refused. Each variant maps to one stable HTTP status and error code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IngestError {
+    /// Not JSON, or not a JSON object.
+    #[error("malformed json: {0}")]
+    MalformedJson(String),
+    /// Required fields are absent or empty; names them with their JSON paths.
+    #[error("missing required fields: {}", .0.join(", "))]
+    MissingFields(Vec<String>),
+    /// A field is present but has a value cordon cannot use.
+    #[error("invalid field {field}: {reason}")]
+    InvalidField { field: String, reason: String },
+    /// cordon's own format refuses fields it does not define (a typo is not silently ignored).
+    #[error("unknown field {0}")]
+    UnknownField(String),
+}

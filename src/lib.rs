@@ -1,0 +1,25 @@
+//! cordon: a policy-driven SOAR orchestration daemon.
+//!
+//! SIEM alerts come in over HTTP (`http`) in one of the `ingest` formats and become normalized
+//! [`alert::Alert`]s; the `engine` task groups them into `case`s, applies `suppress`ion and
+//! `enrich`ment, lets `playbook`s propose `action` requests, asks `policy` (Cedar) for each
+//! step's tier, and records every input and output in the hash-chained `store`. See
+//! ARCHITECTURE.md for the code map and the invariants.
+
+pub mod action;
+pub mod alert;
+pub mod case;
+pub mod cli;
+pub mod config;
+pub mod connector;
+pub mod daemon;
+pub mod engine;
+pub mod enrich;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod playbook;
+pub mod policy;
+pub mod secret;
+pub mod store;
+pub mod suppress;

@@ -1,0 +1,354 @@
+//! Playbooks (`playbooks/*.toml`): which alerts they match and which steps they propose.
+//!
+//! Owns: the playbook file format (unknown keys are errors), validation against the action kinds
+//! and the connector registry, matching an alert, and expanding matched steps into (step,
+//! target) proposals. Pure after loading.
+
+use std::path::Path;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::action::{ActionKind, OnFailure, Target, TargetKind};
+use crate::alert::{AlertFields, EntityKind, Severity, technique_id};
+use crate::config::{Problem, parse_toml_file};
+use crate::connector::{Registry, stem, toml_files};
+use crate::ingest::IngestFormat;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaybookFile {
+    #[serde(default)]
+    description: String,
+    /// The detection family, for reports (`credential_abuse`, ...).
+    #[serde(default)]
+    family: String,
+    #[serde(rename = "match")]
+    matcher: MatchFile,
+    #[serde(default)]
+    steps: Vec<StepFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MatchFile {
+    rule_ids: Vec<String>,
+    rule_name_patterns: Vec<String>,
+    min_severity: Option<String>,
+    sources: Vec<String>,
+    techniques: Vec<String>,
+    tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    id: String,
+    action: String,
+    connector: String,
+    /// Entity kind the targets come from (`host`, `user`, `ip`, ...), or `case`.
+    target: String,
+    #[serde(default)]
+    parameters: toml::Table,
+    #[serde(default)]
+    on_failure: Option<OnFailure>,
+}
+
+/// A validated playbook.
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    pub name: String,
+    pub description: String,
+    pub family: String,
+    pub matcher: Matcher,
+    pub steps: Vec<Step>,
+}
+
+/// All conditions that are set must hold; within a list, any entry may match.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pub rule_ids: Vec<String>,
+    pub rule_name_patterns: Vec<Regex>,
+    pub min_severity: Option<Severity>,
+    pub sources: Vec<IngestFormat>,
+    /// Technique ids; `T1059` also matches its sub-techniques (`T1059.001`).
+    pub techniques: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub action: ActionKind,
+    pub connector: String,
+    /// `None` targets the case itself.
+    pub target: Option<EntityKind>,
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    pub on_failure: OnFailure,
+}
+
+/// One step for one target, ready to become an action request.
+#[derive(Debug, Clone)]
+pub struct Proposal<'a> {
+    pub playbook: &'a str,
+    pub step: &'a Step,
+    pub target: Target,
+}
+
+impl Matcher {
+    pub fn matches(&self, source: IngestFormat, a: &AlertFields) -> bool {
+        (self.rule_ids.is_empty() || self.rule_ids.iter().any(|r| *r == a.rule.id))
+            && (self.rule_name_patterns.is_empty()
+                || self.rule_name_patterns.iter().any(|re| re.is_match(&a.rule.name)))
+            && self.min_severity.is_none_or(|m| a.severity >= m)
+            && (self.sources.is_empty() || self.sources.contains(&source))
+            && (self.techniques.is_empty()
+                || self.techniques.iter().any(|want| {
+                    a.techniques
+                        .iter()
+                        .any(|t| t == want || t.strip_prefix(want.as_str()).is_some_and(|r| r.starts_with('.')))
+                }))
+            && (self.tags.is_empty() || self.tags.iter().any(|t| a.tags.contains(t)))
+    }
+}
+
+impl Playbook {
+    /// Expands the steps over the alert's entities: one proposal per step and target.
+    pub fn propose<'a>(&'a self, case_id: &str, a: &AlertFields) -> Vec<Proposal<'a>> {
+        let mut out = Vec::new();
+        for step in &self.steps {
+            match step.target {
+                None => out.push(Proposal {
+                    playbook: &self.name,
+                    step,
+                    target: Target { kind: TargetKind::Case, id: case_id.to_string() },
+                }),
+                Some(kind) => {
+                    for e in a.entities_of(kind) {
+                        let id = match step.action.target_kind() {
+                            TargetKind::Indicator => e.key(),
+                            _ => e.value.clone(),
+                        };
+                        out.push(Proposal {
+                            playbook: &self.name,
+                            step,
+                            target: Target { kind: step.action.target_kind(), id },
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Loads and validates every playbook in `dir` against `connectors`; all problems at once.
+pub fn load_dir(dir: &Path, connectors: &Registry) -> Result<Vec<Playbook>, Vec<Problem>> {
+    let files = toml_files(dir).map_err(|p| vec![p])?;
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for path in files {
+        let file = path.display().to_string();
+        match parse_toml_file::<PlaybookFile>(&path) {
+            Err(p) => problems.push(p),
+            Ok(pf) => match validate(&file, stem(&path), pf, connectors) {
+                Ok(pb) => out.push(pb),
+                Err(mut ps) => problems.append(&mut ps),
+            },
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+fn validate(file: &str, name: String, pf: PlaybookFile, connectors: &Registry) -> Result<Playbook, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut p = |key: String, reason: String| problems.push(Problem::new(file, key, reason));
+    let m = pf.matcher;
+    let mut patterns = Vec::new();
+    for (i, pat) in m.rule_name_patterns.iter().enumerate() {
+        match Regex::new(pat) {
+            Ok(re) => patterns.push(re),
+            Err(e) => p(format!("match.rule_name_patterns[{i}]"), format!("not a regex: {e}")),
+        }
+    }
+    let min_severity = match &m.min_severity {
+        None => None,
+        Some(s) => match Severity::parse(s) {
+            Some(s) => Some(s),
+            None => {
+                p("match.min_severity".into(), format!("unknown severity {s:?}"));
+                None
+            }
+        },
+    };
+    let mut sources = Vec::new();
+    for (i, s) in m.sources.iter().enumerate() {
+        match IngestFormat::parse_name(s) {
+            Some(f) => sources.push(f),
+            None => p(format!("match.sources[{i}]"), format!("unknown source {s:?}")),
+        }
+    }
+    let mut techniques = Vec::new();
+    for (i, t) in m.techniques.iter().enumerate() {
+        match technique_id(t) {
+            Some(t) => techniques.push(t),
+            None => p(format!("match.techniques[{i}]"), format!("{t:?} is not an ATT&CK technique id")),
+        }
+    }
+    if m.rule_ids.is_empty() && m.rule_name_patterns.is_empty() && m.techniques.is_empty() && m.tags.is_empty() {
+        p(
+            "match".into(),
+            "needs at least one of rule_ids, rule_name_patterns, techniques or tags: a playbook matching every alert is a mistake".into(),
+        );
+    }
+    if pf.steps.is_empty() {
+        p("steps".into(), "a playbook needs at least one step".into());
+    }
+    let mut steps = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, s) in pf.steps.into_iter().enumerate() {
+        let key = |k: &str| format!("steps[{i}].{k}");
+        if s.id.trim().is_empty() {
+            p(key("id"), "must not be empty".into());
+        } else if !ids.insert(s.id.clone()) {
+            p(key("id"), format!("duplicate step id {:?}", s.id));
+        }
+        let Some(action) = ActionKind::parse(&s.action) else {
+            p(key("action"), format!("unknown action kind {:?}", s.action));
+            continue;
+        };
+        if let Err(e) = connectors.check(&s.connector, action) {
+            p(key("connector"), e);
+        }
+        let target = if s.target == "case" {
+            if action.target_kind() != TargetKind::Case {
+                p(key("target"), format!("{action} acts on a {}, not the case", action.target_kind().as_str()));
+            }
+            None
+        } else {
+            match EntityKind::parse(&s.target) {
+                Some(k) if action.target_entities().contains(&k) => Some(k),
+                Some(k) => {
+                    let allowed: Vec<&str> = if action.target_kind() == TargetKind::Case {
+                        vec!["case"]
+                    } else {
+                        action.target_entities().iter().map(|k| k.as_str()).collect()
+                    };
+                    p(key("target"), format!("{action} cannot target a {k}; use one of {allowed:?}"));
+                    None
+                }
+                None => {
+                    p(key("target"), format!("unknown target {:?}", s.target));
+                    None
+                }
+            }
+        };
+        let parameters = match serde_json::to_value(&s.parameters) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        steps.push(Step {
+            id: s.id,
+            action,
+            connector: s.connector,
+            target,
+            parameters,
+            on_failure: s.on_failure.unwrap_or_default(),
+        });
+    }
+    if problems.is_empty() {
+        Ok(Playbook {
+            name,
+            description: pf.description,
+            family: pf.family,
+            matcher: Matcher {
+                rule_ids: m.rule_ids,
+                rule_name_patterns: patterns,
+                min_severity,
+                sources,
+                techniques,
+                tags: m.tags,
+            },
+            steps,
+        })
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("crowdstrike.toml"), "kind = \"crowdstrike\"\nbase_url = \"https://api.crowdstrike.com\"\n").unwrap();
+        Registry::load(dir.path()).unwrap()
+    }
+
+    fn load(text: &str) -> Result<Vec<Playbook>, Vec<Problem>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pb.toml"), text).unwrap();
+        load_dir(dir.path(), &registry())
+    }
+
+    #[test]
+    fn rejects_unknown_connector_action_and_target() {
+        let errs = load(
+            r#"
+            [match]
+            techniques = ["T1059"]
+            [[steps]]
+            id = "a"
+            action = "isolate_host"
+            connector = "sentinelone"
+            target = "host"
+            [[steps]]
+            id = "b"
+            action = "nuke_host"
+            connector = "crowdstrike"
+            target = "host"
+            [[steps]]
+            id = "c"
+            action = "isolate_host"
+            connector = "crowdstrike"
+            target = "user"
+            "#,
+        )
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains("steps[0].connector: unknown connector \"sentinelone\"")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("steps[1].action: unknown action kind \"nuke_host\"")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("steps[2].target")), "{text:?}");
+    }
+
+    #[test]
+    fn typo_in_a_key_is_an_error() {
+        let errs = load("[match]\ntechniques = [\"T1059\"]\n[[steps]]\nid = \"a\"\naction = \"enrich\"\nconnector = \"cordon\"\ntarget = \"case\"\nrequire_aproval = true\n").unwrap_err();
+        assert!(errs[0].to_string().contains("require_aproval"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn technique_parent_matches_sub_technique() {
+        let pbs = load("[match]\ntechniques = [\"T1059\"]\n[[steps]]\nid = \"a\"\naction = \"enrich\"\nconnector = \"cordon\"\ntarget = \"case\"\n").unwrap();
+        let mut a = crate::alert::AlertFields {
+            source_alert_id: "1".into(),
+            time: chrono::Utc::now(),
+            title: "t".into(),
+            description: None,
+            rule: crate::alert::Rule { id: "r".into(), name: "r".into(), version: None },
+            severity: Severity::High,
+            confidence: 50,
+            techniques: vec!["T1059.001".into()],
+            tactics: vec![],
+            intel_source: None,
+            tags: vec![],
+            entities: vec![],
+            attributes: Default::default(),
+            source_url: None,
+        };
+        assert!(pbs[0].matcher.matches(IngestFormat::Elastic, &a));
+        a.techniques = vec!["T10590".into()];
+        assert!(!pbs[0].matcher.matches(IngestFormat::Elastic, &a));
+    }
+}

@@ -1,0 +1,570 @@
+//! The control plane: Cedar policies decide each step's tier and each approval vote.
+//!
+//! Owns: loading `policies/` (every `*.cedar` file, the schema `cordon.cedarschema`, entity files
+//! `*.entities.json`), strict validation with `file:line` errors, the `@id`/`@reason` annotation
+//! vocabulary, tier derivation (the smallest k in 0, 1, 2 approvals that Cedar allows), vote
+//! authorisation, the pre-execution re-check, and the decision records that make every
+//! decision replayable. This is the only module that calls Cedar. It fails closed: any
+//! evaluation error makes the answer Deny/`denied`.
+
+mod load;
+pub mod testfile;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, PolicySet, Request,
+    Schema,
+};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::action::{ActionKind, Target, TargetKind, Tier};
+use crate::alert::{AlertFields, Entity as AlertEntity, EntityKind};
+use crate::enrich::EnrichmentReport;
+
+pub use load::{LoadError, PolicyProblem, load_dir};
+
+/// The annotations a policy may carry. Cedar does not check annotations, so cordon does: a
+/// typo (`@reaosn`) is an error, not a silently missing explanation.
+pub const ANNOTATIONS: [&str; 3] = ["id", "reason", "approval_timeout_mins"];
+
+/// Metadata of one loaded policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PolicyMeta {
+    pub id: String,
+    pub reason: String,
+    pub effect: String,
+    pub file: String,
+    pub line: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_mins: Option<u64>,
+}
+
+/// A loaded, validated policy set with its schema and static entities. Immutable; a reload
+/// builds a new one.
+pub struct PolicyEngine {
+    /// SHA-256 over every file that went into it (policies, schema, entity files).
+    pub hash: String,
+    pub files: Vec<String>,
+    pub loaded_at: DateTime<Utc>,
+    schema: Schema,
+    policies: PolicySet,
+    /// Users and groups from entity files.
+    static_entities: Entities,
+    /// Static attributes of resources (hosts, accounts, cloud resources) from entity files,
+    /// keyed by entity uid text; enrichment overrides them.
+    static_attrs: BTreeMap<String, Map<String, Value>>,
+    /// Known users (ids) for vote checks.
+    users: std::collections::BTreeSet<String>,
+    meta: BTreeMap<String, PolicyMeta>,
+    authorizer: Authorizer,
+}
+
+/// One evaluation with a given number of approvals.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Probe {
+    pub approvals: u8,
+    /// `allow` or `deny`.
+    pub decision: String,
+    pub determining: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// A determining policy, as shown to approvers and auditors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Determining {
+    pub id: String,
+    pub effect: String,
+    pub reason: String,
+    pub file: String,
+    pub line: usize,
+}
+
+/// Everything needed to replay a decision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DecisionRecord {
+    pub policy_hash: String,
+    /// principal, action, resource, context (with `approvals` as probed last), entities used.
+    pub request: Value,
+    pub probes: Vec<Probe>,
+    pub tier: Tier,
+    pub determining: Vec<Determining>,
+    pub errors: Vec<String>,
+    /// Human reasons from the determining policies' `@reason` (or why it was denied).
+    pub reasons: Vec<String>,
+    /// Smallest `@approval_timeout_mins` among the determining policies, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_mins: Option<u64>,
+}
+
+/// What a step request is made of (built from a case, an alert and its enrichment, or from a
+/// policy test file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRequest {
+    pub playbook: String,
+    pub family: String,
+    pub step: String,
+    pub kind: ActionKind,
+    pub target: Target,
+    /// Attributes of the resource entity (complete for its type; see `default_attrs`).
+    pub resource_attrs: Map<String, Value>,
+    /// `context` without `approvals`.
+    pub context: Map<String, Value>,
+}
+
+/// A vote to be authorised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoteRequest {
+    pub user: String,
+    pub channel: String,
+    pub identity: String,
+    /// Distinct authorised approvals before this vote.
+    pub approvals: u8,
+    pub approval: ApprovalInfo,
+}
+
+/// The approval request a vote is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalInfo {
+    pub approval_id: String,
+    pub action_kind: ActionKind,
+    pub target: Target,
+    pub requester: String,
+    pub case_id: String,
+    pub tier: Tier,
+    pub environment: String,
+    pub criticality: String,
+}
+
+/// Outcome of a vote check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VoteDecision {
+    pub allowed: bool,
+    /// Why not, when refused before or by Cedar.
+    pub refusal: Option<String>,
+    pub record: DecisionRecord,
+}
+
+const NS: &str = "Cordon";
+
+fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
+    let escaped = serde_json::to_string(id).map_err(|e| e.to_string())?;
+    EntityUid::from_str(&format!("{NS}::{ty}::{escaped}")).map_err(|e| e.to_string())
+}
+
+fn action_uid(name: &str) -> Result<EntityUid, String> {
+    uid("Action", name)
+}
+
+/// The Cedar entity type for a target.
+pub fn target_type(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Case => "Case",
+        TargetKind::Host => "Host",
+        TargetKind::Account => "Account",
+        TargetKind::Indicator => "Indicator",
+        TargetKind::CloudResource => "CloudResource",
+    }
+}
+
+/// Complete attributes for a target type with every value unknown.
+pub fn default_attrs(kind: TargetKind, target_id: &str) -> Map<String, Value> {
+    let v = match kind {
+        TargetKind::Case => json!({"severity_id": 0, "alert_count": 0}),
+        TargetKind::Host => json!({"criticality": "unknown", "environment": "unknown", "owner": "", "tags": [], "known": false}),
+        TargetKind::Account => json!({"role": "unknown", "privileged": false, "groups": [], "known": false, "compromised_intel_confidence": 0}),
+        TargetKind::Indicator => {
+            let (k, val) = target_id.split_once(':').unwrap_or(("unknown", target_id));
+            json!({"kind": k, "value": val, "intel_match": false, "intel_confidence": 0, "intel_source": ""})
+        }
+        TargetKind::CloudResource => json!({"environment": "unknown", "criticality": "unknown", "owner": "", "provider": "unknown", "tags": [], "known": false}),
+    };
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Resource attributes for a target from an alert's enrichment (on top of the defaults).
+pub fn enriched_attrs(target: &Target, report: &EnrichmentReport, case_alerts: u64, severity_id: i64) -> Map<String, Value> {
+    let mut m = default_attrs(target.kind, &target.id);
+    match target.kind {
+        TargetKind::Case => {
+            m.insert("severity_id".into(), json!(severity_id));
+            m.insert("alert_count".into(), json!(case_alerts));
+        }
+        TargetKind::Host | TargetKind::CloudResource => {
+            let ek = if target.kind == TargetKind::Host { EntityKind::Host } else { EntityKind::CloudResource };
+            if let Some(a) = AlertEntity::new(ek, &target.id).and_then(|e| report.asset(&e)) {
+                m.insert("criticality".into(), json!(a.criticality));
+                m.insert("environment".into(), json!(a.environment));
+                m.insert("owner".into(), json!(a.owner));
+                m.insert("tags".into(), json!(a.tags));
+                m.insert("known".into(), json!(true));
+                if target.kind == TargetKind::CloudResource {
+                    m.insert("provider".into(), json!(a.provider.unwrap_or_else(|| "unknown".into())));
+                }
+            }
+        }
+        TargetKind::Account => {
+            if let Some(e) = AlertEntity::new(EntityKind::User, &target.id) {
+                if let Some(i) = report.identity(&e) {
+                    m.insert("role".into(), json!(i.role));
+                    m.insert("privileged".into(), json!(i.privileged));
+                    m.insert("groups".into(), json!(i.groups));
+                    m.insert("known".into(), json!(true));
+                }
+                if let Some(best) = report.intel(&e).first() {
+                    m.insert("compromised_intel_confidence".into(), json!(best.confidence));
+                }
+            }
+        }
+        TargetKind::Indicator => {
+            let entity = target
+                .id
+                .split_once(':')
+                .and_then(|(k, v)| AlertEntity::new(EntityKind::parse(k)?, v));
+            if let Some(best) = entity.as_ref().and_then(|e| report.intel(e).into_iter().next()) {
+                m.insert("intel_match".into(), json!(true));
+                m.insert("intel_confidence".into(), json!(best.confidence));
+                m.insert("intel_source".into(), json!(best.source));
+            }
+        }
+    }
+    m
+}
+
+/// The step context (without `approvals`) for an alert in a case.
+pub fn step_context(
+    alert: &AlertFields,
+    source: &str,
+    case_id: &str,
+    case_alerts: u64,
+    case_entities: usize,
+    report: &EnrichmentReport,
+    playbook: &str,
+    step: &str,
+    kind: ActionKind,
+    now: DateTime<Utc>,
+) -> Map<String, Value> {
+    let intel_matches = report.facts.iter().filter(|f| f.source.starts_with("intel")).count();
+    let v = json!({
+        "alert": {
+            "severity": alert.severity.as_str(),
+            "severity_id": alert.severity.id(),
+            "confidence": alert.confidence,
+            "rule_id": alert.rule.id,
+            "rule_name": alert.rule.name,
+            "source": source,
+            "techniques": alert.techniques,
+            "tactics": alert.tactics,
+            "intel_source": alert.intel_source.clone().unwrap_or_default(),
+            "tags": alert.tags,
+        },
+        "case": {"id": case_id, "alert_count": case_alerts, "entity_count": case_entities},
+        "time": time_context(now),
+        "intel_matches": intel_matches,
+        "playbook": playbook,
+        "step": step,
+        "reversible": kind.inverse().is_some(),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+pub fn time_context(now: DateTime<Utc>) -> Value {
+    json!({
+        "epoch": now.timestamp(),
+        "hour_utc": now.hour(),
+        "weekday": now.weekday().to_string(),
+    })
+}
+
+impl PolicyEngine {
+    pub fn meta(&self, id: &str) -> Option<&PolicyMeta> {
+        self.meta.get(id)
+    }
+
+    pub fn policy_count(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// Derives the tier of a step: probes `approvals` = 0, 1, 2 and takes the first Allow.
+    /// Any error in a probe makes the step `denied` (fail closed).
+    pub fn decide_step(&self, req: &StepRequest) -> DecisionRecord {
+        let mut probes = Vec::new();
+        let mut tier = Tier::Denied;
+        let mut last_request = Value::Null;
+        let mut determining = Vec::new();
+        let mut errors = Vec::new();
+        for k in 0..=2u8 {
+            let (probe, request_json) = self.probe_step(req, k);
+            last_request = request_json;
+            let allow = probe.decision == "allow";
+            let has_errors = !probe.errors.is_empty();
+            if has_errors {
+                errors.extend(probe.errors.iter().cloned());
+            }
+            let det = probe.determining.clone();
+            probes.push(probe);
+            if has_errors {
+                determining = det;
+                break; // fail closed: an erroring policy may be a forbid that did not fire
+            }
+            if allow {
+                tier = Tier::from_approvals(Some(k));
+                determining = det;
+                break;
+            }
+            determining = det;
+        }
+        self.record(last_request, probes, tier, determining, errors)
+    }
+
+    /// The pre-execution check: evaluates the step once with the real number of approvals.
+    /// `allowed` only for an Allow without errors.
+    pub fn recheck(&self, req: &StepRequest, approvals: u8) -> (bool, DecisionRecord) {
+        let (probe, request) = self.probe_step(req, approvals);
+        let allowed = probe.decision == "allow" && probe.errors.is_empty();
+        let errors = probe.errors.clone();
+        let det = probe.determining.clone();
+        let tier = if allowed { Tier::from_approvals(Some(approvals.min(2))) } else { Tier::Denied };
+        (allowed, self.record(request, vec![probe], tier, det, errors))
+    }
+
+    /// Authorises a vote. The requester never counts, and an approver unknown to the entity
+    /// files is refused, whatever the policies say.
+    pub fn authorize_vote(&self, v: &VoteRequest) -> VoteDecision {
+        let request_json = self.vote_request_json(v);
+        let refuse = |reason: String, record: DecisionRecord| VoteDecision { allowed: false, refusal: Some(reason), record };
+        if v.user == v.approval.requester {
+            let rec = self.record(request_json, vec![], Tier::Denied, vec![], vec![]);
+            return refuse("the requester cannot approve their own request".into(), rec);
+        }
+        if !self.users.contains(&v.user) {
+            let rec = self.record(request_json, vec![], Tier::Denied, vec![], vec![]);
+            return refuse(format!("{:?} is not a known approver", v.user), rec);
+        }
+        let probe = match self.eval_vote(v) {
+            Ok(p) => p,
+            Err(e) => Probe { approvals: v.approvals, decision: "deny".into(), determining: vec![], errors: vec![e] },
+        };
+        let allowed = probe.decision == "allow" && probe.errors.is_empty();
+        let errors = probe.errors.clone();
+        let det = probe.determining.clone();
+        let rec = self.record(request_json, vec![probe], if allowed { Tier::Auto } else { Tier::Denied }, det, errors);
+        if allowed {
+            VoteDecision { allowed: true, refusal: None, record: rec }
+        } else {
+            let why = if rec.reasons.is_empty() { "no policy permits this approver to approve this request".to_string() } else { rec.reasons.join("; ") };
+            refuse(why, rec)
+        }
+    }
+
+    fn record(&self, request: Value, probes: Vec<Probe>, tier: Tier, determining: Vec<String>, errors: Vec<String>) -> DecisionRecord {
+        let determining: Vec<Determining> = determining
+            .iter()
+            .map(|id| match self.meta.get(id) {
+                Some(m) => Determining { id: m.id.clone(), effect: m.effect.clone(), reason: m.reason.clone(), file: m.file.clone(), line: m.line },
+                None => Determining { id: id.clone(), effect: "?".into(), reason: String::new(), file: String::new(), line: 0 },
+            })
+            .collect();
+        let mut reasons: Vec<String> = determining.iter().map(|d| d.reason.clone()).filter(|r| !r.is_empty()).collect();
+        if !errors.is_empty() {
+            reasons.push("denied: policy evaluation failed (fail closed)".into());
+        } else if tier == Tier::Denied && determining.is_empty() {
+            reasons.push("denied: no policy permits this action at any approval tier".into());
+        }
+        let approval_timeout_mins = determining
+            .iter()
+            .filter_map(|d| self.meta.get(&d.id).and_then(|m| m.approval_timeout_mins))
+            .min();
+        DecisionRecord { policy_hash: self.hash.clone(), request, probes, tier, determining, errors, reasons, approval_timeout_mins }
+    }
+
+    fn step_request_json(&self, req: &StepRequest, approvals: u8) -> (Value, Value, Value) {
+        let resource_ty = target_type(req.target.kind);
+        let resource_uid_text = format!("{NS}::{resource_ty}::{}", serde_json::to_string(&req.target.id).unwrap_or_default());
+        let mut attrs = self.static_attrs.get(&resource_uid_text).cloned().unwrap_or_default();
+        for (k, v) in &req.resource_attrs {
+            attrs.insert(k.clone(), v.clone());
+        }
+        let principal = json!({"uid": {"type": format!("{NS}::Playbook"), "id": req.playbook}, "attrs": {"family": req.family}, "parents": []});
+        let resource = json!({"uid": {"type": format!("{NS}::{resource_ty}"), "id": req.target.id}, "attrs": attrs, "parents": []});
+        let mut ctx = req.context.clone();
+        ctx.insert("approvals".into(), json!(approvals));
+        (principal, resource, Value::Object(ctx))
+    }
+
+    fn probe_step(&self, req: &StepRequest, approvals: u8) -> (Probe, Value) {
+        let (principal, resource, context) = self.step_request_json(req, approvals);
+        let request_json = json!({
+            "principal": principal["uid"],
+            "action": {"type": format!("{NS}::Action"), "id": req.kind.as_str()},
+            "resource": resource["uid"],
+            "context": context,
+            "entities": [principal, resource],
+        });
+        let probe = match self.eval(
+            &principal,
+            req.kind.as_str(),
+            &resource,
+            context,
+        ) {
+            Ok(mut p) => {
+                p.approvals = approvals;
+                p
+            }
+            Err(e) => Probe { approvals, decision: "deny".into(), determining: vec![], errors: vec![e] },
+        };
+        (probe, request_json)
+    }
+
+    fn vote_request_json(&self, v: &VoteRequest) -> Value {
+        let a = &v.approval;
+        json!({
+            "principal": {"type": format!("{NS}::User"), "id": v.user},
+            "action": {"type": format!("{NS}::Action"), "id": "approve"},
+            "resource": {"type": format!("{NS}::ApprovalRequest"), "id": a.approval_id},
+            "context": {"channel": v.channel, "identity": v.identity, "approvals": v.approvals},
+            "entities": [self.approval_entity_json(a)],
+        })
+    }
+
+    fn approval_entity_json(&self, a: &ApprovalInfo) -> Value {
+        json!({
+            "uid": {"type": format!("{NS}::ApprovalRequest"), "id": a.approval_id},
+            "attrs": {
+                "action_kind": a.action_kind.as_str(),
+                "target_type": a.target.kind.as_str(),
+                "target": a.target.id,
+                "requester": a.requester,
+                "case_id": a.case_id,
+                "tier": a.tier.as_str(),
+                "environment": a.environment,
+                "criticality": a.criticality,
+            },
+            "parents": [],
+        })
+    }
+
+    fn eval_vote(&self, v: &VoteRequest) -> Result<Probe, String> {
+        let resource = self.approval_entity_json(&v.approval);
+        let context = json!({"channel": v.channel, "identity": v.identity, "approvals": v.approvals});
+        let principal = uid("User", &v.user)?;
+        let action = action_uid("approve")?;
+        let res_entity = Entity::from_json_value(resource, Some(&self.schema)).map_err(|e| format!("approval entity: {e}"))?;
+        let res_uid = res_entity.uid();
+        let entities = self
+            .static_entities
+            .clone()
+            .add_entities([res_entity], Some(&self.schema))
+            .map_err(|e| format!("entities: {e}"))?;
+        let ctx = Context::from_json_value(context, Some((&self.schema, &action))).map_err(|e| format!("context: {e}"))?;
+        let request = Request::new(principal, action, res_uid, ctx, Some(&self.schema)).map_err(|e| format!("request: {e}"))?;
+        Ok(self.to_probe(&request, &entities, v.approvals))
+    }
+
+    fn eval(&self, principal: &Value, action: &str, resource: &Value, context: Value) -> Result<Probe, String> {
+        let action = action_uid(action)?;
+        let p = Entity::from_json_value(principal.clone(), Some(&self.schema)).map_err(|e| format!("principal entity: {e}"))?;
+        let r = Entity::from_json_value(resource.clone(), Some(&self.schema)).map_err(|e| format!("resource entity: {e}"))?;
+        let (p_uid, r_uid) = (p.uid(), r.uid());
+        let entities = self
+            .static_entities
+            .clone()
+            .add_entities([p, r], Some(&self.schema))
+            .map_err(|e| format!("entities: {e}"))?;
+        let ctx = Context::from_json_value(context, Some((&self.schema, &action))).map_err(|e| format!("context: {e}"))?;
+        let request = Request::new(p_uid, action, r_uid, ctx, Some(&self.schema)).map_err(|e| format!("request: {e}"))?;
+        Ok(self.to_probe(&request, &entities, 0))
+    }
+
+    fn to_probe(&self, request: &Request, entities: &Entities, approvals: u8) -> Probe {
+        let resp = self.authorizer.is_authorized(request, &self.policies, entities);
+        let determining: Vec<String> = resp.diagnostics().reason().map(|id| id.to_string()).collect();
+        let errors: Vec<String> = resp.diagnostics().errors().map(|e| e.to_string()).collect();
+        let decision = match resp.decision() {
+            CedarDecision::Allow => "allow",
+            CedarDecision::Deny => "deny",
+        };
+        Probe { approvals, decision: decision.into(), determining, errors }
+    }
+}
+
+/// The policy set in force, swapped whole on reload. Readers take an `Arc` and keep deciding
+/// with it even while a reload runs.
+#[derive(Clone)]
+pub struct Policies {
+    inner: Arc<RwLock<State>>,
+}
+
+struct State {
+    current: Arc<PolicyEngine>,
+    last_error: Option<Vec<PolicyProblem>>,
+    reloads_failed: u64,
+}
+
+impl Policies {
+    pub fn new(engine: PolicyEngine) -> Policies {
+        Policies { inner: Arc::new(RwLock::new(State { current: Arc::new(engine), last_error: None, reloads_failed: 0 })) }
+    }
+
+    pub fn current(&self) -> Arc<PolicyEngine> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).current.clone()
+    }
+
+    /// Problems of the last failed reload (cleared by a successful one).
+    pub fn last_error(&self) -> Option<Vec<PolicyProblem>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).last_error.clone()
+    }
+
+    /// Tries to load `dir`; on success the new set takes effect, on failure the last good set
+    /// stays in force and the problems are kept for `/readyz`.
+    pub fn reload(&self, dir: &std::path::Path) -> Result<Arc<PolicyEngine>, Vec<PolicyProblem>> {
+        match load_dir(dir) {
+            Ok(engine) => {
+                let engine = Arc::new(engine);
+                let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+                s.current = engine.clone();
+                s.last_error = None;
+                Ok(engine)
+            }
+            Err(problems) => {
+                let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+                s.last_error = Some(problems.clone());
+                s.reloads_failed += 1;
+                Err(problems)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PolicyEngine {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        match load_dir(&dir) {
+            Ok(e) => e,
+            Err(p) => panic!("shipped policies do not load: {p:#?}"),
+        }
+    }
+
+    #[test]
+    fn shipped_policies_pass_their_tests() {
+        let engine = shipped();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests");
+        let outcomes = testfile::run_dir(&engine, &dir).unwrap_or_else(|p| panic!("{p:#?}"));
+        assert!(outcomes.len() >= 20, "{}", outcomes.len());
+        let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed).map(|o| format!("{}: {}", o.name, o.detail)).collect();
+        assert!(failed.is_empty(), "{failed:#?}");
+    }
+}

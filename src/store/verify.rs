@@ -1,0 +1,163 @@
+//! Offline audit-chain verification and export (`cordon audit verify|export`).
+//!
+//! Walks the audit records in key order and checks, for each: the key's sequence is the next
+//! one, the body's `seq` matches its key (catches reordering), the body hashes to the stored
+//! hash (catches edits), the body's `prev` is the previous record's hash (catches deletions and
+//! re-hashed edits), and that the chain ends at the recorded head (catches a truncated tail).
+
+use std::io::Write;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::{AUDIT_PREFIX, GENESIS_HASH, Head, KEY_HEAD, StoreError, parse_audit, seq_of_key};
+
+/// A verified chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub head: Head,
+}
+
+/// The first problem found in the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("no store at {0}")]
+    Missing(String),
+    #[error("audit record {seq}: {reason}")]
+    Broken { seq: u64, reason: String },
+}
+
+impl VerifyError {
+    /// The first bad sequence number, when the problem is in the chain itself.
+    pub fn bad_seq(&self) -> Option<u64> {
+        match self {
+            VerifyError::Broken { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+}
+
+fn open_existing(path: &Path) -> Result<sled::Db, VerifyError> {
+    if !path.join("db").exists() {
+        return Err(VerifyError::Missing(path.display().to_string()));
+    }
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(64 << 20)
+        .open()
+        .map_err(|source| {
+            VerifyError::Store(StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+        })
+}
+
+/// Verifies the audit chain of the store at `path` (the daemon must not be running: sled
+/// allows one process at a time).
+pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
+    let db = open_existing(path)?;
+    let mut expected_seq = 1u64;
+    let mut prev = GENESIS_HASH.to_string();
+    // When a record's own hash is intact but the next record does not link to it, the record
+    // was rewritten with a fresh hash: report it, not its successor.
+    for item in db.scan_prefix(AUDIT_PREFIX) {
+        let (k, v) = item.map_err(StoreError::Io)?;
+        let key_seq = seq_of_key(&k).ok_or_else(|| VerifyError::Broken {
+            seq: expected_seq,
+            reason: "malformed audit key".into(),
+        })?;
+        if key_seq != expected_seq {
+            return Err(VerifyError::Broken {
+                seq: expected_seq,
+                reason: format!("missing (the next record present is {key_seq}): deleted"),
+            });
+        }
+        let rec = parse_audit(&k, &v).map_err(|e| VerifyError::Broken {
+            seq: key_seq,
+            reason: format!("unreadable: {e}"),
+        })?;
+        if rec.body.seq != key_seq {
+            return Err(VerifyError::Broken {
+                seq: key_seq,
+                reason: format!(
+                    "holds the body of record {}: records were reordered",
+                    rec.body.seq
+                ),
+            });
+        }
+        let nl = v.iter().position(|b| *b == b'\n').unwrap_or(0);
+        let actual = hex::encode(Sha256::digest(&v[nl + 1..]));
+        if actual != rec.hash {
+            return Err(VerifyError::Broken {
+                seq: key_seq,
+                reason: "content does not match its hash: edited".into(),
+            });
+        }
+        if rec.body.prev != prev {
+            let seq = key_seq.saturating_sub(1).max(1);
+            return Err(VerifyError::Broken {
+                seq,
+                reason: format!(
+                    "record {key_seq} links to a different hash than record {seq} has: record {seq} was edited and re-hashed"
+                ),
+            });
+        }
+        prev = rec.hash;
+        expected_seq += 1;
+    }
+    let last = expected_seq - 1;
+    let head: Head = match db.get(KEY_HEAD).map_err(StoreError::Io)? {
+        Some(v) => serde_json::from_slice(&v).map_err(|e| VerifyError::Broken {
+            seq: last,
+            reason: format!("chain head unreadable: {e}"),
+        })?,
+        None => Head {
+            seq: 0,
+            hash: GENESIS_HASH.into(),
+        },
+    };
+    if head.seq > last {
+        return Err(VerifyError::Broken {
+            seq: last + 1,
+            reason: format!("missing: the chain head says {} records exist", head.seq),
+        });
+    }
+    if head.seq < last || head.hash != prev {
+        return Err(VerifyError::Broken {
+            seq: last,
+            reason: "does not match the recorded chain head: edited and re-hashed".into(),
+        });
+    }
+    Ok(VerifyReport {
+        records: last,
+        head,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Verify(#[from] VerifyError),
+    #[error("write: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Writes every audit record as one JSON line (`{"hash":..,"seq":..,"prev":..,...}`) in chain
+/// order. Returns the number of records written.
+pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, ExportError> {
+    let db = open_existing(path)?;
+    let mut n = 0;
+    for item in db.scan_prefix(AUDIT_PREFIX) {
+        let (k, v) = item.map_err(|e| VerifyError::Store(StoreError::Io(e)))?;
+        let rec = parse_audit(&k, &v).map_err(VerifyError::Store)?;
+        serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+        n += 1;
+    }
+    out.flush()?;
+    Ok(n)
+}
