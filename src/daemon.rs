@@ -1,1 +1,361 @@
-//! (being written)
+//! The daemon's life: config → validate (all problems at once) → build → spawn → wait for a
+//! signal → drain under a deadline → flush.
+//!
+//! Owns: start-up validation of every file the config points at, binding and spawning the
+//! long-lived tasks (engine, HTTP, policy file watcher, signal handlers) under one cancellation
+//! token and task tracker, and the ordered shutdown: stop intake, let in-flight requests finish,
+//! drain the engine's queue, flush the store.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Problem};
+use crate::connector::Registry;
+use crate::engine::{self, Clock, EngineHandle, EngineParts};
+use crate::enrich::Enricher;
+use crate::http::{self, HttpState};
+use crate::ingest::IngestFormat;
+use crate::metrics::Metrics;
+use crate::playbook::{self, Playbook};
+use crate::policy::{self, Policies};
+use crate::secret::TokenHash;
+use crate::store::{Store, StoreOptions};
+
+/// Exit status for a configuration that does not validate (EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+/// Exit status when the drain deadline passed (EX_SOFTWARE).
+pub const EXIT_DRAIN_TIMEOUT: i32 = 70;
+/// Exit status when the store cannot be opened (EX_IOERR... EX_CANTCREAT is 73).
+pub const EXIT_STORE: i32 = 74;
+
+/// Everything validated and loaded, before any socket is bound.
+pub struct Validated {
+    pub config: Config,
+    pub connectors: Registry,
+    pub playbooks: Vec<Playbook>,
+    pub enricher: Enricher,
+    pub policies: policy::PolicyEngine,
+    pub tokens: BTreeMap<IngestFormat, TokenHash>,
+    pub admin_token: Option<TokenHash>,
+}
+
+/// Parses and validates the config and every file it names; every problem at once.
+pub fn validate(config: Config, config_file: &str) -> Result<Validated, Vec<Problem>> {
+    let mut problems = config.validate(config_file);
+    let connectors = Registry::load(&config.connectors_dir).unwrap_or_else(|mut p| {
+        problems.append(&mut p);
+        Registry::default()
+    });
+    let playbooks = playbook::load_dir(&config.playbooks_dir, &connectors).unwrap_or_else(|mut p| {
+        problems.append(&mut p);
+        vec![]
+    });
+    let enricher = Enricher::load(&config.enrichment).unwrap_or_else(|mut p| {
+        problems.append(&mut p);
+        Enricher::default()
+    });
+    let policies = match policy::load_dir(&config.policies_dir) {
+        Ok(p) => Some(p),
+        Err(ps) => {
+            problems.extend(ps.into_iter().map(|p| {
+                let file = if p.line > 0 { format!("{}:{}:{}", p.file, p.line, p.column) } else { p.file };
+                Problem::new(file, "", p.message)
+            }));
+            None
+        }
+    };
+    let mut tokens = BTreeMap::new();
+    for (source, r) in &config.ingest.tokens {
+        if let (Some(f), Ok(t)) = (IngestFormat::parse_name(source), TokenHash::from_ref(r)) {
+            tokens.insert(f, t);
+        }
+    }
+    let admin_token = config.http.admin_token.as_ref().and_then(|r| TokenHash::from_ref(r).ok());
+    match policies {
+        Some(policies) if problems.is_empty() => Ok(Validated { config, connectors, playbooks, enricher, policies, tokens, admin_token }),
+        _ => Err(problems),
+    }
+}
+
+/// Options the tests (and only the tests) change.
+pub struct StartOptions {
+    pub clock: Clock,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions { clock: engine::system_clock() }
+    }
+}
+
+/// A running daemon.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub store: Store,
+    pub policies: Policies,
+    pub metrics: Metrics,
+    pub engine: EngineHandle,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<i32>,
+}
+
+impl Running {
+    /// A token that stops the daemon when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops intake, drains and flushes; returns the exit status (0 = clean drain).
+    pub async fn shutdown(self) -> i32 {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits for the daemon to stop by itself (a signal).
+    pub async fn wait(self) -> i32 {
+        drop(self.engine);
+        self.done.await.unwrap_or(1)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// Opens the store, binds the listener and spawns every task.
+pub async fn start(v: Validated, http_listener: tokio::net::TcpListener, opts: StartOptions) -> Result<Running, StartError> {
+    let cfg = v.config;
+    let store = Store::open(
+        &cfg.data_dir,
+        &StoreOptions { cache_capacity_bytes: cfg.store.cache_capacity_bytes, sync_data: cfg.store.sync_data },
+    )?;
+    let metrics = Metrics::new();
+    let policies = Policies::new(v.policies);
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr: cfg.http.addr.clone(), source })?;
+    let playbook_count = v.playbooks.len();
+    let (eng, handle) = engine::new(
+        EngineParts {
+            store: store.clone(),
+            policies: policies.clone(),
+            policies_dir: cfg.policies_dir.clone(),
+            playbooks: v.playbooks,
+            enricher: v.enricher,
+            suppressions: cfg.suppressions.clone(),
+            cases: cfg.cases.clone(),
+            metrics: metrics.clone(),
+            max_batch: cfg.store.max_batch,
+            clock: opts.clock,
+        },
+        cfg.store.max_batch * 8,
+    );
+    if v.tokens.len() < IngestFormat::ALL.len() {
+        let open: Vec<&str> = IngestFormat::ALL.iter().filter(|f| !v.tokens.contains_key(f)).map(|f| f.as_str()).collect();
+        tracing::warn!(sources = ?open, "no ingest token configured for these sources: they accept alerts from loopback clients only");
+    }
+    let shutdown = CancellationToken::new();
+    let draining = Arc::new(AtomicBool::new(false));
+    let tracker = TaskTracker::new();
+    let engine_task = tracker.spawn(eng.run());
+
+    // Reload triggers: SIGHUP and file changes. Both hold an engine handle until shutdown.
+    spawn_reload_triggers(&tracker, &shutdown, handle.clone(), &cfg);
+
+    let state = HttpState {
+        engine: handle.clone(),
+        store: store.clone(),
+        policies: policies.clone(),
+        metrics: metrics.clone(),
+        tokens: Arc::new(v.tokens),
+        admin_token: v.admin_token.map(Arc::new),
+        max_body_bytes: cfg.http.max_body_bytes,
+        playbooks: playbook_count,
+        connectors: v.connectors.connectors.len(),
+        draining: draining.clone(),
+    };
+    let http_shutdown = shutdown.clone();
+    let http_task = tracker.spawn(http::serve(http_listener, state, async move { http_shutdown.cancelled().await }));
+    tracker.close();
+    tracing::info!(http = %http_addr, data_dir = %cfg.data_dir.display(), "cordon is serving");
+
+    let drain_deadline = Duration::from_secs(cfg.shutdown.drain_timeout_secs);
+    let store2 = store.clone();
+    let token = shutdown.clone();
+    let done = tokio::spawn(async move {
+        token.cancelled().await;
+        draining.store(true, Ordering::SeqCst);
+        tracing::info!("shutting down: intake stopped, draining in-flight work");
+        let drained = tokio::time::timeout(drain_deadline, async {
+            if let Ok(Err(e)) = http_task.await {
+                tracing::error!(error = %e, "http server stopped with an error");
+            }
+            // Every engine handle is gone now (HTTP state, reload triggers), so the engine
+            // finishes its queue and returns.
+            let _ = engine_task.await;
+            tracker.wait().await;
+        })
+        .await;
+        let flushed = store2.flush();
+        match (drained, flushed) {
+            (Ok(()), Ok(())) => {
+                tracing::info!("drained and flushed; bye");
+                0
+            }
+            (Err(_), _) => {
+                tracing::error!(deadline_secs = drain_deadline.as_secs(), "drain deadline passed; unacknowledged requests were dropped");
+                EXIT_DRAIN_TIMEOUT
+            }
+            (_, Err(e)) => {
+                tracing::error!(error = %e, "final store flush failed");
+                EXIT_STORE
+            }
+        }
+    });
+    Ok(Running { http_addr, store, policies, metrics, engine: handle, shutdown, done })
+}
+
+fn spawn_reload_triggers(tracker: &TaskTracker, shutdown: &CancellationToken, handle: EngineHandle, cfg: &Config) {
+    #[cfg(unix)]
+    {
+        let token = shutdown.clone();
+        let h = handle.clone();
+        tracker.spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                tracing::error!("cannot listen for SIGHUP; reload policies over HTTP instead");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    s = hup.recv() => {
+                        if s.is_none() { break }
+                        tracing::info!("SIGHUP: reloading policies");
+                        h.request_reload("sighup");
+                    }
+                }
+            }
+        });
+    }
+    if cfg.policy.watch {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res
+                && !matches!(ev.kind, notify::EventKind::Access(_))
+            {
+                let _ = tx.send(());
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the policy directory; reload with SIGHUP or POST /v1/policies/reload");
+                return;
+            }
+        };
+        if let Err(e) = notify::Watcher::watch(&mut watcher, &cfg.policies_dir, notify::RecursiveMode::NonRecursive) {
+            tracing::error!(error = %e, dir = %cfg.policies_dir.display(), "cannot watch the policy directory");
+            return;
+        }
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let _watcher = watcher; // lives as long as this task
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    ev = rx.recv() => {
+                        if ev.is_none() { break }
+                        // Editors write in several steps: wait until the directory is quiet.
+                        loop {
+                            tokio::select! {
+                                _ = token.cancelled() => return,
+                                more = tokio::time::timeout(Duration::from_millis(300), rx.recv()) => match more {
+                                    Ok(Some(())) => continue,
+                                    Ok(None) => return,
+                                    Err(_) => break,
+                                },
+                            }
+                        }
+                        tracing::info!("policy files changed: reloading");
+                        handle.request_reload("file_change");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// `cordon serve`: runs until SIGTERM/SIGINT; returns the process exit status.
+pub async fn serve(config_path: Option<&std::path::Path>) -> i32 {
+    let file = config_path.map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(problems) => return report(&problems),
+    };
+    let v = match validate(config, &file) {
+        Ok(v) => v,
+        Err(problems) => return report(&problems),
+    };
+    let addr = v.config.http.addr.clone();
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr, error = %e, "cannot listen");
+            return EXIT_CONFIG;
+        }
+    };
+    let running = match start(v, listener, StartOptions::default()).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cordon cannot start");
+            return EXIT_STORE;
+        }
+    };
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        token.cancel();
+    });
+    running.wait().await
+}
+
+fn report(problems: &[Problem]) -> i32 {
+    eprintln!("cordon: the configuration is invalid ({} problem(s)); not starting:", problems.len());
+    for p in problems {
+        eprintln!("  {p}");
+        tracing::error!(problem = %p, "invalid configuration");
+    }
+    EXIT_CONFIG
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

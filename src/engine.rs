@@ -1,1 +1,650 @@
-//! (being written)
+//! The engine: the one task that owns case and action state.
+//!
+//! Owns: the pipeline from a parsed alert to a durable case with decided action requests
+//! (dedup → correlate → suppress → enrich → propose → decide), policy reloads, the key layout
+//! of engine state in the store, and group commit. Everything changes in response to a closed
+//! [`Event`] enum read from one channel; each batch of events is one store transaction, one
+//! flush, and only then are the callers answered. Nothing is acknowledged before it is durable,
+//! and a failed commit acknowledges nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::action::{ActionRequest, ActionState, Tier, idempotency_key};
+use crate::alert::{Alert, AlertFields};
+use crate::case::{Case, CaseState, Suppressed, Transition};
+use crate::config::{CasesConfig, Suppression};
+use crate::enrich::{EnrichmentReport, Enricher};
+use crate::ingest::IngestFormat;
+use crate::metrics::{Metrics, OutcomeLabels, TierLabels};
+use crate::playbook::Playbook;
+use crate::policy::{self, Policies, PolicyProblem, StepRequest};
+use crate::store::{Links, Store, StoreError, Txn};
+
+/// Key layout of engine state.
+pub mod keys {
+    pub fn alert(id: &str) -> Vec<u8> {
+        format!("al/{id}").into_bytes()
+    }
+    pub fn source_id(source: &str, source_alert_id: &str) -> Vec<u8> {
+        format!("as/{source}/{source_alert_id}").into_bytes()
+    }
+    pub fn fingerprint(fp: &str) -> Vec<u8> {
+        format!("fp/{fp}").into_bytes()
+    }
+    pub fn correlation(key: &str) -> Vec<u8> {
+        format!("ck/{key}").into_bytes()
+    }
+    pub fn case(id: &str) -> Vec<u8> {
+        format!("c/{id}").into_bytes()
+    }
+    pub const CASE_PREFIX: &[u8] = b"c/";
+    pub fn action(id: &str) -> Vec<u8> {
+        format!("x/{id}").into_bytes()
+    }
+    pub fn action_index(case_id: &str, idem: &str) -> Vec<u8> {
+        format!("xi/{case_id}/{idem}").into_bytes()
+    }
+    pub const CASES_OPEN: &[u8] = b"s/cases_open";
+}
+
+/// An alert as stored: the normalized alert plus what cordon made of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredAlert {
+    #[serde(flatten)]
+    pub alert: Alert,
+    pub case_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<EnrichmentReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FingerprintEntry {
+    alert_id: String,
+    case_id: String,
+    at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CorrelationEntry {
+    case_id: String,
+    last_seen: DateTime<Utc>,
+}
+
+/// The answer to an accepted alert.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IngestAck {
+    pub alert_id: String,
+    pub case_id: String,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// The store could not make the batch durable; nothing was acknowledged or kept.
+    #[error("store unavailable: {0}")]
+    Store(String),
+    /// The daemon is shutting down and takes no new work.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// Result of a policy reload.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReloadOutcome {
+    pub ok: bool,
+    /// The hash now in force.
+    pub policy_hash: String,
+    pub problems: Vec<PolicyProblem>,
+}
+
+/// Everything that changes case or action state.
+pub enum Event {
+    Ingest {
+        format: IngestFormat,
+        fields: Box<AlertFields>,
+        /// The payload exactly as received.
+        raw: String,
+        received_at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<IngestAck, EngineError>>,
+    },
+    ReloadPolicies {
+        /// `sighup`, `file_change`, `http`...
+        trigger: String,
+        reply: Option<oneshot::Sender<ReloadOutcome>>,
+    },
+}
+
+/// Sends events to the engine. Dropping every handle lets the engine drain and stop.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Event>,
+}
+
+impl EngineHandle {
+    pub async fn ingest(
+        &self,
+        format: IngestFormat,
+        fields: AlertFields,
+        raw: String,
+        received_at: DateTime<Utc>,
+    ) -> Result<IngestAck, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Ingest { format, fields: Box::new(fields), raw, received_at, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    pub async fn reload_policies(&self, trigger: &str) -> Option<ReloadOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::ReloadPolicies { trigger: trigger.to_string(), reply: Some(reply) })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Asks for a reload without waiting for it (signal and file-watch triggers).
+    pub fn request_reload(&self, trigger: &str) {
+        let _ = self.tx.try_send(Event::ReloadPolicies { trigger: trigger.to_string(), reply: None });
+    }
+}
+
+/// A source of "now", injectable for tests of windows and expiry.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// What the engine is built from.
+pub struct EngineParts {
+    pub store: Store,
+    pub policies: Policies,
+    pub policies_dir: PathBuf,
+    pub playbooks: Vec<Playbook>,
+    pub enricher: Enricher,
+    pub suppressions: Vec<Suppression>,
+    pub cases: CasesConfig,
+    pub metrics: Metrics,
+    pub max_batch: usize,
+    pub clock: Clock,
+}
+
+pub struct Engine {
+    parts: EngineParts,
+    rx: mpsc::Receiver<Event>,
+}
+
+/// Builds the engine and its handle. `queue` bounds how many events may wait (backpressure
+/// reaches HTTP clients as latency, never as unbounded memory).
+pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
+    let (tx, rx) = mpsc::channel(queue);
+    (Engine { parts, rx }, EngineHandle { tx })
+}
+
+type Reply = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
+
+impl Engine {
+    /// Runs until every [`EngineHandle`] is dropped and the queue is drained.
+    pub async fn run(mut self) {
+        if let Ok(Some(n)) = self.parts.store.get_json::<i64>(keys::CASES_OPEN) {
+            self.parts.metrics.cases_open.set(n);
+        }
+        let mut batch = Vec::new();
+        loop {
+            let Some(first) = self.rx.recv().await else { break };
+            batch.push(first);
+            while batch.len() < self.parts.max_batch {
+                match self.rx.try_recv() {
+                    Ok(ev) => batch.push(ev),
+                    Err(_) => break,
+                }
+            }
+            self.process(std::mem::take(&mut batch)).await;
+        }
+        tracing::info!("engine drained its queue and stopped");
+    }
+
+    async fn process(&mut self, batch: Vec<Event>) {
+        self.parts.enricher.refresh();
+        let mut txn = self.parts.store.begin();
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let events = batch.len();
+        for ev in batch {
+            match ev {
+                Event::Ingest { format, fields, raw, received_at, reply } => {
+                    let sp = txn.savepoint();
+                    match self.ingest(&mut txn, format, &fields, raw, received_at) {
+                        Ok(ack) => {
+                            let source = format.as_str();
+                            let outcome = if ack.duplicate { "duplicate" } else { "accepted" };
+                            let metrics = self.parts.metrics.clone();
+                            replies.push(Box::new(move |r| {
+                                match &r {
+                                    Ok(()) => metrics.alert(source, outcome),
+                                    Err(_) => metrics.alert(source, "store_unavailable"),
+                                }
+                                let _ = reply.send(r.map(|()| ack));
+                            }));
+                        }
+                        Err(e) => {
+                            txn.rollback_to(sp);
+                            tracing::error!(error = %e, "alert could not be recorded");
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::ReloadPolicies { trigger, reply } => {
+                    let sp = txn.savepoint();
+                    match self.reload(&mut txn, &trigger) {
+                        Ok(outcome) => replies.push(Box::new(move |r| {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(match r {
+                                    Ok(()) => outcome,
+                                    Err(e) => ReloadOutcome {
+                                        ok: false,
+                                        policy_hash: outcome.policy_hash,
+                                        problems: vec![PolicyProblem { file: "store".into(), line: 0, column: 0, message: e.to_string() }],
+                                    },
+                                });
+                            }
+                        })),
+                        Err(e) => {
+                            txn.rollback_to(sp);
+                            tracing::error!(error = %e, "policy reload could not be recorded");
+                        }
+                    }
+                }
+            }
+        }
+        let cases_open = txn.get_json::<i64>(&self.parts.store, keys::CASES_OPEN).ok().flatten();
+        let result = self.parts.store.commit(txn).await;
+        match &result {
+            Ok(c) => {
+                self.parts.metrics.store_write_seconds.observe(c.elapsed.as_secs_f64());
+                self.parts.metrics.store_batch_events.observe(events as f64);
+                if let Some(n) = cases_open {
+                    self.parts.metrics.cases_open.set(n);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, events, "group commit failed; nothing in this batch was acknowledged"),
+        }
+        let r = result.map(|_| ()).map_err(|e| EngineError::Store(e.to_string()));
+        for reply in replies {
+            reply(r.clone());
+        }
+    }
+
+    fn reload(&mut self, txn: &mut Txn, trigger: &str) -> Result<ReloadOutcome, StoreError> {
+        let now = (self.parts.clock)();
+        let before = self.parts.policies.current().hash.clone();
+        let outcome = match self.parts.policies.reload(&self.parts.policies_dir) {
+            Ok(engine) => {
+                tracing::info!(trigger, policy_hash = %engine.hash, policies = engine.policy_count(), "policy set reloaded");
+                self.parts.metrics.policy_reloads.get_or_create(&OutcomeLabels { outcome: "ok".into() }).inc();
+                self.parts.metrics.policy_reload_failed.set(0);
+                txn.audit(
+                    "policy_reloaded",
+                    Links::default(),
+                    now,
+                    json!({"trigger": trigger, "previous_hash": before, "policy_hash": engine.hash, "files": engine.files, "policies": engine.policy_count()}),
+                )?;
+                ReloadOutcome { ok: true, policy_hash: engine.hash.clone(), problems: vec![] }
+            }
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!(trigger, problem = %p, "policy reload failed; the previous policy set stays in force");
+                }
+                self.parts.metrics.policy_reloads.get_or_create(&OutcomeLabels { outcome: "failed".into() }).inc();
+                self.parts.metrics.policy_reload_failed.set(1);
+                txn.audit(
+                    "policy_reload_failed",
+                    Links::default(),
+                    now,
+                    json!({"trigger": trigger, "policy_hash_in_force": before, "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),
+                )?;
+                ReloadOutcome { ok: false, policy_hash: before, problems }
+            }
+        };
+        Ok(outcome)
+    }
+
+    fn ingest(
+        &mut self,
+        txn: &mut Txn,
+        format: IngestFormat,
+        fields: &AlertFields,
+        raw: String,
+        received_at: DateTime<Utc>,
+    ) -> Result<IngestAck, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let source = format.as_str();
+
+        // 1. The same alert again (a SIEM retry): answer with the original ids.
+        let sk = keys::source_id(source, &fields.source_alert_id);
+        if let Some(orig) = txn.get(&store, &sk)? {
+            let orig_id = String::from_utf8_lossy(&orig).to_string();
+            if let Some(orig_alert) = txn.get_json::<StoredAlert>(&store, &keys::alert(&orig_id))? {
+                let case_id = orig_alert.case_id.clone();
+                txn.audit(
+                    "alert_received",
+                    Links { case_id: Some(case_id.clone()), alert_id: Some(orig_id.clone()), action_id: None },
+                    now,
+                    json!({"source": source, "received_at": received_at, "raw": raw, "duplicate_of": orig_id, "why": "same source and source alert id"}),
+                )?;
+                if let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&case_id))? {
+                    case.duplicate_count += 1;
+                    case.updated_at = now;
+                    txn.put_json(keys::case(&case_id), &case)?;
+                }
+                return Ok(IngestAck { alert_id: orig_id, case_id, duplicate: true });
+            }
+        }
+
+        let alert_id = ulid::Ulid::generate().to_string();
+        let alert = Alert {
+            alert_id: alert_id.clone(),
+            received_at,
+            source: source.to_string(),
+            fields: fields.clone(),
+            raw_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(raw.as_bytes())),
+        };
+        let links = |case_id: &str| Links { case_id: Some(case_id.to_string()), alert_id: Some(alert_id.clone()), action_id: None };
+
+        // 2. Same content within the dedup window: a duplicate in the same case.
+        let fp = fields.fingerprint();
+        let fpk = keys::fingerprint(&fp);
+        if let Some(entry) = txn.get_json::<FingerprintEntry>(&store, &fpk)?
+            && now - entry.at <= Duration::seconds(secs(self.parts.cases.dedup_window_secs))
+            && let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&entry.case_id))?
+            && case.state != CaseState::Closed
+        {
+            txn.audit(
+                "alert_received",
+                links(&case.case_id),
+                now,
+                json!({"source": source, "received_at": received_at, "raw": raw, "alert": alert, "duplicate_of": entry.alert_id, "why": "same fingerprint within the dedup window"}),
+            )?;
+            case.alert_ids.push(alert_id.clone());
+            case.duplicate_count += 1;
+            case.updated_at = now;
+            txn.put_json(keys::case(&case.case_id), &case)?;
+            txn.put(sk, alert_id.clone().into_bytes());
+            let stored = StoredAlert { alert, case_id: case.case_id.clone(), duplicate_of: Some(entry.alert_id), suppressed_by: None, enrichment: None };
+            txn.put_json(keys::alert(&alert_id), &stored)?;
+            return Ok(IngestAck { alert_id, case_id: case.case_id, duplicate: true });
+        }
+
+        // 3. Correlate: same rule and primary entity within the window joins the open case.
+        let corr_key = fields.correlation_key();
+        let mut joined = None;
+        if let Some(ck) = &corr_key
+            && let Some(entry) = txn.get_json::<CorrelationEntry>(&store, &keys::correlation(ck))?
+            && now - entry.last_seen <= Duration::seconds(secs(self.parts.cases.correlation_window_secs))
+            && let Some(case) = txn.get_json::<Case>(&store, &keys::case(&entry.case_id))?
+            && case.state.is_open()
+        {
+            joined = Some(case);
+        }
+        let is_new = joined.is_none();
+        let mut case = match joined {
+            Some(c) => c,
+            None => {
+                let case_id = ulid::Ulid::generate().to_string();
+                Case {
+                    case_id: case_id.clone(),
+                    state: CaseState::Normalized,
+                    title: fields.title.clone(),
+                    rule_id: fields.rule.id.clone(),
+                    primary_entity: fields.primary_entity().map(|e| e.key()),
+                    severity: fields.severity,
+                    alert_ids: vec![],
+                    duplicate_count: 0,
+                    entities: vec![],
+                    suppressed_by: None,
+                    action_ids: vec![],
+                    history: vec![Transition { from: None, to: CaseState::Normalized, at: now, reason: "case opened for a new alert".into() }],
+                    created_at: now,
+                    updated_at: now,
+                }
+            }
+        };
+        let case_id = case.case_id.clone();
+        txn.audit(
+            "alert_received",
+            links(&case_id),
+            now,
+            json!({"source": source, "received_at": received_at, "raw": raw, "alert": alert}),
+        )?;
+        if is_new {
+            txn.audit("case_transition", links(&case_id), now, json!({"from": null, "to": "normalized", "reason": "case opened for a new alert"}))?;
+            self.bump_open(txn, 1)?;
+        } else {
+            txn.audit("alert_correlated", links(&case_id), now, json!({"correlation_key": corr_key, "case_state": case.state}))?;
+        }
+        case.alert_ids.push(alert_id.clone());
+        case.severity = case.severity.max(fields.severity);
+        for e in &fields.entities {
+            if !case.entities.contains(e) {
+                case.entities.push(e.clone());
+            }
+        }
+        case.updated_at = now;
+        txn.put(sk, alert_id.clone().into_bytes());
+        txn.put_json(fpk, &FingerprintEntry { alert_id: alert_id.clone(), case_id: case_id.clone(), at: now })?;
+        if let Some(ck) = &corr_key {
+            txn.put_json(keys::correlation(ck), &CorrelationEntry { case_id: case_id.clone(), last_seen: now })?;
+        }
+        let mut stored = StoredAlert { alert, case_id: case_id.clone(), duplicate_of: None, suppressed_by: None, enrichment: None };
+
+        // 4. Suppression.
+        if let Some(s) = crate::suppress::find(&self.parts.suppressions, fields, now) {
+            txn.audit(
+                "alert_suppressed",
+                links(&case_id),
+                now,
+                json!({"suppression": s.id, "reason": s.reason, "owner": s.owner, "expires": s.expires}),
+            )?;
+            stored.suppressed_by = Some(s.id.clone());
+            if is_new {
+                case.suppressed_by = Some(Suppressed { id: s.id.clone(), reason: s.reason.clone(), owner: s.owner.clone() });
+                let reason = format!("suppressed by {} ({}; owner {})", s.id, s.reason, s.owner);
+                self.transition(txn, &mut case, CaseState::Suppressed, now, &reason, &alert_id)?;
+                self.bump_open(txn, -1)?;
+            }
+            txn.put_json(keys::alert(&alert_id), &stored)?;
+            txn.put_json(keys::case(&case_id), &case)?;
+            return Ok(IngestAck { alert_id, case_id, duplicate: false });
+        }
+
+        // 5. Enrichment: its failure is recorded on its own and never drops the alert.
+        let report = self.parts.enricher.enrich(fields, now);
+        txn.audit("enrichment", links(&case_id), now, serde_json::to_value(&report).unwrap_or_default())?;
+        if !report.failures.is_empty() {
+            self.parts.metrics.enrichment_failures.inc_by(report.failures.len() as u64);
+            txn.audit("enrichment_failed", links(&case_id), now, json!({"failures": report.failures}))?;
+        }
+        if is_new {
+            self.transition(txn, &mut case, CaseState::Enriched, now, "asset, identity and intel context attached", &alert_id)?;
+            let why = match &corr_key {
+                Some(k) => format!("new case keyed on {k}"),
+                None => "new case (the alert names no entity to correlate on)".to_string(),
+            };
+            self.transition(txn, &mut case, CaseState::Correlated, now, &why, &alert_id)?;
+        }
+
+        // 6. Playbooks propose; 7. policy decides each step.
+        let policy_engine = self.parts.policies.current();
+        let mut new_actions = 0;
+        for pb in self.parts.playbooks.iter().filter(|pb| pb.matcher.matches(format, fields)) {
+            for prop in pb.propose(&case_id, fields) {
+                let idem = idempotency_key(&case_id, prop.playbook, &prop.step.id, prop.step.action, &prop.target);
+                let xi = keys::action_index(&case_id, &idem);
+                if txn.get(&store, &xi)?.is_some() {
+                    continue; // already proposed for this case
+                }
+                let action_id = ulid::Ulid::generate().to_string();
+                let mut req = ActionRequest {
+                    action_id: action_id.clone(),
+                    case_id: case_id.clone(),
+                    alert_id: alert_id.clone(),
+                    playbook: pb.name.clone(),
+                    step: prop.step.id.clone(),
+                    kind: prop.step.action,
+                    connector: prop.step.connector.clone(),
+                    target: prop.target.clone(),
+                    parameters: prop.step.parameters.clone(),
+                    on_failure: prop.step.on_failure,
+                    state: ActionState::Proposed,
+                    tier: None,
+                    determining_policies: vec![],
+                    reasons: vec![],
+                    decision_seq: None,
+                    policy_hash: None,
+                    idempotency_key: idem,
+                    created_at: now,
+                    updated_at: now,
+                };
+                let alinks = Links { case_id: Some(case_id.clone()), alert_id: Some(alert_id.clone()), action_id: Some(action_id.clone()) };
+                txn.audit("action_proposed", alinks.clone(), now, serde_json::to_value(&req).unwrap_or_default())?;
+                let step_req = StepRequest {
+                    playbook: pb.name.clone(),
+                    family: pb.family.clone(),
+                    step: prop.step.id.clone(),
+                    kind: prop.step.action,
+                    target: prop.target.clone(),
+                    resource_attrs: policy::enriched_attrs(&prop.target, &report, case.alert_ids.len() as u64, case.severity.id()),
+                    context: policy::step_context(
+                        fields,
+                        source,
+                        &case_id,
+                        case.alert_ids.len() as u64,
+                        case.entities.len(),
+                        &report,
+                        &pb.name,
+                        &prop.step.id,
+                        prop.step.action,
+                        now,
+                    ),
+                };
+                let record = policy_engine.decide_step(&step_req);
+                let seq = txn.audit("policy_decision", alinks.clone(), now, serde_json::to_value(&record).unwrap_or_default())?;
+                self.parts.metrics.decisions.get_or_create(&TierLabels { tier: record.tier.as_str().into() }).inc();
+                let next = match record.tier {
+                    Tier::Auto => ActionState::Approved,
+                    Tier::OneApprover | Tier::TwoPerson => ActionState::AwaitingApproval,
+                    Tier::Denied => ActionState::Denied,
+                };
+                req.tier = Some(record.tier);
+                req.determining_policies = record.determining.iter().map(|d| d.id.clone()).collect();
+                req.reasons = record.reasons.clone();
+                req.decision_seq = Some(seq);
+                req.policy_hash = Some(record.policy_hash.clone());
+                txn.audit(
+                    "action_transition",
+                    alinks,
+                    now,
+                    json!({"from": req.state, "to": next, "tier": record.tier, "reasons": record.reasons, "decision_seq": seq}),
+                )?;
+                req.state = next;
+                txn.put(xi, action_id.clone().into_bytes());
+                txn.put_json(keys::action(&action_id), &req)?;
+                case.action_ids.push(action_id);
+                new_actions += 1;
+            }
+        }
+        if new_actions > 0 && case.state == CaseState::Correlated {
+            self.transition(txn, &mut case, CaseState::Recommended, now, &format!("{new_actions} action(s) proposed by playbooks"), &alert_id)?;
+        }
+        if case.state == CaseState::Recommended {
+            // Approved once nothing awaits a human and at least one action may run.
+            let mut awaiting = false;
+            let mut approved = false;
+            for id in &case.action_ids {
+                if let Some(a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? {
+                    awaiting |= a.state == ActionState::AwaitingApproval;
+                    approved |= a.state == ActionState::Approved;
+                }
+            }
+            if approved && !awaiting {
+                self.transition(txn, &mut case, CaseState::Approved, now, "every proposed action is decided and at least one may run", &alert_id)?;
+            }
+        }
+        stored.enrichment = Some(report);
+        txn.put_json(keys::alert(&alert_id), &stored)?;
+        txn.put_json(keys::case(&case_id), &case)?;
+        Ok(IngestAck { alert_id, case_id, duplicate: false })
+    }
+
+    fn transition(&self, txn: &mut Txn, case: &mut Case, to: CaseState, now: DateTime<Utc>, reason: &str, alert_id: &str) -> Result<(), StoreError> {
+        let from = case.state;
+        if case.transition(to, now, reason) {
+            txn.audit(
+                "case_transition",
+                Links { case_id: Some(case.case_id.clone()), alert_id: Some(alert_id.to_string()), action_id: None },
+                now,
+                json!({"from": from, "to": to, "reason": reason}),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn bump_open(&self, txn: &mut Txn, delta: i64) -> Result<(), StoreError> {
+        let n = txn.get_json::<i64>(&self.parts.store, keys::CASES_OPEN)?.unwrap_or(0) + delta;
+        txn.put_json(keys::CASES_OPEN.to_vec(), &n.max(0))
+    }
+}
+
+fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX / 1000)
+}
+
+/// Read-only queries on committed engine state (for the HTTP and gRPC read APIs).
+pub mod read {
+    use super::*;
+
+    pub fn case(store: &Store, id: &str) -> Result<Option<Case>, StoreError> {
+        store.get_json(&keys::case(id))
+    }
+
+    pub fn alert(store: &Store, id: &str) -> Result<Option<StoredAlert>, StoreError> {
+        store.get_json(&keys::alert(id))
+    }
+
+    pub fn action(store: &Store, id: &str) -> Result<Option<ActionRequest>, StoreError> {
+        store.get_json(&keys::action(id))
+    }
+
+    /// Cases in creation order after `after` (a case id), at most `limit`.
+    pub fn cases(store: &Store, after: Option<&str>, limit: usize) -> Result<Vec<Case>, StoreError> {
+        let after = after.map(keys::case);
+        Ok(store
+            .scan_json::<Case>(keys::CASE_PREFIX, after.as_deref(), limit)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
+    pub fn actions_of(store: &Store, case: &Case) -> Result<Vec<ActionRequest>, StoreError> {
+        let mut out = Vec::new();
+        for id in &case.action_ids {
+            if let Some(a) = action(store, id)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+}

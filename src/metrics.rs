@@ -1,1 +1,108 @@
-//! (being written)
+//! Prometheus metrics (`GET /metrics`).
+//!
+//! Owns: the metric registry and every metric cordon exports. Names are `cordon_*`, counters
+//! end in `_total`, durations in `_seconds`; labels are bounded sets (source, outcome, tier),
+//! never a case, user or alert id.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub source: String,
+    /// `accepted`, `duplicate`, or the error code (`malformed_json`, `unauthorized`, ...).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabels {
+    pub tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// Every metric, cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub alerts_received: Family<AlertLabels, Counter>,
+    pub cases_open: Gauge,
+    pub store_write_seconds: Histogram,
+    pub store_batch_events: Histogram,
+    pub decisions: Family<TierLabels, Counter>,
+    pub policy_reloads: Family<OutcomeLabels, Counter>,
+    /// 1 while the last policy reload failed (the previous set is in force).
+    pub policy_reload_failed: Gauge,
+    pub enrichment_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::default();
+        let alerts_received = Family::<AlertLabels, Counter>::default();
+        r.register("cordon_alerts_received", "Alerts received, by source and outcome", alerts_received.clone());
+        let cases_open = Gauge::default();
+        r.register("cordon_cases_open", "Cases not yet learned, suppressed or closed", cases_open.clone());
+        let store_write_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        r.register(
+            "cordon_store_write_seconds",
+            "Duration of one durable group commit (batch write, flush, fdatasync)",
+            store_write_seconds.clone(),
+        );
+        let store_batch_events = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        r.register("cordon_store_batch_events", "Events folded into one group commit", store_batch_events.clone());
+        let decisions = Family::<TierLabels, Counter>::default();
+        r.register("cordon_policy_decisions", "Step decisions by tier", decisions.clone());
+        let policy_reloads = Family::<OutcomeLabels, Counter>::default();
+        r.register("cordon_policy_reloads", "Policy reload attempts by outcome", policy_reloads.clone());
+        let policy_reload_failed = Gauge::default();
+        r.register(
+            "cordon_policy_reload_failed",
+            "1 while the last policy reload failed and the previous set is in force",
+            policy_reload_failed.clone(),
+        );
+        let enrichment_failures = Counter::default();
+        r.register("cordon_enrichment_failures", "Enrichment sources that could not be consulted for an alert", enrichment_failures.clone());
+        Metrics {
+            registry: Arc::new(r),
+            alerts_received,
+            cases_open,
+            store_write_seconds,
+            store_batch_events,
+            decisions,
+            policy_reloads,
+            policy_reload_failed,
+            enrichment_failures,
+        }
+    }
+
+    pub fn alert(&self, source: &str, outcome: &str) {
+        self.alerts_received
+            .get_or_create(&AlertLabels { source: source.to_string(), outcome: outcome.to_string() })
+            .inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -64,7 +64,7 @@ pub struct Playbook {
     pub steps: Vec<Step>,
 }
 
-/// All conditions that are set must hold; within a list, any entry may match.
+/// Which alerts a playbook is for: any selector matching, and every filter holding.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     pub rule_ids: Vec<String>,
@@ -96,19 +96,21 @@ pub struct Proposal<'a> {
 }
 
 impl Matcher {
+    /// The selectors (rule ids, rule name patterns, techniques, tags) say which detections the
+    /// playbook is for: any one of them matching is enough. The filters (minimum severity,
+    /// sources) must all hold.
     pub fn matches(&self, source: IngestFormat, a: &AlertFields) -> bool {
-        (self.rule_ids.is_empty() || self.rule_ids.iter().any(|r| *r == a.rule.id))
-            && (self.rule_name_patterns.is_empty()
-                || self.rule_name_patterns.iter().any(|re| re.is_match(&a.rule.name)))
+        let selected = self.rule_ids.iter().any(|r| *r == a.rule.id)
+            || self.rule_name_patterns.iter().any(|re| re.is_match(&a.rule.name))
+            || self.techniques.iter().any(|want| {
+                a.techniques
+                    .iter()
+                    .any(|t| t == want || t.strip_prefix(want.as_str()).is_some_and(|r| r.starts_with('.')))
+            })
+            || self.tags.iter().any(|t| a.tags.contains(t));
+        selected
             && self.min_severity.is_none_or(|m| a.severity >= m)
             && (self.sources.is_empty() || self.sources.contains(&source))
-            && (self.techniques.is_empty()
-                || self.techniques.iter().any(|want| {
-                    a.techniques
-                        .iter()
-                        .any(|t| t == want || t.strip_prefix(want.as_str()).is_some_and(|r| r.starts_with('.')))
-                }))
-            && (self.tags.is_empty() || self.tags.iter().any(|t| a.tags.contains(t)))
     }
 }
 

@@ -318,11 +318,22 @@ impl PolicyEngine {
                 break; // fail closed: an erroring policy may be a forbid that did not fire
             }
             if allow {
+                // The permits that allowed it, plus the forbids that raised the tier on the way
+                // (so an approver reads both "one approver" and "production needs two").
                 tier = Tier::from_approvals(Some(k));
-                determining = det;
+                determining.retain(|id: &String| self.meta.get(id).is_some_and(|m| m.effect == "forbid"));
+                for id in det {
+                    if !determining.contains(&id) {
+                        determining.push(id);
+                    }
+                }
                 break;
             }
-            determining = det;
+            for id in det {
+                if !determining.contains(&id) {
+                    determining.push(id);
+                }
+            }
         }
         self.record(last_request, probes, tier, determining, errors)
     }
