@@ -1,0 +1,16 @@
+//! Integration tests: the real daemon in-process on 127.0.0.1:0, driven over real HTTP (and the
+//! real binary as a child process where a crash or an exit status is the point).
+
+mod common;
+
+mod audit_tamper;
+mod bad_input;
+mod cases;
+mod cli;
+mod crash;
+mod decisions;
+mod fail_closed;
+mod ingest;
+mod policy_props;
+mod policy_reload;
+mod secrets;
