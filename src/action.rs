@@ -326,9 +326,22 @@ pub struct ActionRequest {
 }
 
 /// The idempotency key of (case, playbook step, action, target).
-pub fn idempotency_key(case_id: &str, playbook: &str, step: &str, kind: ActionKind, target: &Target) -> String {
+pub fn idempotency_key(
+    case_id: &str,
+    playbook: &str,
+    step: &str,
+    kind: ActionKind,
+    target: &Target,
+) -> String {
     let mut h = Sha256::new();
-    for part in [case_id, playbook, step, kind.as_str(), target.kind.as_str(), &target.id] {
+    for part in [
+        case_id,
+        playbook,
+        step,
+        kind.as_str(),
+        target.kind.as_str(),
+        &target.id,
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -361,17 +374,32 @@ mod tests {
         assert!(AwaitingApproval.can_become(Expired));
         assert!(Executing.can_become(Unknown));
         assert!(Unknown.can_become(Succeeded));
-        assert!(!Unknown.can_become(Executing), "unknown is resolved by probe, not resend");
+        assert!(
+            !Unknown.can_become(Executing),
+            "unknown is resolved by probe, not resend"
+        );
         assert!(!Denied.can_become(Approved));
-        assert!(!Proposed.can_become(Executing), "nothing runs without a decision");
+        assert!(
+            !Proposed.can_become(Executing),
+            "nothing runs without a decision"
+        );
         assert!(!AwaitingApproval.can_become(Executing));
     }
 
     #[test]
     fn idempotency_key_is_stable_and_distinct() {
-        let t = Target { kind: TargetKind::Host, id: "ws-042".into() };
+        let t = Target {
+            kind: TargetKind::Host,
+            id: "ws-042".into(),
+        };
         let a = idempotency_key("c1", "pb", "isolate", ActionKind::IsolateHost, &t);
-        assert_eq!(a, idempotency_key("c1", "pb", "isolate", ActionKind::IsolateHost, &t));
-        assert_ne!(a, idempotency_key("c2", "pb", "isolate", ActionKind::IsolateHost, &t));
+        assert_eq!(
+            a,
+            idempotency_key("c1", "pb", "isolate", ActionKind::IsolateHost, &t)
+        );
+        assert_ne!(
+            a,
+            idempotency_key("c2", "pb", "isolate", ActionKind::IsolateHost, &t)
+        );
     }
 }

@@ -363,15 +363,31 @@ mod tests {
         let check = |k, raw, want: Option<&str>| {
             assert_eq!(normalize(k, raw).as_deref(), want, "{k} {raw:?}");
         };
-        check(EntityKind::Host, " WS-042.Corp.Example. ", Some("ws-042.corp.example"));
+        check(
+            EntityKind::Host,
+            " WS-042.Corp.Example. ",
+            Some("ws-042.corp.example"),
+        );
         check(EntityKind::User, "CORP\\Alice", Some("alice"));
-        check(EntityKind::User, "Alice@Example.com", Some("alice@example.com"));
+        check(
+            EntityKind::User,
+            "Alice@Example.com",
+            Some("alice@example.com"),
+        );
         check(EntityKind::Ip, "10.0.0.1", Some("10.0.0.1"));
         check(EntityKind::Ip, "2001:DB8::1", Some("2001:db8::1"));
         check(EntityKind::Ip, "10.0.0.256", None);
-        check(EntityKind::Url, "HTTPS://Evil.Example/Path?q=1", Some("https://evil.example/Path?q=1"));
+        check(
+            EntityKind::Url,
+            "HTTPS://Evil.Example/Path?q=1",
+            Some("https://evil.example/Path?q=1"),
+        );
         check(EntityKind::Url, "not a url", None);
-        check(EntityKind::FileHash, "D41D8CD98F00B204E9800998ECF8427E", Some("d41d8cd98f00b204e9800998ecf8427e"));
+        check(
+            EntityKind::FileHash,
+            "D41D8CD98F00B204E9800998ECF8427E",
+            Some("d41d8cd98f00b204e9800998ecf8427e"),
+        );
         check(EntityKind::FileHash, "abc", None);
         check(EntityKind::Domain, "Evil.Example.", Some("evil.example"));
         check(EntityKind::Host, "", None);
@@ -380,7 +396,10 @@ mod tests {
 
     #[test]
     fn technique_ids() {
-        assert_eq!(technique_id("attack.t1059.001").as_deref(), Some("T1059.001"));
+        assert_eq!(
+            technique_id("attack.t1059.001").as_deref(),
+            Some("T1059.001")
+        );
         assert_eq!(technique_id("T1566").as_deref(), Some("T1566"));
         assert_eq!(technique_id("attack.execution"), None);
         assert_eq!(technique_id("T15"), None);
@@ -389,7 +408,10 @@ mod tests {
     #[test]
     fn severity_words_and_ids() {
         assert_eq!(Severity::parse("High"), Some(Severity::High));
-        assert_eq!(Severity::parse("Informational"), Some(Severity::Informational));
+        assert_eq!(
+            Severity::parse("Informational"),
+            Some(Severity::Informational)
+        );
         assert_eq!(Severity::parse("bogus"), None);
         assert_eq!(Severity::from_id(5), Some(Severity::Critical));
         assert_eq!(Severity::from_id(99), None);

@@ -75,7 +75,8 @@ impl CaseState {
     }
 
     /// Legal moves: forward one step on the main line, `executed → learned` (nothing to
-    /// recover), `recommended → executed`/`learned` skips are not allowed; any open state may be
+    /// recover), `approved → recommended` (a correlated alert added proposals that await a
+    /// decision); other skips are not allowed; any open state may be
     /// `suppressed` (a maintenance window or known exception matched before action was taken)
     /// or `closed`; a suppressed case may be closed.
     pub fn can_become(self, next: CaseState) -> bool {
@@ -83,10 +84,23 @@ impl CaseState {
             return false;
         }
         match (self.rank(), next.rank()) {
-            (Some(a), Some(b)) => b == a + 1 || (self == CaseState::Executed && next == CaseState::Learned),
-            (Some(a), None) => next == CaseState::Closed || (next == CaseState::Suppressed && a <= 3),
+            (Some(a), Some(b)) => {
+                b == a + 1
+                    || (self == CaseState::Executed && next == CaseState::Learned)
+                    // A correlated alert brought new proposals that await a decision.
+                    || (self == CaseState::Approved && next == CaseState::Recommended)
+            }
+            (Some(a), None) => {
+                next == CaseState::Closed || (next == CaseState::Suppressed && a <= 3)
+            }
             (None, _) => self == CaseState::Suppressed && next == CaseState::Closed,
         }
+    }
+
+    /// Whether a correlated alert may still join the case: once the case's actions have run
+    /// (executed and later) a new alert opens a new case instead.
+    pub fn accepts_alerts(self) -> bool {
+        self.rank().is_some_and(|r| r <= 4)
     }
 
     /// Counts as open for the `cordon_cases_open` gauge.
@@ -170,11 +184,33 @@ mod tests {
 
     #[test]
     fn main_line_moves_one_step_at_a_time() {
-        let line = [Normalized, Enriched, Correlated, Recommended, Approved, Executed, Recovered, Learned];
+        let line = [
+            Normalized,
+            Enriched,
+            Correlated,
+            Recommended,
+            Approved,
+            Executed,
+            Recovered,
+            Learned,
+        ];
         for w in line.windows(2) {
             assert!(w[0].can_become(w[1]), "{} -> {}", w[0], w[1]);
-            assert!(!w[1].can_become(w[0]), "{} -> {} must not go back", w[1], w[0]);
+            if w[1] != Approved {
+                assert!(
+                    !w[1].can_become(w[0]),
+                    "{} -> {} must not go back",
+                    w[1],
+                    w[0]
+                );
+            }
         }
+        assert!(
+            Approved.can_become(Recommended),
+            "new proposals reopen the decision"
+        );
+        assert!(!Executed.can_become(Approved));
+        assert!(Approved.accepts_alerts() && !Executed.accepts_alerts());
         assert!(!Normalized.can_become(Recommended));
         assert!(Executed.can_become(Learned));
     }
@@ -182,7 +218,10 @@ mod tests {
     #[test]
     fn side_exits() {
         assert!(Enriched.can_become(Suppressed));
-        assert!(!Executed.can_become(Suppressed), "too late to suppress once acted on");
+        assert!(
+            !Executed.can_become(Suppressed),
+            "too late to suppress once acted on"
+        );
         assert!(Suppressed.can_become(Closed));
         assert!(!Suppressed.can_become(Recommended));
         assert!(Recommended.can_become(Closed));

@@ -11,7 +11,11 @@ use crate::config::Config;
 use crate::daemon::{self, EXIT_CONFIG};
 
 #[derive(Debug, Parser)]
-#[command(name = "cordon", version, about = "Policy-driven SOAR orchestration daemon")]
+#[command(
+    name = "cordon",
+    version,
+    about = "Policy-driven SOAR orchestration daemon"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -78,8 +82,16 @@ pub enum AuditCommand {
 pub fn init_logging(format: &str, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Runs the command line; returns the exit status.
@@ -88,7 +100,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Serve { config } => {
             let (fmt, level) = log_settings(config.as_deref());
             init_logging(&fmt, &level);
-            match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt.block_on(daemon::serve(config.as_deref())),
                 Err(e) => {
                     eprintln!("cordon: cannot start the runtime: {e}");
@@ -98,12 +113,15 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Check { config } => {
             init_logging("text", "warn");
-            let file = config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
-            let cfg = match Config::load(config.as_deref()) {
+            let file = config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(embedded defaults)".into());
+            let (cfg, unknown) = match Config::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(problems) => return print_problems(&problems),
             };
-            match daemon::validate(cfg, &file) {
+            match daemon::validate_with(cfg, &file, unknown) {
                 Ok(v) => {
                     println!(
                         "ok: {} playbook(s), {} connector(s), {} polic(ies) (hash {})",
@@ -117,11 +135,20 @@ pub fn run(cli: Cli) -> i32 {
                 Err(problems) => print_problems(&problems),
             }
         }
-        Command::Policy { command: PolicyCommand::Validate { dir } } => policy_validate(&dir),
-        Command::Policy { command: PolicyCommand::Test { dir } } => policy_test(&dir),
-        Command::Audit { command: AuditCommand::Verify { data_dir } } => match crate::store::verify(&data_dir) {
+        Command::Policy {
+            command: PolicyCommand::Validate { dir },
+        } => policy_validate(&dir),
+        Command::Policy {
+            command: PolicyCommand::Test { dir },
+        } => policy_test(&dir),
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir },
+        } => match crate::store::verify(&data_dir) {
             Ok(r) => {
-                println!("ok: {} audit records, chain head {} at seq {}", r.records, r.head.hash, r.head.seq);
+                println!(
+                    "ok: {} audit records, chain head {} at seq {}",
+                    r.records, r.head.hash, r.head.seq
+                );
                 0
             }
             Err(e) => {
@@ -132,7 +159,9 @@ pub fn run(cli: Cli) -> i32 {
                 1
             }
         },
-        Command::Audit { command: AuditCommand::Export { data_dir, output } } => {
+        Command::Audit {
+            command: AuditCommand::Export { data_dir, output },
+        } => {
             let result = match &output {
                 Some(path) => std::fs::File::create(path)
                     .map_err(|e| crate::store::ExportError::Write(e))
@@ -155,7 +184,7 @@ pub fn run(cli: Cli) -> i32 {
 
 fn log_settings(config: Option<&Path>) -> (String, String) {
     match Config::load(config) {
-        Ok(c) => (c.log.format, c.log.level),
+        Ok((c, _)) => (c.log.format, c.log.level),
         Err(_) => ("text".into(), "info".into()),
     }
 }
@@ -171,7 +200,12 @@ fn print_problems(problems: &[crate::config::Problem]) -> i32 {
 fn policy_validate(dir: &Path) -> i32 {
     match crate::policy::load_dir(dir) {
         Ok(e) => {
-            println!("ok: {} polic(ies) in {} file(s), hash {}", e.policy_count(), e.files.len(), e.hash);
+            println!(
+                "ok: {} polic(ies) in {} file(s), hash {}",
+                e.policy_count(),
+                e.files.len(),
+                e.hash
+            );
             0
         }
         Err(problems) => {
@@ -188,7 +222,10 @@ fn policy_test(dir: &Path) -> i32 {
     let engine = match crate::policy::load_dir(dir) {
         Ok(e) => e,
         Err(problems) => {
-            eprintln!("the policy set does not load ({} problem(s)):", problems.len());
+            eprintln!(
+                "the policy set does not load ({} problem(s)):",
+                problems.len()
+            );
             for p in &problems {
                 eprintln!("  {p}");
             }
@@ -207,6 +244,14 @@ fn policy_test(dir: &Path) -> i32 {
             println!("FAIL {}: {}\n       {}", o.file, o.name, o.detail);
         }
     }
-    println!("{} passed, {} failed", outcomes.len() - failed.len(), failed.len());
-    if failed.is_empty() && !outcomes.is_empty() { 0 } else { 1 }
+    println!(
+        "{} passed, {} failed",
+        outcomes.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() && !outcomes.is_empty() {
+        0
+    } else {
+        1
+    }
 }

@@ -54,18 +54,48 @@ pub fn parse_toml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T,
     parse_toml_str(&file, &text)
 }
 
-pub fn parse_toml_str<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, Problem> {
-    toml::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((0, 0));
-        let key = if line > 0 {
-            format!("line {line}, column {col}")
-        } else {
-            String::new()
+pub fn parse_toml_str<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, Problem> {
+    toml::from_str(text).map_err(|e| toml_problem(file, text, &e))
+}
+
+fn toml_problem(file: &str, text: &str, e: &toml::de::Error) -> Problem {
+    let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    let key = if line > 0 {
+        format!("line {line}, column {col}")
+    } else {
+        String::new()
+    };
+    Problem::new(file, key, e.message().trim().to_string())
+}
+
+/// The line where the key at `path` (`http.max_body_byte`, `suppressions.0.rul`) is written:
+/// the first `key =` line after its table header (the n-th `[[table]]` for arrays).
+fn key_line(text: &str, path: &str) -> Option<usize> {
+    let segs: Vec<&str> = path.split('.').collect();
+    let (key, parents) = segs.split_last()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut start = 0;
+    if let Some(table) = parents.first() {
+        let nth = parents.get(1).and_then(|n| n.parse::<usize>().ok());
+        let header = match nth {
+            Some(_) => format!("[[{table}]]"),
+            None => format!("[{table}]"),
         };
-        Problem::new(file, key, e.message().trim().to_string())
+        let mut seen = 0;
+        start = lines.iter().position(|l| {
+            let hit = l.trim() == header;
+            if hit {
+                seen += 1;
+            }
+            hit && seen > nth.unwrap_or(0)
+        })?;
+    }
+    lines.iter().enumerate().skip(start).find_map(|(i, l)| {
+        let rest = l.trim_start().strip_prefix(key)?;
+        rest.trim_start().starts_with('=').then_some(i + 1)
     })
 }
 
@@ -79,7 +109,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     /// Where the store lives.
     pub data_dir: PathBuf,
@@ -120,7 +150,7 @@ impl Default for Config {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct HttpConfig {
     pub addr: String,
     /// Largest accepted request body.
@@ -140,7 +170,7 @@ impl Default for HttpConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct GrpcConfig {
     pub addr: String,
 }
@@ -154,7 +184,7 @@ impl Default for GrpcConfig {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct IngestConfig {
     /// Bearer token per source (`cordon`, `splunk`, `elastic`, `sentinel`, `ocsf`). A source with
     /// no token accepts only loopback clients.
@@ -162,7 +192,7 @@ pub struct IngestConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct CasesConfig {
     /// An alert with the same content fingerprint within this window is a duplicate.
     pub dedup_window_secs: u64,
@@ -180,7 +210,7 @@ impl Default for CasesConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct StoreConfig {
     pub cache_capacity_bytes: u64,
     /// `fdatasync` after each group commit (power-loss durability, not only process kills).
@@ -200,7 +230,7 @@ impl Default for StoreConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ShutdownConfig {
     /// How long in-flight work may take to drain after SIGTERM/SIGINT.
     pub drain_timeout_secs: u64,
@@ -215,7 +245,7 @@ impl Default for ShutdownConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PolicyConfig {
     /// Reload policies when a file in `policies_dir` changes.
     pub watch: bool,
@@ -228,7 +258,7 @@ impl Default for PolicyConfig {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct EnrichmentConfig {
     /// Asset inventory (host → criticality, environment, owner, tags).
     pub assets: Option<PathBuf>,
@@ -239,7 +269,7 @@ pub struct EnrichmentConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct LogConfig {
     /// `text` or `json`.
     pub format: String,
@@ -258,7 +288,6 @@ impl Default for LogConfig {
 
 /// A maintenance window or known exception: alerts it matches make their case `suppressed`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct Suppression {
     pub id: String,
     pub reason: String,
@@ -286,13 +315,37 @@ pub struct Suppression {
 
 impl Config {
     /// Loads `path`, or the embedded defaults when `None`, then applies environment overrides.
-    pub fn load(path: Option<&Path>) -> Result<Config, Vec<Problem>> {
-        let mut cfg = match path {
-            Some(p) => parse_toml_file::<Config>(p).map_err(|e| vec![e])?,
-            None => Config::default(),
+    /// Unknown keys do not stop the parse: every one comes back as a [`Problem`] next to the
+    /// config, so they are reported together with every other problem. Only a file that is not
+    /// TOML, or a value of the wrong type, makes this fail.
+    pub fn load(path: Option<&Path>) -> Result<(Config, Vec<Problem>), Vec<Problem>> {
+        let (mut cfg, unknown) = match path {
+            Some(p) => {
+                let file = p.display().to_string();
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| vec![Problem::new(&file, "", format!("cannot read: {e}"))])?;
+                Config::parse(&file, &text).map_err(|e| vec![e])?
+            }
+            None => (Config::default(), vec![]),
         };
         cfg.apply_env(|k| std::env::var(k).ok());
-        Ok(cfg)
+        Ok((cfg, unknown))
+    }
+
+    /// Parses config text, collecting unknown keys as problems.
+    pub fn parse(file: &str, text: &str) -> Result<(Config, Vec<Problem>), Problem> {
+        let mut unknown = Vec::new();
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_problem(file, text, &e))?;
+        let cfg: Config = serde_ignored::deserialize(de, |path| {
+            let path = path.to_string();
+            let key = match key_line(text, &path) {
+                Some(line) => format!("line {line}: {path}"),
+                None => path,
+            };
+            unknown.push(Problem::new(file, key, "unknown field"));
+        })
+        .map_err(|e| toml_problem(file, text, &e))?;
+        Ok((cfg, unknown))
     }
 
     /// Applies `CORDON_DATA_DIR`, `CORDON_HTTP_ADDR` and `CORDON_GRPC_ADDR`.
@@ -358,7 +411,10 @@ impl Config {
             p("store.max_batch", "must be positive".into());
         }
         if self.store.cache_capacity_bytes < (1 << 20) {
-            p("store.cache_capacity_bytes", "must be at least 1 MiB".into());
+            p(
+                "store.cache_capacity_bytes",
+                "must be at least 1 MiB".into(),
+            );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             p("log.format", "must be `text` or `json`".into());
@@ -424,7 +480,10 @@ impl Config {
                 (None, None) => {}
             }
             if s.schedule.is_some() && s.start.is_some() {
-                p(&key("schedule"), "use either start/end or schedule, not both".into());
+                p(
+                    &key("schedule"),
+                    "use either start/end or schedule, not both".into(),
+                );
             }
         }
         out
@@ -466,17 +525,24 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_is_reported_with_line() {
-        let err = parse_toml_str::<Config>("cordon.toml", "[http]\naddr = \"127.0.0.1:1\"\nmax_body_byte = 5\n")
-            .unwrap_err();
-        assert_eq!(err.file, "cordon.toml");
-        assert!(err.key.contains("line 3"), "{err}");
-        assert!(err.reason.contains("max_body_byte"), "{err}");
+    fn every_unknown_key_is_reported() {
+        let (_, unknown) = Config::parse("cordon.toml", "[http]\naddr = \"127.0.0.1:1\"\nmax_body_byte = 5\n[log]\nformatt = \"json\"\n[[suppressions]]\nid = \"s\"\nreason = \"r\"\nowner = \"o\"\nexpires = \"2030-01-01T00:00:00Z\"\nentity = \"host:a\"\nrul = \"x\"\n").unwrap();
+        let text: Vec<String> = unknown.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            text,
+            vec![
+                "cordon.toml: line 3: http.max_body_byte: unknown field",
+                "cordon.toml: line 5: log.formatt: unknown field",
+                "cordon.toml: line 12: suppressions.0.rul: unknown field"
+            ]
+        );
+        let err = Config::parse("cordon.toml", "[http]\nmax_body_bytes = \"big\"\n").unwrap_err();
+        assert!(err.key.contains("line 2"), "{err}");
     }
 
     #[test]
     fn every_problem_at_once() {
-        let c: Config = parse_toml_str(
+        let (c, _) = Config::parse(
             "c.toml",
             r#"
             [http]

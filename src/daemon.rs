@@ -47,15 +47,25 @@ pub struct Validated {
 
 /// Parses and validates the config and every file it names; every problem at once.
 pub fn validate(config: Config, config_file: &str) -> Result<Validated, Vec<Problem>> {
-    let mut problems = config.validate(config_file);
-    let connectors = Registry::load(&config.connectors_dir).unwrap_or_else(|mut p| {
-        problems.append(&mut p);
-        Registry::default()
-    });
-    let playbooks = playbook::load_dir(&config.playbooks_dir, &connectors).unwrap_or_else(|mut p| {
-        problems.append(&mut p);
-        vec![]
-    });
+    validate_with(config, config_file, vec![])
+}
+
+/// Like [`validate`], adding problems already found while parsing the config (unknown keys).
+pub fn validate_with(
+    config: Config,
+    config_file: &str,
+    mut problems: Vec<Problem>,
+) -> Result<Validated, Vec<Problem>> {
+    problems.append(&mut config.validate(config_file));
+    // A broken connector file is reported, but the valid ones still count when checking the
+    // playbooks, so one typo does not make every step's connector "unknown".
+    let (connectors, mut p) = Registry::load(&config.connectors_dir);
+    problems.append(&mut p);
+    let playbooks =
+        playbook::load_dir(&config.playbooks_dir, &connectors).unwrap_or_else(|mut p| {
+            problems.append(&mut p);
+            vec![]
+        });
     let enricher = Enricher::load(&config.enrichment).unwrap_or_else(|mut p| {
         problems.append(&mut p);
         Enricher::default()
@@ -64,7 +74,11 @@ pub fn validate(config: Config, config_file: &str) -> Result<Validated, Vec<Prob
         Ok(p) => Some(p),
         Err(ps) => {
             problems.extend(ps.into_iter().map(|p| {
-                let file = if p.line > 0 { format!("{}:{}:{}", p.file, p.line, p.column) } else { p.file };
+                let file = if p.line > 0 {
+                    format!("{}:{}:{}", p.file, p.line, p.column)
+                } else {
+                    p.file
+                };
                 Problem::new(file, "", p.message)
             }));
             None
@@ -76,9 +90,21 @@ pub fn validate(config: Config, config_file: &str) -> Result<Validated, Vec<Prob
             tokens.insert(f, t);
         }
     }
-    let admin_token = config.http.admin_token.as_ref().and_then(|r| TokenHash::from_ref(r).ok());
+    let admin_token = config
+        .http
+        .admin_token
+        .as_ref()
+        .and_then(|r| TokenHash::from_ref(r).ok());
     match policies {
-        Some(policies) if problems.is_empty() => Ok(Validated { config, connectors, playbooks, enricher, policies, tokens, admin_token }),
+        Some(policies) if problems.is_empty() => Ok(Validated {
+            config,
+            connectors,
+            playbooks,
+            enricher,
+            policies,
+            tokens,
+            admin_token,
+        }),
         _ => Err(problems),
     }
 }
@@ -90,7 +116,9 @@ pub struct StartOptions {
 
 impl Default for StartOptions {
     fn default() -> Self {
-        StartOptions { clock: engine::system_clock() }
+        StartOptions {
+            clock: engine::system_clock(),
+        }
     }
 }
 
@@ -129,21 +157,34 @@ pub enum StartError {
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 /// Opens the store, binds the listener and spawns every task.
-pub async fn start(v: Validated, http_listener: tokio::net::TcpListener, opts: StartOptions) -> Result<Running, StartError> {
+pub async fn start(
+    v: Validated,
+    http_listener: tokio::net::TcpListener,
+    opts: StartOptions,
+) -> Result<Running, StartError> {
     let cfg = v.config;
     let store = Store::open(
         &cfg.data_dir,
-        &StoreOptions { cache_capacity_bytes: cfg.store.cache_capacity_bytes, sync_data: cfg.store.sync_data },
+        &StoreOptions {
+            cache_capacity_bytes: cfg.store.cache_capacity_bytes,
+            sync_data: cfg.store.sync_data,
+        },
     )?;
     let metrics = Metrics::new();
     let policies = Policies::new(v.policies);
     let http_addr = http_listener
         .local_addr()
-        .map_err(|source| StartError::Bind { addr: cfg.http.addr.clone(), source })?;
+        .map_err(|source| StartError::Bind {
+            addr: cfg.http.addr.clone(),
+            source,
+        })?;
     let playbook_count = v.playbooks.len();
     let (eng, handle) = engine::new(
         EngineParts {
@@ -161,7 +202,11 @@ pub async fn start(v: Validated, http_listener: tokio::net::TcpListener, opts: S
         cfg.store.max_batch * 8,
     );
     if v.tokens.len() < IngestFormat::ALL.len() {
-        let open: Vec<&str> = IngestFormat::ALL.iter().filter(|f| !v.tokens.contains_key(f)).map(|f| f.as_str()).collect();
+        let open: Vec<&str> = IngestFormat::ALL
+            .iter()
+            .filter(|f| !v.tokens.contains_key(f))
+            .map(|f| f.as_str())
+            .collect();
         tracing::warn!(sources = ?open, "no ingest token configured for these sources: they accept alerts from loopback clients only");
     }
     let shutdown = CancellationToken::new();
@@ -185,7 +230,9 @@ pub async fn start(v: Validated, http_listener: tokio::net::TcpListener, opts: S
         draining: draining.clone(),
     };
     let http_shutdown = shutdown.clone();
-    let http_task = tracker.spawn(http::serve(http_listener, state, async move { http_shutdown.cancelled().await }));
+    let http_task = tracker.spawn(http::serve(http_listener, state, async move {
+        http_shutdown.cancelled().await
+    }));
     tracker.close();
     tracing::info!(http = %http_addr, data_dir = %cfg.data_dir.display(), "cordon is serving");
 
@@ -213,7 +260,10 @@ pub async fn start(v: Validated, http_listener: tokio::net::TcpListener, opts: S
                 0
             }
             (Err(_), _) => {
-                tracing::error!(deadline_secs = drain_deadline.as_secs(), "drain deadline passed; unacknowledged requests were dropped");
+                tracing::error!(
+                    deadline_secs = drain_deadline.as_secs(),
+                    "drain deadline passed; unacknowledged requests were dropped"
+                );
                 EXIT_DRAIN_TIMEOUT
             }
             (_, Err(e)) => {
@@ -222,16 +272,31 @@ pub async fn start(v: Validated, http_listener: tokio::net::TcpListener, opts: S
             }
         }
     });
-    Ok(Running { http_addr, store, policies, metrics, engine: handle, shutdown, done })
+    Ok(Running {
+        http_addr,
+        store,
+        policies,
+        metrics,
+        engine: handle,
+        shutdown,
+        done,
+    })
 }
 
-fn spawn_reload_triggers(tracker: &TaskTracker, shutdown: &CancellationToken, handle: EngineHandle, cfg: &Config) {
+fn spawn_reload_triggers(
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    handle: EngineHandle,
+    cfg: &Config,
+) {
     #[cfg(unix)]
     {
         let token = shutdown.clone();
         let h = handle.clone();
         tracker.spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
                 tracing::error!("cannot listen for SIGHUP; reload policies over HTTP instead");
                 return;
             };
@@ -263,7 +328,11 @@ fn spawn_reload_triggers(tracker: &TaskTracker, shutdown: &CancellationToken, ha
                 return;
             }
         };
-        if let Err(e) = notify::Watcher::watch(&mut watcher, &cfg.policies_dir, notify::RecursiveMode::NonRecursive) {
+        if let Err(e) = notify::Watcher::watch(
+            &mut watcher,
+            &cfg.policies_dir,
+            notify::RecursiveMode::NonRecursive,
+        ) {
             tracing::error!(error = %e, dir = %cfg.policies_dir.display(), "cannot watch the policy directory");
             return;
         }
@@ -297,12 +366,14 @@ fn spawn_reload_triggers(tracker: &TaskTracker, shutdown: &CancellationToken, ha
 
 /// `cordon serve`: runs until SIGTERM/SIGINT; returns the process exit status.
 pub async fn serve(config_path: Option<&std::path::Path>) -> i32 {
-    let file = config_path.map(|p| p.display().to_string()).unwrap_or_else(|| "(embedded defaults)".into());
-    let config = match Config::load(config_path) {
+    let file = config_path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(embedded defaults)".into());
+    let (config, unknown) = match Config::load(config_path) {
         Ok(c) => c,
         Err(problems) => return report(&problems),
     };
-    let v = match validate(config, &file) {
+    let v = match validate_with(config, &file, unknown) {
         Ok(v) => v,
         Err(problems) => return report(&problems),
     };
@@ -330,10 +401,12 @@ pub async fn serve(config_path: Option<&std::path::Path>) -> i32 {
 }
 
 fn report(problems: &[Problem]) -> i32 {
-    eprintln!("cordon: the configuration is invalid ({} problem(s)); not starting:", problems.len());
+    eprintln!(
+        "cordon: the configuration is invalid ({} problem(s)); not starting:",
+        problems.len()
+    );
     for p in problems {
         eprintln!("  {p}");
-        tracing::error!(problem = %p, "invalid configuration");
     }
     EXIT_CONFIG
 }
@@ -342,7 +415,10 @@ async fn wait_for_stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),

@@ -19,7 +19,7 @@ use crate::action::{ActionRequest, ActionState, Tier, idempotency_key};
 use crate::alert::{Alert, AlertFields};
 use crate::case::{Case, CaseState, Suppressed, Transition};
 use crate::config::{CasesConfig, Suppression};
-use crate::enrich::{EnrichmentReport, Enricher};
+use crate::enrich::{Enricher, EnrichmentReport};
 use crate::ingest::IngestFormat;
 use crate::metrics::{Metrics, OutcomeLabels, TierLabels};
 use crate::playbook::Playbook;
@@ -140,7 +140,13 @@ impl EngineHandle {
     ) -> Result<IngestAck, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Event::Ingest { format, fields: Box::new(fields), raw, received_at, reply })
+            .send(Event::Ingest {
+                format,
+                fields: Box::new(fields),
+                raw,
+                received_at,
+                reply,
+            })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         rx.await.map_err(|_| EngineError::ShuttingDown)?
@@ -149,7 +155,10 @@ impl EngineHandle {
     pub async fn reload_policies(&self, trigger: &str) -> Option<ReloadOutcome> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Event::ReloadPolicies { trigger: trigger.to_string(), reply: Some(reply) })
+            .send(Event::ReloadPolicies {
+                trigger: trigger.to_string(),
+                reply: Some(reply),
+            })
             .await
             .ok()?;
         rx.await.ok()
@@ -157,7 +166,10 @@ impl EngineHandle {
 
     /// Asks for a reload without waiting for it (signal and file-watch triggers).
     pub fn request_reload(&self, trigger: &str) {
-        let _ = self.tx.try_send(Event::ReloadPolicies { trigger: trigger.to_string(), reply: None });
+        let _ = self.tx.try_send(Event::ReloadPolicies {
+            trigger: trigger.to_string(),
+            reply: None,
+        });
     }
 }
 
@@ -185,18 +197,36 @@ pub struct EngineParts {
 pub struct Engine {
     parts: EngineParts,
     rx: mpsc::Receiver<Event>,
+    /// Monotonic ids: cases, alerts and actions sort in creation order.
+    ids: ulid::Generator,
 }
 
 /// Builds the engine and its handle. `queue` bounds how many events may wait (backpressure
 /// reaches HTTP clients as latency, never as unbounded memory).
 pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
     let (tx, rx) = mpsc::channel(queue);
-    (Engine { parts, rx }, EngineHandle { tx })
+    (
+        Engine {
+            parts,
+            rx,
+            ids: ulid::Generator::new(),
+        },
+        EngineHandle { tx },
+    )
 }
 
 type Reply = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 
 impl Engine {
+    fn next_id(&mut self) -> String {
+        // `generate` fails only after 2^80 ids in one millisecond; a fresh random id is then
+        // still unique, merely out of order.
+        self.ids
+            .generate()
+            .unwrap_or_else(|_| ulid::Ulid::generate())
+            .to_string()
+    }
+
     /// Runs until every [`EngineHandle`] is dropped and the queue is drained.
     pub async fn run(mut self) {
         if let Ok(Some(n)) = self.parts.store.get_json::<i64>(keys::CASES_OPEN) {
@@ -204,7 +234,9 @@ impl Engine {
         }
         let mut batch = Vec::new();
         loop {
-            let Some(first) = self.rx.recv().await else { break };
+            let Some(first) = self.rx.recv().await else {
+                break;
+            };
             batch.push(first);
             while batch.len() < self.parts.max_batch {
                 match self.rx.try_recv() {
@@ -224,12 +256,22 @@ impl Engine {
         let events = batch.len();
         for ev in batch {
             match ev {
-                Event::Ingest { format, fields, raw, received_at, reply } => {
+                Event::Ingest {
+                    format,
+                    fields,
+                    raw,
+                    received_at,
+                    reply,
+                } => {
                     let sp = txn.savepoint();
                     match self.ingest(&mut txn, format, &fields, raw, received_at) {
                         Ok(ack) => {
                             let source = format.as_str();
-                            let outcome = if ack.duplicate { "duplicate" } else { "accepted" };
+                            let outcome = if ack.duplicate {
+                                "duplicate"
+                            } else {
+                                "accepted"
+                            };
                             let metrics = self.parts.metrics.clone();
                             replies.push(Box::new(move |r| {
                                 match &r {
@@ -256,7 +298,12 @@ impl Engine {
                                     Err(e) => ReloadOutcome {
                                         ok: false,
                                         policy_hash: outcome.policy_hash,
-                                        problems: vec![PolicyProblem { file: "store".into(), line: 0, column: 0, message: e.to_string() }],
+                                        problems: vec![PolicyProblem {
+                                            file: "store".into(),
+                                            line: 0,
+                                            column: 0,
+                                            message: e.to_string(),
+                                        }],
                                     },
                                 });
                             }
@@ -269,19 +316,29 @@ impl Engine {
                 }
             }
         }
-        let cases_open = txn.get_json::<i64>(&self.parts.store, keys::CASES_OPEN).ok().flatten();
+        let cases_open = txn
+            .get_json::<i64>(&self.parts.store, keys::CASES_OPEN)
+            .ok()
+            .flatten();
         let result = self.parts.store.commit(txn).await;
         match &result {
             Ok(c) => {
-                self.parts.metrics.store_write_seconds.observe(c.elapsed.as_secs_f64());
+                self.parts
+                    .metrics
+                    .store_write_seconds
+                    .observe(c.elapsed.as_secs_f64());
                 self.parts.metrics.store_batch_events.observe(events as f64);
                 if let Some(n) = cases_open {
                     self.parts.metrics.cases_open.set(n);
                 }
             }
-            Err(e) => tracing::error!(error = %e, events, "group commit failed; nothing in this batch was acknowledged"),
+            Err(e) => {
+                tracing::error!(error = %e, events, "group commit failed; nothing in this batch was acknowledged")
+            }
         }
-        let r = result.map(|_| ()).map_err(|e| EngineError::Store(e.to_string()));
+        let r = result
+            .map(|_| ())
+            .map_err(|e| EngineError::Store(e.to_string()));
         for reply in replies {
             reply(r.clone());
         }
@@ -293,7 +350,13 @@ impl Engine {
         let outcome = match self.parts.policies.reload(&self.parts.policies_dir) {
             Ok(engine) => {
                 tracing::info!(trigger, policy_hash = %engine.hash, policies = engine.policy_count(), "policy set reloaded");
-                self.parts.metrics.policy_reloads.get_or_create(&OutcomeLabels { outcome: "ok".into() }).inc();
+                self.parts
+                    .metrics
+                    .policy_reloads
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "ok".into(),
+                    })
+                    .inc();
                 self.parts.metrics.policy_reload_failed.set(0);
                 txn.audit(
                     "policy_reloaded",
@@ -301,13 +364,23 @@ impl Engine {
                     now,
                     json!({"trigger": trigger, "previous_hash": before, "policy_hash": engine.hash, "files": engine.files, "policies": engine.policy_count()}),
                 )?;
-                ReloadOutcome { ok: true, policy_hash: engine.hash.clone(), problems: vec![] }
+                ReloadOutcome {
+                    ok: true,
+                    policy_hash: engine.hash.clone(),
+                    problems: vec![],
+                }
             }
             Err(problems) => {
                 for p in &problems {
                     tracing::error!(trigger, problem = %p, "policy reload failed; the previous policy set stays in force");
                 }
-                self.parts.metrics.policy_reloads.get_or_create(&OutcomeLabels { outcome: "failed".into() }).inc();
+                self.parts
+                    .metrics
+                    .policy_reloads
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "failed".into(),
+                    })
+                    .inc();
                 self.parts.metrics.policy_reload_failed.set(1);
                 txn.audit(
                     "policy_reload_failed",
@@ -315,7 +388,11 @@ impl Engine {
                     now,
                     json!({"trigger": trigger, "policy_hash_in_force": before, "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),
                 )?;
-                ReloadOutcome { ok: false, policy_hash: before, problems }
+                ReloadOutcome {
+                    ok: false,
+                    policy_hash: before,
+                    problems,
+                }
             }
         };
         Ok(outcome)
@@ -350,11 +427,15 @@ impl Engine {
                     case.updated_at = now;
                     txn.put_json(keys::case(&case_id), &case)?;
                 }
-                return Ok(IngestAck { alert_id: orig_id, case_id, duplicate: true });
+                return Ok(IngestAck {
+                    alert_id: orig_id,
+                    case_id,
+                    duplicate: true,
+                });
             }
         }
 
-        let alert_id = ulid::Ulid::generate().to_string();
+        let alert_id = self.next_id();
         let alert = Alert {
             alert_id: alert_id.clone(),
             received_at,
@@ -362,7 +443,11 @@ impl Engine {
             fields: fields.clone(),
             raw_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(raw.as_bytes())),
         };
-        let links = |case_id: &str| Links { case_id: Some(case_id.to_string()), alert_id: Some(alert_id.clone()), action_id: None };
+        let links = |case_id: &str| Links {
+            case_id: Some(case_id.to_string()),
+            alert_id: Some(alert_id.clone()),
+            action_id: None,
+        };
 
         // 2. Same content within the dedup window: a duplicate in the same case.
         let fp = fields.fingerprint();
@@ -383,9 +468,19 @@ impl Engine {
             case.updated_at = now;
             txn.put_json(keys::case(&case.case_id), &case)?;
             txn.put(sk, alert_id.clone().into_bytes());
-            let stored = StoredAlert { alert, case_id: case.case_id.clone(), duplicate_of: Some(entry.alert_id), suppressed_by: None, enrichment: None };
+            let stored = StoredAlert {
+                alert,
+                case_id: case.case_id.clone(),
+                duplicate_of: Some(entry.alert_id),
+                suppressed_by: None,
+                enrichment: None,
+            };
             txn.put_json(keys::alert(&alert_id), &stored)?;
-            return Ok(IngestAck { alert_id, case_id: case.case_id, duplicate: true });
+            return Ok(IngestAck {
+                alert_id,
+                case_id: case.case_id,
+                duplicate: true,
+            });
         }
 
         // 3. Correlate: same rule and primary entity within the window joins the open case.
@@ -393,9 +488,10 @@ impl Engine {
         let mut joined = None;
         if let Some(ck) = &corr_key
             && let Some(entry) = txn.get_json::<CorrelationEntry>(&store, &keys::correlation(ck))?
-            && now - entry.last_seen <= Duration::seconds(secs(self.parts.cases.correlation_window_secs))
+            && now - entry.last_seen
+                <= Duration::seconds(secs(self.parts.cases.correlation_window_secs))
             && let Some(case) = txn.get_json::<Case>(&store, &keys::case(&entry.case_id))?
-            && case.state.is_open()
+            && case.state.accepts_alerts()
         {
             joined = Some(case);
         }
@@ -403,7 +499,7 @@ impl Engine {
         let mut case = match joined {
             Some(c) => c,
             None => {
-                let case_id = ulid::Ulid::generate().to_string();
+                let case_id = self.next_id();
                 Case {
                     case_id: case_id.clone(),
                     state: CaseState::Normalized,
@@ -416,7 +512,12 @@ impl Engine {
                     entities: vec![],
                     suppressed_by: None,
                     action_ids: vec![],
-                    history: vec![Transition { from: None, to: CaseState::Normalized, at: now, reason: "case opened for a new alert".into() }],
+                    history: vec![Transition {
+                        from: None,
+                        to: CaseState::Normalized,
+                        at: now,
+                        reason: "case opened for a new alert".into(),
+                    }],
                     created_at: now,
                     updated_at: now,
                 }
@@ -430,10 +531,20 @@ impl Engine {
             json!({"source": source, "received_at": received_at, "raw": raw, "alert": alert}),
         )?;
         if is_new {
-            txn.audit("case_transition", links(&case_id), now, json!({"from": null, "to": "normalized", "reason": "case opened for a new alert"}))?;
+            txn.audit(
+                "case_transition",
+                links(&case_id),
+                now,
+                json!({"from": null, "to": "normalized", "reason": "case opened for a new alert"}),
+            )?;
             self.bump_open(txn, 1)?;
         } else {
-            txn.audit("alert_correlated", links(&case_id), now, json!({"correlation_key": corr_key, "case_state": case.state}))?;
+            txn.audit(
+                "alert_correlated",
+                links(&case_id),
+                now,
+                json!({"correlation_key": corr_key, "case_state": case.state}),
+            )?;
         }
         case.alert_ids.push(alert_id.clone());
         case.severity = case.severity.max(fields.severity);
@@ -444,11 +555,30 @@ impl Engine {
         }
         case.updated_at = now;
         txn.put(sk, alert_id.clone().into_bytes());
-        txn.put_json(fpk, &FingerprintEntry { alert_id: alert_id.clone(), case_id: case_id.clone(), at: now })?;
+        txn.put_json(
+            fpk,
+            &FingerprintEntry {
+                alert_id: alert_id.clone(),
+                case_id: case_id.clone(),
+                at: now,
+            },
+        )?;
         if let Some(ck) = &corr_key {
-            txn.put_json(keys::correlation(ck), &CorrelationEntry { case_id: case_id.clone(), last_seen: now })?;
+            txn.put_json(
+                keys::correlation(ck),
+                &CorrelationEntry {
+                    case_id: case_id.clone(),
+                    last_seen: now,
+                },
+            )?;
         }
-        let mut stored = StoredAlert { alert, case_id: case_id.clone(), duplicate_of: None, suppressed_by: None, enrichment: None };
+        let mut stored = StoredAlert {
+            alert,
+            case_id: case_id.clone(),
+            duplicate_of: None,
+            suppressed_by: None,
+            enrichment: None,
+        };
 
         // 4. Suppression.
         if let Some(s) = crate::suppress::find(&self.parts.suppressions, fields, now) {
@@ -460,25 +590,60 @@ impl Engine {
             )?;
             stored.suppressed_by = Some(s.id.clone());
             if is_new {
-                case.suppressed_by = Some(Suppressed { id: s.id.clone(), reason: s.reason.clone(), owner: s.owner.clone() });
+                case.suppressed_by = Some(Suppressed {
+                    id: s.id.clone(),
+                    reason: s.reason.clone(),
+                    owner: s.owner.clone(),
+                });
                 let reason = format!("suppressed by {} ({}; owner {})", s.id, s.reason, s.owner);
-                self.transition(txn, &mut case, CaseState::Suppressed, now, &reason, &alert_id)?;
+                self.transition(
+                    txn,
+                    &mut case,
+                    CaseState::Suppressed,
+                    now,
+                    &reason,
+                    &alert_id,
+                )?;
                 self.bump_open(txn, -1)?;
             }
             txn.put_json(keys::alert(&alert_id), &stored)?;
             txn.put_json(keys::case(&case_id), &case)?;
-            return Ok(IngestAck { alert_id, case_id, duplicate: false });
+            return Ok(IngestAck {
+                alert_id,
+                case_id,
+                duplicate: false,
+            });
         }
 
         // 5. Enrichment: its failure is recorded on its own and never drops the alert.
         let report = self.parts.enricher.enrich(fields, now);
-        txn.audit("enrichment", links(&case_id), now, serde_json::to_value(&report).unwrap_or_default())?;
+        txn.audit(
+            "enrichment",
+            links(&case_id),
+            now,
+            serde_json::to_value(&report).unwrap_or_default(),
+        )?;
         if !report.failures.is_empty() {
-            self.parts.metrics.enrichment_failures.inc_by(report.failures.len() as u64);
-            txn.audit("enrichment_failed", links(&case_id), now, json!({"failures": report.failures}))?;
+            self.parts
+                .metrics
+                .enrichment_failures
+                .inc_by(report.failures.len() as u64);
+            txn.audit(
+                "enrichment_failed",
+                links(&case_id),
+                now,
+                json!({"failures": report.failures}),
+            )?;
         }
         if is_new {
-            self.transition(txn, &mut case, CaseState::Enriched, now, "asset, identity and intel context attached", &alert_id)?;
+            self.transition(
+                txn,
+                &mut case,
+                CaseState::Enriched,
+                now,
+                "asset, identity and intel context attached",
+                &alert_id,
+            )?;
             let why = match &corr_key {
                 Some(k) => format!("new case keyed on {k}"),
                 None => "new case (the alert names no entity to correlate on)".to_string(),
@@ -489,14 +654,29 @@ impl Engine {
         // 6. Playbooks propose; 7. policy decides each step.
         let policy_engine = self.parts.policies.current();
         let mut new_actions = 0;
-        for pb in self.parts.playbooks.iter().filter(|pb| pb.matcher.matches(format, fields)) {
+        for pb in self
+            .parts
+            .playbooks
+            .iter()
+            .filter(|pb| pb.matcher.matches(format, fields))
+        {
             for prop in pb.propose(&case_id, fields) {
-                let idem = idempotency_key(&case_id, prop.playbook, &prop.step.id, prop.step.action, &prop.target);
+                let idem = idempotency_key(
+                    &case_id,
+                    prop.playbook,
+                    &prop.step.id,
+                    prop.step.action,
+                    &prop.target,
+                );
                 let xi = keys::action_index(&case_id, &idem);
                 if txn.get(&store, &xi)?.is_some() {
                     continue; // already proposed for this case
                 }
-                let action_id = ulid::Ulid::generate().to_string();
+                let action_id = self
+                    .ids
+                    .generate()
+                    .unwrap_or_else(|_| ulid::Ulid::generate())
+                    .to_string();
                 let mut req = ActionRequest {
                     action_id: action_id.clone(),
                     case_id: case_id.clone(),
@@ -518,15 +698,29 @@ impl Engine {
                     created_at: now,
                     updated_at: now,
                 };
-                let alinks = Links { case_id: Some(case_id.clone()), alert_id: Some(alert_id.clone()), action_id: Some(action_id.clone()) };
-                txn.audit("action_proposed", alinks.clone(), now, serde_json::to_value(&req).unwrap_or_default())?;
+                let alinks = Links {
+                    case_id: Some(case_id.clone()),
+                    alert_id: Some(alert_id.clone()),
+                    action_id: Some(action_id.clone()),
+                };
+                txn.audit(
+                    "action_proposed",
+                    alinks.clone(),
+                    now,
+                    serde_json::to_value(&req).unwrap_or_default(),
+                )?;
                 let step_req = StepRequest {
                     playbook: pb.name.clone(),
                     family: pb.family.clone(),
                     step: prop.step.id.clone(),
                     kind: prop.step.action,
                     target: prop.target.clone(),
-                    resource_attrs: policy::enriched_attrs(&prop.target, &report, case.alert_ids.len() as u64, case.severity.id()),
+                    resource_attrs: policy::enriched_attrs(
+                        &prop.target,
+                        &report,
+                        case.alert_ids.len() as u64,
+                        case.severity.id(),
+                    ),
                     context: policy::step_context(
                         fields,
                         source,
@@ -541,15 +735,27 @@ impl Engine {
                     ),
                 };
                 let record = policy_engine.decide_step(&step_req);
-                let seq = txn.audit("policy_decision", alinks.clone(), now, serde_json::to_value(&record).unwrap_or_default())?;
-                self.parts.metrics.decisions.get_or_create(&TierLabels { tier: record.tier.as_str().into() }).inc();
+                let seq = txn.audit(
+                    "policy_decision",
+                    alinks.clone(),
+                    now,
+                    serde_json::to_value(&record).unwrap_or_default(),
+                )?;
+                self.parts
+                    .metrics
+                    .decisions
+                    .get_or_create(&TierLabels {
+                        tier: record.tier.as_str().into(),
+                    })
+                    .inc();
                 let next = match record.tier {
                     Tier::Auto => ActionState::Approved,
                     Tier::OneApprover | Tier::TwoPerson => ActionState::AwaitingApproval,
                     Tier::Denied => ActionState::Denied,
                 };
                 req.tier = Some(record.tier);
-                req.determining_policies = record.determining.iter().map(|d| d.id.clone()).collect();
+                req.determining_policies =
+                    record.determining.iter().map(|d| d.id.clone()).collect();
                 req.reasons = record.reasons.clone();
                 req.decision_seq = Some(seq);
                 req.policy_hash = Some(record.policy_hash.clone());
@@ -566,8 +772,15 @@ impl Engine {
                 new_actions += 1;
             }
         }
-        if new_actions > 0 && case.state == CaseState::Correlated {
-            self.transition(txn, &mut case, CaseState::Recommended, now, &format!("{new_actions} action(s) proposed by playbooks"), &alert_id)?;
+        if new_actions > 0 && matches!(case.state, CaseState::Correlated | CaseState::Approved) {
+            self.transition(
+                txn,
+                &mut case,
+                CaseState::Recommended,
+                now,
+                &format!("{new_actions} action(s) proposed by playbooks"),
+                &alert_id,
+            )?;
         }
         if case.state == CaseState::Recommended {
             // Approved once nothing awaits a human and at least one action may run.
@@ -580,21 +793,44 @@ impl Engine {
                 }
             }
             if approved && !awaiting {
-                self.transition(txn, &mut case, CaseState::Approved, now, "every proposed action is decided and at least one may run", &alert_id)?;
+                self.transition(
+                    txn,
+                    &mut case,
+                    CaseState::Approved,
+                    now,
+                    "every proposed action is decided and at least one may run",
+                    &alert_id,
+                )?;
             }
         }
         stored.enrichment = Some(report);
         txn.put_json(keys::alert(&alert_id), &stored)?;
         txn.put_json(keys::case(&case_id), &case)?;
-        Ok(IngestAck { alert_id, case_id, duplicate: false })
+        Ok(IngestAck {
+            alert_id,
+            case_id,
+            duplicate: false,
+        })
     }
 
-    fn transition(&self, txn: &mut Txn, case: &mut Case, to: CaseState, now: DateTime<Utc>, reason: &str, alert_id: &str) -> Result<(), StoreError> {
+    fn transition(
+        &self,
+        txn: &mut Txn,
+        case: &mut Case,
+        to: CaseState,
+        now: DateTime<Utc>,
+        reason: &str,
+        alert_id: &str,
+    ) -> Result<(), StoreError> {
         let from = case.state;
         if case.transition(to, now, reason) {
             txn.audit(
                 "case_transition",
-                Links { case_id: Some(case.case_id.clone()), alert_id: Some(alert_id.to_string()), action_id: None },
+                Links {
+                    case_id: Some(case.case_id.clone()),
+                    alert_id: Some(alert_id.to_string()),
+                    action_id: None,
+                },
                 now,
                 json!({"from": from, "to": to, "reason": reason}),
             )?;
@@ -603,7 +839,10 @@ impl Engine {
     }
 
     fn bump_open(&self, txn: &mut Txn, delta: i64) -> Result<(), StoreError> {
-        let n = txn.get_json::<i64>(&self.parts.store, keys::CASES_OPEN)?.unwrap_or(0) + delta;
+        let n = txn
+            .get_json::<i64>(&self.parts.store, keys::CASES_OPEN)?
+            .unwrap_or(0)
+            + delta;
         txn.put_json(keys::CASES_OPEN.to_vec(), &n.max(0))
     }
 }
@@ -629,7 +868,11 @@ pub mod read {
     }
 
     /// Cases in creation order after `after` (a case id), at most `limit`.
-    pub fn cases(store: &Store, after: Option<&str>, limit: usize) -> Result<Vec<Case>, StoreError> {
+    pub fn cases(
+        store: &Store,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Case>, StoreError> {
         let after = after.map(keys::case);
         Ok(store
             .scan_json::<Case>(keys::CASE_PREFIX, after.as_deref(), limit)?

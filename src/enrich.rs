@@ -170,9 +170,18 @@ impl Enricher {
     /// Loads every configured source; all problems at once (used for start-up validation).
     pub fn load(cfg: &EnrichmentConfig) -> Result<Enricher, Vec<Problem>> {
         let mut e = Enricher {
-            assets: Source { path: cfg.assets.clone(), ..Default::default() },
-            identities: Source { path: cfg.identities.clone(), ..Default::default() },
-            intel: Source { path: cfg.intel.clone(), ..Default::default() },
+            assets: Source {
+                path: cfg.assets.clone(),
+                ..Default::default()
+            },
+            identities: Source {
+                path: cfg.identities.clone(),
+                ..Default::default()
+            },
+            intel: Source {
+                path: cfg.intel.clone(),
+                ..Default::default()
+            },
         };
         e.refresh();
         let problems: Vec<Problem> = [&e.assets.error, &e.identities.error, &e.intel.error]
@@ -180,7 +189,11 @@ impl Enricher {
             .flatten()
             .map(|err| Problem::new("enrichment", "", err.clone()))
             .collect();
-        if problems.is_empty() { Ok(e) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(e)
+        } else {
+            Err(problems)
+        }
     }
 
     /// Re-reads any source whose file changed. Failures keep the last good data and are
@@ -193,7 +206,10 @@ impl Enricher {
 
     /// Enriches the alert's entities at `now` (intel expiry is judged at `now`).
     pub fn enrich(&self, alert: &AlertFields, now: DateTime<Utc>) -> EnrichmentReport {
-        let mut report = EnrichmentReport { at: now, ..Default::default() };
+        let mut report = EnrichmentReport {
+            at: now,
+            ..Default::default()
+        };
         let mut consult = |name: &str, path: &Option<PathBuf>, error: &Option<String>| -> bool {
             let Some(path) = path else { return false };
             if let Some(err) = error {
@@ -223,10 +239,16 @@ impl Enricher {
                 && let Some(ids) = &self.identities.data
                 && let Some(i) = ids.get(&entity.value)
             {
-                report.facts.push(fact(entity, "identities", &self.identities, i));
+                report
+                    .facts
+                    .push(fact(entity, "identities", &self.identities, i));
             }
             if use_intel && let Some(intel) = &self.intel.data {
-                for ind in intel.get(&(entity.kind, entity.value.clone())).into_iter().flatten() {
+                for ind in intel
+                    .get(&(entity.kind, entity.value.clone()))
+                    .into_iter()
+                    .flatten()
+                {
                     if ind.expires.is_none_or(|x| x > now) {
                         report.facts.push(fact(entity, "intel", &self.intel, ind));
                     }
@@ -242,7 +264,11 @@ fn fact<T, D: Serialize>(entity: &Entity, name: &str, src: &Source<T>, data: &D)
         entity: entity.clone(),
         source: format!(
             "{name}:{}",
-            src.path.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+            src.path
+                .as_deref()
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
         ),
         loaded_at: src.loaded_at.unwrap_or_else(Utc::now),
         stale: src.error.is_some(),
@@ -282,11 +308,13 @@ fn load_assets(path: &Path) -> Result<Assets, String> {
         }
         match (&a.host, &a.cloud_resource) {
             (Some(h), None) => {
-                let h = normalize(EntityKind::Host, h).ok_or_else(|| at("host", "invalid host name"))?;
+                let h = normalize(EntityKind::Host, h)
+                    .ok_or_else(|| at("host", "invalid host name"))?;
                 out.hosts.insert(h, a);
             }
             (None, Some(c)) => {
-                let c = normalize(EntityKind::CloudResource, c).ok_or_else(|| at("cloud_resource", "empty"))?;
+                let c = normalize(EntityKind::CloudResource, c)
+                    .ok_or_else(|| at("cloud_resource", "empty"))?;
                 out.cloud.insert(c, a);
             }
             _ => return Err(at("host", "set exactly one of host or cloud_resource")),
@@ -332,7 +360,11 @@ mod tests {
             time: Utc::now(),
             title: "t".into(),
             description: None,
-            rule: Rule { id: "r".into(), name: "r".into(), version: None },
+            rule: Rule {
+                id: "r".into(),
+                name: "r".into(),
+                version: None,
+            },
             severity: Severity::High,
             confidence: 50,
             techniques: vec![],
@@ -352,21 +384,36 @@ mod tests {
         let intel = dir.path().join("intel.toml");
         std::fs::write(&assets, "[[asset]]\nhost = \"WS-1\"\ncriticality = \"high\"\nenvironment = \"production\"\nowner = \"it\"\ntags = [\"never-isolate\"]\n").unwrap();
         std::fs::write(&intel, "[[indicator]]\nvalue = \"203.0.113.7\"\ntype = \"ip\"\nconfidence = 90\nsource = \"feed\"\nexpires = \"2099-01-01T00:00:00Z\"\n[[indicator]]\nvalue = \"203.0.113.8\"\ntype = \"ip\"\nconfidence = 95\nsource = \"feed\"\nexpires = \"2001-01-01T00:00:00Z\"\n").unwrap();
-        let cfg = EnrichmentConfig { assets: Some(assets.clone()), identities: None, intel: Some(intel) };
+        let cfg = EnrichmentConfig {
+            assets: Some(assets.clone()),
+            identities: None,
+            intel: Some(intel),
+        };
         let mut e = Enricher::load(&cfg).unwrap();
         let host = Entity::new(EntityKind::Host, "ws-1").unwrap();
         let live = Entity::new(EntityKind::Ip, "203.0.113.7").unwrap();
         let expired = Entity::new(EntityKind::Ip, "203.0.113.8").unwrap();
-        let r = e.enrich(&alert(vec![host.clone(), live.clone(), expired.clone()]), Utc::now());
+        let r = e.enrich(
+            &alert(vec![host.clone(), live.clone(), expired.clone()]),
+            Utc::now(),
+        );
         assert_eq!(r.asset(&host).unwrap().tags, vec!["never-isolate"]);
         assert_eq!(r.intel(&live).len(), 1);
-        assert!(r.intel(&expired).is_empty(), "an expired indicator does not match");
+        assert!(
+            r.intel(&expired).is_empty(),
+            "an expired indicator does not match"
+        );
         assert!(r.failures.is_empty());
 
         // Break the file: the next alert still gets the old data, flagged stale, plus a failure.
         std::fs::write(&assets, "[[asset]]\nhost = \"WS-1\"\ncriticality = \"extreme\"\nenvironment = \"p\"\nowner = \"o\"\n").unwrap();
         let later = SystemTime::now() + std::time::Duration::from_secs(5);
-        std::fs::File::options().write(true).open(&assets).unwrap().set_modified(later).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&assets)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
         e.refresh();
         let r = e.enrich(&alert(vec![host.clone()]), Utc::now());
         assert_eq!(r.failures.len(), 1, "{r:?}");
@@ -378,9 +425,20 @@ mod tests {
     fn bad_files_fail_validation() {
         let dir = tempfile::tempdir().unwrap();
         let intel = dir.path().join("intel.toml");
-        std::fs::write(&intel, "[[indicator]]\nvalue = \"nope\"\ntype = \"ip\"\nconfidence = 90\nsource = \"f\"\n").unwrap();
-        let cfg = EnrichmentConfig { intel: Some(intel), ..Default::default() };
+        std::fs::write(
+            &intel,
+            "[[indicator]]\nvalue = \"nope\"\ntype = \"ip\"\nconfidence = 90\nsource = \"f\"\n",
+        )
+        .unwrap();
+        let cfg = EnrichmentConfig {
+            intel: Some(intel),
+            ..Default::default()
+        };
         let err = Enricher::load(&cfg).unwrap_err();
-        assert!(err[0].to_string().contains("indicator[0].value"), "{}", err[0]);
+        assert!(
+            err[0].to_string().contains("indicator[0].value"),
+            "{}",
+            err[0]
+        );
     }
 }

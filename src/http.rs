@@ -54,7 +54,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), fields: vec![] }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: vec![],
+        }
     }
 }
 
@@ -68,12 +73,21 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> ApiError {
         let message = e.to_string();
         match e {
-            IngestError::MalformedJson(_) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", message),
-            IngestError::MissingFields(f) => ApiError { fields: f, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_fields", message) },
-            IngestError::InvalidField { field, .. } => {
-                ApiError { fields: vec![field], ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message) }
+            IngestError::MalformedJson(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", message)
             }
-            IngestError::UnknownField(f) => ApiError { fields: vec![f], ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", message) },
+            IngestError::MissingFields(f) => ApiError {
+                fields: f,
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_fields", message)
+            },
+            IngestError::InvalidField { field, .. } => ApiError {
+                fields: vec![field],
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+            },
+            IngestError::UnknownField(f) => ApiError {
+                fields: vec![f],
+                ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", message)
+            },
         }
     }
 }
@@ -81,15 +95,27 @@ impl From<IngestError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
-            EngineError::Store(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("the alert was not recorded: {m}; retry later")),
-            EngineError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "cordon is shutting down; retry later"),
+            EngineError::Store(m) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the alert was not recorded: {m}; retry later"),
+            ),
+            EngineError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "cordon is shutting down; retry later",
+            ),
         }
     }
 }
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
     }
 }
 
@@ -101,22 +127,40 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/cases/{id}", get(get_case))
         .route("/v1/actions/{id}", get(get_action))
         .route("/v1/policies/reload", post(reload_policies))
-        .route("/healthz", get(|| async { (StatusCode::OK, axum::Json(json!({"status": "ok"}))) }))
+        .route(
+            "/healthz",
+            get(|| async { (StatusCode::OK, axum::Json(json!({"status": "ok"}))) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .with_state(state)
 }
 
 /// Serves `router` on an already-bound listener until `shutdown` completes, then lets
 /// in-flight requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
-async fn ingest_native(state: State<HttpState>, peer: ConnectInfo<SocketAddr>, q: Query<BTreeMap<String, String>>, headers: HeaderMap, body: Body) -> Response {
+async fn ingest_native(
+    state: State<HttpState>,
+    peer: ConnectInfo<SocketAddr>,
+    q: Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     ingest(state, peer, q, headers, IngestFormat::Cordon, body).await
 }
 
@@ -157,7 +201,13 @@ async fn ingest(
     if st.draining.load(Ordering::SeqCst) {
         return fail(EngineError::ShuttingDown.into());
     }
-    if let Err(e) = authorize(st.tokens.get(&format), &headers, &q, peer, &format!("source {source}")) {
+    if let Err(e) = authorize(
+        st.tokens.get(&format),
+        &headers,
+        &q,
+        peer,
+        &format!("source {source}"),
+    ) {
         return fail(e);
     }
     let bytes = match axum::body::to_bytes(body, st.max_body_bytes).await {
@@ -166,7 +216,10 @@ async fn ingest(
             return fail(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                format!("the body is larger than {} bytes (http.max_body_bytes)", st.max_body_bytes),
+                format!(
+                    "the body is larger than {} bytes (http.max_body_bytes)",
+                    st.max_body_bytes
+                ),
             ));
         }
     };
@@ -189,20 +242,35 @@ async fn ingest(
 
 /// Checks a bearer token (header, or `?token=`) against `expected`; with no token configured,
 /// only loopback peers are let in.
-fn authorize(expected: Option<&TokenHash>, headers: &HeaderMap, q: &BTreeMap<String, String>, peer: SocketAddr, what: &str) -> Result<(), ApiError> {
+fn authorize(
+    expected: Option<&TokenHash>,
+    headers: &HeaderMap,
+    q: &BTreeMap<String, String>,
+    peer: SocketAddr,
+    what: &str,
+) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .or_else(|| q.get("token").map(String::as_str));
     match (expected, presented) {
         (Some(t), Some(p)) if t.matches(p) => Ok(()),
-        (Some(_), Some(_)) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", format!("wrong token for {what}"))),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("wrong token for {what}"),
+        )),
         (Some(_), None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            format!("{what} needs a bearer token (Authorization: Bearer <token>, or ?token=<token>)"),
+            format!(
+                "{what} needs a bearer token (Authorization: Bearer <token>, or ?token=<token>)"
+            ),
         )),
         (None, _) if peer.ip().is_loopback() => Ok(()),
         (None, _) => Err(ApiError::new(
@@ -213,13 +281,27 @@ fn authorize(expected: Option<&TokenHash>, headers: &HeaderMap, q: &BTreeMap<Str
     }
 }
 
-fn admin(st: &HttpState, headers: &HeaderMap, q: &BTreeMap<String, String>, peer: SocketAddr) -> Result<(), ApiError> {
-    authorize(st.admin_token.as_deref(), headers, q, peer, "operator endpoints")
+fn admin(
+    st: &HttpState,
+    headers: &HeaderMap,
+    q: &BTreeMap<String, String>,
+    peer: SocketAddr,
+) -> Result<(), ApiError> {
+    authorize(
+        st.admin_token.as_deref(),
+        headers,
+        q,
+        peer,
+        "operator endpoints",
+    )
 }
 
 async fn readyz(State(st): State<HttpState>) -> Response {
     let engine = st.policies.current();
-    let reload_error = st.policies.last_error().map(|ps| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+    let reload_error = st
+        .policies
+        .last_error()
+        .map(|ps| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>());
     let draining = st.draining.load(Ordering::SeqCst);
     let body = json!({
         "ready": !draining,
@@ -229,15 +311,31 @@ async fn readyz(State(st): State<HttpState>) -> Response {
         "connectors": st.connectors,
         "draining": draining,
     });
-    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (status, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(st): State<HttpState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
 }
 
-async fn reload_policies(State(st): State<HttpState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Query(q): Query<BTreeMap<String, String>>, headers: HeaderMap) -> Response {
+async fn reload_policies(
+    State(st): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(e) = admin(&st, &headers, &q, peer) {
         return e.into_response();
     }
@@ -248,28 +346,65 @@ async fn reload_policies(State(st): State<HttpState>, ConnectInfo(peer): Connect
     }
 }
 
-async fn get_case(State(st): State<HttpState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Query(q): Query<BTreeMap<String, String>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_case(
+    State(st): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     admin(&st, &headers, &q, peer)?;
-    let case = engine::read::case(&st.store, &id)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no case {id}")))?;
+    let case = engine::read::case(&st.store, &id)?.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no case {id}"))
+    })?;
     let actions = engine::read::actions_of(&st.store, &case)?;
     Ok(axum::Json(json!({"case": case, "actions": actions})).into_response())
 }
 
-async fn list_cases(State(st): State<HttpState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Query(q): Query<BTreeMap<String, String>>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn list_cases(
+    State(st): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     admin(&st, &headers, &q, peer)?;
-    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(1000);
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100usize)
+        .min(1000);
     let cases = engine::read::cases(&st.store, q.get("after").map(String::as_str), limit)?;
     Ok(axum::Json(json!({"cases": cases})).into_response())
 }
 
-async fn get_alert(State(st): State<HttpState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Query(q): Query<BTreeMap<String, String>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_alert(
+    State(st): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     admin(&st, &headers, &q, peer)?;
-    let a = engine::read::alert(&st.store, &id)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no alert {id}")))?;
+    let a = engine::read::alert(&st.store, &id)?.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no alert {id}"))
+    })?;
     Ok(axum::Json(a).into_response())
 }
 
-async fn get_action(State(st): State<HttpState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, Query(q): Query<BTreeMap<String, String>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_action(
+    State(st): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     admin(&st, &headers, &q, peer)?;
-    let a = engine::read::action(&st.store, &id)?.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no action {id}")))?;
+    let a = engine::read::action(&st.store, &id)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no action {id}"),
+        )
+    })?;
     Ok(axum::Json(a).into_response())
 }

@@ -55,9 +55,17 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::default();
         let alerts_received = Family::<AlertLabels, Counter>::default();
-        r.register("cordon_alerts_received", "Alerts received, by source and outcome", alerts_received.clone());
+        r.register(
+            "cordon_alerts_received",
+            "Alerts received, by source and outcome",
+            alerts_received.clone(),
+        );
         let cases_open = Gauge::default();
-        r.register("cordon_cases_open", "Cases not yet learned, suppressed or closed", cases_open.clone());
+        r.register(
+            "cordon_cases_open",
+            "Cases not yet learned, suppressed or closed",
+            cases_open.clone(),
+        );
         let store_write_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         r.register(
             "cordon_store_write_seconds",
@@ -65,11 +73,23 @@ impl Metrics {
             store_write_seconds.clone(),
         );
         let store_batch_events = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        r.register("cordon_store_batch_events", "Events folded into one group commit", store_batch_events.clone());
+        r.register(
+            "cordon_store_batch_events",
+            "Events folded into one group commit",
+            store_batch_events.clone(),
+        );
         let decisions = Family::<TierLabels, Counter>::default();
-        r.register("cordon_policy_decisions", "Step decisions by tier", decisions.clone());
+        r.register(
+            "cordon_policy_decisions",
+            "Step decisions by tier",
+            decisions.clone(),
+        );
         let policy_reloads = Family::<OutcomeLabels, Counter>::default();
-        r.register("cordon_policy_reloads", "Policy reload attempts by outcome", policy_reloads.clone());
+        r.register(
+            "cordon_policy_reloads",
+            "Policy reload attempts by outcome",
+            policy_reloads.clone(),
+        );
         let policy_reload_failed = Gauge::default();
         r.register(
             "cordon_policy_reload_failed",
@@ -77,7 +97,11 @@ impl Metrics {
             policy_reload_failed.clone(),
         );
         let enrichment_failures = Counter::default();
-        r.register("cordon_enrichment_failures", "Enrichment sources that could not be consulted for an alert", enrichment_failures.clone());
+        r.register(
+            "cordon_enrichment_failures",
+            "Enrichment sources that could not be consulted for an alert",
+            enrichment_failures.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             alerts_received,
@@ -93,7 +117,10 @@ impl Metrics {
 
     pub fn alert(&self, source: &str, outcome: &str) {
         self.alerts_received
-            .get_or_create(&AlertLabels { source: source.to_string(), outcome: outcome.to_string() })
+            .get_or_create(&AlertLabels {
+                source: source.to_string(),
+                outcome: outcome.to_string(),
+            })
             .inc();
     }
 

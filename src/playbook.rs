@@ -101,11 +101,16 @@ impl Matcher {
     /// sources) must all hold.
     pub fn matches(&self, source: IngestFormat, a: &AlertFields) -> bool {
         let selected = self.rule_ids.iter().any(|r| *r == a.rule.id)
-            || self.rule_name_patterns.iter().any(|re| re.is_match(&a.rule.name))
+            || self
+                .rule_name_patterns
+                .iter()
+                .any(|re| re.is_match(&a.rule.name))
             || self.techniques.iter().any(|want| {
-                a.techniques
-                    .iter()
-                    .any(|t| t == want || t.strip_prefix(want.as_str()).is_some_and(|r| r.starts_with('.')))
+                a.techniques.iter().any(|t| {
+                    t == want
+                        || t.strip_prefix(want.as_str())
+                            .is_some_and(|r| r.starts_with('.'))
+                })
             })
             || self.tags.iter().any(|t| a.tags.contains(t));
         selected
@@ -123,10 +128,13 @@ impl Playbook {
                 None => out.push(Proposal {
                     playbook: &self.name,
                     step,
-                    target: Target { kind: TargetKind::Case, id: case_id.to_string() },
+                    target: Target {
+                        kind: TargetKind::Case,
+                        id: case_id.to_string(),
+                    },
                 }),
                 Some(kind) => {
-                    for e in a.entities_of(kind) {
+                    for e in a.entities_of(kind).filter(|e| !is_internal_ip(e)) {
                         let id = match step.action.target_kind() {
                             TargetKind::Indicator => e.key(),
                             _ => e.value.clone(),
@@ -134,13 +142,41 @@ impl Playbook {
                         out.push(Proposal {
                             playbook: &self.name,
                             step,
-                            target: Target { kind: step.action.target_kind(), id },
+                            target: Target {
+                                kind: step.action.target_kind(),
+                                id,
+                            },
                         });
                     }
                 }
             }
         }
         out
+    }
+}
+
+/// Internal addresses (RFC 1918, loopback, link-local, unique-local, CGNAT) are the
+/// organisation's own hosts, never indicators to block at the EDR or the edge.
+fn is_internal_ip(e: &crate::alert::Entity) -> bool {
+    if e.kind != EntityKind::Ip {
+        return false;
+    }
+    match e.value.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v)) => {
+            v.is_private()
+                || v.is_loopback()
+                || v.is_link_local()
+                || v.is_unspecified()
+                || v.is_broadcast()
+                || (v.octets()[0] == 100 && (v.octets()[1] & 0xc0) == 64)
+        }
+        Ok(std::net::IpAddr::V6(v)) => {
+            v.is_loopback()
+                || v.is_unspecified()
+                || (v.segments()[0] & 0xfe00) == 0xfc00
+                || (v.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => false,
     }
 }
 
@@ -159,10 +195,19 @@ pub fn load_dir(dir: &Path, connectors: &Registry) -> Result<Vec<Playbook>, Vec<
             },
         }
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
-fn validate(file: &str, name: String, pf: PlaybookFile, connectors: &Registry) -> Result<Playbook, Vec<Problem>> {
+fn validate(
+    file: &str,
+    name: String,
+    pf: PlaybookFile,
+    connectors: &Registry,
+) -> Result<Playbook, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut p = |key: String, reason: String| problems.push(Problem::new(file, key, reason));
     let m = pf.matcher;
@@ -170,7 +215,10 @@ fn validate(file: &str, name: String, pf: PlaybookFile, connectors: &Registry) -
     for (i, pat) in m.rule_name_patterns.iter().enumerate() {
         match Regex::new(pat) {
             Ok(re) => patterns.push(re),
-            Err(e) => p(format!("match.rule_name_patterns[{i}]"), format!("not a regex: {e}")),
+            Err(e) => p(
+                format!("match.rule_name_patterns[{i}]"),
+                format!("not a regex: {e}"),
+            ),
         }
     }
     let min_severity = match &m.min_severity {
@@ -178,7 +226,10 @@ fn validate(file: &str, name: String, pf: PlaybookFile, connectors: &Registry) -
         Some(s) => match Severity::parse(s) {
             Some(s) => Some(s),
             None => {
-                p("match.min_severity".into(), format!("unknown severity {s:?}"));
+                p(
+                    "match.min_severity".into(),
+                    format!("unknown severity {s:?}"),
+                );
                 None
             }
         },
@@ -187,17 +238,27 @@ fn validate(file: &str, name: String, pf: PlaybookFile, connectors: &Registry) -
     for (i, s) in m.sources.iter().enumerate() {
         match IngestFormat::parse_name(s) {
             Some(f) => sources.push(f),
-            None => p(format!("match.sources[{i}]"), format!("unknown source {s:?}")),
+            None => p(
+                format!("match.sources[{i}]"),
+                format!("unknown source {s:?}"),
+            ),
         }
     }
     let mut techniques = Vec::new();
     for (i, t) in m.techniques.iter().enumerate() {
         match technique_id(t) {
             Some(t) => techniques.push(t),
-            None => p(format!("match.techniques[{i}]"), format!("{t:?} is not an ATT&CK technique id")),
+            None => p(
+                format!("match.techniques[{i}]"),
+                format!("{t:?} is not an ATT&CK technique id"),
+            ),
         }
     }
-    if m.rule_ids.is_empty() && m.rule_name_patterns.is_empty() && m.techniques.is_empty() && m.tags.is_empty() {
+    if m.rule_ids.is_empty()
+        && m.rule_name_patterns.is_empty()
+        && m.techniques.is_empty()
+        && m.tags.is_empty()
+    {
         p(
             "match".into(),
             "needs at least one of rule_ids, rule_name_patterns, techniques or tags: a playbook matching every alert is a mistake".into(),
@@ -224,7 +285,13 @@ fn validate(file: &str, name: String, pf: PlaybookFile, connectors: &Registry) -
         }
         let target = if s.target == "case" {
             if action.target_kind() != TargetKind::Case {
-                p(key("target"), format!("{action} acts on a {}, not the case", action.target_kind().as_str()));
+                p(
+                    key("target"),
+                    format!(
+                        "{action} acts on a {}, not the case",
+                        action.target_kind().as_str()
+                    ),
+                );
             }
             None
         } else {
@@ -234,9 +301,16 @@ fn validate(file: &str, name: String, pf: PlaybookFile, connectors: &Registry) -
                     let allowed: Vec<&str> = if action.target_kind() == TargetKind::Case {
                         vec!["case"]
                     } else {
-                        action.target_entities().iter().map(|k| k.as_str()).collect()
+                        action
+                            .target_entities()
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect()
                     };
-                    p(key("target"), format!("{action} cannot target a {k}; use one of {allowed:?}"));
+                    p(
+                        key("target"),
+                        format!("{action} cannot target a {k}; use one of {allowed:?}"),
+                    );
                     None
                 }
                 None => {
@@ -284,8 +358,14 @@ mod tests {
 
     fn registry() -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("crowdstrike.toml"), "kind = \"crowdstrike\"\nbase_url = \"https://api.crowdstrike.com\"\n").unwrap();
-        Registry::load(dir.path()).unwrap()
+        std::fs::write(
+            dir.path().join("crowdstrike.toml"),
+            "kind = \"crowdstrike\"\nbase_url = \"https://api.crowdstrike.com\"\n",
+        )
+        .unwrap();
+        let (reg, problems) = Registry::load(dir.path());
+        assert!(problems.is_empty(), "{problems:?}");
+        reg
     }
 
     fn load(text: &str) -> Result<Vec<Playbook>, Vec<Problem>> {
@@ -319,15 +399,30 @@ mod tests {
         )
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert!(text.iter().any(|t| t.contains("steps[0].connector: unknown connector \"sentinelone\"")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("steps[1].action: unknown action kind \"nuke_host\"")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("steps[2].target")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("steps[0].connector: unknown connector \"sentinelone\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("steps[1].action: unknown action kind \"nuke_host\"")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("steps[2].target")),
+            "{text:?}"
+        );
     }
 
     #[test]
     fn typo_in_a_key_is_an_error() {
         let errs = load("[match]\ntechniques = [\"T1059\"]\n[[steps]]\nid = \"a\"\naction = \"enrich\"\nconnector = \"cordon\"\ntarget = \"case\"\nrequire_aproval = true\n").unwrap_err();
-        assert!(errs[0].to_string().contains("require_aproval"), "{}", errs[0]);
+        assert!(
+            errs[0].to_string().contains("require_aproval"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
@@ -338,7 +433,11 @@ mod tests {
             time: chrono::Utc::now(),
             title: "t".into(),
             description: None,
-            rule: crate::alert::Rule { id: "r".into(), name: "r".into(), version: None },
+            rule: crate::alert::Rule {
+                id: "r".into(),
+                name: "r".into(),
+                version: None,
+            },
             severity: Severity::High,
             confidence: 50,
             techniques: vec!["T1059.001".into()],

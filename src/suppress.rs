@@ -65,7 +65,11 @@ mod tests {
             time: t.parse().unwrap(),
             title: "t".into(),
             description: None,
-            rule: Rule { id: "r1".into(), name: "r".into(), version: None },
+            rule: Rule {
+                id: "r1".into(),
+                name: "r".into(),
+                version: None,
+            },
             severity: Severity::High,
             confidence: 50,
             techniques: vec![],
@@ -109,7 +113,11 @@ mod tests {
     fn expired_suppression_does_not_apply() {
         let mut s = sup();
         s.expires = "2026-01-01T00:00:00Z".parse().unwrap();
-        assert!(!applies(&s, &alert("2025-12-31T00:00:00Z"), "2026-11-22T10:00:00Z".parse().unwrap()));
+        assert!(!applies(
+            &s,
+            &alert("2025-12-31T00:00:00Z"),
+            "2026-11-22T10:00:00Z".parse().unwrap()
+        ));
     }
 
     #[test]

@@ -113,19 +113,24 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads and validates every `*.toml` in `dir`; all problems at once.
-    pub fn load(dir: &Path) -> Result<Registry, Vec<Problem>> {
+    /// Loads and validates every `*.toml` in `dir`: the connectors that are valid, and every
+    /// problem with the others.
+    pub fn load(dir: &Path) -> (Registry, Vec<Problem>) {
         let mut problems = Vec::new();
         let mut reg = Registry::default();
         let files = match toml_files(dir) {
             Ok(f) => f,
-            Err(p) => return Err(vec![p]),
+            Err(p) => return (reg, vec![p]),
         };
         for path in files {
             let file = path.display().to_string();
             let name = stem(&path);
             if name == BUILTIN {
-                problems.push(Problem::new(&file, "", format!("the name {BUILTIN:?} is reserved for the built-in connector")));
+                problems.push(Problem::new(
+                    &file,
+                    "",
+                    format!("the name {BUILTIN:?} is reserved for the built-in connector"),
+                ));
                 continue;
             }
             match parse_toml_file::<ConnectorFile>(&path) {
@@ -138,7 +143,7 @@ impl Registry {
                 },
             }
         }
-        if problems.is_empty() { Ok(reg) } else { Err(problems) }
+        (reg, problems)
     }
 
     /// Whether `connector` exists and implements `kind` (the built-in one does enrichment and
@@ -167,16 +172,28 @@ fn validate(file: &str, name: &str, cf: ConnectorFile) -> Result<Connector, Vec<
     let base_url = match reqwest::Url::parse(&cf.base_url) {
         Ok(u) => {
             if !matches!(u.scheme(), "https" | "http") {
-                problems.push(Problem::new(file, "base_url", "scheme must be https (or http for loopback tests)"));
+                problems.push(Problem::new(
+                    file,
+                    "base_url",
+                    "scheme must be https (or http for loopback tests)",
+                ));
             }
             if u.host_str().is_none_or(str::is_empty) {
                 problems.push(Problem::new(file, "base_url", "must name a host"));
             }
             if cf.base_url.contains('{') || cf.base_url.contains('}') {
-                problems.push(Problem::new(file, "base_url", "must not contain templates: the destination is fixed"));
+                problems.push(Problem::new(
+                    file,
+                    "base_url",
+                    "must not contain templates: the destination is fixed",
+                ));
             }
             if !u.username().is_empty() || u.password().is_some() {
-                problems.push(Problem::new(file, "base_url", "must not embed credentials; use a secret reference"));
+                problems.push(Problem::new(
+                    file,
+                    "base_url",
+                    "must not embed credentials; use a secret reference",
+                ));
             }
             Some(u)
         }
@@ -195,27 +212,58 @@ fn validate(file: &str, name: &str, cf: ConnectorFile) -> Result<Connector, Vec<
     let mut actions = cf.kind.actions().to_vec();
     if cf.kind == ConnectorKind::Webhook {
         if cf.actions.is_empty() {
-            problems.push(Problem::new(file, "actions", "a webhook connector must list the action kinds it carries"));
+            problems.push(Problem::new(
+                file,
+                "actions",
+                "a webhook connector must list the action kinds it carries",
+            ));
         }
         for (i, a) in cf.actions.iter().enumerate() {
             match ActionKind::parse(a) {
                 Some(k) => actions.push(k),
-                None => problems.push(Problem::new(file, format!("actions[{i}]"), format!("unknown action kind {a:?}"))),
+                None => problems.push(Problem::new(
+                    file,
+                    format!("actions[{i}]"),
+                    format!("unknown action kind {a:?}"),
+                )),
             }
         }
     } else if !cf.actions.is_empty() {
-        problems.push(Problem::new(file, "actions", format!("only webhook connectors list actions; {} implements {:?}", cf.kind, cf.kind.actions().iter().map(|a| a.as_str()).collect::<Vec<_>>())));
+        problems.push(Problem::new(
+            file,
+            "actions",
+            format!(
+                "only webhook connectors list actions; {} implements {:?}",
+                cf.kind,
+                cf.kind
+                    .actions()
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+            ),
+        ));
     }
     match (base_url, problems.is_empty()) {
-        (Some(base_url), true) => Ok(Connector { name: name.to_string(), kind: cf.kind, base_url, mode: cf.mode, actions }),
+        (Some(base_url), true) => Ok(Connector {
+            name: name.to_string(),
+            kind: cf.kind,
+            base_url,
+            mode: cf.mode,
+            actions,
+        }),
         _ => Err(problems),
     }
 }
 
 /// `*.toml` files directly in `dir`, sorted. A missing directory is a problem.
 pub fn toml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, Problem> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| Problem::new(dir.display().to_string(), "", format!("cannot read directory: {e}")))?;
+    let rd = std::fs::read_dir(dir).map_err(|e| {
+        Problem::new(
+            dir.display().to_string(),
+            "",
+            format!("cannot read directory: {e}"),
+        )
+    })?;
     let mut files: Vec<_> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
@@ -225,7 +273,9 @@ pub fn toml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, Problem> {
 }
 
 pub fn stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -237,27 +287,61 @@ mod tests {
         for (n, t) in files {
             std::fs::write(dir.path().join(n), t).unwrap();
         }
-        Registry::load(dir.path())
+        match Registry::load(dir.path()) {
+            (r, p) if p.is_empty() => Ok(r),
+            (_, p) => Err(p),
+        }
     }
 
     #[test]
     fn validates_and_reports_file_key_reason() {
-        let reg = load(&[("crowdstrike.toml", "kind = \"crowdstrike\"\nbase_url = \"https://api.crowdstrike.com\"\n")]).unwrap();
+        let reg = load(&[(
+            "crowdstrike.toml",
+            "kind = \"crowdstrike\"\nbase_url = \"https://api.crowdstrike.com\"\n",
+        )])
+        .unwrap();
         assert!(reg.check("crowdstrike", ActionKind::IsolateHost).is_ok());
-        assert!(reg.check("crowdstrike", ActionKind::RevokeSessions).is_err());
+        assert!(
+            reg.check("crowdstrike", ActionKind::RevokeSessions)
+                .is_err()
+        );
         assert!(reg.check("nope", ActionKind::IsolateHost).is_err());
         assert!(reg.check(BUILTIN, ActionKind::Enrich).is_ok());
 
         let errs = load(&[
-            ("a.toml", "kind = \"okta\"\nbase_url = \"https://{alert.host}/x\"\n"),
-            ("b.toml", "kind = \"okta\"\nbase_url = \"https://x.okta.com\"\ntimeout = 3\n"),
-            ("c.toml", "kind = \"webhook\"\nbase_url = \"ftp://x\"\nactions = [\"explode\"]\n"),
+            (
+                "a.toml",
+                "kind = \"okta\"\nbase_url = \"https://{alert.host}/x\"\n",
+            ),
+            (
+                "b.toml",
+                "kind = \"okta\"\nbase_url = \"https://x.okta.com\"\ntimeout = 3\n",
+            ),
+            (
+                "c.toml",
+                "kind = \"webhook\"\nbase_url = \"ftp://x\"\nactions = [\"explode\"]\n",
+            ),
         ])
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
-        assert!(text.iter().any(|t| t.contains("a.toml: base_url: must not contain templates")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("b.toml") && t.contains("timeout")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("c.toml: base_url: scheme")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("c.toml: actions[0]: unknown action kind")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("a.toml: base_url: must not contain templates")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("b.toml") && t.contains("timeout")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("c.toml: base_url: scheme")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("c.toml: actions[0]: unknown action kind")),
+            "{text:?}"
+        );
     }
 }

@@ -29,7 +29,11 @@ pub struct PolicyProblem {
 impl fmt::Display for PolicyProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         } else {
             write!(f, "{}: {}", self.file, self.message)
         }
@@ -43,12 +47,22 @@ pub struct LoadError(pub Vec<PolicyProblem>);
 
 pub const SCHEMA_FILE: &str = "cordon.cedarschema";
 
-fn problem(file: &str, text: Option<&str>, offset: Option<usize>, message: impl Into<String>) -> PolicyProblem {
+fn problem(
+    file: &str,
+    text: Option<&str>,
+    offset: Option<usize>,
+    message: impl Into<String>,
+) -> PolicyProblem {
     let (line, column) = match (text, offset) {
         (Some(t), Some(o)) => line_col(t, o),
         _ => (0, 0),
     };
-    PolicyProblem { file: file.to_string(), line, column, message: message.into() }
+    PolicyProblem {
+        file: file.to_string(),
+        line,
+        column,
+        message: message.into(),
+    }
 }
 
 /// First labelled offset of a diagnostic (or of its related diagnostics).
@@ -126,7 +140,12 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
     let schema_file = schema_path.display().to_string();
     let schema = match std::fs::read_to_string(&schema_path) {
         Err(e) => {
-            problems.push(problem(&schema_file, None, None, format!("cannot read schema: {e}")));
+            problems.push(problem(
+                &schema_file,
+                None,
+                None,
+                format!("cannot read schema: {e}"),
+            ));
             None
         }
         Ok(text) => {
@@ -135,17 +154,34 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
             match Schema::from_cedarschema_str(&text) {
                 Ok((schema, _warnings)) => Some(schema),
                 Err(e) => {
-                    problems.push(problem(&schema_file, Some(&text), offset_of(&e), message_of(&e)));
+                    problems.push(problem(
+                        &schema_file,
+                        Some(&text),
+                        offset_of(&e),
+                        message_of(&e),
+                    ));
                     None
                 }
             }
         }
     };
     if let Some(schema) = &schema {
-        let actions: BTreeSet<String> = schema.actions().map(|a| a.id().unescaped().to_string()).collect();
-        for kind in ActionKind::ALL.iter().map(|k| k.as_str()).chain(["approve"]) {
+        let actions: BTreeSet<String> = schema
+            .actions()
+            .map(|a| a.id().unescaped().to_string())
+            .collect();
+        for kind in ActionKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .chain(["approve"])
+        {
             if !actions.contains(kind) {
-                problems.push(problem(&schema_file, None, None, format!("the schema declares no action {kind:?}; every action kind needs one")));
+                problems.push(problem(
+                    &schema_file,
+                    None,
+                    None,
+                    format!("the schema declares no action {kind:?}; every action kind needs one"),
+                ));
             }
         }
     }
@@ -153,13 +189,23 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
     // Policies.
     let mut entries: Vec<_> = match std::fs::read_dir(dir) {
         Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(e) => return Err(vec![problem(&dir_s, None, None, format!("cannot read policy directory: {e}"))]),
+        Err(e) => {
+            return Err(vec![problem(
+                &dir_s,
+                None,
+                None,
+                format!("cannot read policy directory: {e}"),
+            )]);
+        }
     };
     entries.sort();
     let mut combined = PolicySet::new();
     let mut meta: BTreeMap<String, PolicyMeta> = BTreeMap::new();
     let mut sources: BTreeMap<String, (String, String)> = BTreeMap::new(); // policy id -> (file, text)
-    for path in entries.iter().filter(|p| p.extension().is_some_and(|x| x == "cedar")) {
+    for path in entries
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+    {
         let file = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -168,7 +214,14 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
                 continue;
             }
         };
-        hash_file(&mut hasher, &path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(), &text);
+        hash_file(
+            &mut hasher,
+            &path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            &text,
+        );
         files_used.push(file.clone());
         let set = match PolicySet::from_str(&text) {
             Ok(s) => s,
@@ -180,11 +233,22 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
             }
         };
         if set.templates().next().is_some() {
-            problems.push(problem(&file, None, None, "policy templates (?principal/?resource slots) are not supported"));
+            problems.push(problem(
+                &file,
+                None,
+                None,
+                "policy templates (?principal/?resource slots) are not supported",
+            ));
         }
         let starts = statement_starts(&text);
         let mut policies: Vec<_> = set.policies().collect();
-        policies.sort_by_key(|p| p.id().to_string().trim_start_matches("policy").parse::<usize>().unwrap_or(usize::MAX));
+        policies.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
         for (idx, policy) in policies.into_iter().enumerate() {
             let at = starts.get(idx).copied();
             let (line, _) = at.map(|o| line_col(&text, o)).unwrap_or((0, 0));
@@ -198,17 +262,38 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
             let id = match policy.annotation("id") {
                 Some(id) if valid_id(id) => id.to_string(),
                 Some(id) => {
-                    problems.push(problem(&file, Some(&text), at, format!("@id({id:?}) must be lower-case letters, digits, '-', '_' or '.'")));
+                    problems.push(problem(
+                        &file,
+                        Some(&text),
+                        at,
+                        format!("@id({id:?}) must be lower-case letters, digits, '-', '_' or '.'"),
+                    ));
                     continue;
                 }
                 None => {
-                    problems.push(problem(&file, Some(&text), at, "policy has no @id(\"...\") annotation"));
+                    problems.push(problem(
+                        &file,
+                        Some(&text),
+                        at,
+                        "policy has no @id(\"...\") annotation",
+                    ));
                     continue;
                 }
             };
-            let reason = policy.annotation("reason").unwrap_or_default().trim().to_string();
+            let reason = policy
+                .annotation("reason")
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             if reason.is_empty() {
-                problems.push(problem(&file, Some(&text), at, format!("policy {id:?} has no @reason(\"...\"): approvers are shown the reason")));
+                problems.push(problem(
+                    &file,
+                    Some(&text),
+                    at,
+                    format!(
+                        "policy {id:?} has no @reason(\"...\"): approvers are shown the reason"
+                    ),
+                ));
                 ok = false;
             }
             let timeout = match policy.annotation("approval_timeout_mins") {
@@ -216,29 +301,59 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
                 Some(t) => match t.parse::<u64>() {
                     Ok(n) if n > 0 => Some(n),
                     _ => {
-                        problems.push(problem(&file, Some(&text), at, format!("@approval_timeout_mins({t:?}) must be a positive integer")));
+                        problems.push(problem(
+                            &file,
+                            Some(&text),
+                            at,
+                            format!("@approval_timeout_mins({t:?}) must be a positive integer"),
+                        ));
                         ok = false;
                         None
                     }
                 },
             };
             if let Some(prev) = meta.get(&id) {
-                problems.push(problem(&file, Some(&text), at, format!("duplicate @id({id:?}); also at {}:{}", prev.file, prev.line)));
+                problems.push(problem(
+                    &file,
+                    Some(&text),
+                    at,
+                    format!("duplicate @id({id:?}); also at {}:{}", prev.file, prev.line),
+                ));
                 continue;
             }
             let effect = match policy.effect() {
                 cedar_policy::Effect::Permit => "permit",
                 cedar_policy::Effect::Forbid => "forbid",
             };
-            meta.insert(id.clone(), PolicyMeta { id: id.clone(), reason, effect: effect.into(), file: file.clone(), line, approval_timeout_mins: timeout });
+            meta.insert(
+                id.clone(),
+                PolicyMeta {
+                    id: id.clone(),
+                    reason,
+                    effect: effect.into(),
+                    file: file.clone(),
+                    line,
+                    approval_timeout_mins: timeout,
+                },
+            );
             sources.insert(id.clone(), (file.clone(), text.clone()));
             if ok && let Err(e) = combined.add(policy.new_id(PolicyId::new(&id))) {
-                problems.push(problem(&file, Some(&text), at, format!("cannot add policy {id:?}: {e}")));
+                problems.push(problem(
+                    &file,
+                    Some(&text),
+                    at,
+                    format!("cannot add policy {id:?}: {e}"),
+                ));
             }
         }
     }
     if meta.is_empty() && problems.is_empty() {
-        problems.push(problem(&dir_s, None, None, "no policies (*.cedar): cordon will not run without a policy set"));
+        problems.push(problem(
+            &dir_s,
+            None,
+            None,
+            "no policies (*.cedar): cordon will not run without a policy set",
+        ));
     }
 
     // Strict validation of the whole set.
@@ -247,7 +362,12 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
         for e in result.validation_errors() {
             let id = e.policy_id().to_string();
             let (file, text) = sources.get(&id).cloned().unwrap_or_default();
-            problems.push(problem(&file, Some(&text), offset_of(e), format!("policy {id:?}: {}", message_of(e))));
+            problems.push(problem(
+                &file,
+                Some(&text),
+                offset_of(e),
+                format!("policy {id:?}: {}", message_of(e)),
+            ));
         }
     }
 
@@ -255,7 +375,10 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
     let mut static_json = Vec::new();
     let mut static_attrs = BTreeMap::new();
     let mut users = BTreeSet::new();
-    for path in entries.iter().filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(".entities.json"))) {
+    for path in entries.iter().filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".entities.json"))
+    }) {
         let file = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -264,17 +387,34 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
                 continue;
             }
         };
-        hash_file(&mut hasher, &path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(), &text);
+        hash_file(
+            &mut hasher,
+            &path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            &text,
+        );
         files_used.push(file.clone());
         let value: Value = match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(e) => {
-                problems.push(PolicyProblem { file: file.clone(), line: e.line(), column: e.column(), message: format!("not JSON: {e}") });
+                problems.push(PolicyProblem {
+                    file: file.clone(),
+                    line: e.line(),
+                    column: e.column(),
+                    message: format!("not JSON: {e}"),
+                });
                 continue;
             }
         };
         let Some(items) = value.as_array() else {
-            problems.push(problem(&file, None, None, "an entity file is a JSON array of entities"));
+            problems.push(problem(
+                &file,
+                None,
+                None,
+                "an entity file is a JSON array of entities",
+            ));
             continue;
         };
         if let Some(schema) = &schema
@@ -301,11 +441,19 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
         }
     }
 
-    let Some(schema) = schema else { return Err(problems) };
-    let static_entities = match Entities::from_json_value(Value::Array(static_json), Some(&schema)) {
+    let Some(schema) = schema else {
+        return Err(problems);
+    };
+    let static_entities = match Entities::from_json_value(Value::Array(static_json), Some(&schema))
+    {
         Ok(e) => e,
         Err(e) => {
-            problems.push(problem(&dir_s, None, None, format!("entities: {}", message_of(&e))));
+            problems.push(problem(
+                &dir_s,
+                None,
+                None,
+                format!("entities: {}", message_of(&e)),
+            ));
             return Err(problems);
         }
     };
@@ -328,7 +476,9 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
 }
 
 fn hash_file(h: &mut Sha256, name: &str, text: &str) {

@@ -15,8 +15,8 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, PolicySet, Request,
-    Schema,
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, PolicySet,
+    Request, Schema,
 };
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -175,13 +175,19 @@ pub fn target_type(kind: TargetKind) -> &'static str {
 pub fn default_attrs(kind: TargetKind, target_id: &str) -> Map<String, Value> {
     let v = match kind {
         TargetKind::Case => json!({"severity_id": 0, "alert_count": 0}),
-        TargetKind::Host => json!({"criticality": "unknown", "environment": "unknown", "owner": "", "tags": [], "known": false}),
-        TargetKind::Account => json!({"role": "unknown", "privileged": false, "groups": [], "known": false, "compromised_intel_confidence": 0}),
+        TargetKind::Host => {
+            json!({"criticality": "unknown", "environment": "unknown", "owner": "", "tags": [], "known": false})
+        }
+        TargetKind::Account => {
+            json!({"role": "unknown", "privileged": false, "groups": [], "known": false, "compromised_intel_confidence": 0})
+        }
         TargetKind::Indicator => {
             let (k, val) = target_id.split_once(':').unwrap_or(("unknown", target_id));
             json!({"kind": k, "value": val, "intel_match": false, "intel_confidence": 0, "intel_source": ""})
         }
-        TargetKind::CloudResource => json!({"environment": "unknown", "criticality": "unknown", "owner": "", "provider": "unknown", "tags": [], "known": false}),
+        TargetKind::CloudResource => {
+            json!({"environment": "unknown", "criticality": "unknown", "owner": "", "provider": "unknown", "tags": [], "known": false})
+        }
     };
     match v {
         Value::Object(m) => m,
@@ -190,7 +196,12 @@ pub fn default_attrs(kind: TargetKind, target_id: &str) -> Map<String, Value> {
 }
 
 /// Resource attributes for a target from an alert's enrichment (on top of the defaults).
-pub fn enriched_attrs(target: &Target, report: &EnrichmentReport, case_alerts: u64, severity_id: i64) -> Map<String, Value> {
+pub fn enriched_attrs(
+    target: &Target,
+    report: &EnrichmentReport,
+    case_alerts: u64,
+    severity_id: i64,
+) -> Map<String, Value> {
     let mut m = default_attrs(target.kind, &target.id);
     match target.kind {
         TargetKind::Case => {
@@ -198,7 +209,11 @@ pub fn enriched_attrs(target: &Target, report: &EnrichmentReport, case_alerts: u
             m.insert("alert_count".into(), json!(case_alerts));
         }
         TargetKind::Host | TargetKind::CloudResource => {
-            let ek = if target.kind == TargetKind::Host { EntityKind::Host } else { EntityKind::CloudResource };
+            let ek = if target.kind == TargetKind::Host {
+                EntityKind::Host
+            } else {
+                EntityKind::CloudResource
+            };
             if let Some(a) = AlertEntity::new(ek, &target.id).and_then(|e| report.asset(&e)) {
                 m.insert("criticality".into(), json!(a.criticality));
                 m.insert("environment".into(), json!(a.environment));
@@ -206,7 +221,10 @@ pub fn enriched_attrs(target: &Target, report: &EnrichmentReport, case_alerts: u
                 m.insert("tags".into(), json!(a.tags));
                 m.insert("known".into(), json!(true));
                 if target.kind == TargetKind::CloudResource {
-                    m.insert("provider".into(), json!(a.provider.unwrap_or_else(|| "unknown".into())));
+                    m.insert(
+                        "provider".into(),
+                        json!(a.provider.unwrap_or_else(|| "unknown".into())),
+                    );
                 }
             }
         }
@@ -219,7 +237,10 @@ pub fn enriched_attrs(target: &Target, report: &EnrichmentReport, case_alerts: u
                     m.insert("known".into(), json!(true));
                 }
                 if let Some(best) = report.intel(&e).first() {
-                    m.insert("compromised_intel_confidence".into(), json!(best.confidence));
+                    m.insert(
+                        "compromised_intel_confidence".into(),
+                        json!(best.confidence),
+                    );
                 }
             }
         }
@@ -228,7 +249,10 @@ pub fn enriched_attrs(target: &Target, report: &EnrichmentReport, case_alerts: u
                 .id
                 .split_once(':')
                 .and_then(|(k, v)| AlertEntity::new(EntityKind::parse(k)?, v));
-            if let Some(best) = entity.as_ref().and_then(|e| report.intel(e).into_iter().next()) {
+            if let Some(best) = entity
+                .as_ref()
+                .and_then(|e| report.intel(e).into_iter().next())
+            {
                 m.insert("intel_match".into(), json!(true));
                 m.insert("intel_confidence".into(), json!(best.confidence));
                 m.insert("intel_source".into(), json!(best.source));
@@ -251,7 +275,11 @@ pub fn step_context(
     kind: ActionKind,
     now: DateTime<Utc>,
 ) -> Map<String, Value> {
-    let intel_matches = report.facts.iter().filter(|f| f.source.starts_with("intel")).count();
+    let intel_matches = report
+        .facts
+        .iter()
+        .filter(|f| f.source.starts_with("intel"))
+        .count();
     let v = json!({
         "alert": {
             "severity": alert.severity.as_str(),
@@ -300,11 +328,12 @@ impl PolicyEngine {
     pub fn decide_step(&self, req: &StepRequest) -> DecisionRecord {
         let mut probes = Vec::new();
         let mut tier = Tier::Denied;
-        let mut last_request = Value::Null;
-        let mut determining = Vec::new();
+        let mut determining: Vec<String> = Vec::new();
         let mut errors = Vec::new();
+        let prepared = self.prepare_step(req);
+        let mut last_request = Value::Null;
         for k in 0..=2u8 {
-            let (probe, request_json) = self.probe_step(req, k);
+            let (probe, request_json) = self.probe_step(req, &prepared, k);
             last_request = request_json;
             let allow = probe.decision == "allow";
             let has_errors = !probe.errors.is_empty();
@@ -321,7 +350,8 @@ impl PolicyEngine {
                 // The permits that allowed it, plus the forbids that raised the tier on the way
                 // (so an approver reads both "one approver" and "production needs two").
                 tier = Tier::from_approvals(Some(k));
-                determining.retain(|id: &String| self.meta.get(id).is_some_and(|m| m.effect == "forbid"));
+                determining
+                    .retain(|id: &String| self.meta.get(id).is_some_and(|m| m.effect == "forbid"));
                 for id in det {
                     if !determining.contains(&id) {
                         determining.push(id);
@@ -341,19 +371,31 @@ impl PolicyEngine {
     /// The pre-execution check: evaluates the step once with the real number of approvals.
     /// `allowed` only for an Allow without errors.
     pub fn recheck(&self, req: &StepRequest, approvals: u8) -> (bool, DecisionRecord) {
-        let (probe, request) = self.probe_step(req, approvals);
+        let prepared = self.prepare_step(req);
+        let (probe, request) = self.probe_step(req, &prepared, approvals);
         let allowed = probe.decision == "allow" && probe.errors.is_empty();
         let errors = probe.errors.clone();
         let det = probe.determining.clone();
-        let tier = if allowed { Tier::from_approvals(Some(approvals.min(2))) } else { Tier::Denied };
-        (allowed, self.record(request, vec![probe], tier, det, errors))
+        let tier = if allowed {
+            Tier::from_approvals(Some(approvals.min(2)))
+        } else {
+            Tier::Denied
+        };
+        (
+            allowed,
+            self.record(request, vec![probe], tier, det, errors),
+        )
     }
 
     /// Authorises a vote. The requester never counts, and an approver unknown to the entity
     /// files is refused, whatever the policies say.
     pub fn authorize_vote(&self, v: &VoteRequest) -> VoteDecision {
         let request_json = self.vote_request_json(v);
-        let refuse = |reason: String, record: DecisionRecord| VoteDecision { allowed: false, refusal: Some(reason), record };
+        let refuse = |reason: String, record: DecisionRecord| VoteDecision {
+            allowed: false,
+            refusal: Some(reason),
+            record,
+        };
         if v.user == v.approval.requester {
             let rec = self.record(request_json, vec![], Tier::Denied, vec![], vec![]);
             return refuse("the requester cannot approve their own request".into(), rec);
@@ -364,29 +406,71 @@ impl PolicyEngine {
         }
         let probe = match self.eval_vote(v) {
             Ok(p) => p,
-            Err(e) => Probe { approvals: v.approvals, decision: "deny".into(), determining: vec![], errors: vec![e] },
+            Err(e) => Probe {
+                approvals: v.approvals,
+                decision: "deny".into(),
+                determining: vec![],
+                errors: vec![e],
+            },
         };
         let allowed = probe.decision == "allow" && probe.errors.is_empty();
         let errors = probe.errors.clone();
         let det = probe.determining.clone();
-        let rec = self.record(request_json, vec![probe], if allowed { Tier::Auto } else { Tier::Denied }, det, errors);
+        let rec = self.record(
+            request_json,
+            vec![probe],
+            if allowed { Tier::Auto } else { Tier::Denied },
+            det,
+            errors,
+        );
         if allowed {
-            VoteDecision { allowed: true, refusal: None, record: rec }
+            VoteDecision {
+                allowed: true,
+                refusal: None,
+                record: rec,
+            }
         } else {
-            let why = if rec.reasons.is_empty() { "no policy permits this approver to approve this request".to_string() } else { rec.reasons.join("; ") };
+            let why = if rec.reasons.is_empty() {
+                "no policy permits this approver to approve this request".to_string()
+            } else {
+                rec.reasons.join("; ")
+            };
             refuse(why, rec)
         }
     }
 
-    fn record(&self, request: Value, probes: Vec<Probe>, tier: Tier, determining: Vec<String>, errors: Vec<String>) -> DecisionRecord {
+    fn record(
+        &self,
+        request: Value,
+        probes: Vec<Probe>,
+        tier: Tier,
+        determining: Vec<String>,
+        errors: Vec<String>,
+    ) -> DecisionRecord {
         let determining: Vec<Determining> = determining
             .iter()
             .map(|id| match self.meta.get(id) {
-                Some(m) => Determining { id: m.id.clone(), effect: m.effect.clone(), reason: m.reason.clone(), file: m.file.clone(), line: m.line },
-                None => Determining { id: id.clone(), effect: "?".into(), reason: String::new(), file: String::new(), line: 0 },
+                Some(m) => Determining {
+                    id: m.id.clone(),
+                    effect: m.effect.clone(),
+                    reason: m.reason.clone(),
+                    file: m.file.clone(),
+                    line: m.line,
+                },
+                None => Determining {
+                    id: id.clone(),
+                    effect: "?".into(),
+                    reason: String::new(),
+                    file: String::new(),
+                    line: 0,
+                },
             })
             .collect();
-        let mut reasons: Vec<String> = determining.iter().map(|d| d.reason.clone()).filter(|r| !r.is_empty()).collect();
+        let mut reasons: Vec<String> = determining
+            .iter()
+            .map(|d| d.reason.clone())
+            .filter(|r| !r.is_empty())
+            .collect();
         if !errors.is_empty() {
             reasons.push("denied: policy evaluation failed (fail closed)".into());
         } else if tier == Tier::Denied && determining.is_empty() {
@@ -396,25 +480,74 @@ impl PolicyEngine {
             .iter()
             .filter_map(|d| self.meta.get(&d.id).and_then(|m| m.approval_timeout_mins))
             .min();
-        DecisionRecord { policy_hash: self.hash.clone(), request, probes, tier, determining, errors, reasons, approval_timeout_mins }
+        DecisionRecord {
+            policy_hash: self.hash.clone(),
+            request,
+            probes,
+            tier,
+            determining,
+            errors,
+            reasons,
+            approval_timeout_mins,
+        }
     }
 
-    fn step_request_json(&self, req: &StepRequest, approvals: u8) -> (Value, Value, Value) {
+    fn step_entities_json(&self, req: &StepRequest) -> (Value, Value) {
         let resource_ty = target_type(req.target.kind);
-        let resource_uid_text = format!("{NS}::{resource_ty}::{}", serde_json::to_string(&req.target.id).unwrap_or_default());
-        let mut attrs = self.static_attrs.get(&resource_uid_text).cloned().unwrap_or_default();
+        let resource_uid_text = format!(
+            "{NS}::{resource_ty}::{}",
+            serde_json::to_string(&req.target.id).unwrap_or_default()
+        );
+        let mut attrs = self
+            .static_attrs
+            .get(&resource_uid_text)
+            .cloned()
+            .unwrap_or_default();
         for (k, v) in &req.resource_attrs {
             attrs.insert(k.clone(), v.clone());
         }
         let principal = json!({"uid": {"type": format!("{NS}::Playbook"), "id": req.playbook}, "attrs": {"family": req.family}, "parents": []});
         let resource = json!({"uid": {"type": format!("{NS}::{resource_ty}"), "id": req.target.id}, "attrs": attrs, "parents": []});
-        let mut ctx = req.context.clone();
-        ctx.insert("approvals".into(), json!(approvals));
-        (principal, resource, Value::Object(ctx))
+        (principal, resource)
     }
 
-    fn probe_step(&self, req: &StepRequest, approvals: u8) -> (Probe, Value) {
-        let (principal, resource, context) = self.step_request_json(req, approvals);
+    /// Builds what does not change between probes: the principal and resource entities.
+    /// cordon constructs them itself (the schema validated the policies at load), so they are
+    /// not re-validated per request; a value of the wrong type makes evaluation error, which
+    /// fails closed.
+    fn prepare_step(&self, req: &StepRequest) -> Result<Prepared, String> {
+        let (principal, resource) = self.step_entities_json(req);
+        let action = action_uid(req.kind.as_str())?;
+        let p = Entity::from_json_value(principal.clone(), None)
+            .map_err(|e| format!("principal entity: {e}"))?;
+        let r = Entity::from_json_value(resource.clone(), None)
+            .map_err(|e| format!("resource entity: {e}"))?;
+        let (p_uid, r_uid) = (p.uid(), r.uid());
+        let entities =
+            Entities::from_entities([p, r], None).map_err(|e| format!("entities: {e}"))?;
+        Ok(Prepared {
+            principal,
+            resource,
+            action,
+            p_uid,
+            r_uid,
+            entities,
+        })
+    }
+
+    fn probe_step(
+        &self,
+        req: &StepRequest,
+        prepared: &Result<Prepared, String>,
+        approvals: u8,
+    ) -> (Probe, Value) {
+        let mut ctx = req.context.clone();
+        ctx.insert("approvals".into(), json!(approvals));
+        let context = Value::Object(ctx);
+        let (principal, resource) = match prepared {
+            Ok(p) => (p.principal.clone(), p.resource.clone()),
+            Err(_) => self.step_entities_json(req),
+        };
         let request_json = json!({
             "principal": principal["uid"],
             "action": {"type": format!("{NS}::Action"), "id": req.kind.as_str()},
@@ -422,18 +555,25 @@ impl PolicyEngine {
             "context": context,
             "entities": [principal, resource],
         });
-        let probe = match self.eval(
-            &principal,
-            req.kind.as_str(),
-            &resource,
-            context,
-        ) {
-            Ok(mut p) => {
-                p.approvals = approvals;
-                p
-            }
-            Err(e) => Probe { approvals, decision: "deny".into(), determining: vec![], errors: vec![e] },
-        };
+        let result = prepared.as_ref().map_err(Clone::clone).and_then(|p| {
+            let ctx =
+                Context::from_json_value(context, None).map_err(|e| format!("context: {e}"))?;
+            let request = Request::new(
+                p.p_uid.clone(),
+                p.action.clone(),
+                p.r_uid.clone(),
+                ctx,
+                None,
+            )
+            .map_err(|e| format!("request: {e}"))?;
+            Ok(self.to_probe(&request, &p.entities, approvals))
+        });
+        let probe = result.unwrap_or_else(|e| Probe {
+            approvals,
+            decision: "deny".into(),
+            determining: vec![],
+            errors: vec![e],
+        });
         (probe, request_json)
     }
 
@@ -467,46 +607,56 @@ impl PolicyEngine {
 
     fn eval_vote(&self, v: &VoteRequest) -> Result<Probe, String> {
         let resource = self.approval_entity_json(&v.approval);
-        let context = json!({"channel": v.channel, "identity": v.identity, "approvals": v.approvals});
+        let context =
+            json!({"channel": v.channel, "identity": v.identity, "approvals": v.approvals});
         let principal = uid("User", &v.user)?;
         let action = action_uid("approve")?;
-        let res_entity = Entity::from_json_value(resource, Some(&self.schema)).map_err(|e| format!("approval entity: {e}"))?;
+        let res_entity = Entity::from_json_value(resource, Some(&self.schema))
+            .map_err(|e| format!("approval entity: {e}"))?;
         let res_uid = res_entity.uid();
         let entities = self
             .static_entities
             .clone()
             .add_entities([res_entity], Some(&self.schema))
             .map_err(|e| format!("entities: {e}"))?;
-        let ctx = Context::from_json_value(context, Some((&self.schema, &action))).map_err(|e| format!("context: {e}"))?;
-        let request = Request::new(principal, action, res_uid, ctx, Some(&self.schema)).map_err(|e| format!("request: {e}"))?;
+        let ctx = Context::from_json_value(context, Some((&self.schema, &action)))
+            .map_err(|e| format!("context: {e}"))?;
+        let request = Request::new(principal, action, res_uid, ctx, Some(&self.schema))
+            .map_err(|e| format!("request: {e}"))?;
         Ok(self.to_probe(&request, &entities, v.approvals))
     }
 
-    fn eval(&self, principal: &Value, action: &str, resource: &Value, context: Value) -> Result<Probe, String> {
-        let action = action_uid(action)?;
-        let p = Entity::from_json_value(principal.clone(), Some(&self.schema)).map_err(|e| format!("principal entity: {e}"))?;
-        let r = Entity::from_json_value(resource.clone(), Some(&self.schema)).map_err(|e| format!("resource entity: {e}"))?;
-        let (p_uid, r_uid) = (p.uid(), r.uid());
-        let entities = self
-            .static_entities
-            .clone()
-            .add_entities([p, r], Some(&self.schema))
-            .map_err(|e| format!("entities: {e}"))?;
-        let ctx = Context::from_json_value(context, Some((&self.schema, &action))).map_err(|e| format!("context: {e}"))?;
-        let request = Request::new(p_uid, action, r_uid, ctx, Some(&self.schema)).map_err(|e| format!("request: {e}"))?;
-        Ok(self.to_probe(&request, &entities, 0))
-    }
-
     fn to_probe(&self, request: &Request, entities: &Entities, approvals: u8) -> Probe {
-        let resp = self.authorizer.is_authorized(request, &self.policies, entities);
-        let determining: Vec<String> = resp.diagnostics().reason().map(|id| id.to_string()).collect();
+        let resp = self
+            .authorizer
+            .is_authorized(request, &self.policies, entities);
+        let determining: Vec<String> = resp
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
         let errors: Vec<String> = resp.diagnostics().errors().map(|e| e.to_string()).collect();
         let decision = match resp.decision() {
             CedarDecision::Allow => "allow",
             CedarDecision::Deny => "deny",
         };
-        Probe { approvals, decision: decision.into(), determining, errors }
+        Probe {
+            approvals,
+            decision: decision.into(),
+            determining,
+            errors,
+        }
     }
+}
+
+/// Entities of one step, shared by its probes.
+struct Prepared {
+    principal: Value,
+    resource: Value,
+    action: EntityUid,
+    p_uid: EntityUid,
+    r_uid: EntityUid,
+    entities: Entities,
 }
 
 /// The policy set in force, swapped whole on reload. Readers take an `Arc` and keep deciding
@@ -524,16 +674,30 @@ struct State {
 
 impl Policies {
     pub fn new(engine: PolicyEngine) -> Policies {
-        Policies { inner: Arc::new(RwLock::new(State { current: Arc::new(engine), last_error: None, reloads_failed: 0 })) }
+        Policies {
+            inner: Arc::new(RwLock::new(State {
+                current: Arc::new(engine),
+                last_error: None,
+                reloads_failed: 0,
+            })),
+        }
     }
 
     pub fn current(&self) -> Arc<PolicyEngine> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).current.clone()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .current
+            .clone()
     }
 
     /// Problems of the last failed reload (cleared by a successful one).
     pub fn last_error(&self) -> Option<Vec<PolicyProblem>> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).last_error.clone()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error
+            .clone()
     }
 
     /// Tries to load `dir`; on success the new set takes effect, on failure the last good set
@@ -575,7 +739,11 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests");
         let outcomes = testfile::run_dir(&engine, &dir).unwrap_or_else(|p| panic!("{p:#?}"));
         assert!(outcomes.len() >= 20, "{}", outcomes.len());
-        let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed).map(|o| format!("{}: {}", o.name, o.detail)).collect();
+        let failed: Vec<_> = outcomes
+            .iter()
+            .filter(|o| !o.passed)
+            .map(|o| format!("{}: {}", o.name, o.detail))
+            .collect();
         assert!(failed.is_empty(), "{failed:#?}");
     }
 }

@@ -129,12 +129,25 @@ pub fn run_dir(engine: &PolicyEngine, tests_dir: &Path) -> Result<Vec<Outcome>, 
         }
         for (i, t) in tf.test.into_iter().enumerate() {
             match run_one(engine, &t) {
-                Ok((passed, detail)) => outcomes.push(Outcome { file: file.clone(), name: t.name, passed, detail }),
-                Err(reason) => problems.push(Problem::new(&file, format!("test[{i}] ({})", t.name), reason)),
+                Ok((passed, detail)) => outcomes.push(Outcome {
+                    file: file.clone(),
+                    name: t.name,
+                    passed,
+                    detail,
+                }),
+                Err(reason) => problems.push(Problem::new(
+                    &file,
+                    format!("test[{i}] ({})", t.name),
+                    reason,
+                )),
             }
         }
     }
-    if problems.is_empty() { Ok(outcomes) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(outcomes)
+    } else {
+        Err(problems)
+    }
 }
 
 fn to_json(t: &toml::Table) -> Map<String, Value> {
@@ -147,14 +160,25 @@ fn to_json(t: &toml::Table) -> Map<String, Value> {
 fn run_one(engine: &PolicyEngine, t: &TestCase) -> Result<(bool, String), String> {
     match (&t.expect_tier, &t.expect_vote) {
         (Some(want), None) => {
-            let want = Tier::parse(want).ok_or_else(|| format!("expect_tier {want:?} is not auto, one_approver, two_person or denied"))?;
+            let want = Tier::parse(want).ok_or_else(|| {
+                format!("expect_tier {want:?} is not auto, one_approver, two_person or denied")
+            })?;
             let req = step_request(t)?;
             let rec = engine.decide_step(&req);
             let detail = format!(
                 "expected tier {want}, got {} (determining: {}){}",
                 rec.tier,
-                list(&rec.determining.iter().map(|d| format!("{} [{}:{}]", d.id, d.file, d.line)).collect::<Vec<_>>()),
-                if rec.errors.is_empty() { String::new() } else { format!("; errors: {}", rec.errors.join("; ")) }
+                list(
+                    &rec.determining
+                        .iter()
+                        .map(|d| format!("{} [{}:{}]", d.id, d.file, d.line))
+                        .collect::<Vec<_>>()
+                ),
+                if rec.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; errors: {}", rec.errors.join("; "))
+                }
             );
             Ok((rec.tier == want, detail))
         }
@@ -164,9 +188,16 @@ fn run_one(engine: &PolicyEngine, t: &TestCase) -> Result<(bool, String), String
                 "refuse" => false,
                 other => return Err(format!("expect_vote {other:?} is not allow or refuse")),
             };
-            let v = t.vote.as_ref().ok_or("a vote test needs a [test.vote] table")?;
-            let a = t.approval.as_ref().ok_or("a vote test needs a [test.approval] table")?;
-            let kind = ActionKind::parse(&a.action).ok_or_else(|| format!("unknown action kind {:?}", a.action))?;
+            let v = t
+                .vote
+                .as_ref()
+                .ok_or("a vote test needs a [test.vote] table")?;
+            let a = t
+                .approval
+                .as_ref()
+                .ok_or("a vote test needs a [test.approval] table")?;
+            let kind = ActionKind::parse(&a.action)
+                .ok_or_else(|| format!("unknown action kind {:?}", a.action))?;
             let tier = Tier::parse(&a.tier).ok_or_else(|| format!("unknown tier {:?}", a.tier))?;
             let req = VoteRequest {
                 user: v.user.clone(),
@@ -176,7 +207,10 @@ fn run_one(engine: &PolicyEngine, t: &TestCase) -> Result<(bool, String), String
                 approval: ApprovalInfo {
                     approval_id: "approval-test".into(),
                     action_kind: kind,
-                    target: Target { kind: kind.target_kind(), id: a.target.clone() },
+                    target: Target {
+                        kind: kind.target_kind(),
+                        id: a.target.clone(),
+                    },
                     requester: a.requester.clone(),
                     case_id: a.case_id.clone(),
                     tier,
@@ -189,7 +223,13 @@ fn run_one(engine: &PolicyEngine, t: &TestCase) -> Result<(bool, String), String
             let detail = format!(
                 "expected vote {want}, got {got}{} (determining: {})",
                 d.refusal.map(|r| format!(": {r}")).unwrap_or_default(),
-                list(&d.record.determining.iter().map(|d| d.id.clone()).collect::<Vec<_>>())
+                list(
+                    &d.record
+                        .determining
+                        .iter()
+                        .map(|d| d.id.clone())
+                        .collect::<Vec<_>>()
+                )
             );
             Ok((d.allowed == want_allow, detail))
         }
@@ -198,14 +238,22 @@ fn run_one(engine: &PolicyEngine, t: &TestCase) -> Result<(bool, String), String
 }
 
 fn list(v: &[String]) -> String {
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 fn step_request(t: &TestCase) -> Result<StepRequest, String> {
     let action = t.action.as_deref().ok_or("a step test needs action")?;
-    let kind = ActionKind::parse(action).ok_or_else(|| format!("unknown action kind {action:?}"))?;
+    let kind =
+        ActionKind::parse(action).ok_or_else(|| format!("unknown action kind {action:?}"))?;
     let target_id = t.target.clone().unwrap_or_else(|| "case-test".into());
-    let target = Target { kind: kind.target_kind(), id: target_id };
+    let target = Target {
+        kind: kind.target_kind(),
+        id: target_id,
+    };
     let mut resource_attrs = default_attrs(target.kind, &target.id);
     if let Some(r) = &t.resource {
         for (k, v) in to_json(r) {
@@ -213,7 +261,11 @@ fn step_request(t: &TestCase) -> Result<StepRequest, String> {
                 return Err(format!(
                     "resource attribute {k:?} does not exist for a {} (known: {})",
                     target.kind.as_str(),
-                    resource_attrs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    resource_attrs
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             resource_attrs.insert(k, v);
@@ -230,7 +282,10 @@ fn step_request(t: &TestCase) -> Result<StepRequest, String> {
                 return Err(format!("alert field {k:?} does not exist"));
             }
             if k == "severity" {
-                let s = v.as_str().and_then(Severity::parse).ok_or_else(|| format!("alert.severity {v} is not a severity"))?;
+                let s = v
+                    .as_str()
+                    .and_then(Severity::parse)
+                    .ok_or_else(|| format!("alert.severity {v} is not a severity"))?;
                 alert["severity_id"] = json!(s.id());
                 alert["severity"] = json!(s.as_str());
                 continue;
@@ -239,7 +294,9 @@ fn step_request(t: &TestCase) -> Result<StepRequest, String> {
         }
     }
     let playbook = t.playbook.clone().unwrap_or_else(|| "test".into());
-    let now = t.time.unwrap_or_else(|| "2026-01-05T12:00:00Z".parse().unwrap_or_default());
+    let now = t
+        .time
+        .unwrap_or_else(|| "2026-01-05T12:00:00Z".parse().unwrap_or_default());
     let context = json!({
         "alert": alert,
         "case": {"id": "case-test", "alert_count": 1, "entity_count": 1},

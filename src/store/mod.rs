@@ -48,9 +48,7 @@ pub fn audit_key(seq: u64) -> Vec<u8> {
 pub enum StoreError {
     #[error("store {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
-    #[error(
-        "store {path} has format version {found}, this build reads version {FORMAT_VERSION}"
-    )]
+    #[error("store {path} has format version {found}, this build reads version {FORMAT_VERSION}")]
     FormatVersion { path: PathBuf, found: String },
     #[error("store io: {0}")]
     Io(#[from] sled::Error),
@@ -250,8 +248,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
         let mut out = Vec::new();
-        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match after
-        {
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match after {
             Some(a) => {
                 let mut start = a.to_vec();
                 start.push(0);
@@ -486,7 +483,10 @@ fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
 /// Splits and parses a stored audit record (no chain checks; see [`verify`]).
 fn parse_audit(key: &[u8], v: &[u8]) -> Result<AuditRecord, StoreError> {
     let corrupt = |reason: &str| StoreError::Corrupt {
-        key: format!("a/{}", seq_of_key(key).map_or("?".into(), |s| s.to_string())),
+        key: format!(
+            "a/{}",
+            seq_of_key(key).map_or("?".into(), |s| s.to_string())
+        ),
         reason: reason.to_string(),
     };
     let nl = v

@@ -1,1 +1,717 @@
-//! (being written)
+//! The `cordon` binary's own tools as a user runs them: `policy validate`, `policy test`,
+//! `serve`/`check` refusing a bad configuration with exit 64 and every problem listed, and
+//! `serve` on embedded defaults plus environment overrides. Also hosts the child-process harness
+//! (`Daemon`, `run`) that `crash`, `audit_tamper` and `secrets` share.
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common;
+
+// ---------------------------------------------------------------------------------------------
+// Child-process harness (shared with crash.rs, audit_tamper.rs and secrets.rs).
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_cordon");
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP client that never goes through a proxy (the daemon is on 127.0.0.1).
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// A `cordon` command with no inherited cordon settings from the test's environment.
+pub(crate) fn cordon() -> Command {
+    let mut c = Command::new(BIN);
+    for k in [
+        "CORDON_CONFIG",
+        "CORDON_DATA_DIR",
+        "CORDON_HTTP_ADDR",
+        "CORDON_GRPC_ADDR",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("RUST_LOG", "info").stdin(Stdio::null());
+    c
+}
+
+/// Runs a one-shot `cordon` command to completion (at most 30 s, then it is killed and the test
+/// fails) and returns its output.
+pub(crate) fn run(mut cmd: Command) -> Output {
+    let mut out = tempfile::tempfile().unwrap();
+    let mut err = tempfile::tempfile().unwrap();
+    cmd.stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap());
+    let mut child = cmd.spawn().expect("spawn cordon");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |f: &mut File| {
+        let mut v = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    Output {
+        status,
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    }
+}
+
+pub(crate) fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A `cordon serve` child process with stdout/stderr in files. Dropping it kills (SIGKILL) and
+/// reaps the process, so no daemon outlives a failing test.
+pub(crate) struct Daemon {
+    child: Option<std::process::Child>,
+    pub base: String,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Daemon {
+    /// Spawns `cordon` configured by `configure` (args, env, working directory) with
+    /// `CORDON_HTTP_ADDR`/`CORDON_GRPC_ADDR` set to free loopback ports, logs to
+    /// `<logs>/<name>.stdout|stderr`, and waits until `GET /readyz` answers 200.
+    pub async fn start(logs: &Path, name: &str, configure: impl Fn(&mut Command)) -> Daemon {
+        for attempt in 0..3 {
+            let (http, grpc) = (free_port(), free_port());
+            let stdout = logs.join(format!("{name}.stdout"));
+            let stderr = logs.join(format!("{name}.stderr"));
+            let mut cmd = cordon();
+            configure(&mut cmd);
+            cmd.env("CORDON_HTTP_ADDR", format!("127.0.0.1:{http}"))
+                .env("CORDON_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+                .stdout(File::create(&stdout).unwrap())
+                .stderr(File::create(&stderr).unwrap());
+            let child = cmd.spawn().expect("spawn cordon serve");
+            let mut d = Daemon {
+                child: Some(child),
+                base: format!("http://127.0.0.1:{http}"),
+                stdout,
+                stderr,
+            };
+            match d.wait_ready(30).await {
+                Ok(()) => return d,
+                // Someone took the port between our probe and the child's bind: try another.
+                Err(_) if attempt < 2 && d.logs().contains("cannot listen") => continue,
+                Err(status) => panic!(
+                    "cordon {name} exited with {status} before it was ready:\n{}",
+                    d.logs()
+                ),
+            }
+        }
+        unreachable!()
+    }
+
+    async fn wait_ready(&mut self, secs: u64) -> Result<(), ExitStatus> {
+        let c = client();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Err(s);
+            }
+            if let Ok(r) = c
+                .get(format!("{}/readyz", self.base))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                && r.status() == 200
+            {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cordon not ready within {secs}s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// SIGTERM, then wait (at most 30 s) for the exit status.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cordon did not exit within 30 s of SIGTERM:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        let r = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!("{}{}", r(&self.stdout), r(&self.stderr))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A TOML string literal for a path.
+pub(crate) fn toml_path(p: &Path) -> String {
+    toml::Value::String(p.display().to_string()).to_string()
+}
+
+/// A config file for a child daemon on `root` (a `common::workspace()` dir), with `extra` TOML
+/// appended; returns its path.
+pub(crate) fn write_config(root: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        "data_dir = {}\npolicies_dir = {}\nplaybooks_dir = {}\nconnectors_dir = {}\n{extra}\n",
+        toml_path(&root.join("data")),
+        toml_path(&root.join("policies")),
+        toml_path(&root.join("playbooks")),
+        toml_path(&root.join("connectors")),
+    );
+    let path = root.join("cordon.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+// ---------------------------------------------------------------------------------------------
+// policy validate
+// ---------------------------------------------------------------------------------------------
+
+fn policy(sub: &str, dir: &Path) -> Output {
+    let mut c = cordon();
+    c.args(["policy", sub]).arg(dir);
+    run(c)
+}
+
+/// A private copy of the shipped policy directory.
+fn policies_copy() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("policies");
+    common::copy_dir(&common::repo().join("policies"), &p);
+    (t, p)
+}
+
+/// The `LINE` of every `<file>:LINE:` mention in `stderr`.
+fn lines_named(stderr: &str, file: &Path) -> Vec<usize> {
+    let needle = format!("{}:", file.display());
+    stderr
+        .match_indices(&needle)
+        .filter_map(|(i, _)| {
+            let rest = &stderr[i + needle.len()..];
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn policy_validate_accepts_the_shipped_policies() {
+    let out = policy("validate", &common::repo().join("policies"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+    assert!(stdout.contains("polic(ies) in"), "{stdout}");
+}
+
+#[test]
+fn policy_validate_names_file_and_line_of_an_unknown_attribute() {
+    let (_t, dir) = policies_copy();
+    let file = dir.join("blast_radius.cedar");
+    let mut text0 = std::fs::read_to_string(&file).unwrap();
+    let first = text0.lines().count() + 2; // the @id line of the appended policy
+    text0.push_str(
+        "\n@id(\"broken-attr\")\n@reason(\"uses an attribute the schema does not declare\")\n\
+         permit (principal, action == Cordon::Action::\"isolate_host\", resource)\n\
+         when { resource.nonexistent_attr == \"x\" };\n",
+    );
+    std::fs::write(&file, text0).unwrap();
+    let out = policy("validate", &dir);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("nonexistent_attr"), "{stderr}");
+    let lines = lines_named(&stderr, &file);
+    assert!(
+        !lines.is_empty(),
+        "stderr does not name {}:<line>:\n{stderr}",
+        file.display()
+    );
+    assert!(
+        lines.iter().all(|l| (first..first + 4).contains(l)),
+        "line {lines:?} is outside the broken policy (lines {first}..{}):\n{stderr}",
+        first + 3
+    );
+}
+
+#[test]
+fn policy_validate_names_file_and_line_of_an_unknown_entity_type() {
+    let (_t, dir) = policies_copy();
+    let file = dir.join("zz_extra.cedar");
+    std::fs::write(
+        &file,
+        "// an extra policy\n// naming an entity type the schema does not have\n\n\
+         @id(\"nope-type\")\n@reason(\"r\")\n\
+         permit (principal == Cordon::Nope::\"x\", action == Cordon::Action::\"enrich\", resource);\n",
+    )
+    .unwrap();
+    let out = policy("validate", &dir);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("Cordon::Nope"), "{stderr}");
+    assert_eq!(lines_named(&stderr, &file), vec![6], "{stderr}");
+}
+
+#[test]
+fn policy_validate_names_file_and_line_of_a_syntax_error() {
+    let (_t, dir) = policies_copy();
+    let file = dir.join("syntax.cedar");
+    std::fs::write(&file, "// one\n// two\n\n@id(\"syn\") @reason(\"r\") permit (principal, action, resource) when { resource.x == };\n").unwrap();
+    let out = policy("validate", &dir);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(lines_named(&stderr, &file), vec![4], "{stderr}");
+}
+
+#[test]
+fn policy_validate_refuses_a_missing_id_and_an_unknown_annotation() {
+    let (_t, dir) = policies_copy();
+    let file = dir.join("annotations.cedar");
+    std::fs::write(
+        &file,
+        "// no @id\n\n@reason(\"r\")\npermit (principal, action == Cordon::Action::\"enrich\", resource);\n\n\
+         @id(\"typo-annotation\")\n@reaosn(\"r\")\npermit (principal, action == Cordon::Action::\"enrich\", resource);\n",
+    )
+    .unwrap();
+    let out = policy("validate", &dir);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let missing_id = stderr
+        .lines()
+        .find(|l| l.contains("no @id"))
+        .unwrap_or_else(|| panic!("no @id problem:\n{stderr}"));
+    assert!(
+        missing_id.contains(&format!("{}:3:", file.display())),
+        "{missing_id}"
+    );
+    let typo = stderr
+        .lines()
+        .find(|l| l.contains("@reaosn"))
+        .unwrap_or_else(|| panic!("@reaosn not named:\n{stderr}"));
+    assert!(typo.contains(&format!("{}:6:", file.display())), "{typo}");
+}
+
+#[test]
+fn policy_validate_refuses_an_empty_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let out = policy("validate", t.path());
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("cordon.cedarschema"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A schema alone is still no policy set.
+    std::fs::copy(
+        common::repo().join("policies/cordon.cedarschema"),
+        t.path().join("cordon.cedarschema"),
+    )
+    .unwrap();
+    let out = policy("validate", t.path());
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("no policies"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// policy test
+// ---------------------------------------------------------------------------------------------
+
+fn shipped_test_count() -> usize {
+    let dir = common::repo().join("policies/tests");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .map(|t| t.lines().filter(|l| l.trim() == "[[test]]").count())
+        .sum()
+}
+
+#[test]
+fn policy_test_passes_the_shipped_tests() {
+    let n = shipped_test_count();
+    assert!(n > 0);
+    let out = policy("test", &common::repo().join("policies"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("{n} passed, 0 failed")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[test]
+fn policy_test_reports_a_wrong_expectation_with_the_determining_policy() {
+    let (_t, dir) = policies_copy();
+    let file = dir.join("tests/blast_radius.toml");
+    let mut t = std::fs::read_to_string(&file).unwrap();
+    t.push_str("\n[[test]]\nname = \"deliberately wrong: host isolation claimed automatic\"\naction = \"isolate_host\"\ntarget = \"ws-042\"\nexpect_tier = \"auto\"\n");
+    std::fs::write(&file, t).unwrap();
+    let out = policy("test", &dir);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let n = shipped_test_count();
+    assert!(
+        stdout.contains(&format!("{n} passed, 1 failed")),
+        "{stdout}"
+    );
+    let fail = stdout
+        .lines()
+        .position(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("no FAIL line:\n{stdout}"));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[fail].contains("deliberately wrong: host isolation claimed automatic"),
+        "{stdout}"
+    );
+    let detail = lines[fail + 1];
+    assert!(
+        detail.contains("expected tier auto, got one_approver"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("isolate-host-one-approver"),
+        "the determining policy is not named: {detail}"
+    );
+}
+
+#[test]
+fn policy_test_refuses_a_test_file_with_an_unknown_key() {
+    let (_t, dir) = policies_copy();
+    let file = dir.join("tests/blast_radius.toml");
+    let mut t = std::fs::read_to_string(&file).unwrap();
+    t.push_str("\n[[test]]\nname = \"typo\"\naction = \"isolate_host\"\nexpect_teir = \"auto\"\n");
+    std::fs::write(&file, t).unwrap();
+    let out = policy("test", &dir);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{}{stderr}", text(&out.stdout));
+    assert!(
+        stderr.contains(&file.display().to_string()) && stderr.contains("expect_teir"),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve / check refuse a bad configuration
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `cordon <sub> --config <cfg>` and asserts exit 64 without starting (no store created).
+fn refuses(sub: &str, root: &Path, cfg: &Path) -> String {
+    let mut c = cordon();
+    c.arg(sub).arg("--config").arg(cfg).current_dir(root);
+    if sub == "serve" {
+        // If it did start it must not collide with anything: give it private ports.
+        c.env("CORDON_HTTP_ADDR", format!("127.0.0.1:{}", free_port()));
+    }
+    let out = run(c);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "cordon {sub}: {}{stderr}",
+        text(&out.stdout)
+    );
+    assert!(
+        !root.join("data").exists(),
+        "cordon {sub} opened the store although the config is invalid"
+    );
+    stderr
+}
+
+/// The problem lines (`  file: ...`) of the report.
+fn problem_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect()
+}
+
+#[test]
+fn serve_and_check_refuse_an_unknown_config_key() {
+    let (dir, _) = common::workspace();
+    let cfg = write_config(
+        dir.path(),
+        "[http]\naddr = \"127.0.0.1:1\"\nmax_body_byte = 5\n",
+    );
+    let line = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("max_body_byte"))
+        .unwrap()
+        + 1;
+    for sub in ["serve", "check"] {
+        let stderr = refuses(sub, dir.path(), &cfg);
+        let p = problem_lines(&stderr);
+        let hit = p
+            .iter()
+            .find(|l| l.contains("max_body_byte"))
+            .unwrap_or_else(|| panic!("{sub}: key not named:\n{stderr}"));
+        assert!(
+            hit.starts_with(&format!("{}: line {line}", cfg.display())),
+            "{sub}: {hit}"
+        );
+        assert!(hit.contains("unknown field"), "{sub}: {hit}");
+    }
+}
+
+/// Bug: a config with two unknown keys (and a broken playbook) lists only the first unknown key.
+#[test]
+fn serve_and_check_list_every_problem_even_with_unknown_keys() {
+    let (dir, _) = common::workspace();
+    let root = dir.path();
+    let cfg = write_config(
+        root,
+        "[http]\nmax_body_byte = 5\n\n[log]\nformatt = \"json\"\n",
+    );
+    let pb = std::fs::read_to_string(root.join("playbooks/malware_execution.toml")).unwrap();
+    std::fs::write(
+        root.join("playbooks/zz_broken.toml"),
+        pb.replace("connector = \"thehive\"", "connector = \"nosuch\""),
+    )
+    .unwrap();
+    for sub in ["serve", "check"] {
+        let stderr = refuses(sub, root, &cfg);
+        for want in ["max_body_byte", "formatt", "\"nosuch\""] {
+            assert!(
+                problem_lines(&stderr).iter().any(|l| l.contains(want)),
+                "cordon {sub} does not list the problem {want}:\n{stderr}"
+            );
+        }
+    }
+}
+
+/// A config with a bad value, a playbook naming an unknown connector and a connector file with
+/// an unknown key.
+fn three_problems() -> (tempfile::TempDir, PathBuf) {
+    let (dir, _) = common::workspace();
+    let root = dir.path();
+    let cfg = write_config(root, "[log]\nformat = \"xml\"\n");
+    let pb = std::fs::read_to_string(root.join("playbooks/malware_execution.toml")).unwrap();
+    assert!(pb.contains("connector = \"thehive\""));
+    std::fs::write(
+        root.join("playbooks/zz_broken.toml"),
+        pb.replace("connector = \"thehive\"", "connector = \"nosuch\""),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("connectors/zz_broken.toml"),
+        "kind = \"jira\"\ndescription = \"x\"\nbase_url = \"https://example.atlassian.net\"\nmode = \"dry_run\"\ntimeout_sec = 5\n",
+    )
+    .unwrap();
+    (dir, cfg)
+}
+
+#[test]
+fn serve_and_check_list_a_bad_value_a_bad_playbook_and_a_bad_connector_at_once() {
+    let (dir, cfg) = three_problems();
+    let root = dir.path();
+    for sub in ["serve", "check"] {
+        let stderr = refuses(sub, root, &cfg);
+        let p = problem_lines(&stderr);
+        let has = |file: &str, key: &str, reason: &str| {
+            p.iter()
+                .any(|l| l.starts_with(file) && l.contains(key) && l.contains(reason))
+        };
+        assert!(
+            has(
+                &cfg.display().to_string(),
+                "log.format",
+                "must be `text` or `json`"
+            ),
+            "{sub}: log.format:\n{stderr}"
+        );
+        assert!(
+            has(
+                &root.join("playbooks/zz_broken.toml").display().to_string(),
+                "steps[2].connector",
+                "unknown connector \"nosuch\""
+            ),
+            "{sub}: playbook:\n{stderr}"
+        );
+        assert!(
+            has(
+                &root.join("connectors/zz_broken.toml").display().to_string(),
+                "line 5",
+                "timeout_sec"
+            ),
+            "{sub}: connector:\n{stderr}"
+        );
+    }
+}
+
+/// Bug: one connector file with a problem makes every valid connector "unknown" to the
+/// playbooks, so the report is flooded with false problems.
+#[test]
+fn a_bad_connector_file_does_not_make_the_valid_connectors_unknown() {
+    let (dir, cfg) = three_problems();
+    let stderr = refuses("check", dir.path(), &cfg);
+    let bogus: Vec<&str> = problem_lines(&stderr)
+        .into_iter()
+        .filter(|l| {
+            [
+                "jira",
+                "thehive",
+                "crowdstrike",
+                "defender",
+                "okta",
+                "entra",
+                "cloud-webhook",
+            ]
+            .iter()
+            .any(|c| l.contains(&format!("unknown connector \"{c}\"")))
+        })
+        .collect();
+    assert!(
+        bogus.is_empty(),
+        "valid connectors reported as unknown ({} false problems):\n{}",
+        bogus.len(),
+        bogus.join("\n")
+    );
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let (dir, _) = common::workspace();
+    let cfg = write_config(dir.path(), "");
+    let mut c = cordon();
+    c.arg("check").arg("--config").arg(&cfg);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("ok: 4 playbook(s), 7 connector(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve on embedded defaults + env overrides
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_on_embedded_defaults_with_env_overrides_and_stops_on_sigterm() {
+    let (dir, _) = common::workspace();
+    let root = dir.path();
+    let data = root.join("elsewhere/data");
+    let mut d = Daemon::start(root, "serve-defaults", |c| {
+        c.arg("serve")
+            .current_dir(root)
+            .env("CORDON_DATA_DIR", &data);
+    })
+    .await;
+    let c = client();
+    let h = c.get(format!("{}/healthz", d.base)).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+    let r = c.get(format!("{}/readyz", d.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["playbooks"], 4, "{ready}");
+    assert_eq!(ready["connectors"], 7, "{ready}");
+    assert!(ready["policies"]["count"].as_u64().unwrap() > 0, "{ready}");
+    assert!(
+        data.join("db").exists(),
+        "the store is not at CORDON_DATA_DIR"
+    );
+    assert!(
+        !root.join("data").exists(),
+        "CORDON_DATA_DIR was ignored: ./data was created"
+    );
+
+    let status = d.terminate().await;
+    assert_eq!(status.code(), Some(0), "{}", d.logs());
+    let logs = d.logs();
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    assert!(logs.contains("drained and flushed"), "{logs}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_policies_directory() {
+    let (dir, _) = common::workspace();
+    let root = dir.path();
+    std::fs::remove_dir_all(root.join("policies")).unwrap();
+    let mut c = cordon();
+    c.arg("serve")
+        .current_dir(root)
+        .env("CORDON_DATA_DIR", root.join("data"))
+        .env("CORDON_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("CORDON_GRPC_ADDR", format!("127.0.0.1:{}", free_port()));
+    let out = run(c);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        problem_lines(&stderr)
+            .iter()
+            .any(|l| l.starts_with("./policies")),
+        "{stderr}"
+    );
+    assert!(
+        !root.join("data").exists(),
+        "the store was opened although the daemon refused to start"
+    );
+}

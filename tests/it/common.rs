@@ -17,7 +17,8 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(repo().join("tests/fixtures").join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    std::fs::read(repo().join("tests/fixtures").join(name))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
 /// Copies a directory's files (not recursive into `target`).
@@ -91,7 +92,8 @@ pub async fn start_with(f: impl FnOnce(&mut Config, &Path)) -> TestDaemon {
 }
 
 pub async fn start_in(dir: tempfile::TempDir, cfg: Config, clock: Option<TestClock>) -> TestDaemon {
-    let v = daemon::validate(cfg.clone(), "test config").unwrap_or_else(|p| panic!("config does not validate: {p:#?}"));
+    let v = daemon::validate(cfg.clone(), "test config")
+        .unwrap_or_else(|p| panic!("config does not validate: {p:#?}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut opts = StartOptions::default();
     if let Some(c) = clock {
@@ -99,7 +101,13 @@ pub async fn start_in(dir: tempfile::TempDir, cfg: Config, clock: Option<TestClo
     }
     let running = daemon::start(v, listener, opts).await.unwrap();
     let base = format!("http://{}", running.http_addr);
-    TestDaemon { running: Some(running), dir, config: cfg, base, client: reqwest::Client::new() }
+    TestDaemon {
+        running: Some(running),
+        dir,
+        config: cfg,
+        base,
+        client: reqwest::Client::new(),
+    }
 }
 
 impl TestDaemon {
@@ -108,32 +116,64 @@ impl TestDaemon {
     }
 
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        let r = self.client.post(format!("{}{path}", self.base)).body(body).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
-    pub async fn post_with(&self, path: &str, body: impl Into<reqwest::Body>, f: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder) -> (u16, Value) {
-        let r = f(self.client.post(format!("{}{path}", self.base)).body(body)).send().await.unwrap();
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        f: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> (u16, Value) {
+        let r = f(self.client.post(format!("{}{path}", self.base)).body(body))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Posts a fixture and asserts it was accepted; returns the ack.
     pub async fn ingest_fixture(&self, format: &str, file: &str) -> Value {
-        let path = if format == "cordon" { "/v1/alerts".to_string() } else { format!("/v1/alerts/{format}") };
+        let path = if format == "cordon" {
+            "/v1/alerts".to_string()
+        } else {
+            format!("/v1/alerts/{format}")
+        };
         let (status, body) = self.post(&path, fixture(file)).await;
         assert_eq!(status, 202, "{format}: {body}");
         body
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// The case and its actions.
@@ -184,7 +224,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {secs}s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {secs}s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

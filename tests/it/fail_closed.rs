@@ -24,18 +24,34 @@ async fn a_policy_that_errors_denies_the_step() {
     let (s, ack) = d.post("/v1/alerts", alert.to_string()).await;
     assert_eq!(s, 202, "{ack}");
     let case = d.case(ack["case_id"].as_str().unwrap()).await;
-    let isolate = common::actions(&case).into_iter().find(|a| a.0 == "isolate_host").unwrap();
-    assert_eq!((isolate.2.as_str(), isolate.3.as_str()), ("denied", "denied"));
+    let isolate = common::actions(&case)
+        .into_iter()
+        .find(|a| a.0 == "isolate_host")
+        .unwrap();
+    assert_eq!(
+        (isolate.2.as_str(), isolate.3.as_str()),
+        ("denied", "denied")
+    );
     // Steps the broken policy does not touch are decided normally.
-    assert!(common::actions(&case).iter().any(|a| a.0 == "enrich" && a.3 == "auto"));
+    assert!(
+        common::actions(&case)
+            .iter()
+            .any(|a| a.0 == "enrich" && a.3 == "auto")
+    );
     let rec = d
         .audit()
         .into_iter()
-        .find(|r| r.body.kind == "policy_decision" && r.body.data["request"]["action"]["id"] == "isolate_host")
+        .find(|r| {
+            r.body.kind == "policy_decision"
+                && r.body.data["request"]["action"]["id"] == "isolate_host"
+        })
         .unwrap();
     let errors = rec.body.data["errors"].as_array().unwrap();
     assert!(!errors.is_empty(), "the evaluation error must be recorded");
-    assert!(errors[0].as_str().unwrap().contains("overflowing-forbid"), "{errors:?}");
+    assert!(
+        errors[0].as_str().unwrap().contains("overflowing-forbid"),
+        "{errors:?}"
+    );
     assert!(rec.body.data["reasons"].to_string().contains("fail closed"));
     assert_eq!(d.stop().await, 0);
 }
@@ -45,7 +61,9 @@ async fn a_store_that_cannot_record_leaves_nothing_runnable() {
     let d = common::start().await;
     let head = d.head();
     d.running().store.fail_for_tests();
-    let (s, body) = d.post("/v1/alerts/elastic", common::fixture("elastic.json")).await;
+    let (s, body) = d
+        .post("/v1/alerts/elastic", common::fixture("elastic.json"))
+        .await;
     assert_eq!(s, 503, "{body}");
     assert_eq!(body["code"], "store_unavailable");
     // Nothing was recorded, so no action request exists in any state, let alone `approved`.
@@ -53,6 +71,11 @@ async fn a_store_that_cannot_record_leaves_nothing_runnable() {
     let (_, cases) = d.get("/v1/cases").await;
     assert_eq!(cases["cases"].as_array().unwrap().len(), 0);
     let (_, metrics) = d.get("/metrics").await;
-    assert!(metrics.as_str().unwrap().contains("outcome=\"store_unavailable\""));
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("outcome=\"store_unavailable\"")
+    );
     d.stop().await;
 }

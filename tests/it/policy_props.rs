@@ -10,7 +10,9 @@ use serde_json::json;
 
 fn shipped() -> &'static PolicyEngine {
     static E: OnceLock<PolicyEngine> = OnceLock::new();
-    E.get_or_init(|| load_dir(&crate::common::repo().join("policies")).unwrap_or_else(|p| panic!("{p:#?}")))
+    E.get_or_init(|| {
+        load_dir(&crate::common::repo().join("policies")).unwrap_or_else(|p| panic!("{p:#?}"))
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -40,18 +42,31 @@ fn req() -> impl Strategy<Value = Req> {
         0i64..=100,
         any::<bool>(),
     )
-        .prop_map(|(kind, severity_id, confidence, criticality, environment, never_isolate, intel_match, intel_confidence, compromised, privileged)| Req {
-            kind,
-            severity_id,
-            confidence,
-            criticality,
-            environment,
-            never_isolate,
-            intel_match,
-            intel_confidence,
-            compromised,
-            privileged,
-        })
+        .prop_map(
+            |(
+                kind,
+                severity_id,
+                confidence,
+                criticality,
+                environment,
+                never_isolate,
+                intel_match,
+                intel_confidence,
+                compromised,
+                privileged,
+            )| Req {
+                kind,
+                severity_id,
+                confidence,
+                criticality,
+                environment,
+                never_isolate,
+                intel_match,
+                intel_confidence,
+                compromised,
+                privileged,
+            },
+        )
 }
 
 fn step(r: &Req) -> StepRequest {
@@ -59,7 +74,10 @@ fn step(r: &Req) -> StepRequest {
         cordon::action::TargetKind::Indicator => "ip:203.0.113.9".to_string(),
         _ => "target-1".to_string(),
     };
-    let target = Target { kind: r.kind.target_kind(), id: target_id };
+    let target = Target {
+        kind: r.kind.target_kind(),
+        id: target_id,
+    };
     let mut attrs = default_attrs(target.kind, &target.id);
     let mut set = |k: &str, v: serde_json::Value| {
         if attrs.contains_key(k) {
@@ -68,9 +86,19 @@ fn step(r: &Req) -> StepRequest {
     };
     set("criticality", json!(r.criticality));
     set("environment", json!(r.environment));
-    set("tags", if r.never_isolate { json!(["never-isolate"]) } else { json!([]) });
+    set(
+        "tags",
+        if r.never_isolate {
+            json!(["never-isolate"])
+        } else {
+            json!([])
+        },
+    );
     set("intel_match", json!(r.intel_match));
-    set("intel_confidence", json!(if r.intel_match { r.intel_confidence } else { 0 }));
+    set(
+        "intel_confidence",
+        json!(if r.intel_match { r.intel_confidence } else { 0 }),
+    );
     set("compromised_intel_confidence", json!(r.compromised));
     set("privileged", json!(r.privileged));
     let sev = ["informational", "low", "medium", "high", "critical"][(r.severity_id - 1) as usize];

@@ -22,7 +22,10 @@ async fn isolate_decision(d: &common::TestDaemon, ack: &Value) -> (String, Strin
         .find(|a| a["kind"] == "isolate_host")
         .unwrap_or_else(|| panic!("no isolate_host in {case}"))
         .clone();
-    (a["tier"].as_str().unwrap().to_string(), a["policy_hash"].as_str().unwrap().to_string())
+    (
+        a["tier"].as_str().unwrap().to_string(),
+        a["policy_hash"].as_str().unwrap().to_string(),
+    )
 }
 
 fn cordon_alert(id: &str, host: &str) -> String {
@@ -43,7 +46,10 @@ async fn bad_policy_keeps_the_last_good_set() {
     let d = common::start_with(|cfg, _| cfg.policy.watch = false).await;
     let h1 = policy_hash(&d).await;
     let ack = d.post("/v1/alerts", cordon_alert("a1", "ws-042")).await.1;
-    assert_eq!(isolate_decision(&d, &ack).await, ("one_approver".to_string(), h1.clone()));
+    assert_eq!(
+        isolate_decision(&d, &ack).await,
+        ("one_approver".to_string(), h1.clone())
+    );
 
     // A file that does not validate: an attribute the schema does not have, on line 4.
     let bad = d.config.policies_dir.join("zz_bad.cedar");
@@ -52,24 +58,47 @@ async fn bad_policy_keeps_the_last_good_set() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["code"], "policy_invalid");
     let problems = body["outcome"]["problems"].to_string();
-    assert!(problems.contains("zz_bad.cedar") && problems.contains("no_such_attribute"), "{problems}");
+    assert!(
+        problems.contains("zz_bad.cedar") && problems.contains("no_such_attribute"),
+        "{problems}"
+    );
     assert_eq!(body["outcome"]["policy_hash"], h1.as_str());
 
     // Still the old set: same hash, same decisions; the error is visible.
     assert_eq!(policy_hash(&d).await, h1);
     let (_, ready) = d.get("/readyz").await;
     let err = ready["policies"]["last_reload_error"].to_string();
-    assert!(err.contains("zz_bad.cedar:4:"), "readyz must give file:line of the bad attribute, got {err}");
+    assert!(
+        err.contains("zz_bad.cedar:4:"),
+        "readyz must give file:line of the bad attribute, got {err}"
+    );
     let ack = d.post("/v1/alerts", cordon_alert("a2", "ws-042")).await.1;
-    assert_eq!(isolate_decision(&d, &ack).await, ("one_approver".to_string(), h1.clone()));
+    assert_eq!(
+        isolate_decision(&d, &ack).await,
+        ("one_approver".to_string(), h1.clone())
+    );
     let (_, metrics) = d.get("/metrics").await;
     let metrics = metrics.as_str().unwrap().to_string();
-    assert!(metrics.contains("cordon_policy_reload_failed 1"), "{metrics}");
-    assert!(metrics.contains("cordon_policy_reloads_total{outcome=\"failed\"} 1"), "{metrics}");
-    let failed: Vec<_> = d.audit().into_iter().filter(|r| r.body.kind == "policy_reload_failed").collect();
+    assert!(
+        metrics.contains("cordon_policy_reload_failed 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cordon_policy_reloads_total{outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    let failed: Vec<_> = d
+        .audit()
+        .into_iter()
+        .filter(|r| r.body.kind == "policy_reload_failed")
+        .collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].body.data["policy_hash_in_force"], h1.as_str());
-    assert!(failed[0].body.data["problems"].to_string().contains("zz_bad.cedar"));
+    assert!(
+        failed[0].body.data["problems"]
+            .to_string()
+            .contains("zz_bad.cedar")
+    );
 
     // Fixing it clears the error.
     std::fs::remove_file(&bad).unwrap();
@@ -98,15 +127,25 @@ async fn good_policy_takes_effect_without_restart() {
 
     let alert = cordon_alert("b1", "ws-042").replace("\"high\"", "\"critical\"");
     let ack = d.post("/v1/alerts", alert).await.1;
-    assert_eq!(isolate_decision(&d, &ack).await, ("auto".to_string(), h2.clone()));
+    assert_eq!(
+        isolate_decision(&d, &ack).await,
+        ("auto".to_string(), h2.clone())
+    );
     let rec = d
         .audit()
         .into_iter()
         .rev()
-        .find(|r| r.body.kind == "policy_decision" && r.body.data["request"]["action"]["id"] == "isolate_host")
+        .find(|r| {
+            r.body.kind == "policy_decision"
+                && r.body.data["request"]["action"]["id"] == "isolate_host"
+        })
         .unwrap();
     assert_eq!(rec.body.data["policy_hash"], h2.as_str());
-    let reloaded: Vec<_> = d.audit().into_iter().filter(|r| r.body.kind == "policy_reloaded").collect();
+    let reloaded: Vec<_> = d
+        .audit()
+        .into_iter()
+        .filter(|r| r.body.kind == "policy_reloaded")
+        .collect();
     assert_eq!(reloaded.len(), 1);
     assert_eq!(reloaded[0].body.data["previous_hash"], h1.as_str());
     assert_eq!(reloaded[0].body.data["policy_hash"], h2.as_str());
@@ -132,7 +171,9 @@ async fn file_change_reloads_by_itself() {
     })
     .await;
     assert!(
-        d.audit().iter().any(|r| r.body.kind == "policy_reloaded" && r.body.data["trigger"] == "file_change" && r.body.data["policy_hash"] == h2.as_str()),
+        d.audit().iter().any(|r| r.body.kind == "policy_reloaded"
+            && r.body.data["trigger"] == "file_change"
+            && r.body.data["policy_hash"] == h2.as_str()),
         "no file_change reload record"
     );
     assert_eq!(d.stop().await, 0);
@@ -188,14 +229,20 @@ async fn sighup_reloads_the_real_binary() {
         "@id(\"extra\")\n@reason(\"r\")\npermit(principal, action == Cordon::Action::\"release_host\", resource);\n",
     )
     .unwrap();
-    let st = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
     assert!(st.success());
     eventually(20, || {
         let (c, u, h1) = (client.clone(), url.clone(), h1.clone());
         async move { ready(c, u).await.filter(|h| *h != h1) }
     })
     .await;
-    let st = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(st.success());
     let status = guard.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));

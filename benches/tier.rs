@@ -1,0 +1,127 @@
+//! Tier derivation on the shipped policy set: criterion for the mean, plus a percentile pass
+//! (p50/p99 of single `decide_step` calls) printed for BENCHMARKS.md.
+//!
+//! Run: `cargo bench --bench tier`
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use cordon::action::{ActionKind, Target};
+use cordon::policy::{PolicyEngine, StepRequest, default_attrs, load_dir, time_context};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+
+fn engine() -> PolicyEngine {
+    load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+        .expect("shipped policies load")
+}
+
+/// A realistic mix: one step per row of the blast-radius table.
+fn steps() -> Vec<StepRequest> {
+    let mk = |kind: ActionKind, id: &str, attrs: serde_json::Value| {
+        let target = Target {
+            kind: kind.target_kind(),
+            id: id.into(),
+        };
+        let mut a = default_attrs(target.kind, id);
+        for (k, v) in attrs.as_object().unwrap() {
+            a.insert(k.clone(), v.clone());
+        }
+        let ctx = json!({
+            "alert": {"severity": "high", "severity_id": 4, "confidence": 80, "rule_id": "r", "rule_name": "r",
+                      "source": "elastic", "techniques": ["T1059.001"], "tactics": ["execution"], "intel_source": "", "tags": []},
+            "case": {"id": "c", "alert_count": 3, "entity_count": 5},
+            "time": time_context(chrono::Utc::now()),
+            "intel_matches": 1, "playbook": "malware_execution", "step": "s", "reversible": kind.inverse().is_some(),
+        });
+        StepRequest {
+            playbook: "malware_execution".into(),
+            family: "malware_execution".into(),
+            step: "s".into(),
+            kind,
+            target,
+            resource_attrs: a,
+            context: ctx.as_object().unwrap().clone(),
+        }
+    };
+    vec![
+        mk(ActionKind::Enrich, "c", json!({})),
+        mk(ActionKind::CreateTicket, "c", json!({})),
+        mk(
+            ActionKind::RevokeSessions,
+            "bob@example.com",
+            json!({"compromised_intel_confidence": 95}),
+        ),
+        mk(ActionKind::RevokeSessions, "frank", json!({"known": true})),
+        mk(
+            ActionKind::IsolateHost,
+            "ws-042",
+            json!({"criticality": "medium", "environment": "corporate", "known": true}),
+        ),
+        mk(
+            ActionKind::IsolateHost,
+            "dc-01",
+            json!({"tags": ["never-isolate"]}),
+        ),
+        mk(
+            ActionKind::ContainCloudResource,
+            "prod-web-01",
+            json!({"environment": "production"}),
+        ),
+        mk(
+            ActionKind::BlockIoc,
+            "ip:203.0.113.77",
+            json!({"intel_match": true, "intel_confidence": 90}),
+        ),
+        mk(
+            ActionKind::BlockIoc,
+            "domain:exfil.example",
+            json!({"intel_match": true, "intel_confidence": 60}),
+        ),
+    ]
+}
+
+fn percentiles(engine: &PolicyEngine, steps: &[StepRequest]) {
+    let mut samples = Vec::with_capacity(50_000);
+    for _ in 0..500 {
+        for s in steps {
+            black_box(engine.decide_step(s));
+        }
+    }
+    for _ in 0..(50_000 / steps.len()) {
+        for s in steps {
+            let t = Instant::now();
+            black_box(engine.decide_step(s));
+            samples.push(t.elapsed());
+        }
+    }
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!(
+        "tier derivation, shipped policies, {} steps: p50 {:.1} µs, p99 {:.1} µs, p999 {:.1} µs, max {:.1} µs",
+        samples.len(),
+        p(0.50).as_secs_f64() * 1e6,
+        p(0.99).as_secs_f64() * 1e6,
+        p(0.999).as_secs_f64() * 1e6,
+        samples[samples.len() - 1].as_secs_f64() * 1e6
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    let engine = engine();
+    let steps = steps();
+    percentiles(&engine, &steps);
+    c.bench_function("decide_step (mix of the blast-radius rows)", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % steps.len();
+            black_box(engine.decide_step(&steps[i]))
+        })
+    });
+    c.bench_function("decide_step isolate_host (two probes)", |b| {
+        b.iter(|| black_box(engine.decide_step(&steps[4])))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
