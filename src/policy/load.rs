@@ -334,6 +334,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
                     file: file.clone(),
                     line,
                     approval_timeout_mins: timeout,
+                    uses_approvals: policy.to_string().contains("approvals"),
                 },
             );
             sources.insert(id.clone(), (file.clone(), text.clone()));
@@ -444,6 +445,36 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
     let Some(schema) = schema else {
         return Err(problems);
     };
+    // Per-action subsets: a probe for action X evaluates only the policies whose action scope
+    // can match X (the schema declares no action groups, so `in [...]` is list membership; a
+    // policy naming an action uid cordon does not know in `in` is kept everywhere, to stay exact).
+    let actions: Vec<String> = ActionKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_string())
+        .chain(["approve".to_string()])
+        .collect();
+    let mut by_action = BTreeMap::new();
+    for a in &actions {
+        let mut set = PolicySet::new();
+        for p in combined.policies() {
+            let matches = match p.action_constraint() {
+                cedar_policy::ActionConstraint::Any => true,
+                cedar_policy::ActionConstraint::Eq(uid) => uid.id().unescaped() == a,
+                cedar_policy::ActionConstraint::In(uids) => uids.iter().any(|u| {
+                    u.id().unescaped() == a || !actions.iter().any(|x| x == u.id().unescaped())
+                }),
+            };
+            if matches && let Err(e) = set.add(p.clone()) {
+                problems.push(problem(
+                    &dir_s,
+                    None,
+                    None,
+                    format!("cannot index policy {}: {e}", p.id()),
+                ));
+            }
+        }
+        by_action.insert(a.clone(), set);
+    }
     let static_entities = match Entities::from_json_value(Value::Array(static_json), Some(&schema))
     {
         Ok(e) => e,
@@ -466,6 +497,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
         loaded_at: chrono::Utc::now(),
         schema,
         policies: combined,
+        by_action,
         static_entities,
         static_attrs,
         users,

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, PolicySet,
-    Request, Schema,
+    Request, RestrictedExpression, Schema,
 };
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,10 @@ pub struct PolicyMeta {
     pub line: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_timeout_mins: Option<u64>,
+    /// The policy's text mentions `approvals`; a forbid that does not cannot be lifted by
+    /// approvals, so tier derivation stops at the first probe it denies.
+    #[serde(default)]
+    pub uses_approvals: bool,
 }
 
 /// A loaded, validated policy set with its schema and static entities. Immutable; a reload
@@ -52,7 +56,11 @@ pub struct PolicyEngine {
     pub files: Vec<String>,
     pub loaded_at: DateTime<Utc>,
     schema: Schema,
+    /// The whole validated set.
+    #[allow(dead_code)]
     policies: PolicySet,
+    /// The same policies split by the action they can apply to (see `load`).
+    by_action: BTreeMap<String, PolicySet>,
     /// Users and groups from entity files.
     static_entities: Entities,
     /// Static attributes of resources (hosts, accounts, cloud resources) from entity files,
@@ -152,8 +160,38 @@ pub struct VoteDecision {
 const NS: &str = "Cordon";
 
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
-    let escaped = serde_json::to_string(id).map_err(|e| e.to_string())?;
-    EntityUid::from_str(&format!("{NS}::{ty}::{escaped}")).map_err(|e| e.to_string())
+    // Type names are parsed once per process; ids are taken verbatim (no escaping or parsing).
+    static TYPES: std::sync::OnceLock<BTreeMap<&'static str, cedar_policy::EntityTypeName>> =
+        std::sync::OnceLock::new();
+    let types = TYPES.get_or_init(|| {
+        [
+            "Action",
+            "User",
+            "Group",
+            "Playbook",
+            "Case",
+            "Host",
+            "Account",
+            "Indicator",
+            "CloudResource",
+            "ApprovalRequest",
+        ]
+        .into_iter()
+        .filter_map(|t| {
+            Some((
+                t,
+                cedar_policy::EntityTypeName::from_str(&format!("{NS}::{t}")).ok()?,
+            ))
+        })
+        .collect()
+    });
+    let ty = types
+        .get(ty)
+        .ok_or_else(|| format!("unknown entity type {ty}"))?;
+    Ok(EntityUid::from_type_name_and_id(
+        ty.clone(),
+        cedar_policy::EntityId::new(id),
+    ))
 }
 
 fn action_uid(name: &str) -> Result<EntityUid, String> {
@@ -331,10 +369,10 @@ impl PolicyEngine {
         let mut determining: Vec<String> = Vec::new();
         let mut errors = Vec::new();
         let prepared = self.prepare_step(req);
-        let mut last_request = Value::Null;
+        let mut last_k = 0;
         for k in 0..=2u8 {
-            let (probe, request_json) = self.probe_step(req, &prepared, k);
-            last_request = request_json;
+            let (probe, _) = self.probe_step(req, &prepared, k);
+            last_k = k;
             let allow = probe.decision == "allow";
             let has_errors = !probe.errors.is_empty();
             if has_errors {
@@ -359,20 +397,31 @@ impl PolicyEngine {
                 }
                 break;
             }
+            // A forbid whose condition does not mention approvals denies at every k: stop.
+            let final_deny = det.iter().any(|id| {
+                self.meta
+                    .get(id)
+                    .is_some_and(|m| m.effect == "forbid" && !m.uses_approvals)
+            });
             for id in det {
                 if !determining.contains(&id) {
                     determining.push(id);
                 }
             }
+            if final_deny {
+                break;
+            }
         }
-        self.record(last_request, probes, tier, determining, errors)
+        let request = self.step_request_record(req, &prepared, last_k);
+        self.record(request, probes, tier, determining, errors)
     }
 
     /// The pre-execution check: evaluates the step once with the real number of approvals.
     /// `allowed` only for an Allow without errors.
     pub fn recheck(&self, req: &StepRequest, approvals: u8) -> (bool, DecisionRecord) {
         let prepared = self.prepare_step(req);
-        let (probe, request) = self.probe_step(req, &prepared, approvals);
+        let (probe, _) = self.probe_step(req, &prepared, approvals);
+        let request = self.step_request_record(req, &prepared, approvals);
         let allowed = probe.decision == "allow" && probe.errors.is_empty();
         let errors = probe.errors.clone();
         let det = probe.determining.clone();
@@ -506,8 +555,11 @@ impl PolicyEngine {
         for (k, v) in &req.resource_attrs {
             attrs.insert(k.clone(), v.clone());
         }
-        let principal = json!({"uid": {"type": format!("{NS}::Playbook"), "id": req.playbook}, "attrs": {"family": req.family}, "parents": []});
-        let resource = json!({"uid": {"type": format!("{NS}::{resource_ty}"), "id": req.target.id}, "attrs": attrs, "parents": []});
+        // Built by moving values, not with `json!` (which re-serializes every nested value).
+        let mut pattrs = Map::new();
+        pattrs.insert("family".into(), Value::String(req.family.clone()));
+        let principal = entity_json(format!("{NS}::Playbook"), req.playbook.clone(), pattrs);
+        let resource = entity_json(format!("{NS}::{resource_ty}"), req.target.id.clone(), attrs);
         (principal, resource)
     }
 
@@ -518,13 +570,29 @@ impl PolicyEngine {
     fn prepare_step(&self, req: &StepRequest) -> Result<Prepared, String> {
         let (principal, resource) = self.step_entities_json(req);
         let action = action_uid(req.kind.as_str())?;
-        let p = Entity::from_json_value(principal.clone(), None)
-            .map_err(|e| format!("principal entity: {e}"))?;
-        let r = Entity::from_json_value(resource.clone(), None)
-            .map_err(|e| format!("resource entity: {e}"))?;
-        let (p_uid, r_uid) = (p.uid(), r.uid());
+        let p_uid = uid("Playbook", &req.playbook)?;
+        let r_uid = uid(target_type(req.target.kind), &req.target.id)?;
+        let p = Entity::new(
+            p_uid.clone(),
+            attrs_of(&principal["attrs"])?,
+            Default::default(),
+        )
+        .map_err(|e| format!("principal entity: {e}"))?;
+        let r = Entity::new(
+            r_uid.clone(),
+            attrs_of(&resource["attrs"])?,
+            Default::default(),
+        )
+        .map_err(|e| format!("resource entity: {e}"))?;
         let entities =
             Entities::from_entities([p, r], None).map_err(|e| format!("entities: {e}"))?;
+        // The context without `approvals`, built once and completed per probe.
+        let mut base = Vec::with_capacity(req.context.len() + 1);
+        for (k, v) in &req.context {
+            if k != "approvals" {
+                base.push((k.clone(), rexpr(v)?));
+            }
+        }
         Ok(Prepared {
             principal,
             resource,
@@ -532,6 +600,7 @@ impl PolicyEngine {
             p_uid,
             r_uid,
             entities,
+            base,
         })
     }
 
@@ -541,23 +610,13 @@ impl PolicyEngine {
         prepared: &Result<Prepared, String>,
         approvals: u8,
     ) -> (Probe, Value) {
-        let mut ctx = req.context.clone();
-        ctx.insert("approvals".into(), json!(approvals));
-        let context = Value::Object(ctx);
-        let (principal, resource) = match prepared {
-            Ok(p) => (p.principal.clone(), p.resource.clone()),
-            Err(_) => self.step_entities_json(req),
-        };
-        let request_json = json!({
-            "principal": principal["uid"],
-            "action": {"type": format!("{NS}::Action"), "id": req.kind.as_str()},
-            "resource": resource["uid"],
-            "context": context,
-            "entities": [principal, resource],
-        });
         let result = prepared.as_ref().map_err(Clone::clone).and_then(|p| {
-            let ctx =
-                Context::from_json_value(context, None).map_err(|e| format!("context: {e}"))?;
+            let mut pairs = p.base.clone();
+            pairs.push((
+                "approvals".to_string(),
+                RestrictedExpression::new_long(i64::from(approvals)),
+            ));
+            let ctx = Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))?;
             let request = Request::new(
                 p.p_uid.clone(),
                 p.action.clone(),
@@ -566,7 +625,7 @@ impl PolicyEngine {
                 None,
             )
             .map_err(|e| format!("request: {e}"))?;
-            Ok(self.to_probe(&request, &p.entities, approvals))
+            Ok(self.to_probe(req.kind.as_str(), &request, &p.entities, approvals))
         });
         let probe = result.unwrap_or_else(|e| Probe {
             approvals,
@@ -574,7 +633,33 @@ impl PolicyEngine {
             determining: vec![],
             errors: vec![e],
         });
-        (probe, request_json)
+        (probe, Value::Null)
+    }
+
+    /// The full request as evaluated with `approvals`, for the decision record.
+    fn step_request_record(
+        &self,
+        req: &StepRequest,
+        prepared: &Result<Prepared, String>,
+        approvals: u8,
+    ) -> Value {
+        let mut ctx = req.context.clone();
+        ctx.insert("approvals".into(), json!(approvals));
+        let (principal, resource) = match prepared {
+            Ok(p) => (p.principal.clone(), p.resource.clone()),
+            Err(_) => self.step_entities_json(req),
+        };
+        let entities = vec![principal.clone(), resource.clone()];
+        let mut m = Map::new();
+        m.insert("principal".into(), principal["uid"].clone());
+        m.insert(
+            "action".into(),
+            uid_json(format!("{NS}::Action"), req.kind.as_str().to_string()),
+        );
+        m.insert("resource".into(), resource["uid"].clone());
+        m.insert("context".into(), Value::Object(ctx));
+        m.insert("entities".into(), Value::Array(entities));
+        Value::Object(m)
     }
 
     fn vote_request_json(&self, v: &VoteRequest) -> Value {
@@ -623,13 +708,25 @@ impl PolicyEngine {
             .map_err(|e| format!("context: {e}"))?;
         let request = Request::new(principal, action, res_uid, ctx, Some(&self.schema))
             .map_err(|e| format!("request: {e}"))?;
-        Ok(self.to_probe(&request, &entities, v.approvals))
+        Ok(self.to_probe("approve", &request, &entities, v.approvals))
     }
 
-    fn to_probe(&self, request: &Request, entities: &Entities, approvals: u8) -> Probe {
-        let resp = self
-            .authorizer
-            .is_authorized(request, &self.policies, entities);
+    fn to_probe(
+        &self,
+        action: &str,
+        request: &Request,
+        entities: &Entities,
+        approvals: u8,
+    ) -> Probe {
+        let Some(set) = self.by_action.get(action) else {
+            return Probe {
+                approvals,
+                decision: "deny".into(),
+                determining: vec![],
+                errors: vec![format!("no policy index for action {action:?}")],
+            };
+        };
+        let resp = self.authorizer.is_authorized(request, set, entities);
         let determining: Vec<String> = resp
             .diagnostics()
             .reason()
@@ -657,6 +754,53 @@ struct Prepared {
     p_uid: EntityUid,
     r_uid: EntityUid,
     entities: Entities,
+    base: Vec<(String, RestrictedExpression)>,
+}
+
+fn uid_json(ty: String, id: String) -> Value {
+    let mut m = Map::new();
+    m.insert("type".into(), Value::String(ty));
+    m.insert("id".into(), Value::String(id));
+    Value::Object(m)
+}
+
+/// An entity in Cedar's JSON entity format.
+fn entity_json(ty: String, id: String, attrs: Map<String, Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("uid".into(), uid_json(ty, id));
+    m.insert("attrs".into(), Value::Object(attrs));
+    m.insert("parents".into(), Value::Array(vec![]));
+    Value::Object(m)
+}
+
+/// A JSON value as a Cedar restricted expression (strings, integers, booleans, arrays as sets,
+/// objects as records): cordon builds request data directly instead of through Cedar's JSON
+/// parser, which is most of the cost of a decision.
+fn rexpr(v: &Value) -> Result<RestrictedExpression, String> {
+    Ok(match v {
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::Number(n) => RestrictedExpression::new_long(
+            n.as_i64().ok_or_else(|| format!("{n} is not an integer"))?,
+        ),
+        Value::Array(items) => {
+            RestrictedExpression::new_set(items.iter().map(rexpr).collect::<Result<Vec<_>, _>>()?)
+        }
+        Value::Object(m) => RestrictedExpression::new_record(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), rexpr(v)?)))
+                .collect::<Result<Vec<_>, String>>()?,
+        )
+        .map_err(|e| e.to_string())?,
+        Value::Null => return Err("null is not a Cedar value".into()),
+    })
+}
+
+fn attrs_of(v: &Value) -> Result<std::collections::HashMap<String, RestrictedExpression>, String> {
+    match v {
+        Value::Object(m) => m.iter().map(|(k, v)| Ok((k.clone(), rexpr(v)?))).collect(),
+        _ => Ok(Default::default()),
+    }
 }
 
 /// The policy set in force, swapped whole on reload. Readers take an `Arc` and keep deciding

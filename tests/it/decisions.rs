@@ -457,10 +457,18 @@ async fn never_isolate_host_is_denied() {
     }
     let rec = decision_of(&d, action(&case, "isolate_host", "dc-01"));
     let probes = rec.body.data["probes"].as_array().unwrap();
+    // The forbid does not mention approvals, so no number of approvals can lift it: one probe
+    // is enough and the record says which policy made it final.
     assert_eq!(
         probes.len(),
-        3,
-        "denied at every approval count: {probes:?}"
+        1,
+        "a forbid independent of approvals is final at the first probe: {probes:?}"
+    );
+    assert!(
+        cordon::policy::load_dir(&common::repo().join("policies"))
+            .unwrap_or_else(|p| panic!("{p:?}"))
+            .meta("never-isolate-tagged-hosts")
+            .is_some_and(|m| !m.uses_approvals)
     );
     assert!(
         probes.iter().all(|p| p["decision"] == json!("deny")

@@ -14,3 +14,4 @@ mod ingest;
 mod policy_props;
 mod policy_reload;
 mod secrets;
+mod tidy;
