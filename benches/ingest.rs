@@ -46,11 +46,13 @@ fn fdatasync_rate(dir: &std::path::Path) -> f64 {
 async fn run(alerts: usize, clients: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut cfg = Config::default();
-    cfg.data_dir = dir.path().join("data");
-    cfg.policies_dir = repo.join("policies");
-    cfg.playbooks_dir = repo.join("playbooks");
-    cfg.connectors_dir = repo.join("connectors");
+    let mut cfg = Config {
+        data_dir: dir.path().join("data"),
+        policies_dir: repo.join("policies"),
+        playbooks_dir: repo.join("playbooks"),
+        connectors_dir: repo.join("connectors"),
+        ..Config::default()
+    };
     cfg.enrichment.assets = Some(repo.join("deploy/enrichment/assets.toml"));
     cfg.enrichment.identities = Some(repo.join("deploy/enrichment/identities.toml"));
     cfg.enrichment.intel = Some(repo.join("deploy/enrichment/intel.toml"));

@@ -164,7 +164,7 @@ pub fn run(cli: Cli) -> i32 {
         } => {
             let result = match &output {
                 Some(path) => std::fs::File::create(path)
-                    .map_err(|e| crate::store::ExportError::Write(e))
+                    .map_err(crate::store::ExportError::Write)
                     .and_then(|f| crate::store::export(&data_dir, &mut std::io::BufWriter::new(f))),
                 None => crate::store::export(&data_dir, &mut std::io::stdout().lock()),
             };
@@ -234,7 +234,10 @@ fn policy_test(dir: &Path) -> i32 {
     };
     let outcomes = match crate::policy::testfile::run_dir(&engine, &dir.join("tests")) {
         Ok(o) => o,
-        Err(problems) => return print_problems(&problems).min(1).max(1),
+        Err(problems) => {
+            print_problems(&problems);
+            return 1;
+        }
     };
     let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed).collect();
     for o in &outcomes {

@@ -724,13 +724,17 @@ impl Engine {
                     context: policy::step_context(
                         fields,
                         source,
-                        &case_id,
-                        case.alert_ids.len() as u64,
-                        case.entities.len(),
+                        policy::CaseInfo {
+                            id: &case_id,
+                            alert_count: case.alert_ids.len() as u64,
+                            entity_count: case.entities.len(),
+                        },
                         &report,
-                        &pb.name,
-                        &prop.step.id,
-                        prop.step.action,
+                        policy::StepInfo {
+                            playbook: &pb.name,
+                            step: &prop.step.id,
+                            kind: prop.step.action,
+                        },
                         now,
                     ),
                 };

@@ -128,7 +128,7 @@ impl EnrichmentReport {
             .filter(|f| f.source.starts_with("intel") && &f.entity == entity)
             .filter_map(|f| serde_json::from_value(f.data.clone()).ok())
             .collect();
-        v.sort_by(|a: &Indicator, b| b.confidence.cmp(&a.confidence));
+        v.sort_by_key(|i: &Indicator| std::cmp::Reverse(i.confidence));
         v
     }
 

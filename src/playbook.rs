@@ -100,7 +100,7 @@ impl Matcher {
     /// playbook is for: any one of them matching is enough. The filters (minimum severity,
     /// sources) must all hold.
     pub fn matches(&self, source: IngestFormat, a: &AlertFields) -> bool {
-        let selected = self.rule_ids.iter().any(|r| *r == a.rule.id)
+        let selected = self.rule_ids.contains(&a.rule.id)
             || self
                 .rule_name_patterns
                 .iter()

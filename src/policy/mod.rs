@@ -301,16 +301,28 @@ pub fn enriched_attrs(
 }
 
 /// The step context (without `approvals`) for an alert in a case.
+/// The case a step belongs to, as the context shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct CaseInfo<'a> {
+    pub id: &'a str,
+    pub alert_count: u64,
+    pub entity_count: usize,
+}
+
+/// The step being decided, as the context shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo<'a> {
+    pub playbook: &'a str,
+    pub step: &'a str,
+    pub kind: ActionKind,
+}
+
 pub fn step_context(
     alert: &AlertFields,
     source: &str,
-    case_id: &str,
-    case_alerts: u64,
-    case_entities: usize,
+    case: CaseInfo<'_>,
     report: &EnrichmentReport,
-    playbook: &str,
-    step: &str,
-    kind: ActionKind,
+    step: StepInfo<'_>,
     now: DateTime<Utc>,
 ) -> Map<String, Value> {
     let intel_matches = report
@@ -331,12 +343,12 @@ pub fn step_context(
             "intel_source": alert.intel_source.clone().unwrap_or_default(),
             "tags": alert.tags,
         },
-        "case": {"id": case_id, "alert_count": case_alerts, "entity_count": case_entities},
+        "case": {"id": case.id, "alert_count": case.alert_count, "entity_count": case.entity_count},
         "time": time_context(now),
         "intel_matches": intel_matches,
-        "playbook": playbook,
-        "step": step,
-        "reversible": kind.inverse().is_some(),
+        "playbook": step.playbook,
+        "step": step.step,
+        "reversible": step.kind.inverse().is_some(),
     });
     match v {
         Value::Object(m) => m,

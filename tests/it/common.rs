@@ -42,11 +42,13 @@ pub fn workspace() -> (tempfile::TempDir, Config) {
         copy_dir(&repo().join(d), &root.join(d));
     }
     copy_dir(&repo().join("deploy/enrichment"), &root.join("enrichment"));
-    let mut cfg = Config::default();
-    cfg.data_dir = root.join("data");
-    cfg.policies_dir = root.join("policies");
-    cfg.playbooks_dir = root.join("playbooks");
-    cfg.connectors_dir = root.join("connectors");
+    let mut cfg = Config {
+        data_dir: root.join("data"),
+        policies_dir: root.join("policies"),
+        playbooks_dir: root.join("playbooks"),
+        connectors_dir: root.join("connectors"),
+        ..Config::default()
+    };
     cfg.http.addr = "127.0.0.1:0".into();
     cfg.grpc.addr = "127.0.0.1:0".into();
     cfg.enrichment.assets = Some(root.join("enrichment/assets.toml"));

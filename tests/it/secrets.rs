@@ -117,7 +117,7 @@ async fn tokens_never_reach_logs_errors_or_the_audit_store() {
         let status = r.status().as_u16();
         (what.to_string(), status, r.text().await.unwrap())
     }
-    let errors = vec![
+    let errors = [
         send(
             "wrong bearer",
             c.post(url("/v1/alerts/splunk"))
