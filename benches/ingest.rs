@@ -59,10 +59,8 @@ async fn run(alerts: usize, clients: usize) {
     cfg.policy.watch = false;
     let raw_rate = fdatasync_rate(dir.path());
     let v = daemon::validate(cfg, "bench").expect("valid config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let running = daemon::start(v, listener, StartOptions::default())
+    let listeners = daemon::Listeners::loopback().await.expect("bind");
+    let running = daemon::start(v, listeners, StartOptions::default())
         .await
         .expect("start");
     let url = format!("http://{}/v1/alerts", running.http_addr);

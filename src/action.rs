@@ -323,6 +323,96 @@ pub struct ActionRequest {
     pub idempotency_key: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Who asked for it: `playbook:<name>` for playbook proposals, or a user id.
+    #[serde(default)]
+    pub requester: String,
+    /// Approval bookkeeping while (and after) it awaits votes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalState>,
+    /// What the policy decided on (resource attributes and context without approvals), kept
+    /// so votes and the pre-execution re-check evaluate the same request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_input: Option<DecisionInput>,
+}
+
+/// The inputs of a step decision, as stored with the action request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionInput {
+    pub family: String,
+    pub resource_attrs: serde_json::Map<String, serde_json::Value>,
+    pub context: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Votes and deadlines of a request that needs approvers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalState {
+    /// Distinct authorised approvals needed (1 or 2).
+    pub needed: u8,
+    pub deadline: DateTime<Utc>,
+    /// When an escalation is raised if the request is still waiting.
+    pub escalate_at: DateTime<Utc>,
+    #[serde(default)]
+    pub escalated: bool,
+    /// Every vote, counted or not, in arrival order.
+    #[serde(default)]
+    pub votes: Vec<VoteRecord>,
+}
+
+/// One vote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoteRecord {
+    pub user: String,
+    /// grpc | slack | mattermost | teams
+    pub channel: String,
+    /// mtls | token | chat
+    pub identity: String,
+    /// approve | deny
+    pub decision: String,
+    pub at: DateTime<Utc>,
+    /// The request hash the vote was cast on.
+    pub request_hash: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+}
+
+impl ApprovalState {
+    /// Distinct users whose approve votes were cast on `request_hash`.
+    pub fn approvals_for(&self, request_hash: &str) -> Vec<&str> {
+        let mut users: Vec<&str> = Vec::new();
+        for v in &self.votes {
+            if v.decision == "approve"
+                && v.request_hash == request_hash
+                && !users.contains(&v.user.as_str())
+            {
+                users.push(&v.user);
+            }
+        }
+        users
+    }
+}
+
+impl ActionRequest {
+    /// SHA-256 over what an approver approves: action kind, target, parameters and the policy
+    /// set hash in force. If any of these changes, earlier approvals no longer count.
+    pub fn request_hash(&self, policy_hash: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.kind.as_str(),
+            self.target.kind.as_str(),
+            &self.target.id,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(
+            serde_json::to_string(&self.parameters)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        h.update([0]);
+        h.update(policy_hash.as_bytes());
+        hex::encode(h.finalize())
+    }
 }
 
 /// The idempotency key of (case, playbook step, action, target).

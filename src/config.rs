@@ -126,6 +126,7 @@ pub struct Config {
     pub enrichment: EnrichmentConfig,
     pub suppressions: Vec<Suppression>,
     pub log: LogConfig,
+    pub approvals: ApprovalsConfig,
 }
 
 impl Default for Config {
@@ -145,6 +146,7 @@ impl Default for Config {
             enrichment: EnrichmentConfig::default(),
             suppressions: Vec::new(),
             log: LogConfig::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }
@@ -173,14 +175,50 @@ impl Default for HttpConfig {
 #[serde(default)]
 pub struct GrpcConfig {
     pub addr: String,
+    /// Largest request or response message (not tonic's 4 MiB default).
+    pub max_message_bytes: usize,
+    /// Server TLS; with `client_ca`, client certificates are verified (mTLS).
+    pub tls: Option<GrpcTls>,
+    /// Approvers who authenticate with a bearer token.
+    pub approvers: Vec<ApproverToken>,
+    /// Approvers who authenticate with a client certificate: its subject CN, or a DNS or email
+    /// SAN, mapped to a user.
+    pub cert_users: Vec<CertUser>,
+    /// Callers allowed to `SubmitAlert`, by name. None configured: loopback callers only.
+    pub ingest_tokens: BTreeMap<String, SecretRef>,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
             addr: "127.0.0.1:50051".into(),
+            max_message_bytes: 1 << 20,
+            tls: None,
+            approvers: vec![],
+            cert_users: vec![],
+            ingest_tokens: BTreeMap::new(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GrpcTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApproverToken {
+    pub user: String,
+    pub token: SecretRef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CertUser {
+    pub subject: String,
+    pub user: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -266,6 +304,26 @@ pub struct EnrichmentConfig {
     pub identities: Option<PathBuf>,
     /// Threat-intel indicators (value, type, confidence, source, expiry).
     pub intel: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApprovalsConfig {
+    /// Deadline of an approval request on a high-severity alert, unless a determining policy's
+    /// `@approval_timeout_mins` says otherwise. Critical alerts get half, medium twice, low and
+    /// informational four times.
+    pub default_timeout_mins: u64,
+    /// Fraction of the deadline after which an escalation is raised (0 < f < 1).
+    pub escalate_at_fraction: f64,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            default_timeout_mins: 60,
+            escalate_at_fraction: 0.5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -385,6 +443,47 @@ impl Config {
         if let Err(e) = self.grpc.addr.parse::<SocketAddr>() {
             p("grpc.addr", format!("not a socket address: {e}"));
         }
+        if self.grpc.max_message_bytes < 1024 {
+            p("grpc.max_message_bytes", "must be at least 1024".into());
+        }
+        if let Some(tls) = &self.grpc.tls {
+            for (k, f) in [
+                ("grpc.tls.cert", Some(&tls.cert)),
+                ("grpc.tls.key", Some(&tls.key)),
+                ("grpc.tls.client_ca", tls.client_ca.as_ref()),
+            ] {
+                if let Some(f) = f
+                    && !f.is_file()
+                {
+                    p(k, format!("{} does not exist", f.display()));
+                }
+            }
+        }
+        if !self.grpc.cert_users.is_empty()
+            && self.grpc.tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+        {
+            p(
+                "grpc.cert_users",
+                "certificate identities need grpc.tls.client_ca to verify client certificates"
+                    .into(),
+            );
+        }
+        for (i, a) in self.grpc.approvers.iter().enumerate() {
+            if a.user.trim().is_empty() {
+                p(
+                    &format!("grpc.approvers[{i}].user"),
+                    "must not be empty".into(),
+                );
+            }
+            if let Err(e) = crate::secret::TokenHash::from_ref(&a.token) {
+                p(&format!("grpc.approvers[{i}].token"), e.to_string());
+            }
+        }
+        for (name, r) in &self.grpc.ingest_tokens {
+            if let Err(e) = crate::secret::TokenHash::from_ref(r) {
+                p(&format!("grpc.ingest_tokens.{name}"), e.to_string());
+            }
+        }
         if self.http.max_body_bytes < 1024 {
             p("http.max_body_bytes", "must be at least 1024".into());
         }
@@ -414,6 +513,16 @@ impl Config {
             p(
                 "store.cache_capacity_bytes",
                 "must be at least 1 MiB".into(),
+            );
+        }
+        if self.approvals.default_timeout_mins == 0 {
+            p("approvals.default_timeout_mins", "must be positive".into());
+        }
+        if !(self.approvals.escalate_at_fraction > 0.0 && self.approvals.escalate_at_fraction < 1.0)
+        {
+            p(
+                "approvals.escalate_at_fraction",
+                "must be between 0 and 1".into(),
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -112,12 +112,16 @@ pub fn validate_with(
 /// Options the tests (and only the tests) change.
 pub struct StartOptions {
     pub clock: Clock,
+    /// Run the once-a-second expiry/escalation timer (tests that drive time by hand turn it off
+    /// and call `EngineHandle::tick`).
+    pub expiry_timer: bool,
 }
 
 impl Default for StartOptions {
     fn default() -> Self {
         StartOptions {
             clock: engine::system_clock(),
+            expiry_timer: true,
         }
     }
 }
@@ -125,6 +129,7 @@ impl Default for StartOptions {
 /// A running daemon.
 pub struct Running {
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub store: Store,
     pub policies: Policies,
     pub metrics: Metrics,
@@ -163,12 +168,46 @@ pub enum StartError {
     },
 }
 
-/// Opens the store, binds the listener and spawns every task.
+/// The sockets the daemon serves on, already bound (tests bind `127.0.0.1:0`).
+pub struct Listeners {
+    pub http: tokio::net::TcpListener,
+    pub grpc: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(cfg: &Config) -> Result<Listeners, StartError> {
+        let http = tokio::net::TcpListener::bind(&cfg.http.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.http.addr.clone(),
+                source,
+            })?;
+        let grpc = tokio::net::TcpListener::bind(&cfg.grpc.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: cfg.grpc.addr.clone(),
+                source,
+            })?;
+        Ok(Listeners { http, grpc })
+    }
+
+    /// Both on `127.0.0.1:0` (tests, benchmarks).
+    pub async fn loopback() -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            http: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        })
+    }
+}
+
+/// Opens the store and spawns every task on the given listeners.
 pub async fn start(
     v: Validated,
-    http_listener: tokio::net::TcpListener,
+    listeners: Listeners,
     opts: StartOptions,
 ) -> Result<Running, StartError> {
+    let http_listener = listeners.http;
     let cfg = v.config;
     let store = Store::open(
         &cfg.data_dir,
@@ -185,6 +224,13 @@ pub async fn start(
             addr: cfg.http.addr.clone(),
             source,
         })?;
+    let grpc_addr = listeners
+        .grpc
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: cfg.grpc.addr.clone(),
+            source,
+        })?;
     let playbook_count = v.playbooks.len();
     let (eng, handle) = engine::new(
         EngineParts {
@@ -198,6 +244,7 @@ pub async fn start(
             metrics: metrics.clone(),
             max_batch: cfg.store.max_batch,
             clock: opts.clock,
+            approvals: cfg.approvals.clone(),
         },
         cfg.store.max_batch * 8,
     );
@@ -216,6 +263,22 @@ pub async fn start(
 
     // Reload triggers: SIGHUP and file changes. Both hold an engine handle until shutdown.
     spawn_reload_triggers(&tracker, &shutdown, handle.clone(), &cfg);
+    // Approval deadlines and escalations: the engine checks them on every tick. Deadlines are
+    // stored, so a restart picks them up.
+    if opts.expiry_timer {
+        let token = shutdown.clone();
+        let h = handle.clone();
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = every.tick() => h.request_tick(),
+                }
+            }
+        });
+    }
 
     let state = HttpState {
         engine: handle.clone(),
@@ -233,8 +296,29 @@ pub async fn start(
     let http_task = tracker.spawn(http::serve(http_listener, state, async move {
         http_shutdown.cancelled().await
     }));
+    let api_state = crate::api::ApiState {
+        engine: handle.clone(),
+        store: store.clone(),
+        policies: policies.clone(),
+        auth: Arc::new(crate::api::Auth::from_config(&cfg.grpc)),
+        ingest_open_to_loopback: cfg.grpc.ingest_tokens.is_empty(),
+    };
+    if cfg.grpc.approvers.is_empty() && cfg.grpc.cert_users.is_empty() {
+        tracing::warn!(
+            "no gRPC approvers configured (grpc.approvers, grpc.cert_users): every approval vote will be refused as unauthenticated"
+        );
+    }
+    let grpc_shutdown = shutdown.clone();
+    let grpc_cfg = cfg.grpc.clone();
+    let grpc_listener = listeners.grpc;
+    let grpc_task = tracker.spawn(async move {
+        crate::api::serve(grpc_listener, api_state, &grpc_cfg, async move {
+            grpc_shutdown.cancelled().await
+        })
+        .await
+    });
     tracker.close();
-    tracing::info!(http = %http_addr, data_dir = %cfg.data_dir.display(), "cordon is serving");
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, data_dir = %cfg.data_dir.display(), "cordon is serving");
 
     let drain_deadline = Duration::from_secs(cfg.shutdown.drain_timeout_secs);
     let store2 = store.clone();
@@ -246,6 +330,9 @@ pub async fn start(
         let drained = tokio::time::timeout(drain_deadline, async {
             if let Ok(Err(e)) = http_task.await {
                 tracing::error!(error = %e, "http server stopped with an error");
+            }
+            if let Ok(Err(e)) = grpc_task.await {
+                tracing::error!(error = %e, "grpc server stopped with an error");
             }
             // Every engine handle is gone now (HTTP state, reload triggers), so the engine
             // finishes its queue and returns.
@@ -274,6 +361,7 @@ pub async fn start(
     });
     Ok(Running {
         http_addr,
+        grpc_addr,
         store,
         policies,
         metrics,
@@ -377,15 +465,15 @@ pub async fn serve(config_path: Option<&std::path::Path>) -> i32 {
         Ok(v) => v,
         Err(problems) => return report(&problems),
     };
-    let addr = v.config.http.addr.clone();
-    let listener = match tokio::net::TcpListener::bind(&addr).await {
+    let listeners = match Listeners::bind(&v.config).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(addr, error = %e, "cannot listen");
+            tracing::error!(error = %e, "cannot listen");
+            eprintln!("cordon: {e}");
             return EXIT_CONFIG;
         }
     };
-    let running = match start(v, listener, StartOptions::default()).await {
+    let running = match start(v, listeners, StartOptions::default()).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cordon cannot start");

@@ -51,6 +51,20 @@ pub mod keys {
         format!("xi/{case_id}/{idem}").into_bytes()
     }
     pub const CASES_OPEN: &[u8] = b"s/cases_open";
+    /// Requests awaiting approval, in creation order.
+    pub fn pending(action_id: &str) -> Vec<u8> {
+        format!("pa/{action_id}").into_bytes()
+    }
+    pub const PENDING_PREFIX: &[u8] = b"pa/";
+    /// Deadlines and escalation points, ordered by time.
+    pub fn deadline(at: chrono::DateTime<chrono::Utc>, action_id: &str) -> Vec<u8> {
+        format!("pd/{:020}/{action_id}", at.timestamp_millis().max(0)).into_bytes()
+    }
+    pub const DEADLINE_PREFIX: &[u8] = b"pd/";
+    pub fn escalation(at: chrono::DateTime<chrono::Utc>, action_id: &str) -> Vec<u8> {
+        format!("pe/{:020}/{action_id}", at.timestamp_millis().max(0)).into_bytes()
+    }
+    pub const ESCALATION_PREFIX: &[u8] = b"pe/";
 }
 
 /// An alert as stored: the normalized alert plus what cordon made of it.
@@ -122,12 +136,77 @@ pub enum Event {
         trigger: String,
         reply: Option<oneshot::Sender<ReloadOutcome>>,
     },
+    /// An approver's vote, identity taken from the authenticated channel.
+    Vote {
+        vote: VoteCast,
+        reply: oneshot::Sender<Result<VoteOutcome, VoteError>>,
+    },
+    /// Expire requests past their deadline and raise due escalations.
+    Tick { reply: Option<oneshot::Sender<()>> },
+}
+
+/// A vote as the API hands it to the engine.
+#[derive(Debug, Clone)]
+pub struct VoteCast {
+    pub approval_id: String,
+    pub user: String,
+    /// grpc | slack | mattermost | teams
+    pub channel: String,
+    /// mtls | token | chat
+    pub identity: String,
+    pub approve: bool,
+    /// The request hash the approver reviewed, if they sent it.
+    pub request_hash: Option<String>,
+    pub comment: String,
+}
+
+/// What a vote did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VoteOutcome {
+    pub action: ActionRequest,
+    /// counted | already_counted | approved | rejected
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum VoteError {
+    #[error("no approval request {0}")]
+    NotFound(String),
+    #[error("approval request {id} is {state}; it takes no more votes")]
+    NotPending { id: String, state: ActionState },
+    #[error("approval request {0} expired; it will never run")]
+    Expired(String),
+    #[error("the request changed since it was reviewed (now {current}); review it again")]
+    RequestChanged { current: String },
+    #[error("vote refused: {0}")]
+    Refused(String),
+    #[error("store unavailable: {0}")]
+    Store(String),
+}
+
+/// A change announced to watchers after it is durable.
+#[derive(Debug, Clone)]
+pub enum ApprovalUpdate {
+    Changed(Box<ActionRequest>),
+    Escalation {
+        action_id: String,
+        deadline: DateTime<Utc>,
+        missing: u8,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Escalated {
+    action_id: String,
+    deadline: DateTime<Utc>,
+    missing: u8,
 }
 
 /// Sends events to the engine. Dropping every handle lets the engine drain and stop.
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Event>,
+    watch: tokio::sync::broadcast::Sender<ApprovalUpdate>,
 }
 
 impl EngineHandle {
@@ -164,6 +243,39 @@ impl EngineHandle {
         rx.await.ok()
     }
 
+    pub async fn vote(&self, vote: VoteCast) -> Result<VoteOutcome, VoteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Vote { vote, reply })
+            .await
+            .map_err(|_| VoteError::Store("shutting down".into()))?;
+        rx.await
+            .map_err(|_| VoteError::Store("shutting down".into()))?
+    }
+
+    /// Runs expiry and escalation now and waits until the result is durable.
+    pub async fn tick(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Event::Tick { reply: Some(reply) })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    /// Asks for an expiry pass without waiting (the daemon's timer).
+    pub fn request_tick(&self) {
+        let _ = self.tx.try_send(Event::Tick { reply: None });
+    }
+
+    /// Approval changes, as they become durable.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ApprovalUpdate> {
+        self.watch.subscribe()
+    }
+
     /// Asks for a reload without waiting for it (signal and file-watch triggers).
     pub fn request_reload(&self, trigger: &str) {
         let _ = self.tx.try_send(Event::ReloadPolicies {
@@ -192,11 +304,16 @@ pub struct EngineParts {
     pub metrics: Metrics,
     pub max_batch: usize,
     pub clock: Clock,
+    pub approvals: crate::config::ApprovalsConfig,
 }
 
 pub struct Engine {
     parts: EngineParts,
     rx: mpsc::Receiver<Event>,
+    /// Action requests changed by the batch being processed, announced after it commits.
+    changed: Vec<ActionRequest>,
+    escalations: Vec<Escalated>,
+    watch: tokio::sync::broadcast::Sender<ApprovalUpdate>,
     /// Monotonic ids: cases, alerts and actions sort in creation order.
     ids: ulid::Generator,
 }
@@ -205,13 +322,22 @@ pub struct Engine {
 /// reaches HTTP clients as latency, never as unbounded memory).
 pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
     let (tx, rx) = mpsc::channel(queue);
+    // Bounded: a slow watcher lags (and is told to resync) instead of growing memory.
+    let (watch, _) = tokio::sync::broadcast::channel(1024);
+    let handle = EngineHandle {
+        tx,
+        watch: watch.clone(),
+    };
     (
         Engine {
             parts,
             rx,
             ids: ulid::Generator::new(),
+            changed: vec![],
+            escalations: vec![],
+            watch,
         },
-        EngineHandle { tx },
+        handle,
     )
 }
 
@@ -288,6 +414,49 @@ impl Engine {
                         }
                     }
                 }
+                Event::Vote { vote, reply } => {
+                    let sp = txn.savepoint();
+                    let changed_before = self.changed.len();
+                    match self.vote(&mut txn, &vote) {
+                        Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
+                            let _ = reply.send(
+                                r.map(|()| outcome)
+                                    .map_err(|e| VoteError::Store(e.to_string())),
+                            );
+                        })),
+                        Ok(Err(refusal)) => {
+                            // Refusals are recorded too (the audit entry stays in the batch),
+                            // but the caller hears the refusal only once it is durable.
+                            replies.push(Box::new(move |r| {
+                                let _ = reply.send(match r {
+                                    Ok(()) => Err(refusal),
+                                    Err(e) => Err(VoteError::Store(e.to_string())),
+                                });
+                            }));
+                        }
+                        Err(e) => {
+                            txn.rollback_to(sp);
+                            self.changed.truncate(changed_before);
+                            let _ = reply.send(Err(VoteError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::Tick { reply } => {
+                    let sp = txn.savepoint();
+                    let changed_before = self.changed.len();
+                    let esc_before = self.escalations.len();
+                    if let Err(e) = self.tick(&mut txn) {
+                        txn.rollback_to(sp);
+                        self.changed.truncate(changed_before);
+                        self.escalations.truncate(esc_before);
+                        tracing::error!(error = %e, "expiry pass could not be recorded");
+                    }
+                    if let Some(reply) = reply {
+                        replies.push(Box::new(move |_| {
+                            let _ = reply.send(());
+                        }));
+                    }
+                }
                 Event::ReloadPolicies { trigger, reply } => {
                     let sp = txn.savepoint();
                     match self.reload(&mut txn, &trigger) {
@@ -334,6 +503,20 @@ impl Engine {
             }
             Err(e) => {
                 tracing::error!(error = %e, events, "group commit failed; nothing in this batch was acknowledged")
+            }
+        }
+        let changed = std::mem::take(&mut self.changed);
+        let escalations = std::mem::take(&mut self.escalations);
+        if result.is_ok() {
+            for a in changed {
+                let _ = self.watch.send(ApprovalUpdate::Changed(Box::new(a)));
+            }
+            for e in escalations {
+                let _ = self.watch.send(ApprovalUpdate::Escalation {
+                    action_id: e.action_id,
+                    deadline: e.deadline,
+                    missing: e.missing,
+                });
             }
         }
         let r = result
@@ -697,6 +880,9 @@ impl Engine {
                     idempotency_key: idem,
                     created_at: now,
                     updated_at: now,
+                    requester: format!("playbook:{}", pb.name),
+                    approval: None,
+                    decision_input: None,
                 };
                 let alinks = Links {
                     case_id: Some(case_id.clone()),
@@ -739,6 +925,11 @@ impl Engine {
                     ),
                 };
                 let record = policy_engine.decide_step(&step_req);
+                req.decision_input = Some(crate::action::DecisionInput {
+                    family: step_req.family.clone(),
+                    resource_attrs: step_req.resource_attrs.clone(),
+                    context: step_req.context.clone(),
+                });
                 let seq = txn.audit(
                     "policy_decision",
                     alinks.clone(),
@@ -770,6 +961,27 @@ impl Engine {
                     json!({"from": req.state, "to": next, "tier": record.tier, "reasons": record.reasons, "decision_seq": seq}),
                 )?;
                 req.state = next;
+                if next == ActionState::AwaitingApproval {
+                    let needed = record.tier.approvals_needed().unwrap_or(1);
+                    let mins = self.timeout_mins(record.approval_timeout_mins, fields.severity);
+                    let deadline = now + Duration::minutes(mins);
+                    let escalate_at = now
+                        + Duration::milliseconds(
+                            ((mins * 60_000) as f64 * self.parts.approvals.escalate_at_fraction)
+                                as i64,
+                        );
+                    req.approval = Some(crate::action::ApprovalState {
+                        needed,
+                        deadline,
+                        escalate_at,
+                        escalated: false,
+                        votes: vec![],
+                    });
+                    txn.put(keys::pending(&action_id), vec![]);
+                    txn.put(keys::deadline(deadline, &action_id), vec![]);
+                    txn.put(keys::escalation(escalate_at, &action_id), vec![]);
+                }
+                self.changed.push(req.clone());
                 txn.put(xi, action_id.clone().into_bytes());
                 txn.put_json(keys::action(&action_id), &req)?;
                 case.action_ids.push(action_id);
@@ -851,6 +1063,397 @@ impl Engine {
     }
 }
 
+/// Approval votes, expiry and escalation.
+impl Engine {
+    /// Deadline length in minutes: the strictest `@approval_timeout_mins` of the determining
+    /// policies, else the configured default scaled by severity (critical ½, high 1, medium 2,
+    /// low and informational 4).
+    fn timeout_mins(&self, from_policy: Option<u64>, severity: crate::alert::Severity) -> i64 {
+        use crate::alert::Severity::*;
+        let base = self.parts.approvals.default_timeout_mins as f64;
+        let mins = from_policy.map(|m| m as f64).unwrap_or(match severity {
+            Critical => base / 2.0,
+            High => base,
+            Medium => base * 2.0,
+            Low | Informational => base * 4.0,
+        });
+        (mins.max(1.0)) as i64
+    }
+
+    fn links(a: &ActionRequest) -> Links {
+        Links {
+            case_id: Some(a.case_id.clone()),
+            alert_id: Some(a.alert_id.clone()),
+            action_id: Some(a.action_id.clone()),
+        }
+    }
+
+    /// Moves `a` out of `awaiting_approval`: removes its indexes, records the transition.
+    fn leave_pending(
+        &mut self,
+        txn: &mut Txn,
+        a: &mut ActionRequest,
+        to: ActionState,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(ap) = &a.approval {
+            txn.delete(keys::pending(&a.action_id));
+            txn.delete(keys::deadline(ap.deadline, &a.action_id));
+            txn.delete(keys::escalation(ap.escalate_at, &a.action_id));
+        }
+        txn.audit(
+            "action_transition",
+            Self::links(a),
+            now,
+            json!({"from": a.state, "to": to, "reason": why}),
+        )?;
+        a.state = to;
+        a.updated_at = now;
+        txn.put_json(keys::action(&a.action_id), a)?;
+        self.changed.push(a.clone());
+        self.refresh_case(txn, &a.case_id.clone(), &a.alert_id.clone(), now)
+    }
+
+    /// Re-derives the case state from its actions: `approved` once nothing awaits a human and
+    /// something may run.
+    fn refresh_case(
+        &mut self,
+        txn: &mut Txn,
+        case_id: &str,
+        alert_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let store = self.parts.store.clone();
+        let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(case_id))? else {
+            return Ok(());
+        };
+        if case.state != CaseState::Recommended {
+            return Ok(());
+        }
+        let (mut awaiting, mut approved) = (false, false);
+        for id in &case.action_ids {
+            if let Some(a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? {
+                awaiting |= a.state == ActionState::AwaitingApproval;
+                approved |= a.state == ActionState::Approved;
+            }
+        }
+        if approved && !awaiting {
+            self.transition(
+                txn,
+                &mut case,
+                CaseState::Approved,
+                now,
+                "every proposed action is decided and at least one may run",
+                alert_id,
+            )?;
+            txn.put_json(keys::case(case_id), &case)?;
+        }
+        Ok(())
+    }
+
+    /// Handles one vote. `Ok(Err(..))` is a refusal that was recorded; `Err` a store failure.
+    fn vote(
+        &mut self,
+        txn: &mut Txn,
+        v: &VoteCast,
+    ) -> Result<Result<VoteOutcome, VoteError>, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(&v.approval_id))?
+        else {
+            return Ok(Err(VoteError::NotFound(v.approval_id.clone())));
+        };
+        let policy = self.parts.policies.current();
+        let current_hash = a.request_hash(&policy.hash);
+        let record = |txn: &mut Txn, a: &ActionRequest, outcome: &str, extra: serde_json::Value| {
+            txn.audit(
+                "vote",
+                Self::links(a),
+                now,
+                json!({
+                    "approval_id": a.action_id, "user": v.user, "channel": v.channel, "identity": v.identity,
+                    "decision": if v.approve { "approve" } else { "deny" }, "request_hash": current_hash,
+                    "reviewed_hash": v.request_hash, "comment": v.comment, "outcome": outcome, "detail": extra,
+                }),
+            )
+        };
+        // Past its deadline: expire it now (the timer may not have run yet).
+        if a.state == ActionState::AwaitingApproval
+            && a.approval.as_ref().is_some_and(|ap| now >= ap.deadline)
+        {
+            self.leave_pending(
+                txn,
+                &mut a,
+                ActionState::Expired,
+                now,
+                "the approval deadline passed",
+            )?;
+            record(txn, &a, "refused_expired", json!(null))?;
+            return Ok(Err(VoteError::Expired(a.action_id)));
+        }
+        if a.state != ActionState::AwaitingApproval {
+            record(txn, &a, "refused_not_pending", json!({"state": a.state}))?;
+            return Ok(Err(match a.state {
+                ActionState::Expired => VoteError::Expired(a.action_id),
+                state => VoteError::NotPending {
+                    id: a.action_id,
+                    state,
+                },
+            }));
+        }
+        if let Some(seen) = &v.request_hash
+            && !seen.is_empty()
+            && *seen != current_hash
+        {
+            record(txn, &a, "refused_request_changed", json!(null))?;
+            return Ok(Err(VoteError::RequestChanged {
+                current: current_hash,
+            }));
+        }
+        let Some(ap) = a.approval.clone() else {
+            return Ok(Err(VoteError::NotPending {
+                id: a.action_id,
+                state: a.state,
+            }));
+        };
+        let counted = ap.approvals_for(&current_hash);
+        if counted.contains(&v.user.as_str()) && v.approve {
+            record(txn, &a, "already_counted", json!(null))?;
+            return Ok(Ok(VoteOutcome {
+                action: a,
+                outcome: "already_counted",
+            }));
+        }
+        let input = a.decision_input.clone();
+        let (environment, criticality) = input
+            .as_ref()
+            .map(|i| {
+                let s = |k: &str| {
+                    i.resource_attrs
+                        .get(k)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("unknown")
+                        .to_string()
+                };
+                (s("environment"), s("criticality"))
+            })
+            .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+        let check = policy.authorize_vote(&policy::VoteRequest {
+            user: v.user.clone(),
+            channel: v.channel.clone(),
+            identity: v.identity.clone(),
+            approvals: counted.len() as u8,
+            approval: policy::ApprovalInfo {
+                approval_id: a.action_id.clone(),
+                action_kind: a.kind,
+                target: a.target.clone(),
+                requester: a.requester.clone(),
+                case_id: a.case_id.clone(),
+                tier: a.tier.unwrap_or(Tier::Denied),
+                environment,
+                criticality,
+            },
+        });
+        let check_json = serde_json::to_value(&check.record).unwrap_or_default();
+        if !check.allowed {
+            let why = check.refusal.clone().unwrap_or_default();
+            record(
+                txn,
+                &a,
+                "refused",
+                json!({"reason": why, "decision": check_json}),
+            )?;
+            return Ok(Err(VoteError::Refused(why)));
+        }
+        let mut ap = ap;
+        ap.votes.push(crate::action::VoteRecord {
+            user: v.user.clone(),
+            channel: v.channel.clone(),
+            identity: v.identity.clone(),
+            decision: if v.approve { "approve" } else { "deny" }.into(),
+            at: now,
+            request_hash: current_hash.clone(),
+            comment: v.comment.clone(),
+        });
+        a.approval = Some(ap.clone());
+        a.updated_at = now;
+        if !v.approve {
+            record(txn, &a, "rejected", json!({"decision": check_json}))?;
+            self.leave_pending(
+                txn,
+                &mut a,
+                ActionState::Rejected,
+                now,
+                &format!("denied by {} over {}", v.user, v.channel),
+            )?;
+            return Ok(Ok(VoteOutcome {
+                action: a,
+                outcome: "rejected",
+            }));
+        }
+        let given = ap.approvals_for(&current_hash).len() as u8;
+        if given < ap.needed {
+            record(
+                txn,
+                &a,
+                "counted",
+                json!({"decision": check_json, "approvals": given, "needed": ap.needed}),
+            )?;
+            txn.put_json(keys::action(&a.action_id), &a)?;
+            self.changed.push(a.clone());
+            return Ok(Ok(VoteOutcome {
+                action: a,
+                outcome: "counted",
+            }));
+        }
+        record(
+            txn,
+            &a,
+            "counted",
+            json!({"decision": check_json, "approvals": given, "needed": ap.needed}),
+        )?;
+        // Enough votes: re-evaluate the step with the real approvals; only an Allow counts.
+        let Some(input) = input else {
+            self.leave_pending(
+                txn,
+                &mut a,
+                ActionState::Denied,
+                now,
+                "no stored decision input to re-check (fail closed)",
+            )?;
+            return Ok(Ok(VoteOutcome {
+                action: a,
+                outcome: "counted",
+            }));
+        };
+        let step = StepRequest {
+            playbook: a.playbook.clone(),
+            family: input.family.clone(),
+            step: a.step.clone(),
+            kind: a.kind,
+            target: a.target.clone(),
+            resource_attrs: input.resource_attrs.clone(),
+            context: input.context.clone(),
+        };
+        let (allowed, rec) = policy.recheck(&step, given);
+        let seq = txn.audit(
+            "policy_decision",
+            Self::links(&a),
+            now,
+            json!({"phase": "approvals_reached", "approvals": given, "allowed": allowed, "record": rec}),
+        )?;
+        a.decision_seq = Some(seq);
+        if allowed {
+            self.leave_pending(
+                txn,
+                &mut a,
+                ActionState::Approved,
+                now,
+                &format!("{given} distinct authorised approval(s); policy re-check allowed"),
+            )?;
+            Ok(Ok(VoteOutcome {
+                action: a,
+                outcome: "approved",
+            }))
+        } else {
+            // The policy in force now wants more (or denies): keep waiting if more votes could
+            // still satisfy it, else deny.
+            let fresh = policy.decide_step(&step);
+            match fresh.tier.approvals_needed() {
+                Some(n) if n > given => {
+                    if let Some(ap) = a.approval.as_mut() {
+                        ap.needed = n;
+                    }
+                    a.tier = Some(fresh.tier);
+                    txn.put_json(keys::action(&a.action_id), &a)?;
+                    self.changed.push(a.clone());
+                    Ok(Ok(VoteOutcome {
+                        action: a,
+                        outcome: "counted",
+                    }))
+                }
+                _ => {
+                    self.leave_pending(
+                        txn,
+                        &mut a,
+                        ActionState::Denied,
+                        now,
+                        "the policy re-check with the real approvals denied it",
+                    )?;
+                    Ok(Ok(VoteOutcome {
+                        action: a,
+                        outcome: "counted",
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Expires requests past their deadline and raises due escalations.
+    fn tick(&mut self, txn: &mut Txn) -> Result<(), StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let due = |key: &[u8], prefix: &[u8]| -> Option<String> {
+            let rest = std::str::from_utf8(key.strip_prefix(prefix)?).ok()?;
+            let (ms, id) = rest.split_once('/')?;
+            (ms.parse::<i64>().ok()? <= now.timestamp_millis()).then(|| id.to_string())
+        };
+        for id in store.keys_while(keys::DEADLINE_PREFIX, |k| {
+            due(k, keys::DEADLINE_PREFIX).is_some()
+        })? {
+            let Some(id) = due(&id, keys::DEADLINE_PREFIX) else {
+                continue;
+            };
+            if let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(&id))?
+                && a.state == ActionState::AwaitingApproval
+            {
+                self.leave_pending(
+                    txn,
+                    &mut a,
+                    ActionState::Expired,
+                    now,
+                    "the approval deadline passed; it will never run",
+                )?;
+            }
+        }
+        for key in store.keys_while(keys::ESCALATION_PREFIX, |k| {
+            due(k, keys::ESCALATION_PREFIX).is_some()
+        })? {
+            let Some(id) = due(&key, keys::ESCALATION_PREFIX) else {
+                continue;
+            };
+            txn.delete(key);
+            if let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(&id))?
+                && a.state == ActionState::AwaitingApproval
+                && let Some(ap) = a.approval.as_mut()
+                && !ap.escalated
+            {
+                ap.escalated = true;
+                let hash = a.request_hash(&self.parts.policies.current().hash);
+                let missing = a.approval.as_ref().map_or(0, |ap| {
+                    ap.needed
+                        .saturating_sub(ap.approvals_for(&hash).len() as u8)
+                });
+                let deadline = a.approval.as_ref().map_or(now, |ap| ap.deadline);
+                txn.audit(
+                    "approval_escalated",
+                    Self::links(&a),
+                    now,
+                    json!({"deadline": deadline, "approvals_missing": missing}),
+                )?;
+                txn.put_json(keys::action(&a.action_id), &a)?;
+                self.escalations.push(Escalated {
+                    action_id: a.action_id.clone(),
+                    deadline,
+                    missing,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 fn secs(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX / 1000)
 }
@@ -883,6 +1486,23 @@ pub mod read {
             .into_iter()
             .map(|(_, c)| c)
             .collect())
+    }
+
+    /// Requests awaiting approval, oldest first, after `after` (an action id), at most `limit`.
+    pub fn pending(
+        store: &Store,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ActionRequest>, StoreError> {
+        let after = after.map(keys::pending);
+        let mut out = Vec::new();
+        for key in store.keys_after(keys::PENDING_PREFIX, after.as_deref(), limit)? {
+            let id = String::from_utf8_lossy(&key[keys::PENDING_PREFIX.len()..]).to_string();
+            if let Some(a) = action(store, &id)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 
     pub fn actions_of(store: &Store, case: &Case) -> Result<Vec<ActionRequest>, StoreError> {

@@ -8,6 +8,7 @@
 
 pub mod action;
 pub mod alert;
+pub mod api;
 pub mod case;
 pub mod cli;
 pub mod config;

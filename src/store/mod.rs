@@ -269,6 +269,49 @@ impl Store {
         Ok(out)
     }
 
+    /// Keys under `prefix` in order, while `keep` holds.
+    pub fn keys_while(
+        &self,
+        prefix: &[u8],
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.db.scan_prefix(prefix).keys() {
+            let k = item?;
+            if !keep(&k) {
+                break;
+            }
+            out.push(k.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Keys under `prefix` after `after` (exclusive), at most `limit`.
+    pub fn keys_after(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let start = match after {
+            Some(a) => {
+                let mut s = a.to_vec();
+                s.push(0);
+                s
+            }
+            None => prefix.to_vec(),
+        };
+        let mut out = Vec::new();
+        for item in self.inner.db.range(start..).keys() {
+            let k = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(k.to_vec());
+        }
+        Ok(out)
+    }
+
     /// Number of keys under `prefix` (a full scan; for startup and tests, not hot paths).
     pub fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
         let mut n = 0;

@@ -96,12 +96,14 @@ pub async fn start_with(f: impl FnOnce(&mut Config, &Path)) -> TestDaemon {
 pub async fn start_in(dir: tempfile::TempDir, cfg: Config, clock: Option<TestClock>) -> TestDaemon {
     let v = daemon::validate(cfg.clone(), "test config")
         .unwrap_or_else(|p| panic!("config does not validate: {p:#?}"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut opts = StartOptions::default();
     if let Some(c) = clock {
         opts.clock = Arc::new(move || c.now());
+        // Time is driven by hand: expiry runs when the test calls `tick`.
+        opts.expiry_timer = false;
     }
-    let running = daemon::start(v, listener, opts).await.unwrap();
+    let listeners = daemon::Listeners::loopback().await.unwrap();
+    let running = daemon::start(v, listeners, opts).await.unwrap();
     let base = format!("http://{}", running.http_addr);
     TestDaemon {
         running: Some(running),

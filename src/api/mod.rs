@@ -1,0 +1,591 @@
+//! The gRPC API (`proto/cordon/v1`): the only module that knows protobuf and tonic.
+//!
+//! Owns: the `Alerts`, `Approvals` and `Cases` services, standard health and reflection,
+//! authentication from the channel (mTLS client certificate subject/SAN or bearer token mapped
+//! to a user; ingest callers are a separate role), message size limits, the mapping of engine
+//! results to gRPC status codes, and the conversion of stored state to protobuf messages. Votes
+//! are handed to the engine; nothing here changes state itself.
+
+pub mod client;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::action::ActionRequest;
+use crate::config::GrpcConfig;
+use crate::engine::{self, ApprovalUpdate, EngineError, EngineHandle, VoteCast, VoteError};
+use crate::ingest::IngestFormat;
+use crate::policy::Policies;
+use crate::secret::TokenHash;
+use crate::store::Store;
+
+/// Generated protobuf types and service stubs.
+pub mod pb {
+    tonic::include_proto!("cordon.v1");
+    /// Encoded descriptor set for server reflection.
+    pub const DESCRIPTOR: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/cordon_descriptor.bin"));
+}
+
+/// Who is calling, as established by the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// An approver: user id and how they were identified (`mtls` or `token`).
+    Approver {
+        user: String,
+        identity: &'static str,
+    },
+    /// A SIEM or script allowed to submit alerts.
+    Ingest { name: String },
+}
+
+/// Credentials the server accepts, resolved from config (tokens held as hashes only).
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    approver_tokens: Vec<(TokenHash, String)>,
+    ingest_tokens: Vec<(TokenHash, String)>,
+    cert_users: BTreeMap<String, String>,
+}
+
+impl Auth {
+    pub fn from_config(cfg: &GrpcConfig) -> Auth {
+        Auth {
+            approver_tokens: cfg
+                .approvers
+                .iter()
+                .filter_map(|a| Some((TokenHash::from_ref(&a.token).ok()?, a.user.clone())))
+                .collect(),
+            ingest_tokens: cfg
+                .ingest_tokens
+                .iter()
+                .filter_map(|(n, r)| Some((TokenHash::from_ref(r).ok()?, n.clone())))
+                .collect(),
+            cert_users: cfg
+                .cert_users
+                .iter()
+                .map(|c| (c.subject.clone(), c.user.clone()))
+                .collect(),
+        }
+    }
+
+    /// Identifies the caller: a bearer token first, else a verified client certificate.
+    pub fn identify<T>(&self, req: &Request<T>) -> Option<Caller> {
+        if let Some(token) = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+        {
+            let token = token.trim();
+            if let Some((_, user)) = self.approver_tokens.iter().find(|(h, _)| h.matches(token)) {
+                return Some(Caller::Approver {
+                    user: user.clone(),
+                    identity: "token",
+                });
+            }
+            if let Some((_, name)) = self.ingest_tokens.iter().find(|(h, _)| h.matches(token)) {
+                return Some(Caller::Ingest { name: name.clone() });
+            }
+            return None;
+        }
+        let certs = req.peer_certs()?;
+        let der = certs.first()?;
+        cert_names(der.as_ref())
+            .into_iter()
+            .find_map(|n| self.cert_users.get(&n))
+            .map(|user| Caller::Approver {
+                user: user.clone(),
+                identity: "mtls",
+            })
+    }
+
+    fn approver<T>(&self, req: &Request<T>) -> Result<(String, &'static str), Status> {
+        match self.identify(req) {
+            Some(Caller::Approver { user, identity }) => Ok((user, identity)),
+            Some(Caller::Ingest { .. }) => Err(Status::permission_denied(
+                "ingest credentials cannot act as an approver",
+            )),
+            None => Err(Status::unauthenticated(
+                "authenticate with a client certificate or an approver bearer token",
+            )),
+        }
+    }
+}
+
+/// Subject CN and DNS/email SANs of a DER certificate.
+fn cert_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::*;
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return vec![];
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_string))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) | GeneralName::RFC822Name(d) => names.push(d.to_string()),
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+/// Shared state of the services.
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: EngineHandle,
+    pub store: Store,
+    pub policies: Policies,
+    pub auth: Arc<Auth>,
+    pub ingest_open_to_loopback: bool,
+}
+
+fn store_status(e: crate::store::StoreError) -> Status {
+    Status::unavailable(format!("store unavailable: {e}"))
+}
+
+fn ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The protobuf view of an approval request, with its case and evidence.
+pub fn approval_view(
+    store: &Store,
+    a: &ActionRequest,
+    policy_hash: &str,
+) -> Result<pb::Approval, Status> {
+    let case = engine::read::case(store, &a.case_id).map_err(store_status)?;
+    let alert = engine::read::alert(store, &a.alert_id).map_err(store_status)?;
+    let hash = a.request_hash(policy_hash);
+    let input = a.decision_input.as_ref();
+    let attr = |k: &str| {
+        input
+            .and_then(|i| i.resource_attrs.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    let mut evidence = Vec::new();
+    if let Some(al) = &alert {
+        evidence.push(pb::Evidence {
+            source: format!("alert:{}", al.alert.source),
+            data_json: serde_json::to_string(&al.alert.fields).unwrap_or_default(),
+            at_unix_ms: 0,
+        });
+        if let Some(report) = &al.enrichment {
+            for f in &report.facts {
+                evidence.push(pb::Evidence {
+                    source: f.source.clone(),
+                    data_json: serde_json::json!({"entity": f.entity.key(), "data": f.data, "stale": f.stale}).to_string(),
+                    at_unix_ms: ms(f.loaded_at),
+                });
+            }
+        }
+    }
+    let (votes, deadline, needed, given) = match &a.approval {
+        Some(ap) => (
+            ap.votes
+                .iter()
+                .map(|v| pb::Vote {
+                    user: v.user.clone(),
+                    channel: v.channel.clone(),
+                    identity: v.identity.clone(),
+                    decision: v.decision.clone(),
+                    at_unix_ms: ms(v.at),
+                    counted: v.decision == "approve" && v.request_hash == hash,
+                    request_hash: v.request_hash.clone(),
+                })
+                .collect(),
+            ms(ap.deadline),
+            u32::from(ap.needed),
+            ap.approvals_for(&hash).len() as u32,
+        ),
+        None => (vec![], 0, 0, 0),
+    };
+    Ok(pb::Approval {
+        approval_id: a.action_id.clone(),
+        case_id: a.case_id.clone(),
+        action: a.kind.as_str().to_string(),
+        target: Some(pb::Target {
+            kind: a.target.kind.as_str().to_string(),
+            id: a.target.id.clone(),
+        }),
+        tier: a.tier.map(|t| t.as_str().to_string()).unwrap_or_default(),
+        state: a.state.as_str().to_string(),
+        reasons: a.reasons.clone(),
+        determining_policies: a.determining_policies.clone(),
+        blast_radius: Some(pb::BlastRadius {
+            targets: 1,
+            reversible: a.kind.inverse().is_some(),
+            criticality: attr("criticality"),
+            environment: attr("environment"),
+        }),
+        case: case.as_ref().map(case_summary),
+        evidence,
+        votes,
+        deadline_unix_ms: deadline,
+        request_hash: hash,
+        requester: a.requester.clone(),
+        playbook: a.playbook.clone(),
+        step: a.step.clone(),
+        parameters_json: serde_json::to_string(&a.parameters).unwrap_or_default(),
+        approvals_needed: needed,
+        approvals_given: given,
+        policy_hash: a.policy_hash.clone().unwrap_or_default(),
+        created_unix_ms: ms(a.created_at),
+    })
+}
+
+fn case_summary(c: &crate::case::Case) -> pb::CaseSummary {
+    pb::CaseSummary {
+        case_id: c.case_id.clone(),
+        title: c.title.clone(),
+        state: c.state.as_str().to_string(),
+        severity: c.severity.as_str().to_string(),
+        rule_id: c.rule_id.clone(),
+        alert_count: c.alert_ids.len() as u32,
+        entities: c.entities.iter().map(|e| e.key()).collect(),
+    }
+}
+
+fn case_view(store: &Store, c: &crate::case::Case) -> Result<pb::Case, Status> {
+    let actions = engine::read::actions_of(store, c).map_err(store_status)?;
+    Ok(pb::Case {
+        summary: Some(case_summary(c)),
+        actions: actions
+            .iter()
+            .map(|a| pb::ActionRequest {
+                action_id: a.action_id.clone(),
+                action: a.kind.as_str().to_string(),
+                target: Some(pb::Target {
+                    kind: a.target.kind.as_str().to_string(),
+                    id: a.target.id.clone(),
+                }),
+                state: a.state.as_str().to_string(),
+                tier: a.tier.map(|t| t.as_str().to_string()).unwrap_or_default(),
+                reasons: a.reasons.clone(),
+                playbook: a.playbook.clone(),
+                step: a.step.clone(),
+                connector: a.connector.clone(),
+            })
+            .collect(),
+        alert_ids: c.alert_ids.clone(),
+        created_unix_ms: ms(c.created_at),
+        updated_unix_ms: ms(c.updated_at),
+    })
+}
+
+#[tonic::async_trait]
+impl pb::alerts_server::Alerts for ApiState {
+    async fn submit_alert(
+        &self,
+        req: Request<pb::SubmitAlertRequest>,
+    ) -> Result<Response<pb::SubmitAlertResponse>, Status> {
+        match self.auth.identify(&req) {
+            Some(Caller::Ingest { .. }) => {}
+            Some(Caller::Approver { .. }) => {
+                return Err(Status::permission_denied(
+                    "approver credentials cannot submit alerts",
+                ));
+            }
+            None => {
+                let loopback = req
+                    .remote_addr()
+                    .is_some_and(|a: SocketAddr| a.ip().is_loopback());
+                if !(self.ingest_open_to_loopback && loopback) {
+                    return Err(Status::unauthenticated(
+                        "submit alerts with an ingest token",
+                    ));
+                }
+            }
+        }
+        let r = req.into_inner();
+        let name = if r.format.is_empty() {
+            "cordon"
+        } else {
+            r.format.as_str()
+        };
+        let format = IngestFormat::parse_name(name)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown format {name:?}")))?;
+        let received_at = chrono::Utc::now();
+        let fields = format
+            .parse(&r.payload, received_at)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let raw = String::from_utf8_lossy(&r.payload).into_owned();
+        let ack = self
+            .engine
+            .ingest(format, fields, raw, received_at)
+            .await
+            .map_err(|e| match e {
+                EngineError::Store(m) => Status::unavailable(format!("not recorded: {m}")),
+                EngineError::ShuttingDown => Status::unavailable("shutting down"),
+            })?;
+        Ok(Response::new(pb::SubmitAlertResponse {
+            alert_id: ack.alert_id,
+            case_id: ack.case_id,
+            duplicate: ack.duplicate,
+        }))
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::ApprovalEvent, Status>> + Send>>;
+
+impl ApiState {
+    async fn cast(
+        &self,
+        req: Request<pb::VoteRequest>,
+        approve: bool,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        let (user, identity) = self.auth.approver(&req)?;
+        let r = req.into_inner();
+        let vote = VoteCast {
+            approval_id: r.approval_id,
+            user,
+            channel: "grpc".into(),
+            identity: identity.into(),
+            approve,
+            request_hash: (!r.request_hash.is_empty()).then_some(r.request_hash),
+            comment: r.comment,
+        };
+        let out = self.engine.vote(vote).await.map_err(|e| match e {
+            VoteError::NotFound(_) => Status::not_found(e.to_string()),
+            VoteError::NotPending { .. }
+            | VoteError::Expired(_)
+            | VoteError::RequestChanged { .. } => Status::failed_precondition(e.to_string()),
+            VoteError::Refused(_) => Status::permission_denied(e.to_string()),
+            VoteError::Store(_) => Status::unavailable(e.to_string()),
+        })?;
+        let hash = self.policies.current().hash.clone();
+        Ok(Response::new(pb::VoteResponse {
+            approval: Some(approval_view(&self.store, &out.action, &hash)?),
+            outcome: out.outcome.to_string(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::approvals_server::Approvals for ApiState {
+    async fn list_pending(
+        &self,
+        req: Request<pb::ListPendingRequest>,
+    ) -> Result<Response<pb::ListPendingResponse>, Status> {
+        self.auth.approver(&req)?;
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) } as usize;
+        let after = (!r.after.is_empty()).then_some(r.after.as_str());
+        let hash = self.policies.current().hash.clone();
+        let pending = engine::read::pending(&self.store, after, limit).map_err(store_status)?;
+        let approvals = pending
+            .iter()
+            .map(|a| approval_view(&self.store, a, &hash))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListPendingResponse { approvals }))
+    }
+
+    async fn get_approval(
+        &self,
+        req: Request<pb::GetApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        self.auth.approver(&req)?;
+        let id = req.into_inner().approval_id;
+        let a = engine::read::action(&self.store, &id)
+            .map_err(store_status)?
+            .filter(|a| a.approval.is_some())
+            .ok_or_else(|| Status::not_found(format!("no approval request {id}")))?;
+        let hash = self.policies.current().hash.clone();
+        Ok(Response::new(approval_view(&self.store, &a, &hash)?))
+    }
+
+    async fn approve(
+        &self,
+        req: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.cast(req, true).await
+    }
+
+    async fn deny(
+        &self,
+        req: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.cast(req, false).await
+    }
+
+    type WatchApprovalsStream = WatchStream;
+
+    async fn watch_approvals(
+        &self,
+        req: Request<pb::WatchApprovalsRequest>,
+    ) -> Result<Response<Self::WatchApprovalsStream>, Status> {
+        self.auth.approver(&req)?;
+        let mut rx = self.engine.subscribe();
+        let store = self.store.clone();
+        let policies = self.policies.clone();
+        let (tx, out) = tokio::sync::mpsc::channel::<Result<pb::ApprovalEvent, Status>>(64);
+        tokio::spawn(async move {
+            loop {
+                let event = match rx.recv().await {
+                    Ok(ApprovalUpdate::Changed(a)) => {
+                        if a.approval.is_none() {
+                            continue;
+                        }
+                        match approval_view(&store, &a, &policies.current().hash) {
+                            Ok(v) => pb::approval_event::Event::Approval(v),
+                            Err(_) => continue,
+                        }
+                    }
+                    Ok(ApprovalUpdate::Escalation {
+                        action_id,
+                        deadline,
+                        missing,
+                    }) => pb::approval_event::Event::Escalation(pb::Escalation {
+                        approval_id: action_id,
+                        deadline_unix_ms: ms(deadline),
+                        approvals_missing: u32::from(missing),
+                    }),
+                    // Too slow: events were dropped. Tell the client to resync; never buffer
+                    // without bound.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        pb::approval_event::Event::Resync(pb::Resync { missed: n })
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                if tx
+                    .send(Ok(pb::ApprovalEvent { event: Some(event) }))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cases_server::Cases for ApiState {
+    async fn get_case(
+        &self,
+        req: Request<pb::GetCaseRequest>,
+    ) -> Result<Response<pb::Case>, Status> {
+        self.auth.approver(&req)?;
+        let id = req.into_inner().case_id;
+        let c = engine::read::case(&self.store, &id)
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no case {id}")))?;
+        Ok(Response::new(case_view(&self.store, &c)?))
+    }
+
+    async fn list_cases(
+        &self,
+        req: Request<pb::ListCasesRequest>,
+    ) -> Result<Response<pb::ListCasesResponse>, Status> {
+        self.auth.approver(&req)?;
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) } as usize;
+        let after = (!r.after.is_empty()).then_some(r.after.as_str());
+        let cases = engine::read::cases(&self.store, after, limit).map_err(store_status)?;
+        let cases = cases
+            .iter()
+            .map(|c| case_view(&self.store, c))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListCasesResponse { cases }))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("grpc tls: {0}")]
+    Tls(String),
+    #[error("grpc: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("grpc reflection: {0}")]
+    Reflection(String),
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    cfg: &GrpcConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let max = cfg.max_message_bytes;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| ServeError::Tls(format!("{}: {e}", p.display())))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        let mut t = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &tls.client_ca {
+            // Certificates are verified when presented; token-only approvers may connect over
+            // TLS without one.
+            t = t
+                .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?))
+                .client_auth_optional(true);
+        }
+        builder = builder
+            .tls_config(t)
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+    }
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::alerts_server::AlertsServer<ApiState>>()
+        .await;
+    health
+        .set_serving::<pb::approvals_server::ApprovalsServer<ApiState>>()
+        .await;
+    health
+        .set_serving::<pb::cases_server::CasesServer<ApiState>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::DESCRIPTOR)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::DESCRIPTOR)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    builder
+        .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            pb::alerts_server::AlertsServer::new(state.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::approvals_server::ApprovalsServer::new(state.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::cases_server::CasesServer::new(state)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}
