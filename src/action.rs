@@ -356,6 +356,10 @@ pub struct ApprovalState {
     /// Every vote, counted or not, in arrival order.
     #[serde(default)]
     pub votes: Vec<VoteRecord>,
+    /// The request hash in force when the request left `awaiting_approval`: what was decided
+    /// stays what it was, whatever policy sets come later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_hash: Option<String>,
 }
 
 /// One vote.

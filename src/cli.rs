@@ -44,6 +44,72 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Approval requests, over the gRPC API.
+    Approvals {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+}
+
+/// How `cordon approvals` reaches the daemon. The token is read from the environment or a
+/// file, never from a flag (flags show in process lists).
+#[derive(Debug, clap::Args)]
+pub struct Conn {
+    /// gRPC address: http://host:port, or https://host:port for TLS.
+    #[arg(
+        long,
+        env = "CORDON_GRPC_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    pub addr: String,
+    /// File holding the approver's bearer token (else CORDON_TOKEN).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the server's certificate.
+    #[arg(long, env = "CORDON_CA", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mTLS.
+    #[arg(long, env = "CORDON_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+    #[arg(long, env = "CORDON_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// TLS server name to verify, when it differs from the address's host.
+    #[arg(long, global = true)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Requests awaiting approval.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// One request with its evidence, votes and deadline.
+    Show { approval_id: String },
+    /// Vote to approve.
+    Approve {
+        approval_id: String,
+        /// Bind the vote to the request hash you reviewed (see `show`).
+        #[arg(long)]
+        request_hash: Option<String>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Vote to deny (one authorised deny rejects the request).
+    Deny {
+        approval_id: String,
+        #[arg(long)]
+        request_hash: Option<String>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +199,23 @@ pub fn run(cli: Cli) -> i32 {
                     0
                 }
                 Err(problems) => print_problems(&problems),
+            }
+        }
+        Command::Approvals {
+            conn,
+            json,
+            command,
+        } => {
+            init_logging("text", "warn");
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(approvals(conn, json, command)),
+                Err(e) => {
+                    eprintln!("cordon: cannot start the runtime: {e}");
+                    1
+                }
             }
         }
         Command::Policy {
@@ -256,5 +339,216 @@ fn policy_test(dir: &Path) -> i32 {
         0
     } else {
         1
+    }
+}
+
+async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {
+    use crate::api::client::{ClientOptions, connect};
+    use crate::api::pb;
+    let token = match (&conn.token_file, std::env::var("CORDON_TOKEN")) {
+        (Some(f), _) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(crate::secret::Secret::new(t.trim().to_string())),
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", f.display());
+                return 2;
+            }
+        },
+        (None, Ok(t)) if !t.is_empty() => Some(crate::secret::Secret::new(t)),
+        _ => None,
+    };
+    let opts = ClientOptions {
+        addr: conn.addr,
+        token,
+        ca: conn.ca,
+        cert: conn.cert,
+        key: conn.key,
+        server_name: conn.server_name,
+    };
+    let mut c = match connect(&opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cordon approvals: {e}");
+            return 2;
+        }
+    };
+    let result = match command {
+        ApprovalsCommand::List { limit } => c
+            .approvals
+            .list_pending(pb::ListPendingRequest {
+                limit,
+                after: String::new(),
+            })
+            .await
+            .map(|r| {
+                let list = r.into_inner().approvals;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::Value::Array(list.iter().map(approval_json).collect())
+                    );
+                } else if list.is_empty() {
+                    println!("no requests awaiting approval");
+                } else {
+                    for a in &list {
+                        println!(
+                            "{}  {:<22} {:<40} {:<12} {}/{} approvals  expires {}",
+                            a.approval_id,
+                            a.action,
+                            a.target
+                                .as_ref()
+                                .map(|t| format!("{}:{}", t.kind, t.id))
+                                .unwrap_or_default(),
+                            a.tier,
+                            a.approvals_given,
+                            a.approvals_needed,
+                            when(a.deadline_unix_ms)
+                        );
+                    }
+                }
+            }),
+        ApprovalsCommand::Show { approval_id } => c
+            .approvals
+            .get_approval(pb::GetApprovalRequest { approval_id })
+            .await
+            .map(|r| show(&r.into_inner(), json)),
+        ApprovalsCommand::Approve {
+            approval_id,
+            request_hash,
+            comment,
+        } => c
+            .approvals
+            .approve(pb::VoteRequest {
+                approval_id,
+                request_hash: request_hash.unwrap_or_default(),
+                comment,
+            })
+            .await
+            .map(|r| voted(r.into_inner(), json)),
+        ApprovalsCommand::Deny {
+            approval_id,
+            request_hash,
+            comment,
+        } => c
+            .approvals
+            .deny(pb::VoteRequest {
+                approval_id,
+                request_hash: request_hash.unwrap_or_default(),
+                comment,
+            })
+            .await
+            .map(|r| voted(r.into_inner(), json)),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(status) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": format!("{:?}", status.code()), "message": status.message()})
+                );
+            }
+            eprintln!(
+                "cordon approvals: {:?}: {}",
+                status.code(),
+                status.message()
+            );
+            1
+        }
+    }
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn approval_json(a: &crate::api::pb::Approval) -> serde_json::Value {
+    serde_json::json!({
+        "approval_id": a.approval_id, "case_id": a.case_id, "action": a.action,
+        "target": a.target.as_ref().map(|t| serde_json::json!({"kind": t.kind, "id": t.id})),
+        "tier": a.tier, "state": a.state, "reasons": a.reasons, "determining_policies": a.determining_policies,
+        "approvals_needed": a.approvals_needed, "approvals_given": a.approvals_given,
+        "deadline": when(a.deadline_unix_ms), "request_hash": a.request_hash, "requester": a.requester,
+        "blast_radius": a.blast_radius.as_ref().map(|b| serde_json::json!({"targets": b.targets, "reversible": b.reversible, "criticality": b.criticality, "environment": b.environment})),
+        "case": a.case.as_ref().map(|c| serde_json::json!({"case_id": c.case_id, "title": c.title, "state": c.state, "severity": c.severity, "entities": c.entities})),
+        "votes": a.votes.iter().map(|v| serde_json::json!({"user": v.user, "channel": v.channel, "identity": v.identity, "decision": v.decision, "at": when(v.at_unix_ms), "counted": v.counted})).collect::<Vec<_>>(),
+        "evidence": a.evidence.iter().map(|e| serde_json::json!({"source": e.source, "data": serde_json::from_str::<serde_json::Value>(&e.data_json).unwrap_or_default()})).collect::<Vec<_>>(),
+    })
+}
+
+fn show(a: &crate::api::pb::Approval, json: bool) {
+    if json {
+        println!("{}", approval_json(a));
+        return;
+    }
+    let target = a
+        .target
+        .as_ref()
+        .map(|t| format!("{} {}", t.kind, t.id))
+        .unwrap_or_default();
+    println!("approval {}  ({})", a.approval_id, a.state);
+    println!("  action:    {} on {}", a.action, target);
+    println!(
+        "  tier:      {} ({}/{} approvals)",
+        a.tier, a.approvals_given, a.approvals_needed
+    );
+    for r in &a.reasons {
+        println!("  reason:    {r}");
+    }
+    if let Some(b) = &a.blast_radius {
+        println!(
+            "  blast:     {} target(s), {}, criticality {}, environment {}",
+            b.targets,
+            if b.reversible {
+                "reversible"
+            } else {
+                "IRREVERSIBLE"
+            },
+            b.criticality,
+            b.environment
+        );
+    }
+    if let Some(c) = &a.case {
+        println!(
+            "  case:      {} {} [{} {}]",
+            c.case_id, c.title, c.severity, c.state
+        );
+        println!("  entities:  {}", c.entities.join(", "));
+    }
+    println!("  deadline:  {}", when(a.deadline_unix_ms));
+    println!(
+        "  requester: {}  (playbook {} step {})",
+        a.requester, a.playbook, a.step
+    );
+    println!("  hash:      {}", a.request_hash);
+    for v in &a.votes {
+        println!(
+            "  vote:      {} {} via {} ({}) at {}{}",
+            v.user,
+            v.decision,
+            v.channel,
+            v.identity,
+            when(v.at_unix_ms),
+            if v.counted { "" } else { " [not counted]" }
+        );
+    }
+    for e in &a.evidence {
+        println!("  evidence:  {}: {}", e.source, e.data_json);
+    }
+}
+
+fn voted(r: crate::api::pb::VoteResponse, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"outcome": r.outcome, "approval": r.approval.as_ref().map(approval_json)})
+        );
+    } else {
+        let a = r.approval.unwrap_or_default();
+        println!(
+            "{}: {} (now {}, {}/{} approvals)",
+            a.approval_id, r.outcome, a.state, a.approvals_given, a.approvals_needed
+        );
     }
 }

@@ -469,10 +469,10 @@ impl Config {
             );
         }
         for (i, a) in self.grpc.approvers.iter().enumerate() {
-            if a.user.trim().is_empty() {
+            if a.user.trim().is_empty() || a.user.starts_with("playbook:") {
                 p(
                     &format!("grpc.approvers[{i}].user"),
-                    "must not be empty".into(),
+                    "must be a user id (not empty, not playbook:...)".into(),
                 );
             }
             if let Err(e) = crate::secret::TokenHash::from_ref(&a.token) {

@@ -302,6 +302,7 @@ pub async fn start(
         policies: policies.clone(),
         auth: Arc::new(crate::api::Auth::from_config(&cfg.grpc)),
         ingest_open_to_loopback: cfg.grpc.ingest_tokens.is_empty(),
+        shutdown: shutdown.clone(),
     };
     if cfg.grpc.approvers.is_empty() && cfg.grpc.cert_users.is_empty() {
         tracing::warn!(

@@ -976,6 +976,7 @@ impl Engine {
                         escalate_at,
                         escalated: false,
                         votes: vec![],
+                        decided_hash: None,
                     });
                     txn.put(keys::pending(&action_id), vec![]);
                     txn.put(keys::deadline(deadline, &action_id), vec![]);
@@ -1097,6 +1098,10 @@ impl Engine {
         now: DateTime<Utc>,
         why: &str,
     ) -> Result<(), StoreError> {
+        let hash = a.request_hash(&self.parts.policies.current().hash);
+        if let Some(ap) = a.approval.as_mut() {
+            ap.decided_hash = Some(hash);
+        }
         if let Some(ap) = &a.approval {
             txn.delete(keys::pending(&a.action_id));
             txn.delete(keys::deadline(ap.deadline, &a.action_id));

@@ -25,6 +25,7 @@ use crate::secret::TokenHash;
 use crate::store::Store;
 
 /// Generated protobuf types and service stubs.
+#[allow(clippy::large_enum_variant)]
 pub mod pb {
     tonic::include_proto!("cordon.v1");
     /// Encoded descriptor set for server reflection.
@@ -150,6 +151,8 @@ pub struct ApiState {
     pub policies: Policies,
     pub auth: Arc<Auth>,
     pub ingest_open_to_loopback: bool,
+    /// Cancelled at shutdown: open watch streams end so the drain is not held up.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn store_status(e: crate::store::StoreError) -> Status {
@@ -168,7 +171,12 @@ pub fn approval_view(
 ) -> Result<pb::Approval, Status> {
     let case = engine::read::case(store, &a.case_id).map_err(store_status)?;
     let alert = engine::read::alert(store, &a.alert_id).map_err(store_status)?;
-    let hash = a.request_hash(policy_hash);
+    // A decided request keeps the hash it was decided on; a pending one binds to the current.
+    let hash = a
+        .approval
+        .as_ref()
+        .and_then(|ap| ap.decided_hash.clone())
+        .unwrap_or_else(|| a.request_hash(policy_hash));
     let input = a.decision_input.as_ref();
     let attr = |k: &str| {
         input
@@ -433,9 +441,14 @@ impl pb::approvals_server::Approvals for ApiState {
         let store = self.store.clone();
         let policies = self.policies.clone();
         let (tx, out) = tokio::sync::mpsc::channel::<Result<pb::ApprovalEvent, Status>>(64);
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                let event = match rx.recv().await {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = rx.recv() => next,
+                };
+                let event = match next {
                     Ok(ApprovalUpdate::Changed(a)) => {
                         if a.approval.is_none() {
                             continue;
@@ -543,6 +556,17 @@ pub async fn serve(
             .tls_config(t)
             .map_err(|e| ServeError::Tls(e.to_string()))?;
     }
+    // Sockets we accept ourselves do not get tonic's TCP_NODELAY; without it Nagle and delayed
+    // ACKs add ~40 ms to every small RPC.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| {
+            if let Ok(tcp) = &s {
+                let _ = tcp.set_nodelay(true);
+            }
+            s
+        },
+    );
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
         .set_serving::<pb::alerts_server::AlertsServer<ApiState>>()
@@ -582,10 +606,7 @@ pub async fn serve(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod approvals_cli;
 mod audit_tamper;
 mod bad_input;
 mod cases;
@@ -10,8 +11,10 @@ mod cli;
 mod crash;
 mod decisions;
 mod fail_closed;
+mod grpc;
 mod ingest;
 mod policy_props;
 mod policy_reload;
+mod python_client;
 mod secrets;
 mod tidy;
