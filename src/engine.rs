@@ -963,7 +963,14 @@ impl Engine {
                 req.state = next;
                 if next == ActionState::AwaitingApproval {
                     let needed = record.tier.approvals_needed().unwrap_or(1);
-                    let mins = self.timeout_mins(record.approval_timeout_mins, fields.severity);
+                    let from_policy_or_playbook = match (
+                        record.approval_timeout_mins,
+                        prop.step.approval_timeout_mins,
+                    ) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let mins = self.timeout_mins(from_policy_or_playbook, fields.severity);
                     let deadline = now + Duration::minutes(mins);
                     let escalate_at = now
                         + Duration::milliseconds(
@@ -1066,8 +1073,9 @@ impl Engine {
 
 /// Approval votes, expiry and escalation.
 impl Engine {
-    /// Deadline length in minutes: the strictest `@approval_timeout_mins` of the determining
-    /// policies, else the configured default scaled by severity (critical ½, high 1, medium 2,
+    /// Deadline length in minutes: the stricter of the determining policies'
+    /// `@approval_timeout_mins` and the playbook step's `approval_timeout_mins`, else the
+    /// configured default scaled by severity (critical ½, high 1, medium 2,
     /// low and informational 4).
     fn timeout_mins(&self, from_policy: Option<u64>, severity: crate::alert::Severity) -> i64 {
         use crate::alert::Severity::*;

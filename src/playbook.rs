@@ -52,6 +52,10 @@ struct StepFile {
     parameters: toml::Table,
     #[serde(default)]
     on_failure: Option<OnFailure>,
+    /// How long an approval request for this step may wait (minutes); a determining policy's
+    /// `@approval_timeout_mins` may make it shorter.
+    #[serde(default)]
+    approval_timeout_mins: Option<u64>,
 }
 
 /// A validated playbook.
@@ -85,6 +89,7 @@ pub struct Step {
     pub target: Option<EntityKind>,
     pub parameters: serde_json::Map<String, serde_json::Value>,
     pub on_failure: OnFailure,
+    pub approval_timeout_mins: Option<u64>,
 }
 
 /// One step for one target, ready to become an action request.
@@ -271,6 +276,9 @@ fn validate(
     let mut ids = std::collections::BTreeSet::new();
     for (i, s) in pf.steps.into_iter().enumerate() {
         let key = |k: &str| format!("steps[{i}].{k}");
+        if s.approval_timeout_mins == Some(0) {
+            p(key("approval_timeout_mins"), "must be positive".into());
+        }
         if s.id.trim().is_empty() {
             p(key("id"), "must not be empty".into());
         } else if !ids.insert(s.id.clone()) {
@@ -330,6 +338,7 @@ fn validate(
             target,
             parameters,
             on_failure: s.on_failure.unwrap_or_default(),
+            approval_timeout_mins: s.approval_timeout_mins,
         });
     }
     if problems.is_empty() {

@@ -1377,3 +1377,87 @@ async fn health_and_reflection_answer() {
     }
     assert_eq!(d.stop().await, 0);
 }
+
+/// A watcher that stops reading is told to resync instead of growing the daemon's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_watcher_gets_a_resync_marker() {
+    let (d, _clock) = start_tokens().await;
+    let mut alice = as_user(&d, "alice").await;
+    let mut watch = alice
+        .approvals
+        .watch_approvals(pb::WatchApprovalsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // Far more changes than the per-watcher buffers hold (1,024 announced + 64 queued), while
+    // the watcher reads nothing.
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/alerts", d.base);
+    let mut posts = Vec::new();
+    for w in 0..8 {
+        let (http, url) = (http.clone(), url.clone());
+        posts.push(tokio::spawn(async move {
+            for i in (w..2000).step_by(8) {
+                let body = json!({
+                    "source_alert_id": format!("lag-{i}"), "title": "t", "severity": "high",
+                    "rule": {"id": format!("lag-rule-{i}"), "name": "Suspicious PowerShell EncodedCommand"},
+                    "techniques": ["T1059.001"],
+                    "entities": [{"kind": "host", "value": format!("lag-{i}")}, {"kind": "file_hash", "value": format!("{i:064x}")}]
+                });
+                let r = http.post(&url).body(body.to_string()).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 202);
+            }
+        }));
+    }
+    for p in posts {
+        p.await.unwrap();
+    }
+    let resync = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(pb::ApprovalEvent {
+                    event: Some(pb::approval_event::Event::Resync(r)),
+                })) => return r,
+                Ok(Some(_)) => continue,
+                other => panic!("the watch ended without a resync marker: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no resync marker");
+    assert!(resync.missed > 0, "{resync:?}");
+    drop(watch);
+    assert_eq!(d.stop().await, 0);
+}
+
+/// The requester never counts, whatever the policies say: the engine refuses a vote whose user
+/// is the request's requester (playbook requesters cannot authenticate as approvers at all, so
+/// this goes to the engine directly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_requesters_vote_is_refused() {
+    let (d, _clock) = start_tokens().await;
+    let case_id = post_fixture(&d, "elastic", "elastic.json").await;
+    let mut alice = as_user(&d, "alice").await;
+    let a = pending_of(&mut alice, &case_id, "isolate_host").await;
+    let out = d
+        .running()
+        .engine
+        .vote(cordon::engine::VoteCast {
+            approval_id: a.approval_id.clone(),
+            user: a.requester.clone(),
+            channel: "grpc".into(),
+            identity: "token".into(),
+            approve: true,
+            request_hash: None,
+            comment: String::new(),
+        })
+        .await;
+    match out {
+        Err(cordon::engine::VoteError::Refused(why)) => assert!(why.contains("requester"), "{why}"),
+        other => panic!("the requester's vote was not refused: {other:?}"),
+    }
+    let again = pending_of(&mut alice, &case_id, "isolate_host").await;
+    assert_eq!(again.approvals_given, 0);
+    assert_eq!(again.state, "awaiting_approval");
+    assert_eq!(d.stop().await, 0);
+}

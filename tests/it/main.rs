@@ -10,6 +10,7 @@ mod cases;
 mod cli;
 mod crash;
 mod decisions;
+mod expiry_paused;
 mod fail_closed;
 mod grpc;
 mod ingest;

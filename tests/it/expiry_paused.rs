@@ -1,0 +1,89 @@
+//! Approval expiry with paused tokio time: the daemon's own once-a-second timer, a clock that
+//! follows tokio time, and an hour that passes without waiting for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cordon::action::ActionState;
+use cordon::daemon::{self, StartOptions};
+use cordon::ingest::IngestFormat;
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_request_expires_when_its_deadline_passes() {
+    let (_dir, mut cfg) = crate::common::workspace();
+    cfg.policy.watch = false;
+    let v = daemon::validate(cfg, "test").unwrap();
+    let base = chrono::Utc::now();
+    let start = tokio::time::Instant::now();
+    let opts = StartOptions {
+        clock: Arc::new(move || base + (tokio::time::Instant::now() - start)),
+        expiry_timer: true,
+    };
+    let running = daemon::start(v, daemon::Listeners::loopback().await.unwrap(), opts)
+        .await
+        .unwrap();
+    let payload = std::fs::read(crate::common::repo().join("tests/fixtures/elastic.json")).unwrap();
+    let fields = IngestFormat::Elastic.parse(&payload, base).unwrap();
+    let ack = running
+        .engine
+        .ingest(
+            IngestFormat::Elastic,
+            fields,
+            String::from_utf8(payload).unwrap(),
+            base,
+        )
+        .await
+        .unwrap();
+    let case = cordon::engine::read::case(&running.store, &ack.case_id)
+        .unwrap()
+        .unwrap();
+    let isolate = cordon::engine::read::actions_of(&running.store, &case)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.kind == cordon::action::ActionKind::IsolateHost)
+        .unwrap();
+    assert_eq!(isolate.state, ActionState::AwaitingApproval);
+    let deadline = isolate.approval.as_ref().unwrap().deadline;
+    assert_eq!(
+        (deadline - base).num_minutes(),
+        60,
+        "a high-severity alert gets the 60-minute default"
+    );
+
+    // Just before the deadline it is still pending.
+    tokio::time::sleep(Duration::from_secs(59 * 60)).await;
+    running.engine.tick().await;
+    let a = cordon::engine::read::action(&running.store, &isolate.action_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.state, ActionState::AwaitingApproval);
+    assert!(
+        a.approval.as_ref().unwrap().escalated,
+        "escalated at half the deadline"
+    );
+
+    // Past it, the timer expires it: it will never run, and a late vote is refused.
+    tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+    running.engine.tick().await;
+    let a = cordon::engine::read::action(&running.store, &isolate.action_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.state, ActionState::Expired);
+    let late = running
+        .engine
+        .vote(cordon::engine::VoteCast {
+            approval_id: a.action_id.clone(),
+            user: "alice".into(),
+            channel: "grpc".into(),
+            identity: "token".into(),
+            approve: true,
+            request_hash: None,
+            comment: String::new(),
+        })
+        .await;
+    assert!(
+        matches!(late, Err(cordon::engine::VoteError::Expired(_))),
+        "{late:?}"
+    );
+    assert_eq!(running.shutdown().await, 0);
+}
