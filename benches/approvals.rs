@@ -12,6 +12,10 @@ use cordon::daemon::{self, StartOptions};
 use cordon::secret::{Secret, SecretRef};
 use sha2::{Digest, Sha256};
 
+// The same allocator as the `cordon` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--test" || a == "--list");
     let env = |k: &str, d: usize| {

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use cordon::config::Config;
 use cordon::daemon::{self, StartOptions};
 
+// The same allocator as the `cordon` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // `cargo test --all-targets` runs benches once in test mode: keep that quick.
     let quick = std::env::args().any(|a| a == "--test" || a == "--list");
