@@ -1006,27 +1006,7 @@ impl Engine {
                 &alert_id,
             )?;
         }
-        if case.state == CaseState::Recommended {
-            // Approved once nothing awaits a human and at least one action may run.
-            let mut awaiting = false;
-            let mut approved = false;
-            for id in &case.action_ids {
-                if let Some(a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? {
-                    awaiting |= a.state == ActionState::AwaitingApproval;
-                    approved |= a.state == ActionState::Approved;
-                }
-            }
-            if approved && !awaiting {
-                self.transition(
-                    txn,
-                    &mut case,
-                    CaseState::Approved,
-                    now,
-                    "every proposed action is decided and at least one may run",
-                    &alert_id,
-                )?;
-            }
-        }
+        self.approve_case_if_decided(txn, &mut case, now, &alert_id)?;
         stored.enrichment = Some(report);
         txn.put_json(keys::alert(&alert_id), &stored)?;
         txn.put_json(keys::case(&case_id), &case)?;
@@ -1141,12 +1121,28 @@ impl Engine {
         let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(case_id))? else {
             return Ok(());
         };
-        if case.state != CaseState::Recommended {
-            return Ok(());
+        if self.approve_case_if_decided(txn, &mut case, now, alert_id)? {
+            txn.put_json(keys::case(case_id), &case)?;
         }
+        Ok(())
+    }
+
+    /// A `recommended` case becomes `approved` once nothing awaits a human and at least one of
+    /// its actions may run. Returns whether it moved.
+    fn approve_case_if_decided(
+        &self,
+        txn: &mut Txn,
+        case: &mut Case,
+        now: DateTime<Utc>,
+        alert_id: &str,
+    ) -> Result<bool, StoreError> {
+        if case.state != CaseState::Recommended {
+            return Ok(false);
+        }
+        let store = &self.parts.store;
         let (mut awaiting, mut approved) = (false, false);
         for id in &case.action_ids {
-            if let Some(a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? {
+            if let Some(a) = txn.get_json::<ActionRequest>(store, &keys::action(id))? {
                 awaiting |= a.state == ActionState::AwaitingApproval;
                 approved |= a.state == ActionState::Approved;
             }
@@ -1154,15 +1150,15 @@ impl Engine {
         if approved && !awaiting {
             self.transition(
                 txn,
-                &mut case,
+                case,
                 CaseState::Approved,
                 now,
                 "every proposed action is decided and at least one may run",
                 alert_id,
             )?;
-            txn.put_json(keys::case(case_id), &case)?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Handles one vote. `Ok(Err(..))` is a refusal that was recorded; `Err` a store failure.
