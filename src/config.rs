@@ -17,6 +17,11 @@ use crate::alert::{Entity, EntityKind};
 use crate::ingest::IngestFormat;
 use crate::secret::SecretRef;
 
+/// Longest approval deadline anywhere (config, policy annotation, playbook step): one year.
+pub const MAX_TIMEOUT_MINS: u64 = 365 * 24 * 60;
+/// Longest dedup or correlation window: ten years.
+pub const MAX_WINDOW_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// One validation problem: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -515,8 +520,22 @@ impl Config {
                 "must be at least 1 MiB".into(),
             );
         }
-        if self.approvals.default_timeout_mins == 0 {
-            p("approvals.default_timeout_mins", "must be positive".into());
+        if !(1..=MAX_TIMEOUT_MINS).contains(&self.approvals.default_timeout_mins) {
+            p(
+                "approvals.default_timeout_mins",
+                format!("must be from 1 to {MAX_TIMEOUT_MINS}"),
+            );
+        }
+        for (k, v) in [
+            ("cases.dedup_window_secs", self.cases.dedup_window_secs),
+            (
+                "cases.correlation_window_secs",
+                self.cases.correlation_window_secs,
+            ),
+        ] {
+            if v > MAX_WINDOW_SECS {
+                p(k, format!("must be at most {MAX_WINDOW_SECS}"));
+            }
         }
         if !(self.approvals.escalate_at_fraction > 0.0 && self.approvals.escalate_at_fraction < 1.0)
         {

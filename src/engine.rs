@@ -313,6 +313,9 @@ pub struct Engine {
     /// Action requests changed by the batch being processed, announced after it commits.
     changed: Vec<ActionRequest>,
     escalations: Vec<Escalated>,
+    /// A policy reload recorded in the batch being processed, applied after it commits.
+    #[allow(clippy::type_complexity)]
+    reloaded: Option<Result<(Arc<policy::PolicyEngine>, String), (Vec<PolicyProblem>, String)>>,
     watch: tokio::sync::broadcast::Sender<ApprovalUpdate>,
     /// Monotonic ids: cases, alerts and actions sort in creation order.
     ids: ulid::Generator,
@@ -335,6 +338,7 @@ pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
             ids: ulid::Generator::new(),
             changed: vec![],
             escalations: vec![],
+            reloaded: None,
             watch,
         },
         handle,
@@ -390,6 +394,7 @@ impl Engine {
                     reply,
                 } => {
                     let sp = txn.savepoint();
+                    let changed_before = self.changed.len();
                     match self.ingest(&mut txn, format, &fields, raw, received_at) {
                         Ok(ack) => {
                             let source = format.as_str();
@@ -409,6 +414,7 @@ impl Engine {
                         }
                         Err(e) => {
                             txn.rollback_to(sp);
+                            self.changed.truncate(changed_before);
                             tracing::error!(error = %e, "alert could not be recorded");
                             let _ = reply.send(Err(EngineError::Store(e.to_string())));
                         }
@@ -506,8 +512,12 @@ impl Engine {
             }
         }
         let changed = std::mem::take(&mut self.changed);
+        if result.is_err() {
+            self.reloaded = None; // not recorded, so not in force
+        }
         let escalations = std::mem::take(&mut self.escalations);
         if result.is_ok() {
+            self.apply_reload();
             for a in changed {
                 let _ = self.watch.send(ApprovalUpdate::Changed(Box::new(a)));
             }
@@ -527,50 +537,35 @@ impl Engine {
         }
     }
 
+    /// Loads the policy directory and records the outcome; the new set (or the failure) takes
+    /// effect only after the batch commits, so what is in force always matches the audit log.
     fn reload(&mut self, txn: &mut Txn, trigger: &str) -> Result<ReloadOutcome, StoreError> {
         let now = (self.parts.clock)();
         let before = self.parts.policies.current().hash.clone();
-        let outcome = match self.parts.policies.reload(&self.parts.policies_dir) {
+        let outcome = match policy::load_dir(&self.parts.policies_dir) {
             Ok(engine) => {
-                tracing::info!(trigger, policy_hash = %engine.hash, policies = engine.policy_count(), "policy set reloaded");
-                self.parts
-                    .metrics
-                    .policy_reloads
-                    .get_or_create(&OutcomeLabels {
-                        outcome: "ok".into(),
-                    })
-                    .inc();
-                self.parts.metrics.policy_reload_failed.set(0);
                 txn.audit(
                     "policy_reloaded",
                     Links::default(),
                     now,
                     json!({"trigger": trigger, "previous_hash": before, "policy_hash": engine.hash, "files": engine.files, "policies": engine.policy_count()}),
                 )?;
-                ReloadOutcome {
+                let outcome = ReloadOutcome {
                     ok: true,
                     policy_hash: engine.hash.clone(),
                     problems: vec![],
-                }
+                };
+                self.reloaded = Some(Ok((Arc::new(engine), trigger.to_string())));
+                outcome
             }
             Err(problems) => {
-                for p in &problems {
-                    tracing::error!(trigger, problem = %p, "policy reload failed; the previous policy set stays in force");
-                }
-                self.parts
-                    .metrics
-                    .policy_reloads
-                    .get_or_create(&OutcomeLabels {
-                        outcome: "failed".into(),
-                    })
-                    .inc();
-                self.parts.metrics.policy_reload_failed.set(1);
                 txn.audit(
                     "policy_reload_failed",
                     Links::default(),
                     now,
                     json!({"trigger": trigger, "policy_hash_in_force": before, "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),
                 )?;
+                self.reloaded = Some(Err((problems.clone(), trigger.to_string())));
                 ReloadOutcome {
                     ok: false,
                     policy_hash: before,
@@ -579,6 +574,36 @@ impl Engine {
             }
         };
         Ok(outcome)
+    }
+
+    /// Applies a recorded reload: after the commit that recorded it succeeded.
+    fn apply_reload(&mut self) {
+        let m = &self.parts.metrics;
+        match self.reloaded.take() {
+            Some(Ok((engine, trigger))) => {
+                tracing::info!(trigger, policy_hash = %engine.hash, policies = engine.policy_count(), "policy set reloaded");
+                m.policy_reloads
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "ok".into(),
+                    })
+                    .inc();
+                m.policy_reload_failed.set(0);
+                self.parts.policies.install(engine);
+            }
+            Some(Err((problems, trigger))) => {
+                for p in &problems {
+                    tracing::error!(trigger, problem = %p, "policy reload failed; the previous policy set stays in force");
+                }
+                m.policy_reloads
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "failed".into(),
+                    })
+                    .inc();
+                m.policy_reload_failed.set(1);
+                self.parts.policies.record_failure(problems);
+            }
+            None => {}
+        }
     }
 
     fn ingest(
@@ -901,11 +926,14 @@ impl Engine {
                     step: prop.step.id.clone(),
                     kind: prop.step.action,
                     target: prop.target.clone(),
-                    resource_attrs: policy::enriched_attrs(
+                    resource_attrs: policy_engine.complete_attrs(
                         &prop.target,
-                        &report,
-                        case.alert_ids.len() as u64,
-                        case.severity.id(),
+                        policy::enriched_attrs(
+                            &prop.target,
+                            &report,
+                            case.alert_ids.len() as u64,
+                            case.severity.id(),
+                        ),
                     ),
                     context: policy::step_context(
                         fields,

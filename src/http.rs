@@ -308,15 +308,16 @@ async fn readyz(State(st): State<HttpState>) -> Response {
         .last_error()
         .map(|ps| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>());
     let draining = st.draining.load(Ordering::SeqCst);
+    let store_failed = st.store.is_failed();
     let body = json!({
-        "ready": !draining,
-        "store": {"ok": true, "audit_head": st.store.head().seq},
+        "ready": !draining && !store_failed,
+        "store": {"ok": !store_failed, "audit_head": st.store.head().seq},
         "policies": {"loaded": true, "hash": engine.hash, "count": engine.policy_count(), "last_reload_error": reload_error},
         "playbooks": st.playbooks,
         "connectors": st.connectors,
         "draining": draining,
     });
-    let status = if draining {
+    let status = if draining || store_failed {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK

@@ -276,8 +276,13 @@ fn validate(
     let mut ids = std::collections::BTreeSet::new();
     for (i, s) in pf.steps.into_iter().enumerate() {
         let key = |k: &str| format!("steps[{i}].{k}");
-        if s.approval_timeout_mins == Some(0) {
-            p(key("approval_timeout_mins"), "must be positive".into());
+        if s.approval_timeout_mins
+            .is_some_and(|m| !(1..=crate::config::MAX_TIMEOUT_MINS).contains(&m))
+        {
+            p(
+                key("approval_timeout_mins"),
+                format!("must be from 1 to {}", crate::config::MAX_TIMEOUT_MINS),
+            );
         }
         if s.id.trim().is_empty() {
             p(key("id"), "must not be empty".into());

@@ -8,13 +8,13 @@ use std::fmt;
 use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// How a config file refers to a secret. Secrets themselves never live in config files.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+/// How a config file refers to a secret. Secrets themselves never live in config files. (Its
+/// `Deserialize` never repeats the value it was given: an operator who pastes a token where a
+/// reference belongs gets an error that does not print the token.)
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretRef {
     /// Read from this environment variable at start.
     Env(String),
@@ -35,6 +35,53 @@ pub enum SecretError {
     Empty(String),
     #[error("sha256 must be 64 hex digits")]
     BadHash,
+}
+
+impl<'de> serde::Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const WANT: &str =
+            "a secret reference: { env = \"VAR\" }, { file = \"path\" } or { sha256 = \"hex\" }";
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(WANT)
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Err(E::custom(format!(
+                    "a literal value is not allowed here (it would put a secret in the config file); use {WANT}"
+                )))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SecretRef, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(serde::de::Error::custom(format!("empty table; use {WANT}")));
+                };
+                let value: String = map.next_value().map_err(|_| {
+                    serde::de::Error::custom(format!("the value of `{key}` must be a string"))
+                })?;
+                let r = match key.as_str() {
+                    "env" => SecretRef::Env(value),
+                    "file" => SecretRef::File(PathBuf::from(value)),
+                    "sha256" => SecretRef::Sha256(value),
+                    _ => {
+                        return Err(serde::de::Error::custom(format!(
+                            "unknown key `{key}`; use {WANT}"
+                        )));
+                    }
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(serde::de::Error::custom(format!(
+                        "use exactly one of env, file, sha256 ({WANT})"
+                    )));
+                }
+                Ok(r)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A secret value. Printing it never reveals it.
@@ -138,6 +185,29 @@ mod tests {
         assert!(!format!("{t:?}").contains("canary"));
         assert!(t.matches("canary-7f3a"));
         assert!(!t.matches("canary-7f3b"));
+    }
+
+    #[test]
+    fn a_literal_secret_in_config_is_refused_without_echoing_it() {
+        #[derive(Debug, serde::Deserialize)]
+        struct C {
+            #[allow(dead_code)]
+            token: SecretRef,
+        }
+        // cordon reports `message()` (the TOML source line, which `Display` adds, is never printed).
+        let err = toml::from_str::<C>("token = \"s3cret-canary\"")
+            .unwrap_err()
+            .message()
+            .to_string();
+        assert!(!err.contains("s3cret-canary"), "{err}");
+        assert!(err.contains("literal value is not allowed"), "{err}");
+        let err = toml::from_str::<C>("token = { vault = \"s3cret-canary\" }")
+            .unwrap_err()
+            .message()
+            .to_string();
+        assert!(!err.contains("s3cret-canary"), "{err}");
+        let ok: C = toml::from_str("token = { env = \"X\" }").unwrap();
+        assert_eq!(ok.token, SecretRef::Env("X".into()));
     }
 
     #[test]

@@ -43,9 +43,18 @@ pub fn applies(s: &Suppression, alert: &AlertFields, now: DateTime<Utc>) -> bool
         let Ok(schedule) = expr.parse::<cron::Schedule>() else {
             return false;
         };
-        let len = Duration::minutes(i64::try_from(mins).unwrap_or(i64::MAX / 120));
+        // Out-of-range arithmetic (absurd alert times, huge durations) means "not inside a
+        // window", never a panic.
+        let Some(len) = i64::try_from(mins).ok().and_then(Duration::try_minutes) else {
+            return false;
+        };
         // Active when a window started within the last `len` (inclusive of the start instant).
-        let from = t - len - Duration::seconds(1);
+        let Some(from) = t
+            .checked_sub_signed(len)
+            .and_then(|f| f.checked_sub_signed(Duration::seconds(1)))
+        else {
+            return false;
+        };
         match schedule.after(&from).next() {
             Some(window_start) if window_start <= t => {}
             _ => return false,
@@ -136,5 +145,9 @@ mod tests {
         assert!(applies(&s, &alert("2026-11-22T03:59:00Z"), now));
         assert!(!applies(&s, &alert("2026-11-22T04:01:00Z"), now));
         assert!(!applies(&s, &alert("2026-11-21T02:30:00Z"), now));
+        // An alert time at the edge of the representable range does not panic.
+        let mut a = alert("2026-11-22T02:00:00Z");
+        a.time = chrono::DateTime::<Utc>::MIN_UTC;
+        assert!(!applies(&s, &a, now));
     }
 }

@@ -78,6 +78,14 @@ impl IngestFormat {
             IngestFormat::Sentinel => sentinel::parse(&value, received_at)?,
             IngestFormat::Ocsf => ocsf::parse(&value, received_at)?,
         };
+        // Times outside 1970..=9999 are typos or attacks, and arithmetic on them can overflow.
+        let year = chrono::Datelike::year(&fields.time);
+        if !(1970..=9999).contains(&year) {
+            return Err(IngestError::InvalidField {
+                field: "time".into(),
+                reason: format!("year {year} is outside 1970..=9999"),
+            });
+        }
         Ok(fields.canonicalize())
     }
 }

@@ -170,6 +170,16 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
             .actions()
             .map(|a| a.id().unescaped().to_string())
             .collect();
+        // Probes evaluate per-action policy subsets and build no action hierarchy: an action
+        // group would make `action in Group` policies skip their members. Refuse it.
+        for g in schema.action_groups() {
+            problems.push(problem(
+                &schema_file,
+                None,
+                None,
+                format!("action groups are not supported: {g} has member actions; list the actions in each policy instead"),
+            ));
+        }
         for kind in ActionKind::ALL
             .iter()
             .map(|k| k.as_str())
@@ -299,13 +309,13 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
             let timeout = match policy.annotation("approval_timeout_mins") {
                 None => None,
                 Some(t) => match t.parse::<u64>() {
-                    Ok(n) if n > 0 => Some(n),
+                    Ok(n) if n > 0 && n <= crate::config::MAX_TIMEOUT_MINS => Some(n),
                     _ => {
                         problems.push(problem(
                             &file,
                             Some(&text),
                             at,
-                            format!("@approval_timeout_mins({t:?}) must be a positive integer"),
+                            format!("@approval_timeout_mins({t:?}) must be a whole number of minutes from 1 to {}", crate::config::MAX_TIMEOUT_MINS),
                         ));
                         ok = false;
                         None

@@ -233,14 +233,16 @@ pub fn default_attrs(kind: TargetKind, target_id: &str) -> Map<String, Value> {
     }
 }
 
-/// Resource attributes for a target from an alert's enrichment (on top of the defaults).
+/// Resource attributes for a target that enrichment actually knows (no defaults): the policy
+/// engine layers them over static entity-file attributes and defaults
+/// ([`PolicyEngine::complete_attrs`]).
 pub fn enriched_attrs(
     target: &Target,
     report: &EnrichmentReport,
     case_alerts: u64,
     severity_id: i64,
 ) -> Map<String, Value> {
-    let mut m = default_attrs(target.kind, &target.id);
+    let mut m = Map::new();
     match target.kind {
         TargetKind::Case => {
             m.insert("severity_id".into(), json!(severity_id));
@@ -283,6 +285,10 @@ pub fn enriched_attrs(
             }
         }
         TargetKind::Indicator => {
+            if let Some((k, v)) = target.id.split_once(':') {
+                m.insert("kind".into(), json!(k));
+                m.insert("value".into(), json!(v));
+            }
             let entity = target
                 .id
                 .split_once(':')
@@ -365,6 +371,26 @@ pub fn time_context(now: DateTime<Utc>) -> Value {
 }
 
 impl PolicyEngine {
+    /// Complete resource attributes: defaults (every value unknown), then the static
+    /// attributes from entity files, then `known` (enrichment, or a test's values) on top.
+    pub fn complete_attrs(&self, target: &Target, known: Map<String, Value>) -> Map<String, Value> {
+        let mut m = default_attrs(target.kind, &target.id);
+        let uid_text = format!(
+            "{NS}::{}::{}",
+            target_type(target.kind),
+            serde_json::to_string(&target.id).unwrap_or_default()
+        );
+        if let Some(st) = self.static_attrs.get(&uid_text) {
+            for (k, v) in st {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in known {
+            m.insert(k, v);
+        }
+        m
+    }
+
     pub fn meta(&self, id: &str) -> Option<&PolicyMeta> {
         self.meta.get(id)
     }
@@ -555,18 +581,8 @@ impl PolicyEngine {
 
     fn step_entities_json(&self, req: &StepRequest) -> (Value, Value) {
         let resource_ty = target_type(req.target.kind);
-        let resource_uid_text = format!(
-            "{NS}::{resource_ty}::{}",
-            serde_json::to_string(&req.target.id).unwrap_or_default()
-        );
-        let mut attrs = self
-            .static_attrs
-            .get(&resource_uid_text)
-            .cloned()
-            .unwrap_or_default();
-        for (k, v) in &req.resource_attrs {
-            attrs.insert(k.clone(), v.clone());
-        }
+        // `resource_attrs` is complete (`complete_attrs`): defaults < entity files < enrichment.
+        let attrs = req.resource_attrs.clone();
         // Built by moving values, not with `json!` (which re-serializes every nested value).
         let mut pattrs = Map::new();
         pattrs.insert("family".into(), Value::String(req.family.clone()));
@@ -862,18 +878,28 @@ impl Policies {
         match load_dir(dir) {
             Ok(engine) => {
                 let engine = Arc::new(engine);
-                let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
-                s.current = engine.clone();
-                s.last_error = None;
+                self.install(engine.clone());
                 Ok(engine)
             }
             Err(problems) => {
-                let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
-                s.last_error = Some(problems.clone());
-                s.reloads_failed += 1;
+                self.record_failure(problems.clone());
                 Err(problems)
             }
         }
+    }
+
+    /// Puts a loaded set in force (the engine does this only once the reload is recorded).
+    pub fn install(&self, engine: Arc<PolicyEngine>) {
+        let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        s.current = engine;
+        s.last_error = None;
+    }
+
+    /// Remembers a failed reload for `/readyz`; the set in force stays.
+    pub fn record_failure(&self, problems: Vec<PolicyProblem>) {
+        let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        s.last_error = Some(problems);
+        s.reloads_failed += 1;
     }
 }
 
@@ -887,6 +913,35 @@ mod tests {
             Ok(e) => e,
             Err(p) => panic!("shipped policies do not load: {p:#?}"),
         }
+    }
+
+    #[test]
+    fn action_groups_are_refused() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let dir = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        let schema = dir.path().join("cordon.cedarschema");
+        let text = std::fs::read_to_string(&schema).unwrap();
+        let text = text.replace(
+            "action contain_cloud_resource, release_cloud_resource appliesTo {",
+            "action contain_cloud_resource appliesTo {\n    principal: Playbook, resource: CloudResource, context: StepContext\n  };\n  action release_cloud_resource in [contain_cloud_resource] appliesTo {",
+        );
+        std::fs::write(&schema, text).unwrap();
+        let problems = match load_dir(dir.path()) {
+            Ok(_) => panic!("a schema with an action group loaded"),
+            Err(p) => p,
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("action groups are not supported")),
+            "{problems:?}"
+        );
     }
 
     #[test]

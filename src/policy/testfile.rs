@@ -163,7 +163,7 @@ fn run_one(engine: &PolicyEngine, t: &TestCase) -> Result<(bool, String), String
             let want = Tier::parse(want).ok_or_else(|| {
                 format!("expect_tier {want:?} is not auto, one_approver, two_person or denied")
             })?;
-            let req = step_request(t)?;
+            let req = step_request(engine, t)?;
             let rec = engine.decide_step(&req);
             let detail = format!(
                 "expected tier {want}, got {} (determining: {}){}",
@@ -245,7 +245,7 @@ fn list(v: &[String]) -> String {
     }
 }
 
-fn step_request(t: &TestCase) -> Result<StepRequest, String> {
+fn step_request(engine: &PolicyEngine, t: &TestCase) -> Result<StepRequest, String> {
     let action = t.action.as_deref().ok_or("a step test needs action")?;
     let kind =
         ActionKind::parse(action).ok_or_else(|| format!("unknown action kind {action:?}"))?;
@@ -254,23 +254,21 @@ fn step_request(t: &TestCase) -> Result<StepRequest, String> {
         kind: kind.target_kind(),
         id: target_id,
     };
-    let mut resource_attrs = default_attrs(target.kind, &target.id);
+    let defaults = default_attrs(target.kind, &target.id);
+    let mut known = Map::new();
     if let Some(r) = &t.resource {
         for (k, v) in to_json(r) {
-            if !resource_attrs.contains_key(&k) {
+            if !defaults.contains_key(&k) {
                 return Err(format!(
                     "resource attribute {k:?} does not exist for a {} (known: {})",
                     target.kind.as_str(),
-                    resource_attrs
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    defaults.keys().cloned().collect::<Vec<_>>().join(", ")
                 ));
             }
-            resource_attrs.insert(k, v);
+            known.insert(k, v);
         }
     }
+    let resource_attrs = engine.complete_attrs(&target, known);
     let mut alert = json!({
         "severity": "medium", "severity_id": 3, "confidence": 50, "rule_id": "test-rule",
         "rule_name": "test rule", "source": "cordon", "techniques": [], "tactics": [],

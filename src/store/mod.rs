@@ -398,6 +398,11 @@ impl Store {
         Ok(out)
     }
 
+    /// True after a failed write: the store refuses commits until restart.
+    pub fn is_failed(&self) -> bool {
+        self.inner.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Test hook: makes the next commits fail as a broken disk would.
     #[doc(hidden)]
     pub fn fail_for_tests(&self) {

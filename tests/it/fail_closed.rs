@@ -77,5 +77,9 @@ async fn a_store_that_cannot_record_leaves_nothing_runnable() {
             .unwrap()
             .contains("outcome=\"store_unavailable\"")
     );
+    // And the instance says it is not ready, so traffic goes elsewhere.
+    let (status, ready) = d.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["store"]["ok"], false);
     d.stop().await;
 }
