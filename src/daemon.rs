@@ -382,10 +382,11 @@ fn spawn_reload_triggers(
     {
         let token = shutdown.clone();
         let h = handle.clone();
+        // Registered here, before anything is served: a SIGHUP that arrives once the daemon
+        // answers must reload, not hit the default action (terminate).
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         tracker.spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
+            let Ok(mut hup) = hup else {
                 tracing::error!("cannot listen for SIGHUP; reload policies over HTTP instead");
                 return;
             };
@@ -455,6 +456,7 @@ fn spawn_reload_triggers(
 
 /// `cordon serve`: runs until SIGTERM/SIGINT; returns the process exit status.
 pub async fn serve(config_path: Option<&std::path::Path>) -> i32 {
+    let stop = stop_signal();
     let file = config_path
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "(embedded defaults)".into());
@@ -483,7 +485,7 @@ pub async fn serve(config_path: Option<&std::path::Path>) -> i32 {
     };
     let token = running.shutdown_token();
     tokio::spawn(async move {
-        wait_for_stop_signal().await;
+        stop.await;
         token.cancel();
     });
     running.wait().await
@@ -500,14 +502,20 @@ fn report(problems: &[Problem]) -> i32 {
     EXIT_CONFIG
 }
 
-async fn wait_for_stop_signal() {
+/// Registers the SIGTERM/SIGINT handlers now (so a signal that arrives as soon as the daemon
+/// answers drains it instead of killing it) and returns a future that completes on either.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
+        (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) {
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -518,9 +526,9 @@ async fn wait_for_stop_signal() {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
