@@ -195,6 +195,12 @@ pub enum ApprovalUpdate {
     },
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Tally {
+    Decision(Tier),
+    EnrichmentFailures(u64),
+}
+
 #[derive(Debug, Clone)]
 struct Escalated {
     action_id: String,
@@ -313,6 +319,8 @@ pub struct Engine {
     /// Action requests changed by the batch being processed, announced after it commits.
     changed: Vec<ActionRequest>,
     escalations: Vec<Escalated>,
+    /// Metric increments of the batch being processed, applied only if it commits.
+    tallies: Vec<Tally>,
     /// A policy reload recorded in the batch being processed, applied after it commits.
     #[allow(clippy::type_complexity)]
     reloaded: Option<Result<(Arc<policy::PolicyEngine>, String), (Vec<PolicyProblem>, String)>>,
@@ -338,6 +346,7 @@ pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
             ids: ulid::Generator::new(),
             changed: vec![],
             escalations: vec![],
+            tallies: vec![],
             reloaded: None,
             watch,
         },
@@ -395,6 +404,7 @@ impl Engine {
                 } => {
                     let sp = txn.savepoint();
                     let changed_before = self.changed.len();
+                    let tallies_before = self.tallies.len();
                     match self.ingest(&mut txn, format, &fields, raw, received_at) {
                         Ok(ack) => {
                             let source = format.as_str();
@@ -415,6 +425,7 @@ impl Engine {
                         Err(e) => {
                             txn.rollback_to(sp);
                             self.changed.truncate(changed_before);
+                            self.tallies.truncate(tallies_before);
                             tracing::error!(error = %e, "alert could not be recorded");
                             let _ = reply.send(Err(EngineError::Store(e.to_string())));
                         }
@@ -516,8 +527,25 @@ impl Engine {
             self.reloaded = None; // not recorded, so not in force
         }
         let escalations = std::mem::take(&mut self.escalations);
+        let tallies = std::mem::take(&mut self.tallies);
         if result.is_ok() {
             self.apply_reload();
+            for t in tallies {
+                match t {
+                    Tally::Decision(tier) => {
+                        self.parts
+                            .metrics
+                            .decisions
+                            .get_or_create(&TierLabels {
+                                tier: tier.as_str().into(),
+                            })
+                            .inc();
+                    }
+                    Tally::EnrichmentFailures(n) => {
+                        self.parts.metrics.enrichment_failures.inc_by(n);
+                    }
+                }
+            }
             for a in changed {
                 let _ = self.watch.send(ApprovalUpdate::Changed(Box::new(a)));
             }
@@ -832,10 +860,8 @@ impl Engine {
             serde_json::to_value(&report).unwrap_or_default(),
         )?;
         if !report.failures.is_empty() {
-            self.parts
-                .metrics
-                .enrichment_failures
-                .inc_by(report.failures.len() as u64);
+            self.tallies
+                .push(Tally::EnrichmentFailures(report.failures.len() as u64));
             txn.audit(
                 "enrichment_failed",
                 links(&case_id),
@@ -964,13 +990,7 @@ impl Engine {
                     now,
                     serde_json::to_value(&record).unwrap_or_default(),
                 )?;
-                self.parts
-                    .metrics
-                    .decisions
-                    .get_or_create(&TierLabels {
-                        tier: record.tier.as_str().into(),
-                    })
-                    .inc();
+                self.tallies.push(Tally::Decision(record.tier));
                 let next = match record.tier {
                     Tier::Auto => ActionState::Approved,
                     Tier::OneApprover | Tier::TwoPerson => ActionState::AwaitingApproval,
