@@ -127,11 +127,6 @@ impl ActionKind {
             _ => None,
         }
     }
-
-    /// Changes something outside cordon (everything but enrichment and summaries).
-    pub fn is_destructive(self) -> bool {
-        !matches!(self, ActionKind::Enrich | ActionKind::SummarizeCase)
-    }
 }
 
 impl fmt::Display for ActionKind {

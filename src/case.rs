@@ -102,14 +102,6 @@ impl CaseState {
     pub fn accepts_alerts(self) -> bool {
         self.rank().is_some_and(|r| r <= 4)
     }
-
-    /// Counts as open for the `cordon_cases_open` gauge.
-    pub fn is_open(self) -> bool {
-        !matches!(
-            self,
-            CaseState::Suppressed | CaseState::Closed | CaseState::Learned
-        )
-    }
 }
 
 impl fmt::Display for CaseState {

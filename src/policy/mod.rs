@@ -841,7 +841,6 @@ pub struct Policies {
 struct State {
     current: Arc<PolicyEngine>,
     last_error: Option<Vec<PolicyProblem>>,
-    reloads_failed: u64,
 }
 
 impl Policies {
@@ -850,7 +849,6 @@ impl Policies {
             inner: Arc::new(RwLock::new(State {
                 current: Arc::new(engine),
                 last_error: None,
-                reloads_failed: 0,
             })),
         }
     }
@@ -872,22 +870,6 @@ impl Policies {
             .clone()
     }
 
-    /// Tries to load `dir`; on success the new set takes effect, on failure the last good set
-    /// stays in force and the problems are kept for `/readyz`.
-    pub fn reload(&self, dir: &std::path::Path) -> Result<Arc<PolicyEngine>, Vec<PolicyProblem>> {
-        match load_dir(dir) {
-            Ok(engine) => {
-                let engine = Arc::new(engine);
-                self.install(engine.clone());
-                Ok(engine)
-            }
-            Err(problems) => {
-                self.record_failure(problems.clone());
-                Err(problems)
-            }
-        }
-    }
-
     /// Puts a loaded set in force (the engine does this only once the reload is recorded).
     pub fn install(&self, engine: Arc<PolicyEngine>) {
         let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
@@ -899,7 +881,6 @@ impl Policies {
     pub fn record_failure(&self, problems: Vec<PolicyProblem>) {
         let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
         s.last_error = Some(problems);
-        s.reloads_failed += 1;
     }
 }
 

@@ -312,16 +312,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of keys under `prefix` (a full scan; for startup and tests, not hot paths).
-    pub fn count_prefix(&self, prefix: &[u8]) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for item in self.inner.db.scan_prefix(prefix) {
-            item?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
     /// Writes `txn` atomically and durably: one `apply_batch`, then flush (and `fdatasync` when
     /// configured). Returns only when the data survives a process kill. After a failed write
     /// the store refuses further commits (fail closed) until the daemon restarts.
@@ -483,15 +473,6 @@ impl Txn {
             hash,
         };
         Ok(body.seq)
-    }
-
-    /// Number of audit records this transaction will append.
-    pub fn audit_len(&self) -> usize {
-        self.audit.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.audit.is_empty() && self.puts.is_empty()
     }
 
     /// Savepoint for rolling back one event's writes inside a batch.
