@@ -1,19 +1,23 @@
-//! Connectors: the vendors cordon can act through, declared in `connectors/*.toml`.
+//! Connectors: the vendors cordon acts through, declared in `connectors/*.toml`.
 //!
-//! Owns: the closed set of connector kinds and the action kinds each implements, the connector
-//! file format (unknown keys are errors), and its validation (a base URL with a static scheme
-//! and host: alert data can never choose the destination). This is the only module allowed to
-//! call vendors; the executor that does so arrives with the connector issue, so today every
-//! connector runs in `dry_run` and `live` is refused at validation rather than silently ignored.
+//! Owns: the closed set of connector kinds and the action kinds each may implement, loading
+//! and validating connector files (unknown keys are errors; see [`spec`]), resolving their
+//! secrets for live mode, and the only HTTP client that talks to vendors ([`client`]). The
+//! executor decides *when* to call; this module decides *how*, and is the only one that does.
+
+pub mod client;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::action::ActionKind;
 use crate::config::{Problem, parse_toml_file};
+use crate::secret::SecretRef;
 
 /// The name of the built-in connector that performs cordon's own actions (enrichment, case
 /// summaries). It needs no file.
@@ -64,31 +68,7 @@ impl fmt::Display for ConnectorKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Render and record every request; send nothing.
-    #[default]
-    DryRun,
-    /// Send requests to the vendor.
-    Live,
-}
-
-/// One `connectors/<name>.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectorFile {
-    pub kind: ConnectorKind,
-    #[serde(default)]
-    pub description: String,
-    /// Scheme and host are fixed here; requests can only fill in paths and parameters.
-    pub base_url: String,
-    #[serde(default)]
-    pub mode: Mode,
-    /// For `webhook` only: the action kinds it carries.
-    #[serde(default)]
-    pub actions: Vec<String>,
-}
+pub use spec::Mode;
 
 /// A validated connector.
 #[derive(Debug, Clone)]
@@ -98,11 +78,24 @@ pub struct Connector {
     pub base_url: reqwest::Url,
     pub mode: Mode,
     pub actions: Vec<ActionKind>,
+    pub spec: Arc<spec::ConnectorFile>,
+    /// Present in live mode: the HTTP client, secrets, token cache and breaker.
+    pub runtime: Option<Arc<client::Runtime>>,
 }
 
 impl Connector {
     pub fn supports(&self, kind: ActionKind) -> bool {
         self.actions.contains(&kind)
+    }
+
+    pub fn action(&self, kind: ActionKind) -> Option<&spec::ActionSpec> {
+        self.spec.actions.get(kind.as_str())
+    }
+
+    /// Whether `kind` can be undone through this connector.
+    pub fn reversible(&self, kind: ActionKind) -> bool {
+        self.action(kind)
+            .is_some_and(|a| a.inverse != "irreversible")
     }
 }
 
@@ -133,7 +126,7 @@ impl Registry {
                 ));
                 continue;
             }
-            match parse_toml_file::<ConnectorFile>(&path) {
+            match parse_toml_file::<spec::ConnectorFile>(&path) {
                 Err(p) => problems.push(p),
                 Ok(cf) => match validate(&file, &name, cf) {
                     Ok(c) => {
@@ -167,7 +160,11 @@ impl Registry {
     }
 }
 
-fn validate(file: &str, name: &str, cf: ConnectorFile) -> Result<Connector, Vec<Problem>> {
+fn validate(
+    file: &str,
+    name: &str,
+    cf: spec::ConnectorFile,
+) -> Result<Connector, Vec<Problem>> {
     let mut problems = Vec::new();
     let base_url = match reqwest::Url::parse(&cf.base_url) {
         Ok(u) => {
@@ -195,6 +192,13 @@ fn validate(file: &str, name: &str, cf: ConnectorFile) -> Result<Connector, Vec<
                     "must not embed credentials; use a secret reference",
                 ));
             }
+            if u.query().is_some() || u.fragment().is_some() {
+                problems.push(Problem::new(
+                    file,
+                    "base_url",
+                    "must not carry a query or fragment",
+                ));
+            }
             Some(u)
         }
         Err(e) => {
@@ -202,46 +206,48 @@ fn validate(file: &str, name: &str, cf: ConnectorFile) -> Result<Connector, Vec<
             None
         }
     };
+    let (actions, mut ps) = spec::check(file, &cf);
+    problems.append(&mut ps);
+    let mut runtime = None;
     if cf.mode == Mode::Live {
-        problems.push(Problem::new(
-            file,
-            "mode",
-            "live mode needs the connector executor, which this build does not have yet; use dry_run",
-        ));
-    }
-    let mut actions = cf.kind.actions().to_vec();
-    if cf.kind == ConnectorKind::Webhook {
-        if cf.actions.is_empty() {
+        if matches!(cf.auth, spec::AuthSpec::None) {
             problems.push(Problem::new(
                 file,
-                "actions",
-                "a webhook connector must list the action kinds it carries",
+                "auth",
+                "live mode needs credentials ([auth]); keep mode = \"dry_run\" until they are configured",
             ));
         }
-        for (i, a) in cf.actions.iter().enumerate() {
-            match ActionKind::parse(a) {
-                Some(k) => actions.push(k),
-                None => problems.push(Problem::new(
+        let mut secrets = BTreeMap::new();
+        for (key, r) in cf.auth.secrets() {
+            if matches!(r, SecretRef::Sha256(_)) {
+                problems.push(Problem::new(
                     file,
-                    format!("actions[{i}]"),
-                    format!("unknown action kind {a:?}"),
-                )),
+                    key,
+                    "a connector credential is sent to the vendor, so it must come from env or file, not sha256",
+                ));
+                continue;
+            }
+            match r.resolve() {
+                Ok(s) => {
+                    secrets.insert(key, s);
+                }
+                Err(e) => problems.push(Problem::new(file, key, e.to_string())),
             }
         }
-    } else if !cf.actions.is_empty() {
-        problems.push(Problem::new(
-            file,
-            "actions",
-            format!(
-                "only webhook connectors list actions; {} implements {:?}",
-                cf.kind,
-                cf.kind
-                    .actions()
-                    .iter()
-                    .map(|a| a.as_str())
-                    .collect::<Vec<_>>()
-            ),
-        ));
+        if problems.is_empty() {
+            match client::Runtime::new(
+                std::time::Duration::from_millis(cf.timeout_ms),
+                cf.proxy.as_deref(),
+                cf.auth.clone(),
+                secrets,
+                cf.circuit_breaker.clone(),
+                cf.request_id_headers.clone(),
+                &cf.retry,
+            ) {
+                Ok(r) => runtime = Some(Arc::new(r)),
+                Err(e) => problems.push(Problem::new(file, "proxy", e)),
+            }
+        }
     }
     match (base_url, problems.is_empty()) {
         (Some(base_url), true) => Ok(Connector {
@@ -250,6 +256,8 @@ fn validate(file: &str, name: &str, cf: ConnectorFile) -> Result<Connector, Vec<
             base_url,
             mode: cf.mode,
             actions,
+            spec: Arc::new(cf),
+            runtime,
         }),
         _ => Err(problems),
     }
@@ -293,55 +301,69 @@ mod tests {
         }
     }
 
+    const MIN: &str = "kind = \"crowdstrike\"\nbase_url = \"https://api.crowdstrike.com\"\n[actions.isolate_host]\ninverse = \"irreversible\"\nidempotency_slot = \"none\"\n[actions.isolate_host.probe]\nmethod = \"GET\"\npath = \"/d/{target}\"\nstate = \"{/s}\"\ndone = [\"contained\"]\n[actions.isolate_host.request]\nmethod = \"POST\"\npath = \"/c\"\nsuccess = [202]\n";
+
+    #[test]
+    fn shipped_connectors_load() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
+        let (reg, problems) = Registry::load(&dir);
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(reg.connectors.len(), 7);
+        for c in reg.connectors.values() {
+            assert_eq!(c.mode, Mode::DryRun, "{} ships in dry_run", c.name);
+            assert!(!c.actions.is_empty());
+        }
+        assert!(reg.check("crowdstrike", ActionKind::IsolateHost).is_ok());
+        assert!(reg.check("okta", ActionKind::RevokeSessions).is_ok());
+        assert!(reg.check("cloud-webhook", ActionKind::ContainCloudResource).is_ok());
+    }
+
     #[test]
     fn validates_and_reports_file_key_reason() {
-        let reg = load(&[(
-            "crowdstrike.toml",
-            "kind = \"crowdstrike\"\nbase_url = \"https://api.crowdstrike.com\"\n",
-        )])
-        .unwrap();
+        let reg = load(&[("crowdstrike.toml", MIN)]).unwrap();
         assert!(reg.check("crowdstrike", ActionKind::IsolateHost).is_ok());
-        assert!(
-            reg.check("crowdstrike", ActionKind::RevokeSessions)
-                .is_err()
-        );
+        assert!(reg.check("crowdstrike", ActionKind::ReleaseHost).is_err());
         assert!(reg.check("nope", ActionKind::IsolateHost).is_err());
         assert!(reg.check(BUILTIN, ActionKind::Enrich).is_ok());
 
         let errs = load(&[
-            (
-                "a.toml",
-                "kind = \"okta\"\nbase_url = \"https://{alert.host}/x\"\n",
-            ),
-            (
-                "b.toml",
-                "kind = \"okta\"\nbase_url = \"https://x.okta.com\"\ntimeout = 3\n",
-            ),
-            (
-                "c.toml",
-                "kind = \"webhook\"\nbase_url = \"ftp://x\"\nactions = [\"explode\"]\n",
-            ),
+            ("a.toml", &MIN.replace("https://api.crowdstrike.com", "https://{alert.host}/x")),
+            ("b.toml", &format!("timeout = 3\n{MIN}")),
+            ("c.toml", &MIN.replace("https://api.crowdstrike.com", "ftp://x")),
+            ("d.toml", &MIN.replace("/d/{target}", "/d/{alert.host}")),
+            ("e.toml", &MIN.replace("path = \"/c\"", "path = \"//evil.example/c\"")),
+            ("f.toml", &MIN.replace("inverse = \"irreversible\"", "inverse = \"block_ioc\"")),
+            ("g.toml", &MIN.replace("idempotency_slot = \"none\"", "idempotency_slot = \"header:Idempotency-Key\"")),
+            ("h.toml", &MIN.replace("isolate_host]", "revoke_sessions]").replace("isolate_host.", "revoke_sessions.")),
+            ("i.toml", &MIN.replace("mode", "x").replace("base_url", "mode = \"live\"\nbase_url")),
+            ("j.toml", &MIN.replace("[actions.isolate_host.probe]", "[actions.isolate_host.probe]\nexists = \"/x\"")),
         ])
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
-        assert!(
-            text.iter()
-                .any(|t| t.contains("a.toml: base_url: must not contain templates")),
-            "{text:?}"
+        let has = |needle: &str| {
+            assert!(text.iter().any(|t| t.contains(needle)), "{needle:?} not in {text:#?}")
+        };
+        has("a.toml: base_url: must not contain templates");
+        has("b.toml");
+        has("unknown field `timeout`");
+        has("c.toml: base_url: scheme");
+        has("d.toml: actions.isolate_host.probe.path: unknown placeholder {alert.host}");
+        has("e.toml: actions.isolate_host.request.path: must start with a single `/`");
+        has("f.toml: actions.isolate_host.inverse");
+        has("g.toml: actions.isolate_host.idempotency_slot");
+        has("h.toml: actions.revoke_sessions: a crowdstrike connector cannot perform revoke_sessions");
+        has("i.toml: auth: live mode needs credentials");
+        has("j.toml: actions.isolate_host.probe: give exactly one of");
+    }
+
+    #[test]
+    fn live_mode_resolves_secrets_and_never_prints_them() {
+        let text = format!(
+            "mode = \"live\"\n{MIN}[auth]\ntype = \"bearer\"\ntoken = {{ env = \"CORDON_TEST_UNSET_TOKEN_VAR\" }}\n"
         );
-        assert!(
-            text.iter()
-                .any(|t| t.contains("b.toml") && t.contains("timeout")),
-            "{text:?}"
-        );
-        assert!(
-            text.iter().any(|t| t.contains("c.toml: base_url: scheme")),
-            "{text:?}"
-        );
-        assert!(
-            text.iter()
-                .any(|t| t.contains("c.toml: actions[0]: unknown action kind")),
-            "{text:?}"
-        );
+        let errs = load(&[("k.toml", &text)]).unwrap_err();
+        let all = format!("{errs:?}");
+        assert!(all.contains("auth.token"), "{all}");
+        assert!(all.contains("CORDON_TEST_UNSET_TOKEN_VAR is not set"), "{all}");
     }
 }

@@ -1,0 +1,963 @@
+//! One vendor exchange: rendering a request template, authenticating, sending it without
+//! following redirects, and turning the answer (or its absence) into an [`Outcome`] plus a
+//! redacted evidence record.
+//!
+//! Owns: template rendering and its injection guards (placeholder values are percent-encoded
+//! in paths, filled only inside JSON strings in bodies, and the final URL must keep the
+//! configured scheme, host and port), OAuth2 token caching, the circuit breaker, rate-limit
+//! header parsing (`Retry-After`, epoch headers), backoff with full jitter, and redaction of
+//! secrets from everything recorded.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::secret::Secret;
+
+use super::spec::{AuthSpec, BreakerSpec, Matcher, Probe, RequestSpec, RetrySpec, WriteSpec};
+
+/// Values for a request's placeholders.
+#[derive(Debug, Clone, Default)]
+pub struct Vars(pub BTreeMap<String, String>);
+
+impl Vars {
+    pub fn set(&mut self, k: impl Into<String>, v: impl Into<String>) {
+        self.0.insert(k.into(), v.into());
+    }
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(|s| s.as_str())
+    }
+}
+
+/// A rendered request, ready to send or to record in dry-run.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub method: reqwest::Method,
+    pub url: reqwest::Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Body>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Body {
+    Json(Value),
+    Form(Vec<(String, String)>),
+}
+
+impl Rendered {
+    /// What is recorded about the request (never the auth header, which is added at send).
+    pub fn describe(&self) -> Value {
+        let path = match self.url.query() {
+            Some(q) => format!("{}?{}", self.url.path(), q),
+            None => self.url.path().to_string(),
+        };
+        json!({
+            "method": self.method.as_str(),
+            "host": self.url.host_str(),
+            "path": path,
+            "headers": self.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+            "body": match &self.body {
+                None => Value::Null,
+                Some(Body::Json(v)) => v.clone(),
+                Some(Body::Form(f)) => Value::Object(f.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+            },
+        })
+    }
+}
+
+/// Bytes that stay literal in a rendered path value (RFC 3986 unreserved).
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Fills `{name}` placeholders; `encode` is applied to every value.
+fn fill(
+    template: &str,
+    vars: &Vars,
+    encode: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let j = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `{{` in {template:?}"))?;
+        let name = &after[..j];
+        let v = vars
+            .get(name)
+            .ok_or_else(|| format!("no value for {{{name}}}"))?;
+        out.push_str(&encode(v)?);
+        rest = &after[j + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Values going into a URL must not carry quotes or control characters: vendors embed them in
+/// filter languages (FQL, OData, JQL) where a quote would change the query.
+fn path_value(v: &str) -> Result<String, String> {
+    if v.chars()
+        .any(|c| c.is_control() || matches!(c, '\'' | '"' | '\\'))
+    {
+        return Err(format!(
+            "refusing to put {:?} into a request URL: it contains a quote, backslash or control character",
+            v.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(encode_component(v))
+}
+
+fn header_value(v: &str) -> Result<String, String> {
+    if v.chars().any(|c| c.is_control()) {
+        return Err("refusing a header value with control characters".into());
+    }
+    Ok(v.to_string())
+}
+
+fn fill_json(v: &Value, vars: &Vars) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) => Value::String(fill(s, vars, &|x| Ok(x.to_string()))?),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| fill_json(x, vars))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(o) => {
+            let mut m = serde_json::Map::new();
+            for (k, x) in o {
+                m.insert(fill(k, vars, &|x| Ok(x.to_string()))?, fill_json(x, vars)?);
+            }
+            Value::Object(m)
+        }
+        other => other.clone(),
+    })
+}
+
+/// Renders `r` against `base`. The result's origin is checked against `base`: no placeholder
+/// value can change where the request goes.
+pub fn render(base: &reqwest::Url, r: &RequestSpec, vars: &Vars) -> Result<Rendered, String> {
+    let method = reqwest::Method::from_bytes(r.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("bad method {:?}", r.method))?;
+    let path = fill(&r.path, vars, &path_value)?;
+    let text = format!("{}{}", base.as_str().trim_end_matches('/'), path);
+    let url = reqwest::Url::parse(&text).map_err(|e| format!("rendered URL is invalid: {e}"))?;
+    if url.scheme() != base.scheme()
+        || url.host_str() != base.host_str()
+        || url.port_or_known_default() != base.port_or_known_default()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err(format!(
+            "rendered URL leaves the configured destination {}://{}",
+            base.scheme(),
+            base.host_str().unwrap_or("")
+        ));
+    }
+    let mut headers = Vec::new();
+    for (k, v) in &r.headers {
+        headers.push((k.clone(), fill(v, vars, &header_value)?));
+    }
+    let body = if let Some(b) = &r.body {
+        let json = serde_json::to_value(b).map_err(|e| e.to_string())?;
+        Some(Body::Json(fill_json(&json, vars)?))
+    } else if !r.form.is_empty() {
+        let mut f = Vec::new();
+        for (k, v) in &r.form {
+            f.push((k.clone(), fill(v, vars, &|x| Ok(x.to_string()))?));
+        }
+        Some(Body::Form(f))
+    } else {
+        None
+    };
+    Ok(Rendered {
+        method,
+        url,
+        headers,
+        body,
+    })
+}
+
+/// A vendor answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub json: Value,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What one exchange came to.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Answer(Answer),
+    /// Nothing reached the vendor (connection refused, circuit open): safe to try again.
+    NotSent(String),
+    /// The request may have reached the vendor and no answer came (timeout, reset, a body cut
+    /// off): the outcome is unknown and only a probe may resolve it.
+    Uncertain(String),
+    /// The vendor answered with a redirect; cordon does not follow it.
+    Redirect { status: u16, location: String },
+    /// Credentials refused or missing permissions: fail closed.
+    AuthFailed(String),
+}
+
+/// One exchange: its outcome, a redacted evidence record, and how long the vendor asked us to
+/// wait (429/503).
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub outcome: Outcome,
+    pub evidence: Value,
+    pub wait: Option<Duration>,
+}
+
+/// The live side of a connector: HTTP client, secrets, token cache, breaker.
+pub struct Runtime {
+    client: reqwest::Client,
+    auth: AuthSpec,
+    secrets: BTreeMap<&'static str, Secret>,
+    token: tokio::sync::Mutex<Option<(Secret, Instant)>>,
+    breaker: Mutex<BreakerState>,
+    breaker_spec: BreakerSpec,
+    request_id_headers: Vec<String>,
+    epoch_headers: Vec<String>,
+}
+
+#[derive(Default)]
+struct BreakerState {
+    consecutive: u32,
+    open_until: Option<Instant>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+const MAX_EVIDENCE_BODY: usize = 16 * 1024;
+
+impl Runtime {
+    pub fn new(
+        timeout: Duration,
+        proxy: Option<&str>,
+        auth: AuthSpec,
+        secrets: BTreeMap<&'static str, Secret>,
+        breaker_spec: BreakerSpec,
+        request_id_headers: Vec<String>,
+        retry: &RetrySpec,
+    ) -> Result<Runtime, String> {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("cordon/", env!("CARGO_PKG_VERSION")));
+        b = match proxy {
+            Some(p) => b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("proxy: {e}"))?),
+            None => b.no_proxy(),
+        };
+        Ok(Runtime {
+            client: b.build().map_err(|e| format!("HTTP client: {e}"))?,
+            auth,
+            secrets,
+            token: tokio::sync::Mutex::new(None),
+            breaker: Mutex::new(BreakerState::default()),
+            breaker_spec,
+            request_id_headers,
+            epoch_headers: retry.epoch_headers.clone(),
+        })
+    }
+
+    fn secret(&self, key: &str) -> &str {
+        self.secrets.get(key).map(|s| s.expose()).unwrap_or("")
+    }
+
+    /// Every secret value, for redaction.
+    fn secret_values(&self) -> Vec<&str> {
+        self.secrets
+            .values()
+            .map(|s| s.expose())
+            .filter(|s| s.len() >= 4)
+            .collect()
+    }
+
+    /// Scrubs secrets from a JSON value: sensitive keys are replaced, and any string holding a
+    /// configured secret has it cut out.
+    pub fn redact(&self, v: &mut Value) {
+        let secrets = self.secret_values();
+        redact_value(v, &secrets);
+    }
+
+    fn breaker_open(&self) -> Option<Duration> {
+        let b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        b.open_until
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+    }
+
+    fn breaker_result(&self, failed: bool) {
+        let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        if failed {
+            b.consecutive = b.consecutive.saturating_add(1);
+            if b.consecutive >= self.breaker_spec.failures {
+                b.open_until =
+                    Some(Instant::now() + Duration::from_secs(self.breaker_spec.open_secs));
+            }
+        } else {
+            b.consecutive = 0;
+            b.open_until = None;
+        }
+    }
+
+    /// A bearer token from the cache or the token endpoint.
+    async fn oauth_token(&self, force: bool, evidence: &mut Vec<Value>) -> Result<String, String> {
+        let AuthSpec::Oauth2ClientCredentials {
+            token_url, scope, ..
+        } = &self.auth
+        else {
+            return Err("not an OAuth2 connector".into());
+        };
+        let mut cache = self.token.lock().await;
+        if !force
+            && let Some((t, until)) = cache.as_ref()
+            && Instant::now() < *until
+        {
+            return Ok(t.expose().to_string());
+        }
+        *cache = None;
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_string()),
+            ("client_id", self.secret("auth.client_id").to_string()),
+            ("client_secret", self.secret("auth.client_secret").to_string()),
+        ];
+        if let Some(s) = scope {
+            form.push(("scope", s.clone()));
+        }
+        let url = reqwest::Url::parse(token_url).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let res = self.client.post(url.clone()).form(&form).send().await;
+        let mut ev = json!({"phase": "token", "method": "POST", "host": url.host_str(), "path": url.path(), "elapsed_ms": started.elapsed().as_millis() as u64});
+        let res = match res {
+            Ok(r) => r,
+            Err(e) => {
+                ev["error"] = Value::String(transport_error(&e));
+                evidence.push(ev);
+                return Err(format!("token endpoint unreachable: {}", transport_error(&e)));
+            }
+        };
+        let status = res.status().as_u16();
+        ev["status"] = json!(status);
+        evidence.push(ev);
+        if !(200..300).contains(&status) {
+            return Err(format!("token endpoint answered {status}"));
+        }
+        let body: Value = res
+            .json()
+            .await
+            .map_err(|_| "token endpoint sent no JSON".to_string())?;
+        let token = body["access_token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .ok_or("token endpoint sent no access_token")?
+            .to_string();
+        let ttl = body["expires_in"].as_u64().unwrap_or(300);
+        // Refresh a minute early (or at half-life for short tokens).
+        let keep = Duration::from_secs(ttl.saturating_sub(60).max(ttl / 2));
+        *cache = Some((Secret::new(token.clone()), Instant::now() + keep));
+        Ok(token)
+    }
+
+    async fn auth_header(
+        &self,
+        force: bool,
+        evidence: &mut Vec<Value>,
+    ) -> Result<Option<(String, String)>, String> {
+        Ok(match &self.auth {
+            AuthSpec::None => None,
+            AuthSpec::Bearer { .. } => Some((
+                "Authorization".into(),
+                format!("Bearer {}", self.secret("auth.token")),
+            )),
+            AuthSpec::Header { name, prefix, .. } => Some((
+                name.clone(),
+                format!("{prefix}{}", self.secret("auth.value")),
+            )),
+            AuthSpec::Basic { username, .. } => {
+                use base64_lite::encode;
+                Some((
+                    "Authorization".into(),
+                    format!(
+                        "Basic {}",
+                        encode(format!("{username}:{}", self.secret("auth.password")).as_bytes())
+                    ),
+                ))
+            }
+            AuthSpec::Oauth2ClientCredentials { .. } => Some((
+                "Authorization".into(),
+                format!("Bearer {}", self.oauth_token(force, evidence).await?),
+            )),
+        })
+    }
+
+    /// Sends one request (plus one token refresh and resend after a 401 on OAuth2).
+    pub async fn send(&self, phase: &str, r: &Rendered) -> Exchange {
+        let mut trail = Vec::new();
+        if let Some(left) = self.breaker_open() {
+            let mut ev = r.describe();
+            ev["phase"] = json!(phase);
+            ev["outcome"] = json!("circuit_open");
+            self.redact(&mut ev);
+            return Exchange {
+                outcome: Outcome::NotSent(format!(
+                    "circuit breaker open for {}s after repeated failures",
+                    left.as_secs() + 1
+                )),
+                evidence: ev,
+                wait: Some(left),
+            };
+        }
+        let mut force = false;
+        loop {
+            let auth = match self.auth_header(force, &mut trail).await {
+                Ok(a) => a,
+                Err(e) => {
+                    let mut ev = r.describe();
+                    ev["phase"] = json!(phase);
+                    ev["outcome"] = json!("auth_failed");
+                    ev["error"] = json!(e);
+                    ev["token_exchanges"] = json!(trail);
+                    self.redact(&mut ev);
+                    return Exchange {
+                        outcome: Outcome::AuthFailed(e),
+                        evidence: ev,
+                        wait: None,
+                    };
+                }
+            };
+            let (ex, status) = self.send_once(phase, r, auth, &trail).await;
+            let oauth = matches!(self.auth, AuthSpec::Oauth2ClientCredentials { .. });
+            if status == Some(401) && oauth && !force {
+                // A revoked or expired token: fetch a new one and resend once. A 401 means the
+                // request was not processed, so this is not a blind resend.
+                force = true;
+                trail.push(ex.evidence);
+                continue;
+            }
+            return ex;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        phase: &str,
+        r: &Rendered,
+        auth: Option<(String, String)>,
+        trail: &[Value],
+    ) -> (Exchange, Option<u16>) {
+        let mut req = self.client.request(r.method.clone(), r.url.clone());
+        for (k, v) in &r.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some((k, v)) = auth {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        match &r.body {
+            Some(Body::Json(v)) => req = req.json(v),
+            Some(Body::Form(f)) => req = req.form(f),
+            None => {}
+        }
+        let started = Instant::now();
+        let mut ev = r.describe();
+        ev["phase"] = json!(phase);
+        if !trail.is_empty() {
+            ev["earlier"] = json!(trail);
+        }
+        let res = req.send().await;
+        let outcome = match res {
+            Err(e) => {
+                ev["error"] = json!(transport_error(&e));
+                // Connection never established: nothing was sent.
+                if e.is_connect() {
+                    Outcome::NotSent(transport_error(&e))
+                } else {
+                    Outcome::Uncertain(transport_error(&e))
+                }
+            }
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let headers: Vec<(String, String)> = res
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                ev["status"] = json!(status);
+                let ids: serde_json::Map<String, Value> = self
+                    .request_id_headers
+                    .iter()
+                    .filter_map(|h| {
+                        headers
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(h))
+                            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    })
+                    .collect();
+                if !ids.is_empty() {
+                    ev["vendor_request_ids"] = Value::Object(ids);
+                }
+                match res.bytes().await {
+                    Err(e) => {
+                        ev["error"] = json!(format!("answer cut off: {}", transport_error(&e)));
+                        Outcome::Uncertain(format!(
+                            "the answer was cut off ({})",
+                            transport_error(&e)
+                        ))
+                    }
+                    Ok(bytes) => {
+                        let json: Value = if bytes.is_empty() {
+                            Value::Null
+                        } else {
+                            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                                Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                            })
+                        };
+                        ev["response"] = if bytes.len() > MAX_EVIDENCE_BODY {
+                            json!({"truncated": true, "bytes": bytes.len(), "head": String::from_utf8_lossy(&bytes[..MAX_EVIDENCE_BODY])})
+                        } else {
+                            json.clone()
+                        };
+                        let ans = Answer {
+                            status,
+                            json,
+                            headers,
+                        };
+                        if (300..400).contains(&status) {
+                            Outcome::Redirect {
+                                status,
+                                location: ans.header("location").unwrap_or("").to_string(),
+                            }
+                        } else if status == 401 || status == 403 {
+                            Outcome::AuthFailed(format!(
+                                "the vendor answered {status} ({})",
+                                if status == 401 {
+                                    "credentials refused"
+                                } else {
+                                    "missing permission"
+                                }
+                            ))
+                        } else {
+                            Outcome::Answer(ans)
+                        }
+                    }
+                }
+            }
+        };
+        ev["elapsed_ms"] = json!(started.elapsed().as_millis() as u64);
+        let (failed, status, wait) = match &outcome {
+            Outcome::Answer(a) => (
+                a.status >= 500,
+                Some(a.status),
+                (a.status == 429 || a.status == 503)
+                    .then(|| self.vendor_wait(a))
+                    .flatten(),
+            ),
+            Outcome::NotSent(_) | Outcome::Uncertain(_) => (true, None, None),
+            Outcome::AuthFailed(_) => (
+                false,
+                ev["status"].as_u64().map(|s| s as u16),
+                None,
+            ),
+            Outcome::Redirect { status, .. } => (false, Some(*status), None),
+        };
+        self.breaker_result(failed);
+        if let Some(w) = wait {
+            ev["vendor_wait_ms"] = json!(w.as_millis() as u64);
+        }
+        self.redact(&mut ev);
+        (
+            Exchange {
+                outcome,
+                evidence: ev,
+                wait,
+            },
+            status,
+        )
+    }
+
+    /// How long the vendor asked us to wait: `Retry-After` (seconds or an HTTP date), or an
+    /// epoch header (seconds; milliseconds are recognised by size).
+    fn vendor_wait(&self, a: &Answer) -> Option<Duration> {
+        let now = Utc::now();
+        if let Some(v) = a.header("retry-after") {
+            let v = v.trim();
+            if let Ok(s) = v.parse::<u64>() {
+                return Some(Duration::from_secs(s));
+            }
+            if let Ok(t) = DateTime::parse_from_rfc2822(v) {
+                return Some(
+                    (t.with_timezone(&Utc) - now)
+                        .to_std()
+                        .unwrap_or(Duration::ZERO),
+                );
+            }
+        }
+        for h in &self.epoch_headers {
+            if let Some(v) = a.header(h).and_then(|v| v.trim().parse::<f64>().ok()) {
+                let secs = if v > 1e12 { v / 1000.0 } else { v };
+                let until = DateTime::<Utc>::from_timestamp(secs as i64, 0)?;
+                return Some((until - now).to_std().unwrap_or(Duration::ZERO));
+            }
+        }
+        None
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> String {
+    // reqwest errors print the URL; ours never carries secrets (auth goes in headers), but the
+    // message is kept to its kind to be safe.
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "answer body failed"
+    } else if e.is_request() {
+        "request failed (connection reset or closed)"
+    } else {
+        "transport error"
+    };
+    let mut src = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+fn is_sensitive_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    [
+        "token",
+        "secret",
+        "password",
+        "authorization",
+        "api_key",
+        "apikey",
+        "api-key",
+        "credential",
+        "cookie",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
+}
+
+fn redact_value(v: &mut Value, secrets: &[&str]) {
+    match v {
+        Value::String(s) => {
+            for sec in secrets {
+                if s.contains(sec) {
+                    *s = s.replace(sec, "**REDACTED**");
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| redact_value(x, secrets)),
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if is_sensitive_key(k) && !matches!(x, Value::Null | Value::Bool(_)) {
+                    *x = Value::String("**REDACTED**".into());
+                } else {
+                    redact_value(x, secrets);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Exponential backoff with full jitter: a uniform delay in `[0, min(max, base·2^n)]`, but
+/// never less than what the vendor asked for.
+pub fn backoff(r: &RetrySpec, attempt: u32, vendor: Option<Duration>) -> Duration {
+    let cap = r
+        .base_delay_ms
+        .saturating_mul(1u64 << attempt.min(20))
+        .min(r.max_delay_ms);
+    let jitter = Duration::from_millis(fastrand::u64(0..=cap));
+    match vendor {
+        Some(v) => v.max(jitter.min(Duration::from_millis(r.base_delay_ms))),
+        None => jitter,
+    }
+}
+
+/// The desired-state reading of a probe or poll answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeState {
+    Done,
+    Pending,
+    Busy,
+    NotDone,
+    Failed,
+    Ambiguous,
+}
+
+/// Reads an answer through a probe: its state, the observed value, and captures.
+pub fn read_probe(
+    p: &Probe,
+    json: &Value,
+    intent_time: DateTime<Utc>,
+) -> (ProbeState, String, BTreeMap<String, String>) {
+    let mut caps = BTreeMap::new();
+    for (n, ptr) in &p.capture {
+        if let Some(v) = json.pointer(ptr).and_then(scalar) {
+            caps.insert(n.clone(), v);
+        }
+    }
+    if let Some(t) = &p.state {
+        let observed = state_value(t, json);
+        let in_ = |list: &[String]| list.iter().any(|x| *x == observed);
+        let state = if in_(&p.done) {
+            ProbeState::Done
+        } else if in_(&p.pending) {
+            ProbeState::Pending
+        } else if in_(&p.busy) {
+            ProbeState::Busy
+        } else if in_(&p.failed) {
+            ProbeState::Failed
+        } else if in_(&p.not_done) {
+            ProbeState::NotDone
+        } else {
+            ProbeState::Ambiguous
+        };
+        return (state, observed, caps);
+    }
+    if let Some(ptr) = p.exists.as_ref().or(p.absent.as_ref()) {
+        let v = json.pointer(ptr);
+        let present = match v {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        };
+        let state = if !json.is_array() && !json.is_object() {
+            // Not a structured answer at all: nothing can be concluded.
+            ProbeState::Ambiguous
+        } else if present == p.exists.is_some() {
+            ProbeState::Done
+        } else {
+            ProbeState::NotDone
+        };
+        return (state, format!("exists={present}"), caps);
+    }
+    if let Some(ptr) = &p.after_intent {
+        let Some(s) = json.pointer(ptr).and_then(|v| v.as_str()) else {
+            return (ProbeState::Ambiguous, "no timestamp".into(), caps);
+        };
+        return match DateTime::parse_from_rfc3339(s) {
+            Ok(t) if t.with_timezone(&Utc) >= intent_time => (ProbeState::Done, s.into(), caps),
+            Ok(_) => (ProbeState::NotDone, s.into(), caps),
+            Err(_) => (ProbeState::Ambiguous, s.into(), caps),
+        };
+    }
+    (ProbeState::Ambiguous, String::new(), caps)
+}
+
+/// A state template with each `{/pointer}` replaced by the scalar there (`""` when absent).
+fn state_value(t: &str, json: &Value) -> String {
+    let mut out = String::new();
+    let mut rest = t;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let j = after.find('}').unwrap_or(after.len());
+        out.push_str(&json.pointer(&after[..j]).and_then(scalar).unwrap_or_default());
+        rest = after.get(j + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Captures from an answer; `None` if any is missing.
+pub fn capture(caps: &BTreeMap<String, String>, json: &Value) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (n, ptr) in caps {
+        out.insert(n.clone(), json.pointer(ptr).and_then(scalar)?);
+    }
+    Some(out)
+}
+
+/// How a write's answer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteClass {
+    Accepted,
+    AlreadyDone,
+    Busy,
+    Throttled,
+    /// A server error: the write may or may not have been applied.
+    ServerError,
+    /// The vendor refused the request itself (4xx): terminal.
+    Rejected,
+}
+
+fn matches(m: &Matcher, a: &Answer) -> bool {
+    if m.status.is_some_and(|s| s != a.status) {
+        return false;
+    }
+    if let Some(ptr) = &m.pointer {
+        let Some(v) = a.json.pointer(ptr) else {
+            return false;
+        };
+        if let Some(eq) = &m.equals {
+            let want = serde_json::to_value(eq).unwrap_or_default();
+            if *v != want && scalar(v) != scalar(&want) {
+                return false;
+            }
+        }
+        if let Some(c) = &m.contains
+            && !scalar(v).is_some_and(|s| s.contains(c.as_str()))
+        {
+            return false;
+        }
+    }
+    true
+}
+
+pub fn classify_write(w: &WriteSpec, a: &Answer) -> WriteClass {
+    if w.already_done.iter().any(|m| matches(m, a)) {
+        WriteClass::AlreadyDone
+    } else if w.busy.iter().any(|m| matches(m, a)) {
+        WriteClass::Busy
+    } else if w.success.contains(&a.status) {
+        WriteClass::Accepted
+    } else if a.status == 429 {
+        WriteClass::Throttled
+    } else if a.status >= 500 || a.status == 408 {
+        WriteClass::ServerError
+    } else {
+        WriteClass::Rejected
+    }
+}
+
+/// Minimal standard base64 (for HTTP basic auth), to avoid a dependency for one header.
+mod base64_lite {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    pub fn encode(input: &[u8]) -> String {
+        let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+        for chunk in input.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(path: &str) -> RequestSpec {
+        RequestSpec {
+            method: "GET".into(),
+            path: path.into(),
+            body: None,
+            form: BTreeMap::new(),
+            headers: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn placeholder_values_cannot_move_the_destination() {
+        let base = reqwest::Url::parse("https://api.vendor.example").unwrap();
+        let mut v = Vars::default();
+        for evil in [
+            "evil.example/x",
+            "@evil.example",
+            "x?y=1#frag",
+            "../../admin",
+            "evil.example:8080",
+            "%2e%2e",
+        ] {
+            v.set("target", evil);
+            let r = render(&base, &req("/devices/{target}/isolate"), &v).unwrap();
+            assert_eq!(r.url.host_str(), Some("api.vendor.example"), "{evil}");
+            assert!(r.url.path().starts_with("/devices/"), "{evil}: {}", r.url);
+            assert_eq!(r.url.path_segments().unwrap().count(), 3, "{evil}: {}", r.url);
+        }
+        v.set("target", "x' or 1=1");
+        assert!(render(&base, &req("/q?f=name eq '{target}'"), &v).is_err());
+        v.set("target", "ok");
+        assert!(render(&base, &req("/{missing}"), &v).is_err());
+    }
+
+    #[test]
+    fn basic_auth_base64() {
+        assert_eq!(base64_lite::encode(b"a@b.c:tok"), "YUBiLmM6dG9r");
+        assert_eq!(base64_lite::encode(b"ab"), "YWI=");
+        assert_eq!(base64_lite::encode(b"a"), "YQ==");
+    }
+
+    #[test]
+    fn redaction_cuts_keys_and_values() {
+        let mut v = json!({"access_token": "abc", "nested": {"msg": "key is s3cr3t-value!"}, "ok": "fine"});
+        redact_value(&mut v, &["s3cr3t-value"]);
+        assert_eq!(v["access_token"], "**REDACTED**");
+        assert_eq!(v["nested"]["msg"], "key is **REDACTED**!");
+        assert_eq!(v["ok"], "fine");
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_honours_the_vendor() {
+        let r = RetrySpec {
+            base_delay_ms: 100,
+            max_delay_ms: 1000,
+            ..RetrySpec::default()
+        };
+        for n in 0..30 {
+            assert!(backoff(&r, n, None) <= Duration::from_millis(1000));
+        }
+        assert!(backoff(&r, 0, Some(Duration::from_secs(3))) >= Duration::from_secs(3));
+    }
+}
