@@ -215,6 +215,8 @@ pub enum ActionState {
     Failed,
     Unknown,
     RolledBack,
+    /// The connector is in `dry_run`: every request was rendered and recorded, none was sent.
+    DryRun,
 }
 
 impl ActionState {
@@ -231,6 +233,7 @@ impl ActionState {
             ActionState::Failed => "failed",
             ActionState::Unknown => "unknown",
             ActionState::RolledBack => "rolled_back",
+            ActionState::DryRun => "dry_run",
         }
     }
 
@@ -243,7 +246,7 @@ impl ActionState {
             (Proposed, Denied | AwaitingApproval | Approved)
                 | (AwaitingApproval, Approved | Expired | Rejected)
                 | (Approved, Executing | Denied)
-                | (Executing, Succeeded | Failed | Unknown)
+                | (Executing, Succeeded | Failed | Unknown | DryRun)
                 | (Unknown, Succeeded | Failed)
                 | (Succeeded, RolledBack)
         )
@@ -253,7 +256,7 @@ impl ActionState {
         use ActionState::*;
         matches!(
             self,
-            Denied | Expired | Rejected | Succeeded | Failed | RolledBack
+            Denied | Expired | Rejected | Succeeded | Failed | RolledBack | DryRun
         )
     }
 }
@@ -328,6 +331,55 @@ pub struct ActionRequest {
     /// so votes and the pre-execution re-check evaluate the same request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_input: Option<DecisionInput>,
+    /// The durable intent and outcome of running it (from the moment the executor claims it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Execution>,
+    /// For a rollback: the action it undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<String>,
+    /// The rollback proposed for this action, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<String>,
+}
+
+/// Where the executor is with an action. Written to the store before each step it takes, so a
+/// restart knows whether a vendor write may already have gone out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecPhase {
+    /// The intent is recorded; nothing has been sent.
+    Claimed,
+    /// A write is about to go out or went out and its answer is not recorded yet.
+    Writing,
+    /// A write was accepted; waiting for the vendor to complete it.
+    Polling,
+    /// A write may have reached the vendor and its outcome is not known.
+    Unknown,
+    Finished,
+}
+
+/// The durable intent record of an action's execution, and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub connector: String,
+    /// live | dry_run | builtin
+    pub mode: String,
+    /// When the intent was recorded (probes look for effects from this moment on).
+    pub intent_at: DateTime<Utc>,
+    pub phase: ExecPhase,
+    /// Vendor writes sent (or about to be sent) for this idempotency key.
+    pub writes_sent: u32,
+    /// Retries so far, across restarts (bounded).
+    pub retries: u32,
+    /// Vendor ids learned on the way (agent id, machine action id...).
+    #[serde(default)]
+    pub vendor: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// The inputs of a step decision, as stored with the action request.

@@ -132,6 +132,7 @@ pub struct Config {
     pub suppressions: Vec<Suppression>,
     pub log: LogConfig,
     pub approvals: ApprovalsConfig,
+    pub executor: ExecutorConfig,
 }
 
 impl Default for Config {
@@ -152,6 +153,7 @@ impl Default for Config {
             suppressions: Vec::new(),
             log: LogConfig::default(),
             approvals: ApprovalsConfig::default(),
+            executor: ExecutorConfig::default(),
         }
     }
 }
@@ -327,6 +329,28 @@ impl Default for ApprovalsConfig {
         ApprovalsConfig {
             default_timeout_mins: 60,
             escalate_at_fraction: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ExecutorConfig {
+    /// Run approved actions through their connectors. With `false`, cordon decides and
+    /// records but never acts (actions stay `approved`).
+    pub enabled: bool,
+    /// Actions executing at once (each target still gets one in-flight write at most).
+    pub concurrency: usize,
+    /// How often actions left `unknown` are probed again.
+    pub reconcile_interval_secs: u64,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            enabled: true,
+            concurrency: 16,
+            reconcile_interval_secs: 30,
         }
     }
 }
@@ -536,6 +560,15 @@ impl Config {
             if v > MAX_WINDOW_SECS {
                 p(k, format!("must be at most {MAX_WINDOW_SECS}"));
             }
+        }
+        if !(1..=1024).contains(&self.executor.concurrency) {
+            p("executor.concurrency", "must be between 1 and 1024".into());
+        }
+        if !(1..=86_400).contains(&self.executor.reconcile_interval_secs) {
+            p(
+                "executor.reconcile_interval_secs",
+                "must be between 1 and 86400".into(),
+            );
         }
         if !(self.approvals.escalate_at_fraction > 0.0 && self.approvals.escalate_at_fraction < 1.0)
         {

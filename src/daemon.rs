@@ -232,12 +232,20 @@ pub async fn start(
             source,
         })?;
     let playbook_count = v.playbooks.len();
+    let (runnable_tx, runnable_rx) = if cfg.executor.enabled {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let (eng, handle) = engine::new(
         EngineParts {
             store: store.clone(),
             policies: policies.clone(),
             policies_dir: cfg.policies_dir.clone(),
-            playbooks: v.playbooks,
+            playbooks: Arc::new(v.playbooks),
+            connectors: v.connectors.clone(),
+            runnable: runnable_tx,
             enricher: v.enricher,
             suppressions: cfg.suppressions.clone(),
             cases: cfg.cases.clone(),
@@ -260,6 +268,16 @@ pub async fn start(
     let draining = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
     let engine_task = tracker.spawn(eng.run());
+    if let Some(rx) = runnable_rx {
+        let parts = crate::executor::ExecutorParts {
+            engine: handle.clone(),
+            store: store.clone(),
+            connectors: v.connectors.clone(),
+            concurrency: cfg.executor.concurrency,
+            reconcile_every: Duration::from_secs(cfg.executor.reconcile_interval_secs),
+        };
+        tracker.spawn(crate::executor::run(parts, rx, shutdown.clone()));
+    }
 
     // Reload triggers: SIGHUP and file changes. Both hold an engine handle until shutdown.
     spawn_reload_triggers(&tracker, &shutdown, handle.clone(), &cfg);

@@ -65,6 +65,15 @@ pub mod keys {
         format!("pe/{:020}/{action_id}", at.timestamp_millis().max(0)).into_bytes()
     }
     pub const ESCALATION_PREFIX: &[u8] = b"pe/";
+    /// Actions the executor has to drive: approved, executing, or left unknown.
+    pub fn runnable(action_id: &str) -> Vec<u8> {
+        format!("xq/{action_id}").into_bytes()
+    }
+    pub const RUNNABLE_PREFIX: &[u8] = b"xq/";
+    /// The per-target lease: one action with a write in flight per connector and target.
+    pub fn lease(connector: &str, target: &crate::action::Target) -> Vec<u8> {
+        format!("tl/{connector}/{}:{}", target.kind.as_str(), target.id).into_bytes()
+    }
 }
 
 /// An alert as stored: the normalized alert plus what cordon made of it.
@@ -143,6 +152,59 @@ pub enum Event {
     },
     /// Expire requests past their deadline and raise due escalations.
     Tick { reply: Option<oneshot::Sender<()>> },
+    /// The executor records what it is about to do, what it saw, and how an action ended.
+    Exec {
+        op: ExecOp,
+        reply: oneshot::Sender<Result<ExecReply, EngineError>>,
+    },
+}
+
+/// What the executor asks the engine to record. Each is durable before the reply.
+#[derive(Debug, Clone)]
+pub enum ExecOp {
+    /// Claim an approved action (or resume one after a restart): check the recorded Allow,
+    /// re-check the policy, take the target lease, write the intent record.
+    Claim { action_id: String, mode: String },
+    /// Record evidence (a vendor exchange, a probe, a retry) and update the intent record.
+    Record {
+        action_id: String,
+        kind: &'static str,
+        body: serde_json::Value,
+        update: ExecUpdate,
+    },
+    /// Move the action to its final (or `unknown`) state.
+    Finish {
+        action_id: String,
+        to: ActionState,
+        outcome: String,
+        escalate: Option<String>,
+    },
+    /// Propose the inverse of a succeeded, reversible action for `user`.
+    Rollback {
+        action_id: String,
+        user: String,
+        reason: String,
+    },
+}
+
+/// Changes to the intent record that go with a [`ExecOp::Record`].
+#[derive(Debug, Clone, Default)]
+pub struct ExecUpdate {
+    pub phase: Option<crate::action::ExecPhase>,
+    pub write_sent: bool,
+    pub retry: bool,
+    pub vendor: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ExecReply {
+    Claimed(Box<ActionRequest>),
+    /// Another action holds the target's lease.
+    Busy(String),
+    Refused(String),
+    Recorded(Box<ActionRequest>),
+    Finished,
+    RollbackProposed(Box<ActionRequest>),
 }
 
 /// A vote as the API hands it to the engine.
@@ -199,6 +261,8 @@ pub enum ApprovalUpdate {
 enum Tally {
     Decision(Tier),
     EnrichmentFailures(u64),
+    Execution(ActionState),
+    Escalation,
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +341,16 @@ impl EngineHandle {
         let _ = self.tx.try_send(Event::Tick { reply: None });
     }
 
+    /// Records an executor step; answers once it is durable.
+    pub async fn exec(&self, op: ExecOp) -> Result<ExecReply, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Exec { op, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
     /// Approval changes, as they become durable.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ApprovalUpdate> {
         self.watch.subscribe()
@@ -303,7 +377,7 @@ pub struct EngineParts {
     pub store: Store,
     pub policies: Policies,
     pub policies_dir: PathBuf,
-    pub playbooks: Vec<Playbook>,
+    pub playbooks: Arc<Vec<Playbook>>,
     pub enricher: Enricher,
     pub suppressions: Vec<Suppression>,
     pub cases: CasesConfig,
@@ -311,6 +385,10 @@ pub struct EngineParts {
     pub max_batch: usize,
     pub clock: Clock,
     pub approvals: crate::config::ApprovalsConfig,
+    /// Connectors (for rollback: which actions can be undone where).
+    pub connectors: crate::connector::Registry,
+    /// Where action ids go once they are durably approved (the executor), if it runs.
+    pub runnable: Option<mpsc::UnboundedSender<String>>,
 }
 
 pub struct Engine {
@@ -474,6 +552,23 @@ impl Engine {
                         }));
                     }
                 }
+                Event::Exec { op, reply } => {
+                    let sp = txn.savepoint();
+                    let changed_before = self.changed.len();
+                    let tallies_before = self.tallies.len();
+                    match self.exec(&mut txn, op) {
+                        Ok(r) => replies.push(Box::new(move |c| {
+                            let _ = reply.send(c.map(|()| r));
+                        })),
+                        Err(e) => {
+                            txn.rollback_to(sp);
+                            self.changed.truncate(changed_before);
+                            self.tallies.truncate(tallies_before);
+                            tracing::error!(error = %e, "executor step could not be recorded");
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                        }
+                    }
+                }
                 Event::ReloadPolicies { trigger, reply } => {
                     let sp = txn.savepoint();
                     match self.reload(&mut txn, &trigger) {
@@ -544,9 +639,26 @@ impl Engine {
                     Tally::EnrichmentFailures(n) => {
                         self.parts.metrics.enrichment_failures.inc_by(n);
                     }
+                    Tally::Execution(state) => {
+                        self.parts
+                            .metrics
+                            .executions
+                            .get_or_create(&OutcomeLabels {
+                                outcome: state.as_str().into(),
+                            })
+                            .inc();
+                    }
+                    Tally::Escalation => {
+                        self.parts.metrics.escalations.inc();
+                    }
                 }
             }
             for a in changed {
+                if a.state == ActionState::Approved
+                    && let Some(tx) = &self.parts.runnable
+                {
+                    let _ = tx.send(a.action_id.clone());
+                }
                 let _ = self.watch.send(ApprovalUpdate::Changed(Box::new(a)));
             }
             for e in escalations {
@@ -888,9 +1000,8 @@ impl Engine {
         // 6. Playbooks propose; 7. policy decides each step.
         let policy_engine = self.parts.policies.current();
         let mut new_actions = 0;
-        for pb in self
-            .parts
-            .playbooks
+        let playbooks = self.parts.playbooks.clone();
+        for pb in playbooks
             .iter()
             .filter(|pb| pb.matcher.matches(format, fields))
         {
@@ -934,6 +1045,9 @@ impl Engine {
                     requester: format!("playbook:{}", pb.name),
                     approval: None,
                     decision_input: None,
+                    execution: None,
+                    rollback_of: None,
+                    rolled_back_by: None,
                 };
                 let alinks = Links {
                     case_id: Some(case_id.clone()),
@@ -978,66 +1092,14 @@ impl Engine {
                         now,
                     ),
                 };
-                let record = policy_engine.decide_step(&step_req);
-                req.decision_input = Some(crate::action::DecisionInput {
-                    family: step_req.family.clone(),
-                    resource_attrs: step_req.resource_attrs.clone(),
-                    context: step_req.context.clone(),
-                });
-                let seq = txn.audit(
-                    "policy_decision",
-                    alinks.clone(),
+                self.decide_new(
+                    txn,
+                    &mut req,
+                    &step_req,
+                    prop.step.approval_timeout_mins,
+                    fields.severity,
                     now,
-                    serde_json::to_value(&record).unwrap_or_default(),
                 )?;
-                self.tallies.push(Tally::Decision(record.tier));
-                let next = match record.tier {
-                    Tier::Auto => ActionState::Approved,
-                    Tier::OneApprover | Tier::TwoPerson => ActionState::AwaitingApproval,
-                    Tier::Denied => ActionState::Denied,
-                };
-                req.tier = Some(record.tier);
-                req.determining_policies =
-                    record.determining.iter().map(|d| d.id.clone()).collect();
-                req.reasons = record.reasons.clone();
-                req.decision_seq = Some(seq);
-                req.policy_hash = Some(record.policy_hash.clone());
-                txn.audit(
-                    "action_transition",
-                    alinks,
-                    now,
-                    json!({"from": req.state, "to": next, "tier": record.tier, "reasons": record.reasons, "decision_seq": seq}),
-                )?;
-                req.state = next;
-                if next == ActionState::AwaitingApproval {
-                    let needed = record.tier.approvals_needed().unwrap_or(1);
-                    let from_policy_or_playbook = match (
-                        record.approval_timeout_mins,
-                        prop.step.approval_timeout_mins,
-                    ) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    let mins = self.timeout_mins(from_policy_or_playbook, fields.severity);
-                    let deadline = now + Duration::minutes(mins);
-                    let escalate_at = now
-                        + Duration::milliseconds(
-                            ((mins * 60_000) as f64 * self.parts.approvals.escalate_at_fraction)
-                                as i64,
-                        );
-                    req.approval = Some(crate::action::ApprovalState {
-                        needed,
-                        deadline,
-                        escalate_at,
-                        escalated: false,
-                        votes: vec![],
-                        decided_hash: None,
-                    });
-                    txn.put(keys::pending(&action_id), vec![]);
-                    txn.put(keys::deadline(deadline, &action_id), vec![]);
-                    txn.put(keys::escalation(escalate_at, &action_id), vec![]);
-                }
-                self.changed.push(req.clone());
                 txn.put(xi, action_id.clone().into_bytes());
                 txn.put_json(keys::action(&action_id), &req)?;
                 case.action_ids.push(action_id);
@@ -1087,6 +1149,82 @@ impl Engine {
                 json!({"from": from, "to": to, "reason": reason}),
             )?;
         }
+        Ok(())
+    }
+
+    /// Decides a freshly proposed action: records the decision, moves it to `approved`,
+    /// `awaiting_approval` (with its deadline and escalation) or `denied`, and queues it for the
+    /// executor when it may run. The caller stores it.
+    fn decide_new(
+        &mut self,
+        txn: &mut Txn,
+        req: &mut ActionRequest,
+        step_req: &StepRequest,
+        step_timeout_mins: Option<u64>,
+        severity: crate::alert::Severity,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let policy_engine = self.parts.policies.current();
+        let alinks = Self::links(req);
+        let action_id = req.action_id.clone();
+        let record = policy_engine.decide_step(step_req);
+        req.decision_input = Some(crate::action::DecisionInput {
+            family: step_req.family.clone(),
+            resource_attrs: step_req.resource_attrs.clone(),
+            context: step_req.context.clone(),
+        });
+        let seq = txn.audit(
+            "policy_decision",
+            alinks.clone(),
+            now,
+            serde_json::to_value(&record).unwrap_or_default(),
+        )?;
+        self.tallies.push(Tally::Decision(record.tier));
+        let next = match record.tier {
+            Tier::Auto => ActionState::Approved,
+            Tier::OneApprover | Tier::TwoPerson => ActionState::AwaitingApproval,
+            Tier::Denied => ActionState::Denied,
+        };
+        req.tier = Some(record.tier);
+        req.determining_policies = record.determining.iter().map(|d| d.id.clone()).collect();
+        req.reasons = record.reasons.clone();
+        req.decision_seq = Some(seq);
+        req.policy_hash = Some(record.policy_hash.clone());
+        txn.audit(
+            "action_transition",
+            alinks,
+            now,
+            json!({"from": req.state, "to": next, "tier": record.tier, "reasons": record.reasons, "decision_seq": seq}),
+        )?;
+        req.state = next;
+        if next == ActionState::Approved {
+            txn.put(keys::runnable(&action_id), vec![]);
+        }
+        if next == ActionState::AwaitingApproval {
+            let needed = record.tier.approvals_needed().unwrap_or(1);
+            let from_policy_or_playbook = match (record.approval_timeout_mins, step_timeout_mins) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let mins = self.timeout_mins(from_policy_or_playbook, severity);
+            let deadline = now + Duration::minutes(mins);
+            let escalate_at = now
+                + Duration::milliseconds(
+                    ((mins * 60_000) as f64 * self.parts.approvals.escalate_at_fraction) as i64,
+                );
+            req.approval = Some(crate::action::ApprovalState {
+                needed,
+                deadline,
+                escalate_at,
+                escalated: false,
+                votes: vec![],
+                decided_hash: None,
+            });
+            txn.put(keys::pending(&action_id), vec![]);
+            txn.put(keys::deadline(deadline, &action_id), vec![]);
+            txn.put(keys::escalation(escalate_at, &action_id), vec![]);
+        }
+        self.changed.push(req.clone());
         Ok(())
     }
 
@@ -1151,6 +1289,9 @@ impl Engine {
         )?;
         a.state = to;
         a.updated_at = now;
+        if to == ActionState::Approved {
+            txn.put(keys::runnable(&a.action_id), vec![]);
+        }
         txn.put_json(keys::action(&a.action_id), a)?;
         self.changed.push(a.clone());
         self.refresh_case(txn, &a.case_id.clone(), &a.alert_id.clone(), now)
@@ -1511,6 +1652,475 @@ impl Engine {
     }
 }
 
+/// The executor's records: claims, evidence, outcomes, rollbacks.
+impl Engine {
+    fn exec(&mut self, txn: &mut Txn, op: ExecOp) -> Result<ExecReply, StoreError> {
+        match op {
+            ExecOp::Claim { action_id, mode } => self.exec_claim(txn, &action_id, &mode),
+            ExecOp::Record {
+                action_id,
+                kind,
+                body,
+                update,
+            } => self.exec_record(txn, &action_id, kind, body, update),
+            ExecOp::Finish {
+                action_id,
+                to,
+                outcome,
+                escalate,
+            } => self.exec_finish(txn, &action_id, to, &outcome, escalate),
+            ExecOp::Rollback {
+                action_id,
+                user,
+                reason,
+            } => self.exec_rollback(txn, &action_id, &user, &reason),
+        }
+    }
+
+    fn escalate(
+        &mut self,
+        txn: &mut Txn,
+        a: &ActionRequest,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(action_id = %a.action_id, case_id = %a.case_id, kind = %a.kind, target = %a.target.id, reason = why, "escalation: a person has to look at this action");
+        self.tallies.push(Tally::Escalation);
+        txn.audit(
+            "escalation",
+            Self::links(a),
+            now,
+            json!({"reason": why, "kind": a.kind, "target": a.target, "state": a.state, "connector": a.connector}),
+        )?;
+        Ok(())
+    }
+
+    /// Distinct approvals recorded for the request as it was decided.
+    fn approvals_given(a: &ActionRequest) -> u8 {
+        a.approval.as_ref().map_or(0, |ap| {
+            ap.decided_hash
+                .as_deref()
+                .map_or(0, |h| ap.approvals_for(h).len() as u8)
+        })
+    }
+
+    fn exec_claim(
+        &mut self,
+        txn: &mut Txn,
+        id: &str,
+        mode: &str,
+    ) -> Result<ExecReply, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+            txn.delete(keys::runnable(id));
+            return Ok(ExecReply::Refused(format!("no action {id}")));
+        };
+        let resuming = matches!(a.state, ActionState::Executing | ActionState::Unknown);
+        if !resuming && a.state != ActionState::Approved {
+            txn.delete(keys::runnable(id));
+            return Ok(ExecReply::Refused(format!("action is {}", a.state)));
+        }
+        let sent = a.execution.as_ref().is_some_and(|e| e.writes_sent > 0);
+        if resuming {
+            txn.audit(
+                "execution_resumed",
+                Self::links(&a),
+                now,
+                json!({"state": a.state, "execution": a.execution}),
+            )?;
+            if sent || a.state == ActionState::Unknown {
+                // A write may have reached the vendor: it is reconciled by probe whatever the
+                // policy says now, never abandoned half-done.
+                return Ok(ExecReply::Claimed(Box::new(a)));
+            }
+        }
+        // Nothing runs without a recorded Allow, and the policy in force now must still allow
+        // it with the approvals actually given.
+        let approvals = Self::approvals_given(&a);
+        let recorded = a.decision_seq.is_some()
+            && match a.tier {
+                Some(Tier::Auto) => true,
+                Some(t) => t.approvals_needed().is_some_and(|n| approvals >= n),
+                None => false,
+            };
+        let check = match (&a.decision_input, recorded) {
+            (Some(input), true) => {
+                let step = StepRequest {
+                    playbook: a.playbook.clone(),
+                    family: input.family.clone(),
+                    step: a.step.clone(),
+                    kind: a.kind,
+                    target: a.target.clone(),
+                    resource_attrs: input.resource_attrs.clone(),
+                    context: input.context.clone(),
+                };
+                let (allowed, rec) = self.parts.policies.current().recheck(&step, approvals);
+                let seq = txn.audit(
+                    "policy_decision",
+                    Self::links(&a),
+                    now,
+                    json!({"phase": "pre_execution", "approvals": approvals, "allowed": allowed, "record": rec}),
+                )?;
+                Ok(seq).and_then(|seq| if allowed { Ok(seq) } else { Err("the policy re-check right before execution denied it".to_string()) })
+            }
+            (None, _) => Err("no stored decision input to re-check".to_string()),
+            (_, false) => Err("no recorded Allow with enough approvals".to_string()),
+        };
+        let seq = match check {
+            Ok(seq) => seq,
+            Err(why) => {
+                let from = a.state;
+                let to = if from == ActionState::Approved {
+                    ActionState::Denied
+                } else {
+                    ActionState::Failed
+                };
+                txn.audit(
+                    "action_transition",
+                    Self::links(&a),
+                    now,
+                    json!({"from": from, "to": to, "reason": why}),
+                )?;
+                a.state = to;
+                a.updated_at = now;
+                self.escalate(txn, &a, now, &format!("not run: {why}"))?;
+                txn.delete(keys::runnable(id));
+                txn.delete(keys::lease(&a.connector, &a.target));
+                txn.put_json(keys::action(id), &a)?;
+                self.changed.push(a.clone());
+                self.refresh_after_execution(txn, &a, now)?;
+                return Ok(ExecReply::Refused(why));
+            }
+        };
+        if resuming {
+            return Ok(ExecReply::Claimed(Box::new(a)));
+        }
+        let lease = keys::lease(&a.connector, &a.target);
+        if let Some(holder) = txn.get(&store, &lease)? {
+            let holder = String::from_utf8_lossy(&holder).to_string();
+            if holder != a.action_id
+                && txn
+                    .get_json::<ActionRequest>(&store, &keys::action(&holder))?
+                    .is_some_and(|h| !h.state.is_terminal())
+            {
+                return Ok(ExecReply::Busy(holder));
+            }
+        }
+        txn.put(lease, a.action_id.clone().into_bytes());
+        a.execution = Some(crate::action::Execution {
+            connector: a.connector.clone(),
+            mode: mode.to_string(),
+            intent_at: now,
+            phase: crate::action::ExecPhase::Claimed,
+            writes_sent: 0,
+            retries: 0,
+            vendor: Default::default(),
+            outcome: None,
+            escalation: None,
+            finished_at: None,
+        });
+        txn.audit(
+            "execution_intent",
+            Self::links(&a),
+            now,
+            json!({"idempotency_key": a.idempotency_key, "connector": a.connector, "mode": mode, "kind": a.kind, "target": a.target, "approvals": approvals, "pre_execution_decision_seq": seq}),
+        )?;
+        txn.audit(
+            "action_transition",
+            Self::links(&a),
+            now,
+            json!({"from": a.state, "to": ActionState::Executing, "reason": "claimed by the executor"}),
+        )?;
+        a.state = ActionState::Executing;
+        a.updated_at = now;
+        txn.put_json(keys::action(id), &a)?;
+        self.changed.push(a.clone());
+        Ok(ExecReply::Claimed(Box::new(a)))
+    }
+
+    fn exec_record(
+        &mut self,
+        txn: &mut Txn,
+        id: &str,
+        kind: &'static str,
+        body: serde_json::Value,
+        update: ExecUpdate,
+    ) -> Result<ExecReply, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+            return Ok(ExecReply::Refused(format!("no action {id}")));
+        };
+        if !matches!(a.state, ActionState::Executing | ActionState::Unknown) {
+            return Ok(ExecReply::Refused(format!("action is {}", a.state)));
+        }
+        let mut body = body;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("idempotency_key".into(), json!(a.idempotency_key));
+            o.insert("connector".into(), json!(a.connector));
+        }
+        txn.audit(kind, Self::links(&a), now, body)?;
+        if let Some(e) = a.execution.as_mut() {
+            if let Some(p) = update.phase {
+                e.phase = p;
+            }
+            if update.write_sent {
+                e.writes_sent += 1;
+            }
+            if update.retry {
+                e.retries += 1;
+            }
+            e.vendor.extend(update.vendor);
+        }
+        a.updated_at = now;
+        txn.put_json(keys::action(id), &a)?;
+        Ok(ExecReply::Recorded(Box::new(a)))
+    }
+
+    fn exec_finish(
+        &mut self,
+        txn: &mut Txn,
+        id: &str,
+        to: ActionState,
+        outcome: &str,
+        escalate: Option<String>,
+    ) -> Result<ExecReply, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+            return Ok(ExecReply::Refused(format!("no action {id}")));
+        };
+        if a.state == to && to == ActionState::Unknown {
+            // Still unknown after another reconciliation: note it, change nothing else.
+            txn.audit(
+                "reconcile_unresolved",
+                Self::links(&a),
+                now,
+                json!({"outcome": outcome}),
+            )?;
+            return Ok(ExecReply::Finished);
+        }
+        if !a.state.can_become(to) {
+            return Ok(ExecReply::Refused(format!(
+                "action is {}; it cannot become {to}",
+                a.state
+            )));
+        }
+        txn.audit(
+            "action_transition",
+            Self::links(&a),
+            now,
+            json!({"from": a.state, "to": to, "reason": outcome}),
+        )?;
+        a.state = to;
+        a.updated_at = now;
+        if let Some(e) = a.execution.as_mut() {
+            e.phase = if to == ActionState::Unknown {
+                crate::action::ExecPhase::Unknown
+            } else {
+                crate::action::ExecPhase::Finished
+            };
+            e.outcome = Some(outcome.to_string());
+            e.escalation = escalate.clone();
+            if to.is_terminal() {
+                e.finished_at = Some(now);
+            }
+        }
+        if let Some(why) = &escalate {
+            self.escalate(txn, &a, now, why)?;
+        }
+        if to.is_terminal() {
+            txn.delete(keys::runnable(id));
+            txn.delete(keys::lease(&a.connector, &a.target));
+            self.tallies.push(Tally::Execution(to));
+        }
+        txn.put_json(keys::action(id), &a)?;
+        self.changed.push(a.clone());
+        // A rollback that succeeded marks what it undid.
+        if to == ActionState::Succeeded
+            && let Some(orig_id) = a.rollback_of.clone()
+            && let Some(mut orig) = txn.get_json::<ActionRequest>(&store, &keys::action(&orig_id))?
+            && orig.state.can_become(ActionState::RolledBack)
+        {
+            txn.audit(
+                "action_transition",
+                Self::links(&orig),
+                now,
+                json!({"from": orig.state, "to": ActionState::RolledBack, "reason": format!("undone by {}", a.action_id)}),
+            )?;
+            orig.state = ActionState::RolledBack;
+            orig.updated_at = now;
+            txn.put_json(keys::action(&orig_id), &orig)?;
+            self.changed.push(orig);
+        }
+        self.refresh_after_execution(txn, &a, now)?;
+        Ok(ExecReply::Finished)
+    }
+
+    /// An `approved` case becomes `executed` once none of its actions waits or runs.
+    fn refresh_after_execution(
+        &mut self,
+        txn: &mut Txn,
+        a: &ActionRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let store = self.parts.store.clone();
+        let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&a.case_id))? else {
+            return Ok(());
+        };
+        if case.state != CaseState::Approved {
+            return Ok(());
+        }
+        let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        for id in &case.action_ids {
+            let Some(x) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+                continue;
+            };
+            if matches!(
+                x.state,
+                ActionState::Approved
+                    | ActionState::AwaitingApproval
+                    | ActionState::Executing
+                    | ActionState::Unknown
+                    | ActionState::Proposed
+            ) {
+                return Ok(());
+            }
+            *counts.entry(x.state.as_str()).or_default() += 1;
+        }
+        let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let reason = format!("every action is finished: {}", summary.join(", "));
+        self.transition(
+            txn,
+            &mut case,
+            CaseState::Executed,
+            now,
+            &reason,
+            &a.alert_id,
+        )?;
+        txn.put_json(keys::case(&case.case_id), &case)?;
+        Ok(())
+    }
+
+    fn exec_rollback(
+        &mut self,
+        txn: &mut Txn,
+        id: &str,
+        user: &str,
+        reason: &str,
+    ) -> Result<ExecReply, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let Some(mut orig) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+            return Ok(ExecReply::Refused(format!("no action {id}")));
+        };
+        let refuse = |why: String| Ok(ExecReply::Refused(why));
+        if orig.state != ActionState::Succeeded {
+            return refuse(format!(
+                "only a succeeded action can be rolled back; {id} is {}",
+                orig.state
+            ));
+        }
+        let Some(inverse) = orig.kind.inverse() else {
+            return refuse(format!("{} cannot be undone", orig.kind));
+        };
+        let reversible = self
+            .parts
+            .connectors
+            .connectors
+            .get(&orig.connector)
+            .is_some_and(|c| c.reversible(orig.kind) && c.supports(inverse));
+        if !reversible {
+            return refuse(format!(
+                "connector {:?} declares {} irreversible (or lacks {inverse})",
+                orig.connector, orig.kind
+            ));
+        }
+        if let Some(existing) = &orig.rolled_back_by
+            && let Some(r) = txn.get_json::<ActionRequest>(&store, &keys::action(existing))?
+        {
+            return Ok(ExecReply::RollbackProposed(Box::new(r)));
+        }
+        let Some(input) = orig.decision_input.clone() else {
+            return refuse("the original decision input is missing; nothing to re-decide".into());
+        };
+        let step = format!("{}#rollback", orig.step);
+        let idem = idempotency_key(&orig.case_id, &orig.playbook, &step, inverse, &orig.target);
+        let action_id = self.next_id();
+        let mut context = input.context.clone();
+        context.insert("step".into(), json!(step));
+        context.insert("reversible".into(), json!(true));
+        let mut req = ActionRequest {
+            action_id: action_id.clone(),
+            case_id: orig.case_id.clone(),
+            alert_id: orig.alert_id.clone(),
+            playbook: orig.playbook.clone(),
+            step: step.clone(),
+            kind: inverse,
+            connector: orig.connector.clone(),
+            target: orig.target.clone(),
+            parameters: orig.parameters.clone(),
+            on_failure: orig.on_failure,
+            state: ActionState::Proposed,
+            tier: None,
+            determining_policies: vec![],
+            reasons: vec![],
+            decision_seq: None,
+            policy_hash: None,
+            idempotency_key: idem.clone(),
+            created_at: now,
+            updated_at: now,
+            requester: user.to_string(),
+            approval: None,
+            decision_input: None,
+            execution: None,
+            rollback_of: Some(orig.action_id.clone()),
+            rolled_back_by: None,
+        };
+        txn.audit(
+            "rollback_requested",
+            Self::links(&orig),
+            now,
+            json!({"by": user, "reason": reason, "rollback_action_id": action_id, "kind": inverse}),
+        )?;
+        txn.audit(
+            "action_proposed",
+            Self::links(&req),
+            now,
+            serde_json::to_value(&req).unwrap_or_default(),
+        )?;
+        let step_req = StepRequest {
+            playbook: orig.playbook.clone(),
+            family: input.family.clone(),
+            step,
+            kind: inverse,
+            target: orig.target.clone(),
+            resource_attrs: input.resource_attrs.clone(),
+            context,
+        };
+        let severity = txn
+            .get_json::<Case>(&store, &keys::case(&orig.case_id))?
+            .map(|c| c.severity)
+            .unwrap_or(crate::alert::Severity::High);
+        self.decide_new(txn, &mut req, &step_req, None, severity, now)?;
+        txn.put(
+            keys::action_index(&orig.case_id, &idem),
+            action_id.clone().into_bytes(),
+        );
+        txn.put_json(keys::action(&action_id), &req)?;
+        orig.rolled_back_by = Some(action_id.clone());
+        orig.updated_at = now;
+        txn.put_json(keys::action(&orig.action_id), &orig)?;
+        if let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&orig.case_id))? {
+            case.action_ids.push(action_id);
+            case.updated_at = now;
+            txn.put_json(keys::case(&case.case_id), &case)?;
+        }
+        Ok(ExecReply::RollbackProposed(Box::new(req)))
+    }
+}
+
 fn secs(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX / 1000)
 }
@@ -1560,6 +2170,15 @@ pub mod read {
             }
         }
         Ok(out)
+    }
+
+    /// Ids of the actions the executor has to drive.
+    pub fn runnable(store: &Store) -> Result<Vec<String>, StoreError> {
+        Ok(store
+            .keys_after(keys::RUNNABLE_PREFIX, None, usize::MAX)?
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k[keys::RUNNABLE_PREFIX.len()..]).to_string())
+            .collect())
     }
 
     pub fn actions_of(store: &Store, case: &Case) -> Result<Vec<ActionRequest>, StoreError> {

@@ -3,7 +3,8 @@
 //! SIEM alerts come in over HTTP (`http`) in one of the `ingest` formats and become normalized
 //! [`alert::Alert`]s; the `engine` task groups them into `case`s, applies `suppress`ion and
 //! `enrich`ment, lets `playbook`s propose `action` requests, asks `policy` (Cedar) for each
-//! step's tier, and records every input and output in the hash-chained `store`. See
+//! step's tier, and records every input and output in the hash-chained `store`. The `executor`
+//! runs approved actions through `connector`s. See
 //! ARCHITECTURE.md for the code map and the invariants.
 
 pub mod action;
@@ -16,6 +17,7 @@ pub mod connector;
 pub mod daemon;
 pub mod engine;
 pub mod enrich;
+pub mod executor;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

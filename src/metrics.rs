@@ -43,6 +43,10 @@ pub struct Metrics {
     /// 1 while the last policy reload failed (the previous set is in force).
     pub policy_reload_failed: Gauge,
     pub enrichment_failures: Counter,
+    /// Actions finished by the executor, by final state.
+    pub executions: Family<OutcomeLabels, Counter>,
+    /// Escalations raised by the executor (fail-closed refusals, unknown outcomes).
+    pub escalations: Counter,
 }
 
 impl Default for Metrics {
@@ -102,7 +106,21 @@ impl Metrics {
             "Enrichment sources that could not be consulted for an alert",
             enrichment_failures.clone(),
         );
+        let executions = Family::<OutcomeLabels, Counter>::default();
+        r.register(
+            "cordon_executions",
+            "Actions the executor finished, by final state",
+            executions.clone(),
+        );
+        let escalations = Counter::default();
+        r.register(
+            "cordon_escalations",
+            "Executor escalations: refusals, failures and unknown outcomes handed to a person",
+            escalations.clone(),
+        );
         Metrics {
+            executions,
+            escalations,
             registry: Arc::new(r),
             alerts_received,
             cases_open,

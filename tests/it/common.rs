@@ -51,6 +51,8 @@ pub fn workspace() -> (tempfile::TempDir, Config) {
     };
     cfg.http.addr = "127.0.0.1:0".into();
     cfg.grpc.addr = "127.0.0.1:0".into();
+    // Decision-path tests look at actions as decided; executor tests turn it on.
+    cfg.executor.enabled = false;
     cfg.enrichment.assets = Some(root.join("enrichment/assets.toml"));
     cfg.enrichment.identities = Some(root.join("enrichment/identities.toml"));
     cfg.enrichment.intel = Some(root.join("enrichment/intel.toml"));
