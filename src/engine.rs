@@ -1704,12 +1704,7 @@ impl Engine {
         })
     }
 
-    fn exec_claim(
-        &mut self,
-        txn: &mut Txn,
-        id: &str,
-        mode: &str,
-    ) -> Result<ExecReply, StoreError> {
+    fn exec_claim(&mut self, txn: &mut Txn, id: &str, mode: &str) -> Result<ExecReply, StoreError> {
         let store = self.parts.store.clone();
         let now = (self.parts.clock)();
         let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
@@ -1762,7 +1757,13 @@ impl Engine {
                     now,
                     json!({"phase": "pre_execution", "approvals": approvals, "allowed": allowed, "record": rec}),
                 )?;
-                Ok(seq).and_then(|seq| if allowed { Ok(seq) } else { Err("the policy re-check right before execution denied it".to_string()) })
+                Ok(seq).and_then(|seq| {
+                    if allowed {
+                        Ok(seq)
+                    } else {
+                        Err("the policy re-check right before execution denied it".to_string())
+                    }
+                })
             }
             (None, _) => Err("no stored decision input to re-check".to_string()),
             (_, false) => Err("no recorded Allow with enough approvals".to_string()),
@@ -1940,7 +1941,8 @@ impl Engine {
         // A rollback that succeeded marks what it undid.
         if to == ActionState::Succeeded
             && let Some(orig_id) = a.rollback_of.clone()
-            && let Some(mut orig) = txn.get_json::<ActionRequest>(&store, &keys::action(&orig_id))?
+            && let Some(mut orig) =
+                txn.get_json::<ActionRequest>(&store, &keys::action(&orig_id))?
             && orig.state.can_become(ActionState::RolledBack)
         {
             txn.audit(

@@ -271,7 +271,12 @@ impl Run {
             .expect("claimed actions carry an intent record")
     }
 
-    async fn record(&mut self, kind: &'static str, body: Value, update: ExecUpdate) -> Result<(), Halt> {
+    async fn record(
+        &mut self,
+        kind: &'static str,
+        body: Value,
+        update: ExecUpdate,
+    ) -> Result<(), Halt> {
         match self
             .s
             .parts
@@ -333,8 +338,12 @@ impl Run {
                         "actions": actions.iter().map(|x| json!({"id": x.action_id, "kind": x.kind, "target": x.target.id, "state": x.state, "tier": x.tier})).collect::<Vec<_>>(),
                     })
                 });
-                self.record("case_summary", json!({"summary": summary}), ExecUpdate::default())
-                    .await?;
+                self.record(
+                    "case_summary",
+                    json!({"summary": summary}),
+                    ExecUpdate::default(),
+                )
+                .await?;
                 self.finish(ActionState::Succeeded, "case summary written", None)
                     .await
             }
@@ -363,7 +372,10 @@ impl Run {
                 .finish(
                     ActionState::Failed,
                     "connector lacks this action",
-                    Some(format!("connector {} does not perform {}", c.name, self.a.kind)),
+                    Some(format!(
+                        "connector {} does not perform {}",
+                        c.name, self.a.kind
+                    )),
                 )
                 .await;
         };
@@ -648,7 +660,10 @@ impl Run {
                     Ok(s) => Some(s),
                     Err(e) => {
                         return self
-                            .fail_closed("probe failed", format!("cannot read the target's state: {e}"))
+                            .fail_closed(
+                                "probe failed",
+                                format!("cannot read the target's state: {e}"),
+                            )
                             .await;
                     }
                 },
@@ -674,7 +689,10 @@ impl Run {
                 }
                 Some(ProbeState::Failed) => {
                     return self
-                        .fail_closed("vendor reports failure", "the vendor reports the operation failed".into())
+                        .fail_closed(
+                            "vendor reports failure",
+                            "the vendor reports the operation failed".into(),
+                        )
                         .await;
                 }
                 Some(ProbeState::Ambiguous) => {
@@ -757,8 +775,8 @@ impl Run {
                 let class = classify_write(&spec.request, &ans);
                 match class {
                     WriteClass::Accepted | WriteClass::AlreadyDone => {
-                        let caps = client::capture(&spec.request.capture, &ans.json)
-                            .unwrap_or_default();
+                        let caps =
+                            client::capture(&spec.request.capture, &ans.json).unwrap_or_default();
                         for (k, v) in &caps {
                             self.vars.set(format!("write.{k}"), v.clone());
                         }
@@ -779,7 +797,15 @@ impl Run {
                         Ok(Next::Stop)
                     }
                     WriteClass::Busy => {
-                        self.record("write_result", json!({"class": class, "status": ans.status}), ExecUpdate { phase: Some(ExecPhase::Claimed), ..Default::default() }).await?;
+                        self.record(
+                            "write_result",
+                            json!({"class": class, "status": ans.status}),
+                            ExecUpdate {
+                                phase: Some(ExecPhase::Claimed),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
                         self.finish(
                             ActionState::Failed,
                             "vendor busy",
@@ -793,7 +819,15 @@ impl Run {
                     }
                     WriteClass::Throttled => {
                         // A 429 was not processed: back to "nothing sent".
-                        self.record("write_result", json!({"class": class, "status": ans.status}), ExecUpdate { phase: Some(ExecPhase::Claimed), ..Default::default() }).await?;
+                        self.record(
+                            "write_result",
+                            json!({"class": class, "status": ans.status}),
+                            ExecUpdate {
+                                phase: Some(ExecPhase::Claimed),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
                         if self
                             .retry_pause(c, "write", "rate limited (429)", ex.wait)
                             .await?
@@ -810,19 +844,44 @@ impl Run {
                     }
                     WriteClass::ServerError => {
                         // A 5xx may or may not have been applied: the probe decides.
-                        self.record("outcome_unknown", json!({"reason": format!("the vendor answered {}", ans.status)}), ExecUpdate { phase: Some(ExecPhase::Unknown), ..Default::default() }).await?;
+                        self.record(
+                            "outcome_unknown",
+                            json!({"reason": format!("the vendor answered {}", ans.status)}),
+                            ExecUpdate {
+                                phase: Some(ExecPhase::Unknown),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
                         if self
-                            .retry_pause(c, "write", &format!("server error {}", ans.status), ex.wait)
+                            .retry_pause(
+                                c,
+                                "write",
+                                &format!("server error {}", ans.status),
+                                ex.wait,
+                            )
                             .await?
                         {
                             Ok(Next::Again)
                         } else {
-                            self.fail_closed("vendor failing", format!("the vendor kept failing ({})", ans.status)).await?;
+                            self.fail_closed(
+                                "vendor failing",
+                                format!("the vendor kept failing ({})", ans.status),
+                            )
+                            .await?;
                             Ok(Next::Stop)
                         }
                     }
                     WriteClass::Rejected => {
-                        self.record("write_result", json!({"class": class, "status": ans.status}), ExecUpdate { phase: Some(ExecPhase::Claimed), ..Default::default() }).await?;
+                        self.record(
+                            "write_result",
+                            json!({"class": class, "status": ans.status}),
+                            ExecUpdate {
+                                phase: Some(ExecPhase::Claimed),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
                         self.finish(
                             ActionState::Failed,
                             "vendor rejected the request",
@@ -834,7 +893,15 @@ impl Run {
                 }
             }
             Outcome::NotSent(reason) => {
-                self.record("write_result", json!({"class": "not_sent", "reason": reason}), ExecUpdate { phase: Some(ExecPhase::Claimed), ..Default::default() }).await?;
+                self.record(
+                    "write_result",
+                    json!({"class": "not_sent", "reason": reason}),
+                    ExecUpdate {
+                        phase: Some(ExecPhase::Claimed),
+                        ..Default::default()
+                    },
+                )
+                .await?;
                 if self.retry_pause(c, "write", &reason, ex.wait).await? {
                     Ok(Next::Again)
                 } else {
@@ -863,7 +930,15 @@ impl Run {
                 Ok(Next::Stop)
             }
             Outcome::AuthFailed(reason) => {
-                self.record("write_result", json!({"class": "auth_failed"}), ExecUpdate { phase: Some(ExecPhase::Claimed), ..Default::default() }).await?;
+                self.record(
+                    "write_result",
+                    json!({"class": "auth_failed"}),
+                    ExecUpdate {
+                        phase: Some(ExecPhase::Claimed),
+                        ..Default::default()
+                    },
+                )
+                .await?;
                 self.finish(
                     ActionState::Failed,
                     "authentication failed",
@@ -882,7 +957,8 @@ impl Run {
         spec: &ActionSpec,
         rt: &client::Runtime,
     ) -> Result<(), Halt> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(spec.completion.max_wait_secs);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(spec.completion.max_wait_secs);
         let interval = Duration::from_millis(spec.completion.poll_interval_ms);
         // With a handle from the write, poll it; otherwise re-run the probe.
         let has_handle = spec
@@ -910,17 +986,31 @@ impl Run {
                 Ok(ProbeState::Pending) | Ok(ProbeState::NotDone) => {}
                 Ok(ProbeState::Failed) => {
                     return self
-                        .finish(ActionState::Failed, "vendor reports failure", Some("the vendor reports the operation failed".into()))
+                        .finish(
+                            ActionState::Failed,
+                            "vendor reports failure",
+                            Some("the vendor reports the operation failed".into()),
+                        )
                         .await;
                 }
                 Ok(s) => {
                     return self
-                        .finish(ActionState::Unknown, "completion unclear", Some(format!("while waiting for completion the vendor reported {s:?}")))
+                        .finish(
+                            ActionState::Unknown,
+                            "completion unclear",
+                            Some(format!(
+                                "while waiting for completion the vendor reported {s:?}"
+                            )),
+                        )
                         .await;
                 }
                 Err(e) => {
                     return self
-                        .finish(ActionState::Unknown, "completion unclear", Some(format!("cannot poll for completion: {e}")))
+                        .finish(
+                            ActionState::Unknown,
+                            "completion unclear",
+                            Some(format!("cannot poll for completion: {e}")),
+                        )
                         .await;
                 }
             }
@@ -946,12 +1036,20 @@ impl Run {
                 Ok(ProbeState::Done) => {}
                 Ok(s) => {
                     return self
-                        .finish(ActionState::Failed, "verification failed", Some(format!("the vendor accepted it but the probe reads {s:?}")))
+                        .finish(
+                            ActionState::Failed,
+                            "verification failed",
+                            Some(format!("the vendor accepted it but the probe reads {s:?}")),
+                        )
                         .await;
                 }
                 Err(e) => {
                     return self
-                        .finish(ActionState::Unknown, "verification failed", Some(format!("cannot verify: {e}")))
+                        .finish(
+                            ActionState::Unknown,
+                            "verification failed",
+                            Some(format!("cannot verify: {e}")),
+                        )
                         .await;
                 }
             }
@@ -999,7 +1097,10 @@ pub fn build_vars(store: &Store, a: &ActionRequest, c: &Connector) -> Result<Var
     v.set("idempotency_key", a.idempotency_key.clone());
     v.set(
         "idempotency_label",
-        format!("cordon-{}", &a.idempotency_key[..a.idempotency_key.len().min(24)]),
+        format!(
+            "cordon-{}",
+            &a.idempotency_key[..a.idempotency_key.len().min(24)]
+        ),
     );
     v.set("case_id", a.case_id.clone());
     v.set("action_id", a.action_id.clone());
@@ -1041,7 +1142,8 @@ pub fn build_vars(store: &Store, a: &ActionRequest, c: &Connector) -> Result<Var
         .clamp(1, 3650);
     v.set(
         "expires_at",
-        (intent_at + chrono::Duration::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (intent_at + chrono::Duration::days(days))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     );
     for (k, x) in params {
         v.set(format!("param.{k}"), x);

@@ -217,7 +217,10 @@ pub enum Outcome {
     /// off): the outcome is unknown and only a probe may resolve it.
     Uncertain(String),
     /// The vendor answered with a redirect; cordon does not follow it.
-    Redirect { status: u16, location: String },
+    Redirect {
+        status: u16,
+        location: String,
+    },
     /// Credentials refused or missing permissions: fail closed.
     AuthFailed(String),
 }
@@ -347,7 +350,10 @@ impl Runtime {
         let mut form = vec![
             ("grant_type", "client_credentials".to_string()),
             ("client_id", self.secret("auth.client_id").to_string()),
-            ("client_secret", self.secret("auth.client_secret").to_string()),
+            (
+                "client_secret",
+                self.secret("auth.client_secret").to_string(),
+            ),
         ];
         if let Some(s) = scope {
             form.push(("scope", s.clone()));
@@ -361,7 +367,10 @@ impl Runtime {
             Err(e) => {
                 ev["error"] = Value::String(transport_error(&e));
                 evidence.push(ev);
-                return Err(format!("token endpoint unreachable: {}", transport_error(&e)));
+                return Err(format!(
+                    "token endpoint unreachable: {}",
+                    transport_error(&e)
+                ));
             }
         };
         let status = res.status().as_u16();
@@ -580,11 +589,7 @@ impl Runtime {
                     .flatten(),
             ),
             Outcome::NotSent(_) | Outcome::Uncertain(_) => (true, None, None),
-            Outcome::AuthFailed(_) => (
-                false,
-                ev["status"].as_u64().map(|s| s as u16),
-                None,
-            ),
+            Outcome::AuthFailed(_) => (false, ev["status"].as_u64().map(|s| s as u16), None),
             Outcome::Redirect { status, .. } => (false, Some(*status), None),
         };
         self.breaker_result(failed);
@@ -776,7 +781,10 @@ pub fn read_probe(
             return (ProbeState::Ambiguous, "no timestamp".into(), caps);
         };
         return match DateTime::parse_from_rfc3339(s) {
-            Ok(t) if t.with_timezone(&Utc) >= intent_time => (ProbeState::Done, s.into(), caps),
+            // Vendors keep whole seconds (Graph does): compare at that granularity.
+            Ok(t) if t.with_timezone(&Utc).timestamp() >= intent_time.timestamp() => {
+                (ProbeState::Done, s.into(), caps)
+            }
             Ok(_) => (ProbeState::NotDone, s.into(), caps),
             Err(_) => (ProbeState::Ambiguous, s.into(), caps),
         };
@@ -792,7 +800,12 @@ fn state_value(t: &str, json: &Value) -> String {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
         let j = after.find('}').unwrap_or(after.len());
-        out.push_str(&json.pointer(&after[..j]).and_then(scalar).unwrap_or_default());
+        out.push_str(
+            &json
+                .pointer(&after[..j])
+                .and_then(scalar)
+                .unwrap_or_default(),
+        );
         rest = after.get(j + 1..).unwrap_or("");
     }
     out.push_str(rest);
@@ -924,7 +937,12 @@ mod tests {
             let r = render(&base, &req("/devices/{target}/isolate"), &v).unwrap();
             assert_eq!(r.url.host_str(), Some("api.vendor.example"), "{evil}");
             assert!(r.url.path().starts_with("/devices/"), "{evil}: {}", r.url);
-            assert_eq!(r.url.path_segments().unwrap().count(), 3, "{evil}: {}", r.url);
+            assert_eq!(
+                r.url.path_segments().unwrap().count(),
+                3,
+                "{evil}: {}",
+                r.url
+            );
         }
         v.set("target", "x' or 1=1");
         assert!(render(&base, &req("/q?f=name eq '{target}'"), &v).is_err());
@@ -941,7 +959,8 @@ mod tests {
 
     #[test]
     fn redaction_cuts_keys_and_values() {
-        let mut v = json!({"access_token": "abc", "nested": {"msg": "key is s3cr3t-value!"}, "ok": "fine"});
+        let mut v =
+            json!({"access_token": "abc", "nested": {"msg": "key is s3cr3t-value!"}, "ok": "fine"});
         redact_value(&mut v, &["s3cr3t-value"]);
         assert_eq!(v["access_token"], "**REDACTED**");
         assert_eq!(v["nested"]["msg"], "key is **REDACTED**!");

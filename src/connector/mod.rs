@@ -160,11 +160,7 @@ impl Registry {
     }
 }
 
-fn validate(
-    file: &str,
-    name: &str,
-    cf: spec::ConnectorFile,
-) -> Result<Connector, Vec<Problem>> {
+fn validate(file: &str, name: &str, cf: spec::ConnectorFile) -> Result<Connector, Vec<Problem>> {
     let mut problems = Vec::new();
     let base_url = match reqwest::Url::parse(&cf.base_url) {
         Ok(u) => {
@@ -315,7 +311,10 @@ mod tests {
         }
         assert!(reg.check("crowdstrike", ActionKind::IsolateHost).is_ok());
         assert!(reg.check("okta", ActionKind::RevokeSessions).is_ok());
-        assert!(reg.check("cloud-webhook", ActionKind::ContainCloudResource).is_ok());
+        assert!(
+            reg.check("cloud-webhook", ActionKind::ContainCloudResource)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -327,21 +326,56 @@ mod tests {
         assert!(reg.check(BUILTIN, ActionKind::Enrich).is_ok());
 
         let errs = load(&[
-            ("a.toml", &MIN.replace("https://api.crowdstrike.com", "https://{alert.host}/x")),
+            (
+                "a.toml",
+                &MIN.replace("https://api.crowdstrike.com", "https://{alert.host}/x"),
+            ),
             ("b.toml", &format!("timeout = 3\n{MIN}")),
-            ("c.toml", &MIN.replace("https://api.crowdstrike.com", "ftp://x")),
+            (
+                "c.toml",
+                &MIN.replace("https://api.crowdstrike.com", "ftp://x"),
+            ),
             ("d.toml", &MIN.replace("/d/{target}", "/d/{alert.host}")),
-            ("e.toml", &MIN.replace("path = \"/c\"", "path = \"//evil.example/c\"")),
-            ("f.toml", &MIN.replace("inverse = \"irreversible\"", "inverse = \"block_ioc\"")),
-            ("g.toml", &MIN.replace("idempotency_slot = \"none\"", "idempotency_slot = \"header:Idempotency-Key\"")),
-            ("h.toml", &MIN.replace("isolate_host]", "revoke_sessions]").replace("isolate_host.", "revoke_sessions.")),
-            ("i.toml", &MIN.replace("mode", "x").replace("base_url", "mode = \"live\"\nbase_url")),
-            ("j.toml", &MIN.replace("[actions.isolate_host.probe]", "[actions.isolate_host.probe]\nexists = \"/x\"")),
+            (
+                "e.toml",
+                &MIN.replace("path = \"/c\"", "path = \"//evil.example/c\""),
+            ),
+            (
+                "f.toml",
+                &MIN.replace("inverse = \"irreversible\"", "inverse = \"block_ioc\""),
+            ),
+            (
+                "g.toml",
+                &MIN.replace(
+                    "idempotency_slot = \"none\"",
+                    "idempotency_slot = \"header:Idempotency-Key\"",
+                ),
+            ),
+            (
+                "h.toml",
+                &MIN.replace("isolate_host]", "revoke_sessions]")
+                    .replace("isolate_host.", "revoke_sessions."),
+            ),
+            (
+                "i.toml",
+                &MIN.replace("mode", "x")
+                    .replace("base_url", "mode = \"live\"\nbase_url"),
+            ),
+            (
+                "j.toml",
+                &MIN.replace(
+                    "[actions.isolate_host.probe]",
+                    "[actions.isolate_host.probe]\nexists = \"/x\"",
+                ),
+            ),
         ])
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
         let has = |needle: &str| {
-            assert!(text.iter().any(|t| t.contains(needle)), "{needle:?} not in {text:#?}")
+            assert!(
+                text.iter().any(|t| t.contains(needle)),
+                "{needle:?} not in {text:#?}"
+            )
         };
         has("a.toml: base_url: must not contain templates");
         has("b.toml");
@@ -351,7 +385,9 @@ mod tests {
         has("e.toml: actions.isolate_host.request.path: must start with a single `/`");
         has("f.toml: actions.isolate_host.inverse");
         has("g.toml: actions.isolate_host.idempotency_slot");
-        has("h.toml: actions.revoke_sessions: a crowdstrike connector cannot perform revoke_sessions");
+        has(
+            "h.toml: actions.revoke_sessions: a crowdstrike connector cannot perform revoke_sessions",
+        );
         has("i.toml: auth: live mode needs credentials");
         has("j.toml: actions.isolate_host.probe: give exactly one of");
     }
@@ -364,6 +400,9 @@ mod tests {
         let errs = load(&[("k.toml", &text)]).unwrap_err();
         let all = format!("{errs:?}");
         assert!(all.contains("auth.token"), "{all}");
-        assert!(all.contains("CORDON_TEST_UNSET_TOKEN_VAR is not set"), "{all}");
+        assert!(
+            all.contains("CORDON_TEST_UNSET_TOKEN_VAR is not set"),
+            "{all}"
+        );
     }
 }

@@ -99,7 +99,10 @@ pub enum AuthSpec {
         value: SecretRef,
     },
     /// HTTP basic, e.g. Jira's `email:api_token`.
-    Basic { username: String, password: SecretRef },
+    Basic {
+        username: String,
+        password: SecretRef,
+    },
 }
 
 impl AuthSpec {
@@ -452,7 +455,10 @@ impl Checker<'_> {
 
     fn pointer(&mut self, key: &str, p: &str) {
         if !(p.is_empty() || p.starts_with('/')) {
-            self.problem(key, format!("{p:?} is not a JSON pointer (it starts with `/`)"));
+            self.problem(
+                key,
+                format!("{p:?} is not a JSON pointer (it starts with `/`)"),
+            );
         }
     }
 
@@ -468,7 +474,10 @@ impl Checker<'_> {
         .filter(|b| **b)
         .count();
         if modes != 1 {
-            self.problem(key, "give exactly one of state, exists, absent, after_intent");
+            self.problem(
+                key,
+                "give exactly one of state, exists, absent, after_intent",
+            );
         }
         if let Some(s) = &p.state {
             match placeholders(s) {
@@ -596,7 +605,10 @@ pub fn check(file: &str, cf: &ConnectorFile) -> (Vec<ActionKind>, Vec<Problem>) 
             cf.kind.actions().contains(&kind)
         };
         if !allowed {
-            c.problem(&key, format!("a {} connector cannot perform {kind}", cf.kind));
+            c.problem(
+                &key,
+                format!("a {} connector cannot perform {kind}", cf.kind),
+            );
             continue;
         }
         kinds.push(kind);
@@ -702,8 +714,10 @@ fn check_slot(c: &mut Checker<'_>, key: &str, a: &ActionSpec) {
             .any(|(n, v)| n.eq_ignore_ascii_case(h) && has_key(v))
     } else if let Some(q) = slot.strip_prefix("query:") {
         r.path.split_once('?').is_some_and(|(_, qs)| {
-            qs.split('&')
-                .any(|kv| kv.split_once('=').is_some_and(|(k, v)| k == q && has_key(v)))
+            qs.split('&').any(|kv| {
+                kv.split_once('=')
+                    .is_some_and(|(k, v)| k == q && has_key(v))
+            })
         })
     } else if let Some(ptr) = slot.strip_prefix("body:") {
         let json = r

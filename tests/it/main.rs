@@ -2,6 +2,8 @@
 //! real binary as a child process where a crash or an exit status is the point).
 
 mod common;
+mod fakes;
+mod live;
 
 mod approvals_cli;
 mod audit_tamper;
@@ -10,6 +12,7 @@ mod cases;
 mod cli;
 mod crash;
 mod decisions;
+mod executor;
 mod expiry_paused;
 mod fail_closed;
 mod grpc;

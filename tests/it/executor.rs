@@ -1,0 +1,119 @@
+//! The executor against stateful fake vendors on loopback: dry run sends nothing, live actions
+//! run probe → write → poll → verify with exactly one effect, and every step is evidence in
+//! the audit store.
+
+use serde_json::json;
+
+use crate::common;
+use crate::live::{self, Vendors};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_sends_nothing_and_records_the_rendered_requests() {
+    let v = Vendors::start().await;
+    let (dir, mut cfg) = common::workspace();
+    v.wire(dir.path(), false);
+    cfg.executor.enabled = true;
+    let d = common::start_in(dir, cfg, None).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "dry-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-dry"), ("ip", "203.0.113.77")],
+        ),
+    )
+    .await;
+    let isolate = live::find_action(&d, &case_id, "isolate_host", Some("ws-dry")).await;
+    let id = isolate["action_id"].as_str().unwrap().to_string();
+    live::approve(&d, &id, &["alice"]).await;
+    let done = live::settled(&d, &id).await;
+    assert_eq!(done["state"], json!("dry_run"), "{done}");
+    let case = d.case(&case_id).await;
+    for a in case["actions"].as_array().unwrap() {
+        let id = a["action_id"].as_str().unwrap();
+        let a = live::settled(&d, id).await;
+        let expected = if a["connector"] == json!("cordon") {
+            "succeeded"
+        } else {
+            "dry_run"
+        };
+        assert_eq!(a["state"], json!(expected), "{a}");
+    }
+    // Nothing reached any vendor.
+    for (name, n) in [
+        ("crowdstrike", v.cs.log().count()),
+        ("defender", v.mde.log().count()),
+        ("thehive", v.hive.log().count()),
+        ("okta", v.okta.log().count()),
+        ("jira", v.jira.log().count()),
+    ] {
+        assert_eq!(n, 0, "{name} received requests in dry_run");
+    }
+    // The rendered request is recorded: the host name is in the resolve path, the body is there.
+    let recs = live::records(&d, "dry_run", &id);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let reqs = recs[0]["requests"].as_array().unwrap();
+    let resolve = reqs
+        .iter()
+        .find(|r| r["phase"] == json!("resolve"))
+        .unwrap();
+    assert!(
+        resolve["path"].as_str().unwrap().contains("ws-dry"),
+        "{resolve}"
+    );
+    let write = reqs.iter().find(|r| r["phase"] == json!("write")).unwrap();
+    assert_eq!(write["method"], json!("POST"));
+    assert_eq!(write["body"]["ids"], json!(["<vendor.aid>"]));
+    let case = common::eventually(10, || async {
+        let c = d.case(&case_id).await;
+        (c["case"]["state"] == json!("executed")).then_some(c)
+    })
+    .await;
+    assert_eq!(case["case"]["state"], json!("executed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crowdstrike_isolation_runs_probe_write_poll_verify_once() {
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-live", "aid-live");
+    let d = live::start_live(&v, |_, _| {}).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "cs-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-live")],
+        ),
+    )
+    .await;
+    let isolate = live::find_action(&d, &case_id, "isolate_host", Some("ws-live")).await;
+    let id = isolate["action_id"].as_str().unwrap().to_string();
+    live::approve(&d, &id, &["alice"]).await;
+    let done = live::settled(&d, &id).await;
+    assert_eq!(done["state"], json!("succeeded"), "{done}");
+    assert_eq!(v.cs.host_status("aid-live"), "contained");
+    assert_eq!(v.cs.effects().count("contain:aid-live"), 1);
+    let phases: Vec<String> = live::records(&d, "vendor_exchange", &id)
+        .iter()
+        .map(|r| r["phase"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        phases.first().map(String::as_str),
+        Some("resolve"),
+        "{phases:?}"
+    );
+    assert!(phases.contains(&"write".to_string()), "{phases:?}");
+    assert_eq!(
+        phases.last().map(String::as_str),
+        Some("verify"),
+        "{phases:?}"
+    );
+    assert_eq!(live::records(&d, "execution_intent", &id).len(), 1);
+    // The ticket went to TheHive once, with the idempotency label as sourceRef.
+    let ticket = live::find_action(&d, &case_id, "create_ticket", None).await;
+    let t = live::settled(&d, ticket["action_id"].as_str().unwrap()).await;
+    assert_eq!(t["state"], json!("succeeded"), "{t}");
+    assert_eq!(v.hive.alerts().len(), 1);
+}
