@@ -117,3 +117,67 @@ async fn crowdstrike_isolation_runs_probe_write_poll_verify_once() {
     assert_eq!(t["state"], json!("succeeded"), "{t}");
     assert_eq!(v.hive.alerts().len(), 1);
 }
+
+/// Approves whatever of the case awaits approval, then waits for every action to settle.
+async fn run_case(d: &common::TestDaemon, case_id: &str) -> Vec<serde_json::Value> {
+    let case = d.case(case_id).await;
+    let mut out = Vec::new();
+    for a in case["actions"].as_array().unwrap() {
+        let id = a["action_id"].as_str().unwrap();
+        if a["state"] == json!("awaiting_approval") {
+            live::approve_any(d, id).await;
+        }
+    }
+    for a in case["actions"].as_array().unwrap() {
+        out.push(live::settled(d, a["action_id"].as_str().unwrap()).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_connector_acts_once_live() {
+    let v = Vendors::start().await;
+    v.okta.add_user("carol@example.com", "00u-carol");
+    v.mde.add_machine("db-7", "m-db7");
+    v.entra.add_user("dave@example.com", "obj-dave");
+    v.hook.add_resource("i-0abc");
+    let d = live::start_live(&v, |_, _| {}).await;
+    let cred = live::post_alert(
+        &d,
+        live::alert("s-1", "Password spray", &["T1110"], &[("user", "carol@example.com")]),
+    )
+    .await;
+    let exfil = live::post_alert(
+        &d,
+        live::alert(
+            "s-2",
+            "Exfil to paste site",
+            &["T1048"],
+            &[("host", "db-7"), ("domain", "exfil.example"), ("ip", "203.0.113.77")],
+        ),
+    )
+    .await;
+    let cloud = live::post_alert(
+        &d,
+        live::alert(
+            "s-3",
+            "Cloud admin role grant",
+            &["T1098"],
+            &[("user", "dave@example.com"), ("cloud_resource", "i-0abc")],
+        ),
+    )
+    .await;
+    for case in [&cred, &exfil, &cloud] {
+        for a in run_case(&d, case).await {
+            assert_eq!(a["state"], json!("succeeded"), "{a:#}");
+        }
+    }
+    assert_eq!(v.okta.effects().count("clear_sessions:00u-carol"), 1);
+    assert_eq!(v.mde.effects().count("isolate:m-db7"), 1);
+    assert!(v.mde.is_isolated("m-db7"));
+    assert_eq!(v.mde.effects().count("indicator_create:exfil.example"), 1);
+    assert_eq!(v.mde.effects().count("indicator_create:203.0.113.77"), 1);
+    assert_eq!(v.entra.effects().count("revoke:obj-dave"), 1);
+    assert_eq!(v.hook.effects().count("contain:i-0abc"), 1);
+    assert_eq!(v.jira.issues().len(), 3, "one ticket per case");
+}
