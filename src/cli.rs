@@ -110,6 +110,13 @@ pub enum ApprovalsCommand {
         #[arg(long, default_value = "")]
         comment: String,
     },
+    /// Propose undoing a succeeded, reversible action (it is decided and approved like any
+    /// other request; you cannot approve your own rollback).
+    Rollback {
+        action_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -437,6 +444,24 @@ async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {
             })
             .await
             .map(|r| voted(r.into_inner(), json)),
+        ApprovalsCommand::Rollback { action_id, reason } => c
+            .approvals
+            .request_rollback(pb::RollbackRequest { action_id, reason })
+            .await
+            .map(|r| {
+                let a = r.into_inner().rollback.unwrap_or_default();
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"action_id": a.action_id, "action": a.action, "state": a.state, "tier": a.tier, "reasons": a.reasons, "rollback_of": a.rollback_of})
+                    );
+                } else {
+                    println!(
+                        "rollback {} proposed: {} is {} (tier {})",
+                        a.action_id, a.action, a.state, a.tier
+                    );
+                }
+            }),
     };
     match result {
         Ok(()) => 0,

@@ -268,27 +268,33 @@ fn case_summary(c: &crate::case::Case) -> pb::CaseSummary {
     }
 }
 
+fn action_view(a: &crate::action::ActionRequest) -> pb::ActionRequest {
+    let exec = a.execution.as_ref();
+    pb::ActionRequest {
+        action_id: a.action_id.clone(),
+        action: a.kind.as_str().to_string(),
+        target: Some(pb::Target {
+            kind: a.target.kind.as_str().to_string(),
+            id: a.target.id.clone(),
+        }),
+        state: a.state.as_str().to_string(),
+        tier: a.tier.map(|t| t.as_str().to_string()).unwrap_or_default(),
+        reasons: a.reasons.clone(),
+        playbook: a.playbook.clone(),
+        step: a.step.clone(),
+        connector: a.connector.clone(),
+        outcome: exec.and_then(|e| e.outcome.clone()).unwrap_or_default(),
+        escalation: exec.and_then(|e| e.escalation.clone()).unwrap_or_default(),
+        rollback_of: a.rollback_of.clone().unwrap_or_default(),
+        rolled_back_by: a.rolled_back_by.clone().unwrap_or_default(),
+    }
+}
+
 fn case_view(store: &Store, c: &crate::case::Case) -> Result<pb::Case, Status> {
     let actions = engine::read::actions_of(store, c).map_err(store_status)?;
     Ok(pb::Case {
         summary: Some(case_summary(c)),
-        actions: actions
-            .iter()
-            .map(|a| pb::ActionRequest {
-                action_id: a.action_id.clone(),
-                action: a.kind.as_str().to_string(),
-                target: Some(pb::Target {
-                    kind: a.target.kind.as_str().to_string(),
-                    id: a.target.id.clone(),
-                }),
-                state: a.state.as_str().to_string(),
-                tier: a.tier.map(|t| t.as_str().to_string()).unwrap_or_default(),
-                reasons: a.reasons.clone(),
-                playbook: a.playbook.clone(),
-                step: a.step.clone(),
-                connector: a.connector.clone(),
-            })
-            .collect(),
+        actions: actions.iter().map(action_view).collect(),
         alert_ids: c.alert_ids.clone(),
         created_unix_ms: ms(c.created_at),
         updated_unix_ms: ms(c.updated_at),
@@ -428,6 +434,36 @@ impl pb::approvals_server::Approvals for ApiState {
         req: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
         self.cast(req, false).await
+    }
+
+    async fn request_rollback(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let (user, _) = self.auth.approver(&req)?;
+        let r = req.into_inner();
+        if r.action_id.is_empty() {
+            return Err(Status::invalid_argument("action_id is required"));
+        }
+        let reply = self
+            .engine
+            .exec(engine::ExecOp::Rollback {
+                action_id: r.action_id.clone(),
+                user,
+                reason: r.reason,
+            })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        match reply {
+            engine::ExecReply::RollbackProposed(a) => Ok(Response::new(pb::RollbackResponse {
+                rollback: Some(action_view(&a)),
+            })),
+            engine::ExecReply::Refused(why) if why.starts_with("no action") => {
+                Err(Status::not_found(why))
+            }
+            engine::ExecReply::Refused(why) => Err(Status::failed_precondition(why)),
+            _ => Err(Status::internal("unexpected engine reply")),
+        }
     }
 
     type WatchApprovalsStream = WatchStream;

@@ -144,7 +144,12 @@ async fn every_shipped_connector_acts_once_live() {
     let d = live::start_live(&v, |_, _| {}).await;
     let cred = live::post_alert(
         &d,
-        live::alert("s-1", "Password spray", &["T1110"], &[("user", "carol@example.com")]),
+        live::alert(
+            "s-1",
+            "Password spray",
+            &["T1110"],
+            &[("user", "carol@example.com")],
+        ),
     )
     .await;
     let exfil = live::post_alert(
@@ -153,7 +158,11 @@ async fn every_shipped_connector_acts_once_live() {
             "s-2",
             "Exfil to paste site",
             &["T1048"],
-            &[("host", "db-7"), ("domain", "exfil.example"), ("ip", "203.0.113.77")],
+            &[
+                ("host", "db-7"),
+                ("domain", "exfil.example"),
+                ("ip", "203.0.113.77"),
+            ],
         ),
     )
     .await;
@@ -180,4 +189,119 @@ async fn every_shipped_connector_acts_once_live() {
     assert_eq!(v.entra.effects().count("revoke:obj-dave"), 1);
     assert_eq!(v.hook.effects().count("contain:i-0abc"), 1);
     assert_eq!(v.jira.issues().len(), 3, "one ticket per case");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_proposes_the_inverse_through_policy_and_approval() {
+    use cordon::engine::{ExecOp, ExecReply};
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-rb", "aid-rb");
+    v.okta.add_user("erin@example.com", "00u-erin");
+    let d = live::start_live(&v, |_, _| {}).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "rb-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-rb")],
+        ),
+    )
+    .await;
+    let iso = live::find_action(&d, &case_id, "isolate_host", Some("ws-rb")).await;
+    let iso_id = iso["action_id"].as_str().unwrap().to_string();
+    live::approve_any(&d, &iso_id).await;
+    assert_eq!(
+        live::settled(&d, &iso_id).await["state"],
+        json!("succeeded")
+    );
+    assert_eq!(v.cs.host_status("aid-rb"), "contained");
+
+    let engine = d.running().engine.clone();
+    let ask = |id: String| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .exec(ExecOp::Rollback {
+                    action_id: id,
+                    user: "carol".into(),
+                    reason: "false positive".into(),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let ExecReply::RollbackProposed(rb) = ask(iso_id.clone()).await else {
+        panic!("rollback not proposed")
+    };
+    assert_eq!(rb.kind.as_str(), "release_host");
+    assert_eq!(rb.rollback_of.as_deref(), Some(iso_id.as_str()));
+    assert_eq!(rb.requester, "carol");
+    assert!(
+        rb.decision_seq.is_some(),
+        "decided by policy like any request"
+    );
+    // Asking again returns the same rollback.
+    let ExecReply::RollbackProposed(again) = ask(iso_id.clone()).await else {
+        panic!("second ask refused")
+    };
+    assert_eq!(again.action_id, rb.action_id);
+    // The requester cannot approve their own rollback.
+    let own = engine
+        .vote(cordon::engine::VoteCast {
+            approval_id: rb.action_id.clone(),
+            user: "carol".into(),
+            channel: "grpc".into(),
+            identity: "mtls".into(),
+            approve: true,
+            request_hash: None,
+            comment: String::new(),
+        })
+        .await;
+    if rb.state == cordon::action::ActionState::AwaitingApproval {
+        assert!(own.is_err(), "requester approved own rollback: {own:?}");
+        live::approve_any(&d, &rb.action_id).await;
+    }
+    assert_eq!(
+        live::settled(&d, &rb.action_id).await["state"],
+        json!("succeeded")
+    );
+    assert_eq!(v.cs.host_status("aid-rb"), "normal");
+    assert_eq!(v.cs.effects().count("lift:aid-rb"), 1);
+    let orig = live::settled(&d, &iso_id).await;
+    assert_eq!(orig["state"], json!("rolled_back"), "{orig}");
+    assert_eq!(orig["rolled_back_by"], json!(rb.action_id));
+
+    // Irreversible actions and unfinished ones cannot be rolled back; nothing is recorded.
+    let cred = live::post_alert(
+        &d,
+        live::alert(
+            "rb-2",
+            "Password spray",
+            &["T1110"],
+            &[("user", "erin@example.com")],
+        ),
+    )
+    .await;
+    let rev = live::find_action(&d, &cred, "revoke_sessions", None).await;
+    let rev_id = rev["action_id"].as_str().unwrap().to_string();
+    match ask(rev_id.clone()).await {
+        ExecReply::Refused(why) => assert!(why.contains("only a succeeded action"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        live::records(&d, "rollback_requested", &rev_id).is_empty(),
+        "a refused rollback records nothing"
+    );
+    if rev["state"] == json!("awaiting_approval") {
+        live::approve_any(&d, &rev_id).await;
+    }
+    assert_eq!(
+        live::settled(&d, &rev_id).await["state"],
+        json!("succeeded")
+    );
+    match ask(rev_id).await {
+        ExecReply::Refused(why) => assert!(why.contains("cannot be undone"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }
