@@ -109,22 +109,10 @@ fn spawn(shared: &Arc<Shared>, tasks: &tokio_util::task::TaskTracker, id: String
             Some(l) => Some(l.lock().await),
             None => None,
         };
-        let mut busy_for = Duration::ZERO;
-        loop {
-            match drive(&s, &id).await {
-                Drive::Done => break,
-                Drive::Busy(holder) => {
-                    // Another action holds the target (an unknown outcome being reconciled):
-                    // wait for it, bounded by shutdown.
-                    busy_for += Duration::from_secs(1);
-                    if busy_for.as_secs() % 60 == 1 {
-                        tracing::info!(action_id = %id, holder = %holder, "target is leased by another action; waiting");
-                    }
-                    if !pause(&s.cancel, Duration::from_secs(1)).await {
-                        break;
-                    }
-                }
-            }
+        if let Drive::Busy(holder) = drive(&s, &id).await {
+            // Another action holds the target (an unknown outcome still being reconciled). Its
+            // permit is not held while waiting: the periodic rescan tries again.
+            tracing::info!(action_id = %id, holder = %holder, "target is leased by another action; retrying at the next rescan");
         }
         s.active
             .lock()
@@ -473,7 +461,12 @@ impl Run {
         r: &Rendered,
         update: ExecUpdate,
     ) -> Result<client::Exchange, Halt> {
-        let ex = rt.send(phase, r).await;
+        // Shutdown does not wait for a slow vendor: the phase on record says whether a write
+        // may be out, and the next start resolves it by probe.
+        let ex = tokio::select! {
+            _ = self.s.cancel.cancelled() => return Err(Halt::Shutdown),
+            ex = rt.send(phase, r) => ex,
+        };
         let mut ev = ex.evidence.clone();
         ev["kind"] = json!(self.a.kind);
         ev["target"] = json!(self.a.target);

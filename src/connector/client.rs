@@ -742,7 +742,7 @@ pub fn read_probe(
     }
     if let Some(t) = &p.state {
         let observed = state_value(t, json);
-        let in_ = |list: &[String]| list.iter().any(|x| *x == observed);
+        let in_ = |list: &[String]| list.contains(&observed);
         let state = if in_(&p.done) {
             ProbeState::Done
         } else if in_(&p.pending) {
