@@ -57,6 +57,7 @@ impl Rendered {
         json!({
             "method": self.method.as_str(),
             "host": self.url.host_str(),
+            "port": self.url.port_or_known_default(),
             "path": path,
             "headers": self.headers.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
             "body": match &self.body {
@@ -117,6 +118,10 @@ fn path_value(v: &str) -> Result<String, String> {
             v.chars().take(64).collect::<String>()
         ));
     }
+    if v == "." || v == ".." {
+        // A dot segment would be resolved away and move the request to another endpoint.
+        return Err(format!("refusing to put {v:?} into a request URL path"));
+    }
     Ok(encode_component(v))
 }
 
@@ -154,6 +159,15 @@ pub fn render(base: &reqwest::Url, r: &RequestSpec, vars: &Vars) -> Result<Rende
     let path = fill(&r.path, vars, &path_value)?;
     let text = format!("{}{}", base.as_str().trim_end_matches('/'), path);
     let url = reqwest::Url::parse(&text).map_err(|e| format!("rendered URL is invalid: {e}"))?;
+    // The path must come out exactly as rendered: no dot segment resolved, nothing rewritten.
+    let rendered_path = path.split(['?', '#']).next().unwrap_or("");
+    let expected = format!("{}{}", base.path().trim_end_matches('/'), rendered_path);
+    if url.path() != expected {
+        return Err(format!(
+            "the rendered path {expected:?} would be rewritten to {:?}; refusing",
+            url.path()
+        ));
+    }
     if url.scheme() != base.scheme()
         || url.host_str() != base.host_str()
         || url.port_or_known_default() != base.port_or_known_default()
@@ -929,7 +943,6 @@ mod tests {
             "evil.example/x",
             "@evil.example",
             "x?y=1#frag",
-            "../../admin",
             "evil.example:8080",
             "%2e%2e",
         ] {
@@ -944,6 +957,17 @@ mod tests {
                 r.url
             );
         }
+        for dots in ["..", ".", "%2e%2e"] {
+            v.set("target", dots);
+            let r = render(&base, &req("/users/{target}/revoke"), &v);
+            assert!(
+                r.as_ref().map_or(true, |r| r.url.path() == format!("/users/{}/revoke", encode_component(dots))),
+                "{dots}: {r:?}"
+            );
+        }
+        v.set("target", "../../admin");
+        let r = render(&base, &req("/devices/{target}/isolate"), &v).unwrap();
+        assert_eq!(r.url.path(), "/devices/..%2F..%2Fadmin/isolate");
         v.set("target", "x' or 1=1");
         assert!(render(&base, &req("/q?f=name eq '{target}'"), &v).is_err());
         v.set("target", "ok");

@@ -188,6 +188,8 @@ pub enum FaultKind {
     DropBeforeEffect,
     /// The handler runs (the effect happens), then the connection is reset instead of answering.
     DropAfterEffect,
+    /// Answer `status` (a 3xx) with a `Location: <location>` header; the handler never runs.
+    Redirect { status: u16, location: String },
 }
 
 /// An armed fault: fires on the next `times` requests matching `method` (None = any) and whose
@@ -553,6 +555,11 @@ async fn intercept(State(sh): State<Shared>, req: Request, next: Next) -> Respon
         Some(FaultKind::DropAfterEffect) => {
             let _ = next.run(req).await;
             return drop_conn(kill);
+        }
+        Some(FaultKind::Redirect { status, location }) => {
+            let mut r = json_response(status, fault_body(status, "Redirect"));
+            set_header(&mut r, "location", &location);
+            r
         }
     };
     (sh.decorate)(&mut resp);
