@@ -961,7 +961,8 @@ mod tests {
             v.set("target", dots);
             let r = render(&base, &req("/users/{target}/revoke"), &v);
             assert!(
-                r.as_ref().map_or(true, |r| r.url.path() == format!("/users/{}/revoke", encode_component(dots))),
+                r.as_ref().map_or(true, |r| r.url.path()
+                    == format!("/users/{}/revoke", encode_component(dots))),
                 "{dots}: {r:?}"
             );
         }

@@ -31,6 +31,9 @@ pub const JIRA_TOKEN: &str = "jira-api-token-5";
 pub const HIVE_KEY: &str = "hive-api-key-6";
 pub const HOOK_TOKEN: &str = "hook-token-7";
 
+/// (connector name, fake URL, secrets by the env var name the shipped file references)
+type Wiring = Vec<(&'static str, String, Vec<(&'static str, &'static str)>)>;
+
 pub struct Vendors {
     pub cs: FakeCrowdStrike,
     pub mde: FakeDefender,
@@ -56,8 +59,7 @@ impl Vendors {
         v
     }
 
-    /// (connector name, fake URL, secrets by env var name in the shipped file)
-    fn wiring(&self) -> Vec<(&'static str, String, Vec<(&'static str, &'static str)>)> {
+    fn wiring(&self) -> Wiring {
         vec![
             (
                 "crowdstrike",
