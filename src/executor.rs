@@ -790,15 +790,8 @@ impl Run {
                         Ok(Next::Stop)
                     }
                     WriteClass::Busy => {
-                        self.record(
-                            "write_result",
-                            json!({"class": class, "status": ans.status}),
-                            ExecUpdate {
-                                phase: Some(ExecPhase::Claimed),
-                                ..Default::default()
-                            },
-                        )
-                        .await?;
+                        self.write_without_effect(json!({"class": class, "status": ans.status}))
+                            .await?;
                         self.finish(
                             ActionState::Failed,
                             "vendor busy",
@@ -812,15 +805,8 @@ impl Run {
                     }
                     WriteClass::Throttled => {
                         // A 429 was not processed: back to "nothing sent".
-                        self.record(
-                            "write_result",
-                            json!({"class": class, "status": ans.status}),
-                            ExecUpdate {
-                                phase: Some(ExecPhase::Claimed),
-                                ..Default::default()
-                            },
-                        )
-                        .await?;
+                        self.write_without_effect(json!({"class": class, "status": ans.status}))
+                            .await?;
                         if self
                             .retry_pause(c, "write", "rate limited (429)", ex.wait)
                             .await?
@@ -866,15 +852,8 @@ impl Run {
                         }
                     }
                     WriteClass::Rejected => {
-                        self.record(
-                            "write_result",
-                            json!({"class": class, "status": ans.status}),
-                            ExecUpdate {
-                                phase: Some(ExecPhase::Claimed),
-                                ..Default::default()
-                            },
-                        )
-                        .await?;
+                        self.write_without_effect(json!({"class": class, "status": ans.status}))
+                            .await?;
                         self.finish(
                             ActionState::Failed,
                             "vendor rejected the request",
@@ -886,15 +865,8 @@ impl Run {
                 }
             }
             Outcome::NotSent(reason) => {
-                self.record(
-                    "write_result",
-                    json!({"class": "not_sent", "reason": reason}),
-                    ExecUpdate {
-                        phase: Some(ExecPhase::Claimed),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+                self.write_without_effect(json!({"class": "not_sent", "reason": reason}))
+                    .await?;
                 if self.retry_pause(c, "write", &reason, ex.wait).await? {
                     Ok(Next::Again)
                 } else {
@@ -923,15 +895,8 @@ impl Run {
                 Ok(Next::Stop)
             }
             Outcome::AuthFailed(reason) => {
-                self.record(
-                    "write_result",
-                    json!({"class": "auth_failed"}),
-                    ExecUpdate {
-                        phase: Some(ExecPhase::Claimed),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+                self.write_without_effect(json!({"class": "auth_failed"}))
+                    .await?;
                 self.finish(
                     ActionState::Failed,
                     "authentication failed",
@@ -941,6 +906,20 @@ impl Run {
                 Ok(Next::Stop)
             }
         }
+    }
+
+    /// Records a write answer that proves nothing took effect (429, busy, rejected, refused
+    /// credentials, not sent): the intent goes back to "nothing sent".
+    async fn write_without_effect(&mut self, body: Value) -> Result<(), Halt> {
+        self.record(
+            "write_result",
+            body,
+            ExecUpdate {
+                phase: Some(ExecPhase::Claimed),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     /// Waits for the vendor to complete (poll request or probe), then verifies by probe.
