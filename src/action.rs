@@ -340,6 +340,26 @@ pub struct ActionRequest {
     /// The rollback proposed for this action, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_by: Option<String>,
+    /// Where the request was posted in chat, and what each post shows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chat: Vec<ChatPost>,
+}
+
+/// One chat message that carries an approval request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatPost {
+    /// slack | mattermost | teams
+    pub platform: String,
+    /// Slack channel id, Mattermost channel id, or Teams conversation id.
+    pub channel: String,
+    /// Slack `ts`, Mattermost post id, or Teams activity id.
+    pub reference: String,
+    pub posted_at: DateTime<Utc>,
+    /// Hash of the content the message shows now.
+    pub rendered: String,
+    /// Thread notices already posted (`escalation`, `expired`).
+    #[serde(default)]
+    pub notices: Vec<String>,
 }
 
 /// Where the executor is with an action. Written to the store before each step it takes, so a

@@ -43,6 +43,8 @@ pub struct Validated {
     pub policies: policy::PolicyEngine,
     pub tokens: BTreeMap<IngestFormat, TokenHash>,
     pub admin_token: Option<TokenHash>,
+    /// Chat platforms, secrets resolved.
+    pub chat: Option<Arc<crate::chat::Chat>>,
 }
 
 /// Parses and validates the config and every file it names; every problem at once.
@@ -84,6 +86,10 @@ pub fn validate_with(
             None
         }
     };
+    let chat = crate::chat::Chat::build(&config.chat).unwrap_or_else(|mut p| {
+        problems.append(&mut p);
+        None
+    });
     let mut tokens = BTreeMap::new();
     for (source, r) in &config.ingest.tokens {
         if let (Some(f), Ok(t)) = (IngestFormat::parse_name(source), TokenHash::from_ref(r)) {
@@ -104,6 +110,7 @@ pub fn validate_with(
             policies,
             tokens,
             admin_token,
+            chat,
         }),
         _ => Err(problems),
     }
@@ -253,6 +260,7 @@ pub async fn start(
             max_batch: cfg.store.max_batch,
             clock: opts.clock,
             approvals: cfg.approvals.clone(),
+            chat: cfg.chat.enabled(),
         },
         cfg.store.max_batch * 8,
     );
@@ -279,6 +287,16 @@ pub async fn start(
         tracker.spawn(crate::executor::run(parts, rx, shutdown.clone()));
     }
 
+    if let Some(chat) = &v.chat {
+        tracing::info!(platforms = ?chat.platform_names(), "chat approvals enabled");
+        tracker.spawn(crate::chat::run(
+            chat.clone(),
+            handle.clone(),
+            store.clone(),
+            policies.clone(),
+            shutdown.clone(),
+        ));
+    }
     // Reload triggers: SIGHUP and file changes. Both hold an engine handle until shutdown.
     spawn_reload_triggers(&tracker, &shutdown, handle.clone(), &cfg);
     // Approval deadlines and escalations: the engine checks them on every tick. Deadlines are
@@ -309,6 +327,11 @@ pub async fn start(
         playbooks: playbook_count,
         connectors: v.connectors.connectors.len(),
         draining: draining.clone(),
+        chat: v.chat.as_ref().map(|c| crate::chat::Inbound {
+            chat: c.clone(),
+            engine: handle.clone(),
+            policies: policies.clone(),
+        }),
     };
     let http_shutdown = shutdown.clone();
     let http_task = tracker.spawn(http::serve(http_listener, state, async move {

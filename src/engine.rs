@@ -74,6 +74,19 @@ pub mod keys {
     pub fn lease(connector: &str, target: &crate::action::Target) -> Vec<u8> {
         format!("tl/{connector}/{}:{}", target.kind.as_str(), target.id).into_bytes()
     }
+    /// Actions whose chat messages are behind their state (value: a generation id).
+    pub fn chat_owed(action_id: &str) -> Vec<u8> {
+        format!("co/{action_id}").into_bytes()
+    }
+    pub const CHAT_OWED_PREFIX: &[u8] = b"co/";
+    /// Chat callbacks already seen (value: when the memory may be dropped), by a hash of the
+    /// platform's unique callback id.
+    pub fn chat_replay(platform: &str, key: &str) -> Vec<u8> {
+        use sha2::Digest;
+        let h = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+        format!("cr/{platform}/{h}").into_bytes()
+    }
+    pub const CHAT_REPLAY_PREFIX: &[u8] = b"cr/";
 }
 
 /// An alert as stored: the normalized alert plus what cordon made of it.
@@ -157,6 +170,78 @@ pub enum Event {
         op: ExecOp,
         reply: oneshot::Sender<Result<ExecReply, EngineError>>,
     },
+    /// The chat notifier records posts; chat callbacks arrive as verified (or refused) votes.
+    Chat {
+        op: ChatOp,
+        reply: oneshot::Sender<Result<ChatReply, EngineError>>,
+    },
+}
+
+/// What the chat side asks the engine to record. Each is durable before the reply.
+#[derive(Debug, Clone)]
+pub enum ChatOp {
+    /// A message was posted, updated, or a thread notice sent.
+    Delivered(ChatDelivery),
+    /// A post or update failed (it will be retried while it matters).
+    Failed {
+        action_id: String,
+        platform: &'static str,
+        purpose: &'static str,
+        channel: String,
+        attempt: u32,
+        error: String,
+    },
+    /// Every platform shows the action as it was at generation `generation`.
+    Synced {
+        action_id: String,
+        generation: String,
+    },
+    /// An inbound callback, after the platform's verification.
+    Callback(ChatCallback),
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatDelivery {
+    pub action_id: String,
+    pub platform: &'static str,
+    /// request | update | thread
+    pub purpose: &'static str,
+    pub channel: String,
+    /// The message's reference (Slack ts, Mattermost post id, Teams activity id).
+    pub reference: String,
+    pub attempt: u32,
+    /// Hash of what the message now shows (request and update).
+    pub rendered: Option<String>,
+    /// The thread notice sent (thread).
+    pub notice: Option<String>,
+}
+
+/// A chat callback as the HTTP side hands it over.
+#[derive(Debug, Clone)]
+pub struct ChatCallback {
+    pub platform: &'static str,
+    /// The platform's unique id of this callback (signature, trigger id, activity id), when the
+    /// request was authentic: seen twice → refused as a replay.
+    pub replay_key: Option<String>,
+    /// How long to remember `replay_key`.
+    pub replay_ttl: chrono::Duration,
+    pub platform_user: String,
+    pub approval_id: String,
+    /// approve | deny
+    pub decision: String,
+    /// The vote to cast, or why the callback is refused (code, message).
+    pub verdict: Result<VoteCast, (&'static str, String)>,
+    /// Extra evidence for the audit record (request ids, team, channel...).
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChatReply {
+    Recorded,
+    /// The callback was refused before any vote (code, message).
+    Refused(&'static str, String),
+    /// The callback became a vote; this is what the vote did.
+    Voted(Box<Result<VoteOutcome, VoteError>>),
 }
 
 /// What the executor asks the engine to record. Each is durable before the reply.
@@ -351,6 +436,16 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
+    /// Records a chat step or handles a chat callback; answers once it is durable.
+    pub async fn chat(&self, op: ChatOp) -> Result<ChatReply, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Chat { op, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
     /// Approval changes, as they become durable.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ApprovalUpdate> {
         self.watch.subscribe()
@@ -389,6 +484,8 @@ pub struct EngineParts {
     pub connectors: crate::connector::Registry,
     /// Where action ids go once they are durably approved (the executor), if it runs.
     pub runnable: Option<mpsc::UnboundedSender<String>>,
+    /// Chat approvals are configured: requests and their changes are owed to chat.
+    pub chat: bool,
 }
 
 pub struct Engine {
@@ -569,6 +666,33 @@ impl Engine {
                         }
                     }
                 }
+                Event::Chat { op, reply } => {
+                    let sp = txn.savepoint();
+                    let changed_before = self.changed.len();
+                    let tallies_before = self.tallies.len();
+                    match self.chat(&mut txn, op) {
+                        Ok(ChatReply::Voted(v)) if matches!(*v, Err(VoteError::Store(_))) => {
+                            let e = match *v {
+                                Err(VoteError::Store(e)) => e,
+                                _ => String::new(),
+                            };
+                            txn.rollback_to(sp);
+                            self.changed.truncate(changed_before);
+                            self.tallies.truncate(tallies_before);
+                            let _ = reply.send(Err(EngineError::Store(e)));
+                        }
+                        Ok(r) => replies.push(Box::new(move |c| {
+                            let _ = reply.send(c.map(|()| r));
+                        })),
+                        Err(e) => {
+                            txn.rollback_to(sp);
+                            self.changed.truncate(changed_before);
+                            self.tallies.truncate(tallies_before);
+                            tracing::error!(error = %e, "chat step could not be recorded");
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                        }
+                    }
+                }
                 Event::ReloadPolicies { trigger, reply } => {
                     let sp = txn.savepoint();
                     match self.reload(&mut txn, &trigger) {
@@ -596,6 +720,9 @@ impl Engine {
                     }
                 }
             }
+        }
+        if self.parts.chat {
+            self.mark_chat_owed(&mut txn);
         }
         let cases_open = txn
             .get_json::<i64>(&self.parts.store, keys::CASES_OPEN)
@@ -1048,6 +1175,7 @@ impl Engine {
                     execution: None,
                     rollback_of: None,
                     rolled_back_by: None,
+                    chat: Vec::new(),
                 };
                 let alinks = Links {
                     case_id: Some(case_id.clone()),
@@ -1592,6 +1720,7 @@ impl Engine {
     fn tick(&mut self, txn: &mut Txn) -> Result<(), StoreError> {
         let store = self.parts.store.clone();
         let now = (self.parts.clock)();
+        self.prune_chat_replays(txn, now)?;
         let due = |key: &[u8], prefix: &[u8]| -> Option<String> {
             let rest = std::str::from_utf8(key.strip_prefix(prefix)?).ok()?;
             let (ms, id) = rest.split_once('/')?;
@@ -1646,6 +1775,172 @@ impl Engine {
                     deadline,
                     missing,
                 });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Chat: what is owed to chat, what was posted, and callbacks turned into votes.
+impl Engine {
+    /// Marks every action changed in this batch whose chat messages may now be behind: a new
+    /// request to post, or a posted one whose votes, state or escalation changed.
+    fn mark_chat_owed(&mut self, txn: &mut Txn) {
+        let mut ids: Vec<String> = self
+            .changed
+            .iter()
+            .filter(|a| a.state == ActionState::AwaitingApproval || !a.chat.is_empty())
+            .map(|a| a.action_id.clone())
+            .chain(self.escalations.iter().map(|e| e.action_id.clone()))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            return;
+        }
+        let generation = self.next_id();
+        for id in ids {
+            txn.put(keys::chat_owed(&id), generation.clone().into_bytes());
+        }
+    }
+
+    fn chat(&mut self, txn: &mut Txn, op: ChatOp) -> Result<ChatReply, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        match op {
+            ChatOp::Delivered(d) => {
+                let Some(mut a) =
+                    txn.get_json::<ActionRequest>(&store, &keys::action(&d.action_id))?
+                else {
+                    return Ok(ChatReply::Recorded);
+                };
+                match a.chat.iter_mut().find(|p| p.platform == d.platform) {
+                    Some(post) => {
+                        if let Some(r) = &d.rendered {
+                            post.rendered = r.clone();
+                        }
+                        if let Some(n) = &d.notice
+                            && !post.notices.contains(n)
+                        {
+                            post.notices.push(n.clone());
+                        }
+                    }
+                    None => a.chat.push(crate::action::ChatPost {
+                        platform: d.platform.to_string(),
+                        channel: d.channel.clone(),
+                        reference: d.reference.clone(),
+                        posted_at: now,
+                        rendered: d.rendered.clone().unwrap_or_default(),
+                        notices: d.notice.iter().cloned().collect(),
+                    }),
+                }
+                txn.audit(
+                    "chat_post",
+                    Self::links(&a),
+                    now,
+                    json!({
+                        "platform": d.platform, "purpose": d.purpose, "action_id": a.action_id,
+                        "channel": d.channel, "ref": d.reference, "attempt": d.attempt,
+                        "outcome": "posted", "error": null, "notice": d.notice,
+                    }),
+                )?;
+                txn.put_json(keys::action(&a.action_id), &a)?;
+                Ok(ChatReply::Recorded)
+            }
+            ChatOp::Failed {
+                action_id,
+                platform,
+                purpose,
+                channel,
+                attempt,
+                error,
+            } => {
+                let links = txn
+                    .get_json::<ActionRequest>(&store, &keys::action(&action_id))?
+                    .map(|a| Self::links(&a))
+                    .unwrap_or_default();
+                txn.audit(
+                    "chat_post",
+                    links,
+                    now,
+                    json!({
+                        "platform": platform, "purpose": purpose, "action_id": action_id,
+                        "channel": channel, "ref": null, "attempt": attempt,
+                        "outcome": "failed", "error": error,
+                    }),
+                )?;
+                Ok(ChatReply::Recorded)
+            }
+            ChatOp::Synced {
+                action_id,
+                generation,
+            } => {
+                let key = keys::chat_owed(&action_id);
+                if txn.get(&store, &key)?.as_deref() == Some(generation.as_bytes()) {
+                    txn.delete(key);
+                }
+                Ok(ChatReply::Recorded)
+            }
+            ChatOp::Callback(cb) => self.chat_callback(txn, cb, now),
+        }
+    }
+
+    fn chat_callback(
+        &mut self,
+        txn: &mut Txn,
+        cb: ChatCallback,
+        now: DateTime<Utc>,
+    ) -> Result<ChatReply, StoreError> {
+        let store = self.parts.store.clone();
+        let links = txn
+            .get_json::<ActionRequest>(&store, &keys::action(&cb.approval_id))?
+            .map(|a| Self::links(&a))
+            .unwrap_or_default();
+        let user = cb.verdict.as_ref().ok().map(|v| v.user.clone());
+        let record = |txn: &mut Txn, outcome: &str, reason: Option<&str>, message: &str| {
+            txn.audit(
+                "chat_callback",
+                links.clone(),
+                now,
+                json!({
+                    "platform": cb.platform, "outcome": outcome, "reason": reason,
+                    "message": message, "platform_user": cb.platform_user, "user": user,
+                    "approval_id": cb.approval_id, "decision": cb.decision, "detail": cb.detail,
+                }),
+            )
+        };
+        if let Some(k) = &cb.replay_key {
+            let key = keys::chat_replay(cb.platform, k);
+            if txn.get(&store, &key)?.is_some() {
+                let msg = "this callback was already received; a replay changes nothing";
+                record(txn, "refused", Some("replayed"), msg)?;
+                return Ok(ChatReply::Refused("replayed", msg.into()));
+            }
+            txn.put_json(key, &(now + cb.replay_ttl))?;
+        }
+        match &cb.verdict {
+            Err((code, msg)) => {
+                record(txn, "refused", Some(code), msg)?;
+                Ok(ChatReply::Refused(code, msg.clone()))
+            }
+            Ok(vote) => {
+                record(txn, "accepted", None, "")?;
+                match self.vote(txn, vote)? {
+                    Ok(o) => Ok(ChatReply::Voted(Box::new(Ok(o)))),
+                    Err(e) => Ok(ChatReply::Voted(Box::new(Err(e)))),
+                }
+            }
+        }
+    }
+
+    /// Forgets chat callback ids whose replay window is over.
+    fn prune_chat_replays(&mut self, txn: &mut Txn, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let store = self.parts.store.clone();
+        for (key, until) in
+            store.scan_json::<DateTime<Utc>>(keys::CHAT_REPLAY_PREFIX, None, 100_000)?
+        {
+            if until <= now {
+                txn.delete(key);
             }
         }
         Ok(())
@@ -2079,6 +2374,7 @@ impl Engine {
             execution: None,
             rollback_of: Some(orig.action_id.clone()),
             rolled_back_by: None,
+            chat: Vec::new(),
         };
         txn.audit(
             "rollback_requested",
@@ -2172,6 +2468,15 @@ pub mod read {
             }
         }
         Ok(out)
+    }
+
+    /// Ids of the actions whose chat messages are behind.
+    pub fn chat_owed(store: &Store) -> Result<Vec<String>, StoreError> {
+        Ok(store
+            .keys_after(keys::CHAT_OWED_PREFIX, None, usize::MAX)?
+            .into_iter()
+            .map(|k| String::from_utf8_lossy(&k[keys::CHAT_OWED_PREFIX.len()..]).to_string())
+            .collect())
     }
 
     /// Ids of the actions the executor has to drive.

@@ -39,6 +39,8 @@ pub struct HttpState {
     pub playbooks: usize,
     pub connectors: usize,
     pub draining: Arc<AtomicBool>,
+    /// Chat callbacks, when a chat platform is configured.
+    pub chat: Option<crate::chat::Inbound>,
 }
 
 /// A JSON error with a stable code.
@@ -127,6 +129,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/cases/{id}", get(get_case))
         .route("/v1/actions/{id}", get(get_action))
         .route("/v1/policies/reload", post(reload_policies))
+        .route("/v1/chat/{platform}", post(chat_callback))
+        .route("/v1/chat/{platform}/{endpoint}", post(chat_callback_at))
         .route(
             "/healthz",
             get(|| async { (StatusCode::OK, axum::Json(json!({"status": "ok"}))) }),
@@ -157,6 +161,69 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+async fn chat_callback_at(
+    st: State<HttpState>,
+    Path((platform, endpoint)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let want = match platform.as_str() {
+        "slack" => "interactions",
+        "mattermost" => "actions",
+        "teams" => "messages",
+        _ => "",
+    };
+    if endpoint != want {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+            .into_response();
+    }
+    chat_callback(st, Path(platform), headers, body).await
+}
+
+/// Chat platforms' callbacks: verified by `chat` (signature, button secret or JWT) over the
+/// raw body before anything is parsed.
+async fn chat_callback(
+    State(st): State<HttpState>,
+    Path(platform): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(chat) = &st.chat else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "chat approvals are not configured",
+        )
+        .into_response();
+    };
+    let raw = match axum::body::to_bytes(body, st.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the body is larger than http.max_body_bytes",
+            )
+            .into_response();
+        }
+    };
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let answer = match platform.as_str() {
+        "slack" => {
+            chat.slack(h("x-slack-request-timestamp"), h("x-slack-signature"), &raw)
+                .await
+        }
+        "mattermost" => chat.mattermost(&raw).await,
+        "teams" => chat.teams(h("authorization"), &raw).await,
+        _ => {
+            return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such chat platform")
+                .into_response();
+        }
+    };
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(answer.body)).into_response()
 }
 
 async fn ingest_native(

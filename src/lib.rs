@@ -11,6 +11,7 @@ pub mod action;
 pub mod alert;
 pub mod api;
 pub mod case;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod connector;

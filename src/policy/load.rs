@@ -386,6 +386,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
     let mut static_json = Vec::new();
     let mut static_attrs = BTreeMap::new();
     let mut users = BTreeSet::new();
+    let mut chat_ids: BTreeMap<(String, String), String> = BTreeMap::new();
     for path in entries.iter().filter(|p| {
         p.file_name()
             .is_some_and(|n| n.to_string_lossy().ends_with(".entities.json"))
@@ -439,6 +440,17 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
             let id = item["uid"]["id"].as_str().unwrap_or_default();
             match ty.strip_prefix(&format!("{NS}::")) {
                 Some("User") => {
+                    for (platform, attr) in CHAT_ID_ATTRS {
+                        let Some(pid) = item["attrs"][attr].as_str() else {
+                            continue;
+                        };
+                        let key = (platform.to_string(), pid.to_string());
+                        if let Some(other) = chat_ids.insert(key, id.to_string())
+                            && other != id
+                        {
+                            problems.push(problem(&file, None, None, format!("users {other:?} and {id:?} both have {attr} {pid:?}; a chat identity must name one user")));
+                        }
+                    }
                     users.insert(id.to_string());
                     static_json.push(item.clone());
                 }
@@ -511,10 +523,18 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
         static_entities,
         static_attrs,
         users,
+        chat_ids,
         meta,
         authorizer: Authorizer::new(),
     })
 }
+
+/// Chat platform → the user attribute that maps its user ids to cordon users.
+pub const CHAT_ID_ATTRS: [(&str, &str); 3] = [
+    ("slack", "slack_id"),
+    ("mattermost", "mattermost_id"),
+    ("teams", "teams_id"),
+];
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty()

@@ -68,6 +68,8 @@ pub struct PolicyEngine {
     static_attrs: BTreeMap<String, Map<String, Value>>,
     /// Known users (ids) for vote checks.
     users: std::collections::BTreeSet<String>,
+    /// (platform, platform user id) → cordon user, from the users' chat id attributes.
+    chat_ids: BTreeMap<(String, String), String>,
     meta: BTreeMap<String, PolicyMeta>,
     authorizer: Authorizer,
 }
@@ -393,6 +395,13 @@ impl PolicyEngine {
 
     pub fn meta(&self, id: &str) -> Option<&PolicyMeta> {
         self.meta.get(id)
+    }
+
+    /// The cordon user a chat platform's user id maps to (`slack`, `mattermost`, `teams`).
+    pub fn chat_user(&self, platform: &str, platform_user: &str) -> Option<&str> {
+        self.chat_ids
+            .get(&(platform.to_string(), platform_user.to_string()))
+            .map(String::as_str)
     }
 
     pub fn policy_count(&self) -> usize {
