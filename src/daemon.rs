@@ -294,6 +294,7 @@ pub async fn start(
             handle.clone(),
             store.clone(),
             policies.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
@@ -327,10 +328,8 @@ pub async fn start(
         playbooks: playbook_count,
         connectors: v.connectors.connectors.len(),
         draining: draining.clone(),
-        chat: v.chat.as_ref().map(|c| crate::chat::Inbound {
-            chat: c.clone(),
-            engine: handle.clone(),
-            policies: policies.clone(),
+        chat: v.chat.as_ref().map(|c| {
+            crate::chat::Inbound::new(c.clone(), handle.clone(), policies.clone(), metrics.clone())
         }),
     };
     let http_shutdown = shutdown.clone();

@@ -1924,11 +1924,13 @@ impl Engine {
                 Ok(ChatReply::Refused(code, msg.clone()))
             }
             Ok(vote) => {
-                record(txn, "accepted", None, "")?;
-                match self.vote(txn, vote)? {
-                    Ok(o) => Ok(ChatReply::Voted(Box::new(Ok(o)))),
-                    Err(e) => Ok(ChatReply::Voted(Box::new(Err(e)))),
-                }
+                // The vote record comes first; the callback record then says how it ended.
+                let result = self.vote(txn, vote)?;
+                match &result {
+                    Ok(_) => record(txn, "accepted", None, "")?,
+                    Err(e) => record(txn, "refused", Some("vote_refused"), &e.to_string())?,
+                };
+                Ok(ChatReply::Voted(Box::new(result)))
             }
         }
     }

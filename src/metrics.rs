@@ -30,6 +30,13 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChatLabels {
+    pub platform: String,
+    /// Posts: `posted` or `failed`. Callbacks: `accepted` or the refusal code.
+    pub outcome: String,
+}
+
 /// Every metric, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -47,6 +54,10 @@ pub struct Metrics {
     pub executions: Family<OutcomeLabels, Counter>,
     /// Escalations raised by the executor (fail-closed refusals, unknown outcomes).
     pub escalations: Counter,
+    /// Chat posts, updates and thread notices by platform and outcome.
+    pub chat_posts: Family<ChatLabels, Counter>,
+    /// Chat callbacks by platform and outcome.
+    pub chat_callbacks: Family<ChatLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,7 +129,21 @@ impl Metrics {
             "Executor escalations: refusals, failures and unknown outcomes handed to a person",
             escalations.clone(),
         );
+        let chat_posts = Family::<ChatLabels, Counter>::default();
+        r.register(
+            "cordon_chat_posts",
+            "Chat posts, updates and thread notices, by platform and outcome",
+            chat_posts.clone(),
+        );
+        let chat_callbacks = Family::<ChatLabels, Counter>::default();
+        r.register(
+            "cordon_chat_callbacks",
+            "Chat button callbacks, by platform and outcome (accepted or the refusal code)",
+            chat_callbacks.clone(),
+        );
         Metrics {
+            chat_posts,
+            chat_callbacks,
             executions,
             escalations,
             registry: Arc::new(r),
@@ -143,6 +168,15 @@ impl Metrics {
     }
 
     /// Prometheus text exposition.
+    pub fn chat(family: &Family<ChatLabels, Counter>, platform: &str, outcome: &str) {
+        family
+            .get_or_create(&ChatLabels {
+                platform: platform.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -24,7 +24,6 @@ impl Mattermost {
     fn mac(&self, approval_id: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(self.callback_secret.expose().as_bytes())
             .expect("HMAC takes keys of any length");
-        mac.update(b"cordon-mattermost-v1:");
         mac.update(approval_id.as_bytes());
         mac
     }
@@ -162,7 +161,11 @@ pub fn parse_click(raw: &[u8]) -> Result<Click, Refusal> {
         user: s(&p["user_id"], "user_id")?,
         approval_id: s(&ctx["approval_id"], "context.approval_id")?,
         decision,
-        token: s(&ctx["token"], "context.token")?,
+        token: ctx["token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| Refusal::new("bad_token", "the button carries no token"))?,
         trigger_id: p["trigger_id"]
             .as_str()
             .filter(|t| !t.is_empty())

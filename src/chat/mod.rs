@@ -31,6 +31,7 @@ use crate::engine::{
     self, ApprovalUpdate, ChatCallback, ChatDelivery, ChatOp, ChatReply, EngineHandle, VoteCast,
     VoteError,
 };
+use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::secret::{Secret, SecretRef};
 use crate::store::Store;
@@ -296,6 +297,7 @@ pub async fn run(
     engine: EngineHandle,
     store: Store,
     policies: Policies,
+    metrics: Metrics,
     cancel: CancellationToken,
 ) {
     for p in &chat.platforms {
@@ -308,6 +310,7 @@ pub async fn run(
     let mut rx = engine.subscribe();
     let n = Notifier {
         chat,
+        metrics,
         engine,
         store,
         policies,
@@ -339,6 +342,7 @@ pub async fn run(
 #[derive(Clone)]
 struct Notifier {
     chat: Arc<Chat>,
+    metrics: Metrics,
     engine: EngineHandle,
     store: Store,
     policies: Policies,
@@ -491,9 +495,10 @@ impl Notifier {
                 }
             }
             for op in ops {
-                if matches!(op, ChatOp::Failed { .. }) {
-                    all = false;
-                }
+                let failed = matches!(op, ChatOp::Failed { .. });
+                all &= !failed;
+                let outcome = if failed { "failed" } else { "posted" };
+                Metrics::chat(&self.metrics.chat_posts, p.name, outcome);
                 if self.engine.chat(op).await.is_err() {
                     all = false;
                 }
@@ -509,9 +514,22 @@ impl Notifier {
 /// Turns verified callbacks into votes; refuses the rest, recording each.
 #[derive(Clone)]
 pub struct Inbound {
-    pub chat: Arc<Chat>,
-    pub engine: EngineHandle,
-    pub policies: Policies,
+    chat: Arc<Chat>,
+    engine: EngineHandle,
+    policies: Policies,
+    metrics: Metrics,
+    unverified: Arc<Mutex<Window>>,
+}
+
+/// Callbacks that fail verification are recorded in the audit store, but anyone can send them:
+/// at most [`UNVERIFIED_RECORDS_PER_MIN`] per minute are recorded; the rest are counted (metric
+/// and log) and their number is added to the next record.
+const UNVERIFIED_RECORDS_PER_MIN: u32 = 60;
+
+struct Window {
+    started: std::time::Instant,
+    recorded: u32,
+    suppressed: u64,
 }
 
 fn refused_answer(r: &Refusal) -> Answer {
@@ -539,6 +557,41 @@ struct Parsed {
 }
 
 impl Inbound {
+    pub fn new(
+        chat: Arc<Chat>,
+        engine: EngineHandle,
+        policies: Policies,
+        metrics: Metrics,
+    ) -> Inbound {
+        Inbound {
+            chat,
+            engine,
+            policies,
+            metrics,
+            unverified: Arc::new(Mutex::new(Window {
+                started: std::time::Instant::now(),
+                recorded: 0,
+                suppressed: 0,
+            })),
+        }
+    }
+
+    /// Whether an unverified refusal may be recorded now; `Some(n)` = yes, `n` were dropped
+    /// since the last one recorded.
+    fn may_record_unverified(&self) -> Option<u64> {
+        let mut w = self.unverified.lock().unwrap_or_else(|e| e.into_inner());
+        if w.started.elapsed() >= Duration::from_secs(60) {
+            w.started = std::time::Instant::now();
+            w.recorded = 0;
+        }
+        if w.recorded >= UNVERIFIED_RECORDS_PER_MIN {
+            w.suppressed += 1;
+            return None;
+        }
+        w.recorded += 1;
+        Some(std::mem::take(&mut w.suppressed))
+    }
+
     fn not_configured(platform: &str) -> Answer {
         Answer {
             status: 404,
@@ -552,8 +605,30 @@ impl Inbound {
         platform: &'static str,
         r: Refusal,
         replay_key: Option<String>,
-        detail: Value,
+        mut detail: Value,
     ) -> Answer {
+        Metrics::chat(&self.metrics.chat_callbacks, platform, r.code);
+        if replay_key.is_none() {
+            // Not authenticated: bounded recording.
+            match self.may_record_unverified() {
+                None => {
+                    tracing::warn!(
+                        platform,
+                        code = r.code,
+                        "chat callback refused (not recorded: too many unverified callbacks this minute)"
+                    );
+                    return refused_answer(&r);
+                }
+                Some(0) => {}
+                Some(n) => {
+                    if !detail.is_object() {
+                        detail = json!({});
+                    }
+                    detail["unrecorded_refusals_before"] = json!(n);
+                }
+            }
+        }
+        tracing::warn!(platform, code = r.code, reason = %r.message, "chat callback refused");
         let cb = ChatCallback {
             platform,
             replay_key,
@@ -607,7 +682,8 @@ impl Inbound {
             verdict,
             detail: p.detail,
         };
-        match self.engine.chat(ChatOp::Callback(cb)).await {
+        let platform = cb.platform;
+        let r = match self.engine.chat(ChatOp::Callback(cb)).await {
             Ok(ChatReply::Voted(v)) => match *v {
                 Ok(o) => Ok(o.outcome.to_string()),
                 Err(VoteError::Store(e)) => Err(Refusal::new("store_unavailable", e)),
@@ -616,7 +692,13 @@ impl Inbound {
             Ok(ChatReply::Refused(code, message)) => Err(Refusal::new(code, message)),
             Ok(ChatReply::Recorded) => Err(Refusal::new("vote_refused", "not counted")),
             Err(e) => Err(Refusal::new("store_unavailable", e.to_string())),
-        }
+        };
+        let outcome = match &r {
+            Ok(_) => "accepted",
+            Err(refusal) => refusal.code,
+        };
+        Metrics::chat(&self.metrics.chat_callbacks, platform, outcome);
+        r
     }
 
     fn answer(r: &Result<String, Refusal>) -> Answer {

@@ -21,6 +21,8 @@ pub struct View {
     pub action_id: String,
     /// "Isolate host", "Revoke sessions"...
     pub action: String,
+    /// The action kind as policies name it (`isolate_host`).
+    pub kind: String,
     pub target: String,
     pub connector: String,
     /// auto | one_approver | two_person | denied
@@ -174,6 +176,7 @@ impl View {
         View {
             action_id: a.action_id.clone(),
             action: label(a.kind.as_str()),
+            kind: a.kind.as_str().to_string(),
             target: a.target.id.clone(),
             connector: a.connector.clone(),
             tier: a.tier.map_or("undecided", |t| t.as_str()).to_string(),
@@ -216,7 +219,10 @@ impl View {
         let mut out = vec![
             (
                 "Action",
-                format!("{} {} via {}", self.action, self.target, self.connector),
+                format!(
+                    "{} ({}) {} via {}",
+                    self.action, self.kind, self.target, self.connector
+                ),
             ),
             (
                 "Tier",

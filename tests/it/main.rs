@@ -9,6 +9,7 @@ mod approvals_cli;
 mod audit_tamper;
 mod bad_input;
 mod cases;
+mod chat;
 mod cli;
 mod connector_faults;
 mod crash;

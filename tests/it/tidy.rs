@@ -43,11 +43,13 @@ fn every_module_starts_with_a_doc_comment() {
 
 #[test]
 fn one_owner_per_resource() {
-    let owners = [
-        ("sled::", "src/store/"),
-        ("cedar_policy::", "src/policy/"),
-        ("tonic::", "src/api/"),
-        ("reqwest::Client", "src/connector/"),
+    // Outbound HTTP has two owners: `connector` calls response vendors, `chat` calls chat
+    // platforms (posting approval requests); nothing else makes HTTP calls.
+    let owners: [(&str, &[&str]); 4] = [
+        ("sled::", &["src/store/"]),
+        ("cedar_policy::", &["src/policy/"]),
+        ("tonic::", &["src/api/"]),
+        ("reqwest::Client", &["src/connector/", "src/chat/"]),
     ];
     let mut violations = Vec::new();
     for (file, text) in sources() {
@@ -57,8 +59,8 @@ fn one_owner_per_resource() {
                 .filter(|l| !l.trim_start().starts_with("//"))
                 .collect::<Vec<_>>()
                 .join("\n");
-            if code.contains(needle) && !file.starts_with(owner) {
-                violations.push(format!("{file} uses {needle} (owned by {owner})"));
+            if code.contains(needle) && !owner.iter().any(|o| file.starts_with(o)) {
+                violations.push(format!("{file} uses {needle} (owned by {owner:?})"));
             }
         }
     }
