@@ -342,6 +342,7 @@ pub async fn start(
         policies: policies.clone(),
         auth: Arc::new(crate::api::Auth::from_config(&cfg.grpc)),
         ingest_open_to_loopback: cfg.grpc.ingest_tokens.is_empty(),
+        max_message_bytes: cfg.grpc.max_message_bytes,
         shutdown: shutdown.clone(),
     };
     if cfg.grpc.approvers.is_empty() && cfg.grpc.cert_users.is_empty() {

@@ -103,16 +103,40 @@ fn spawn(shared: &Arc<Shared>, tasks: &tokio_util::task::TaskTracker, id: String
     }
     let s = shared.clone();
     tasks.spawn(async move {
-        let _permit = s.permits.acquire().await;
+        // Waiting for a permit or for the target is abandoned at shutdown: the action stays
+        // queued (`xq/`) and resumes on the next start, so a drain waits only for actions
+        // already talking to a vendor.
+        // The target first, then a permit: actions queued behind one target do not hold
+        // permits other targets could use.
         let lock = action_lock(&s, &id);
-        let _guard = match &lock {
-            Some(l) => Some(l.lock().await),
-            None => None,
+        let ready = async {
+            let guard = match &lock {
+                Some((_, l)) => Some(l.clone().lock_owned().await),
+                None => None,
+            };
+            (s.permits.acquire().await.ok(), guard)
         };
-        if let Drive::Busy(holder) = drive(&s, &id).await {
-            // Another action holds the target (an unknown outcome still being reconciled). Its
-            // permit is not held while waiting: the periodic rescan tries again.
-            tracing::info!(action_id = %id, holder = %holder, "target is leased by another action; retrying at the next rescan");
+        let (permit, guard) = tokio::select! {
+            r = ready => r,
+            _ = s.cancel.cancelled() => (None, None),
+        };
+        if permit.is_some()
+            && let Drive::Busy(holder) = drive(&s, &id).await
+        {
+                // Another action holds the target (an unknown outcome still being reconciled,
+                // or a lease left by a previous run). Nothing is held while waiting: the
+                // periodic rescan tries again.
+                tracing::info!(action_id = %id, holder = %holder, "target is leased by another action; retrying at the next rescan");
+        }
+        drop(guard);
+        drop(permit);
+        if let Some((key, l)) = lock {
+            // Forget the lock once nobody else waits on it (the map would otherwise grow by one
+            // entry per target ever acted on).
+            let mut m = s.targets.lock().unwrap_or_else(|p| p.into_inner());
+            if Arc::strong_count(&l) == 2 {
+                m.remove(&key);
+            }
         }
         s.active
             .lock()
@@ -121,22 +145,20 @@ fn spawn(shared: &Arc<Shared>, tasks: &tokio_util::task::TaskTracker, id: String
     });
 }
 
-/// The per-target lock for an action (none for case-level actions, which touch no vendor
-/// target).
-fn action_lock(s: &Shared, id: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+/// The per-target lock for an action, keyed like the engine's durable lease (connector and
+/// target), so actions on one target wait for each other here instead of finding the lease
+/// taken (case-level steps of one connector, such as enrich and summarize, share a target).
+fn action_lock(s: &Shared, id: &str) -> Option<(String, Arc<tokio::sync::Mutex<()>>)> {
     let a = engine::read::action(&s.parts.store, id).ok().flatten()?;
-    if a.target.kind == TargetKind::Case {
-        return None;
-    }
     let key = format!("{}/{}:{}", a.connector, a.target.kind.as_str(), a.target.id);
-    Some(
-        s.targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .clone(),
-    )
+    let l = s
+        .targets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key.clone())
+        .or_default()
+        .clone();
+    Some((key, l))
 }
 
 /// Sleeps unless shutdown comes first; `false` on shutdown.

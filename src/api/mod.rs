@@ -151,6 +151,8 @@ pub struct ApiState {
     pub policies: Policies,
     pub auth: Arc<Auth>,
     pub ingest_open_to_loopback: bool,
+    /// `grpc.max_message_bytes`: list pages stop short of it.
+    pub max_message_bytes: usize,
     /// Cancelled at shutdown: open watch streams end so the drain is not held up.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -401,10 +403,23 @@ impl pb::approvals_server::Approvals for ApiState {
         let after = (!r.after.is_empty()).then_some(r.after.as_str());
         let hash = self.policies.current().hash.clone();
         let pending = engine::read::pending(&self.store, after, limit).map_err(store_status)?;
-        let approvals = pending
-            .iter()
-            .map(|a| approval_view(&self.store, a, &hash))
-            .collect::<Result<_, _>>()?;
+        // A page ends early rather than exceed the message limit (requests carry their evidence,
+        // so 1,000 of them can be larger than a message); the client continues with `after` =
+        // the last id it got, as for any page.
+        let budget = self
+            .max_message_bytes
+            .saturating_sub(self.max_message_bytes / 8);
+        let mut approvals = Vec::with_capacity(pending.len());
+        let mut size = 0usize;
+        for a in &pending {
+            let view = approval_view(&self.store, a, &hash)?;
+            let len = prost::Message::encoded_len(&view) + 8;
+            if !approvals.is_empty() && size + len > budget {
+                break;
+            }
+            size += len;
+            approvals.push(view);
+        }
         Ok(Response::new(pb::ListPendingResponse { approvals }))
     }
 

@@ -305,3 +305,49 @@ async fn rollback_proposes_the_inverse_through_policy_and_approval() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Steps of one connector on the same target (enrich and summarize both act on the case through
+/// the `cordon` connector) wait for each other in the executor instead of finding the target's
+/// lease taken and sleeping until the next rescan: with rescans an hour apart, every step of
+/// several cases still finishes (found by the load generator: case-level steps sat for 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_on_one_target_run_one_after_another_without_waiting_for_a_rescan() {
+    let v = Vendors::start().await;
+    let d = live::start_live(&v, |cfg, _| {
+        cfg.executor.reconcile_interval_secs = 3600;
+    })
+    .await;
+    let mut cases = Vec::new();
+    for i in 0..4 {
+        let host = format!("ws-serial-{i}");
+        cases.push(
+            live::post_alert(
+                &d,
+                live::alert(
+                    &format!("serial-{i}"),
+                    "Malware EncodedCommand",
+                    &["T1059"],
+                    &[("host", host.as_str())],
+                ),
+            )
+            .await,
+        );
+    }
+    for case_id in cases {
+        let case = d.case(&case_id).await;
+        let on_case: Vec<&serde_json::Value> = case["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["connector"] == json!("cordon"))
+            .collect();
+        assert!(
+            on_case.len() >= 2,
+            "enrich and summarize both act on the case: {case}"
+        );
+        for a in on_case {
+            let done = live::settled(&d, a["action_id"].as_str().unwrap()).await;
+            assert_eq!(done["state"], json!("succeeded"), "{done}");
+        }
+    }
+}

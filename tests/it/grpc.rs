@@ -1461,3 +1461,54 @@ async fn the_requesters_vote_is_refused() {
     assert_eq!(again.state, "awaiting_approval");
     assert_eq!(d.stop().await, 0);
 }
+
+/// A `ListPending` page stops short of the message limit instead of failing: requests carry
+/// their evidence, so a full page of them can outgrow `grpc.max_message_bytes` (found by the
+/// load generator: 1,000 realistic requests are ~1.7 MB against the 1 MiB default). Paging with
+/// `after` = the last id returns every request exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pending_pages_fit_the_message_limit() {
+    let (dir, mut cfg) = common::workspace();
+    configure_tokens(&mut cfg);
+    cfg.grpc.max_message_bytes = 8 * 1024;
+    let d = common::start_in(dir, cfg, None).await;
+    let mut expected = Vec::new();
+    for i in 0..12 {
+        let host = format!("ws-page-{i}");
+        let body = crate::live::alert(
+            &format!("page-{i}"),
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", host.as_str())],
+        );
+        let case_id = crate::live::post_alert(&d, body).await;
+        let a = crate::live::find_action(&d, &case_id, "isolate_host", None).await;
+        assert_eq!(a["state"], json!("awaiting_approval"), "{a}");
+        expected.push(a["action_id"].as_str().unwrap().to_string());
+    }
+    let mut c = as_user(&d, "alice").await;
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .approvals
+            .list_pending(pb::ListPendingRequest {
+                limit: 1000,
+                after: after.clone(),
+            })
+            .await
+            .expect("a page within the message limit")
+            .into_inner()
+            .approvals;
+        let Some(last) = page.last() else { break };
+        after = last.approval_id.clone();
+        seen.extend(page.into_iter().map(|a| a.approval_id));
+        pages += 1;
+    }
+    assert!(
+        pages > 1,
+        "12 requests with evidence do not fit one 8 KiB message"
+    );
+    assert_eq!(seen, expected, "every request once, in order");
+}
