@@ -378,11 +378,16 @@ async fn an_approval_request_is_posted_with_its_evidence_to_slack_mattermost_and
         }
     }
 
-    // Each post is audited with the platform's reference.
-    let posted: Vec<Value> = about(&d, "chat_post", &id)
-        .into_iter()
-        .filter(|r| r["purpose"] == json!("request") && r["outcome"] == json!("posted"))
-        .collect();
+    // Each post is audited with the platform's reference (a post reaches the fake before cordon
+    // records it: wait for all three records).
+    let posted: Vec<Value> = eventually(10, || async {
+        let posted: Vec<Value> = about(&d, "chat_post", &id)
+            .into_iter()
+            .filter(|r| r["purpose"] == json!("request") && r["outcome"] == json!("posted"))
+            .collect();
+        (posted.len() >= 3).then_some(posted)
+    })
+    .await;
     let find = |platform: &str| {
         posted
             .iter()
@@ -489,12 +494,14 @@ async fn a_signed_slack_callback_counts_the_vote_and_updates_the_message() {
         "{}",
         updated.all_text()
     );
-    assert!(
+    // Recorded once the platform answered: wait for the record.
+    eventually(10, || async {
         about(&d, "chat_post", &id)
             .iter()
-            .any(|r| r["purpose"] == json!("update") && r["outcome"] == json!("posted")),
-        "no posted update record"
-    );
+            .any(|r| r["purpose"] == json!("update") && r["outcome"] == json!("posted"))
+            .then_some(())
+    })
+    .await;
 
     // The very same request again (same body, same headers) is a replay: refused, not a vote.
     let before = callbacks(&d).len();
