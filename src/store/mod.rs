@@ -405,13 +405,17 @@ impl Store {
 
 /// A set of writes plus the audit records that explain them, committed together.
 /// Reads through a `Txn` see its own uncommitted writes first.
+/// Pending writes by key: `None` deletes.
+type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 pub struct Txn {
     head: Head,
-    puts: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    puts: Writes,
     audit: Vec<(u64, Vec<u8>)>,
     /// What each write replaced in `puts` (none = the key was not written yet), newest last:
     /// rolling back to a savepoint undoes only the writes made after it, so a savepoint per
     /// event costs O(1) instead of a copy of every write in the batch so far.
+    #[allow(clippy::type_complexity)]
     undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
 }
 
@@ -597,7 +601,7 @@ mod tests {
                 audit: Vec::new(),
                 undo: Vec::new(),
             };
-            let mut saved: Vec<(Savepoint, BTreeMap<Vec<u8>, Option<Vec<u8>>>)> = Vec::new();
+            let mut saved: Vec<(Savepoint, Writes)> = Vec::new();
             for op in ops {
                 match op {
                     Op::Put(k, v) => txn.put(vec![k], vec![v]),
