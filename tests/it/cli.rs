@@ -52,13 +52,19 @@ pub(crate) fn cordon() -> Command {
 
 /// Runs a one-shot `cordon` command to completion (at most 30 s, then it is killed and the test
 /// fails) and returns its output.
-pub(crate) fn run(mut cmd: Command) -> Output {
+pub(crate) fn run(cmd: Command) -> Output {
+    run_within(cmd, 30)
+}
+
+/// [`run`] with a time limit of `secs` (for tools whose work grows with the store, such as
+/// `cordon audit export` after a long crash loop).
+pub(crate) fn run_within(mut cmd: Command, secs: u64) -> Output {
     let mut out = tempfile::tempfile().unwrap();
     let mut err = tempfile::tempfile().unwrap();
     cmd.stdout(out.try_clone().unwrap())
         .stderr(err.try_clone().unwrap());
     let mut child = cmd.spawn().expect("spawn cordon");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -66,7 +72,7 @@ pub(crate) fn run(mut cmd: Command) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not exit within 30 s");
+            panic!("{cmd:?} did not exit within {secs} s");
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -92,6 +98,8 @@ pub(crate) fn text(b: &[u8]) -> String {
 pub(crate) struct Daemon {
     child: Option<std::process::Child>,
     pub base: String,
+    /// The gRPC endpoint, `http://127.0.0.1:<port>`.
+    pub grpc: String,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
 }
@@ -115,6 +123,7 @@ impl Daemon {
             let mut d = Daemon {
                 child: Some(child),
                 base: format!("http://127.0.0.1:{http}"),
+                grpc: format!("http://127.0.0.1:{grpc}"),
                 stdout,
                 stderr,
             };
@@ -160,6 +169,11 @@ impl Daemon {
         self.child.as_ref().unwrap().id()
     }
 
+    /// The exit status, if the process already ended on its own.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(&mut self) {
         let mut c = self.child.take().unwrap();
@@ -203,6 +217,59 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// The arguments of `cordon serve --config <cfg>`, for [`Daemon::start`].
+pub(crate) fn serve_args(cfg: &Path) -> impl Fn(&mut Command) + '_ {
+    move |c| {
+        c.arg("serve").arg("--config").arg(cfg);
+    }
+}
+
+/// Posts a JSON body; `Err` when the connection failed (e.g. the daemon was killed).
+pub(crate) async fn post_json(
+    c: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    let r = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let text = r.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    ))
+}
+
+/// `GET base+path` as JSON (a body that is not JSON comes back as a string); panics when the
+/// daemon cannot be reached.
+pub(crate) async fn get_json(base: &str, path: &str) -> (u16, serde_json::Value) {
+    get_json_with(&client(), base, path).await
+}
+
+/// [`get_json`] on a client the caller keeps (building a client reads the system's root
+/// certificates: too slow to do per request in a loop).
+pub(crate) async fn get_json_with(
+    c: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let r = c
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+    )
 }
 
 /// A TOML string literal for a path.

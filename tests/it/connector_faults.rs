@@ -334,12 +334,6 @@ fn check_path(
     }
 }
 
-/// The idempotency label cordon puts in the vendor's record (`cordon-` + 24 key characters).
-fn idempotency_label(a: &Value) -> String {
-    let k = a["idempotency_key"].as_str().unwrap_or("");
-    format!("cordon-{}", &k[..k.len().min(24)])
-}
-
 // ---------------------------------------------------------------------------------------------
 // One test per shipped connector
 // ---------------------------------------------------------------------------------------------
@@ -582,7 +576,7 @@ async fn jira_ticket_survives_every_fault() {
         };
         let label = s.label.clone();
         let (_, done) = run(&d, v.jira.faults(), v.jira.log(), s, &mut c).await;
-        let l = idempotency_label(&done);
+        let l = live::idempotency_label(&done);
         c.eq(v.jira.issues_with_label(&l), 1, || {
             format!("[{label}] issues labelled {l}")
         });
@@ -617,7 +611,7 @@ async fn thehive_alert_survives_every_fault() {
         };
         let label = s.label.clone();
         let (_, done) = run(&d, v.hive.faults(), v.hive.log(), s, &mut c).await;
-        let l = idempotency_label(&done);
+        let l = live::idempotency_label(&done);
         c.eq(v.hive.effects().count(&format!("alert:{l}")), 1, || {
             format!("[{label}] alert effects for sourceRef {l}")
         });

@@ -3,12 +3,11 @@
 //! and the audit chain still verifies after a clean SIGTERM.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::cli::{Daemon, client, cordon, run, text, write_config};
+use crate::cli::{Daemon, client, cordon, post_json, run, serve_args, text, write_config};
 use crate::common;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,26 +38,6 @@ fn generated(tag: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// Posts one alert; `Err` when the connection failed (e.g. the daemon was killed).
-async fn post(
-    c: reqwest::Client,
-    url: String,
-    body: Vec<u8>,
-) -> Result<(u16, Value), reqwest::Error> {
-    let r = c
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let status = r.status().as_u16();
-    let text = r.text().await?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
-}
-
 fn ack(body: &Value, what: &str) -> Ack {
     Ack {
         alert_id: body["alert_id"]
@@ -85,12 +64,12 @@ async fn burst_then_kill(d: &mut Daemon, cycle: usize) -> Vec<Ack> {
             format!("{}{path}", d.base),
             common::fixture(file),
         );
-        set.spawn(async move { (file.to_string(), post(c, url, body).await) });
+        set.spawn(async move { (file.to_string(), post_json(&c, &url, body).await) });
     }
     for i in 0..35 {
         let tag = format!("{cycle}-{i}");
         let (c, url, body) = (c.clone(), format!("{}/v1/alerts", d.base), generated(&tag));
-        set.spawn(async move { (tag, post(c, url, body).await) });
+        set.spawn(async move { (tag, post_json(&c, &url, body).await) });
     }
     let mut acks = Vec::new();
     while let Some(r) = set.join_next().await {
@@ -111,7 +90,7 @@ async fn burst_then_kill(d: &mut Daemon, cycle: usize) -> Vec<Ack> {
             tx.clone(),
         );
         tokio::spawn(async move {
-            let _ = tx.send((tag, post(c, url, body).await));
+            let _ = tx.send((tag, post_json(&c, &url, body).await));
         });
     }
     drop(tx);
@@ -175,12 +154,6 @@ async fn assert_all_present(d: &Daemon, acks: &[Ack]) {
     }
 }
 
-fn start_args<'a>(cfg: &'a Path) -> impl Fn(&mut std::process::Command) + 'a {
-    move |c| {
-        c.arg("serve").arg("--config").arg(cfg);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_alerts_survive_kill_9_and_the_chain_verifies() {
     let (dir, _) = common::workspace();
@@ -196,14 +169,14 @@ async fn acknowledged_alerts_survive_kill_9_and_the_chain_verifies() {
     );
     let mut acked: Vec<Ack> = Vec::new();
     for cycle in 0..3 {
-        let mut d = Daemon::start(root, &format!("cycle{cycle}"), start_args(&cfg)).await;
+        let mut d = Daemon::start(root, &format!("cycle{cycle}"), serve_args(&cfg)).await;
         assert_all_present(&d, &acked).await;
         let new = burst_then_kill(&mut d, cycle).await;
         assert!(new.len() >= 40);
         acked.extend(new);
     }
 
-    let mut d = Daemon::start(root, "final", start_args(&cfg)).await;
+    let mut d = Daemon::start(root, "final", serve_args(&cfg)).await;
     assert_all_present(&d, &acked).await;
     let status = d.terminate().await;
     assert_eq!(status.code(), Some(0), "{}", d.logs());

@@ -11,16 +11,17 @@
 //! whose answer cordon never recorded: the case where resending would duplicate.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::cli::{Daemon, client, cordon, run, text, toml_path, write_config};
+use crate::cli::{
+    Daemon, client, cordon, get_json, run, serve_args, text, toml_path, write_config,
+};
 use crate::common;
 use crate::fakes::{Fault, FaultKind, LoggedRequest};
-use crate::live::Vendors;
+use crate::live::{Vendors, idempotency_label};
 
 /// How long a slowed vendor holds its answer after applying the effect (cordon gives up on the
 /// answer after `timeout_ms = 1500`, as `Vendors::wire` sets it).
@@ -177,28 +178,13 @@ fn writes(v: &Vendors) -> Vec<(String, LoggedRequest)> {
     out
 }
 
-/// Every request any of the five vendors received (reads included).
-fn requests(v: &Vendors) -> usize {
-    v.okta.log().count()
-        + v.jira.log().count()
-        + v.hive.log().count()
-        + v.cs.log().count()
-        + v.mde.log().count()
-}
-
-/// The idempotency label cordon puts on tickets (see `executor::build_vars`).
-fn label(a: &Value) -> String {
-    let k = a["idempotency_key"].as_str().unwrap();
-    format!("cordon-{}", &k[..k.len().min(24)])
-}
-
 /// The `vendor:key` of an action's write, as `writes` names it.
 fn write_key(a: &Value, okta_ids: &BTreeMap<String, String>) -> String {
     let conn = a["connector"].as_str().unwrap();
     let target = a["target"]["id"].as_str().unwrap();
     match conn {
         "okta" => format!("okta:{}", okta_ids.get(target).map_or("?", String::as_str)),
-        "jira" | "thehive" => format!("{conn}:{}", label(a)),
+        "jira" | "thehive" => format!("{conn}:{}", idempotency_label(a)),
         _ => format!(
             "{conn}:{}",
             target.split_once(':').map_or(target, |(_, v)| v)
@@ -238,32 +224,6 @@ fn slow_writes(v: &Vendors, n: usize) {
         faults.disarm_all();
         faults.arm(Fault::on(method, path, hold.clone()).times(n));
     }
-}
-
-fn disarm(v: &Vendors) {
-    for f in [
-        v.okta.faults(),
-        v.jira.faults(),
-        v.hive.faults(),
-        v.cs.faults(),
-        v.mde.faults(),
-    ] {
-        f.disarm_all();
-    }
-}
-
-async fn get(base: &str, path: &str) -> (u16, Value) {
-    let r = client()
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = r.status().as_u16();
-    let body = r.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    )
 }
 
 /// Posts the alerts concurrently; every one must be accepted. Returns case id → alert tag.
@@ -332,7 +292,7 @@ async fn executing_action(
         .collect();
     order.extend(rest);
     for case in order {
-        let (s, body) = get(&d.base, &format!("/v1/cases/{case}")).await;
+        let (s, body) = get_json(&d.base, &format!("/v1/cases/{case}")).await;
         if s != 200 {
             continue;
         }
@@ -377,11 +337,11 @@ async fn kill_when(
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(20);
     loop {
-        let (w, r) = (writes(v).len() - writes0, requests(v) - requests0);
+        let (w, r) = (writes(v).len() - writes0, v.requests() - requests0);
         if ready(w, r)
             && let Some(a) = executing_action(d, v, cases, okta_case).await
         {
-            let (w, r) = (writes(v).len() - writes0, requests(v) - requests0);
+            let (w, r) = (writes(v).len() - writes0, v.requests() - requests0);
             d.kill9();
             let line = format!(
                 "{point}: SIGKILL after {w} vendor write(s) and {r} vendor request(s) in this run \
@@ -405,22 +365,16 @@ async fn kill_when(
 
 /// Every action of every case, read over HTTP.
 async fn all_actions(d: &Daemon) -> Vec<Value> {
-    let (s, list) = get(&d.base, "/v1/cases?limit=1000").await;
+    let (s, list) = get_json(&d.base, "/v1/cases?limit=1000").await;
     assert_eq!(s, 200, "{list}");
     let mut out = Vec::new();
     for c in list["cases"].as_array().unwrap() {
         let id = c["case_id"].as_str().unwrap();
-        let (s, body) = get(&d.base, &format!("/v1/cases/{id}")).await;
+        let (s, body) = get_json(&d.base, &format!("/v1/cases/{id}")).await;
         assert_eq!(s, 200, "{body}");
         out.extend(body["actions"].as_array().unwrap().iter().cloned());
     }
     out
-}
-
-fn start_args(cfg: &Path) -> impl Fn(&mut std::process::Command) + '_ {
-    move |c| {
-        c.arg("serve").arg("--config").arg(cfg);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -509,12 +463,12 @@ async fn kill_9_mid_execution_never_duplicates_a_vendor_effect() {
             cases.insert(case, tag);
         }
     };
-    let base = |v: &Vendors| (writes(v).len(), requests(v));
+    let base = |v: &Vendors| (writes(v).len(), v.requests());
 
     // Run 0: the first write to reach a vendor (held: effect applied, answer pending).
     slow_writes(&v, SLOW_WRITES);
     let b0 = base(&v);
-    let mut d = Daemon::start(root, "run0", start_args(&cfg)).await;
+    let mut d = Daemon::start(root, "run0", serve_args(&cfg)).await;
     let new = post_all(&d, &batches[0]).await;
     note_cases(new, &mut cases, &mut okta_case);
     kill_when(
@@ -532,7 +486,7 @@ async fn kill_9_mid_execution_never_duplicates_a_vendor_effect() {
     // Run 1: recovery plus a new batch; killed with many writes in flight.
     slow_writes(&v, SLOW_WRITES);
     let b1 = base(&v);
-    let mut d = Daemon::start(root, "run1", start_args(&cfg)).await;
+    let mut d = Daemon::start(root, "run1", serve_args(&cfg)).await;
     let new = post_all(&d, &batches[1]).await;
     note_cases(new, &mut cases, &mut okta_case);
     kill_when(
@@ -551,7 +505,7 @@ async fn kill_9_mid_execution_never_duplicates_a_vendor_effect() {
     // previous run left in doubt).
     slow_writes(&v, SLOW_WRITES);
     let b2 = base(&v);
-    let mut d = Daemon::start(root, "run2", start_args(&cfg)).await;
+    let mut d = Daemon::start(root, "run2", serve_args(&cfg)).await;
     kill_when(
         &mut d,
         &v,
@@ -567,7 +521,7 @@ async fn kill_9_mid_execution_never_duplicates_a_vendor_effect() {
     // Run 3: a bigger batch; killed with the executor's concurrency saturated.
     slow_writes(&v, SLOW_WRITES);
     let b3 = base(&v);
-    let mut d = Daemon::start(root, "run3", start_args(&cfg)).await;
+    let mut d = Daemon::start(root, "run3", serve_args(&cfg)).await;
     let new = post_all(&d, &batches[2]).await;
     note_cases(new, &mut cases, &mut okta_case);
     kill_when(
@@ -585,14 +539,14 @@ async fn kill_9_mid_execution_never_duplicates_a_vendor_effect() {
     // Final run: vendors answer normally, except that the limbo user's session clear is held
     // past the timeout and the probes that would settle it fail until cordon gives up, so it
     // goes `unknown` and is reconciled later by probe.
-    disarm(&v);
+    v.disarm_all();
     let (_, limbo_id) = limbo.user.clone().unwrap();
     v.okta.faults().arm(Fault::on(
         "DELETE",
         &format!("/users/{limbo_id}/sessions"),
         FaultKind::TimeoutAfterEffect(HOLD),
     ));
-    let mut d = Daemon::start(root, "final", start_args(&cfg)).await;
+    let mut d = Daemon::start(root, "final", serve_args(&cfg)).await;
     let mut last = batches[3].clone();
     last.push(limbo.clone());
     let new = post_all(&d, &last).await;

@@ -27,14 +27,14 @@ use crate::common::{self, TestClock, TestDaemon};
 // ---------------------------------------------------------------------------------------------
 
 /// Everyone in `policies/people.entities.json`; each gets the bearer token `<user>-token`.
-const USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "mallory"];
+pub(crate) const USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "mallory"];
 const INGEST_TOKEN: &str = "siem-ingest-token";
 
-fn sha(t: &str) -> String {
+pub(crate) fn sha(t: &str) -> String {
     hex::encode(sha2::Sha256::digest(t.as_bytes()))
 }
 
-fn token_of(user: &str) -> String {
+pub(crate) fn token_of(user: &str) -> String {
     format!("{user}-token")
 }
 

@@ -59,6 +59,32 @@ impl Vendors {
         v
     }
 
+    /// Every request any fake received so far (reads and token requests included).
+    pub fn requests(&self) -> usize {
+        self.cs.log().count()
+            + self.mde.log().count()
+            + self.okta.log().count()
+            + self.entra.log().count()
+            + self.jira.log().count()
+            + self.hive.log().count()
+            + self.hook.log().count()
+    }
+
+    /// Disarms every fault armed at any fake.
+    pub fn disarm_all(&self) {
+        for f in [
+            self.cs.faults(),
+            self.mde.faults(),
+            self.okta.faults(),
+            self.entra.faults(),
+            self.jira.faults(),
+            self.hive.faults(),
+            self.hook.faults(),
+        ] {
+            f.disarm_all();
+        }
+    }
+
     fn wiring(&self) -> Wiring {
         vec![
             (
@@ -250,6 +276,13 @@ pub async fn approve_any(d: &TestDaemon, action_id: &str) {
         }
     }
     panic!("no shipped approver could approve {action_id}");
+}
+
+/// The idempotency label cordon puts in the vendor's record (`cordon-` + 24 characters of the
+/// action's idempotency key; see `executor::build_vars`).
+pub fn idempotency_label(a: &Value) -> String {
+    let k = a["idempotency_key"].as_str().unwrap_or("");
+    format!("cordon-{}", &k[..k.len().min(24)])
 }
 
 pub const TERMINAL: &[&str] = &[

@@ -13,6 +13,7 @@ mod chat;
 mod cli;
 mod connector_faults;
 mod crash;
+mod crash_loop;
 mod decisions;
 mod exec_crash;
 mod executor;
