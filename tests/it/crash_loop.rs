@@ -1512,8 +1512,8 @@ async fn kill_9_loop_loses_no_ack_vote_or_audit_record_and_never_repeats_an_effe
 
     let mut queue: VecDeque<Planned> = plan.iter().cloned().collect();
     let mut acks: BTreeMap<usize, Ack> = BTreeMap::new();
-    // Acknowledged alerts read back after a later restart.
-    let mut verified: BTreeSet<usize> = BTreeSet::new();
+    // Acknowledged alerts not read back after a restart yet.
+    let mut unverified: BTreeMap<usize, Ack> = BTreeMap::new();
     let mut votes = Votes::default();
     let mut kills: Vec<String> = Vec::new();
     let mut snapshot: Vec<u64> = Vec::new();
@@ -1526,6 +1526,7 @@ async fn kill_9_loop_loses_no_ack_vote_or_audit_record_and_never_repeats_an_effe
 
     let merge = |posted: Vec<(Planned, Option<Ack>)>,
                  acks: &mut BTreeMap<usize, Ack>,
+                 unverified: &mut BTreeMap<usize, Ack>,
                  queue: &mut VecDeque<Planned>,
                  tracker: &mut Tracker,
                  problems: &mut Vec<String>| {
@@ -1540,6 +1541,7 @@ async fn kill_9_loop_loses_no_ack_vote_or_audit_record_and_never_repeats_an_effe
                         ));
                     }
                     tracker.add_case(&a.case_id);
+                    unverified.insert(p.n, a.clone());
                     acks.insert(p.n, a);
                 }
                 None => again.push(p),
@@ -1583,11 +1585,7 @@ async fn kill_9_loop_loses_no_ack_vote_or_audit_record_and_never_repeats_an_effe
         let mut d = Daemon::start(root, &format!("run{run}"), serve_args(&cfg)).await;
         let ready = Instant::now();
         let ctl = Arc::new(RunCtl::default());
-        let unread: Vec<(usize, Ack)> = acks
-            .iter()
-            .filter(|(n, _)| !verified.contains(n))
-            .map(|(n, a)| (*n, a.clone()))
-            .collect();
+        let unread: Vec<(usize, Ack)> = unverified.iter().map(|(n, a)| (*n, a.clone())).collect();
         let reader = tokio::spawn(read_back(http.clone(), d.base.clone(), unread));
         let poster = tokio::spawn(deliver_all(
             http.clone(),
@@ -1626,12 +1624,21 @@ async fn kill_9_loop_loses_no_ack_vote_or_audit_record_and_never_repeats_an_effe
         let posted = poster.await.unwrap_or_else(|e| rethrow(e));
         let cast = voter.await.unwrap_or_else(|e| rethrow(e));
         let (present, missing) = reader.await.unwrap_or_else(|e| rethrow(e));
-        verified.extend(present);
+        for n in present {
+            unverified.remove(&n);
+        }
         for c in std::mem::take(&mut *lock(&ctl.new_cases)) {
             tracker.add_case(&c);
         }
         let sent = ctl.sent.load(Ordering::SeqCst);
-        merge(posted, &mut acks, &mut queue, &mut tracker, &mut problems);
+        merge(
+            posted,
+            &mut acks,
+            &mut unverified,
+            &mut queue,
+            &mut tracker,
+            &mut problems,
+        );
         votes.ok.extend(cast.ok);
         votes.lost += cast.lost;
         votes.violations.extend(cast.violations);
@@ -1692,11 +1699,7 @@ async fn kill_9_loop_loses_no_ack_vote_or_audit_record_and_never_repeats_an_effe
     v.disarm_all();
     let last_restart = Instant::now();
     let mut d = Daemon::start(root, "final", serve_args(&cfg)).await;
-    let unread: Vec<(usize, Ack)> = acks
-        .iter()
-        .filter(|(n, _)| !verified.contains(n))
-        .map(|(n, a)| (*n, a.clone()))
-        .collect();
+    let unread: Vec<(usize, Ack)> = unverified.iter().map(|(n, a)| (*n, a.clone())).collect();
     let (_, missing) = read_back(http.clone(), d.base.clone(), unread).await;
     if !missing.is_empty() {
         fail(&lost_acks(&missing, s.kills), &replay, &kills);
@@ -1720,7 +1723,14 @@ async fn kill_9_loop_loses_no_ack_vote_or_audit_record_and_never_repeats_an_effe
             s.kills,
         )
         .await;
-        merge(posted, &mut acks, &mut queue, &mut tracker, &mut problems);
+        merge(
+            posted,
+            &mut acks,
+            &mut unverified,
+            &mut queue,
+            &mut tracker,
+            &mut problems,
+        );
         if !queue.is_empty() && last_restart.elapsed() > SETTLE {
             fail(
                 &format!(
