@@ -541,6 +541,27 @@ impl Engine {
             .to_string()
     }
 
+    /// Runs one event's work; if it fails, undoes its writes, announcements and metric
+    /// increments (the rest of the batch still commits).
+    fn undoable<R>(
+        &mut self,
+        txn: &mut Txn,
+        what: &str,
+        f: impl FnOnce(&mut Self, &mut Txn) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let sp = txn.savepoint();
+        let changed_before = self.changed.len();
+        let tallies_before = self.tallies.len();
+        let r = f(self, txn);
+        if let Err(e) = &r {
+            txn.rollback_to(sp);
+            self.changed.truncate(changed_before);
+            self.tallies.truncate(tallies_before);
+            tracing::error!(error = %e, "{what} could not be recorded");
+        }
+        r
+    }
+
     /// Runs until every [`EngineHandle`] is dropped and the queue is drained.
     pub async fn run(mut self) {
         if let Ok(Some(n)) = self.parts.store.get_json::<i64>(keys::CASES_OPEN) {
@@ -650,45 +671,21 @@ impl Engine {
                     }
                 }
                 Event::Exec { op, reply } => {
-                    let sp = txn.savepoint();
-                    let changed_before = self.changed.len();
-                    let tallies_before = self.tallies.len();
-                    match self.exec(&mut txn, op) {
+                    match self.undoable(&mut txn, "executor step", |e, t| e.exec(t, op)) {
                         Ok(r) => replies.push(Box::new(move |c| {
                             let _ = reply.send(c.map(|()| r));
                         })),
                         Err(e) => {
-                            txn.rollback_to(sp);
-                            self.changed.truncate(changed_before);
-                            self.tallies.truncate(tallies_before);
-                            tracing::error!(error = %e, "executor step could not be recorded");
                             let _ = reply.send(Err(EngineError::Store(e.to_string())));
                         }
                     }
                 }
                 Event::Chat { op, reply } => {
-                    let sp = txn.savepoint();
-                    let changed_before = self.changed.len();
-                    let tallies_before = self.tallies.len();
-                    match self.chat(&mut txn, op) {
-                        Ok(ChatReply::Voted(v)) if matches!(*v, Err(VoteError::Store(_))) => {
-                            let e = match *v {
-                                Err(VoteError::Store(e)) => e,
-                                _ => String::new(),
-                            };
-                            txn.rollback_to(sp);
-                            self.changed.truncate(changed_before);
-                            self.tallies.truncate(tallies_before);
-                            let _ = reply.send(Err(EngineError::Store(e)));
-                        }
+                    match self.undoable(&mut txn, "chat step", |e, t| e.chat(t, op)) {
                         Ok(r) => replies.push(Box::new(move |c| {
                             let _ = reply.send(c.map(|()| r));
                         })),
                         Err(e) => {
-                            txn.rollback_to(sp);
-                            self.changed.truncate(changed_before);
-                            self.tallies.truncate(tallies_before);
-                            tracing::error!(error = %e, "chat step could not be recorded");
                             let _ = reply.send(Err(EngineError::Store(e.to_string())));
                         }
                     }
