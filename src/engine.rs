@@ -1220,7 +1220,7 @@ impl Engine {
                 self.decide_new(
                     txn,
                     &mut req,
-                    &step_req,
+                    step_req,
                     prop.step.approval_timeout_mins,
                     fields.severity,
                     now,
@@ -1284,7 +1284,7 @@ impl Engine {
         &mut self,
         txn: &mut Txn,
         req: &mut ActionRequest,
-        step_req: &StepRequest,
+        step_req: StepRequest,
         step_timeout_mins: Option<u64>,
         severity: crate::alert::Severity,
         now: DateTime<Utc>,
@@ -1292,12 +1292,12 @@ impl Engine {
         let policy_engine = self.parts.policies.current();
         let alinks = Self::links(req);
         let action_id = req.action_id.clone();
-        let record = policy_engine.decide_step(step_req);
         req.decision_input = Some(crate::action::DecisionInput {
             family: step_req.family.clone(),
             resource_attrs: step_req.resource_attrs.clone(),
             context: step_req.context.clone(),
         });
+        let record = policy_engine.decide_step(step_req);
         let seq = txn.audit(
             "policy_decision",
             alinks.clone(),
@@ -1650,7 +1650,7 @@ impl Engine {
                 outcome: "counted",
             }));
         };
-        let step = StepRequest {
+        let step = || StepRequest {
             playbook: a.playbook.clone(),
             family: input.family.clone(),
             step: a.step.clone(),
@@ -1659,7 +1659,7 @@ impl Engine {
             resource_attrs: input.resource_attrs.clone(),
             context: input.context.clone(),
         };
-        let (allowed, rec) = policy.recheck(&step, given);
+        let (allowed, rec) = policy.recheck(step(), given);
         let seq = txn.audit(
             "policy_decision",
             Self::links(&a),
@@ -1682,7 +1682,7 @@ impl Engine {
         } else {
             // The policy in force now wants more (or denies): keep waiting if more votes could
             // still satisfy it, else deny.
-            let fresh = policy.decide_step(&step);
+            let fresh = policy.decide_step(step());
             match fresh.tier.approvals_needed() {
                 Some(n) if n > given => {
                     if let Some(ap) = a.approval.as_mut() {
@@ -2044,7 +2044,7 @@ impl Engine {
                     resource_attrs: input.resource_attrs.clone(),
                     context: input.context.clone(),
                 };
-                let (allowed, rec) = self.parts.policies.current().recheck(&step, approvals);
+                let (allowed, rec) = self.parts.policies.current().recheck(step, approvals);
                 let seq = txn.audit(
                     "policy_decision",
                     Self::links(&a),
@@ -2400,7 +2400,7 @@ impl Engine {
             .get_json::<Case>(&store, &keys::case(&orig.case_id))?
             .map(|c| c.severity)
             .unwrap_or(crate::alert::Severity::High);
-        self.decide_new(txn, &mut req, &step_req, None, severity, now)?;
+        self.decide_new(txn, &mut req, step_req, None, severity, now)?;
         txn.put(
             keys::action_index(&orig.case_id, &idem),
             action_id.clone().into_bytes(),

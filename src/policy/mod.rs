@@ -16,11 +16,16 @@ use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityUid, PolicySet,
-    Request, RestrictedExpression, Schema,
+    Request, Schema,
 };
+// Cedar's own value types, behind the public API's `From` conversions: the decision path builds
+// values directly instead of evaluating an expression per probe (see `cedar_value`). Pinned to
+// the same exact version as `cedar-policy`.
+use cedar_policy_core as cedar_core;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use smol_str::SmolStr;
 
 use crate::action::{ActionKind, Target, TargetKind, Tier};
 use crate::alert::{AlertFields, Entity as AlertEntity, EntityKind};
@@ -99,7 +104,7 @@ pub struct Determining {
 pub struct DecisionRecord {
     pub policy_hash: String,
     /// principal, action, resource, context (with `approvals` as probed last), entities used.
-    pub request: Value,
+    pub request: RequestRecord,
     pub probes: Vec<Probe>,
     pub tier: Tier,
     pub determining: Vec<Determining>,
@@ -410,15 +415,17 @@ impl PolicyEngine {
 
     /// Derives the tier of a step: probes `approvals` = 0, 1, 2 and takes the first Allow.
     /// Any error in a probe makes the step `denied` (fail closed).
-    pub fn decide_step(&self, req: &StepRequest) -> DecisionRecord {
+    /// Takes the request by value: its JSON moves into the decision record.
+    pub fn decide_step(&self, req: StepRequest) -> DecisionRecord {
         let mut probes = Vec::new();
         let mut tier = Tier::Denied;
         let mut determining: Vec<String> = Vec::new();
         let mut errors = Vec::new();
-        let prepared = self.prepare_step(req);
+        let step = self.step_json(req);
+        let prepared = self.prepare_step(&step);
         let mut last_k = 0;
         for k in 0..=2u8 {
-            let (probe, _) = self.probe_step(req, &prepared, k);
+            let probe = self.probe_step(&step, &prepared, k);
             last_k = k;
             let allow = probe.decision == "allow";
             let has_errors = !probe.errors.is_empty();
@@ -459,16 +466,22 @@ impl PolicyEngine {
                 break;
             }
         }
-        let request = self.step_request_record(req, &prepared, last_k);
+        drop(prepared);
+        let request = RequestRecord::Step(StepJson {
+            approvals: last_k,
+            ..step
+        });
         self.record(request, probes, tier, determining, errors)
     }
 
     /// The pre-execution check: evaluates the step once with the real number of approvals.
     /// `allowed` only for an Allow without errors.
-    pub fn recheck(&self, req: &StepRequest, approvals: u8) -> (bool, DecisionRecord) {
-        let prepared = self.prepare_step(req);
-        let (probe, _) = self.probe_step(req, &prepared, approvals);
-        let request = self.step_request_record(req, &prepared, approvals);
+    pub fn recheck(&self, req: StepRequest, approvals: u8) -> (bool, DecisionRecord) {
+        let step = self.step_json(req);
+        let prepared = self.prepare_step(&step);
+        let probe = self.probe_step(&step, &prepared, approvals);
+        drop(prepared);
+        let request = RequestRecord::Step(StepJson { approvals, ..step });
         let allowed = probe.decision == "allow" && probe.errors.is_empty();
         let errors = probe.errors.clone();
         let det = probe.determining.clone();
@@ -486,7 +499,7 @@ impl PolicyEngine {
     /// Authorises a vote. The requester never counts, and an approver unknown to the entity
     /// files is refused, whatever the policies say.
     pub fn authorize_vote(&self, v: &VoteRequest) -> VoteDecision {
-        let request_json = self.vote_request_json(v);
+        let request_json = RequestRecord::Json(self.vote_request_json(v));
         let refuse = |reason: String, record: DecisionRecord| VoteDecision {
             allowed: false,
             refusal: Some(reason),
@@ -537,7 +550,7 @@ impl PolicyEngine {
 
     fn record(
         &self,
-        request: Value,
+        request: RequestRecord,
         probes: Vec<Probe>,
         tier: Tier,
         determining: Vec<String>,
@@ -588,51 +601,64 @@ impl PolicyEngine {
         }
     }
 
-    fn step_entities_json(&self, req: &StepRequest) -> (Value, Value) {
-        let resource_ty = target_type(req.target.kind);
-        // `resource_attrs` is complete (`complete_attrs`): defaults < entity files < enrichment.
-        let attrs = req.resource_attrs.clone();
-        // Built by moving values, not with `json!` (which re-serializes every nested value).
-        let mut pattrs = Map::new();
-        pattrs.insert("family".into(), Value::String(req.family.clone()));
-        let principal = entity_json(format!("{NS}::Playbook"), req.playbook.clone(), pattrs);
-        let resource = entity_json(format!("{NS}::{resource_ty}"), req.target.id.clone(), attrs);
-        (principal, resource)
+    fn step_json(&self, req: StepRequest) -> StepJson {
+        StepJson {
+            playbook: req.playbook,
+            family: req.family,
+            kind: req.kind,
+            target: req.target,
+            // Complete (`complete_attrs`): defaults < entity files < enrichment.
+            resource_attrs: req.resource_attrs,
+            context: req.context,
+            approvals: 0,
+        }
     }
 
     /// Builds what does not change between probes: the principal and resource entities.
     /// cordon constructs them itself (the schema validated the policies at load), so they are
     /// not re-validated per request; a value of the wrong type makes evaluation error, which
     /// fails closed.
-    fn prepare_step(&self, req: &StepRequest) -> Result<Prepared, String> {
-        let (principal, resource) = self.step_entities_json(req);
-        let action = action_uid(req.kind.as_str())?;
-        let p_uid = uid("Playbook", &req.playbook)?;
-        let r_uid = uid(target_type(req.target.kind), &req.target.id)?;
-        let p = Entity::new(
-            p_uid.clone(),
-            attrs_of(&principal["attrs"])?,
-            Default::default(),
+    fn prepare_step(&self, step: &StepJson) -> Result<Prepared, String> {
+        let action = action_uid(step.kind.as_str())?;
+        let p_uid = uid("Playbook", &step.playbook)?;
+        let r_uid = uid(target_type(step.target.kind), &step.target.id)?;
+        let entity = |uid: &EntityUid, attrs: Vec<(SmolStr, cedar_core::ast::Value)>| {
+            cedar_core::ast::Entity::new_with_attr_partial_value(
+                uid.as_ref().clone(),
+                attrs.into_iter().map(|(k, v)| (k, v.into())),
+                Default::default(),
+                Default::default(),
+                [],
+            )
+        };
+        let p = entity(&p_uid, vec![("family".into(), step.family.as_str().into())]);
+        let rattrs = step
+            .resource_attrs
+            .iter()
+            .map(|(k, v)| Ok((k.into(), cedar_value(v)?)))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| format!("resource entity: {e}"))?;
+        let r = entity(&r_uid, rattrs);
+        // Neither entity has parents, so there is no transitive closure to compute.
+        let entities = cedar_core::entities::Entities::from_entities(
+            [p, r],
+            None::<&cedar_core::entities::NoEntitiesSchema>,
+            cedar_core::entities::TCComputation::AssumeAlreadyComputed,
+            cedar_core::extensions::Extensions::all_available(),
         )
-        .map_err(|e| format!("principal entity: {e}"))?;
-        let r = Entity::new(
-            r_uid.clone(),
-            attrs_of(&resource["attrs"])?,
-            Default::default(),
-        )
-        .map_err(|e| format!("resource entity: {e}"))?;
-        let entities =
-            Entities::from_entities([p, r], None).map_err(|e| format!("entities: {e}"))?;
-        // The context without `approvals`, built once and completed per probe.
-        let mut base = Vec::with_capacity(req.context.len() + 1);
-        for (k, v) in &req.context {
+        .map_err(|e| format!("entities: {e}"))?
+        .into();
+        // The context without `approvals`, evaluated once and completed per probe.
+        let mut base = BTreeMap::new();
+        for (k, v) in &step.context {
             if k != "approvals" {
-                base.push((k.clone(), rexpr(v)?));
+                base.insert(
+                    k.into(),
+                    cedar_value(v).map_err(|e| format!("context: {e}"))?,
+                );
             }
         }
         Ok(Prepared {
-            principal,
-            resource,
             action,
             p_uid,
             r_uid,
@@ -640,20 +666,17 @@ impl PolicyEngine {
             base,
         })
     }
-
     fn probe_step(
         &self,
-        req: &StepRequest,
+        step: &StepJson,
         prepared: &Result<Prepared, String>,
         approvals: u8,
-    ) -> (Probe, Value) {
+    ) -> Probe {
         let result = prepared.as_ref().map_err(Clone::clone).and_then(|p| {
-            let mut pairs = p.base.clone();
-            pairs.push((
-                "approvals".to_string(),
-                RestrictedExpression::new_long(i64::from(approvals)),
-            ));
-            let ctx = Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))?;
+            // The base values are shared (`Arc`s inside), so this copies a few pointers.
+            let mut ctx = p.base.clone();
+            ctx.insert("approvals".into(), i64::from(approvals).into());
+            let ctx = Context::from(cedar_core::ast::Context::Value(Arc::new(ctx)));
             let request = Request::new(
                 p.p_uid.clone(),
                 p.action.clone(),
@@ -662,42 +685,17 @@ impl PolicyEngine {
                 None,
             )
             .map_err(|e| format!("request: {e}"))?;
-            Ok(self.to_probe(req.kind.as_str(), &request, &p.entities, approvals))
+            Ok(self.to_probe(step.kind.as_str(), &request, &p.entities, approvals))
         });
-        let probe = result.unwrap_or_else(|e| Probe {
+        result.unwrap_or_else(|e| Probe {
             approvals,
             decision: "deny".into(),
             determining: vec![],
             errors: vec![e],
-        });
-        (probe, Value::Null)
+        })
     }
 
     /// The full request as evaluated with `approvals`, for the decision record.
-    fn step_request_record(
-        &self,
-        req: &StepRequest,
-        prepared: &Result<Prepared, String>,
-        approvals: u8,
-    ) -> Value {
-        let mut ctx = req.context.clone();
-        ctx.insert("approvals".into(), json!(approvals));
-        let (principal, resource) = match prepared {
-            Ok(p) => (p.principal.clone(), p.resource.clone()),
-            Err(_) => self.step_entities_json(req),
-        };
-        let entities = vec![principal.clone(), resource.clone()];
-        let mut m = Map::new();
-        m.insert("principal".into(), principal["uid"].clone());
-        m.insert(
-            "action".into(),
-            uid_json(format!("{NS}::Action"), req.kind.as_str().to_string()),
-        );
-        m.insert("resource".into(), resource["uid"].clone());
-        m.insert("context".into(), Value::Object(ctx));
-        m.insert("entities".into(), Value::Array(entities));
-        Value::Object(m)
-    }
 
     fn vote_request_json(&self, v: &VoteRequest) -> Value {
         let a = &v.approval;
@@ -767,7 +765,8 @@ impl PolicyEngine {
         let determining: Vec<String> = resp
             .diagnostics()
             .reason()
-            .map(|id| id.to_string())
+            // The id as given (`Display` escapes it, and would not match `meta` for every id).
+            .map(|id| AsRef::<str>::as_ref(id).to_owned())
             .collect();
         let errors: Vec<String> = resp.diagnostics().errors().map(|e| e.to_string()).collect();
         let decision = match resp.decision() {
@@ -783,61 +782,146 @@ impl PolicyEngine {
     }
 }
 
+/// The Cedar request a decision was made on, as the decision record keeps it: `principal`,
+/// `action`, `resource`, `context` and the `entities` used, in Cedar's JSON shapes. A step's
+/// request keeps its parts typed and is written out as that JSON when the record is serialized
+/// (building the JSON tree per step, then copying it again to store it, was a fifth of a
+/// decision); a record read back is plain JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestRecord {
+    Step(StepJson),
+    Json(Value),
+}
+
+impl RequestRecord {
+    /// The request as JSON (what the audit store holds).
+    pub fn to_json(&self) -> Value {
+        match self {
+            RequestRecord::Json(v) => v.clone(),
+            RequestRecord::Step(_) => serde_json::to_value(self).unwrap_or_default(),
+        }
+    }
+}
+
+impl Serialize for RequestRecord {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Uid<'a>(&'a str, &'a str);
+        impl Serialize for Uid<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let mut m = ser.serialize_map(Some(2))?;
+                m.serialize_entry("type", &format_args!("{NS}::{}", self.0))?;
+                m.serialize_entry("id", self.1)?;
+                m.end()
+            }
+        }
+        struct Ent<'a, A: Serialize>(Uid<'a>, A);
+        impl<A: Serialize> Serialize for Ent<'_, A> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let mut m = ser.serialize_map(Some(3))?;
+                m.serialize_entry("uid", &self.0)?;
+                m.serialize_entry("attrs", &self.1)?;
+                m.serialize_entry("parents", &[(); 0])?;
+                m.end()
+            }
+        }
+        struct Ctx<'a>(&'a Map<String, Value>, u8);
+        impl Serialize for Ctx<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let mut m = ser.serialize_map(None)?;
+                for (k, v) in self.0.iter().filter(|(k, _)| *k != "approvals") {
+                    m.serialize_entry(k, v)?;
+                }
+                m.serialize_entry("approvals", &self.1)?;
+                m.end()
+            }
+        }
+        struct Ents<'a>(&'a StepJson);
+        impl Serialize for Ents<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                let s = self.0;
+                let mut q = ser.serialize_seq(Some(2))?;
+                let family = [("family", &s.family)];
+                q.serialize_element(&Ent(
+                    Uid("Playbook", &s.playbook),
+                    family.into_iter().collect::<BTreeMap<_, _>>(),
+                ))?;
+                q.serialize_element(&Ent(
+                    Uid(target_type(s.target.kind), &s.target.id),
+                    &s.resource_attrs,
+                ))?;
+                q.end()
+            }
+        }
+        match self {
+            RequestRecord::Json(v) => v.serialize(ser),
+            RequestRecord::Step(s) => {
+                let mut m = ser.serialize_map(Some(5))?;
+                m.serialize_entry("principal", &Uid("Playbook", &s.playbook))?;
+                m.serialize_entry("action", &Uid("Action", s.kind.as_str()))?;
+                m.serialize_entry("resource", &Uid(target_type(s.target.kind), &s.target.id))?;
+                m.serialize_entry("context", &Ctx(&s.context, s.approvals))?;
+                m.serialize_entry("entities", &Ents(s))?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        Value::deserialize(de).map(RequestRecord::Json)
+    }
+}
+
+/// One step's request, typed: what the decision record keeps (see `RequestRecord`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepJson {
+    playbook: String,
+    family: String,
+    kind: ActionKind,
+    target: Target,
+    resource_attrs: Map<String, Value>,
+    /// `approvals` is left out here and written as `approvals` below.
+    context: Map<String, Value>,
+    /// `approvals` of the probe the record shows (the last one).
+    approvals: u8,
+}
+
 /// Entities of one step, shared by its probes.
 struct Prepared {
-    principal: Value,
-    resource: Value,
     action: EntityUid,
     p_uid: EntityUid,
     r_uid: EntityUid,
     entities: Entities,
-    base: Vec<(String, RestrictedExpression)>,
+    base: BTreeMap<SmolStr, cedar_core::ast::Value>,
 }
 
-fn uid_json(ty: String, id: String) -> Value {
-    let mut m = Map::new();
-    m.insert("type".into(), Value::String(ty));
-    m.insert("id".into(), Value::String(id));
-    Value::Object(m)
-}
-
-/// An entity in Cedar's JSON entity format.
-fn entity_json(ty: String, id: String, attrs: Map<String, Value>) -> Value {
-    let mut m = Map::new();
-    m.insert("uid".into(), uid_json(ty, id));
-    m.insert("attrs".into(), Value::Object(attrs));
-    m.insert("parents".into(), Value::Array(vec![]));
-    Value::Object(m)
-}
-
-/// A JSON value as a Cedar restricted expression (strings, integers, booleans, arrays as sets,
-/// objects as records): cordon builds request data directly instead of through Cedar's JSON
-/// parser, which is most of the cost of a decision.
-fn rexpr(v: &Value) -> Result<RestrictedExpression, String> {
+/// A JSON value as a Cedar value (strings, integers, booleans, arrays as sets, objects as
+/// records), built directly: the same value Cedar's evaluator makes of the equivalent restricted
+/// expression (a property test checks this), without building and then evaluating an
+/// expression tree per probe, which was most of the cost of a decision.
+fn cedar_value(v: &Value) -> Result<cedar_core::ast::Value, String> {
+    use cedar_core::ast::Value as V;
     Ok(match v {
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::Number(n) => RestrictedExpression::new_long(
-            n.as_i64().ok_or_else(|| format!("{n} is not an integer"))?,
+        Value::String(s) => V::from(s.as_str()),
+        Value::Bool(b) => V::from(*b),
+        Value::Number(n) => V::from(n.as_i64().ok_or_else(|| format!("{n} is not an integer"))?),
+        Value::Array(items) => V::set(
+            items
+                .iter()
+                .map(cedar_value)
+                .collect::<Result<Vec<_>, _>>()?,
+            None,
         ),
-        Value::Array(items) => {
-            RestrictedExpression::new_set(items.iter().map(rexpr).collect::<Result<Vec<_>, _>>()?)
-        }
-        Value::Object(m) => RestrictedExpression::new_record(
+        Value::Object(m) => V::record(
             m.iter()
-                .map(|(k, v)| Ok((k.clone(), rexpr(v)?)))
+                .map(|(k, v)| Ok((k.as_str(), cedar_value(v)?)))
                 .collect::<Result<Vec<_>, String>>()?,
-        )
-        .map_err(|e| e.to_string())?,
+            None,
+        ),
         Value::Null => return Err("null is not a Cedar value".into()),
     })
-}
-
-fn attrs_of(v: &Value) -> Result<std::collections::HashMap<String, RestrictedExpression>, String> {
-    match v {
-        Value::Object(m) => m.iter().map(|(k, v)| Ok((k.clone(), rexpr(v)?))).collect(),
-        _ => Ok(Default::default()),
-    }
 }
 
 /// The policy set in force, swapped whole on reload. Readers take an `Arc` and keep deciding
@@ -946,5 +1030,116 @@ mod tests {
             .map(|o| format!("{}: {}", o.name, o.detail))
             .collect();
         assert!(failed.is_empty(), "{failed:#?}");
+    }
+
+    mod direct_values {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON as cordon puts it in requests: no nulls, no floats, and no `__entity`/`__extn`
+        /// keys (Cedar's JSON format gives those a meaning).
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                "[a-zA-Z0-9 .:@_-]{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// `cedar_value` makes exactly the context and entities Cedar's own JSON parser and
+            /// evaluator make of the same data, so the direct path cannot change a decision.
+            #[test]
+            fn cedar_value_matches_cedars_own_parser(
+                ctx in proptest::collection::btree_map("[a-z_]{1,8}", json(), 0..8),
+                attrs in proptest::collection::btree_map("[a-z_]{1,8}", json(), 0..8),
+            ) {
+                let ctx: Map<String, Value> = ctx.into_iter().collect();
+                let ours: BTreeMap<SmolStr, cedar_core::ast::Value> = ctx
+                    .iter()
+                    .map(|(k, v)| (k.into(), cedar_value(v).unwrap()))
+                    .collect();
+                let ours = Context::from(cedar_core::ast::Context::Value(Arc::new(ours)));
+                let cedars = Context::from_json_value(Value::Object(ctx), None).unwrap();
+                prop_assert_eq!(ours, cedars);
+
+                let req = StepRequest {
+                    playbook: "pb".into(),
+                    family: "malware_execution".into(),
+                    step: "s".into(),
+                    kind: ActionKind::IsolateHost,
+                    target: Target { kind: TargetKind::Host, id: "ws-1".into() },
+                    resource_attrs: attrs.into_iter().collect(),
+                    context: Map::new(),
+                };
+                static ENGINE: std::sync::LazyLock<PolicyEngine> = std::sync::LazyLock::new(shipped);
+                let step = ENGINE.step_json(req);
+                let prepared = ENGINE.prepare_step(&step).unwrap();
+                let recorded = RequestRecord::Step(step).to_json();
+                let cedars = Entities::from_json_value(recorded["entities"].clone(), None).unwrap();
+                prop_assert_eq!(prepared.entities, cedars);
+            }
+        }
+
+        /// The typed step request is written as the JSON shape decision records have always had.
+        #[test]
+        fn a_step_request_is_recorded_in_cedars_json_shapes() {
+            let mut context = Map::new();
+            context.insert(
+                "alert".into(),
+                json!({"severity": "high", "techniques": ["T1059"]}),
+            );
+            context.insert("approvals".into(), json!(7)); // replaced by the probed value
+            context.insert("step".into(), json!("isolate"));
+            let rec = shipped().decide_step(StepRequest {
+                playbook: "malware_execution".into(),
+                family: "malware_execution".into(),
+                step: "isolate".into(),
+                kind: ActionKind::IsolateHost,
+                target: Target {
+                    kind: TargetKind::Host,
+                    id: "ws-\"1".into(),
+                },
+                resource_attrs: default_attrs(TargetKind::Host, "ws-\"1"),
+                context,
+            });
+            let want = json!({
+                "principal": {"type": "Cordon::Playbook", "id": "malware_execution"},
+                "action": {"type": "Cordon::Action", "id": "isolate_host"},
+                "resource": {"type": "Cordon::Host", "id": "ws-\"1"},
+                "context": {"alert": {"severity": "high", "techniques": ["T1059"]},
+                            "step": "isolate", "approvals": 1},
+                "entities": [
+                    {"uid": {"type": "Cordon::Playbook", "id": "malware_execution"},
+                     "attrs": {"family": "malware_execution"}, "parents": []},
+                    {"uid": {"type": "Cordon::Host", "id": "ws-\"1"},
+                     "attrs": default_attrs(TargetKind::Host, "ws-\"1"), "parents": []},
+                ],
+            });
+            let got = serde_json::to_value(&rec).unwrap();
+            assert_eq!(got["request"], want);
+            // Key order too: it is part of the hash-chained record.
+            assert_eq!(
+                serde_json::to_string(&got["request"]).unwrap(),
+                serde_json::to_string(&want).unwrap()
+            );
+            assert_eq!(rec.tier, Tier::OneApprover);
+            // Read back, it is the same JSON.
+            let back: DecisionRecord = serde_json::from_value(got.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&back).unwrap(), got);
+        }
+
+        #[test]
+        fn null_and_fractions_are_refused() {
+            assert!(cedar_value(&json!({"a": [1, null]})).is_err());
+            assert!(cedar_value(&json!(1.5)).is_err());
+        }
     }
 }

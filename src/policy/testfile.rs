@@ -164,7 +164,7 @@ fn run_one(engine: &PolicyEngine, t: &TestCase) -> Result<(bool, String), String
                 format!("expect_tier {want:?} is not auto, one_approver, two_person or denied")
             })?;
             let req = step_request(engine, t)?;
-            let rec = engine.decide_step(&req);
+            let rec = engine.decide_step(req);
             let detail = format!(
                 "expected tier {want}, got {} (determining: {}){}",
                 rec.tier,

@@ -127,12 +127,12 @@ proptest! {
     fn more_approvals_never_make_the_tier_stricter(r in req()) {
         let e = shipped();
         let s = step(&r);
-        let allowed: Vec<bool> = (0..=3u8).map(|k| e.recheck(&s, k).0).collect();
+        let allowed: Vec<bool> = (0..=3u8).map(|k| e.recheck(s.clone(), k).0).collect();
         for k in 0..3 {
             prop_assert!(!allowed[k] || allowed[k + 1], "allowed with {k} approvals but not with {}: {r:?}", k + 1);
         }
         // The derived tier is exactly the smallest allowed k.
-        let tier = e.decide_step(&s).tier;
+        let tier = e.decide_step(s).tier;
         let smallest = (0..=2u8).find(|k| allowed[*k as usize]);
         prop_assert_eq!(tier, Tier::from_approvals(smallest));
     }
@@ -154,12 +154,12 @@ proptest! {
         ).unwrap();
         let e = load_dir(dir.path()).unwrap_or_else(|p| panic!("{p:#?}"));
         let applies = !guarded || r.severity_id >= threshold;
-        let rec = e.decide_step(&step(&r));
+        let rec = e.decide_step(step(&r));
         if applies {
             prop_assert_eq!(rec.tier, Tier::Denied);
             prop_assert!(rec.determining.iter().any(|d| d.id == "prop-forbid"));
         } else {
-            prop_assert_eq!(rec.tier, shipped().decide_step(&step(&r)).tier);
+            prop_assert_eq!(rec.tier, shipped().decide_step(step(&r)).tier);
         }
     }
 }
