@@ -695,8 +695,6 @@ impl PolicyEngine {
         })
     }
 
-    /// The full request as evaluated with `approvals`, for the decision record.
-
     fn vote_request_json(&self, v: &VoteRequest) -> Value {
         let a = &v.approval;
         json!({
