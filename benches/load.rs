@@ -345,11 +345,16 @@ intel = "{r}/deploy/enrichment/intel.toml"
 [log]
 level = "{level}"
 [store]
-sync_data = {sync}
+sync_data = {sync}{cache}
 [executor]
 enabled = {exec}
 "#,
             sync = std::env::var("LOAD_SYNC").map_or(true, |v| v != "off"),
+            cache = std::env::var("LOAD_CACHE_MIB")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|m| format!("\ncache_capacity_bytes = {}", m << 20))
+                .unwrap_or_default(),
             exec = std::env::var("LOAD_EXECUTOR").map_or(true, |v| v != "off"),
             data = data.display(),
             r = r.display(),

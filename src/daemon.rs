@@ -240,7 +240,8 @@ pub async fn start(
         })?;
     let playbook_count = v.playbooks.len();
     let (runnable_tx, runnable_rx) = if cfg.executor.enabled {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) =
+            engine::runnable_channel(crate::executor::announce_capacity(cfg.executor.concurrency));
         (Some(tx), Some(rx))
     } else {
         (None, None)

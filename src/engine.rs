@@ -468,6 +468,54 @@ pub fn system_clock() -> Clock {
 }
 
 /// What the engine is built from.
+/// Announces durably approved actions to the executor. The queue itself is durable (`xq/`), so
+/// the channel is bounded: an announcement that does not fit is dropped and flagged, and the
+/// executor reads the queue from the store instead. Memory stays bounded however far ingest
+/// runs ahead of the vendors.
+#[derive(Clone)]
+pub struct RunnableTx {
+    tx: mpsc::Sender<String>,
+    missed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RunnableTx {
+    pub fn announce(&self, action_id: String) {
+        if self.tx.try_send(action_id).is_err() {
+            self.missed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// The executor's end of `RunnableTx`.
+pub struct RunnableRx {
+    pub rx: mpsc::Receiver<String>,
+    missed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RunnableRx {
+    /// True once if announcements were dropped since the last call (read the store).
+    pub fn take_missed(&self) -> bool {
+        self.missed.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn missed(&self) -> bool {
+        self.missed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A bounded announcement channel holding up to `capacity` action ids.
+pub fn runnable_channel(capacity: usize) -> (RunnableTx, RunnableRx) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let missed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (
+        RunnableTx {
+            tx,
+            missed: missed.clone(),
+        },
+        RunnableRx { rx, missed },
+    )
+}
+
 pub struct EngineParts {
     pub store: Store,
     pub policies: Policies,
@@ -483,7 +531,7 @@ pub struct EngineParts {
     /// Connectors (for rollback: which actions can be undone where).
     pub connectors: crate::connector::Registry,
     /// Where action ids go once they are durably approved (the executor), if it runs.
-    pub runnable: Option<mpsc::UnboundedSender<String>>,
+    pub runnable: Option<RunnableTx>,
     /// Chat approvals are configured: requests and their changes are owed to chat.
     pub chat: bool,
 }
@@ -781,7 +829,7 @@ impl Engine {
                 if a.state == ActionState::Approved
                     && let Some(tx) = &self.parts.runnable
                 {
-                    let _ = tx.send(a.action_id.clone());
+                    tx.announce(a.action_id.clone());
                 }
                 let _ = self.watch.send(ApprovalUpdate::Changed(Box::new(a)));
             }
@@ -2478,10 +2526,15 @@ pub mod read {
             .collect())
     }
 
-    /// Ids of the actions the executor has to drive.
-    pub fn runnable(store: &Store) -> Result<Vec<String>, StoreError> {
+    /// Ids of the actions the executor has to drive, in key order: up to `limit` after `after`.
+    pub fn runnable(
+        store: &Store,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let after = after.map(keys::runnable);
         Ok(store
-            .keys_after(keys::RUNNABLE_PREFIX, None, usize::MAX)?
+            .keys_after(keys::RUNNABLE_PREFIX, after.as_deref(), limit)?
             .into_iter()
             .map(|k| String::from_utf8_lossy(&k[keys::RUNNABLE_PREFIX.len()..]).to_string())
             .collect())

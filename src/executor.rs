@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::action::{ActionKind, ActionRequest, ActionState, ExecPhase, TargetKind};
@@ -26,7 +26,7 @@ use crate::connector::client::{
 };
 use crate::connector::spec::{ActionSpec, Probe, RequestSpec};
 use crate::connector::{BUILTIN, Connector, Mode, Registry};
-use crate::engine::{self, EngineError, EngineHandle, ExecOp, ExecReply, ExecUpdate};
+use crate::engine::{self, EngineError, EngineHandle, ExecOp, ExecReply, ExecUpdate, RunnableRx};
 use crate::store::Store;
 
 /// What the executor needs.
@@ -48,15 +48,25 @@ struct Shared {
     permits: Semaphore,
 }
 
+/// Actions in hand at once (driving, or waiting for their target or a permit): a few per
+/// permit. The rest stay in the durable queue, not in memory: one task per queued action grew
+/// the daemon by ~1 KiB per stored record when ingest ran ahead of the vendors.
+fn in_hand_cap(concurrency: usize) -> usize {
+    (concurrency.max(1) * 8).max(16)
+}
+
+/// Announcements the engine may have outstanding before they are dropped (the executor then
+/// reads the durable queue instead).
+pub fn announce_capacity(concurrency: usize) -> usize {
+    in_hand_cap(concurrency) * 4
+}
+
 /// Runs until `cancel`: drives everything queued in the store, then what the engine announces,
 /// and re-probes `unknown` actions periodically.
-pub async fn run(
-    parts: ExecutorParts,
-    mut rx: mpsc::UnboundedReceiver<String>,
-    cancel: CancellationToken,
-) {
+pub async fn run(parts: ExecutorParts, mut rx: RunnableRx, cancel: CancellationToken) {
     let every = parts.reconcile_every;
     let permits = Semaphore::new(parts.concurrency.max(1));
+    let slots = Arc::new(Semaphore::new(in_hand_cap(parts.concurrency)));
     let shared = Arc::new(Shared {
         parts,
         cancel: cancel.clone(),
@@ -66,18 +76,36 @@ pub async fn run(
     });
     let tasks = tokio_util::task::TaskTracker::new();
     // Resume what a previous run left (approved, executing, unknown).
-    rescan(&shared, &tasks);
+    rescan(&shared, &tasks, &slots).await;
     let mut timer = tokio::time::interval(every);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     timer.tick().await;
     loop {
+        // A slot first: nothing is taken from the channel that could not start.
+        let slot = tokio::select! {
+            _ = cancel.cancelled() => break,
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
-            id = rx.recv() => match id {
-                Some(id) => spawn(&shared, &tasks, id),
+            id = rx.rx.recv() => match id {
+                Some(id) => spawn(&shared, &tasks, id, slot),
                 None => break,
             },
-            _ = timer.tick() => rescan(&shared, &tasks),
+            // Announcements were dropped while the channel was full: read the durable queue
+            // once the channel has drained.
+            _ = std::future::ready(()), if rx.rx.is_empty() && rx.missed() => {
+                drop(slot);
+                rx.take_missed();
+                rescan(&shared, &tasks, &slots).await;
+            }
+            _ = timer.tick() => {
+                drop(slot);
+                rescan(&shared, &tasks, &slots).await;
+            }
         }
     }
     tasks.close();
@@ -85,14 +113,53 @@ pub async fn run(
     tracing::info!("executor stopped; unfinished actions resume on the next start");
 }
 
-fn rescan(shared: &Arc<Shared>, tasks: &tokio_util::task::TaskTracker) {
-    match engine::read::runnable(&shared.parts.store) {
-        Ok(ids) => ids.into_iter().for_each(|id| spawn(shared, tasks, id)),
-        Err(e) => tracing::error!(error = %e, "cannot read the executor queue"),
+/// Takes up everything in the durable queue that is not in hand yet, a page at a time, as
+/// slots free up.
+async fn rescan(
+    shared: &Arc<Shared>,
+    tasks: &tokio_util::task::TaskTracker,
+    slots: &Arc<Semaphore>,
+) {
+    let mut after: Option<String> = None;
+    loop {
+        let page = match engine::read::runnable(&shared.parts.store, after.as_deref(), 256) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the executor queue");
+                return;
+            }
+        };
+        let Some(last) = page.last().cloned() else {
+            return;
+        };
+        for id in page {
+            if shared
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id)
+            {
+                continue;
+            }
+            let slot = tokio::select! {
+                _ = shared.cancel.cancelled() => return,
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => return,
+                },
+            };
+            spawn(shared, tasks, id, slot);
+        }
+        after = Some(last);
     }
 }
 
-fn spawn(shared: &Arc<Shared>, tasks: &tokio_util::task::TaskTracker, id: String) {
+fn spawn(
+    shared: &Arc<Shared>,
+    tasks: &tokio_util::task::TaskTracker,
+    id: String,
+    slot: OwnedSemaphorePermit,
+) {
     if !shared
         .active
         .lock()
@@ -142,6 +209,7 @@ fn spawn(shared: &Arc<Shared>, tasks: &tokio_util::task::TaskTracker, id: String
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        drop(slot);
     });
 }
 

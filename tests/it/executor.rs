@@ -351,3 +351,49 @@ async fn steps_on_one_target_run_one_after_another_without_waiting_for_a_rescan(
         }
     }
 }
+
+/// More approved actions than the executor keeps in hand (16 at concurrency 1) and than the
+/// engine's announcement channel holds (64): the surplus stays in the durable queue, not in
+/// memory (a task per queued action grew the daemon by ~1 KiB per stored record under load),
+/// and every action still runs: dropped announcements send the executor to the store, with
+/// periodic rescans an hour apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_beyond_what_the_executor_holds_in_memory_all_runs() {
+    let v = Vendors::start().await;
+    let d = live::start_live(&v, |cfg, _| {
+        cfg.executor.reconcile_interval_secs = 3600;
+        cfg.executor.concurrency = 1;
+    })
+    .await;
+    let mut posts = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let host = format!("ws-backlog-{i}");
+        let alert = live::alert(
+            &format!("backlog-{i}"),
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", host.as_str())],
+        );
+        let (c, url) = (d.client.clone(), format!("{}/v1/alerts", d.base));
+        posts.spawn(async move {
+            let r = c.post(url).body(alert).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+            let ack: serde_json::Value = r.json().await.unwrap();
+            ack["case_id"].as_str().unwrap().to_string()
+        });
+    }
+    let mut auto = Vec::new();
+    while let Some(case_id) = posts.join_next().await {
+        let case = d.case(&case_id.unwrap()).await;
+        for a in case["actions"].as_array().unwrap() {
+            if a["tier"] == json!("auto") {
+                auto.push(a["action_id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert!(auto.len() > 64 + 16, "{} automatic actions", auto.len());
+    for id in &auto {
+        let done = live::settled(&d, id).await;
+        assert_eq!(done["state"], json!("succeeded"), "{done}");
+    }
+}
