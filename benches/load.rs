@@ -18,7 +18,9 @@
 //! Run: `cargo bench --bench load` (quick, < 1 min), `cargo bench --bench load -- full`,
 //! `cargo bench --bench load -- million`. Report: `target/load-report-<mode>.json`.
 //! Env: `LOAD_LOG` (daemon log level, default `info` as shipped), `LOAD_MILLION_MINS` (time
-//! limit of `million`, default 25), `LOAD_RECORDS` (record goal of `million`).
+//! limit of `million`, default 25), `LOAD_RECORDS` (record goal of `million`), and for
+//! attributing memory and time: `LOAD_EXECUTOR=off` (no executor), `LOAD_SYNC=off` (no
+//! `fdatasync`), `LOAD_CACHE_MIB` (sled's page cache instead of the shipped default).
 
 use std::io::Write;
 use std::net::SocketAddr;

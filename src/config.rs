@@ -259,6 +259,10 @@ impl Default for CasesConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
+    /// sled's page cache. 32 MiB holds the hot records (open cases, pending requests); older ones
+    /// are read through the OS page cache. Every MiB here is RSS: the load bench measured the
+    /// daemon at ~210 MiB with 32 MiB and ~300 MiB with 128 MiB at a million records, at the
+    /// same ingest rate (BENCHMARKS.md).
     pub cache_capacity_bytes: u64,
     /// `fdatasync` after each group commit (power-loss durability, not only process kills).
     pub sync_data: bool,
@@ -269,7 +273,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            cache_capacity_bytes: 128 << 20,
+            cache_capacity_bytes: 32 << 20,
             sync_data: true,
             max_batch: 512,
         }

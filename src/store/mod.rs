@@ -76,7 +76,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_capacity_bytes: 128 << 20,
+            cache_capacity_bytes: 32 << 20,
             sync_data: true,
         }
     }
