@@ -791,16 +791,6 @@ pub enum RequestRecord {
     Json(Value),
 }
 
-impl RequestRecord {
-    /// The request as JSON (what the audit store holds).
-    pub fn to_json(&self) -> Value {
-        match self {
-            RequestRecord::Json(v) => v.clone(),
-            RequestRecord::Step(_) => serde_json::to_value(self).unwrap_or_default(),
-        }
-    }
-}
-
 impl Serialize for RequestRecord {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
@@ -1080,7 +1070,7 @@ mod tests {
                 static ENGINE: std::sync::LazyLock<PolicyEngine> = std::sync::LazyLock::new(shipped);
                 let step = ENGINE.step_json(req);
                 let prepared = ENGINE.prepare_step(&step).unwrap();
-                let recorded = RequestRecord::Step(step).to_json();
+                let recorded = serde_json::to_value(RequestRecord::Step(step)).unwrap();
                 let cedars = Entities::from_json_value(recorded["entities"].clone(), None).unwrap();
                 prop_assert_eq!(prepared.entities, cedars);
             }
