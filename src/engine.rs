@@ -493,13 +493,14 @@ pub struct RunnableRx {
 }
 
 impl RunnableRx {
-    /// True once if announcements were dropped since the last call (read the store).
-    pub fn take_missed(&self) -> bool {
-        self.missed.swap(false, std::sync::atomic::Ordering::SeqCst)
-    }
-
+    /// Announcements were dropped since `clear_missed` (the store holds them).
     pub fn missed(&self) -> bool {
         self.missed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn clear_missed(&self) {
+        self.missed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

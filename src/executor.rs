@@ -99,7 +99,7 @@ pub async fn run(parts: ExecutorParts, mut rx: RunnableRx, cancel: CancellationT
             // once the channel has drained.
             _ = std::future::ready(()), if rx.rx.is_empty() && rx.missed() => {
                 drop(slot);
-                rx.take_missed();
+                rx.clear_missed();
                 rescan(&shared, &tasks, &slots).await;
             }
             _ = timer.tick() => {

@@ -421,7 +421,7 @@ impl PolicyEngine {
         let mut tier = Tier::Denied;
         let mut determining: Vec<String> = Vec::new();
         let mut errors = Vec::new();
-        let step = self.step_json(req);
+        let step = self.typed_step(req);
         let prepared = self.prepare_step(&step);
         let mut last_k = 0;
         for k in 0..=2u8 {
@@ -467,7 +467,7 @@ impl PolicyEngine {
             }
         }
         drop(prepared);
-        let request = RequestRecord::Step(StepJson {
+        let request = RequestRecord::Step(TypedStep {
             approvals: last_k,
             ..step
         });
@@ -477,11 +477,11 @@ impl PolicyEngine {
     /// The pre-execution check: evaluates the step once with the real number of approvals.
     /// `allowed` only for an Allow without errors.
     pub fn recheck(&self, req: StepRequest, approvals: u8) -> (bool, DecisionRecord) {
-        let step = self.step_json(req);
+        let step = self.typed_step(req);
         let prepared = self.prepare_step(&step);
         let probe = self.probe_step(&step, &prepared, approvals);
         drop(prepared);
-        let request = RequestRecord::Step(StepJson { approvals, ..step });
+        let request = RequestRecord::Step(TypedStep { approvals, ..step });
         let allowed = probe.decision == "allow" && probe.errors.is_empty();
         let errors = probe.errors.clone();
         let det = probe.determining.clone();
@@ -601,8 +601,8 @@ impl PolicyEngine {
         }
     }
 
-    fn step_json(&self, req: StepRequest) -> StepJson {
-        StepJson {
+    fn typed_step(&self, req: StepRequest) -> TypedStep {
+        TypedStep {
             playbook: req.playbook,
             family: req.family,
             kind: req.kind,
@@ -618,7 +618,7 @@ impl PolicyEngine {
     /// cordon constructs them itself (the schema validated the policies at load), so they are
     /// not re-validated per request; a value of the wrong type makes evaluation error, which
     /// fails closed.
-    fn prepare_step(&self, step: &StepJson) -> Result<Prepared, String> {
+    fn prepare_step(&self, step: &TypedStep) -> Result<Prepared, String> {
         let action = action_uid(step.kind.as_str())?;
         let p_uid = uid("Playbook", &step.playbook)?;
         let r_uid = uid(target_type(step.target.kind), &step.target.id)?;
@@ -668,7 +668,7 @@ impl PolicyEngine {
     }
     fn probe_step(
         &self,
-        step: &StepJson,
+        step: &TypedStep,
         prepared: &Result<Prepared, String>,
         approvals: u8,
     ) -> Probe {
@@ -787,7 +787,7 @@ impl PolicyEngine {
 /// decision); a record read back is plain JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RequestRecord {
-    Step(StepJson),
+    Step(TypedStep),
     Json(Value),
 }
 
@@ -824,7 +824,7 @@ impl Serialize for RequestRecord {
                 m.end()
             }
         }
-        struct Ents<'a>(&'a StepJson);
+        struct Ents<'a>(&'a TypedStep);
         impl Serialize for Ents<'_> {
             fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
                 let s = self.0;
@@ -864,7 +864,7 @@ impl<'de> Deserialize<'de> for RequestRecord {
 
 /// One step's request, typed: what the decision record keeps (see `RequestRecord`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct StepJson {
+pub struct TypedStep {
     playbook: String,
     family: String,
     kind: ActionKind,
@@ -1068,7 +1068,7 @@ mod tests {
                     context: Map::new(),
                 };
                 static ENGINE: std::sync::LazyLock<PolicyEngine> = std::sync::LazyLock::new(shipped);
-                let step = ENGINE.step_json(req);
+                let step = ENGINE.typed_step(req);
                 let prepared = ENGINE.prepare_step(&step).unwrap();
                 let recorded = serde_json::to_value(RequestRecord::Step(step)).unwrap();
                 let cedars = Entities::from_json_value(recorded["entities"].clone(), None).unwrap();
