@@ -20,7 +20,8 @@
 //! Env: `LOAD_LOG` (daemon log level, default `info` as shipped), `LOAD_MILLION_MINS` (time
 //! limit of `million`, default 25), `LOAD_RECORDS` (record goal of `million`), and for
 //! attributing memory and time: `LOAD_EXECUTOR=off` (no executor), `LOAD_SYNC=off` (no
-//! `fdatasync`), `LOAD_CACHE_MIB` (sled's page cache instead of the shipped default).
+//! `fdatasync`), `LOAD_CACHE_MIB` (sled's page cache instead of the shipped default),
+//! `LOAD_CLIENTS` (the closed-loop ingest levels, e.g. `64,256`, instead of the mode's).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -1463,15 +1464,22 @@ async fn full(d: &Daemon, feed: &Gen, rep: &mut Report, mode: Mode, fsync: f64) 
     let _ = http_closed(d, feed.take(if quick { 200 } else { 1000 }), 32).await;
 
     // 1. Sustained durable ingest, closed loop, a few concurrency levels.
-    let (levels, per_level): (&[usize], usize) = if quick {
-        (&[64], 2000)
+    let (levels, per_level): (Vec<usize>, usize) = if quick {
+        (vec![64], 2000)
     } else {
-        (&[16, 64, 256], 15_000)
+        (vec![16, 64, 256], 15_000)
+    };
+    let levels = match std::env::var("LOAD_CLIENTS") {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|c| c.trim().parse().ok())
+            .collect(),
+        Err(_) => levels,
     };
     let mut ingest = Vec::new();
     let (mut best_http, mut best_grpc) = ((0.0f64, 0usize), (0.0f64, 0usize));
     for proto in ["http", "grpc"] {
-        for &c in levels {
+        for &c in &levels {
             let bodies = feed.take(per_level);
             let probe = Probe::start(d).await;
             let mut r = if proto == "http" {

@@ -4,7 +4,8 @@
 //! (dedup → correlate → suppress → enrich → propose → decide), policy reloads, the key layout
 //! of engine state in the store, and group commit. Everything changes in response to a closed
 //! [`Event`] enum read from one channel; each batch of events is one store transaction, one
-//! flush, and only then are the callers answered. Nothing is acknowledged before it is durable,
+//! flush, and only then are the callers answered (pipelined: the next batch is decided while
+//! the previous one is written, see [`Engine::run`]). Nothing is acknowledged before it is durable,
 //! and a failed commit acknowledges nothing.
 
 use std::path::PathBuf;
@@ -580,6 +581,18 @@ pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
 
 type Reply = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 
+/// A decided batch waiting for its commit: what to do once it is durable (or has failed).
+struct Prepared {
+    replies: Vec<Reply>,
+    events: usize,
+    cases_open: Option<i64>,
+    changed: Vec<ActionRequest>,
+    escalations: Vec<Escalated>,
+    tallies: Vec<Tally>,
+    #[allow(clippy::type_complexity)]
+    reloaded: Option<Result<(Arc<policy::PolicyEngine>, String), (Vec<PolicyProblem>, String)>>,
+}
+
 impl Engine {
     fn next_id(&mut self) -> String {
         // `generate` fails only after 2^80 ids in one millisecond; a fresh random id is then
@@ -612,13 +625,32 @@ impl Engine {
     }
 
     /// Runs until every [`EngineHandle`] is dropped and the queue is drained.
+    ///
+    /// Pipelined group commit: while batch N is written durably on a blocking thread, the engine
+    /// takes and decides batch N+1 on top of N's writes; N+1's commit starts only once N's has
+    /// finished (and N's callers have been answered), so commits stay in order and nothing is
+    /// answered before it is durable. If N fails, the store is failed closed and N+1 fails too.
     pub async fn run(mut self) {
         if let Ok(Some(n)) = self.parts.store.get_json::<i64>(keys::CASES_OPEN) {
             self.parts.metrics.cases_open.set(n);
         }
+        let mut inflight: Option<(crate::store::InFlight, Prepared)> = None;
         let mut batch = Vec::new();
         loop {
-            let Some(first) = self.rx.recv().await else {
+            let next = match inflight.as_mut() {
+                Some((commit, _)) => tokio::select! {
+                    biased;
+                    result = commit => {
+                        if let Some((_, prepared)) = inflight.take() {
+                            self.finish(prepared, result);
+                        }
+                        continue;
+                    }
+                    ev = self.rx.recv() => ev,
+                },
+                None => self.rx.recv().await,
+            };
+            let Some(first) = next else {
                 break;
             };
             batch.push(first);
@@ -628,14 +660,43 @@ impl Engine {
                     Err(_) => break,
                 }
             }
-            self.process(std::mem::take(&mut batch)).await;
+            // A policy reload takes effect only once it is durable: the batch after it is
+            // decided with the new set, so it waits for the reload's commit.
+            if inflight
+                .as_ref()
+                .is_some_and(|(_, p)| p.reloaded.is_some())
+                && let Some((commit, prepared)) = inflight.take()
+            {
+                let result = commit.await;
+                self.finish(prepared, result);
+            }
+            let (txn, prepared) = self.prepare(
+                std::mem::take(&mut batch),
+                inflight.as_ref().map(|(c, _)| c),
+            );
+            if let Some((commit, before)) = inflight.take() {
+                let result = commit.await;
+                self.finish(before, result);
+            }
+            inflight = Some((self.parts.store.start_commit(txn), prepared));
+        }
+        if let Some((commit, prepared)) = inflight.take() {
+            let result = commit.await;
+            self.finish(prepared, result);
         }
         tracing::info!("engine drained its queue and stopped");
     }
 
-    async fn process(&mut self, batch: Vec<Event>) {
+    /// Decides one batch into a transaction on top of `after` (the commit in flight, if any).
+    /// What is to happen once it is durable (answers, announcements, metrics, a policy reload)
+    /// is returned with it and done by [`Engine::finish`].
+    fn prepare(
+        &mut self,
+        batch: Vec<Event>,
+        after: Option<&crate::store::InFlight>,
+    ) -> (Txn, Prepared) {
         self.parts.enricher.refresh();
-        let mut txn = self.parts.store.begin();
+        let mut txn = self.parts.store.begin_after(after);
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let events = batch.len();
         for ev in batch {
@@ -774,7 +835,30 @@ impl Engine {
             .get_json::<i64>(&self.parts.store, keys::CASES_OPEN)
             .ok()
             .flatten();
-        let result = self.parts.store.commit(txn).await;
+        let prepared = Prepared {
+            replies,
+            events,
+            cases_open,
+            changed: std::mem::take(&mut self.changed),
+            escalations: std::mem::take(&mut self.escalations),
+            tallies: std::mem::take(&mut self.tallies),
+            reloaded: self.reloaded.take(),
+        };
+        (txn, prepared)
+    }
+
+    /// Once a batch's commit has resolved: on success, puts a recorded policy reload in force,
+    /// counts the metrics and announces the changed actions; then answers every caller.
+    fn finish(&mut self, prepared: Prepared, result: Result<crate::store::Committed, StoreError>) {
+        let Prepared {
+            replies,
+            events,
+            cases_open,
+            changed,
+            escalations,
+            tallies,
+            reloaded,
+        } = prepared;
         match &result {
             Ok(c) => {
                 self.parts
@@ -790,13 +874,8 @@ impl Engine {
                 tracing::error!(error = %e, events, "group commit failed; nothing in this batch was acknowledged")
             }
         }
-        let changed = std::mem::take(&mut self.changed);
-        if result.is_err() {
-            self.reloaded = None; // not recorded, so not in force
-        }
-        let escalations = std::mem::take(&mut self.escalations);
-        let tallies = std::mem::take(&mut self.tallies);
         if result.is_ok() {
+            self.reloaded = reloaded;
             self.apply_reload();
             for t in tallies {
                 match t {
@@ -1142,7 +1221,7 @@ impl Engine {
             "enrichment",
             links(&case_id),
             now,
-            serde_json::to_value(&report).unwrap_or_default(),
+            &report,
         )?;
         if !report.failures.is_empty() {
             self.tallies
@@ -1232,7 +1311,7 @@ impl Engine {
                     "action_proposed",
                     alinks.clone(),
                     now,
-                    serde_json::to_value(&req).unwrap_or_default(),
+                    &req,
                 )?;
                 let step_req = StepRequest {
                     playbook: pb.name.clone(),
@@ -1351,7 +1430,7 @@ impl Engine {
             "policy_decision",
             alinks.clone(),
             now,
-            serde_json::to_value(&record).unwrap_or_default(),
+            &record,
         )?;
         self.tallies.push(Tally::Decision(record.tier));
         let next = match record.tier {
@@ -1504,8 +1583,13 @@ impl Engine {
         }
         let store = &self.parts.store;
         let (mut awaiting, mut approved) = (false, false);
+        /// Only the state of a stored action request: reading it skips the rest of the record.
+        #[derive(Deserialize)]
+        struct StateOf {
+            state: ActionState,
+        }
         for id in &case.action_ids {
-            if let Some(a) = txn.get_json::<ActionRequest>(store, &keys::action(id))? {
+            if let Some(a) = txn.get_json::<StateOf>(store, &keys::action(id))? {
                 awaiting |= a.state == ActionState::AwaitingApproval;
                 approved |= a.state == ActionState::Approved;
             }
@@ -2434,7 +2518,7 @@ impl Engine {
             "action_proposed",
             Self::links(&req),
             now,
-            serde_json::to_value(&req).unwrap_or_default(),
+            &req,
         )?;
         let step_req = StepRequest {
             playbook: orig.playbook.clone(),

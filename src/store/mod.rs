@@ -12,7 +12,9 @@
 //! - any other prefix: state owned by the engine (alerts, cases, actions), written only through a
 //!   [`Txn`] together with the audit records that explain it.
 //!
-//! There is one writer (the engine task); readers (HTTP/gRPC queries) read committed state.
+//! There is one writer (the engine task), with at most one commit in flight while it prepares
+//! the next transaction on top of it ([`Store::begin_after`]); the durable write itself runs on
+//! a blocking thread. Readers (HTTP/gRPC queries) read applied state.
 
 mod verify;
 
@@ -113,6 +115,22 @@ pub struct AuditBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_id: Option<String>,
     pub data: serde_json::Value,
+}
+
+/// [`AuditBody`] as written: the same fields in the same order, with `data` borrowed or typed.
+#[derive(Serialize)]
+struct AuditBodyOut<'a, D: Serialize> {
+    seq: u64,
+    prev: &'a str,
+    at: DateTime<Utc>,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    case_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action_id: Option<String>,
+    data: D,
 }
 
 /// An audit record with its hash, as exported.
@@ -220,11 +238,25 @@ impl Store {
 
     /// Starts a transaction on top of the committed state.
     pub fn begin(&self) -> Txn {
+        self.begin_after(None)
+    }
+
+    /// Starts a transaction on top of the committed state and, when given, the writes of a
+    /// commit still in flight: the transaction reads them as if they were committed and chains
+    /// its audit records after them. It must be committed only after `after` has finished (the
+    /// engine keeps at most one commit in flight), and if `after` fails, so does it (the store
+    /// is then failed closed).
+    pub fn begin_after(&self, after: Option<&InFlight>) -> Txn {
+        let (head, below) = match after.and_then(|f| f.writes.clone()) {
+            Some(w) => (w.head.clone(), Some(w)),
+            None => (self.head(), None),
+        };
         Txn {
-            head: self.head(),
+            head,
             puts: BTreeMap::new(),
             audit: Vec::new(),
             undo: Vec::new(),
+            below,
         }
     }
 
@@ -317,51 +349,69 @@ impl Store {
     /// configured). Returns only when the data survives a process kill. After a failed write
     /// the store refuses further commits (fail closed) until the daemon restarts.
     pub async fn commit(&self, txn: Txn) -> Result<Committed, StoreError> {
-        if self.inner.failed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::FailedClosed);
+        self.start_commit(txn).await
+    }
+
+    /// Starts the durable write of `txn` on a blocking thread and returns at once; the returned
+    /// [`InFlight`] resolves as [`Store::commit`] would. Meanwhile the caller may prepare the
+    /// next transaction on top of it ([`Store::begin_after`]) but must not start its commit
+    /// before this one has resolved: commits are applied in the order they are started, and a
+    /// transaction read through this one's writes must not become durable without them.
+    pub fn start_commit(&self, txn: Txn) -> InFlight {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = self.clone();
+        if self.is_failed() {
+            let _ = tx.send(Err(StoreError::FailedClosed));
+            return InFlight {
+                writes: None,
+                rx,
+                store,
+            };
         }
         let started = Instant::now();
-        let records = txn.audit.len();
-        let new_head = txn.head.clone();
-        if txn.puts.is_empty() && txn.audit.is_empty() {
-            return Ok(Committed {
-                head: new_head,
+        let Txn {
+            head, puts, audit, ..
+        } = txn;
+        let records = audit.len();
+        if puts.is_empty() && audit.is_empty() {
+            let _ = tx.send(Ok(Committed {
+                head,
                 records,
                 elapsed: started.elapsed(),
-            });
+            }));
+            return InFlight {
+                writes: None,
+                rx,
+                store,
+            };
         }
-        let mut batch = sled::Batch::default();
-        for (seq, bytes) in txn.audit {
-            batch.insert(audit_key(seq), bytes);
-        }
-        for (k, v) in txn.puts {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
+        let writes = Arc::new(Pending { head, puts, audit });
+        let job = writes.clone();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = write_durably(&inner, &job);
+            match result {
+                Ok(()) => {
+                    *lock(&inner.head) = job.head.clone();
+                    let _ = tx.send(Ok(Committed {
+                        head: job.head.clone(),
+                        records,
+                        elapsed: started.elapsed(),
+                    }));
+                }
+                Err(e) => {
+                    inner
+                        .failed
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = tx.send(Err(e));
+                }
             }
+        });
+        InFlight {
+            writes: Some(writes),
+            rx,
+            store,
         }
-        batch.insert(KEY_HEAD, encode(&new_head)?);
-        let result = async {
-            self.inner.db.apply_batch(batch)?;
-            self.inner.db.flush_async().await?;
-            if let Some(f) = &self.inner.data_file {
-                f.sync_data().map_err(StoreError::Fsync)?;
-            }
-            Ok::<(), StoreError>(())
-        }
-        .await;
-        if let Err(e) = result {
-            self.inner
-                .failed
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            return Err(e);
-        }
-        *lock(&self.inner.head) = new_head.clone();
-        Ok(Committed {
-            head: new_head,
-            records,
-            elapsed: started.elapsed(),
-        })
     }
 
     /// Flushes everything to disk (shutdown path).
@@ -403,8 +453,68 @@ impl Store {
     }
 }
 
+/// The writes of a transaction handed to [`Store::start_commit`].
+struct Pending {
+    head: Head,
+    puts: Writes,
+    audit: Vec<(u64, Vec<u8>)>,
+}
+
+/// One atomic `apply_batch` of `w` plus the head, then flush and (when configured)
+/// `fdatasync`. Runs on a blocking thread.
+fn write_durably(inner: &Inner, w: &Pending) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for (seq, bytes) in &w.audit {
+        batch.insert(audit_key(*seq), bytes.as_slice());
+    }
+    for (k, v) in &w.puts {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+            None => batch.remove(k.as_slice()),
+        }
+    }
+    batch.insert(KEY_HEAD, encode(&w.head)?);
+    inner.db.apply_batch(batch)?;
+    inner.db.flush()?;
+    if let Some(f) = &inner.data_file {
+        f.sync_data().map_err(StoreError::Fsync)?;
+    }
+    Ok(())
+}
+
+/// A commit under way (see [`Store::start_commit`]); resolves to its outcome. Dropping it does
+/// not cancel the write.
+pub struct InFlight {
+    /// `None` when there was nothing to write (or the store had already failed).
+    writes: Option<Arc<Pending>>,
+    rx: tokio::sync::oneshot::Receiver<Result<Committed, StoreError>>,
+    store: Store,
+}
+
+impl std::future::Future for InFlight {
+    type Output = Result<Committed, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                // The writing thread died without an answer (a panic inside sled): what is on
+                // disk is unknown, so the store fails closed.
+                self.store
+                    .inner
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Err(StoreError::FailedClosed)
+            })
+        })
+    }
+}
+
 /// A set of writes plus the audit records that explain them, committed together.
-/// Reads through a `Txn` see its own uncommitted writes first.
+/// Reads through a `Txn` see its own uncommitted writes first, then those of the commit in flight
+/// it was begun on (if any), then committed state.
 /// Pending writes by key: `None` deletes.
 type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -417,15 +527,20 @@ pub struct Txn {
     /// event costs O(1) instead of a copy of every write in the batch so far.
     #[allow(clippy::type_complexity)]
     undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    /// The writes of the commit in flight underneath this transaction, read before the store.
+    below: Option<Arc<Pending>>,
 }
 
 impl Txn {
     /// Reads `key`, seeing this transaction's writes first, then committed state.
     pub fn get(&self, store: &Store, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.puts.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => store.get(key),
+        if let Some(v) = self.puts.get(key) {
+            return Ok(v.clone());
         }
+        if let Some(v) = self.below.as_ref().and_then(|b| b.puts.get(key)) {
+            return Ok(v.clone());
+        }
+        store.get(key)
     }
 
     pub fn get_json<T: DeserializeOwned>(
@@ -458,19 +573,22 @@ impl Txn {
         self.write(key, None);
     }
 
-    /// Appends an audit record; returns its sequence number.
-    pub fn audit(
+    /// Appends an audit record; returns its sequence number. `data` is serialized straight into
+    /// the record (no intermediate `serde_json::Value`); a value that cannot be serialized is an
+    /// error and nothing is appended.
+    pub fn audit<D: Serialize>(
         &mut self,
         kind: &str,
         links: Links,
         at: DateTime<Utc>,
-        data: serde_json::Value,
+        data: D,
     ) -> Result<u64, StoreError> {
-        let body = AuditBody {
-            seq: self.head.seq + 1,
-            prev: self.head.hash.clone(),
+        let seq = self.head.seq + 1;
+        let body = AuditBodyOut {
+            seq,
+            prev: &self.head.hash,
             at,
-            kind: kind.to_string(),
+            kind,
             case_id: links.case_id,
             alert_id: links.alert_id,
             action_id: links.action_id,
@@ -482,12 +600,9 @@ impl Txn {
         bytes.extend_from_slice(hash.as_bytes());
         bytes.push(b'\n');
         bytes.extend_from_slice(&body_bytes);
-        self.audit.push((body.seq, bytes));
-        self.head = Head {
-            seq: body.seq,
-            hash,
-        };
-        Ok(body.seq)
+        self.audit.push((seq, bytes));
+        self.head = Head { seq, hash };
+        Ok(seq)
     }
 
     /// Savepoint for rolling back one event's writes inside a batch.
@@ -590,6 +705,112 @@ mod tests {
         ]
     }
 
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
+    }
+
+    /// What `Txn::audit` writes is byte for byte what serializing the readable `AuditBody`
+    /// gives, with and without links, so records written either way read and hash the same.
+    #[test]
+    fn an_audit_record_is_written_as_its_body_serializes() {
+        for links in [
+            Links::default(),
+            Links {
+                case_id: Some("c1".into()),
+                alert_id: Some("a1".into()),
+                action_id: Some("x1".into()),
+            },
+        ] {
+            let mut txn = Store::open(tempfile::tempdir().unwrap().path(), &StoreOptions::default())
+                .unwrap()
+                .begin();
+            let data = serde_json::json!({"b": [1, "two"], "a": {"z": null, "y": 1.5}});
+            txn.audit("k", links.clone(), at(), &data).unwrap();
+            let (_, bytes) = &txn.audit[0];
+            let body = AuditBody {
+                seq: 1,
+                prev: GENESIS_HASH.into(),
+                at: at(),
+                kind: "k".into(),
+                case_id: links.case_id,
+                alert_id: links.alert_id,
+                action_id: links.action_id,
+                data,
+            };
+            let expected = serde_json::to_vec(&body).unwrap();
+            let nl = bytes.iter().position(|b| *b == b'\n').unwrap();
+            assert_eq!(&bytes[nl + 1..], expected.as_slice());
+            assert_eq!(
+                std::str::from_utf8(&bytes[..nl]).unwrap(),
+                hex::encode(Sha256::digest(&expected))
+            );
+        }
+    }
+
+    /// A transaction begun on a commit in flight reads that commit's writes (puts and deletes)
+    /// and chains its audit records after it; committed in turn, the chain verifies.
+    #[tokio::test]
+    async fn a_transaction_on_a_commit_in_flight_reads_its_writes_and_chains_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut t0 = store.begin();
+        t0.put(b"x/gone".to_vec(), b"old".to_vec());
+        t0.audit("first", Links::default(), at(), serde_json::json!({}))
+            .unwrap();
+        store.commit(t0).await.unwrap();
+
+        let mut t1 = store.begin();
+        t1.put(b"x/new".to_vec(), b"one".to_vec());
+        t1.delete(b"x/gone".to_vec());
+        t1.audit("second", Links::default(), at(), serde_json::json!({}))
+            .unwrap();
+        let inflight = store.start_commit(t1);
+        let mut t2 = store.begin_after(Some(&inflight));
+        assert_eq!(t2.get(&store, b"x/new").unwrap(), Some(b"one".to_vec()));
+        assert_eq!(t2.get(&store, b"x/gone").unwrap(), None);
+        t2.put(b"x/new".to_vec(), b"two".to_vec());
+        let seq = t2
+            .audit("third", Links::default(), at(), serde_json::json!({}))
+            .unwrap();
+        assert_eq!(seq, 3);
+        let first = inflight.await.unwrap();
+        assert_eq!(first.head.seq, 2);
+        let second = store.commit(t2).await.unwrap();
+        assert_eq!(second.head.seq, 3);
+        assert_eq!(store.head(), second.head);
+        assert_eq!(store.get(b"x/new").unwrap(), Some(b"two".to_vec()));
+        assert_eq!(store.get(b"x/gone").unwrap(), None);
+        let chain = store.audit_records(1, 10).unwrap();
+        assert_eq!(
+            chain.iter().map(|r| r.body.kind.as_str()).collect::<Vec<_>>(),
+            ["first", "second", "third"]
+        );
+        assert_eq!(chain[2].body.prev, chain[1].hash);
+        drop(store);
+        assert_eq!(verify(dir.path()).unwrap().records, 3);
+    }
+
+    /// If the commit underneath fails, the store is failed closed and the transaction prepared
+    /// on top of it is refused as well: nothing that read unwritten state becomes durable.
+    #[tokio::test]
+    async fn a_transaction_on_a_failed_commit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        store.fail_for_tests();
+        let mut t1 = store.begin();
+        t1.put(b"x/a".to_vec(), b"1".to_vec());
+        let inflight = store.start_commit(t1);
+        let mut t2 = store.begin_after(Some(&inflight));
+        t2.put(b"x/b".to_vec(), b"2".to_vec());
+        assert!(matches!(inflight.await, Err(StoreError::FailedClosed)));
+        assert!(matches!(
+            store.commit(t2).await,
+            Err(StoreError::FailedClosed)
+        ));
+        assert_eq!(store.get(b"x/a").unwrap(), None);
+        assert_eq!(store.get(b"x/b").unwrap(), None);
+    }
+
     proptest! {
         /// Rolling back to a savepoint leaves exactly the writes made before it, as a full copy
         /// taken at the savepoint would (the undo log is equivalent to the copy it replaced).
@@ -600,6 +821,7 @@ mod tests {
                 puts: BTreeMap::new(),
                 audit: Vec::new(),
                 undo: Vec::new(),
+                below: None,
             };
             let mut saved: Vec<(Savepoint, Writes)> = Vec::new();
             for op in ops {
