@@ -1470,10 +1470,7 @@ async fn full(d: &Daemon, feed: &Gen, rep: &mut Report, mode: Mode, fsync: f64) 
         (vec![16, 64, 256], 15_000)
     };
     let levels = match std::env::var("LOAD_CLIENTS") {
-        Ok(v) => v
-            .split(',')
-            .filter_map(|c| c.trim().parse().ok())
-            .collect(),
+        Ok(v) => v.split(',').filter_map(|c| c.trim().parse().ok()).collect(),
         Err(_) => levels,
     };
     let mut ingest = Vec::new();

@@ -662,9 +662,7 @@ impl Engine {
             }
             // A policy reload takes effect only once it is durable: the batch after it is
             // decided with the new set, so it waits for the reload's commit.
-            if inflight
-                .as_ref()
-                .is_some_and(|(_, p)| p.reloaded.is_some())
+            if inflight.as_ref().is_some_and(|(_, p)| p.reloaded.is_some())
                 && let Some((commit, prepared)) = inflight.take()
             {
                 let result = commit.await;
@@ -1217,12 +1215,7 @@ impl Engine {
 
         // 5. Enrichment: its failure is recorded on its own and never drops the alert.
         let report = self.parts.enricher.enrich(fields, now);
-        txn.audit(
-            "enrichment",
-            links(&case_id),
-            now,
-            &report,
-        )?;
+        txn.audit("enrichment", links(&case_id), now, &report)?;
         if !report.failures.is_empty() {
             self.tallies
                 .push(Tally::EnrichmentFailures(report.failures.len() as u64));
@@ -1307,12 +1300,7 @@ impl Engine {
                     alert_id: Some(alert_id.clone()),
                     action_id: Some(action_id.clone()),
                 };
-                txn.audit(
-                    "action_proposed",
-                    alinks.clone(),
-                    now,
-                    &req,
-                )?;
+                txn.audit("action_proposed", alinks.clone(), now, &req)?;
                 let step_req = StepRequest {
                     playbook: pb.name.clone(),
                     family: pb.family.clone(),
@@ -1426,12 +1414,7 @@ impl Engine {
             context: step_req.context.clone(),
         });
         let record = policy_engine.decide_step(step_req);
-        let seq = txn.audit(
-            "policy_decision",
-            alinks.clone(),
-            now,
-            &record,
-        )?;
+        let seq = txn.audit("policy_decision", alinks.clone(), now, &record)?;
         self.tallies.push(Tally::Decision(record.tier));
         let next = match record.tier {
             Tier::Auto => ActionState::Approved,
@@ -2514,12 +2497,7 @@ impl Engine {
             now,
             json!({"by": user, "reason": reason, "rollback_action_id": action_id, "kind": inverse}),
         )?;
-        txn.audit(
-            "action_proposed",
-            Self::links(&req),
-            now,
-            &req,
-        )?;
+        txn.audit("action_proposed", Self::links(&req), now, &req)?;
         let step_req = StepRequest {
             playbook: orig.playbook.clone(),
             family: input.family.clone(),

@@ -1,7 +1,8 @@
 //! Offline audit-chain verification and export (`cordon audit verify|export`).
 //!
-//! Walks the audit records in key order and checks, for each: the key's sequence is the next
-//! one, the body's `seq` matches its key (catches reordering), the body hashes to the stored
+//! Walks the audit records in key order (each key a chunk of consecutive records, see the
+//! store's key layout) and checks, for each: its position (the chunk's key plus its index) is
+//! the next sequence, the body's `seq` matches its position (catches reordering), the body hashes to the stored
 //! hash (catches edits), the body's `prev` is the previous record's hash (catches deletions and
 //! re-hashed edits), and that the chain ends at the recorded head (catches a truncated tail).
 
@@ -10,7 +11,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::{AUDIT_PREFIX, GENESIS_HASH, Head, KEY_HEAD, StoreError, parse_audit, seq_of_key};
+use super::{
+    AUDIT_PREFIX, AuditBody, GENESIS_HASH, Head, KEY_HEAD, StoreError, chunk_parts, parse_chunk,
+    seq_of_key,
+};
 
 /// A verified chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,38 +80,45 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
                 reason: format!("missing (the next record present is {key_seq}): deleted"),
             });
         }
-        let rec = parse_audit(&k, &v).map_err(|e| VerifyError::Broken {
-            seq: key_seq,
-            reason: format!("unreadable: {e}"),
-        })?;
-        if rec.body.seq != key_seq {
-            return Err(VerifyError::Broken {
-                seq: key_seq,
-                reason: format!(
-                    "holds the body of record {}: records were reordered",
-                    rec.body.seq
-                ),
-            });
+        for part in chunk_parts(&v) {
+            let pos = expected_seq;
+            let unreadable = |e: &str| VerifyError::Broken {
+                seq: pos,
+                reason: format!("unreadable: {e}"),
+            };
+            let (hash, body) = part.map_err(unreadable)?;
+            let hash = std::str::from_utf8(hash).map_err(|_| unreadable("hash is not utf-8"))?;
+            let rec: AuditBody =
+                serde_json::from_slice(body).map_err(|e| unreadable(&e.to_string()))?;
+            if rec.seq != pos {
+                let what = if rec.seq > pos {
+                    "records were deleted or reordered"
+                } else {
+                    "records were reordered"
+                };
+                return Err(VerifyError::Broken {
+                    seq: pos,
+                    reason: format!("holds the body of record {}: {what}", rec.seq),
+                });
+            }
+            if hex::encode(Sha256::digest(body)) != hash {
+                return Err(VerifyError::Broken {
+                    seq: pos,
+                    reason: "content does not match its hash: edited".into(),
+                });
+            }
+            if rec.prev != prev {
+                let seq = pos.saturating_sub(1).max(1);
+                return Err(VerifyError::Broken {
+                    seq,
+                    reason: format!(
+                        "record {pos} links to a different hash than record {seq} has: record {seq} was edited and re-hashed"
+                    ),
+                });
+            }
+            prev = hash.to_string();
+            expected_seq += 1;
         }
-        let nl = v.iter().position(|b| *b == b'\n').unwrap_or(0);
-        let actual = hex::encode(Sha256::digest(&v[nl + 1..]));
-        if actual != rec.hash {
-            return Err(VerifyError::Broken {
-                seq: key_seq,
-                reason: "content does not match its hash: edited".into(),
-            });
-        }
-        if rec.body.prev != prev {
-            let seq = key_seq.saturating_sub(1).max(1);
-            return Err(VerifyError::Broken {
-                seq,
-                reason: format!(
-                    "record {key_seq} links to a different hash than record {seq} has: record {seq} was edited and re-hashed"
-                ),
-            });
-        }
-        prev = rec.hash;
-        expected_seq += 1;
     }
     let last = expected_seq - 1;
     let head: Head = match db.get(KEY_HEAD).map_err(StoreError::Io)? {
@@ -153,10 +164,12 @@ pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, ExportError> {
     let mut n = 0;
     for item in db.scan_prefix(AUDIT_PREFIX) {
         let (k, v) = item.map_err(|e| VerifyError::Store(StoreError::Io(e)))?;
-        let rec = parse_audit(&k, &v).map_err(VerifyError::Store)?;
-        serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::other)?;
-        out.write_all(b"\n")?;
-        n += 1;
+        for rec in parse_chunk(&k, &v).map_err(VerifyError::Store)? {
+            let rec = rec.map_err(VerifyError::Store)?;
+            serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")?;
+            n += 1;
+        }
     }
     out.flush()?;
     Ok(n)

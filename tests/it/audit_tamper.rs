@@ -43,8 +43,23 @@ async fn populated() -> Populated {
     }
 }
 
-/// A copy of `src` tampered with by `f` through sled directly.
+/// A copy of `src` tampered with by `f` through sled directly, after its audit chunks were
+/// split into one record per key (the layout format version 1 wrote, which the current build
+/// still reads), so `f` can address each record by its own key.
 fn tampered(src: &Path, f: impl FnOnce(&sled::Db)) -> tempfile::TempDir {
+    tampered_in_chunks(src, |db| {
+        for (first, records) in chunks(db) {
+            db.remove(audit_key(first)).unwrap();
+            for (i, r) in records.into_iter().enumerate() {
+                db.insert(audit_key(first + i as u64), r).unwrap();
+            }
+        }
+        f(db)
+    })
+}
+
+/// A copy of `src` tampered with by `f` through sled directly, in the layout the daemon wrote.
+fn tampered_in_chunks(src: &Path, f: impl FnOnce(&sled::Db)) -> tempfile::TempDir {
     let dst = tempfile::tempdir().unwrap();
     common::copy_dir(src, dst.path());
     let db = sled::open(dst.path()).unwrap();
@@ -52,6 +67,27 @@ fn tampered(src: &Path, f: impl FnOnce(&sled::Db)) -> tempfile::TempDir {
     db.flush().unwrap();
     drop(db);
     dst
+}
+
+/// Every audit chunk as its first seq and its records (`<hash>\n<body>` each).
+fn chunks(db: &sled::Db) -> Vec<(u64, Vec<Vec<u8>>)> {
+    db.scan_prefix(b"a/")
+        .map(|item| {
+            let (k, v) = item.unwrap();
+            let first = u64::from_be_bytes(k[2..].try_into().unwrap());
+            let lines: Vec<&[u8]> = v.split(|b| *b == b'\n').collect();
+            let records = lines.chunks(2).map(|p| p.join(&b'\n')).collect();
+            (first, records)
+        })
+        .collect()
+}
+
+/// The first chunk holding at least three records.
+fn a_chunk_of_three(db: &sled::Db) -> (u64, Vec<Vec<u8>>) {
+    chunks(db)
+        .into_iter()
+        .find(|(_, r)| r.len() >= 3)
+        .expect("the daemon stores a commit's records in chunks")
 }
 
 fn get(db: &sled::Db, seq: u64) -> Vec<u8> {
@@ -186,6 +222,44 @@ async fn an_edited_and_rehashed_last_record_is_named() {
             .unwrap();
     });
     assert_broken_at(copy.path(), p.n);
+}
+
+/// Tampering inside a chunk (as the daemon wrote it) is found and named too: an edited record,
+/// a record cut out of its chunk, and two records swapped within one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_inside_a_chunk_is_named() {
+    let p = populated().await;
+    let untouched = tampered_in_chunks(&p.data, |_| {});
+    let (code, stdout, stderr) = verify(untouched.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+
+    let mut first = 0;
+    let edited = tampered_in_chunks(&p.data, |db| {
+        let (f, mut records) = a_chunk_of_three(db);
+        first = f;
+        let (hash, mut body) = split(&records[1]);
+        edit_body(&mut body);
+        records[1] = [hash, b"\n".to_vec(), body].concat();
+        db.insert(audit_key(f), records.join(&b'\n')).unwrap();
+    });
+    let stderr = assert_broken_at(edited.path(), first + 1);
+    assert!(stderr.contains("edited"), "{stderr}");
+
+    let cut = tampered_in_chunks(&p.data, |db| {
+        let (f, mut records) = a_chunk_of_three(db);
+        records.remove(1);
+        db.insert(audit_key(f), records.join(&b'\n')).unwrap();
+    });
+    let stderr = assert_broken_at(cut.path(), first + 1);
+    assert!(stderr.contains("deleted"), "{stderr}");
+
+    let swapped = tampered_in_chunks(&p.data, |db| {
+        let (f, mut records) = a_chunk_of_three(db);
+        records.swap(1, 2);
+        db.insert(audit_key(f), records.join(&b'\n')).unwrap();
+    });
+    let stderr = assert_broken_at(swapped.path(), first + 1);
+    assert!(stderr.contains("reordered"), "{stderr}");
 }
 
 #[test]
