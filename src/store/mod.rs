@@ -772,6 +772,24 @@ mod tests {
         ]
     }
 
+    /// Runs `open` until sled has let go of the directory's file lock: after the last handle is
+    /// dropped, sled releases it from its own flusher thread, a moment later.
+    fn once_unlocked<T, E: std::fmt::Display>(open: impl Fn() -> Result<T, E>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match open() {
+                Ok(v) => return v,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     fn at() -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
     }
@@ -850,7 +868,7 @@ mod tests {
             assert_eq!(got, want, "from {from}");
         }
         drop(store);
-        assert_eq!(verify(dir.path()).unwrap().records, 44);
+        assert_eq!(once_unlocked(|| verify(dir.path())).records, 44);
     }
 
     /// A version-1 store (one record per key) is read, marked version 2 so an older build
@@ -880,7 +898,7 @@ mod tests {
         store.inner.db.flush().unwrap();
         drop(store);
 
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = once_unlocked(|| Store::open(dir.path(), &StoreOptions::default()));
         assert_eq!(store.get(KEY_FORMAT).unwrap(), Some(b"2".to_vec()));
         assert_eq!(store.head().seq, 5);
         let mut t = store.begin();
@@ -900,7 +918,7 @@ mod tests {
             ["old", "old", "old", "new", "new", "new", "new", "new"]
         );
         drop(store);
-        assert_eq!(verify(dir.path()).unwrap().records, 10);
+        assert_eq!(once_unlocked(|| verify(dir.path())).records, 10);
     }
 
     /// A transaction begun on a commit in flight reads that commit's writes (puts and deletes)
@@ -946,7 +964,7 @@ mod tests {
         );
         assert_eq!(chain[2].body.prev, chain[1].hash);
         drop(store);
-        assert_eq!(verify(dir.path()).unwrap().records, 3);
+        assert_eq!(once_unlocked(|| verify(dir.path())).records, 3);
     }
 
     /// If the commit underneath fails, the store is failed closed and the transaction prepared
