@@ -11,7 +11,7 @@
 //!   version 1 stored one record per key, which is a chunk of one). The body holds `seq` and
 //!   `prev` (the previous record's hash), so editing, deleting or reordering a record breaks the
 //!   chain. Chunks exist because sled's cost is per key (tree descent, page links, a leaf split
-//!   every 16 keys): a new case's ~17 records in one or two keys instead of 17 halve the time a
+//!   every 16 keys): a new case's ~17 records in one or two keys instead of 17 shorten the time a
 //!   commit holds sled's global write lock, during which the engine cannot read.
 //! - any other prefix: state owned by the engine (alerts, cases, actions), written only through a
 //!   [`Txn`] together with the audit records that explain it.
