@@ -668,6 +668,14 @@ impl Engine {
                 let result = commit.await;
                 self.finish(prepared, result);
             }
+            // If the commit in flight has already resolved, answer its callers now rather than
+            // after deciding this batch.
+            if let Some((commit, _)) = inflight.as_mut()
+                && let Some(result) = commit.try_result()
+                && let Some((_, prepared)) = inflight.take()
+            {
+                self.finish(prepared, result);
+            }
             let (txn, prepared) = self.prepare(
                 std::mem::take(&mut batch),
                 inflight.as_ref().map(|(c, _)| c),
@@ -1839,6 +1847,8 @@ impl Engine {
             let (ms, id) = rest.split_once('/')?;
             (ms.parse::<i64>().ok()? <= now.timestamp_millis()).then(|| id.to_string())
         };
+        // These scans see sled, not the commit in flight; each hit is re-read through the
+        // transaction (state, escalated flag) before anything is decided on it.
         for id in store.keys_while(keys::DEADLINE_PREFIX, |k| {
             due(k, keys::DEADLINE_PREFIX).is_some()
         })? {
@@ -2054,7 +2064,13 @@ impl Engine {
         for (key, until) in
             store.scan_json::<DateTime<Utc>>(keys::CHAT_REPLAY_PREFIX, None, 100_000)?
         {
-            if until <= now {
+            // The scan sees sled; the commit in flight (or this batch) may have renewed the
+            // guard since, so the decision is taken on the value read through the transaction.
+            if until <= now
+                && txn
+                    .get_json::<DateTime<Utc>>(&store, &key)?
+                    .is_some_and(|until| until <= now)
+            {
                 txn.delete(key);
             }
         }

@@ -60,7 +60,9 @@ pub fn audit_key(seq: u64) -> Vec<u8> {
 pub enum StoreError {
     #[error("store {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
-    #[error("store {path} has format version {found}, this build reads version {FORMAT_VERSION}")]
+    #[error(
+        "store {path} has format version {found}, this build reads versions 1 and {FORMAT_VERSION}"
+    )]
     FormatVersion { path: PathBuf, found: String },
     #[error("store io: {0}")]
     Io(#[from] sled::Error),
@@ -73,6 +75,15 @@ pub enum StoreError {
     /// A commit was refused because an earlier failure left the store in an unknown state.
     #[error("store is failed closed after an earlier write error; restart the daemon")]
     FailedClosed,
+    /// A commit was prepared on top of a chain head that is not the store's (started before the
+    /// commit it was prepared on had finished): refused, and the store fails closed.
+    #[error(
+        "store commit out of order: prepared after audit seq {prepared_on}, the store is at {at}"
+    )]
+    OutOfOrder { prepared_on: u64, at: u64 },
+    /// The thread writing a commit panicked: what reached the disk is unknown.
+    #[error("store write aborted: {0}")]
+    Aborted(String),
 }
 
 /// Options for opening the store.
@@ -172,6 +183,8 @@ struct Inner {
     /// Committed head. Only advanced after a successful durable commit.
     head: Mutex<Head>,
     failed: std::sync::atomic::AtomicBool,
+    /// Test hook: the next durable write fails as a broken disk would.
+    fail_next_write: std::sync::atomic::AtomicBool,
 }
 
 /// Result of a durable commit.
@@ -236,6 +249,7 @@ impl Store {
                 data_file,
                 head: Mutex::new(head),
                 failed: std::sync::atomic::AtomicBool::new(false),
+                fail_next_write: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -265,6 +279,7 @@ impl Store {
             None => (self.head(), None),
         };
         Txn {
+            base: head.clone(),
             head,
             puts: BTreeMap::new(),
             audit: Vec::new(),
@@ -383,7 +398,11 @@ impl Store {
         }
         let started = Instant::now();
         let Txn {
-            head, puts, audit, ..
+            base,
+            head,
+            puts,
+            audit,
+            ..
         } = txn;
         let records = audit.len();
         if puts.is_empty() && audit.is_empty() {
@@ -398,11 +417,20 @@ impl Store {
                 store,
             };
         }
-        let writes = Arc::new(Pending { head, puts, audit });
+        let writes = Arc::new(Pending {
+            base,
+            head,
+            puts,
+            audit,
+        });
         let job = writes.clone();
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let outcome = match write_durably(&inner, &job) {
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                write_durably(&inner, &job)
+            }))
+            .unwrap_or_else(|_| Err(StoreError::Aborted("the writing thread panicked".into())));
+            let outcome = match written {
                 Ok(()) => {
                     *lock(&inner.head) = job.head.clone();
                     Ok(Committed {
@@ -478,6 +506,15 @@ impl Store {
         self.inner.failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Test hook: the next durable write fails (and the store then fails closed), as a disk
+    /// error in the middle of a commit would.
+    #[doc(hidden)]
+    pub fn fail_next_write_for_tests(&self) {
+        self.inner
+            .fail_next_write
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Test hook: makes the next commits fail as a broken disk would.
     #[doc(hidden)]
     pub fn fail_for_tests(&self) {
@@ -489,6 +526,8 @@ impl Store {
 
 /// The writes of a transaction handed to [`Store::start_commit`].
 struct Pending {
+    /// The chain head the transaction was begun on.
+    base: Head,
     head: Head,
     puts: Writes,
     audit: Vec<(u64, Vec<u8>)>,
@@ -497,6 +536,21 @@ struct Pending {
 /// One atomic `apply_batch` of `w` plus the head, then flush and (when configured)
 /// `fdatasync`. Runs on a blocking thread.
 fn write_durably(inner: &Inner, w: &Pending) -> Result<(), StoreError> {
+    let at = lock(&inner.head).clone();
+    if at != w.base {
+        return Err(StoreError::OutOfOrder {
+            prepared_on: w.base.seq,
+            at: at.seq,
+        });
+    }
+    if inner
+        .fail_next_write
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(StoreError::Io(sled::Error::Io(std::io::Error::other(
+            "injected write failure (test hook)",
+        ))));
+    }
     let mut batch = sled::Batch::default();
     let mut chunk: Option<(u64, Vec<u8>)> = None;
     for (seq, bytes) in &w.audit {
@@ -542,6 +596,23 @@ pub struct InFlight {
     store: Store,
 }
 
+impl InFlight {
+    /// The outcome, if the commit has already resolved (without waiting).
+    pub fn try_result(&mut self) -> Option<Result<Committed, StoreError>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                self.store
+                    .inner
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Some(Err(StoreError::FailedClosed))
+            }
+        }
+    }
+}
+
 impl std::future::Future for InFlight {
     type Output = Result<Committed, StoreError>;
 
@@ -563,13 +634,15 @@ impl std::future::Future for InFlight {
     }
 }
 
-/// A set of writes plus the audit records that explain them, committed together.
-/// Reads through a `Txn` see its own uncommitted writes first, then those of the commit in flight
-/// it was begun on (if any), then committed state.
 /// Pending writes by key: `None` deletes.
 type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// A set of writes plus the audit records that explain them, committed together.
+/// Reads through a `Txn` see its own uncommitted writes first, then those of the commit in flight
+/// it was begun on (if any), then sled.
 pub struct Txn {
+    /// The chain head this transaction was begun on (checked when it is written).
+    base: Head,
     head: Head,
     puts: Writes,
     audit: Vec<(u64, Vec<u8>)>,
@@ -583,7 +656,8 @@ pub struct Txn {
 }
 
 impl Txn {
-    /// Reads `key`, seeing this transaction's writes first, then committed state.
+    /// Reads `key`, seeing this transaction's writes first, then those of the commit in flight
+    /// it was begun on, then sled.
     pub fn get(&self, store: &Store, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(v) = self.puts.get(key) {
             return Ok(v.clone());
@@ -722,7 +796,7 @@ fn parse_chunk<'a>(
     v: &'a [u8],
 ) -> Result<impl Iterator<Item = Result<AuditRecord, StoreError>> + 'a, StoreError> {
     let first = seq_of_key(key).ok_or_else(|| StoreError::Corrupt {
-        key: format!("a/{}", String::from_utf8_lossy(key)),
+        key: "a/?".into(),
         reason: "malformed audit key".into(),
     })?;
     Ok(chunk_parts(v).enumerate().map(move |(i, part)| {
@@ -967,25 +1041,95 @@ mod tests {
         assert_eq!(once_unlocked(|| verify(dir.path())).records, 3);
     }
 
-    /// If the commit underneath fails, the store is failed closed and the transaction prepared
-    /// on top of it is refused as well: nothing that read unwritten state becomes durable.
+    /// If the commit underneath fails while the next transaction is being prepared on its
+    /// writes, the store is failed closed and that transaction is refused as well: nothing that
+    /// read unwritten state becomes durable.
     #[tokio::test]
-    async fn a_transaction_on_a_failed_commit_is_refused() {
+    async fn a_transaction_on_a_commit_that_fails_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        store.fail_for_tests();
+        store.fail_next_write_for_tests();
         let mut t1 = store.begin();
         t1.put(b"x/a".to_vec(), b"1".to_vec());
+        t1.audit("first", Links::default(), at(), serde_json::json!({}))
+            .unwrap();
         let inflight = store.start_commit(t1);
         let mut t2 = store.begin_after(Some(&inflight));
+        assert_eq!(t2.get(&store, b"x/a").unwrap(), Some(b"1".to_vec()));
         t2.put(b"x/b".to_vec(), b"2".to_vec());
-        assert!(matches!(inflight.await, Err(StoreError::FailedClosed)));
+        assert!(matches!(inflight.await, Err(StoreError::Io(_))));
+        assert!(store.is_failed());
         assert!(matches!(
             store.commit(t2).await,
             Err(StoreError::FailedClosed)
         ));
         assert_eq!(store.get(b"x/a").unwrap(), None);
         assert_eq!(store.get(b"x/b").unwrap(), None);
+        assert_eq!(store.head().seq, 0);
+        assert!(store.audit_records(1, 10).unwrap().is_empty());
+    }
+
+    /// A transaction committed on top of a chain head that is no longer the store's (its
+    /// predecessor was not finished first, or another commit came in between) is refused and
+    /// the store fails closed, instead of overwriting audit records.
+    #[tokio::test]
+    async fn a_commit_out_of_order_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut t1 = store.begin();
+        let mut t2 = store.begin();
+        t1.audit("one", Links::default(), at(), serde_json::json!({}))
+            .unwrap();
+        t2.audit("two", Links::default(), at(), serde_json::json!({}))
+            .unwrap();
+        store.commit(t1).await.unwrap();
+        assert!(matches!(
+            store.commit(t2).await,
+            Err(StoreError::OutOfOrder {
+                prepared_on: 0,
+                at: 1
+            })
+        ));
+        assert!(store.is_failed());
+        let kinds: Vec<String> = store
+            .audit_records(1, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.body.kind)
+            .collect();
+        assert_eq!(kinds, ["one"]);
+    }
+
+    /// Typed audit data (fields not in alphabetical order, nested maps, options) is written
+    /// exactly as the record it reads back as would serialize: the `Value` the reader holds
+    /// keeps the writer's key order.
+    #[test]
+    fn typed_audit_data_reads_back_to_the_same_bytes() {
+        #[derive(Serialize)]
+        struct Typed {
+            zeta: u32,
+            alpha: Vec<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            none: Option<u8>,
+            nested: BTreeMap<&'static str, serde_json::Value>,
+        }
+        let typed = Typed {
+            zeta: 7,
+            alpha: vec!["b", "a"],
+            none: None,
+            nested: BTreeMap::from([("y", serde_json::json!({"k2": 1, "k1": [true]}))]),
+        };
+        let mut txn = Store::open(
+            tempfile::tempdir().unwrap().path(),
+            &StoreOptions::default(),
+        )
+        .unwrap()
+        .begin();
+        txn.audit("k", Links::default(), at(), &typed).unwrap();
+        let (_, bytes) = &txn.audit[0];
+        let nl = bytes.iter().position(|b| *b == b'\n').unwrap();
+        let read: AuditBody = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
+        assert_eq!(serde_json::to_vec(&read).unwrap(), &bytes[nl + 1..]);
     }
 
     proptest! {
@@ -994,6 +1138,7 @@ mod tests {
         #[test]
         fn rollback_restores_the_writes_before_the_savepoint(ops in proptest::collection::vec(op(), 0..60)) {
             let mut txn = Txn {
+                base: Head { seq: 0, hash: GENESIS_HASH.into() },
                 head: Head { seq: 0, hash: GENESIS_HASH.into() },
                 puts: BTreeMap::new(),
                 audit: Vec::new(),

@@ -74,10 +74,19 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
             seq: expected_seq,
             reason: "malformed audit key".into(),
         })?;
-        if key_seq != expected_seq {
+        if key_seq > expected_seq {
             return Err(VerifyError::Broken {
                 seq: expected_seq,
                 reason: format!("missing (the next record present is {key_seq}): deleted"),
+            });
+        }
+        if key_seq < expected_seq {
+            return Err(VerifyError::Broken {
+                seq: key_seq,
+                reason: format!(
+                    "stored twice (a chunk starting at {key_seq} overlaps records up to {}): records were added or duplicated",
+                    expected_seq - 1
+                ),
             });
         }
         for part in chunk_parts(&v) {

@@ -225,7 +225,8 @@ async fn an_edited_and_rehashed_last_record_is_named() {
 }
 
 /// Tampering inside a chunk (as the daemon wrote it) is found and named too: an edited record,
-/// a record cut out of its chunk, and two records swapped within one.
+/// a record cut out of its chunk, two records swapped within one, and a chunk copied over the
+/// records of another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampering_inside_a_chunk_is_named() {
     let p = populated().await;
@@ -260,6 +261,14 @@ async fn tampering_inside_a_chunk_is_named() {
     });
     let stderr = assert_broken_at(swapped.path(), first + 1);
     assert!(stderr.contains("reordered"), "{stderr}");
+
+    let overlapping = tampered_in_chunks(&p.data, |db| {
+        let (f, records) = a_chunk_of_three(db);
+        db.insert(audit_key(f + 1), records[1..].join(&b'\n'))
+            .unwrap();
+    });
+    let stderr = assert_broken_at(overlapping.path(), first + 1);
+    assert!(stderr.contains("stored twice"), "{stderr}");
 }
 
 #[test]
