@@ -663,10 +663,9 @@ impl Engine {
             // A policy reload takes effect only once it is durable: the batch after it is
             // decided with the new set, so it waits for the reload's commit.
             if inflight.as_ref().is_some_and(|(_, p)| p.reloaded.is_some())
-                && let Some((commit, prepared)) = inflight.take()
+                && let Some(f) = inflight.take()
             {
-                let result = commit.await;
-                self.finish(prepared, result);
+                self.settle(f).await;
             }
             // If the commit in flight has already resolved, answer its callers now rather than
             // after deciding this batch.
@@ -680,15 +679,13 @@ impl Engine {
                 std::mem::take(&mut batch),
                 inflight.as_ref().map(|(c, _)| c),
             );
-            if let Some((commit, before)) = inflight.take() {
-                let result = commit.await;
-                self.finish(before, result);
+            if let Some(f) = inflight.take() {
+                self.settle(f).await;
             }
             inflight = Some((self.parts.store.start_commit(txn), prepared));
         }
-        if let Some((commit, prepared)) = inflight.take() {
-            let result = commit.await;
-            self.finish(prepared, result);
+        if let Some(f) = inflight.take() {
+            self.settle(f).await;
         }
         tracing::info!("engine drained its queue and stopped");
     }
@@ -851,6 +848,12 @@ impl Engine {
             reloaded: self.reloaded.take(),
         };
         (txn, prepared)
+    }
+
+    /// Waits for a commit in flight and finishes its batch.
+    async fn settle(&mut self, (commit, prepared): (crate::store::InFlight, Prepared)) {
+        let result = commit.await;
+        self.finish(prepared, result);
     }
 
     /// Once a batch's commit has resolved: on success, puts a recorded policy reload in force,
