@@ -864,6 +864,16 @@ mod tests {
         }
     }
 
+    /// The kinds of the audit records from `from` on, in chain order.
+    fn kinds_from(store: &Store, from: u64) -> Vec<String> {
+        store
+            .audit_records(from, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.body.kind)
+            .collect()
+    }
+
     fn at() -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
     }
@@ -981,14 +991,8 @@ mod tests {
                 .unwrap();
         }
         store.commit(t).await.unwrap();
-        let kinds: Vec<String> = store
-            .audit_records(3, 100)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.body.kind)
-            .collect();
         assert_eq!(
-            kinds,
+            kinds_from(&store, 3),
             ["old", "old", "old", "new", "new", "new", "new", "new"]
         );
         drop(store);
@@ -1029,13 +1033,7 @@ mod tests {
         assert_eq!(store.get(b"x/new").unwrap(), Some(b"two".to_vec()));
         assert_eq!(store.get(b"x/gone").unwrap(), None);
         let chain = store.audit_records(1, 10).unwrap();
-        assert_eq!(
-            chain
-                .iter()
-                .map(|r| r.body.kind.as_str())
-                .collect::<Vec<_>>(),
-            ["first", "second", "third"]
-        );
+        assert_eq!(kinds_from(&store, 1), ["first", "second", "third"]);
         assert_eq!(chain[2].body.prev, chain[1].hash);
         drop(store);
         assert_eq!(once_unlocked(|| verify(dir.path())).records, 3);
@@ -1091,13 +1089,7 @@ mod tests {
             })
         ));
         assert!(store.is_failed());
-        let kinds: Vec<String> = store
-            .audit_records(1, 10)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.body.kind)
-            .collect();
-        assert_eq!(kinds, ["one"]);
+        assert_eq!(kinds_from(&store, 1), ["one"]);
     }
 
     /// Typed audit data (fields not in alphabetical order, nested maps, options) is written
