@@ -90,6 +90,9 @@ pub enum ApprovalsCommand {
     List {
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Start after this approval id (the last one of the previous page).
+        #[arg(long, default_value = "")]
+        after: String,
     },
     /// One request with its evidence, votes and deadline.
     Show { approval_id: String },
@@ -379,12 +382,9 @@ async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {
         }
     };
     let result = match command {
-        ApprovalsCommand::List { limit } => c
+        ApprovalsCommand::List { limit, after } => c
             .approvals
-            .list_pending(pb::ListPendingRequest {
-                limit,
-                after: String::new(),
-            })
+            .list_pending(pb::ListPendingRequest { limit, after })
             .await
             .map(|r| {
                 let list = r.into_inner().approvals;
@@ -409,6 +409,14 @@ async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {
                             a.approvals_given,
                             a.approvals_needed,
                             when(a.deadline_unix_ms)
+                        );
+                    }
+                    if let Some(last) = list.last() {
+                        // On stderr, so that stdout stays one request per line.
+                        eprintln!(
+                            "{} shown, oldest first; the next page: cordon approvals list --after {}",
+                            list.len(),
+                            last.approval_id
                         );
                     }
                 }

@@ -468,7 +468,6 @@ pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
 }
 
-/// What the engine is built from.
 /// Announces durably approved actions to the executor. The queue itself is durable (`xq/`), so
 /// the channel is bounded: an announcement that does not fit is dropped and flagged, and the
 /// executor reads the queue from the store instead. Memory stays bounded however far ingest
@@ -489,11 +488,21 @@ impl RunnableTx {
 
 /// The executor's end of `RunnableTx`.
 pub struct RunnableRx {
-    pub rx: mpsc::Receiver<String>,
+    rx: mpsc::Receiver<String>,
     missed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RunnableRx {
+    /// The next announced action id; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<String> {
+        self.rx.recv().await
+    }
+
+    /// No announcement is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
     /// Announcements were dropped since `clear_missed` (the store holds them).
     pub fn missed(&self) -> bool {
         self.missed.load(std::sync::atomic::Ordering::SeqCst)
@@ -518,6 +527,7 @@ pub fn runnable_channel(capacity: usize) -> (RunnableTx, RunnableRx) {
     )
 }
 
+/// What the engine is built from.
 pub struct EngineParts {
     pub store: Store,
     pub policies: Policies,

@@ -91,13 +91,13 @@ pub async fn run(parts: ExecutorParts, mut rx: RunnableRx, cancel: CancellationT
         };
         tokio::select! {
             _ = cancel.cancelled() => break,
-            id = rx.rx.recv() => match id {
+            id = rx.recv() => match id {
                 Some(id) => spawn(&shared, &tasks, id, slot),
                 None => break,
             },
             // Announcements were dropped while the channel was full: read the durable queue
             // once the channel has drained.
-            _ = std::future::ready(()), if rx.rx.is_empty() && rx.missed() => {
+            _ = std::future::ready(()), if rx.is_empty() && rx.missed() => {
                 drop(slot);
                 rx.clear_missed();
                 rescan(&shared, &tasks, &slots).await;

@@ -386,15 +386,18 @@ impl Store {
     /// before this one has resolved: commits are applied in the order they are started, and a
     /// transaction read through this one's writes must not become durable without them.
     pub fn start_commit(&self, txn: Txn) -> InFlight {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let store = self.clone();
-        if self.is_failed() {
-            let _ = tx.send(Err(StoreError::FailedClosed));
-            return InFlight {
+        // Nothing to write: the answer is known now.
+        let resolved = |result| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(result);
+            InFlight {
                 writes: None,
                 rx,
-                store,
-            };
+                store: self.clone(),
+            }
+        };
+        if self.is_failed() {
+            return resolved(Err(StoreError::FailedClosed));
         }
         let started = Instant::now();
         let Txn {
@@ -406,17 +409,14 @@ impl Store {
         } = txn;
         let records = audit.len();
         if puts.is_empty() && audit.is_empty() {
-            let _ = tx.send(Ok(Committed {
+            return resolved(Ok(Committed {
                 head,
                 records,
                 elapsed: started.elapsed(),
             }));
-            return InFlight {
-                writes: None,
-                rx,
-                store,
-            };
         }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = self.clone();
         let writes = Arc::new(Pending {
             base,
             head,

@@ -68,9 +68,41 @@ async fn list_show_approve_deny() {
         .unwrap()
         .to_string();
 
+    // Paging: one request per page, each page continuing after the last id of the previous,
+    // walks the same requests in the same order as one big page.
+    let all: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["approval_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(all.len() >= 2, "{all:?}");
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    for _ in 0..=all.len() {
+        let (code, out, err) = cli(
+            grpc,
+            "alice-token",
+            &["list", "--json", "--limit", "1", "--after", &after],
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        let page: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let page = page.as_array().unwrap();
+        assert!(page.len() <= 1, "{out}");
+        let Some(a) = page.first() else { break };
+        after = a["approval_id"].as_str().unwrap().to_string();
+        paged.push(after.clone());
+    }
+    assert_eq!(paged, all);
+
     // list (text) and show (text): what an approver reads.
-    let (code, out, _) = cli(grpc, "alice-token", &["list"]).await;
+    let (code, out, err) = cli(grpc, "alice-token", &["list"]).await;
     assert_eq!(code, 0);
+    assert!(
+        err.contains(&format!("--after {}", all.last().unwrap())),
+        "{err}"
+    );
     assert!(
         out.contains(&id)
             && out.contains("isolate_host")
