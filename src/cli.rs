@@ -91,8 +91,8 @@ pub enum ApprovalsCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
         /// Start after this approval id (the last one of the previous page).
-        #[arg(long, default_value = "")]
-        after: String,
+        #[arg(long)]
+        after: Option<String>,
     },
     /// One request with its evidence, votes and deadline.
     Show { approval_id: String },
@@ -384,7 +384,10 @@ async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {
     let result = match command {
         ApprovalsCommand::List { limit, after } => c
             .approvals
-            .list_pending(pb::ListPendingRequest { limit, after })
+            .list_pending(pb::ListPendingRequest {
+                limit,
+                after: after.unwrap_or_default(),
+            })
             .await
             .map(|r| {
                 let list = r.into_inner().approvals;
