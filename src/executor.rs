@@ -24,6 +24,7 @@ use crate::connector::client::{
     self, Answer, Outcome, ProbeState, Rendered, Vars, WriteClass, backoff, classify_write,
     read_probe,
 };
+use crate::connector::resolve::{self, Resolution};
 use crate::connector::spec::{ActionSpec, Probe, RequestSpec};
 use crate::connector::{BUILTIN, Connector, Mode, Registry};
 use crate::engine::{self, EngineError, EngineHandle, ExecOp, ExecReply, ExecUpdate, RunnableRx};
@@ -506,7 +507,7 @@ impl Run {
         }
         let mut requests = Vec::new();
         let mut problems = Vec::new();
-        let mut add = |phase: &str, r: &RequestSpec| match client::render(&c.base_url, r, &vars) {
+        let mut add = |phase: &str, r: &RequestSpec| match c.render(r, &vars) {
             Ok(x) => {
                 let mut d = x.describe();
                 d["phase"] = json!(phase);
@@ -612,7 +613,7 @@ impl Run {
         phase: &'static str,
         r: &RequestSpec,
     ) -> Result<Result<Answer, String>, Halt> {
-        let rendered = match client::render(&c.base_url, r, &self.vars) {
+        let rendered = match c.render(r, &self.vars) {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
         };
@@ -696,22 +697,28 @@ impl Run {
                     Ok(a) => a,
                     Err(e) => return self.fail_closed("target lookup failed", e).await,
                 };
-                match client::capture(&l.capture, &ans.json) {
-                    Some(caps) => {
-                        for (k, v) in &caps {
+                match resolve::pick(l, &ans.json) {
+                    Resolution::One { vendor, candidates } => {
+                        for (k, v) in &vendor {
                             self.vars.set(format!("vendor.{k}"), v.clone());
+                        }
+                        let mut body = json!({"target": self.a.target, "vendor": vendor});
+                        if let (Some(mut c), Some(tb)) = (candidates, &l.tie_break) {
+                            rt.redact(&mut c);
+                            body["candidates"] = c;
+                            body["tie_break"] = json!({"newest": tb.newest});
                         }
                         self.record(
                             "target_resolved",
-                            json!({"target": self.a.target, "vendor": caps}),
+                            body,
                             ExecUpdate {
-                                vendor: caps.clone(),
+                                vendor,
                                 ..Default::default()
                             },
                         )
                         .await?;
                     }
-                    None => {
+                    Resolution::NotFound => {
                         return self
                             .fail_closed(
                                 "target unknown to the vendor",
@@ -721,6 +728,27 @@ impl Run {
                                     self.a.target.id,
                                     c.name,
                                     ans.status
+                                ),
+                            )
+                            .await;
+                    }
+                    Resolution::Ambiguous { mut candidates, why } => {
+                        rt.redact(&mut candidates);
+                        let n = candidates["count"].as_u64().unwrap_or(0);
+                        self.record(
+                            "target_ambiguous",
+                            json!({"target": self.a.target, "connector": c.name, "reason": why, "candidates": candidates}),
+                            ExecUpdate::default(),
+                        )
+                        .await?;
+                        return self
+                            .fail_closed(
+                                "target ambiguous",
+                                format!(
+                                    "{} {:?} does not resolve to exactly one object at {} ({why}; {n} candidates recorded); nothing was sent",
+                                    self.a.target.kind.as_str(),
+                                    self.a.target.id,
+                                    c.name,
                                 ),
                             )
                             .await;
@@ -831,7 +859,7 @@ impl Run {
         spec: &ActionSpec,
         rt: &client::Runtime,
     ) -> Result<Next, Halt> {
-        let rendered = match client::render(&c.base_url, &spec.request.request, &self.vars) {
+        let rendered = match c.render(&spec.request.request, &self.vars) {
             Ok(r) => r,
             Err(e) => {
                 self.fail_closed("cannot render the write", format!("{e}; nothing was sent"))

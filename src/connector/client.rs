@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::secret::Secret;
 
+use super::query::FilterLanguage;
 use super::spec::{AuthSpec, BreakerSpec, Matcher, Probe, RequestSpec, RetrySpec, WriteSpec};
 
 /// Values for a request's placeholders.
@@ -107,22 +108,66 @@ fn fill(
     Ok(out)
 }
 
-/// Values going into a URL must not carry quotes or control characters: vendors embed them in
-/// filter languages (FQL, OData, JQL) where a quote would change the query.
-fn path_value(v: &str) -> Result<String, String> {
-    if v.chars()
-        .any(|c| c.is_control() || matches!(c, '\'' | '"' | '\\'))
-    {
-        return Err(format!(
-            "refusing to put {:?} into a request URL: it contains a quote, backslash or control character",
-            v.chars().take(64).collect::<String>()
-        ));
+/// How values may enter a connector's URLs: its filter language and the values its vendor
+/// reads as something other than a name.
+#[derive(Debug, Clone, Copy)]
+pub struct UrlRules<'a> {
+    pub language: FilterLanguage,
+    pub reserved: &'a [String],
+}
+
+impl UrlRules<'_> {
+    fn reserved(&self, v: &str) -> Result<(), String> {
+        if self.reserved.iter().any(|r| r.eq_ignore_ascii_case(v)) {
+            return Err(format!(
+                "refusing {v:?} in a request URL: the vendor reads it as something other than a name"
+            ));
+        }
+        Ok(())
     }
-    if v == "." || v == ".." {
-        // A dot segment would be resolved away and move the request to another endpoint.
-        return Err(format!("refusing to put {v:?} into a request URL path"));
+
+    /// A path segment or a plain query value, percent-encoded.
+    fn plain(&self, v: &str) -> Result<String, String> {
+        self.language.plain(v)?;
+        self.reserved(v)?;
+        Ok(encode_component(v))
     }
-    Ok(encode_component(v))
+
+    /// A value inside a filter expression's string literal, escaped for the language (or
+    /// refused), then percent-encoded.
+    fn literal(&self, v: &str) -> Result<String, String> {
+        self.reserved(v)?;
+        Ok(encode_component(&self.language.literal(v)?))
+    }
+
+    /// The path template filled: plain values in the path, filter parameters' values as
+    /// literals of the language.
+    fn fill_path(&self, template: &str, vars: &Vars) -> Result<String, String> {
+        let plain = |v: &str| self.plain(v);
+        let Some((path, query)) = template.split_once('?') else {
+            return fill(template, vars, &plain);
+        };
+        let mut out = fill(path, vars, &plain)?;
+        out.push('?');
+        for (i, kv) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match kv.split_once('=') {
+                Some((k, v)) => {
+                    out.push_str(&fill(k, vars, &plain)?);
+                    out.push('=');
+                    if self.language.params().contains(&k) {
+                        out.push_str(&fill(v, vars, &|x| self.literal(x))?);
+                    } else {
+                        out.push_str(&fill(v, vars, &plain)?);
+                    }
+                }
+                None => out.push_str(&fill(kv, vars, &plain)?),
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn header_value(v: &str) -> Result<String, String> {
@@ -152,11 +197,16 @@ fn fill_json(v: &Value, vars: &Vars) -> Result<Value, String> {
 }
 
 /// Renders `r` against `base`. The result's origin is checked against `base`: no placeholder
-/// value can change where the request goes.
-pub fn render(base: &reqwest::Url, r: &RequestSpec, vars: &Vars) -> Result<Rendered, String> {
+/// value can change where the request goes, and none can leave a filter's string literal.
+pub fn render(
+    base: &reqwest::Url,
+    rules: UrlRules<'_>,
+    r: &RequestSpec,
+    vars: &Vars,
+) -> Result<Rendered, String> {
     let method = reqwest::Method::from_bytes(r.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("bad method {:?}", r.method))?;
-    let path = fill(&r.path, vars, &path_value)?;
+    let path = rules.fill_path(&r.path, vars)?;
     let text = format!("{}{}", base.as_str().trim_end_matches('/'), path);
     let url = reqwest::Url::parse(&text).map_err(|e| format!("rendered URL is invalid: {e}"))?;
     // The path must come out exactly as rendered: no dot segment resolved, nothing rewritten.
@@ -749,6 +799,20 @@ pub fn read_probe(
     intent_time: DateTime<Utc>,
 ) -> (ProbeState, String, BTreeMap<String, String>) {
     let mut caps = BTreeMap::new();
+    if let Some(u) = &p.unique {
+        match json.pointer(u) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) if a.len() <= 1 => {}
+            Some(Value::Array(a)) => {
+                return (
+                    ProbeState::Ambiguous,
+                    format!("{} matches at {u}; refusing to pick one", a.len()),
+                    caps,
+                );
+            }
+            Some(_) => return (ProbeState::Ambiguous, format!("no list at {u}"), caps),
+        }
+    }
     for (n, ptr) in &p.capture {
         if let Some(v) = json.pointer(ptr).and_then(scalar) {
             caps.insert(n.clone(), v);
@@ -924,6 +988,15 @@ mod base64_lite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PLAIN: UrlRules<'static> = UrlRules {
+        language: FilterLanguage::None,
+        reserved: &[],
+    };
+
+    fn render(base: &reqwest::Url, r: &RequestSpec, v: &Vars) -> Result<Rendered, String> {
+        super::render(base, PLAIN, r, v)
+    }
 
     fn req(path: &str) -> RequestSpec {
         RequestSpec {

@@ -6,6 +6,8 @@
 //! executor decides *when* to call; this module decides *how*, and is the only one that does.
 
 pub mod client;
+pub mod query;
+pub mod resolve;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -90,6 +92,20 @@ impl Connector {
 
     pub fn action(&self, kind: ActionKind) -> Option<&spec::ActionSpec> {
         self.spec.actions.get(kind.as_str())
+    }
+
+    /// Renders a request template of this connector (its destination, filter language and
+    /// reserved values apply).
+    pub fn render(
+        &self,
+        r: &spec::RequestSpec,
+        vars: &client::Vars,
+    ) -> Result<client::Rendered, String> {
+        let rules = client::UrlRules {
+            language: self.spec.filter_language,
+            reserved: &self.spec.reserved_values,
+        };
+        client::render(&self.base_url, rules, r, vars)
     }
 
     /// Whether `kind` can be undone through this connector.
@@ -390,6 +406,188 @@ mod tests {
         );
         has("i.toml: auth: live mode needs credentials");
         has("j.toml: actions.isolate_host.probe: give exactly one of");
+    }
+
+    #[test]
+    fn take_the_first_and_open_filters_are_refused_at_load() {
+        let cs = |extra: &str| format!("filter_language = \"fql\"\n{MIN}\n{extra}");
+        let errs = load(&[
+            (
+                "a.toml",
+                &cs("[resolve.host]\nmethod = \"GET\"\npath = \"/q?filter=hostname:'{target}'\"\ncapture = { aid = \"/resources/0\" }"),
+            ),
+            (
+                "b.toml",
+                &MIN.replace("state = \"{/s}\"", "state = \"{/resources/0/status}\""),
+            ),
+            (
+                "c.toml",
+                &cs("").replace("path = \"/d/{target}\"", "path = \"/d?filter=hostname:{target}\""),
+            ),
+            (
+                "d.toml",
+                &MIN.replace("path = \"/d/{target}\"", "path = \"/d?filter=hostname:'{target}'\""),
+            ),
+            (
+                "e.toml",
+                &cs("[resolve.host]\nmethod = \"GET\"\npath = \"/q?filter=hostname:'{target}'\"\ncapture = { aid = \"\" }\ntie_break = { newest = \"/last_seen\" }"),
+            ),
+            (
+                "f.toml",
+                &MIN.replace(
+                    "state = \"{/s}\"",
+                    "unique = \"/resources\"\nstate = \"{/resources/1/status}\"",
+                ),
+            ),
+        ])
+        .unwrap_err();
+        let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| {
+            assert!(
+                text.iter().any(|t| t.contains(needle)),
+                "{needle:?} not in {text:#?}"
+            )
+        };
+        has("a.toml: resolve.host.capture.aid: \"/resources/0\" reads an array element");
+        has("b.toml: actions.isolate_host.probe.state: \"/resources/0/status\" reads an array element");
+        has("c.toml: actions.isolate_host.probe.path: placeholder {target} in the fql filter");
+        has("d.toml: actions.isolate_host.probe.path: the query parameter \"filter\" looks like a filter expression");
+        has("e.toml: resolve.host.tie_break: a tie-break needs `list`");
+        has("f.toml: actions.isolate_host.probe.state: \"/resources/1/status\" reads an array element: only `/resources/0`");
+        // The same with `list`/`unique` and quotes loads.
+        load(&[(
+            "ok.toml",
+            &cs("[resolve.host]\nmethod = \"GET\"\npath = \"/q?filter=hostname:'{target}'\"\nlist = \"/resources\"\ncapture = { aid = \"\" }")
+                .replace("state = \"{/s}\"", "unique = \"/resources\"\nstate = \"{/resources/0/s}\""),
+        )])
+        .unwrap();
+    }
+
+    /// String literals of a filter expression, by the language's quoting; `None` if one is
+    /// left open.
+    fn literals(lang: query::FilterLanguage, s: &str) -> Option<Vec<String>> {
+        use query::FilterLanguage as L;
+        let q = match lang {
+            L::Fql | L::Odata => '\'',
+            L::Scim | L::Jql => '"',
+            L::None => return Some(vec![]),
+        };
+        let mut out = Vec::new();
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != q {
+                continue;
+            }
+            let mut lit = String::new();
+            loop {
+                let c = chars.next()?;
+                match (lang, c) {
+                    (L::Odata, c) if c == q && chars.peek() == Some(&q) => {
+                        chars.next();
+                        lit.push(q);
+                    }
+                    (L::Scim | L::Jql, '\\') => lit.push(chars.next()?),
+                    (_, c) if c == q => break,
+                    (_, c) => lit.push(c),
+                }
+            }
+            out.push(lit);
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn every_shipped_connector_keeps_hostile_values_out_of_its_filters() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
+        let (reg, problems) = Registry::load(&dir);
+        assert!(problems.is_empty(), "{problems:#?}");
+        let hostile = [
+            "*",
+            "ws-*",
+            "x' or hostname:'*",
+            "x\" or id ne \"y",
+            "x\\",
+            "a\r\nb",
+            "nul\0",
+            "$count",
+            "me",
+            "..",
+            "a)b(c",
+            "o'brien@corp.example",
+        ];
+        let mut rendered_any = 0;
+        for c in reg.connectors.values() {
+            let lang = c.spec.filter_language;
+            let mut templates: Vec<&spec::RequestSpec> =
+                c.spec.resolve.values().map(|l| &l.request).collect();
+            for a in c.spec.actions.values() {
+                templates.extend(a.probe.iter().map(|p| &p.request));
+                templates.push(&a.request.request);
+                templates.extend(a.poll.iter().map(|p| &p.request));
+            }
+            for t in templates {
+                let names = spec::placeholders(&t.path).unwrap();
+                if !names.iter().any(|n| *n == "target" || *n == "ioc.value") {
+                    continue;
+                }
+                let vars = |v: &str| {
+                    let mut vars = client::Vars::default();
+                    for n in &names {
+                        vars.set(*n, "benign-1");
+                    }
+                    vars.set("target", v);
+                    vars.set("ioc.value", v);
+                    vars
+                };
+                let base = c.render(t, &vars("the-target")).unwrap();
+                let shape = |u: &reqwest::Url| {
+                    let segs = u.path_segments().map_or(0, |s| s.count());
+                    let filters: Vec<Vec<String>> = u
+                        .query_pairs()
+                        .filter(|(k, _)| lang.params().contains(&k.as_ref()))
+                        .map(|(_, v)| literals(lang, &v).expect("a literal left open"))
+                        .collect();
+                    (segs, filters)
+                };
+                let (base_segs, base_filters) = shape(&base.url);
+                for h in hostile {
+                    let Ok(r) = c.render(t, &vars(h)) else {
+                        continue; // refused: nothing is sent
+                    };
+                    rendered_any += 1;
+                    let (segs, filters) = shape(&r.url);
+                    assert_eq!(segs, base_segs, "{}: {h:?} moved the path: {}", c.name, r.url);
+                    assert_eq!(
+                        filters.iter().map(Vec::len).collect::<Vec<_>>(),
+                        base_filters.iter().map(Vec::len).collect::<Vec<_>>(),
+                        "{}: {h:?} broke out of a {} literal: {}",
+                        c.name,
+                        lang.as_str(),
+                        r.url
+                    );
+                    for l in filters.iter().flatten() {
+                        assert!(
+                            !(l.contains('*') && lang == query::FilterLanguage::Fql),
+                            "{}: a wildcard reached an FQL filter: {}",
+                            c.name,
+                            r.url
+                        );
+                    }
+                    // Where the template puts the value into a filter, it arrives whole, as
+                    // the content of one literal.
+                    if base_filters.iter().flatten().any(|l| l.contains("the-target")) {
+                        assert!(
+                            filters.iter().flatten().any(|l| l.contains(h)),
+                            "{}: {h:?} is not kept as one literal: {}",
+                            c.name,
+                            r.url
+                        );
+                    }
+                }
+            }
+        }
+        // The check saw real renderings (escaped values), not only refusals.
+        assert!(rendered_any > 0);
     }
 
     #[test]

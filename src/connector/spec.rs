@@ -15,6 +15,7 @@ use crate::config::Problem;
 use crate::secret::SecretRef;
 
 use super::ConnectorKind;
+use super::query::FilterLanguage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +38,15 @@ pub struct ConnectorFile {
     pub base_url: String,
     #[serde(default)]
     pub mode: Mode,
+    /// The vendor's filter language (`fql`, `odata`, `scim`, `jql`; default `none`): which
+    /// query parameters hold filter expressions, and how a value is kept a literal in them
+    /// (escaped, or refused when it holds a character the language cannot escape).
+    #[serde(default)]
+    pub filter_language: FilterLanguage,
+    /// Values the vendor reads as something other than a name wherever they appear in a URL
+    /// (Okta's `me` is the calling token's own user); compared case-insensitively, refused.
+    #[serde(default)]
+    pub reserved_values: Vec<String>,
     /// Per-request timeout.
     #[serde(default = "d_timeout_ms")]
     pub timeout_ms: u64,
@@ -192,15 +202,35 @@ pub struct RequestSpec {
     pub headers: BTreeMap<String, String>,
 }
 
-/// A read-only lookup whose answer fills `{vendor.NAME}` placeholders.
+/// A read-only lookup whose answer fills `{vendor.NAME}` placeholders. The target must
+/// resolve to exactly one vendor object (see `connector::resolve`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lookup {
     #[serde(flatten)]
     pub request: RequestSpec,
-    /// Name → JSON pointer into the answer. A missing value means the target is unknown to
-    /// the vendor, and the step fails closed.
+    /// JSON pointer to the list of matching objects in a search answer. With it, `capture`
+    /// pointers are read from the one match; no match fails, several are refused and
+    /// escalated unless `tie_break` picks one. Without it the answer is the one object (a
+    /// fetch by unique key).
+    #[serde(default)]
+    pub list: Option<String>,
+    /// How to choose among several matches; without it, several matches are refused.
+    #[serde(default)]
+    pub tie_break: Option<TieBreak>,
+    /// Name → JSON pointer into the (matching) object. A missing value means the target is
+    /// unknown to the vendor, and the step fails closed.
     pub capture: BTreeMap<String, String>,
+}
+
+/// An explicit rule for choosing one of several matches; every candidate is recorded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TieBreak {
+    /// JSON pointer (in each match) to an RFC 3339 time: the one match with the strictly
+    /// newest time is chosen (the most recently seen device); a tie or a missing time
+    /// decides nothing.
+    pub newest: String,
 }
 
 /// How a probe's answer maps to the desired state.
@@ -209,6 +239,11 @@ pub struct Lookup {
 pub struct Probe {
     #[serde(flatten)]
     pub request: RequestSpec,
+    /// JSON pointer to the list of matching objects in a search answer: more than one match
+    /// makes the answer ambiguous (cordon refuses to act). `state` and `capture` may read the
+    /// one match as `<unique>/0/...`; no other array index is allowed there.
+    #[serde(default)]
+    pub unique: Option<String>,
     /// A template over JSON pointers of the answer (`"{/value/0/type}:{/value/0/status}"`);
     /// the result is looked up in `done`, `pending`, `busy`, `not_done`, `failed`. A value in
     /// none of them is ambiguous: cordon refuses to act.
@@ -368,6 +403,7 @@ enum Scope {
 
 struct Checker<'a> {
     file: &'a str,
+    lang: FilterLanguage,
     problems: Vec<Problem>,
     vendor: Vec<String>,
     write: Vec<String>,
@@ -429,6 +465,14 @@ impl Checker<'_> {
             self.problem(&format!("{key}.path"), "must not contain `#` or `\\`");
         }
         self.template(&format!("{key}.path"), &r.path, scope);
+        if let Some((_, qs)) = r.path.split_once('?') {
+            for kv in qs.split('&') {
+                let (name, value) = kv.split_once('=').unwrap_or((kv, ""));
+                if let Err(e) = self.lang.check_param(name, value) {
+                    self.problem(&format!("{key}.path"), e);
+                }
+            }
+        }
         for (h, v) in &r.headers {
             if h.eq_ignore_ascii_case("host") || h.eq_ignore_ascii_case("authorization") {
                 self.problem(
@@ -505,7 +549,49 @@ impl Checker<'_> {
         for (n, ptr) in &p.capture {
             self.pointer(&format!("{key}.capture.{n}"), ptr);
         }
+        if let Some(u) = &p.unique {
+            self.pointer(&format!("{key}.unique"), u);
+        }
+        // A value read from a list is read from its only element: never "take the first".
+        let mut reads: Vec<(String, &str)> = p
+            .capture
+            .iter()
+            .map(|(n, ptr)| (format!("{key}.capture.{n}"), ptr.as_str()))
+            .collect();
+        if let Some(s) = &p.state {
+            for ptr in placeholders(s).unwrap_or_default() {
+                reads.push((format!("{key}.state"), ptr));
+            }
+        }
+        for (k, ptr) in reads {
+            if let Err(e) = indexed_read(ptr, p.unique.as_deref()) {
+                self.problem(&k, e);
+            }
+        }
     }
+}
+
+/// Whether `ptr` indexes into an array other than as the only element of `unique`.
+fn indexed_read(ptr: &str, unique: Option<&str>) -> Result<(), String> {
+    let numeric = |seg: &str| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit());
+    let rest = match unique {
+        Some(u) => match ptr.strip_prefix(&format!("{u}/0")) {
+            Some(r) if r.is_empty() || r.starts_with('/') => r,
+            _ => ptr,
+        },
+        None => ptr,
+    };
+    if rest.split('/').any(numeric) {
+        return Err(match unique {
+            Some(u) => format!(
+                "{ptr:?} reads an array element: only `{u}/0` (the one match of `unique`) may be read"
+            ),
+            None => format!(
+                "{ptr:?} reads an array element: declare the list with `unique` so that more than one match is refused (never \"take the first\")"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn collect_strings(v: &toml::Value, out: &mut Vec<String>) {
@@ -526,6 +612,7 @@ fn collect_strings(v: &toml::Value, out: &mut Vec<String>) {
 pub fn check(file: &str, cf: &ConnectorFile) -> (Vec<ActionKind>, Vec<Problem>) {
     let mut c = Checker {
         file,
+        lang: cf.filter_language,
         problems: vec![],
         vendor: vec![],
         write: vec![],
@@ -587,6 +674,23 @@ pub fn check(file: &str, cf: &ConnectorFile) -> (Vec<ActionKind>, Vec<Problem>) 
         }
         for (n, ptr) in &l.capture {
             c.pointer(&format!("resolve.{kind}.capture.{n}"), ptr);
+            if let Err(e) = indexed_read(ptr, None) {
+                c.problem(
+                    &format!("resolve.{kind}.capture.{n}"),
+                    format!("{e}; in a resolve, give `list` and capture from the one match"),
+                );
+            }
+        }
+        if let Some(list) = &l.list {
+            c.pointer(&format!("resolve.{kind}.list"), list);
+        }
+        match (&l.list, &l.tie_break) {
+            (None, Some(_)) => c.problem(
+                &format!("resolve.{kind}.tie_break"),
+                "a tie-break needs `list` (the matches it chooses among)",
+            ),
+            (_, Some(tb)) => c.pointer(&format!("resolve.{kind}.tie_break.newest"), &tb.newest),
+            _ => {}
         }
         resolved_kinds.push((kind.clone(), l.capture.keys().cloned().collect::<Vec<_>>()));
     }

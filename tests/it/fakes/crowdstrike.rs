@@ -245,12 +245,25 @@ fn fql(filter: &str) -> Option<Vec<(String, String)>> {
     (!clauses.is_empty() && !junk).then_some(clauses)
 }
 
+/// FQL string comparison as Falcon does it: case-insensitive, `*` matches any run of
+/// characters (so `hostname:'*'` matches every device).
+fn fql_eq(s: &str, want: &str) -> bool {
+    if !want.contains('*') {
+        return s.eq_ignore_ascii_case(want);
+    }
+    let pattern = format!(
+        "(?i)^{}$",
+        want.split('*').map(regex::escape).collect::<Vec<_>>().join(".*")
+    );
+    Regex::new(&pattern).is_ok_and(|re| re.is_match(s))
+}
+
 fn field_matches(obj: &Value, field: &str, want: &str) -> bool {
     match obj.get(field) {
-        Some(Value::String(s)) => s.eq_ignore_ascii_case(want),
+        Some(Value::String(s)) => fql_eq(s, want),
         Some(Value::Array(a)) => a
             .iter()
-            .any(|x| x.as_str().is_some_and(|s| s.eq_ignore_ascii_case(want))),
+            .any(|x| x.as_str().is_some_and(|s| fql_eq(s, want))),
         Some(Value::Bool(b)) => b.to_string() == want,
         Some(Value::Number(n)) => n.to_string() == want,
         _ => false,

@@ -43,6 +43,8 @@ const API: &str = "https://api.securitycenter.microsoft.com/api";
 struct Machine {
     id: String,
     dns: String,
+    /// `lastSeen`; now when not set.
+    last_seen: Option<chrono::DateTime<Utc>>,
 }
 
 struct Action {
@@ -187,6 +189,20 @@ impl FakeDefender {
         lock(&self.inner.st).machines.push(Machine {
             id: machine_id.into(),
             dns: dns_name.into(),
+            last_seen: None,
+        });
+    }
+    /// A machine record last seen at `last_seen` (an old record of a re-imaged device).
+    pub fn add_machine_seen(
+        &self,
+        dns_name: &str,
+        machine_id: &str,
+        last_seen: chrono::DateTime<Utc>,
+    ) {
+        lock(&self.inner.st).machines.push(Machine {
+            id: machine_id.into(),
+            dns: dns_name.into(),
+            last_seen: Some(last_seen),
         });
     }
     /// Isolated = the latest completed Isolate/Unisolate action for the machine is an Isolate.
@@ -688,7 +704,7 @@ fn machine_json(m: &Machine) -> Value {
     json!({
         "id": m.id, "computerDnsName": m.dns, "healthStatus": "Active", "osPlatform": "Windows11",
         "onboardingStatus": "Onboarded", "riskScore": "Low", "exposureLevel": "Low",
-        "lastSeen": rfc3339_micros(Utc::now()), "machineTags": [],
+        "lastSeen": rfc3339_micros(m.last_seen.unwrap_or_else(Utc::now)), "machineTags": [],
     })
 }
 

@@ -1,0 +1,259 @@
+//! Reading a resolve answer into exactly one vendor object.
+//!
+//! Owns: the rule that a target is acted on only when it resolves to exactly one vendor
+//! object. A lookup that lists candidates (`list`) must yield one; none means the target is
+//! unknown to the vendor, several are refused (a re-imaged machine keeps its old device
+//! records; a name can match many accounts) unless the connector declares a tie-break
+//! (`tie_break = { newest = "/pointer" }`: the one candidate with the strictly newest RFC 3339
+//! time there, e.g. the most recently seen device). Every candidate is returned for the
+//! evidence either way. A lookup without `list` reads one object (a fetch by unique key).
+//! Pure.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::client::capture;
+use super::spec::Lookup;
+
+/// Candidates kept in evidence (the count is always recorded).
+pub const MAX_CANDIDATES: usize = 20;
+/// Bytes of one candidate's JSON kept in evidence.
+const MAX_CANDIDATE_BYTES: usize = 2048;
+
+/// What a resolve answer came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// Exactly one object (or the declared tie-break picked one): its captures, and the
+    /// candidates when there were several.
+    One {
+        vendor: BTreeMap<String, String>,
+        candidates: Option<Value>,
+    },
+    /// The vendor knows no such object.
+    NotFound,
+    /// More than one object and no tie-break decided: refuse.
+    Ambiguous { candidates: Value, why: String },
+}
+
+/// Reads `json` (the resolve answer) through `l`.
+pub fn pick(l: &Lookup, json: &Value) -> Resolution {
+    let Some(list) = &l.list else {
+        return match capture(&l.capture, json) {
+            Some(vendor) => Resolution::One {
+                vendor,
+                candidates: None,
+            },
+            None => Resolution::NotFound,
+        };
+    };
+    let items: &[Value] = match json.pointer(list) {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Resolution::Ambiguous {
+                candidates: evidence(&[], l),
+                why: format!("the answer at {list:?} is not a list"),
+            };
+        }
+    };
+    match items {
+        [] => Resolution::NotFound,
+        [one] => match capture(&l.capture, one) {
+            Some(vendor) => Resolution::One {
+                vendor,
+                candidates: None,
+            },
+            None => Resolution::NotFound,
+        },
+        many => {
+            let candidates = evidence(many, l);
+            match &l.tie_break {
+                None => Resolution::Ambiguous {
+                    candidates,
+                    why: format!(
+                        "{} vendor objects match and the connector declares no tie-break",
+                        many.len()
+                    ),
+                },
+                Some(tb) => match newest(many, &tb.newest) {
+                    Ok(i) => match capture(&l.capture, &many[i]) {
+                        Some(vendor) => Resolution::One {
+                            vendor,
+                            candidates: Some(candidates),
+                        },
+                        None => Resolution::Ambiguous {
+                            candidates,
+                            why: "the newest candidate lacks a captured value".into(),
+                        },
+                    },
+                    Err(why) => Resolution::Ambiguous { candidates, why },
+                },
+            }
+        }
+    }
+}
+
+/// The index of the one item with the strictly newest time at `ptr`.
+fn newest(items: &[Value], ptr: &str) -> Result<usize, String> {
+    let mut times = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let t = it
+            .pointer(ptr)
+            .and_then(Value::as_str)
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| format!("candidate {i} has no RFC 3339 time at {ptr:?}"))?;
+        times.push(t);
+    }
+    let max = times.iter().max().copied().unwrap_or_default();
+    let at_max: Vec<usize> = (0..times.len()).filter(|&i| times[i] == max).collect();
+    match at_max.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(format!(
+            "{} candidates share the newest time at {ptr:?}",
+            at_max.len()
+        )),
+    }
+}
+
+/// The candidates as evidence: their count, and for each (up to [`MAX_CANDIDATES`]) the
+/// captured values, the tie-break value, and the object itself (cut to a bound).
+fn evidence(items: &[Value], l: &Lookup) -> Value {
+    let shown: Vec<Value> = items
+        .iter()
+        .take(MAX_CANDIDATES)
+        .map(|it| {
+            let caps: BTreeMap<&str, Value> = l
+                .capture
+                .iter()
+                .map(|(n, p)| (n.as_str(), it.pointer(p).cloned().unwrap_or(Value::Null)))
+                .collect();
+            let text = it.to_string();
+            let object = if text.len() > MAX_CANDIDATE_BYTES {
+                json!({"truncated": true, "bytes": text.len(), "head": text.chars().take(MAX_CANDIDATE_BYTES).collect::<String>()})
+            } else {
+                it.clone()
+            };
+            let mut c = json!({"captured": caps, "object": object});
+            if let Some(tb) = &l.tie_break {
+                c["tie_break_value"] = it.pointer(&tb.newest).cloned().unwrap_or(Value::Null);
+            }
+            c
+        })
+        .collect();
+    json!({"count": items.len(), "shown": shown})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::spec::{RequestSpec, TieBreak};
+
+    fn lookup(list: Option<&str>, capture: &[(&str, &str)], tie: Option<&str>) -> Lookup {
+        Lookup {
+            request: RequestSpec {
+                method: "GET".into(),
+                path: "/x".into(),
+                body: None,
+                form: Default::default(),
+                headers: Default::default(),
+            },
+            list: list.map(String::from),
+            tie_break: tie.map(|p| TieBreak { newest: p.into() }),
+            capture: capture
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn one(v: &[(&str, &str)]) -> Resolution {
+        Resolution::One {
+            vendor: v
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            candidates: None,
+        }
+    }
+
+    #[test]
+    fn exactly_one_candidate_resolves_and_none_is_not_found() {
+        let cs = lookup(Some("/resources"), &[("aid", "")], None);
+        assert_eq!(
+            pick(&cs, &json!({"resources": ["aid-1"]})),
+            one(&[("aid", "aid-1")])
+        );
+        assert_eq!(pick(&cs, &json!({"resources": []})), Resolution::NotFound);
+        assert_eq!(pick(&cs, &json!({"meta": {}})), Resolution::NotFound);
+        assert_eq!(
+            pick(&cs, &json!({"resources": null})),
+            Resolution::NotFound
+        );
+        let direct = lookup(None, &[("user_id", "/id")], None);
+        assert_eq!(pick(&direct, &json!({"id": "00u1"})), one(&[("user_id", "00u1")]));
+        assert_eq!(
+            pick(&direct, &json!({"errorCode": "E0000007"})),
+            Resolution::NotFound
+        );
+    }
+
+    #[test]
+    fn several_candidates_are_refused_with_every_candidate_in_evidence() {
+        let cs = lookup(Some("/resources"), &[("aid", "")], None);
+        let Resolution::Ambiguous { candidates, why } =
+            pick(&cs, &json!({"resources": ["aid-old", "aid-new"]}))
+        else {
+            panic!("two devices must be ambiguous");
+        };
+        assert_eq!(candidates["count"], json!(2));
+        assert_eq!(candidates["shown"][0]["captured"]["aid"], json!("aid-old"));
+        assert_eq!(candidates["shown"][1]["captured"]["aid"], json!("aid-new"));
+        assert!(why.contains("2 vendor objects"), "{why}");
+        // A list where an object was expected is refused too.
+        assert!(matches!(
+            pick(&cs, &json!({"resources": "aid-1"})),
+            Resolution::Ambiguous { .. }
+        ));
+    }
+
+    #[test]
+    fn a_declared_tie_break_picks_the_strictly_newest_and_keeps_the_candidates() {
+        let mde = lookup(Some("/value"), &[("machine_id", "/id")], Some("/lastSeen"));
+        let answer = json!({"value": [
+            {"id": "m-old", "lastSeen": "2026-01-01T00:00:00Z"},
+            {"id": "m-new", "lastSeen": "2026-11-30T08:00:00.123Z"},
+        ]});
+        match pick(&mde, &answer) {
+            Resolution::One { vendor, candidates } => {
+                assert_eq!(vendor["machine_id"], "m-new");
+                let c = candidates.expect("candidates kept");
+                assert_eq!(c["count"], json!(2));
+                assert_eq!(c["shown"][0]["tie_break_value"], json!("2026-01-01T00:00:00Z"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A tie, or a candidate without a time, decides nothing.
+        let tie = json!({"value": [
+            {"id": "a", "lastSeen": "2026-01-01T00:00:00Z"},
+            {"id": "b", "lastSeen": "2026-01-01T00:00:00Z"},
+        ]});
+        assert!(matches!(pick(&mde, &tie), Resolution::Ambiguous { .. }));
+        let missing = json!({"value": [{"id": "a", "lastSeen": "2026-01-01T00:00:00Z"}, {"id": "b"}]});
+        assert!(matches!(pick(&mde, &missing), Resolution::Ambiguous { .. }));
+    }
+
+    #[test]
+    fn evidence_is_bounded() {
+        let cs = lookup(Some("/resources"), &[("aid", "")], None);
+        let many: Vec<Value> = (0..500).map(|i| json!(format!("aid-{i}"))).collect();
+        let Resolution::Ambiguous { candidates, .. } = pick(&cs, &json!({"resources": many}))
+        else {
+            panic!()
+        };
+        assert_eq!(candidates["count"], json!(500));
+        assert_eq!(candidates["shown"].as_array().unwrap().len(), MAX_CANDIDATES);
+    }
+}
