@@ -343,6 +343,10 @@ pub struct ActionRequest {
     /// Where the request was posted in chat, and what each post shows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chat: Vec<ChatPost>,
+    /// Not posted to chat: its case already had `cases.max_chat_requests_per_case` requests
+    /// there (it is approved over gRPC or the console; the case was escalated).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chat_held: bool,
 }
 
 /// One chat message that carries an approval request.
@@ -463,6 +467,12 @@ impl ApprovalState {
 }
 
 impl ActionRequest {
+    /// Whether chat owes this request a message: it awaits approval and is not held back by
+    /// the case's chat bound, or it was posted and the post must follow its changes.
+    pub fn owes_chat(&self) -> bool {
+        (self.state == ActionState::AwaitingApproval && !self.chat_held) || !self.chat.is_empty()
+    }
+
     /// SHA-256 over what an approver approves: action kind, target, parameters and the policy
     /// set hash in force. If any of these changes, earlier approvals no longer count.
     pub fn request_hash(&self, policy_hash: &str) -> String {

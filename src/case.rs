@@ -141,6 +141,17 @@ pub struct Case {
     pub history: Vec<Transition>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Approval requests of this case posted to chat (bounded by
+    /// `cases.max_chat_requests_per_case`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chat_requests: u32,
+    /// Fan-out limits this case has hit and been escalated for (each escalates once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits_hit: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Which suppression matched, for the record.

@@ -245,6 +245,15 @@ pub struct CasesConfig {
     pub dedup_window_secs: u64,
     /// An alert with the same rule and primary entity within this window joins the open case.
     pub correlation_window_secs: u64,
+    /// Entities of one alert that playbooks act on; the rest are recorded (the raw alert keeps
+    /// them all) and the case is escalated once. Real alerts name a handful.
+    pub max_entities_per_alert: usize,
+    /// Action requests one case may hold; further proposals are recorded, not made, and the
+    /// case is escalated once.
+    pub max_actions_per_case: usize,
+    /// Approval requests of one case posted to chat; the rest wait in `cordon approvals list`
+    /// (and the web console), and the case is escalated once.
+    pub max_chat_requests_per_case: usize,
 }
 
 impl Default for CasesConfig {
@@ -252,6 +261,9 @@ impl Default for CasesConfig {
         CasesConfig {
             dedup_window_secs: 600,
             correlation_window_secs: 3600,
+            max_entities_per_alert: 250,
+            max_actions_per_case: 200,
+            max_chat_requests_per_case: 25,
         }
     }
 }
@@ -712,6 +724,21 @@ impl Config {
         }
         if self.cases.correlation_window_secs == 0 {
             p("cases.correlation_window_secs", "must be positive".into());
+        }
+        for (k, v) in [
+            (
+                "cases.max_entities_per_alert",
+                self.cases.max_entities_per_alert,
+            ),
+            ("cases.max_actions_per_case", self.cases.max_actions_per_case),
+            (
+                "cases.max_chat_requests_per_case",
+                self.cases.max_chat_requests_per_case,
+            ),
+        ] {
+            if !(1..=100_000).contains(&v) {
+                p(k, "must be between 1 and 100000".into());
+            }
         }
         if self.store.max_batch == 0 {
             p("store.max_batch", "must be positive".into());

@@ -351,6 +351,41 @@ enum Tally {
     Escalation,
 }
 
+/// A fan-out bound (`[cases]`): what one alert or case may set in motion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    EntitiesPerAlert,
+    ActionsPerCase,
+    ChatRequestsPerCase,
+}
+
+impl Limit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Limit::EntitiesPerAlert => "entities_per_alert",
+            Limit::ActionsPerCase => "actions_per_case",
+            Limit::ChatRequestsPerCase => "chat_requests_per_case",
+        }
+    }
+
+    fn reason(self, d: &serde_json::Value) -> String {
+        match self {
+            Limit::EntitiesPerAlert => format!(
+                "an alert named {} entities; playbooks acted on the first {} (cases.max_entities_per_alert)",
+                d["given"], d["max"]
+            ),
+            Limit::ActionsPerCase => format!(
+                "the case reached {} action requests; {} more were not proposed (cases.max_actions_per_case)",
+                d["max"], d["not_proposed"]
+            ),
+            Limit::ChatRequestsPerCase => format!(
+                "the case has {} approval requests in chat; {} more wait in `cordon approvals list` (cases.max_chat_requests_per_case)",
+                d["max"], d["not_posted"]
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Escalated {
     action_id: String,
@@ -1054,6 +1089,19 @@ impl Engine {
             }
         }
 
+        // Fan-out bound: playbooks act on at most `max_entities_per_alert` entities. The raw
+        // payload keeps them all; the excess is recorded and escalated below.
+        let max_entities = self.parts.cases.max_entities_per_alert;
+        let capped;
+        let (fields, entities_over) = if fields.entities.len() > max_entities {
+            let mut f = fields.clone();
+            let over: Vec<String> = f.entities.split_off(max_entities).iter().map(|e| e.key()).collect();
+            capped = f;
+            (&capped, over)
+        } else {
+            (fields, Vec::new())
+        };
+
         let alert_id = self.next_id();
         let alert = Alert {
             alert_id: alert_id.clone(),
@@ -1139,6 +1187,8 @@ impl Engine {
                     }],
                     created_at: now,
                     updated_at: now,
+                    chat_requests: 0,
+                    limits_hit: Vec::new(),
                 }
             }
         };
@@ -1164,6 +1214,16 @@ impl Engine {
                 now,
                 json!({"correlation_key": corr_key, "case_state": case.state}),
             )?;
+        }
+        if !entities_over.is_empty() {
+            let detail = json!({
+                "max": max_entities,
+                "given": max_entities + entities_over.len(),
+                "not_acted_on": entities_over.len(),
+                "first_not_acted_on": entities_over.iter().take(20).collect::<Vec<_>>(),
+                "note": "the raw alert (alert_received) keeps every entity",
+            });
+            self.limit_hit(txn, &mut case, Limit::EntitiesPerAlert, &alert_id, now, detail)?;
         }
         case.alert_ids.push(alert_id.clone());
         case.severity = case.severity.max(fields.severity);
@@ -1266,6 +1326,9 @@ impl Engine {
         // 6. Playbooks propose; 7. policy decides each step.
         let policy_engine = self.parts.policies.current();
         let mut new_actions = 0;
+        let (mut not_proposed, mut chat_held) = (0usize, 0usize);
+        let max_actions = self.parts.cases.max_actions_per_case;
+        let max_chat = self.parts.cases.max_chat_requests_per_case;
         let playbooks = self.parts.playbooks.clone();
         for pb in playbooks
             .iter()
@@ -1282,6 +1345,10 @@ impl Engine {
                 let xi = keys::action_index(&case_id, &idem);
                 if txn.get(&store, &xi)?.is_some() {
                     continue; // already proposed for this case
+                }
+                if case.action_ids.len() >= max_actions {
+                    not_proposed += 1;
+                    continue;
                 }
                 let action_id = self
                     .ids
@@ -1315,6 +1382,7 @@ impl Engine {
                     rollback_of: None,
                     rolled_back_by: None,
                     chat: Vec::new(),
+                    chat_held: false,
                 };
                 let alinks = Links {
                     case_id: Some(case_id.clone()),
@@ -1362,11 +1430,27 @@ impl Engine {
                     fields.severity,
                     now,
                 )?;
+                if self.parts.chat && req.state == ActionState::AwaitingApproval {
+                    if case.chat_requests as usize >= max_chat {
+                        req.chat_held = true;
+                        chat_held += 1;
+                    } else {
+                        case.chat_requests += 1;
+                    }
+                }
                 txn.put(xi, action_id.clone().into_bytes());
                 txn.put_json(keys::action(&action_id), &req)?;
                 case.action_ids.push(action_id);
                 new_actions += 1;
             }
+        }
+        if not_proposed > 0 {
+            let detail = json!({"max": max_actions, "not_proposed": not_proposed});
+            self.limit_hit(txn, &mut case, Limit::ActionsPerCase, &alert_id, now, detail)?;
+        }
+        if chat_held > 0 {
+            let detail = json!({"max": max_chat, "not_posted": chat_held, "note": "these requests are listed by `cordon approvals list` and can be voted on over gRPC"});
+            self.limit_hit(txn, &mut case, Limit::ChatRequestsPerCase, &alert_id, now, detail)?;
         }
         if new_actions > 0 && matches!(case.state, CaseState::Correlated | CaseState::Approved) {
             self.transition(
@@ -1925,7 +2009,7 @@ impl Engine {
         let mut ids: Vec<String> = self
             .changed
             .iter()
-            .filter(|a| a.state == ActionState::AwaitingApproval || !a.chat.is_empty())
+            .filter(|a| a.owes_chat())
             .map(|a| a.action_id.clone())
             .chain(self.escalations.iter().map(|e| e.action_id.clone()))
             .collect();
@@ -2114,6 +2198,40 @@ impl Engine {
                 reason,
             } => self.exec_rollback(txn, &action_id, &user, &reason),
         }
+    }
+
+    /// Records that a fan-out bound held back part of what an alert would set in motion, and
+    /// escalates the case the first time it hits that bound.
+    fn limit_hit(
+        &mut self,
+        txn: &mut Txn,
+        case: &mut Case,
+        limit: Limit,
+        alert_id: &str,
+        now: DateTime<Utc>,
+        mut detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let links = Links {
+            case_id: Some(case.case_id.clone()),
+            alert_id: Some(alert_id.to_string()),
+            action_id: None,
+        };
+        detail["limit"] = json!(limit.as_str());
+        txn.audit("fanout_limited", links.clone(), now, &detail)?;
+        if case.limits_hit.iter().any(|l| l == limit.as_str()) {
+            return Ok(());
+        }
+        case.limits_hit.push(limit.as_str().to_string());
+        let why = limit.reason(&detail);
+        tracing::warn!(case_id = %case.case_id, limit = limit.as_str(), reason = %why, "escalation: a person has to look at this case");
+        self.tallies.push(Tally::Escalation);
+        txn.audit(
+            "escalation",
+            links,
+            now,
+            json!({"reason": why, "limit": limit.as_str(), "case_state": case.state}),
+        )?;
+        Ok(())
     }
 
     fn escalate(
@@ -2519,6 +2637,7 @@ impl Engine {
             rollback_of: Some(orig.action_id.clone()),
             rolled_back_by: None,
             chat: Vec::new(),
+            chat_held: false,
         };
         txn.audit(
             "rollback_requested",

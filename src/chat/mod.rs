@@ -18,6 +18,7 @@ pub mod teams;
 pub mod view;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::action::{ActionRequest, ActionState};
+use crate::action::ActionRequest;
 use crate::config::{ChatConfig, ChatRoute, Problem};
 use crate::engine::{
     self, ApprovalUpdate, ChatCallback, ChatDelivery, ChatOp, ChatReply, EngineHandle, VoteCast,
@@ -43,6 +44,8 @@ const SLACK_REPLAY_TTL_MINS: i64 = 15;
 const OTHER_REPLAY_TTL_HOURS: i64 = 24;
 /// Messages being brought up to date at once.
 const CONCURRENCY: usize = 8;
+/// Actions the notifier holds in memory at once (syncing, or waiting for a permit).
+const IN_HAND: usize = 64;
 /// How often every owed message is looked at again, whatever the notifications said.
 const RESCAN_EVERY: Duration = Duration::from_secs(30);
 
@@ -316,6 +319,7 @@ pub async fn run(
         policies,
         cancel: cancel.clone(),
         inflight: Arc::new(Mutex::new(HashMap::new())),
+        missed: Arc::new(AtomicBool::new(false)),
         permits: Arc::new(Semaphore::new(CONCURRENCY)),
     };
     n.rescan();
@@ -327,7 +331,7 @@ pub async fn run(
             _ = every.tick() => n.rescan(),
             u = rx.recv() => match u {
                 Ok(ApprovalUpdate::Changed(a)) => {
-                    if a.state == ActionState::AwaitingApproval || !a.chat.is_empty() {
+                    if a.owes_chat() {
                         n.kick(a.action_id.clone());
                     }
                 }
@@ -349,6 +353,8 @@ struct Notifier {
     cancel: CancellationToken,
     /// Actions being synced, and whether they changed again meanwhile.
     inflight: Arc<Mutex<HashMap<String, bool>>>,
+    /// A kick found no room: rescan the store once room frees up.
+    missed: Arc<AtomicBool>,
     permits: Arc<Semaphore>,
 }
 
@@ -360,7 +366,9 @@ impl Notifier {
         }
     }
 
-    /// Brings `id`'s messages up to date, now or right after the sync already running.
+    /// Brings `id`'s messages up to date, now or right after the sync already running. At
+    /// most [`IN_HAND`] actions are in hand; the rest stay owed in the store (`co/`) and the
+    /// next rescan takes them up, so a backlog costs no memory and holds nothing at shutdown.
     fn kick(&self, id: String) {
         {
             let mut m = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -368,23 +376,50 @@ impl Notifier {
                 *dirty = true;
                 return;
             }
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            if m.len() >= IN_HAND {
+                self.missed.store(true, Ordering::Relaxed);
+                return;
+            }
             m.insert(id.clone(), false);
         }
         let n = self.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = n.permits.clone().acquire_owned().await else {
+            // Shutdown does not wait for chat: what is still owed is posted after the restart.
+            let permit = tokio::select! {
+                _ = n.cancel.cancelled() => None,
+                p = n.permits.clone().acquire_owned() => p.ok(),
+            };
+            let Some(_permit) = permit else {
+                n.inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 return;
             };
             loop {
-                n.sync(&id).await;
-                let mut m = n.inflight.lock().unwrap_or_else(|e| e.into_inner());
-                match m.get_mut(&id) {
-                    Some(dirty) if *dirty && !n.cancel.is_cancelled() => *dirty = false,
-                    _ => {
-                        m.remove(&id);
-                        return;
+                tokio::select! {
+                    _ = n.cancel.cancelled() => {}
+                    _ = n.sync(&id) => {}
+                }
+                {
+                    let mut m = n.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                    match m.get_mut(&id) {
+                        Some(dirty) if *dirty && !n.cancel.is_cancelled() => {
+                            *dirty = false;
+                            continue;
+                        }
+                        _ => {
+                            m.remove(&id);
+                        }
                     }
                 }
+                if n.missed.swap(false, Ordering::Relaxed) && !n.cancel.is_cancelled() {
+                    n.rescan();
+                }
+                return;
             }
         });
     }
@@ -460,7 +495,7 @@ impl Notifier {
             };
             let mut ops = Vec::new();
             match post {
-                None if a.state == ActionState::AwaitingApproval => {
+                None if a.owes_chat() => {
                     let channel = p.channel_for(&a, severity);
                     let r = p.post(&self.chat.http, channel, &v).await;
                     ops.push(deliver("request", r, None));

@@ -19,7 +19,7 @@ use crate::fakes::chat::{
 };
 use crate::live::{self, Vendors};
 
-const SLACK_TOKEN: &str = "xoxb-cordon-test-bot-token-8";
+pub(crate) const SLACK_TOKEN: &str = "xoxb-cordon-test-bot-token-8";
 const SLACK_SECRET: &str = "slack-signing-secret-9";
 const SLACK_TEAM: &str = "T0CORDON";
 const SLACK_CHANNEL: &str = "C0APPROVALS";
@@ -35,24 +35,24 @@ const PUBLIC_URL: &str = "http://127.0.0.1:8080";
 const PROD_VM: &str = "/subscriptions/3f2b8c1d-6e4a-4b7f-9c2d-8e1f0a3b5c7d/resourceGroups/rg-prod-web/providers/Microsoft.Compute/virtualMachines/prod-web-01";
 
 /// A route: (playbook, min_severity_id, channel).
-type Route = (Option<&'static str>, Option<u8>, &'static str);
+pub(crate) type Route = (Option<&'static str>, Option<u8>, &'static str);
 
 /// Which fakes the daemon talks to.
 #[derive(Default)]
-struct Chat<'a> {
-    slack: Option<&'a FakeSlack>,
-    slack_routes: Vec<Route>,
-    mattermost: Option<&'a FakeMattermost>,
-    teams: Option<&'a FakeBotFramework>,
+pub(crate) struct Chat<'a> {
+    pub(crate) slack: Option<&'a FakeSlack>,
+    pub(crate) slack_routes: Vec<Route>,
+    pub(crate) mattermost: Option<&'a FakeMattermost>,
+    pub(crate) teams: Option<&'a FakeBotFramework>,
     /// Teams keys from a JWKS file instead of the fake's JWKS URL.
-    teams_jwks_file: bool,
+    pub(crate) teams_jwks_file: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
 // The only place that names the new config types.
 // ---------------------------------------------------------------------------------------------
 
-fn configure_chat(cfg: &mut Config, root: &Path, c: &Chat) {
+pub(crate) fn configure_chat(cfg: &mut Config, root: &Path, c: &Chat) {
     use cordon::config::{ChatRoute, MattermostConfig, SlackConfig, TeamsConfig};
     let secrets = root.join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();

@@ -20,6 +20,7 @@ mod executor;
 mod executor_safety;
 mod expiry_paused;
 mod fail_closed;
+mod fanout;
 mod grpc;
 mod ingest;
 mod policy_props;
