@@ -730,7 +730,10 @@ impl Config {
                 "cases.max_entities_per_alert",
                 self.cases.max_entities_per_alert,
             ),
-            ("cases.max_actions_per_case", self.cases.max_actions_per_case),
+            (
+                "cases.max_actions_per_case",
+                self.cases.max_actions_per_case,
+            ),
             (
                 "cases.max_chat_requests_per_case",
                 self.cases.max_chat_requests_per_case,

@@ -732,7 +732,10 @@ impl Run {
                             )
                             .await;
                     }
-                    Resolution::Ambiguous { mut candidates, why } => {
+                    Resolution::Ambiguous {
+                        mut candidates,
+                        why,
+                    } => {
                         rt.redact(&mut candidates);
                         let n = candidates["count"].as_u64().unwrap_or(0);
                         self.record(

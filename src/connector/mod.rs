@@ -449,11 +449,17 @@ mod tests {
             )
         };
         has("a.toml: resolve.host.capture.aid: \"/resources/0\" reads an array element");
-        has("b.toml: actions.isolate_host.probe.state: \"/resources/0/status\" reads an array element");
+        has(
+            "b.toml: actions.isolate_host.probe.state: \"/resources/0/status\" reads an array element",
+        );
         has("c.toml: actions.isolate_host.probe.path: placeholder {target} in the fql filter");
-        has("d.toml: actions.isolate_host.probe.path: the query parameter \"filter\" looks like a filter expression");
+        has(
+            "d.toml: actions.isolate_host.probe.path: the query parameter \"filter\" looks like a filter expression",
+        );
         has("e.toml: resolve.host.tie_break: a tie-break needs `list`");
-        has("f.toml: actions.isolate_host.probe.state: \"/resources/1/status\" reads an array element: only `/resources/0`");
+        has(
+            "f.toml: actions.isolate_host.probe.state: \"/resources/1/status\" reads an array element: only `/resources/0`",
+        );
         // The same with `list`/`unique` and quotes loads.
         load(&[(
             "ok.toml",
@@ -556,7 +562,11 @@ mod tests {
                     };
                     rendered_any += 1;
                     let (segs, filters) = shape(&r.url);
-                    assert_eq!(segs, base_segs, "{}: {h:?} moved the path: {}", c.name, r.url);
+                    assert_eq!(
+                        segs, base_segs,
+                        "{}: {h:?} moved the path: {}",
+                        c.name, r.url
+                    );
                     assert_eq!(
                         filters.iter().map(Vec::len).collect::<Vec<_>>(),
                         base_filters.iter().map(Vec::len).collect::<Vec<_>>(),
@@ -575,7 +585,11 @@ mod tests {
                     }
                     // Where the template puts the value into a filter, it arrives whole, as
                     // the content of one literal.
-                    if base_filters.iter().flatten().any(|l| l.contains("the-target")) {
+                    if base_filters
+                        .iter()
+                        .flatten()
+                        .any(|l| l.contains("the-target"))
+                    {
                         assert!(
                             filters.iter().flatten().any(|l| l.contains(h)),
                             "{}: {h:?} is not kept as one literal: {}",

@@ -193,13 +193,25 @@ mod tests {
             (L::Fql, "a\"b", None),
             (L::Fql, "a\\", None),
             (L::Fql, "a\r\nb", None),
-            (L::Odata, "o'brien@corp.example", Some("o''brien@corp.example")),
-            (L::Odata, "x' or 1 eq 1 or name eq 'y", Some("x'' or 1 eq 1 or name eq ''y")),
+            (
+                L::Odata,
+                "o'brien@corp.example",
+                Some("o''brien@corp.example"),
+            ),
+            (
+                L::Odata,
+                "x' or 1 eq 1 or name eq 'y",
+                Some("x'' or 1 eq 1 or name eq ''y"),
+            ),
             (L::Odata, "nul\0", None),
             (L::Scim, "a\"b", Some("a\\\"b")),
             (L::Scim, "a\\", Some("a\\\\")),
             (L::Jql, "cordon-1", Some("cordon-1")),
-            (L::Jql, "a\" OR labels = \"b", Some("a\\\" OR labels = \\\"b")),
+            (
+                L::Jql,
+                "a\" OR labels = \"b",
+                Some("a\\\" OR labels = \\\"b"),
+            ),
             (L::Jql, "ab*", None),
             (L::Jql, "a?", None),
             (L::Jql, "~x", None),
@@ -225,23 +237,37 @@ mod tests {
     #[test]
     fn filter_placeholders_must_stand_inside_literals() {
         assert!(L::Fql.check_param("filter", "hostname:'{target}'").is_ok());
-        assert!(L::Fql
-            .check_param("filter", "type:'{ioc.type}'+value:'{ioc.value}'")
-            .is_ok());
+        assert!(
+            L::Fql
+                .check_param("filter", "type:'{ioc.type}'+value:'{ioc.value}'")
+                .is_ok()
+        );
         assert!(L::Fql.check_param("filter", "hostname:{target}").is_err());
         assert!(L::Fql.check_param("filter", "a:'x'+b:{target}").is_err());
-        assert!(L::Odata
-            .check_param("$filter", "computerDnsName eq '{target}'")
-            .is_ok());
+        assert!(
+            L::Odata
+                .check_param("$filter", "computerDnsName eq '{target}'")
+                .is_ok()
+        );
         assert!(L::Odata.check_param("$filter", "id eq {target}").is_err());
-        assert!(L::Scim
-            .check_param("filter", "target.id eq \"{vendor.user_id}\"")
-            .is_ok());
-        assert!(L::Jql.check_param("jql", "labels = {idempotency_label}").is_err());
+        assert!(
+            L::Scim
+                .check_param("filter", "target.id eq \"{vendor.user_id}\"")
+                .is_ok()
+        );
+        assert!(
+            L::Jql
+                .check_param("jql", "labels = {idempotency_label}")
+                .is_err()
+        );
         // Parameters that are not filters are plain values.
         assert!(L::Fql.check_param("ids", "{vendor.aid}").is_ok());
         // A filter-looking parameter without a declared language is a problem.
-        assert!(L::None.check_param("filter", "hostname:'{target}'").is_err());
+        assert!(
+            L::None
+                .check_param("filter", "hostname:'{target}'")
+                .is_err()
+        );
         assert!(L::None.check_param("filter", "status:'contained'").is_ok());
     }
 }

@@ -188,12 +188,12 @@ mod tests {
         );
         assert_eq!(pick(&cs, &json!({"resources": []})), Resolution::NotFound);
         assert_eq!(pick(&cs, &json!({"meta": {}})), Resolution::NotFound);
-        assert_eq!(
-            pick(&cs, &json!({"resources": null})),
-            Resolution::NotFound
-        );
+        assert_eq!(pick(&cs, &json!({"resources": null})), Resolution::NotFound);
         let direct = lookup(None, &[("user_id", "/id")], None);
-        assert_eq!(pick(&direct, &json!({"id": "00u1"})), one(&[("user_id", "00u1")]));
+        assert_eq!(
+            pick(&direct, &json!({"id": "00u1"})),
+            one(&[("user_id", "00u1")])
+        );
         assert_eq!(
             pick(&direct, &json!({"errorCode": "E0000007"})),
             Resolution::NotFound
@@ -231,7 +231,10 @@ mod tests {
                 assert_eq!(vendor["machine_id"], "m-new");
                 let c = candidates.expect("candidates kept");
                 assert_eq!(c["count"], json!(2));
-                assert_eq!(c["shown"][0]["tie_break_value"], json!("2026-01-01T00:00:00Z"));
+                assert_eq!(
+                    c["shown"][0]["tie_break_value"],
+                    json!("2026-01-01T00:00:00Z")
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -241,7 +244,8 @@ mod tests {
             {"id": "b", "lastSeen": "2026-01-01T00:00:00Z"},
         ]});
         assert!(matches!(pick(&mde, &tie), Resolution::Ambiguous { .. }));
-        let missing = json!({"value": [{"id": "a", "lastSeen": "2026-01-01T00:00:00Z"}, {"id": "b"}]});
+        let missing =
+            json!({"value": [{"id": "a", "lastSeen": "2026-01-01T00:00:00Z"}, {"id": "b"}]});
         assert!(matches!(pick(&mde, &missing), Resolution::Ambiguous { .. }));
     }
 
@@ -254,6 +258,9 @@ mod tests {
             panic!()
         };
         assert_eq!(candidates["count"], json!(500));
-        assert_eq!(candidates["shown"].as_array().unwrap().len(), MAX_CANDIDATES);
+        assert_eq!(
+            candidates["shown"].as_array().unwrap().len(),
+            MAX_CANDIDATES
+        );
     }
 }

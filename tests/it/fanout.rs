@@ -56,7 +56,12 @@ async fn a_ten_thousand_entity_alert_is_bounded_and_escalated_once() {
 
     let case = d.case(&case_id).await;
     let actions = case["actions"].as_array().unwrap();
-    assert_eq!(actions.len(), defaults.max_actions_per_case, "{}", actions.len());
+    assert_eq!(
+        actions.len(),
+        defaults.max_actions_per_case,
+        "{}",
+        actions.len()
+    );
     let limited = case_records(&d, "fanout_limited", &case_id);
     let by = |l: &str| {
         limited
@@ -102,7 +107,11 @@ async fn a_ten_thousand_entity_alert_is_bounded_and_escalated_once() {
         defaults.max_actions_per_case
     );
 
-    assert_eq!(d.stop().await, 0, "SIGTERM after the storm must drain cleanly");
+    assert_eq!(
+        d.stop().await,
+        0,
+        "SIGTERM after the storm must drain cleanly"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,6 +147,11 @@ async fn a_chat_backlog_does_not_hold_up_shutdown() {
     assert_eq!(s, 202, "{ack}");
     // Posts are in flight (and more are waiting for them).
     common::eventually(30, || async { (slack.log().count() >= 4).then_some(()) }).await;
-    assert!(cordon::engine::read::chat_owed(&d.running().store).unwrap().len() > 100);
+    assert!(
+        cordon::engine::read::chat_owed(&d.running().store)
+            .unwrap()
+            .len()
+            > 100
+    );
     assert_eq!(d.stop().await, 0, "the drain waited for chat posts");
 }

@@ -50,7 +50,10 @@ async fn two_devices_for_one_host_name_are_refused_and_escalated_with_both_candi
         .iter()
         .map(|c| c["captured"]["aid"].as_str().unwrap())
         .collect();
-    assert!(aids.contains(&"aid-old-record") && aids.contains(&"aid-new-record"), "{aids:?}");
+    assert!(
+        aids.contains(&"aid-old-record") && aids.contains(&"aid-new-record"),
+        "{aids:?}"
+    );
 
     let esc = escalations(&d, &id);
     assert_eq!(esc.len(), 1, "{esc:?}");
@@ -85,7 +88,11 @@ async fn a_wildcard_host_name_never_reaches_the_vendor_filter() {
     // No filter holding a wildcard left cordon, and nothing was contained.
     for r in v.cs.log().all() {
         let q = crate::fakes::percent_decode(&r.query, true);
-        assert!(!q.contains('*'), "a wildcard reached CrowdStrike: {}", r.target());
+        assert!(
+            !q.contains('*'),
+            "a wildcard reached CrowdStrike: {}",
+            r.target()
+        );
     }
     assert_eq!(v.cs.effects().count_prefix("contain:"), 0);
     assert_eq!(v.cs.host_status("aid-1"), "normal");

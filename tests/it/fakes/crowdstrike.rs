@@ -253,7 +253,10 @@ fn fql_eq(s: &str, want: &str) -> bool {
     }
     let pattern = format!(
         "(?i)^{}$",
-        want.split('*').map(regex::escape).collect::<Vec<_>>().join(".*")
+        want.split('*')
+            .map(regex::escape)
+            .collect::<Vec<_>>()
+            .join(".*")
     );
     Regex::new(&pattern).is_ok_and(|re| re.is_match(s))
 }

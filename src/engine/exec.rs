@@ -1,0 +1,541 @@
+//! Event `Exec`: the executor's records (claims, evidence, outcomes, rollbacks).
+//!
+//! Owns: the claim (recorded Allow, the pre-execution re-check, target lease, durable intent),
+//! every record the executor makes before its next step, the outcome, escalations of actions,
+//! and rollback requests (the inverse proposed as a new request through the same policies).
+
+use super::*;
+
+/// What the executor asks the engine to record. Each is durable before the reply.
+#[derive(Debug, Clone)]
+pub enum ExecOp {
+    /// Claim an approved action (or resume one after a restart): check the recorded Allow,
+    /// re-check the policy, take the target lease, write the intent record.
+    Claim { action_id: String, mode: String },
+    /// Record evidence (a vendor exchange, a probe, a retry) and update the intent record.
+    Record {
+        action_id: String,
+        kind: &'static str,
+        body: serde_json::Value,
+        update: ExecUpdate,
+    },
+    /// Move the action to its final (or `unknown`) state.
+    Finish {
+        action_id: String,
+        to: ActionState,
+        outcome: String,
+        escalate: Option<String>,
+    },
+    /// Propose the inverse of a succeeded, reversible action for `user`.
+    Rollback {
+        action_id: String,
+        user: String,
+        reason: String,
+    },
+}
+
+/// Changes to the intent record that go with a [`ExecOp::Record`].
+#[derive(Debug, Clone, Default)]
+pub struct ExecUpdate {
+    pub phase: Option<crate::action::ExecPhase>,
+    pub write_sent: bool,
+    pub retry: bool,
+    pub vendor: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ExecReply {
+    Claimed(Box<ActionRequest>),
+    /// Another action holds the target's lease.
+    Busy(String),
+    Refused(String),
+    Recorded(Box<ActionRequest>),
+    Finished,
+    RollbackProposed(Box<ActionRequest>),
+}
+
+/// Announces durably approved actions to the executor. The queue itself is durable (`xq/`), so
+/// the channel is bounded: an announcement that does not fit is dropped and flagged, and the
+/// executor reads the queue from the store instead. Memory stays bounded however far ingest
+/// runs ahead of the vendors.
+#[derive(Clone)]
+pub struct RunnableTx {
+    tx: mpsc::Sender<String>,
+    missed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RunnableTx {
+    pub fn announce(&self, action_id: String) {
+        if self.tx.try_send(action_id).is_err() {
+            self.missed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// The executor's end of `RunnableTx`.
+pub struct RunnableRx {
+    rx: mpsc::Receiver<String>,
+    missed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RunnableRx {
+    /// The next announced action id; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<String> {
+        self.rx.recv().await
+    }
+
+    /// No announcement is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Announcements were dropped since `clear_missed` (the store holds them).
+    pub fn missed(&self) -> bool {
+        self.missed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn clear_missed(&self) {
+        self.missed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A bounded announcement channel holding up to `capacity` action ids.
+pub fn runnable_channel(capacity: usize) -> (RunnableTx, RunnableRx) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let missed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (
+        RunnableTx {
+            tx,
+            missed: missed.clone(),
+        },
+        RunnableRx { rx, missed },
+    )
+}
+
+impl Engine {
+    pub(super) fn exec(&mut self, txn: &mut Txn, op: ExecOp) -> Result<ExecReply, StoreError> {
+        match op {
+            ExecOp::Claim { action_id, mode } => self.exec_claim(txn, &action_id, &mode),
+            ExecOp::Record {
+                action_id,
+                kind,
+                body,
+                update,
+            } => self.exec_record(txn, &action_id, kind, body, update),
+            ExecOp::Finish {
+                action_id,
+                to,
+                outcome,
+                escalate,
+            } => self.exec_finish(txn, &action_id, to, &outcome, escalate),
+            ExecOp::Rollback {
+                action_id,
+                user,
+                reason,
+            } => self.exec_rollback(txn, &action_id, &user, &reason),
+        }
+    }
+
+    pub(super) fn escalate(
+        &mut self,
+        txn: &mut Txn,
+        a: &ActionRequest,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        tracing::warn!(action_id = %a.action_id, case_id = %a.case_id, kind = %a.kind, target = %a.target.id, reason = why, "escalation: a person has to look at this action");
+        self.tallies.push(Tally::Escalation);
+        txn.audit(
+            "escalation",
+            Self::links(a),
+            now,
+            json!({"reason": why, "kind": a.kind, "target": a.target, "state": a.state, "connector": a.connector}),
+        )?;
+        Ok(())
+    }
+
+    /// Distinct approvals recorded for the request as it was decided.
+    pub(super) fn approvals_given(a: &ActionRequest) -> u8 {
+        a.approval.as_ref().map_or(0, |ap| {
+            ap.decided_hash
+                .as_deref()
+                .map_or(0, |h| ap.approvals_for(h).len() as u8)
+        })
+    }
+
+    pub(super) fn exec_claim(
+        &mut self,
+        txn: &mut Txn,
+        id: &str,
+        mode: &str,
+    ) -> Result<ExecReply, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+            txn.delete(keys::runnable(id));
+            return Ok(ExecReply::Refused(format!("no action {id}")));
+        };
+        let resuming = matches!(a.state, ActionState::Executing | ActionState::Unknown);
+        if !resuming && a.state != ActionState::Approved {
+            txn.delete(keys::runnable(id));
+            return Ok(ExecReply::Refused(format!("action is {}", a.state)));
+        }
+        let sent = a.execution.as_ref().is_some_and(|e| e.writes_sent > 0);
+        if resuming {
+            txn.audit(
+                "execution_resumed",
+                Self::links(&a),
+                now,
+                json!({"state": a.state, "execution": a.execution}),
+            )?;
+            if sent || a.state == ActionState::Unknown {
+                // A write may have reached the vendor: it is reconciled by probe whatever the
+                // policy says now, never abandoned half-done.
+                return Ok(ExecReply::Claimed(Box::new(a)));
+            }
+        }
+        // Nothing runs without a recorded Allow, and the policy in force now must still allow
+        // it with the approvals actually given.
+        let approvals = Self::approvals_given(&a);
+        let recorded = a.decision_seq.is_some()
+            && match a.tier {
+                Some(Tier::Auto) => true,
+                Some(t) => t.approvals_needed().is_some_and(|n| approvals >= n),
+                None => false,
+            };
+        let check = match (&a.decision_input, recorded) {
+            (Some(input), true) => {
+                let step = StepRequest {
+                    playbook: a.playbook.clone(),
+                    family: input.family.clone(),
+                    step: a.step.clone(),
+                    kind: a.kind,
+                    target: a.target.clone(),
+                    resource_attrs: input.resource_attrs.clone(),
+                    context: input.context.clone(),
+                };
+                let (allowed, rec) = self.parts.policies.current().recheck(step, approvals);
+                let seq = txn.audit(
+                    "policy_decision",
+                    Self::links(&a),
+                    now,
+                    json!({"phase": "pre_execution", "approvals": approvals, "allowed": allowed, "record": rec}),
+                )?;
+                Ok(seq).and_then(|seq| {
+                    if allowed {
+                        Ok(seq)
+                    } else {
+                        Err("the policy re-check right before execution denied it".to_string())
+                    }
+                })
+            }
+            (None, _) => Err("no stored decision input to re-check".to_string()),
+            (_, false) => Err("no recorded Allow with enough approvals".to_string()),
+        };
+        let seq = match check {
+            Ok(seq) => seq,
+            Err(why) => {
+                let from = a.state;
+                let to = if from == ActionState::Approved {
+                    ActionState::Denied
+                } else {
+                    ActionState::Failed
+                };
+                txn.audit(
+                    "action_transition",
+                    Self::links(&a),
+                    now,
+                    json!({"from": from, "to": to, "reason": why}),
+                )?;
+                a.state = to;
+                a.updated_at = now;
+                self.escalate(txn, &a, now, &format!("not run: {why}"))?;
+                txn.delete(keys::runnable(id));
+                txn.delete(keys::lease(&a.connector, &a.target));
+                txn.put_json(keys::action(id), &a)?;
+                self.changed.push(a.clone());
+                self.refresh_after_execution(txn, &a, now)?;
+                return Ok(ExecReply::Refused(why));
+            }
+        };
+        if resuming {
+            return Ok(ExecReply::Claimed(Box::new(a)));
+        }
+        let lease = keys::lease(&a.connector, &a.target);
+        if let Some(holder) = txn.get(&store, &lease)? {
+            let holder = String::from_utf8_lossy(&holder).to_string();
+            if holder != a.action_id
+                && txn
+                    .get_json::<ActionRequest>(&store, &keys::action(&holder))?
+                    .is_some_and(|h| !h.state.is_terminal())
+            {
+                return Ok(ExecReply::Busy(holder));
+            }
+        }
+        txn.put(lease, a.action_id.clone().into_bytes());
+        a.execution = Some(crate::action::Execution {
+            connector: a.connector.clone(),
+            mode: mode.to_string(),
+            intent_at: now,
+            phase: crate::action::ExecPhase::Claimed,
+            writes_sent: 0,
+            retries: 0,
+            vendor: Default::default(),
+            outcome: None,
+            escalation: None,
+            finished_at: None,
+        });
+        txn.audit(
+            "execution_intent",
+            Self::links(&a),
+            now,
+            json!({"idempotency_key": a.idempotency_key, "connector": a.connector, "mode": mode, "kind": a.kind, "target": a.target, "approvals": approvals, "pre_execution_decision_seq": seq}),
+        )?;
+        txn.audit(
+            "action_transition",
+            Self::links(&a),
+            now,
+            json!({"from": a.state, "to": ActionState::Executing, "reason": "claimed by the executor"}),
+        )?;
+        a.state = ActionState::Executing;
+        a.updated_at = now;
+        txn.put_json(keys::action(id), &a)?;
+        self.changed.push(a.clone());
+        Ok(ExecReply::Claimed(Box::new(a)))
+    }
+
+    pub(super) fn exec_record(
+        &mut self,
+        txn: &mut Txn,
+        id: &str,
+        kind: &'static str,
+        body: serde_json::Value,
+        update: ExecUpdate,
+    ) -> Result<ExecReply, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+            return Ok(ExecReply::Refused(format!("no action {id}")));
+        };
+        if !matches!(a.state, ActionState::Executing | ActionState::Unknown) {
+            return Ok(ExecReply::Refused(format!("action is {}", a.state)));
+        }
+        let mut body = body;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("idempotency_key".into(), json!(a.idempotency_key));
+            o.insert("connector".into(), json!(a.connector));
+        }
+        txn.audit(kind, Self::links(&a), now, body)?;
+        if let Some(e) = a.execution.as_mut() {
+            if let Some(p) = update.phase {
+                e.phase = p;
+            }
+            if update.write_sent {
+                e.writes_sent += 1;
+            }
+            if update.retry {
+                e.retries += 1;
+            }
+            e.vendor.extend(update.vendor);
+        }
+        a.updated_at = now;
+        txn.put_json(keys::action(id), &a)?;
+        Ok(ExecReply::Recorded(Box::new(a)))
+    }
+
+    pub(super) fn exec_finish(
+        &mut self,
+        txn: &mut Txn,
+        id: &str,
+        to: ActionState,
+        outcome: &str,
+        escalate: Option<String>,
+    ) -> Result<ExecReply, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+            return Ok(ExecReply::Refused(format!("no action {id}")));
+        };
+        if a.state == to && to == ActionState::Unknown {
+            // Still unknown after another reconciliation: note it, change nothing else.
+            txn.audit(
+                "reconcile_unresolved",
+                Self::links(&a),
+                now,
+                json!({"outcome": outcome}),
+            )?;
+            return Ok(ExecReply::Finished);
+        }
+        if !a.state.can_become(to) {
+            return Ok(ExecReply::Refused(format!(
+                "action is {}; it cannot become {to}",
+                a.state
+            )));
+        }
+        txn.audit(
+            "action_transition",
+            Self::links(&a),
+            now,
+            json!({"from": a.state, "to": to, "reason": outcome}),
+        )?;
+        a.state = to;
+        a.updated_at = now;
+        if let Some(e) = a.execution.as_mut() {
+            e.phase = if to == ActionState::Unknown {
+                crate::action::ExecPhase::Unknown
+            } else {
+                crate::action::ExecPhase::Finished
+            };
+            e.outcome = Some(outcome.to_string());
+            e.escalation = escalate.clone();
+            if to.is_terminal() {
+                e.finished_at = Some(now);
+            }
+        }
+        if let Some(why) = &escalate {
+            self.escalate(txn, &a, now, why)?;
+        }
+        if to.is_terminal() {
+            txn.delete(keys::runnable(id));
+            txn.delete(keys::lease(&a.connector, &a.target));
+            self.tallies.push(Tally::Execution(to));
+        }
+        txn.put_json(keys::action(id), &a)?;
+        self.changed.push(a.clone());
+        // A rollback that succeeded marks what it undid.
+        if to == ActionState::Succeeded
+            && let Some(orig_id) = a.rollback_of.clone()
+            && let Some(mut orig) =
+                txn.get_json::<ActionRequest>(&store, &keys::action(&orig_id))?
+            && orig.state.can_become(ActionState::RolledBack)
+        {
+            txn.audit(
+                "action_transition",
+                Self::links(&orig),
+                now,
+                json!({"from": orig.state, "to": ActionState::RolledBack, "reason": format!("undone by {}", a.action_id)}),
+            )?;
+            orig.state = ActionState::RolledBack;
+            orig.updated_at = now;
+            txn.put_json(keys::action(&orig_id), &orig)?;
+            self.changed.push(orig);
+        }
+        self.refresh_after_execution(txn, &a, now)?;
+        Ok(ExecReply::Finished)
+    }
+
+    pub(super) fn exec_rollback(
+        &mut self,
+        txn: &mut Txn,
+        id: &str,
+        user: &str,
+        reason: &str,
+    ) -> Result<ExecReply, StoreError> {
+        let store = self.parts.store.clone();
+        let now = (self.parts.clock)();
+        let Some(mut orig) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+            return Ok(ExecReply::Refused(format!("no action {id}")));
+        };
+        let refuse = |why: String| Ok(ExecReply::Refused(why));
+        if orig.state != ActionState::Succeeded {
+            return refuse(format!(
+                "only a succeeded action can be rolled back; {id} is {}",
+                orig.state
+            ));
+        }
+        let Some(inverse) = orig.kind.inverse() else {
+            return refuse(format!("{} cannot be undone", orig.kind));
+        };
+        let reversible = self
+            .parts
+            .connectors
+            .connectors
+            .get(&orig.connector)
+            .is_some_and(|c| c.reversible(orig.kind) && c.supports(inverse));
+        if !reversible {
+            return refuse(format!(
+                "connector {:?} declares {} irreversible (or lacks {inverse})",
+                orig.connector, orig.kind
+            ));
+        }
+        if let Some(existing) = &orig.rolled_back_by
+            && let Some(r) = txn.get_json::<ActionRequest>(&store, &keys::action(existing))?
+        {
+            return Ok(ExecReply::RollbackProposed(Box::new(r)));
+        }
+        let Some(input) = orig.decision_input.clone() else {
+            return refuse("the original decision input is missing; nothing to re-decide".into());
+        };
+        let step = format!("{}#rollback", orig.step);
+        let idem = idempotency_key(&orig.case_id, &orig.playbook, &step, inverse, &orig.target);
+        let action_id = self.next_id();
+        let mut context = input.context.clone();
+        context.insert("step".into(), json!(step));
+        context.insert("reversible".into(), json!(true));
+        let mut req = ActionRequest {
+            action_id: action_id.clone(),
+            case_id: orig.case_id.clone(),
+            alert_id: orig.alert_id.clone(),
+            playbook: orig.playbook.clone(),
+            step: step.clone(),
+            kind: inverse,
+            connector: orig.connector.clone(),
+            target: orig.target.clone(),
+            parameters: orig.parameters.clone(),
+            on_failure: orig.on_failure,
+            state: ActionState::Proposed,
+            tier: None,
+            determining_policies: vec![],
+            reasons: vec![],
+            decision_seq: None,
+            policy_hash: None,
+            idempotency_key: idem.clone(),
+            created_at: now,
+            updated_at: now,
+            requester: user.to_string(),
+            approval: None,
+            decision_input: None,
+            execution: None,
+            rollback_of: Some(orig.action_id.clone()),
+            rolled_back_by: None,
+            chat: Vec::new(),
+            chat_held: false,
+        };
+        txn.audit(
+            "rollback_requested",
+            Self::links(&orig),
+            now,
+            json!({"by": user, "reason": reason, "rollback_action_id": action_id, "kind": inverse}),
+        )?;
+        txn.audit("action_proposed", Self::links(&req), now, &req)?;
+        let step_req = StepRequest {
+            playbook: orig.playbook.clone(),
+            family: input.family.clone(),
+            step,
+            kind: inverse,
+            target: orig.target.clone(),
+            resource_attrs: input.resource_attrs.clone(),
+            context,
+        };
+        let severity = txn
+            .get_json::<Case>(&store, &keys::case(&orig.case_id))?
+            .map(|c| c.severity)
+            .unwrap_or(crate::alert::Severity::High);
+        self.decide_new(txn, &mut req, step_req, None, severity, now)?;
+        txn.put(
+            keys::action_index(&orig.case_id, &idem),
+            action_id.clone().into_bytes(),
+        );
+        txn.put_json(keys::action(&action_id), &req)?;
+        orig.rolled_back_by = Some(action_id.clone());
+        orig.updated_at = now;
+        txn.put_json(keys::action(&orig.action_id), &orig)?;
+        if let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&orig.case_id))? {
+            case.action_ids.push(action_id);
+            case.updated_at = now;
+            txn.put_json(keys::case(&case.case_id), &case)?;
+        }
+        Ok(ExecReply::RollbackProposed(Box::new(req)))
+    }
+}

@@ -1,0 +1,63 @@
+//! Key layout of engine state.
+//!
+//! Owns: every key prefix of engine state in the store. Only the engine writes these keys.
+
+pub fn alert(id: &str) -> Vec<u8> {
+    format!("al/{id}").into_bytes()
+}
+pub fn source_id(source: &str, source_alert_id: &str) -> Vec<u8> {
+    format!("as/{source}/{source_alert_id}").into_bytes()
+}
+pub fn fingerprint(fp: &str) -> Vec<u8> {
+    format!("fp/{fp}").into_bytes()
+}
+pub fn correlation(key: &str) -> Vec<u8> {
+    format!("ck/{key}").into_bytes()
+}
+pub fn case(id: &str) -> Vec<u8> {
+    format!("c/{id}").into_bytes()
+}
+pub const CASE_PREFIX: &[u8] = b"c/";
+pub fn action(id: &str) -> Vec<u8> {
+    format!("x/{id}").into_bytes()
+}
+pub fn action_index(case_id: &str, idem: &str) -> Vec<u8> {
+    format!("xi/{case_id}/{idem}").into_bytes()
+}
+pub const CASES_OPEN: &[u8] = b"s/cases_open";
+/// Requests awaiting approval, in creation order.
+pub fn pending(action_id: &str) -> Vec<u8> {
+    format!("pa/{action_id}").into_bytes()
+}
+pub const PENDING_PREFIX: &[u8] = b"pa/";
+/// Deadlines and escalation points, ordered by time.
+pub fn deadline(at: chrono::DateTime<chrono::Utc>, action_id: &str) -> Vec<u8> {
+    format!("pd/{:020}/{action_id}", at.timestamp_millis().max(0)).into_bytes()
+}
+pub const DEADLINE_PREFIX: &[u8] = b"pd/";
+pub fn escalation(at: chrono::DateTime<chrono::Utc>, action_id: &str) -> Vec<u8> {
+    format!("pe/{:020}/{action_id}", at.timestamp_millis().max(0)).into_bytes()
+}
+pub const ESCALATION_PREFIX: &[u8] = b"pe/";
+/// Actions the executor has to drive: approved, executing, or left unknown.
+pub fn runnable(action_id: &str) -> Vec<u8> {
+    format!("xq/{action_id}").into_bytes()
+}
+pub const RUNNABLE_PREFIX: &[u8] = b"xq/";
+/// The per-target lease: one action with a write in flight per connector and target.
+pub fn lease(connector: &str, target: &crate::action::Target) -> Vec<u8> {
+    format!("tl/{connector}/{}:{}", target.kind.as_str(), target.id).into_bytes()
+}
+/// Actions whose chat messages are behind their state (value: a generation id).
+pub fn chat_owed(action_id: &str) -> Vec<u8> {
+    format!("co/{action_id}").into_bytes()
+}
+pub const CHAT_OWED_PREFIX: &[u8] = b"co/";
+/// Chat callbacks already seen (value: when the memory may be dropped), by a hash of the
+/// platform's unique callback id.
+pub fn chat_replay(platform: &str, key: &str) -> Vec<u8> {
+    use sha2::Digest;
+    let h = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    format!("cr/{platform}/{h}").into_bytes()
+}
+pub const CHAT_REPLAY_PREFIX: &[u8] = b"cr/";

@@ -1,0 +1,171 @@
+//! Case and action lifecycle: moving a case or an action request from one state to the next.
+//!
+//! Owns: case transitions (checked against the state machine, recorded with their reason),
+//! leaving the pending-approval indexes, and the case states that follow from its actions
+//! (approved once every request is decided, executed once every run is over).
+
+use super::*;
+
+impl Engine {
+    pub(super) fn transition(
+        &self,
+        txn: &mut Txn,
+        case: &mut Case,
+        to: CaseState,
+        now: DateTime<Utc>,
+        reason: &str,
+        alert_id: &str,
+    ) -> Result<(), StoreError> {
+        let from = case.state;
+        if case.transition(to, now, reason) {
+            txn.audit(
+                "case_transition",
+                Links {
+                    case_id: Some(case.case_id.clone()),
+                    alert_id: Some(alert_id.to_string()),
+                    action_id: None,
+                },
+                now,
+                json!({"from": from, "to": to, "reason": reason}),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Moves `a` out of `awaiting_approval`: removes its indexes, records the transition.
+    pub(super) fn leave_pending(
+        &mut self,
+        txn: &mut Txn,
+        a: &mut ActionRequest,
+        to: ActionState,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let hash = a.request_hash(&self.parts.policies.current().hash);
+        if let Some(ap) = a.approval.as_mut() {
+            ap.decided_hash = Some(hash);
+        }
+        if let Some(ap) = &a.approval {
+            txn.delete(keys::pending(&a.action_id));
+            txn.delete(keys::deadline(ap.deadline, &a.action_id));
+            txn.delete(keys::escalation(ap.escalate_at, &a.action_id));
+        }
+        txn.audit(
+            "action_transition",
+            Self::links(a),
+            now,
+            json!({"from": a.state, "to": to, "reason": why}),
+        )?;
+        a.state = to;
+        a.updated_at = now;
+        if to == ActionState::Approved {
+            txn.put(keys::runnable(&a.action_id), vec![]);
+        }
+        txn.put_json(keys::action(&a.action_id), a)?;
+        self.changed.push(a.clone());
+        self.refresh_case(txn, &a.case_id.clone(), &a.alert_id.clone(), now)
+    }
+
+    /// Re-derives the case state from its actions: `approved` once nothing awaits a human and
+    /// something may run.
+    pub(super) fn refresh_case(
+        &mut self,
+        txn: &mut Txn,
+        case_id: &str,
+        alert_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let store = self.parts.store.clone();
+        let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(case_id))? else {
+            return Ok(());
+        };
+        if self.approve_case_if_decided(txn, &mut case, now, alert_id)? {
+            txn.put_json(keys::case(case_id), &case)?;
+        }
+        Ok(())
+    }
+
+    /// A `recommended` case becomes `approved` once nothing awaits a human and at least one of
+    /// its actions may run. Returns whether it moved.
+    pub(super) fn approve_case_if_decided(
+        &self,
+        txn: &mut Txn,
+        case: &mut Case,
+        now: DateTime<Utc>,
+        alert_id: &str,
+    ) -> Result<bool, StoreError> {
+        if case.state != CaseState::Recommended {
+            return Ok(false);
+        }
+        let store = &self.parts.store;
+        let (mut awaiting, mut approved) = (false, false);
+        /// Only the state of a stored action request: reading it skips the rest of the record.
+        #[derive(Deserialize)]
+        struct StateOf {
+            state: ActionState,
+        }
+        for id in &case.action_ids {
+            if let Some(a) = txn.get_json::<StateOf>(store, &keys::action(id))? {
+                awaiting |= a.state == ActionState::AwaitingApproval;
+                approved |= a.state == ActionState::Approved;
+            }
+        }
+        if approved && !awaiting {
+            self.transition(
+                txn,
+                case,
+                CaseState::Approved,
+                now,
+                "every proposed action is decided and at least one may run",
+                alert_id,
+            )?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// An `approved` case becomes `executed` once none of its actions waits or runs.
+    pub(super) fn refresh_after_execution(
+        &mut self,
+        txn: &mut Txn,
+        a: &ActionRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let store = self.parts.store.clone();
+        let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&a.case_id))? else {
+            return Ok(());
+        };
+        if case.state != CaseState::Approved {
+            return Ok(());
+        }
+        let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        for id in &case.action_ids {
+            let Some(x) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+                continue;
+            };
+            if matches!(
+                x.state,
+                ActionState::Approved
+                    | ActionState::AwaitingApproval
+                    | ActionState::Executing
+                    | ActionState::Unknown
+                    | ActionState::Proposed
+            ) {
+                return Ok(());
+            }
+            *counts.entry(x.state.as_str()).or_default() += 1;
+        }
+        let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let reason = format!("every action is finished: {}", summary.join(", "));
+        self.transition(
+            txn,
+            &mut case,
+            CaseState::Executed,
+            now,
+            &reason,
+            &a.alert_id,
+        )?;
+        txn.put_json(keys::case(&case.case_id), &case)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,651 @@
+//! The engine: the one task that owns case and action state.
+//!
+//! Owns: the closed [`Event`] enum read from one channel, the handle callers send events with,
+//! the event loop and group commit: each batch of events is one store transaction, one flush,
+//! and only then are the callers answered (pipelined: the next batch is decided while the
+//! previous one is written, see [`Engine::run`]). Nothing is acknowledged before it is durable,
+//! and a failed commit acknowledges nothing. One file per event kind holds what that event does
+//! (`ingest`, `vote`, `tick`, `chat`, `exec`, `reload`); `lifecycle` moves cases and actions
+//! between states; `keys` is the key layout of engine state and `read` the typed reads of it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::action::{ActionRequest, ActionState, Tier, idempotency_key};
+use crate::alert::{Alert, AlertFields};
+use crate::case::{Case, CaseState, Suppressed, Transition};
+use crate::config::{CasesConfig, Suppression};
+use crate::enrich::{Enricher, EnrichmentReport};
+use crate::ingest::IngestFormat;
+use crate::metrics::{Metrics, OutcomeLabels, TierLabels};
+use crate::playbook::Playbook;
+use crate::policy::{self, Policies, PolicyProblem, StepRequest};
+use crate::store::{Links, Store, StoreError, Txn};
+
+pub mod keys;
+pub mod read;
+
+mod chat;
+mod exec;
+mod ingest;
+mod lifecycle;
+mod reload;
+mod tick;
+mod vote;
+
+pub use chat::{ChatCallback, ChatDelivery, ChatOp, ChatReply};
+pub use exec::{ExecOp, ExecReply, ExecUpdate, RunnableRx, RunnableTx, runnable_channel};
+pub use ingest::{IngestAck, StoredAlert};
+pub use reload::ReloadOutcome;
+pub use vote::{VoteCast, VoteError, VoteOutcome};
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// The store could not make the batch durable; nothing was acknowledged or kept.
+    #[error("store unavailable: {0}")]
+    Store(String),
+    /// The daemon is shutting down and takes no new work.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// Everything that changes case or action state.
+pub enum Event {
+    Ingest {
+        format: IngestFormat,
+        fields: Box<AlertFields>,
+        /// The payload exactly as received.
+        raw: String,
+        received_at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<IngestAck, EngineError>>,
+    },
+    ReloadPolicies {
+        /// `sighup`, `file_change`, `http`...
+        trigger: String,
+        reply: Option<oneshot::Sender<ReloadOutcome>>,
+    },
+    /// An approver's vote, identity taken from the authenticated channel.
+    Vote {
+        vote: VoteCast,
+        reply: oneshot::Sender<Result<VoteOutcome, VoteError>>,
+    },
+    /// Expire requests past their deadline and raise due escalations.
+    Tick { reply: Option<oneshot::Sender<()>> },
+    /// The executor records what it is about to do, what it saw, and how an action ended.
+    Exec {
+        op: ExecOp,
+        reply: oneshot::Sender<Result<ExecReply, EngineError>>,
+    },
+    /// The chat notifier records posts; chat callbacks arrive as verified (or refused) votes.
+    Chat {
+        op: ChatOp,
+        reply: oneshot::Sender<Result<ChatReply, EngineError>>,
+    },
+}
+
+/// A change announced to watchers after it is durable.
+#[derive(Debug, Clone)]
+pub enum ApprovalUpdate {
+    Changed(Box<ActionRequest>),
+    Escalation {
+        action_id: String,
+        deadline: DateTime<Utc>,
+        missing: u8,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tally {
+    Decision(Tier),
+    EnrichmentFailures(u64),
+    Execution(ActionState),
+    Escalation,
+}
+
+#[derive(Debug, Clone)]
+struct Escalated {
+    action_id: String,
+    deadline: DateTime<Utc>,
+    missing: u8,
+}
+
+/// Sends events to the engine. Dropping every handle lets the engine drain and stop.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Event>,
+    watch: tokio::sync::broadcast::Sender<ApprovalUpdate>,
+}
+
+impl EngineHandle {
+    pub async fn ingest(
+        &self,
+        format: IngestFormat,
+        fields: AlertFields,
+        raw: String,
+        received_at: DateTime<Utc>,
+    ) -> Result<IngestAck, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Ingest {
+                format,
+                fields: Box::new(fields),
+                raw,
+                received_at,
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    pub async fn reload_policies(&self, trigger: &str) -> Option<ReloadOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::ReloadPolicies {
+                trigger: trigger.to_string(),
+                reply: Some(reply),
+            })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn vote(&self, vote: VoteCast) -> Result<VoteOutcome, VoteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Vote { vote, reply })
+            .await
+            .map_err(|_| VoteError::Store("shutting down".into()))?;
+        rx.await
+            .map_err(|_| VoteError::Store("shutting down".into()))?
+    }
+
+    /// Runs expiry and escalation now and waits until the result is durable.
+    pub async fn tick(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Event::Tick { reply: Some(reply) })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    /// Asks for an expiry pass without waiting (the daemon's timer).
+    pub fn request_tick(&self) {
+        let _ = self.tx.try_send(Event::Tick { reply: None });
+    }
+
+    /// Records an executor step; answers once it is durable.
+    pub async fn exec(&self, op: ExecOp) -> Result<ExecReply, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Exec { op, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Records a chat step or handles a chat callback; answers once it is durable.
+    pub async fn chat(&self, op: ChatOp) -> Result<ChatReply, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Chat { op, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Approval changes, as they become durable.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ApprovalUpdate> {
+        self.watch.subscribe()
+    }
+
+    /// Asks for a reload without waiting for it (signal and file-watch triggers).
+    pub fn request_reload(&self, trigger: &str) {
+        let _ = self.tx.try_send(Event::ReloadPolicies {
+            trigger: trigger.to_string(),
+            reply: None,
+        });
+    }
+}
+
+/// A source of "now", injectable for tests of windows and expiry.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// What the engine is built from.
+pub struct EngineParts {
+    pub store: Store,
+    pub policies: Policies,
+    pub policies_dir: PathBuf,
+    pub playbooks: Arc<Vec<Playbook>>,
+    pub enricher: Enricher,
+    pub suppressions: Vec<Suppression>,
+    pub cases: CasesConfig,
+    pub metrics: Metrics,
+    pub max_batch: usize,
+    pub clock: Clock,
+    pub approvals: crate::config::ApprovalsConfig,
+    /// Connectors (for rollback: which actions can be undone where).
+    pub connectors: crate::connector::Registry,
+    /// Where action ids go once they are durably approved (the executor), if it runs.
+    pub runnable: Option<RunnableTx>,
+    /// Chat approvals are configured: requests and their changes are owed to chat.
+    pub chat: bool,
+}
+
+pub struct Engine {
+    parts: EngineParts,
+    rx: mpsc::Receiver<Event>,
+    /// Action requests changed by the batch being processed, announced after it commits.
+    changed: Vec<ActionRequest>,
+    escalations: Vec<Escalated>,
+    /// Metric increments of the batch being processed, applied only if it commits.
+    tallies: Vec<Tally>,
+    /// A policy reload recorded in the batch being processed, applied after it commits.
+    #[allow(clippy::type_complexity)]
+    reloaded: Option<Result<(Arc<policy::PolicyEngine>, String), (Vec<PolicyProblem>, String)>>,
+    watch: tokio::sync::broadcast::Sender<ApprovalUpdate>,
+    /// Monotonic ids: cases, alerts and actions sort in creation order.
+    ids: ulid::Generator,
+}
+
+/// Builds the engine and its handle. `queue` bounds how many events may wait (backpressure
+/// reaches HTTP clients as latency, never as unbounded memory).
+pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
+    let (tx, rx) = mpsc::channel(queue);
+    // Bounded: a slow watcher lags (and is told to resync) instead of growing memory.
+    let (watch, _) = tokio::sync::broadcast::channel(1024);
+    let handle = EngineHandle {
+        tx,
+        watch: watch.clone(),
+    };
+    (
+        Engine {
+            parts,
+            rx,
+            ids: ulid::Generator::new(),
+            changed: vec![],
+            escalations: vec![],
+            tallies: vec![],
+            reloaded: None,
+            watch,
+        },
+        handle,
+    )
+}
+
+type Reply = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
+
+/// A decided batch waiting for its commit: what to do once it is durable (or has failed).
+struct Prepared {
+    replies: Vec<Reply>,
+    events: usize,
+    cases_open: Option<i64>,
+    changed: Vec<ActionRequest>,
+    escalations: Vec<Escalated>,
+    tallies: Vec<Tally>,
+    #[allow(clippy::type_complexity)]
+    reloaded: Option<Result<(Arc<policy::PolicyEngine>, String), (Vec<PolicyProblem>, String)>>,
+}
+
+impl Engine {
+    fn next_id(&mut self) -> String {
+        // `generate` fails only after 2^80 ids in one millisecond; a fresh random id is then
+        // still unique, merely out of order.
+        self.ids
+            .generate()
+            .unwrap_or_else(|_| ulid::Ulid::generate())
+            .to_string()
+    }
+
+    /// Runs one event's work; if it fails, undoes its writes, announcements and metric
+    /// increments (the rest of the batch still commits).
+    fn undoable<R>(
+        &mut self,
+        txn: &mut Txn,
+        what: &str,
+        f: impl FnOnce(&mut Self, &mut Txn) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let sp = txn.savepoint();
+        let changed_before = self.changed.len();
+        let tallies_before = self.tallies.len();
+        let r = f(self, txn);
+        if let Err(e) = &r {
+            txn.rollback_to(sp);
+            self.changed.truncate(changed_before);
+            self.tallies.truncate(tallies_before);
+            tracing::error!(error = %e, "{what} could not be recorded");
+        }
+        r
+    }
+
+    /// Runs until every [`EngineHandle`] is dropped and the queue is drained.
+    ///
+    /// Pipelined group commit: while batch N is written durably on a blocking thread, the engine
+    /// takes and decides batch N+1 on top of N's writes; N+1's commit starts only once N's has
+    /// finished (and N's callers have been answered), so commits stay in order and nothing is
+    /// answered before it is durable. If N fails, the store is failed closed and N+1 fails too.
+    pub async fn run(mut self) {
+        if let Ok(Some(n)) = self.parts.store.get_json::<i64>(keys::CASES_OPEN) {
+            self.parts.metrics.cases_open.set(n);
+        }
+        let mut inflight: Option<(crate::store::InFlight, Prepared)> = None;
+        let mut batch = Vec::new();
+        loop {
+            let next = match inflight.as_mut() {
+                Some((commit, _)) => tokio::select! {
+                    biased;
+                    result = commit => {
+                        if let Some((_, prepared)) = inflight.take() {
+                            self.finish(prepared, result);
+                        }
+                        continue;
+                    }
+                    ev = self.rx.recv() => ev,
+                },
+                None => self.rx.recv().await,
+            };
+            let Some(first) = next else {
+                break;
+            };
+            batch.push(first);
+            while batch.len() < self.parts.max_batch {
+                match self.rx.try_recv() {
+                    Ok(ev) => batch.push(ev),
+                    Err(_) => break,
+                }
+            }
+            // A policy reload takes effect only once it is durable: the batch after it is
+            // decided with the new set, so it waits for the reload's commit.
+            if inflight.as_ref().is_some_and(|(_, p)| p.reloaded.is_some())
+                && let Some(f) = inflight.take()
+            {
+                self.settle(f).await;
+            }
+            // If the commit in flight has already resolved, answer its callers now rather than
+            // after deciding this batch.
+            if let Some((commit, _)) = inflight.as_mut()
+                && let Some(result) = commit.try_result()
+                && let Some((_, prepared)) = inflight.take()
+            {
+                self.finish(prepared, result);
+            }
+            let (txn, prepared) = self.prepare(
+                std::mem::take(&mut batch),
+                inflight.as_ref().map(|(c, _)| c),
+            );
+            if let Some(f) = inflight.take() {
+                self.settle(f).await;
+            }
+            inflight = Some((self.parts.store.start_commit(txn), prepared));
+        }
+        if let Some(f) = inflight.take() {
+            self.settle(f).await;
+        }
+        tracing::info!("engine drained its queue and stopped");
+    }
+
+    /// Decides one batch into a transaction on top of `after` (the commit in flight, if any).
+    /// What is to happen once it is durable (answers, announcements, metrics, a policy reload)
+    /// is returned with it and done by [`Engine::finish`].
+    fn prepare(
+        &mut self,
+        batch: Vec<Event>,
+        after: Option<&crate::store::InFlight>,
+    ) -> (Txn, Prepared) {
+        self.parts.enricher.refresh();
+        let mut txn = self.parts.store.begin_after(after);
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let events = batch.len();
+        for ev in batch {
+            match ev {
+                Event::Ingest {
+                    format,
+                    fields,
+                    raw,
+                    received_at,
+                    reply,
+                } => {
+                    let sp = txn.savepoint();
+                    let changed_before = self.changed.len();
+                    let tallies_before = self.tallies.len();
+                    match self.ingest(&mut txn, format, &fields, raw, received_at) {
+                        Ok(ack) => {
+                            let source = format.as_str();
+                            let outcome = if ack.duplicate {
+                                "duplicate"
+                            } else {
+                                "accepted"
+                            };
+                            let metrics = self.parts.metrics.clone();
+                            replies.push(Box::new(move |r| {
+                                match &r {
+                                    Ok(()) => metrics.alert(source, outcome),
+                                    Err(_) => metrics.alert(source, "store_unavailable"),
+                                }
+                                let _ = reply.send(r.map(|()| ack));
+                            }));
+                        }
+                        Err(e) => {
+                            txn.rollback_to(sp);
+                            self.changed.truncate(changed_before);
+                            self.tallies.truncate(tallies_before);
+                            tracing::error!(error = %e, "alert could not be recorded");
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::Vote { vote, reply } => {
+                    let sp = txn.savepoint();
+                    let changed_before = self.changed.len();
+                    match self.vote(&mut txn, &vote) {
+                        Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
+                            let _ = reply.send(
+                                r.map(|()| outcome)
+                                    .map_err(|e| VoteError::Store(e.to_string())),
+                            );
+                        })),
+                        Ok(Err(refusal)) => {
+                            // Refusals are recorded too (the audit entry stays in the batch),
+                            // but the caller hears the refusal only once it is durable.
+                            replies.push(Box::new(move |r| {
+                                let _ = reply.send(match r {
+                                    Ok(()) => Err(refusal),
+                                    Err(e) => Err(VoteError::Store(e.to_string())),
+                                });
+                            }));
+                        }
+                        Err(e) => {
+                            txn.rollback_to(sp);
+                            self.changed.truncate(changed_before);
+                            let _ = reply.send(Err(VoteError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::Tick { reply } => {
+                    let sp = txn.savepoint();
+                    let changed_before = self.changed.len();
+                    let esc_before = self.escalations.len();
+                    if let Err(e) = self.tick(&mut txn) {
+                        txn.rollback_to(sp);
+                        self.changed.truncate(changed_before);
+                        self.escalations.truncate(esc_before);
+                        tracing::error!(error = %e, "expiry pass could not be recorded");
+                    }
+                    if let Some(reply) = reply {
+                        replies.push(Box::new(move |_| {
+                            let _ = reply.send(());
+                        }));
+                    }
+                }
+                Event::Exec { op, reply } => {
+                    match self.undoable(&mut txn, "executor step", |e, t| e.exec(t, op)) {
+                        Ok(r) => replies.push(Box::new(move |c| {
+                            let _ = reply.send(c.map(|()| r));
+                        })),
+                        Err(e) => {
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::Chat { op, reply } => {
+                    match self.undoable(&mut txn, "chat step", |e, t| e.chat(t, op)) {
+                        Ok(r) => replies.push(Box::new(move |c| {
+                            let _ = reply.send(c.map(|()| r));
+                        })),
+                        Err(e) => {
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::ReloadPolicies { trigger, reply } => {
+                    let sp = txn.savepoint();
+                    match self.reload(&mut txn, &trigger) {
+                        Ok(outcome) => replies.push(Box::new(move |r| {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(match r {
+                                    Ok(()) => outcome,
+                                    Err(e) => ReloadOutcome {
+                                        ok: false,
+                                        policy_hash: outcome.policy_hash,
+                                        problems: vec![PolicyProblem {
+                                            file: "store".into(),
+                                            line: 0,
+                                            column: 0,
+                                            message: e.to_string(),
+                                        }],
+                                    },
+                                });
+                            }
+                        })),
+                        Err(e) => {
+                            txn.rollback_to(sp);
+                            tracing::error!(error = %e, "policy reload could not be recorded");
+                        }
+                    }
+                }
+            }
+        }
+        if self.parts.chat {
+            self.mark_chat_owed(&mut txn);
+        }
+        let cases_open = txn
+            .get_json::<i64>(&self.parts.store, keys::CASES_OPEN)
+            .ok()
+            .flatten();
+        let prepared = Prepared {
+            replies,
+            events,
+            cases_open,
+            changed: std::mem::take(&mut self.changed),
+            escalations: std::mem::take(&mut self.escalations),
+            tallies: std::mem::take(&mut self.tallies),
+            reloaded: self.reloaded.take(),
+        };
+        (txn, prepared)
+    }
+
+    /// Waits for a commit in flight and finishes its batch.
+    async fn settle(&mut self, (commit, prepared): (crate::store::InFlight, Prepared)) {
+        let result = commit.await;
+        self.finish(prepared, result);
+    }
+
+    /// Once a batch's commit has resolved: on success, puts a recorded policy reload in force,
+    /// counts the metrics and announces the changed actions; then answers every caller.
+    fn finish(&mut self, prepared: Prepared, result: Result<crate::store::Committed, StoreError>) {
+        let Prepared {
+            replies,
+            events,
+            cases_open,
+            changed,
+            escalations,
+            tallies,
+            reloaded,
+        } = prepared;
+        match &result {
+            Ok(c) => {
+                self.parts
+                    .metrics
+                    .store_write_seconds
+                    .observe(c.elapsed.as_secs_f64());
+                self.parts.metrics.store_batch_events.observe(events as f64);
+                if let Some(n) = cases_open {
+                    self.parts.metrics.cases_open.set(n);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events, "group commit failed; nothing in this batch was acknowledged")
+            }
+        }
+        if result.is_ok() {
+            self.reloaded = reloaded;
+            self.apply_reload();
+            for t in tallies {
+                match t {
+                    Tally::Decision(tier) => {
+                        self.parts
+                            .metrics
+                            .decisions
+                            .get_or_create(&TierLabels {
+                                tier: tier.as_str().into(),
+                            })
+                            .inc();
+                    }
+                    Tally::EnrichmentFailures(n) => {
+                        self.parts.metrics.enrichment_failures.inc_by(n);
+                    }
+                    Tally::Execution(state) => {
+                        self.parts
+                            .metrics
+                            .executions
+                            .get_or_create(&OutcomeLabels {
+                                outcome: state.as_str().into(),
+                            })
+                            .inc();
+                    }
+                    Tally::Escalation => {
+                        self.parts.metrics.escalations.inc();
+                    }
+                }
+            }
+            for a in changed {
+                if a.state == ActionState::Approved
+                    && let Some(tx) = &self.parts.runnable
+                {
+                    tx.announce(a.action_id.clone());
+                }
+                let _ = self.watch.send(ApprovalUpdate::Changed(Box::new(a)));
+            }
+            for e in escalations {
+                let _ = self.watch.send(ApprovalUpdate::Escalation {
+                    action_id: e.action_id,
+                    deadline: e.deadline,
+                    missing: e.missing,
+                });
+            }
+        }
+        let r = result
+            .map(|_| ())
+            .map_err(|e| EngineError::Store(e.to_string()));
+        for reply in replies {
+            reply(r.clone());
+        }
+    }
+}
+
+fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX / 1000)
+}
