@@ -1,0 +1,238 @@
+//! One execution of one action: the claimed request, its placeholder values, and the steps
+//! every kind of run shares.
+//!
+//! Owns: the `Run` (the action as claimed, the values its templates are filled with), recording
+//! each step through the engine before the next one starts, the outcome, the built-in actions
+//! (enrichment and summaries, done by cordon itself), the choice between a dry run and a live
+//! run, and the dry run (every request rendered and recorded, none sent).
+
+use super::*;
+
+pub(super) struct Run {
+    pub(super) s: Arc<Shared>,
+    pub(super) a: ActionRequest,
+    pub(super) vars: Vars,
+}
+
+/// How the attempt loop continues.
+pub(super) enum Next {
+    /// Probe again (after a retryable failure or an unknown outcome).
+    Again,
+    Stop,
+}
+
+impl Run {
+    pub(super) fn id(&self) -> String {
+        self.a.action_id.clone()
+    }
+
+    pub(super) fn exec(&self) -> &crate::action::Execution {
+        self.a
+            .execution
+            .as_ref()
+            .expect("claimed actions carry an intent record")
+    }
+
+    pub(super) async fn record(
+        &mut self,
+        kind: &'static str,
+        body: Value,
+        update: ExecUpdate,
+    ) -> Result<(), Halt> {
+        match self
+            .s
+            .parts
+            .engine
+            .exec(ExecOp::Record {
+                action_id: self.id(),
+                kind,
+                body,
+                update,
+            })
+            .await?
+        {
+            ExecReply::Recorded(a) => {
+                self.a = *a;
+                Ok(())
+            }
+            ExecReply::Refused(why) => Err(Halt::Store(format!("record refused: {why}"))),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) async fn finish(
+        &mut self,
+        to: ActionState,
+        outcome: &str,
+        escalate: Option<String>,
+    ) -> Result<(), Halt> {
+        tracing::info!(action_id = %self.a.action_id, kind = %self.a.kind, target = %self.a.target.id, state = %to, outcome, "action finished");
+        self.s
+            .parts
+            .engine
+            .exec(ExecOp::Finish {
+                action_id: self.id(),
+                to,
+                outcome: outcome.to_string(),
+                escalate,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Enrichment and case summaries: cordon's own actions.
+    pub(super) async fn builtin(&mut self) -> Result<(), Halt> {
+        match self.a.kind {
+            ActionKind::SummarizeCase => {
+                let case = engine::read::case(&self.s.parts.store, &self.a.case_id)
+                    .map_err(|e| Halt::Store(e.to_string()))?;
+                let actions = case
+                    .as_ref()
+                    .map(|c| engine::read::actions_of(&self.s.parts.store, c))
+                    .transpose()
+                    .map_err(|e| Halt::Store(e.to_string()))?
+                    .unwrap_or_default();
+                let summary = case.map(|c| {
+                    json!({
+                        "title": c.title, "severity": c.severity, "rule_id": c.rule_id,
+                        "alerts": c.alert_ids.len(), "duplicates": c.duplicate_count,
+                        "entities": c.entities, "timeline": c.history,
+                        "actions": actions.iter().map(|x| json!({"id": x.action_id, "kind": x.kind, "target": x.target.id, "state": x.state, "tier": x.tier})).collect::<Vec<_>>(),
+                    })
+                });
+                self.record(
+                    "case_summary",
+                    json!({"summary": summary}),
+                    ExecUpdate::default(),
+                )
+                .await?;
+                self.finish(ActionState::Succeeded, "case summary written", None)
+                    .await
+            }
+            ActionKind::Enrich => {
+                self.finish(
+                    ActionState::Succeeded,
+                    "enrichment attached at ingest (see the case's enrichment records)",
+                    None,
+                )
+                .await
+            }
+            k => {
+                self.finish(
+                    ActionState::Failed,
+                    "not a built-in action",
+                    Some(format!("the built-in connector does not perform {k}")),
+                )
+                .await
+            }
+        }
+    }
+
+    pub(super) async fn connector(&mut self, c: &Connector) -> Result<(), Halt> {
+        let Some(spec) = c.action(self.a.kind).cloned() else {
+            return self
+                .finish(
+                    ActionState::Failed,
+                    "connector lacks this action",
+                    Some(format!(
+                        "connector {} does not perform {}",
+                        c.name, self.a.kind
+                    )),
+                )
+                .await;
+        };
+        match build_vars(&self.s.parts.store, &self.a, c) {
+            Ok(v) => self.vars = v,
+            Err(e) => {
+                let uncertain = self.uncertain();
+                return self
+                    .finish(
+                        if uncertain {
+                            ActionState::Unknown
+                        } else {
+                            ActionState::Failed
+                        },
+                        "cannot build the request",
+                        Some(format!("{e}; nothing was sent")),
+                    )
+                    .await;
+            }
+        }
+        match (c.mode, c.runtime.clone()) {
+            (Mode::Live, Some(rt)) => self.live(c, &spec, &rt).await,
+            _ => self.dry_run(c, &spec).await,
+        }
+    }
+
+    /// Whether a write may already have reached the vendor.
+    pub(super) fn uncertain(&self) -> bool {
+        self.a.state == ActionState::Unknown
+            || matches!(self.exec().phase, ExecPhase::Writing | ExecPhase::Unknown)
+    }
+
+    /// Renders every request the action would send and records them; sends nothing.
+    pub(super) async fn dry_run(&mut self, c: &Connector, spec: &ActionSpec) -> Result<(), Halt> {
+        let mut vars = self.vars.clone();
+        let mut placeholders: Vec<String> = c
+            .spec
+            .resolve
+            .values()
+            .flat_map(|l| l.capture.keys().cloned())
+            .collect();
+        if let Some(p) = &spec.probe {
+            placeholders.extend(p.capture.keys().cloned());
+        }
+        for n in placeholders {
+            vars.set(format!("vendor.{n}"), format!("<vendor.{n}>"));
+        }
+        for n in spec.request.capture.keys() {
+            vars.set(format!("write.{n}"), format!("<write.{n}>"));
+        }
+        let mut requests = Vec::new();
+        let mut problems = Vec::new();
+        let mut add = |phase: &str, r: &RequestSpec| match c.render(r, &vars) {
+            Ok(x) => {
+                let mut d = x.describe();
+                d["phase"] = json!(phase);
+                requests.push(d);
+            }
+            Err(e) => problems.push(format!("{phase}: {e}")),
+        };
+        if let Some(l) = c.spec.resolve.get(self.a.target.kind.as_str()) {
+            add("resolve", &l.request);
+        }
+        if let Some(p) = &spec.probe {
+            add("probe", &p.request);
+        }
+        add("write", &spec.request.request);
+        if let Some(p) = &spec.poll {
+            add("poll", &p.request);
+        }
+        let body = json!({"mode": "dry_run", "requests": requests, "problems": problems, "note": "rendered and recorded; nothing was sent"});
+        self.record("dry_run", body, ExecUpdate::default()).await?;
+        if problems.is_empty() {
+            self.finish(
+                ActionState::DryRun,
+                "dry run: every request rendered and recorded, none sent",
+                None,
+            )
+            .await
+        } else {
+            self.finish(
+                ActionState::Failed,
+                "dry run: a request could not be rendered",
+                Some(problems.join("; ")),
+            )
+            .await
+        }
+    }
+
+    pub(super) async fn fail_closed(&mut self, outcome: &str, why: String) -> Result<(), Halt> {
+        let to = if self.uncertain() {
+            ActionState::Unknown
+        } else {
+            ActionState::Failed
+        };
+        self.finish(to, outcome, Some(why)).await
+    }
+}

@@ -1,0 +1,137 @@
+//! Talking to a vendor within a run: one exchange with its evidence recorded, read-only calls
+//! with retries, probes, and the pause between attempts.
+//!
+//! Owns: the retry budget (bounded across restarts: it counts the retries on record), backoff
+//! with full jitter that honours the vendor's wait, and reading a probe's answer into a state
+//! with its captures recorded.
+
+use super::*;
+
+impl Run {
+    /// One exchange, with its evidence recorded.
+    pub(super) async fn exchange(
+        &mut self,
+        rt: &client::Runtime,
+        phase: &'static str,
+        r: &Rendered,
+        update: ExecUpdate,
+    ) -> Result<client::Exchange, Halt> {
+        // Shutdown does not wait for a slow vendor: the phase on record says whether a write
+        // may be out, and the next start resolves it by probe.
+        let ex = tokio::select! {
+            _ = self.s.cancel.cancelled() => return Err(Halt::Shutdown),
+            ex = rt.send(phase, r) => ex,
+        };
+        let mut ev = ex.evidence.clone();
+        ev["kind"] = json!(self.a.kind);
+        ev["target"] = json!(self.a.target);
+        ev["outcome"] = json!(match &ex.outcome {
+            Outcome::Answer(_) => "answered",
+            Outcome::NotSent(_) => "not_sent",
+            Outcome::Uncertain(_) => "unknown",
+            Outcome::Redirect { .. } => "redirect_refused",
+            Outcome::AuthFailed(_) => "auth_failed",
+        });
+        self.record("vendor_exchange", ev, update).await?;
+        Ok(ex)
+    }
+
+    pub(super) async fn retry_pause(
+        &mut self,
+        c: &Connector,
+        phase: &str,
+        reason: &str,
+        vendor_wait: Option<Duration>,
+    ) -> Result<bool, Halt> {
+        let r = &c.spec.retry;
+        let retries = self.exec().retries;
+        let budget = r.max_attempts.saturating_mul(3);
+        if retries >= budget {
+            return Ok(false);
+        }
+        if vendor_wait.is_some_and(|w| w > Duration::from_secs(r.max_wait_secs)) {
+            return Ok(false);
+        }
+        let wait = backoff(r, retries, vendor_wait);
+        self.record(
+            "retry",
+            json!({"phase": phase, "reason": reason, "retry": retries + 1, "budget": budget, "wait_ms": wait.as_millis() as u64, "vendor_asked_ms": vendor_wait.map(|w| w.as_millis() as u64)}),
+            ExecUpdate {
+                retry: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        if !pause(&self.s.cancel, wait).await {
+            return Err(Halt::Shutdown);
+        }
+        Ok(true)
+    }
+
+    /// A read-only call (resolve, probe, poll) with retries; `Err(reason)` when it cannot get
+    /// an answer.
+    pub(super) async fn read(
+        &mut self,
+        c: &Connector,
+        rt: &client::Runtime,
+        phase: &'static str,
+        r: &RequestSpec,
+    ) -> Result<Result<Answer, String>, Halt> {
+        let rendered = match c.render(r, &self.vars) {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
+        loop {
+            let ex = self
+                .exchange(rt, phase, &rendered, ExecUpdate::default())
+                .await?;
+            let (reason, wait) = match ex.outcome {
+                Outcome::Answer(a) if a.status == 429 || a.status >= 500 => {
+                    (format!("{phase} answered {}", a.status), ex.wait)
+                }
+                Outcome::Answer(a) => return Ok(Ok(a)),
+                Outcome::NotSent(r) | Outcome::Uncertain(r) => (format!("{phase}: {r}"), ex.wait),
+                Outcome::AuthFailed(r) => return Ok(Err(format!("authentication failed: {r}"))),
+                Outcome::Redirect { status, location } => {
+                    return Ok(Err(format!(
+                        "the vendor redirected ({status}) to {location:?}; redirects are never followed"
+                    )));
+                }
+            };
+            if !self.retry_pause(c, phase, &reason, wait).await? {
+                return Ok(Err(format!("gave up: {reason}")));
+            }
+        }
+    }
+
+    pub(super) async fn probe(
+        &mut self,
+        c: &Connector,
+        rt: &client::Runtime,
+        phase: &'static str,
+        p: &Probe,
+    ) -> Result<Result<ProbeState, String>, Halt> {
+        let ans = match self.read(c, rt, phase, &p.request).await? {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (state, observed, caps) = read_probe(p, &ans.json, self.exec().intent_at);
+        let vendor: BTreeMap<String, String> = caps
+            .into_iter()
+            .filter(|(k, v)| self.exec().vendor.get(k) != Some(v))
+            .collect();
+        for (k, v) in &vendor {
+            self.vars.set(format!("vendor.{k}"), v.clone());
+        }
+        self.record(
+            "probe_result",
+            json!({"phase": phase, "state": state, "observed": observed, "status": ans.status}),
+            ExecUpdate {
+                vendor,
+                ..Default::default()
+            },
+        )
+        .await?;
+        Ok(Ok(state))
+    }
+}
