@@ -606,14 +606,15 @@ async fn slack_callbacks_that_fail_verification_are_refused_and_recorded() {
         expect_401(&d, &id, "slack", code, what, answer, before).await;
     }
 
-    // Verified, but from a workspace other than the configured one.
+    // Verified, but from a workspace other than the configured one: refused like an unverified
+    // callback (401), and recorded.
     let before = callbacks(&d).len();
     let (s, body) = alice()
         .team("T0OTHER")
         .signed(SLACK_SECRET)
         .send(&d.client, &d.base)
         .await;
-    assert_eq!(s, 200, "{body}");
+    assert_eq!(s, 401, "{body}");
     assert_eq!(
         (&body["ok"], &body["code"]),
         (&json!(false), &json!("wrong_team")),
