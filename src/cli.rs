@@ -729,15 +729,26 @@ mod tests {
         assert_eq!(lines.len(), 5, "{text}");
         for l in &lines {
             assert!(l.contains(" INFO request{id=a\\nb}:"), "{l}");
-            assert!(!l.contains('\u{1b}') && !l.contains('\0') && !l.contains('\r'), "{l:?}");
+            assert!(
+                !l.contains('\u{1b}') && !l.contains('\0') && !l.contains('\r'),
+                "{l:?}"
+            );
             assert!(!l.contains('\u{2028}'), "{l:?}");
         }
         assert!(lines[0].ends_with(
             "refused as str key=\"zz\\r\\n2026-01-01T00:00:00.000000Z  INFO cordon::daemon: forged log line\\0\\u{1b}[31m\\u{2028}\""
         ), "{}", lines[0]);
         assert!(lines[1].ends_with("refused as display key=zz\\r\\n2026-01-01T00:00:00.000000Z  INFO cordon::daemon: forged log line\\0\\u{1b}[31m\\u{2028}"), "{}", lines[1]);
-        assert!(lines[2].contains("refused as debug key=\"zz\\r\\n2026"), "{}", lines[2]);
+        assert!(
+            lines[2].contains("refused as debug key=\"zz\\r\\n2026"),
+            "{}",
+            lines[2]
+        );
         assert!(lines[3].ends_with("refused in the message: zz\\r\\n2026-01-01T00:00:00.000000Z  INFO cordon::daemon: forged log line\\0\\u{1b}[31m\\u{2028}"), "{}", lines[3]);
-        assert!(lines[4].ends_with("raw identifier type=\"x\""), "{}", lines[4]);
+        assert!(
+            lines[4].ends_with("raw identifier type=\"x\""),
+            "{}",
+            lines[4]
+        );
     }
 }

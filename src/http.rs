@@ -345,7 +345,9 @@ async fn ingest(
 async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, max).await.map_err(|e| {
         let e = e.into_inner();
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
@@ -375,7 +377,9 @@ fn ambiguous(what: &str, carried: &str) -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "ambiguous_credentials",
-        format!("{what}: the request carries more than one credential ({carried}); send exactly one"),
+        format!(
+            "{what}: the request carries more than one credential ({carried}); send exactly one"
+        ),
     )
 }
 
@@ -544,7 +548,12 @@ async fn list_cases(
 ) -> Result<Response, ApiError> {
     let q = query_pairs(q.as_deref());
     admin(&st, &headers, &q, peer)?;
-    let param = |name: &str| q.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let param = |name: &str| {
+        q.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let limit = param("limit")
         .and_then(|l| l.parse().ok())
         .unwrap_or(100usize)

@@ -85,13 +85,10 @@ impl Auth {
         req: &Request<T>,
         authorization: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     ) -> Option<Caller> {
-        if let Some(token) = authorization
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-        {
+        if let Some(token) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        }) {
             let token = token.trim();
             if let Some((_, user)) = self.approver_tokens.iter().find(|(h, _)| h.matches(token)) {
                 return Some(Caller::Approver {
@@ -118,10 +115,12 @@ impl Auth {
     fn approver<T>(&self, req: &Request<T>) -> Result<(String, &'static str), Status> {
         match self.identify(req)? {
             Some(Caller::Approver { user, identity }) => Ok((user, identity)),
-            Some(Caller::Ingest { .. }) => Err(status(Code::PermissionDenied, 
+            Some(Caller::Ingest { .. }) => Err(status(
+                Code::PermissionDenied,
                 "ingest credentials cannot act as an approver",
             )),
-            None => Err(status(Code::Unauthenticated, 
+            None => Err(status(
+                Code::Unauthenticated,
                 "authenticate with a client certificate or an approver bearer token",
             )),
         }
@@ -345,7 +344,8 @@ impl pb::alerts_server::Alerts for ApiState {
         match self.auth.identify(&req)? {
             Some(Caller::Ingest { .. }) => {}
             Some(Caller::Approver { .. }) => {
-                return Err(status(Code::PermissionDenied, 
+                return Err(status(
+                    Code::PermissionDenied,
                     "approver credentials cannot submit alerts",
                 ));
             }
@@ -354,7 +354,8 @@ impl pb::alerts_server::Alerts for ApiState {
                     .remote_addr()
                     .is_some_and(|a: SocketAddr| a.ip().is_loopback());
                 if !(self.ingest_open_to_loopback && loopback) {
-                    return Err(status(Code::Unauthenticated, 
+                    return Err(status(
+                        Code::Unauthenticated,
                         "submit alerts with an ingest token",
                     ));
                 }

@@ -22,6 +22,7 @@ mod expiry_paused;
 mod fail_closed;
 mod grpc;
 mod ingest;
+mod log_escape;
 mod policy_props;
 mod policy_reload;
 mod python_client;

@@ -38,7 +38,9 @@ const ADMIN: &str = "operator-admin-token";
 async fn start_with_tokens(query_token_sources: Option<&[&str]>) -> TestDaemon {
     common::start_with(|cfg, _| {
         for (source, _, _) in ROUTES {
-            cfg.ingest.tokens.insert(source.into(), sha(&token_of(source)));
+            cfg.ingest
+                .tokens
+                .insert(source.into(), sha(&token_of(source)));
         }
         if let Some(q) = query_token_sources {
             cfg.ingest.query_token_sources = q.iter().map(|s| s.to_string()).collect();
@@ -170,10 +172,7 @@ async fn query_token_only_on_the_sources_configured_for_it() {
         } else {
             let err = refused(&d, source, rb, 401, "query_token_not_allowed").await;
             assert!(
-                !err["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains(&token_of(source)),
+                !err["message"].as_str().unwrap().contains(&token_of(source)),
                 "{err}"
             );
         }
@@ -308,7 +307,10 @@ async fn duplicate_json_keys_are_refused_at_any_depth() {
     assert!(ocsf.contains("\"class_uid\": 2004,"));
     // Another class first, then 2004: a last-wins parser sees a Detection Finding, a first-wins
     // SIEM saw something else.
-    let differential = ocsf.replace("\"class_uid\": 2004,", "\"class_uid\": 9999, \"class_uid\": 2004,");
+    let differential = ocsf.replace(
+        "\"class_uid\": 2004,",
+        "\"class_uid\": 9999, \"class_uid\": 2004,",
+    );
     let err = refused(
         &d,
         "ocsf class_uid twice",
@@ -318,7 +320,10 @@ async fn duplicate_json_keys_are_refused_at_any_depth() {
         "duplicate_key",
     )
     .await;
-    assert!(err["message"].as_str().unwrap().contains("class_uid"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("class_uid"),
+        "{err}"
+    );
     // Nested.
     assert!(ocsf.contains("\"metadata\": {"));
     let nested = ocsf.replace("\"metadata\": {", "\"metadata\": {\"uid\": \"forged\",");
@@ -350,7 +355,10 @@ async fn duplicate_json_keys_are_refused_at_any_depth() {
         .submit_alert(pb::SubmitAlertRequest {
             format: "ocsf".into(),
             payload: ocsf
-                .replace("\"class_uid\": 2004,", "\"class_uid\": 9999, \"class_uid\": 2004,")
+                .replace(
+                    "\"class_uid\": 2004,",
+                    "\"class_uid\": 9999, \"class_uid\": 2004,",
+                )
                 .into_bytes(),
         })
         .await
@@ -389,7 +397,11 @@ async fn wrong_methods_and_unknown_paths_answer_a_json_code() {
         let allowed = r.headers()["allow"].to_str().unwrap().to_string();
         assert!(allowed.contains(allow), "{method} {path}: Allow: {allowed}");
         let body: Value = r.json().await.unwrap();
-        assert_eq!(body["code"], json!("method_not_allowed"), "{method} {path}: {body}");
+        assert_eq!(
+            body["code"],
+            json!("method_not_allowed"),
+            "{method} {path}: {body}"
+        );
         assert!(body["message"].is_string(), "{body}");
     }
     for path in ["/nope", "/v1/alerts/splunk/extra", "/v1/chat/slack/x/y"] {
@@ -495,7 +507,10 @@ async fn http_errors_clip_what_they_echo() {
     )
     .await;
     assert!(err.to_string().len() < 2048, "{}", err.to_string().len());
-    assert!(err["fields"][0].as_str().unwrap().starts_with("AAAA"), "{err}");
+    assert!(
+        err["fields"][0].as_str().unwrap().starts_with("AAAA"),
+        "{err}"
+    );
     assert_eq!(d.stop().await, 0);
 }
 
@@ -513,10 +528,16 @@ async fn grpc_errors_clip_what_they_echo() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{:?}", err.code());
     assert!(err.message().len() < 2048, "{}", err.message().len());
-    assert!(err.message().starts_with("no approval request BBB"), "{}", err.message());
+    assert!(
+        err.message().starts_with("no approval request BBB"),
+        "{}",
+        err.message()
+    );
     let err = c
         .cases
-        .get_case(pb::GetCaseRequest { case_id: long.clone() })
+        .get_case(pb::GetCaseRequest {
+            case_id: long.clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{:?}", err.code());
