@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -140,6 +140,24 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// axum's `Path`, refusing a segment it cannot decode (not UTF-8 once percent-decoded) with a
+/// JSON error like every other answer, instead of axum's plain-text one.
+struct PathOf<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<PathOf<T>, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(PathOf(t)),
+            Err(e) => Err(ApiError::new(e.status(), "malformed_path", e.body_text())),
+        }
+    }
+}
+
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/v1/alerts", post(ingest_native))
@@ -192,7 +210,7 @@ pub async fn serve(
 
 async fn chat_callback_at(
     st: State<HttpState>,
-    Path((platform, endpoint)): Path<(String, String)>,
+    PathOf((platform, endpoint)): PathOf<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -206,14 +224,14 @@ async fn chat_callback_at(
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
             .into_response();
     }
-    chat_callback(st, Path(platform), headers, body).await
+    chat_callback(st, PathOf(platform), headers, body).await
 }
 
 /// Chat platforms' callbacks: verified by `chat` (signature, button secret or JWT) over the
 /// raw body before anything is parsed.
 async fn chat_callback(
     State(st): State<HttpState>,
-    Path(platform): Path<String>,
+    PathOf(platform): PathOf<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -277,7 +295,7 @@ async fn ingest_format(
     peer: ConnectInfo<SocketAddr>,
     q: RawQuery,
     headers: HeaderMap,
-    Path(format): Path<String>,
+    PathOf(format): PathOf<String>,
     body: Body,
 ) -> Response {
     let Some(f) = IngestFormat::parse_name(&format).filter(|f| *f != IngestFormat::Cordon) else {
@@ -530,7 +548,7 @@ async fn get_case(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
     admin(&st, &headers, &query_pairs(q.as_deref()), peer)?;
     let case = engine::read::case(&st.store, &id)?.ok_or_else(|| {
@@ -567,7 +585,7 @@ async fn get_alert(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
     admin(&st, &headers, &query_pairs(q.as_deref()), peer)?;
     let a = engine::read::alert(&st.store, &id)?.ok_or_else(|| {
@@ -581,7 +599,7 @@ async fn get_action(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
     admin(&st, &headers, &query_pairs(q.as_deref()), peer)?;
     let a = engine::read::action(&st.store, &id)?.ok_or_else(|| {

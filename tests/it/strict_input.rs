@@ -409,6 +409,15 @@ async fn wrong_methods_and_unknown_paths_answer_a_json_code() {
         assert_eq!(s, 404, "{path}: {body}");
         assert_eq!(body["code"], json!("not_found"), "{path}: {body}");
     }
+    // A path segment that is not UTF-8 once decoded.
+    for path in ["/v1/cases/%FF", "/v1/actions/a%C3", "/v1/alerts/%FE%FF"] {
+        let (s, body) = d.get(path).await;
+        assert_eq!(s, 400, "{path}: {body}");
+        assert_eq!(body["code"], json!("malformed_path"), "{path}: {body}");
+    }
+    let (s, body) = d.post("/v1/alerts/%FF", "{}").await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["code"], json!("malformed_path"), "{body}");
     assert_eq!(d.stop().await, 0);
 }
 
