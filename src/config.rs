@@ -230,12 +230,25 @@ pub struct CertUser {
     pub user: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct IngestConfig {
     /// Bearer token per source (`cordon`, `splunk`, `elastic`, `sentinel`, `ocsf`). A source with
     /// no token accepts only loopback clients.
     pub tokens: BTreeMap<String, SecretRef>,
+    /// Sources that may send their token as `?token=` instead of `Authorization: Bearer`
+    /// (tokens in URLs end up in proxy and access logs). Default: `splunk`, whose webhook alert
+    /// action cannot set a header.
+    pub query_token_sources: Vec<String>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            tokens: BTreeMap::new(),
+            query_token_sources: vec!["splunk".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -715,6 +728,14 @@ impl Config {
             }
             if let Err(e) = crate::secret::TokenHash::from_ref(r) {
                 p(&format!("ingest.tokens.{source}"), e.to_string());
+            }
+        }
+        for (i, source) in self.ingest.query_token_sources.iter().enumerate() {
+            if IngestFormat::parse_name(source).is_none() {
+                p(
+                    &format!("ingest.query_token_sources[{i}]"),
+                    "unknown source (expected cordon, splunk, elastic, sentinel or ocsf)".into(),
+                );
             }
         }
         if let Some(r) = &self.http.admin_token

@@ -324,6 +324,13 @@ pub async fn start(
         policies: policies.clone(),
         metrics: metrics.clone(),
         tokens: Arc::new(v.tokens),
+        query_token_sources: Arc::new(
+            cfg.ingest
+                .query_token_sources
+                .iter()
+                .filter_map(|s| IngestFormat::parse_name(s))
+                .collect(),
+        ),
         admin_token: v.admin_token.map(Arc::new),
         max_body_bytes: cfg.http.max_body_bytes,
         playbooks: playbook_count,

@@ -1,18 +1,20 @@
 //! The HTTP side: SIEM ingest, health, readiness, metrics and the operator endpoints.
 //!
-//! Owns: routes, per-source bearer-token checks (header or `?token=` for Splunk's header-less
-//! webhook; no token configured = loopback clients only), body limits, and the single mapping
-//! from errors to HTTP status + stable JSON error codes. Parsing belongs to `ingest`, state to
+//! Owns: routes, per-source bearer-token checks (exactly one credential per request: one
+//! `Authorization` header, or one `?token=` on the sources `ingest.query_token_sources` names,
+//! Splunk's header-less webhook by default; no token configured = loopback clients only), body
+//! limits, and the single mapping from errors to HTTP status + stable JSON error codes (every
+//! answer, 404 and 405 included, with what it echoes of the request clipped). Parsing belongs to `ingest`, state to
 //! the engine: a request is answered `202` only after the engine reports a durable commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,7 +22,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::engine::{self, EngineError, EngineHandle};
-use crate::ingest::{IngestError, IngestFormat};
+use crate::ingest::{ECHO_MAX, IngestError, IngestFormat, clip};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
 use crate::secret::TokenHash;
@@ -34,6 +36,8 @@ pub struct HttpState {
     pub policies: Policies,
     pub metrics: Metrics,
     pub tokens: Arc<BTreeMap<IngestFormat, TokenHash>>,
+    /// Sources that may send their token as `?token=` (`ingest.query_token_sources`).
+    pub query_token_sources: Arc<BTreeSet<IngestFormat>>,
     pub admin_token: Option<Arc<TokenHash>>,
     pub max_body_bytes: usize,
     pub playbooks: usize,
@@ -65,8 +69,20 @@ impl ApiError {
     }
 }
 
+/// How many bytes of an error message are sent back: messages name outside values (ids, keys,
+/// formats), and a 100 KB id is not repeated in full.
+const MESSAGE_MAX: usize = 1024;
+
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        if let std::borrow::Cow::Owned(m) = clip(&self.message, MESSAGE_MAX) {
+            self.message = m;
+        }
+        for f in &mut self.fields {
+            if let std::borrow::Cow::Owned(c) = clip(f, ECHO_MAX) {
+                *f = c;
+            }
+        }
         (self.status, axum::Json(&self)).into_response()
     }
 }
@@ -77,6 +93,9 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::MalformedJson(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+            }
+            IngestError::DuplicateKey(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "duplicate_key", message)
             }
             IngestError::MissingFields(f) => ApiError {
                 fields: f,
@@ -121,6 +140,24 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// axum's `Path`, refusing a segment it cannot decode (not UTF-8 once percent-decoded) with a
+/// JSON error like every other answer, instead of axum's plain-text one.
+struct PathOf<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<PathOf<T>, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(PathOf(t)),
+            Err(e) => Err(ApiError::new(e.status(), "malformed_path", e.body_text())),
+        }
+    }
+}
+
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/v1/alerts", post(ingest_native))
@@ -139,6 +176,14 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        // axum adds the `Allow` header to this answer.
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this endpoint does not take {}", clip(method.as_str(), 32)),
+            )
         })
         .with_state(state)
 }
@@ -165,7 +210,7 @@ pub async fn serve(
 
 async fn chat_callback_at(
     st: State<HttpState>,
-    Path((platform, endpoint)): Path<(String, String)>,
+    PathOf((platform, endpoint)): PathOf<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -179,14 +224,14 @@ async fn chat_callback_at(
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
             .into_response();
     }
-    chat_callback(st, Path(platform), headers, body).await
+    chat_callback(st, PathOf(platform), headers, body).await
 }
 
 /// Chat platforms' callbacks: verified by `chat` (signature, button secret or JWT) over the
 /// raw body before anything is parsed.
 async fn chat_callback(
     State(st): State<HttpState>,
-    Path(platform): Path<String>,
+    PathOf(platform): PathOf<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -198,16 +243,19 @@ async fn chat_callback(
         )
         .into_response();
     };
-    let raw = match axum::body::to_bytes(body, st.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "the body is larger than http.max_body_bytes",
-            )
-            .into_response();
+    // A callback carries one credential: two signatures, timestamps or tokens are ambiguous.
+    for name in [
+        "x-slack-signature",
+        "x-slack-request-timestamp",
+        header::AUTHORIZATION.as_str(),
+    ] {
+        if headers.get_all(name).iter().count() > 1 {
+            return ambiguous(&format!("the {platform} callback"), name).into_response();
         }
+    }
+    let raw = match read_body(body, st.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
     };
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let answer = match platform.as_str() {
@@ -223,13 +271,19 @@ async fn chat_callback(
         }
     };
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, axum::Json(answer.body)).into_response()
+    let mut body = answer.body;
+    if let Some(serde_json::Value::String(m)) = body.get_mut("message")
+        && let std::borrow::Cow::Owned(c) = clip(m, MESSAGE_MAX)
+    {
+        *m = c;
+    }
+    (status, axum::Json(body)).into_response()
 }
 
 async fn ingest_native(
     state: State<HttpState>,
     peer: ConnectInfo<SocketAddr>,
-    q: Query<BTreeMap<String, String>>,
+    q: RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -239,9 +293,9 @@ async fn ingest_native(
 async fn ingest_format(
     state: State<HttpState>,
     peer: ConnectInfo<SocketAddr>,
-    q: Query<BTreeMap<String, String>>,
+    q: RawQuery,
     headers: HeaderMap,
-    Path(format): Path<String>,
+    PathOf(format): PathOf<String>,
     body: Body,
 ) -> Response {
     let Some(f) = IngestFormat::parse_name(&format).filter(|f| *f != IngestFormat::Cordon) else {
@@ -259,7 +313,7 @@ async fn ingest_format(
 async fn ingest(
     State(st): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<BTreeMap<String, String>>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
     format: IngestFormat,
     body: Body,
@@ -267,7 +321,7 @@ async fn ingest(
     let source = format.as_str();
     let fail = |e: ApiError| {
         st.metrics.alert(source, e.code);
-        tracing::info!(source, code = e.code, message = %e.message, "alert refused");
+        tracing::info!(source, code = e.code, message = %clip(&e.message, MESSAGE_MAX), "alert refused");
         e.into_response()
     };
     if st.draining.load(Ordering::SeqCst) {
@@ -276,24 +330,16 @@ async fn ingest(
     if let Err(e) = authorize(
         st.tokens.get(&format),
         &headers,
-        &q,
+        &query_pairs(q.as_deref()),
+        st.query_token_sources.contains(&format),
         peer,
         &format!("source {source}"),
     ) {
         return fail(e);
     }
-    let bytes = match axum::body::to_bytes(body, st.max_body_bytes).await {
+    let bytes = match read_body(body, st.max_body_bytes).await {
         Ok(b) => b,
-        Err(_) => {
-            return fail(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "the body is larger than {} bytes (http.max_body_bytes)",
-                    st.max_body_bytes
-                ),
-            ));
-        }
+        Err(e) => return fail(e),
     };
     let received_at = chrono::Utc::now();
     let fields = match format.parse(&bytes, received_at) {
@@ -312,24 +358,101 @@ async fn ingest(
     }
 }
 
-/// Checks a bearer token (header, or `?token=`) against `expected`; with no token configured,
-/// only loopback peers are let in.
+/// Reads the whole body: over `max` bytes is `413 body_too_large`; a body that cannot be read
+/// (a malformed chunk, a connection cut mid-body) is `400 malformed_body`.
+async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is larger than {max} bytes (http.max_body_bytes)"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                format!("the body could not be read: {e}"),
+            )
+        }
+    })
+}
+
+/// The query string's pairs, every one (a `BTreeMap` would keep only the last `token`).
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn ambiguous(what: &str, carried: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "ambiguous_credentials",
+        format!(
+            "{what}: the request carries more than one credential ({carried}); send exactly one"
+        ),
+    )
+}
+
+/// Checks the request's one credential against `expected`: an `Authorization: Bearer` header,
+/// or a `?token=` where `query_allowed`. More than one credential (two `Authorization` headers,
+/// two `?token=`, or one of each) is refused whatever they hold, so no checker downstream can
+/// read a different one than was judged. With no token configured, only loopback peers are let
+/// in.
 fn authorize(
     expected: Option<&TokenHash>,
     headers: &HeaderMap,
-    q: &BTreeMap<String, String>,
+    query: &[(String, String)],
+    query_allowed: bool,
     peer: SocketAddr,
     what: &str,
 ) -> Result<(), ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .or_else(|| q.get("token").map(String::as_str));
+    let in_header: Vec<_> = headers.get_all(header::AUTHORIZATION).iter().collect();
+    let in_query: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if in_header.len() + in_query.len() > 1 {
+        let carried = format!(
+            "{} Authorization header(s) and {} ?token= parameter(s)",
+            in_header.len(),
+            in_query.len()
+        );
+        return Err(ambiguous(what, &carried));
+    }
+    if !in_query.is_empty() && !query_allowed {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "query_token_not_allowed",
+            format!(
+                "{what} does not take ?token= (see ingest.query_token_sources); send Authorization: Bearer <token>"
+            ),
+        ));
+    }
+    let presented = match (in_header.first(), in_query.first()) {
+        (Some(h), _) => h
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim),
+        (None, q) => q.copied(),
+    };
+    let how = if query_allowed {
+        "Authorization: Bearer <token>, or ?token=<token>"
+    } else {
+        "Authorization: Bearer <token>"
+    };
     match (expected, presented) {
         (Some(t), Some(p)) if t.matches(p) => Ok(()),
         (Some(_), Some(_)) => Err(ApiError::new(
@@ -340,9 +463,7 @@ fn authorize(
         (Some(_), None) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            format!(
-                "{what} needs a bearer token (Authorization: Bearer <token>, or ?token=<token>)"
-            ),
+            format!("{what} needs a bearer token ({how})"),
         )),
         (None, _) if peer.ip().is_loopback() => Ok(()),
         (None, _) => Err(ApiError::new(
@@ -353,16 +474,18 @@ fn authorize(
     }
 }
 
+/// The operator endpoints take `http.admin_token` in the `Authorization` header only.
 fn admin(
     st: &HttpState,
     headers: &HeaderMap,
-    q: &BTreeMap<String, String>,
+    q: &[(String, String)],
     peer: SocketAddr,
 ) -> Result<(), ApiError> {
     authorize(
         st.admin_token.as_deref(),
         headers,
         q,
+        false,
         peer,
         "operator endpoints",
     )
@@ -406,9 +529,10 @@ async fn metrics(State(st): State<HttpState>) -> Response {
 async fn reload_policies(
     State(st): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<BTreeMap<String, String>>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let q = query_pairs(q.as_deref());
     if let Err(e) = admin(&st, &headers, &q, peer) {
         return e.into_response();
     }
@@ -422,11 +546,11 @@ async fn reload_policies(
 async fn get_case(
     State(st): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<BTreeMap<String, String>>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers, &q, peer)?;
+    admin(&st, &headers, &query_pairs(q.as_deref()), peer)?;
     let case = engine::read::case(&st.store, &id)?.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no case {id}"))
     })?;
@@ -437,27 +561,33 @@ async fn get_case(
 async fn list_cases(
     State(st): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<BTreeMap<String, String>>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let q = query_pairs(q.as_deref());
     admin(&st, &headers, &q, peer)?;
-    let limit = q
-        .get("limit")
+    let param = |name: &str| {
+        q.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let limit = param("limit")
         .and_then(|l| l.parse().ok())
         .unwrap_or(100usize)
         .min(1000);
-    let cases = engine::read::cases(&st.store, q.get("after").map(String::as_str), limit)?;
+    let cases = engine::read::cases(&st.store, param("after"), limit)?;
     Ok(axum::Json(json!({"cases": cases})).into_response())
 }
 
 async fn get_alert(
     State(st): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<BTreeMap<String, String>>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers, &q, peer)?;
+    admin(&st, &headers, &query_pairs(q.as_deref()), peer)?;
     let a = engine::read::alert(&st.store, &id)?.ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no alert {id}"))
     })?;
@@ -467,11 +597,11 @@ async fn get_alert(
 async fn get_action(
     State(st): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<BTreeMap<String, String>>,
+    RawQuery(q): RawQuery,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathOf(id): PathOf<String>,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers, &q, peer)?;
+    admin(&st, &headers, &query_pairs(q.as_deref()), peer)?;
     let a = engine::read::action(&st.store, &id)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

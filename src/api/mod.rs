@@ -14,12 +14,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::action::ActionRequest;
 use crate::config::GrpcConfig;
 use crate::engine::{self, ApprovalUpdate, EngineError, EngineHandle, VoteCast, VoteError};
-use crate::ingest::IngestFormat;
+use crate::ingest::{IngestFormat, clip};
 use crate::policy::Policies;
 use crate::secret::TokenHash;
 use crate::store::Store;
@@ -74,17 +74,21 @@ impl Auth {
         }
     }
 
-    /// Identifies the caller: a bearer token first, else a verified client certificate.
-    pub fn identify<T>(&self, req: &Request<T>) -> Option<Caller> {
-        if let Some(token) = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-        {
+    /// Identifies the caller: a bearer token first, else a verified client certificate. More
+    /// than one `authorization` entry is refused whatever they hold.
+    pub fn identify<T>(&self, req: &Request<T>) -> Result<Option<Caller>, Status> {
+        Ok(self.identify_one(req, one_authorization(req)?))
+    }
+
+    fn identify_one<T>(
+        &self,
+        req: &Request<T>,
+        authorization: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ) -> Option<Caller> {
+        if let Some(token) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        }) {
             let token = token.trim();
             if let Some((_, user)) = self.approver_tokens.iter().find(|(h, _)| h.matches(token)) {
                 return Some(Caller::Approver {
@@ -109,16 +113,44 @@ impl Auth {
     }
 
     fn approver<T>(&self, req: &Request<T>) -> Result<(String, &'static str), Status> {
-        match self.identify(req) {
+        match self.identify(req)? {
             Some(Caller::Approver { user, identity }) => Ok((user, identity)),
-            Some(Caller::Ingest { .. }) => Err(Status::permission_denied(
+            Some(Caller::Ingest { .. }) => Err(status(
+                Code::PermissionDenied,
                 "ingest credentials cannot act as an approver",
             )),
-            None => Err(Status::unauthenticated(
+            None => Err(status(
+                Code::Unauthenticated,
                 "authenticate with a client certificate or an approver bearer token",
             )),
         }
     }
+}
+
+/// The request's one `authorization` entry, if any; two or more are ambiguous (one checker
+/// could judge the first and another act on the second).
+fn one_authorization<T>(
+    req: &Request<T>,
+) -> Result<Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, Status> {
+    let mut all = req.metadata().get_all("authorization").iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(status(
+            Code::Unauthenticated,
+            "ambiguous credentials: more than one authorization entry; send exactly one",
+        ));
+    }
+    Ok(first)
+}
+
+/// How many bytes of a status message are sent: messages name outside values (ids, formats),
+/// and gRPC clients refuse a status trailer over 16 KiB (they would report
+/// `RESOURCE_EXHAUSTED` instead of the real error).
+const MESSAGE_MAX: usize = 1024;
+
+/// Every status this module answers is built here, with its message clipped.
+fn status(code: Code, message: impl AsRef<str>) -> Status {
+    Status::new(code, clip(message.as_ref(), MESSAGE_MAX))
 }
 
 /// Subject CN and DNS/email SANs of a DER certificate.
@@ -158,7 +190,7 @@ pub struct ApiState {
 }
 
 fn store_status(e: crate::store::StoreError) -> Status {
-    Status::unavailable(format!("store unavailable: {e}"))
+    status(Code::Unavailable, format!("store unavailable: {e}"))
 }
 
 fn ms(t: chrono::DateTime<chrono::Utc>) -> i64 {
@@ -309,10 +341,11 @@ impl pb::alerts_server::Alerts for ApiState {
         &self,
         req: Request<pb::SubmitAlertRequest>,
     ) -> Result<Response<pb::SubmitAlertResponse>, Status> {
-        match self.auth.identify(&req) {
+        match self.auth.identify(&req)? {
             Some(Caller::Ingest { .. }) => {}
             Some(Caller::Approver { .. }) => {
-                return Err(Status::permission_denied(
+                return Err(status(
+                    Code::PermissionDenied,
                     "approver credentials cannot submit alerts",
                 ));
             }
@@ -321,7 +354,8 @@ impl pb::alerts_server::Alerts for ApiState {
                     .remote_addr()
                     .is_some_and(|a: SocketAddr| a.ip().is_loopback());
                 if !(self.ingest_open_to_loopback && loopback) {
-                    return Err(Status::unauthenticated(
+                    return Err(status(
+                        Code::Unauthenticated,
                         "submit alerts with an ingest token",
                     ));
                 }
@@ -334,19 +368,19 @@ impl pb::alerts_server::Alerts for ApiState {
             r.format.as_str()
         };
         let format = IngestFormat::parse_name(name)
-            .ok_or_else(|| Status::invalid_argument(format!("unknown format {name:?}")))?;
+            .ok_or_else(|| status(Code::InvalidArgument, format!("unknown format {name:?}")))?;
         let received_at = chrono::Utc::now();
         let fields = format
             .parse(&r.payload, received_at)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| status(Code::InvalidArgument, e.to_string()))?;
         let raw = String::from_utf8_lossy(&r.payload).into_owned();
         let ack = self
             .engine
             .ingest(format, fields, raw, received_at)
             .await
             .map_err(|e| match e {
-                EngineError::Store(m) => Status::unavailable(format!("not recorded: {m}")),
-                EngineError::ShuttingDown => Status::unavailable("shutting down"),
+                EngineError::Store(m) => status(Code::Unavailable, format!("not recorded: {m}")),
+                EngineError::ShuttingDown => status(Code::Unavailable, "shutting down"),
             })?;
         Ok(Response::new(pb::SubmitAlertResponse {
             alert_id: ack.alert_id,
@@ -376,12 +410,12 @@ impl ApiState {
             comment: r.comment,
         };
         let out = self.engine.vote(vote).await.map_err(|e| match e {
-            VoteError::NotFound(_) => Status::not_found(e.to_string()),
+            VoteError::NotFound(_) => status(Code::NotFound, e.to_string()),
             VoteError::NotPending { .. }
             | VoteError::Expired(_)
-            | VoteError::RequestChanged { .. } => Status::failed_precondition(e.to_string()),
-            VoteError::Refused(_) => Status::permission_denied(e.to_string()),
-            VoteError::Store(_) => Status::unavailable(e.to_string()),
+            | VoteError::RequestChanged { .. } => status(Code::FailedPrecondition, e.to_string()),
+            VoteError::Refused(_) => status(Code::PermissionDenied, e.to_string()),
+            VoteError::Store(_) => status(Code::Unavailable, e.to_string()),
         })?;
         let hash = self.policies.current().hash.clone();
         Ok(Response::new(pb::VoteResponse {
@@ -432,7 +466,7 @@ impl pb::approvals_server::Approvals for ApiState {
         let a = engine::read::action(&self.store, &id)
             .map_err(store_status)?
             .filter(|a| a.approval.is_some())
-            .ok_or_else(|| Status::not_found(format!("no approval request {id}")))?;
+            .ok_or_else(|| status(Code::NotFound, format!("no approval request {id}")))?;
         let hash = self.policies.current().hash.clone();
         Ok(Response::new(approval_view(&self.store, &a, &hash)?))
     }
@@ -458,7 +492,7 @@ impl pb::approvals_server::Approvals for ApiState {
         let (user, _) = self.auth.approver(&req)?;
         let r = req.into_inner();
         if r.action_id.is_empty() {
-            return Err(Status::invalid_argument("action_id is required"));
+            return Err(status(Code::InvalidArgument, "action_id is required"));
         }
         let reply = self
             .engine
@@ -468,16 +502,16 @@ impl pb::approvals_server::Approvals for ApiState {
                 reason: r.reason,
             })
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| status(Code::Unavailable, e.to_string()))?;
         match reply {
             engine::ExecReply::RollbackProposed(a) => Ok(Response::new(pb::RollbackResponse {
                 rollback: Some(action_view(&a)),
             })),
             engine::ExecReply::Refused(why) if why.starts_with("no action") => {
-                Err(Status::not_found(why))
+                Err(status(Code::NotFound, why))
             }
-            engine::ExecReply::Refused(why) => Err(Status::failed_precondition(why)),
-            _ => Err(Status::internal("unexpected engine reply")),
+            engine::ExecReply::Refused(why) => Err(status(Code::FailedPrecondition, why)),
+            _ => Err(status(Code::Internal, "unexpected engine reply")),
         }
     }
 
@@ -550,7 +584,7 @@ impl pb::cases_server::Cases for ApiState {
         let id = req.into_inner().case_id;
         let c = engine::read::case(&self.store, &id)
             .map_err(store_status)?
-            .ok_or_else(|| Status::not_found(format!("no case {id}")))?;
+            .ok_or_else(|| status(Code::NotFound, format!("no case {id}")))?;
         Ok(Response::new(case_view(&self.store, &c)?))
     }
 

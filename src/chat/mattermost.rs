@@ -145,7 +145,7 @@ pub struct Click {
 
 pub fn parse_click(raw: &[u8]) -> Result<Click, Refusal> {
     let bad = |m: String| Refusal::new("malformed", m);
-    let p: Value = serde_json::from_slice(raw).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let p: Value = crate::ingest::json::parse(raw).map_err(|e| bad(format!("not JSON: {e}")))?;
     let s = |v: &Value, what: &str| {
         v.as_str()
             .filter(|x| !x.is_empty())

@@ -570,7 +570,9 @@ struct Window {
 fn refused_answer(r: &Refusal) -> Answer {
     let status = match r.code {
         "malformed" => 400,
-        "bad_signature" | "stale_timestamp" | "replayed" | "bad_token" | "bad_jwt" => 401,
+        // A verified callback from another workspace is refused like an unverified one.
+        "bad_signature" | "stale_timestamp" | "replayed" | "bad_token" | "bad_jwt"
+        | "wrong_team" => 401,
         _ => 200,
     };
     Answer {
@@ -865,7 +867,7 @@ impl Inbound {
         else {
             return Self::not_configured("teams");
         };
-        let activity: Value = match serde_json::from_slice(raw) {
+        let activity: Value = match crate::ingest::json::parse(raw) {
             Ok(v) => v,
             Err(e) => {
                 // Authenticate first even when the body is broken, so garbage from anyone is

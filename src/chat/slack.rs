@@ -190,8 +190,9 @@ pub fn parse_interaction(raw: &[u8]) -> Result<Interaction, Refusal> {
         .find(|(k, _)| k == "payload")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| bad("the form has no payload field"))?;
-    let p: Value =
-        serde_json::from_str(&payload).map_err(|e| bad(&format!("payload is not JSON: {e}")))?;
+    // Strict: a payload naming a key twice could mean one thing to Slack and another here.
+    let p: Value = crate::ingest::json::parse(payload.as_bytes())
+        .map_err(|e| bad(&format!("payload is not JSON: {e}")))?;
     if p["type"].as_str() != Some("block_actions") {
         return Err(bad("only block_actions interactions are handled"));
     }

@@ -6,6 +6,7 @@
 //! match arm and one fixture test.
 
 mod elastic;
+pub mod json;
 mod native;
 mod ocsf;
 mod sentinel;
@@ -64,8 +65,10 @@ impl IngestFormat {
         body: &[u8],
         received_at: DateTime<Utc>,
     ) -> Result<AlertFields, IngestError> {
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| IngestError::MalformedJson(e.to_string()))?;
+        let value = json::parse(body).map_err(|e| match e {
+            json::JsonError::Syntax(m) => IngestError::MalformedJson(m),
+            json::JsonError::DuplicateKey(m) => IngestError::DuplicateKey(m),
+        })?;
         if !value.is_object() {
             return Err(IngestError::MalformedJson(
                 "the body must be a JSON object".to_string(),
@@ -102,6 +105,9 @@ pub enum IngestError {
     /// Not JSON, or not a JSON object.
     #[error("malformed json: {0}")]
     MalformedJson(String),
+    /// An object names the same key twice (a parser differential with the sender: refused).
+    #[error("malformed json: {0}")]
+    DuplicateKey(String),
     /// Required fields are absent or empty; names them with their JSON paths.
     #[error("missing required fields: {}", .0.join(", "))]
     MissingFields(Vec<String>),
@@ -111,4 +117,34 @@ pub enum IngestError {
     /// cordon's own format refuses fields it does not define (a typo is not silently ignored).
     #[error("unknown field {0}")]
     UnknownField(String),
+}
+
+/// How many bytes of an outside value an error message or log line repeats.
+pub const ECHO_MAX: usize = 256;
+
+/// `text` cut to at most `max` bytes (on a character boundary), with an ellipsis and the
+/// original length when cut: errors name what they refuse without echoing 100 KB back (a gRPC
+/// status larger than 16 KiB is not even delivered).
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc… (4 bytes)");
+        assert_eq!(clip("ééé", 3), "é… (6 bytes)");
+        assert!(clip(&"x".repeat(100_000), ECHO_MAX).len() < ECHO_MAX + 32);
+    }
 }

@@ -606,20 +606,61 @@ async fn slack_callbacks_that_fail_verification_are_refused_and_recorded() {
         expect_401(&d, &id, "slack", code, what, answer, before).await;
     }
 
-    // Verified, but from a workspace other than the configured one.
+    // Verified, but from a workspace other than the configured one: refused like an unverified
+    // callback (401), and recorded.
     let before = callbacks(&d).len();
     let (s, body) = alice()
         .team("T0OTHER")
         .signed(SLACK_SECRET)
         .send(&d.client, &d.base)
         .await;
-    assert_eq!(s, 200, "{body}");
+    assert_eq!(s, 401, "{body}");
     assert_eq!(
         (&body["ok"], &body["code"]),
         (&json!(false), &json!("wrong_team")),
         "{body}"
     );
     assert_refused_record(&callback_after(&d, before).await, "slack", "wrong_team");
+
+    // A correctly signed callback sent with a second, wrong signature: ambiguous, refused before
+    // it is verified, and nothing recorded.
+    let before = (callbacks(&d).len(), d.head());
+    let cb = alice().signed(SLACK_SECRET);
+    let r = d
+        .client
+        .post(format!("{}/v1/chat/slack/interactions", d.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", cb.timestamp.clone().unwrap())
+        .header("x-slack-signature", cb.signature.clone().unwrap())
+        .header("x-slack-signature", "v0=00ff")
+        .body(cb.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], json!("ambiguous_credentials"), "{body}");
+    assert_eq!((callbacks(&d).len(), d.head()), before);
+
+    // Correctly signed, but the payload names a key twice (`type`): refused as malformed.
+    let before = callbacks(&d).len();
+    let payload = alice().payload().to_string();
+    assert!(payload.contains("\"type\":\"block_actions\""), "{payload}");
+    let dup = payload.replacen('{', "{\"type\":\"view_submission\",", 1);
+    let form = format!(
+        "payload={}",
+        url::form_urlencoded::byte_serialize(dup.as_bytes()).collect::<String>()
+    );
+    let (s, body) = SlackCallback::sign_raw(SLACK_SECRET, form, Utc::now().timestamp())
+        .send(&d.client, &d.base)
+        .await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["code"], json!("malformed"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("duplicate key"),
+        "{body}"
+    );
+    assert_refused_record(&callback_after(&d, before).await, "slack", "malformed");
 
     // Verified, but from a Slack user no Cordon::User maps: 200 ok:false, nothing counted. The
     // refusal note goes to response_url only on Slack's (here: the api_base) origin.

@@ -91,13 +91,6 @@ async fn tokens_never_reach_logs_errors_or_the_audit_store() {
         .unwrap();
     accepted.push((r.status().as_u16(), r.json::<Value>().await.unwrap()));
     let r = c
-        .post(url("/v1/alerts?token=") + CANARY)
-        .body(cordon_alert("query"))
-        .send()
-        .await
-        .unwrap();
-    accepted.push((r.status().as_u16(), r.json::<Value>().await.unwrap()));
-    let r = c
         .post(url("/v1/alerts/elastic"))
         .bearer_auth(FILE_CANARY)
         .body(common::fixture("elastic.json"))
@@ -164,8 +157,21 @@ async fn tokens_never_reach_logs_errors_or_the_audit_store() {
                 .body("{}"),
         )
         .await,
+        send(
+            "the right token as ?token= where only the header is taken",
+            c.post(url("/v1/alerts?token=") + CANARY)
+                .body(cordon_alert("query")),
+        )
+        .await,
+        send(
+            "the right token twice",
+            c.post(url("/v1/alerts/splunk?token=") + CANARY)
+                .bearer_auth(CANARY)
+                .body(common::fixture("splunk.json")),
+        )
+        .await,
     ];
-    let expect = [401, 401, 401, 401, 400, 422, 404];
+    let expect = [401, 401, 401, 401, 400, 422, 404, 401, 401];
     for ((what, status, body), want) in errors.iter().zip(expect) {
         assert_eq!(*status, want, "{what}: {body}");
         assert!(
