@@ -181,6 +181,20 @@ impl Engine {
             txn.delete(keys::runnable(id));
             return Ok(ExecReply::Refused(format!("action is {}", a.state)));
         }
+        if resuming && a.execution.is_none() {
+            // A run on record without its intent record: nothing says what was sent. It is
+            // never driven again (no blind resend); a person has to look.
+            txn.delete(keys::runnable(id));
+            self.escalate(
+                txn,
+                &a,
+                now,
+                "the stored action is executing or unknown but has no intent record; refusing to act on it",
+            )?;
+            return Ok(ExecReply::Refused(
+                "a resumed action without an intent record".into(),
+            ));
+        }
         let sent = a.execution.as_ref().is_some_and(|e| e.writes_sent > 0);
         if resuming {
             txn.audit(

@@ -649,3 +649,6 @@ impl Engine {
 fn secs(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX / 1000)
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,8 @@ use super::*;
 pub(super) struct Run {
     pub(super) s: Arc<Shared>,
     pub(super) a: ActionRequest,
+    /// The action's intent record as last recorded (a claimed action always has one).
+    exec: crate::action::Execution,
     pub(super) vars: Vars,
 }
 
@@ -26,11 +28,22 @@ impl Run {
         self.a.action_id.clone()
     }
 
+    /// A run of a claimed action; `Err` if the engine handed back one without an intent
+    /// record (nothing could say what was sent: never act on it).
+    pub(super) fn new(s: Arc<Shared>, a: ActionRequest) -> Result<Run, ActionRequest> {
+        match a.execution.clone() {
+            Some(exec) => Ok(Run {
+                s,
+                a,
+                exec,
+                vars: Vars::default(),
+            }),
+            None => Err(a),
+        }
+    }
+
     pub(super) fn exec(&self) -> &crate::action::Execution {
-        self.a
-            .execution
-            .as_ref()
-            .expect("claimed actions carry an intent record")
+        &self.exec
     }
 
     pub(super) async fn record(
@@ -51,10 +64,16 @@ impl Run {
             })
             .await?
         {
-            ExecReply::Recorded(a) => {
-                self.a = *a;
-                Ok(())
-            }
+            ExecReply::Recorded(a) => match a.execution.clone() {
+                Some(exec) => {
+                    self.exec = exec;
+                    self.a = *a;
+                    Ok(())
+                }
+                None => Err(Halt::Store(
+                    "the engine returned the action without its intent record".into(),
+                )),
+            },
             ExecReply::Refused(why) => Err(Halt::Store(format!("record refused: {why}"))),
             _ => Ok(()),
         }

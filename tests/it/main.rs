@@ -27,6 +27,7 @@ mod log_escape;
 mod policy_props;
 mod policy_reload;
 mod python_client;
+mod resume_guard;
 mod secrets;
 mod strict_input;
 mod target_resolve;

@@ -1,0 +1,104 @@
+//! A stored action that cannot be resumed safely is refused and escalated, never driven and
+//! never a panic: an `unknown` action whose intent record is gone says nothing about what was
+//! sent, so it must not be probed into a resend.
+
+use serde_json::{Value, json};
+
+use crate::common;
+use crate::live::{self, Vendors};
+
+/// Opens the store at `data` once sled has let go of the directory lock (it does so from its
+/// flusher thread a moment after the last handle drops): waits for that condition.
+async fn open_when_unlocked(data: &std::path::Path) -> cordon::store::Store {
+    let opts = cordon::store::StoreOptions::default();
+    common::eventually(10, || {
+        let r = cordon::store::Store::open(data, &opts);
+        async move { r.ok() }
+    })
+    .await
+}
+
+/// Starts the daemon again on `d`'s data directory once sled has let go of its lock.
+async fn start_when_unlocked(d: common::TestDaemon) -> common::TestDaemon {
+    use cordon::daemon;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = daemon::validate(d.config.clone(), "test config").unwrap();
+        let listeners = daemon::Listeners::loopback().await.unwrap();
+        match daemon::start(v, listeners, daemon::StartOptions::default()).await {
+            Ok(running) => {
+                return common::TestDaemon {
+                    base: format!("http://{}", running.http_addr),
+                    running: Some(running),
+                    dir: d.dir,
+                    config: d.config,
+                    client: d.client,
+                };
+            }
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the daemon did not start again: {e}"
+            ),
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_action_without_its_intent_record_is_refused_and_escalated() {
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-corrupt", "aid-corrupt");
+    let d = live::start_live(&v, |_, _| {}).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "corrupt-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-corrupt")],
+        ),
+    )
+    .await;
+    let a = live::find_action(&d, &case_id, "isolate_host", Some("ws-corrupt")).await;
+    let id = a["action_id"].as_str().unwrap().to_string();
+
+    // The record now says a run ended in `unknown`, but its intent record is gone.
+    let mut d = d;
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
+    let data = d.config.data_dir.clone();
+    let store = open_when_unlocked(&data).await;
+    let key = cordon::engine::keys::action(&id);
+    let mut rec: Value = store.get_json(&key).unwrap().unwrap();
+    rec["state"] = json!("unknown");
+    rec.as_object_mut().unwrap().remove("execution");
+    let mut t = store.begin();
+    t.put_json(key, &rec).unwrap();
+    t.put(cordon::engine::keys::runnable(&id), vec![]);
+    store.commit(t).await.unwrap();
+    drop(store);
+    let d = start_when_unlocked(d).await;
+
+    let esc = common::eventually(20, || async {
+        let e = live::records(&d, "escalation", &id);
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert!(
+        esc[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no intent record"),
+        "{esc:?}"
+    );
+    let (_, got) = d.get(&format!("/v1/actions/{id}")).await;
+    assert_eq!(got["state"], json!("unknown"), "{got}");
+    // Never driven: nothing about it reached the vendor, and it left the queue.
+    assert_eq!(v.cs.log().count_matching("*", "devices"), 0);
+    assert!(
+        !cordon::engine::read::runnable(&d.running().store, None, usize::MAX)
+            .unwrap()
+            .contains(&id)
+    );
+    let (s, _) = d.get("/readyz").await;
+    assert_eq!(s, 200);
+}
