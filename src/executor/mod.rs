@@ -304,12 +304,9 @@ async fn drive(s: &Arc<Shared>, id: &str) -> Drive {
             return Drive::Done;
         }
     };
-    let mut run = match Run::new(s.clone(), a) {
-        Ok(r) => r,
-        Err(a) => {
-            tracing::error!(action_id = %a.action_id, "a claimed action came without an intent record; not executing");
-            return Drive::Done;
-        }
+    let Some(mut run) = Run::new(s.clone(), a) else {
+        tracing::error!(action_id = %id, "a claimed action came without an intent record; not executing");
+        return Drive::Done;
     };
     let result = match (run.a.connector == BUILTIN, conn) {
         (true, _) => run.builtin().await,

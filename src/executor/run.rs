@@ -28,18 +28,16 @@ impl Run {
         self.a.action_id.clone()
     }
 
-    /// A run of a claimed action; `Err` if the engine handed back one without an intent
+    /// A run of a claimed action; `None` if the engine handed back one without an intent
     /// record (nothing could say what was sent: never act on it).
-    pub(super) fn new(s: Arc<Shared>, a: ActionRequest) -> Result<Run, ActionRequest> {
-        match a.execution.clone() {
-            Some(exec) => Ok(Run {
-                s,
-                a,
-                exec,
-                vars: Vars::default(),
-            }),
-            None => Err(a),
-        }
+    pub(super) fn new(s: Arc<Shared>, a: ActionRequest) -> Option<Run> {
+        let exec = a.execution.clone()?;
+        Some(Run {
+            s,
+            a,
+            exec,
+            vars: Vars::default(),
+        })
     }
 
     pub(super) fn exec(&self) -> &crate::action::Execution {
