@@ -310,8 +310,11 @@ impl Engine {
             .to_string()
     }
 
-    /// Runs one event's work; if it fails, undoes its writes, announcements and metric
-    /// increments (the rest of the batch still commits).
+    /// Runs one event's work; if it fails, undoes every side effect it had on the batch: its
+    /// writes and audit records, the actions it changed (announcements and chat markers are
+    /// derived from them), its escalations, metric increments and a policy reload it recorded.
+    /// The rest of the batch still commits. Every event kind goes through here, so a new side
+    /// effect belongs in this list and nowhere else.
     fn undoable<R>(
         &mut self,
         txn: &mut Txn,
@@ -319,13 +322,19 @@ impl Engine {
         f: impl FnOnce(&mut Self, &mut Txn) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let sp = txn.savepoint();
-        let changed_before = self.changed.len();
-        let tallies_before = self.tallies.len();
+        let changed = self.changed.len();
+        let escalations = self.escalations.len();
+        let tallies = self.tallies.len();
+        let reloaded = self.reloaded.is_some();
         let r = f(self, txn);
         if let Err(e) = &r {
             txn.rollback_to(sp);
-            self.changed.truncate(changed_before);
-            self.tallies.truncate(tallies_before);
+            self.changed.truncate(changed);
+            self.escalations.truncate(escalations);
+            self.tallies.truncate(tallies);
+            if !reloaded {
+                self.reloaded = None;
+            }
             tracing::error!(error = %e, "{what} could not be recorded");
         }
         r
@@ -418,10 +427,10 @@ impl Engine {
                     received_at,
                     reply,
                 } => {
-                    let sp = txn.savepoint();
-                    let changed_before = self.changed.len();
-                    let tallies_before = self.tallies.len();
-                    match self.ingest(&mut txn, format, &fields, raw, received_at) {
+                    let r = self.undoable(&mut txn, "alert", |e, t| {
+                        e.ingest(t, format, &fields, raw, received_at)
+                    });
+                    match r {
                         Ok(ack) => {
                             let source = format.as_str();
                             let outcome = if ack.duplicate {
@@ -439,18 +448,12 @@ impl Engine {
                             }));
                         }
                         Err(e) => {
-                            txn.rollback_to(sp);
-                            self.changed.truncate(changed_before);
-                            self.tallies.truncate(tallies_before);
-                            tracing::error!(error = %e, "alert could not be recorded");
                             let _ = reply.send(Err(EngineError::Store(e.to_string())));
                         }
                     }
                 }
                 Event::Vote { vote, reply } => {
-                    let sp = txn.savepoint();
-                    let changed_before = self.changed.len();
-                    match self.vote(&mut txn, &vote) {
+                    match self.undoable(&mut txn, "vote", |e, t| e.vote(t, &vote)) {
                         Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
                             let _ = reply.send(
                                 r.map(|()| outcome)
@@ -468,22 +471,13 @@ impl Engine {
                             }));
                         }
                         Err(e) => {
-                            txn.rollback_to(sp);
-                            self.changed.truncate(changed_before);
                             let _ = reply.send(Err(VoteError::Store(e.to_string())));
                         }
                     }
                 }
                 Event::Tick { reply } => {
-                    let sp = txn.savepoint();
-                    let changed_before = self.changed.len();
-                    let esc_before = self.escalations.len();
-                    if let Err(e) = self.tick(&mut txn) {
-                        txn.rollback_to(sp);
-                        self.changed.truncate(changed_before);
-                        self.escalations.truncate(esc_before);
-                        tracing::error!(error = %e, "expiry pass could not be recorded");
-                    }
+                    // A failed pass is undone and logged; the next tick tries again.
+                    let _ = self.undoable(&mut txn, "expiry pass", |e, t| e.tick(t));
                     if let Some(reply) = reply {
                         replies.push(Box::new(move |_| {
                             let _ = reply.send(());
@@ -511,8 +505,7 @@ impl Engine {
                     }
                 }
                 Event::ReloadPolicies { trigger, reply } => {
-                    let sp = txn.savepoint();
-                    match self.reload(&mut txn, &trigger) {
+                    match self.undoable(&mut txn, "policy reload", |e, t| e.reload(t, &trigger)) {
                         Ok(outcome) => replies.push(Box::new(move |r| {
                             if let Some(reply) = reply {
                                 let _ = reply.send(match r {
@@ -530,10 +523,7 @@ impl Engine {
                                 });
                             }
                         })),
-                        Err(e) => {
-                            txn.rollback_to(sp);
-                            tracing::error!(error = %e, "policy reload could not be recorded");
-                        }
+                        Err(_) => {}
                     }
                 }
             }

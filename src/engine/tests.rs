@@ -46,47 +46,61 @@ struct Harness {
     task: tokio::task::JoinHandle<()>,
 }
 
+type Built = (
+    tempfile::TempDir,
+    Engine,
+    EngineHandle,
+    Store,
+    Arc<Mutex<DateTime<Utc>>>,
+);
+
+/// An engine on a temporary store with the shipped policies, playbooks and enrichment, and a
+/// clock set by hand.
+fn engine(f: impl FnOnce(&mut Config)) -> Built {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config {
+        data_dir: dir.path().join("data"),
+        policies_dir: repo.join("policies"),
+        playbooks_dir: repo.join("playbooks"),
+        connectors_dir: repo.join("connectors"),
+        ..Config::default()
+    };
+    cfg.enrichment.assets = Some(repo.join("deploy/enrichment/assets.toml"));
+    cfg.enrichment.identities = Some(repo.join("deploy/enrichment/identities.toml"));
+    cfg.enrichment.intel = Some(repo.join("deploy/enrichment/intel.toml"));
+    f(&mut cfg);
+    let v = crate::daemon::validate(cfg.clone(), "rule test").unwrap_or_else(|p| panic!("{p:#?}"));
+    let store = Store::open(&cfg.data_dir, &StoreOptions::default()).unwrap();
+    let now = Arc::new(Mutex::new(
+        Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap(),
+    ));
+    let clock_now = now.clone();
+    let (eng, handle) = new(
+        EngineParts {
+            store: store.clone(),
+            policies: Policies::new(v.policies),
+            policies_dir: cfg.policies_dir.clone(),
+            playbooks: Arc::new(v.playbooks),
+            enricher: v.enricher,
+            suppressions: cfg.suppressions.clone(),
+            cases: cfg.cases.clone(),
+            metrics: Metrics::new(),
+            max_batch: 64,
+            clock: Arc::new(move || *clock_now.lock().unwrap()),
+            approvals: cfg.approvals.clone(),
+            connectors: v.connectors,
+            runnable: None,
+            chat: false,
+        },
+        64,
+    );
+    (dir, eng, handle, store, now)
+}
+
 impl Harness {
     async fn new(f: impl FnOnce(&mut Config)) -> Harness {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config {
-            data_dir: dir.path().join("data"),
-            policies_dir: repo.join("policies"),
-            playbooks_dir: repo.join("playbooks"),
-            connectors_dir: repo.join("connectors"),
-            ..Config::default()
-        };
-        cfg.enrichment.assets = Some(repo.join("deploy/enrichment/assets.toml"));
-        cfg.enrichment.identities = Some(repo.join("deploy/enrichment/identities.toml"));
-        cfg.enrichment.intel = Some(repo.join("deploy/enrichment/intel.toml"));
-        f(&mut cfg);
-        let v =
-            crate::daemon::validate(cfg.clone(), "rule test").unwrap_or_else(|p| panic!("{p:#?}"));
-        let store = Store::open(&cfg.data_dir, &StoreOptions::default()).unwrap();
-        let now = Arc::new(Mutex::new(
-            Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap(),
-        ));
-        let clock_now = now.clone();
-        let (eng, handle) = new(
-            EngineParts {
-                store: store.clone(),
-                policies: Policies::new(v.policies),
-                policies_dir: cfg.policies_dir.clone(),
-                playbooks: Arc::new(v.playbooks),
-                enricher: v.enricher,
-                suppressions: cfg.suppressions.clone(),
-                cases: cfg.cases.clone(),
-                metrics: Metrics::new(),
-                max_batch: 64,
-                clock: Arc::new(move || *clock_now.lock().unwrap()),
-                approvals: cfg.approvals.clone(),
-                connectors: v.connectors,
-                runnable: None,
-                chat: false,
-            },
-            64,
-        );
+        let (dir, eng, handle, store, now) = engine(f);
         let task = tokio::spawn(eng.run());
         Harness {
             _dir: dir,
@@ -396,4 +410,43 @@ async fn requests_escalate_at_half_their_deadline_and_expire_at_it() {
         ",
     )
     .await;
+}
+
+/// One undo covers every side effect an event can have on the batch: a failing event leaves
+/// no write, audit record, changed action, escalation, metric increment or policy reload.
+#[tokio::test]
+async fn a_failed_event_leaves_nothing_in_the_batch() {
+    let (_dir, mut eng, _handle, store, now) = engine(|_| {});
+    let mut txn = store.begin();
+    let at = *now.lock().unwrap();
+    let r: Result<(), StoreError> =
+        eng.undoable(&mut txn, "test event", |e, t| {
+            t.put(b"zz/test".to_vec(), b"x".to_vec());
+            t.audit("test", Links::default(), at, json!({}))?;
+            e.changed.push(serde_json::from_value(json!({
+            "action_id": "a", "case_id": "c", "alert_id": "al", "playbook": "p", "step": "s",
+            "kind": "isolate_host", "connector": "crowdstrike",
+            "target": {"kind": "host", "id": "ws-1"}, "on_failure": "stop",
+            "state": "approved", "idempotency_key": "k", "created_at": at, "updated_at": at,
+            "requester": "playbook:p"
+        })).unwrap());
+            e.escalations.push(Escalated {
+                action_id: "a".into(),
+                deadline: at,
+                missing: 1,
+            });
+            e.tallies.push(Tally::Escalation);
+            e.reloaded = Some(Err((vec![], "hash".into())));
+            Err(StoreError::Corrupt {
+                key: "zz/test".into(),
+                reason: "injected".into(),
+            })
+        });
+    assert!(r.is_err());
+    assert!(eng.changed.is_empty() && eng.escalations.is_empty() && eng.tallies.is_empty());
+    assert!(eng.reloaded.is_none());
+    assert_eq!(txn.get(&store, b"zz/test").unwrap(), None);
+    let head = store.head();
+    store.commit(txn).await.unwrap();
+    assert_eq!(store.head(), head, "no audit record survived the undo");
 }
