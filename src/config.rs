@@ -731,14 +731,34 @@ impl Config {
             }
         };
         let (h, g) = (&self.http, &self.grpc);
-        range("http.header_read_timeout_secs", h.header_read_timeout_secs, 1, 300);
+        range(
+            "http.header_read_timeout_secs",
+            h.header_read_timeout_secs,
+            1,
+            300,
+        );
         range("http.idle_timeout_secs", h.idle_timeout_secs, 1, 3600);
         range("http.max_connections", h.max_connections as u64, 8, 1 << 20);
         range("grpc.max_connections", g.max_connections as u64, 4, 1 << 16);
-        range("grpc.keepalive_interval_secs", g.keepalive_interval_secs, 1, 3600);
-        range("grpc.keepalive_timeout_secs", g.keepalive_timeout_secs, 1, 600);
+        range(
+            "grpc.keepalive_interval_secs",
+            g.keepalive_interval_secs,
+            1,
+            3600,
+        );
+        range(
+            "grpc.keepalive_timeout_secs",
+            g.keepalive_timeout_secs,
+            1,
+            600,
+        );
         range("grpc.tcp_keepalive_secs", g.tcp_keepalive_secs, 1, 7200);
-        range("grpc.max_concurrent_streams", g.max_concurrent_streams.into(), 1, 10_000);
+        range(
+            "grpc.max_concurrent_streams",
+            g.max_concurrent_streams.into(),
+            1,
+            10_000,
+        );
         range(
             "grpc.concurrency_limit_per_connection",
             g.concurrency_limit_per_connection as u64,

@@ -335,12 +335,9 @@ pub async fn start(
     };
     let http_limits = connection_limits(&cfg);
     let http_shutdown = shutdown.clone();
-    let http_task = tracker.spawn(http::serve(
-        http_listener,
-        state,
-        http_limits,
-        async move { http_shutdown.cancelled().await },
-    ));
+    let http_task = tracker.spawn(http::serve(http_listener, state, http_limits, async move {
+        http_shutdown.cancelled().await
+    }));
     let api_state = crate::api::ApiState {
         engine: handle.clone(),
         store: store.clone(),
@@ -360,9 +357,13 @@ pub async fn start(
     let grpc_listener = listeners.grpc;
     let grpc_metrics = metrics.grpc_connections.clone();
     let grpc_task = tracker.spawn(async move {
-        crate::api::serve(grpc_listener, api_state, &grpc_cfg, grpc_metrics, async move {
-            grpc_shutdown.cancelled().await
-        })
+        crate::api::serve(
+            grpc_listener,
+            api_state,
+            &grpc_cfg,
+            grpc_metrics,
+            async move { grpc_shutdown.cancelled().await },
+        )
         .await
     });
     tracker.close();

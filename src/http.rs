@@ -160,10 +160,13 @@ pub async fn serve(
         metrics,
         move |peer: SocketAddr| {
             // What `into_make_service_with_connect_info` does: handlers see the peer address.
-            tower::ServiceExt::map_request(app.clone(), move |mut req: axum::extract::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            })
+            tower::ServiceExt::map_request(
+                app.clone(),
+                move |mut req: axum::extract::Request<_>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                },
+            )
         },
         shutdown,
     )

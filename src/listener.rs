@@ -59,7 +59,10 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
 
 #[cfg(not(unix))]
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
-    Err(io::Error::new(io::ErrorKind::Unsupported, "no RLIMIT_NOFILE"))
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no RLIMIT_NOFILE",
+    ))
 }
 
 /// Raises the soft descriptor limit to the hard limit (a process may always do that); returns
@@ -89,7 +92,9 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
 /// [`FD_RESERVE`] fit under the soft descriptor limit (at least 1).
 pub fn http_cap(configured: usize, grpc_cap: usize, soft_limit: u64) -> usize {
     let room = soft_limit.saturating_sub(FD_RESERVE + grpc_cap as u64);
-    configured.min(usize::try_from(room).unwrap_or(usize::MAX)).max(1)
+    configured
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 /// Limits of the HTTP listener.
@@ -124,9 +129,9 @@ impl Slots {
     /// Marks the oldest idle connection for eviction; false if every connection is busy.
     fn evict_oldest_idle(&self) -> bool {
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let victim = conns.values().find(|c| {
-            c.in_flight.load(Ordering::SeqCst) == 0 && !c.evict.is_cancelled()
-        });
+        let victim = conns
+            .values()
+            .find(|c| c.in_flight.load(Ordering::SeqCst) == 0 && !c.evict.is_cancelled());
         match victim {
             Some(c) => {
                 c.evict.cancel();
