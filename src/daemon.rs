@@ -1,10 +1,11 @@
 //! The daemon's life: config → validate (all problems at once) → build → spawn → wait for a
 //! signal → drain under a deadline → flush.
 //!
-//! Owns: start-up validation of every file the config points at, binding and spawning the
-//! long-lived tasks (engine, HTTP, policy file watcher, signal handlers) under one cancellation
-//! token and task tracker, and the ordered shutdown: stop intake, let in-flight requests finish,
-//! drain the engine's queue, flush the store.
+//! Owns: start-up validation of every file the config points at, raising the descriptor limit
+//! and fitting the HTTP connection cap under it, binding and spawning the long-lived tasks
+//! (engine, HTTP, policy file watcher, signal handlers) under one cancellation token and task
+//! tracker, and the ordered shutdown: stop intake, let in-flight requests finish, drain the
+//! engine's queue, flush the store.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

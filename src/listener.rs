@@ -46,6 +46,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The process's descriptor limit, `(soft, hard)`.
 #[cfg(unix)]
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let r = get_nofile()?;
+    // `rlim_t` is u64 on Linux, not on every unix.
+    #[allow(clippy::useless_conversion)]
+    Ok((u64::from(r.rlim_cur), u64::from(r.rlim_max)))
+}
+
+#[cfg(unix)]
+fn get_nofile() -> io::Result<libc::rlimit> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -54,7 +62,7 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((r.rlim_cur as u64, r.rlim_max as u64))
+    Ok(r)
 }
 
 #[cfg(not(unix))]
@@ -69,12 +77,9 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
 /// the limits in force afterwards.
 #[cfg(unix)]
 pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
-    let (soft, hard) = nofile_limit()?;
-    if soft < hard {
-        let r = libc::rlimit {
-            rlim_cur: hard as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
-        };
+    let mut r = get_nofile()?;
+    if r.rlim_cur < r.rlim_max {
+        r.rlim_cur = r.rlim_max;
         // SAFETY: setrlimit reads the struct we pass in and keeps no pointer to it.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
             return Err(io::Error::last_os_error());

@@ -15,7 +15,7 @@ use crate::cli::{Daemon, client, post_json, serve_args, write_config};
 use crate::common;
 
 /// The soft and hard descriptor limit of the daemon under test.
-const NOFILE: u64 = 1024;
+const NOFILE: libc::rlim_t = 1024;
 
 /// `cordon serve` with `RLIMIT_NOFILE` set to [`NOFILE`] (soft and hard, so the daemon cannot
 /// raise it), as `ulimit -n 1024` or systemd's default would.
@@ -26,8 +26,8 @@ fn serve_limited(cfg: &Path) -> impl Fn(&mut Command) + '_ {
         unsafe {
             c.pre_exec(|| {
                 let r = libc::rlimit {
-                    rlim_cur: NOFILE as libc::rlim_t,
-                    rlim_max: NOFILE as libc::rlim_t,
+                    rlim_cur: NOFILE,
+                    rlim_max: NOFILE,
                 };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
                     return Err(io::Error::last_os_error());
