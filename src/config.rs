@@ -168,7 +168,7 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Token for operator endpoints (`POST /v1/policies/reload`). Unset: loopback clients only.
     pub admin_token: Option<SecretRef>,
-    /// A client must send a request's complete header within this long (slow-header clients).
+    /// A request's header must be complete within this long of its first byte (slow clients).
     pub header_read_timeout_secs: u64,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout_secs: u64,

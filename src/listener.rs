@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -105,7 +106,7 @@ pub fn http_cap(configured: usize, grpc_cap: usize, soft_limit: u64) -> usize {
 /// Limits of the HTTP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
-    /// A request's header must arrive within this long (HTTP/1).
+    /// A header must be complete within this long of its first byte.
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
@@ -121,6 +122,62 @@ struct Conn {
     changed: Notify,
     /// Cancelled to close the connection (while idle) for a newer one.
     evict: CancellationToken,
+    /// Bytes received so far, and a signal whenever more arrive.
+    received: AtomicU64,
+    read: Notify,
+}
+
+/// An accepted HTTP socket that reports the bytes it receives to its [`Conn`].
+struct Watched {
+    tcp: TcpStream,
+    conn: Arc<Conn>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.tcp).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.conn.received.fetch_add(n as u64, Ordering::SeqCst);
+            self.conn.read.notify_one();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 /// The open connections; a slot is a semaphore permit, so the cap is never exceeded.
@@ -219,6 +276,7 @@ where
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Close {
     Idle,
+    HeaderTimeout,
     Evicted,
     Shutdown,
 }
@@ -250,10 +308,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    // hyper's own header timer also runs while a kept-alive connection waits for its next
+    // request, which would make it the idle timeout; the loop below times headers from their
+    // first byte instead.
+    builder.http1().header_read_timeout(None);
     let slots = Arc::new(Slots {
         free: Arc::new(Semaphore::new(limits.max_connections)),
         conns: Mutex::new(BTreeMap::new()),
@@ -299,6 +357,8 @@ where
             in_flight: AtomicUsize::new(0),
             changed: Notify::new(),
             evict: CancellationToken::new(),
+            received: AtomicU64::new(0),
+            read: Notify::new(),
         });
         let id = slots.next_id.fetch_add(1, Ordering::Relaxed);
         slots
@@ -320,13 +380,37 @@ where
         let (builder, stop) = (builder.clone(), stop.clone());
         conns.spawn(async move {
             let _registered = registered;
-            let served = builder.serve_connection(TokioIo::new(tcp), service);
+            let io = Watched {
+                tcp,
+                conn: conn.clone(),
+            };
+            let served = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(served);
             // Runs until the client closes, the connection has had no request in flight for
-            // the idle timeout, it is evicted while idle, or the daemon stops.
+            // the idle timeout, a header that began arriving is not complete within the
+            // header-read timeout, it is evicted while idle, or the daemon stops. A request in
+            // flight is never cut off here.
+            let (mut was_idle, mut idle_since, mut received_then) = (true, Instant::now(), 0);
+            let mut header_since: Option<Instant> = None;
             let close = loop {
                 let is_idle = conn.in_flight.load(Ordering::SeqCst) == 0;
+                let received = conn.received.load(Ordering::SeqCst);
+                if is_idle && !was_idle {
+                    (idle_since, received_then, header_since) = (Instant::now(), received, None);
+                }
+                was_idle = is_idle;
+                if is_idle && header_since.is_none() && received > received_then {
+                    header_since = Some(Instant::now());
+                }
+                let idle_deadline = idle_since + limits.idle_timeout;
+                let (deadline, why) = match header_since {
+                    Some(h) if h + limits.header_read_timeout < idle_deadline => {
+                        (h + limits.header_read_timeout, Close::HeaderTimeout)
+                    }
+                    _ => (idle_deadline, Close::Idle),
+                };
                 let changed = conn.changed.notified();
+                let read = conn.read.notified();
                 tokio::select! {
                     r = served.as_mut() => {
                         if let Err(e) = r {
@@ -335,13 +419,18 @@ where
                         return;
                     }
                     _ = changed => continue,
-                    _ = tokio::time::sleep(limits.idle_timeout), if is_idle => break Close::Idle,
+                    _ = read, if is_idle && header_since.is_none() => continue,
+                    _ = tokio::time::sleep_until(deadline), if is_idle => break why,
                     _ = conn.evict.cancelled(), if is_idle => break Close::Evicted,
                     _ = stop.cancelled() => break Close::Shutdown,
                 }
             };
+            if close == Close::HeaderTimeout {
+                // Half a header: nothing to finish.
+                return;
+            }
             served.as_mut().graceful_shutdown();
-            if close == Close::Shutdown {
+            if close == Close::Shutdown && conn.in_flight.load(Ordering::SeqCst) > 0 {
                 // In-flight requests finish; the daemon's drain deadline bounds this.
                 let _ = served.await;
             } else {
