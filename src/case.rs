@@ -162,24 +162,6 @@ pub struct Suppressed {
     pub owner: String,
 }
 
-impl Case {
-    /// Moves the case to `to` if the state machine allows it; returns whether it moved.
-    pub fn transition(&mut self, to: CaseState, at: DateTime<Utc>, reason: &str) -> bool {
-        if !self.state.can_become(to) {
-            return false;
-        }
-        self.history.push(Transition {
-            from: Some(self.state),
-            to,
-            at,
-            reason: reason.to_string(),
-        });
-        self.state = to;
-        self.updated_at = at;
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

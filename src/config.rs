@@ -168,6 +168,12 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Token for operator endpoints (`POST /v1/policies/reload`). Unset: loopback clients only.
     pub admin_token: Option<SecretRef>,
+    /// A request's header must be complete within this long of its first byte (slow clients).
+    pub header_read_timeout_secs: u64,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once; lowered at start to fit under the descriptor limit.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -176,6 +182,9 @@ impl Default for HttpConfig {
             addr: "127.0.0.1:8080".into(),
             max_body_bytes: 1 << 20,
             admin_token: None,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 512,
         }
     }
 }
@@ -195,6 +204,21 @@ pub struct GrpcConfig {
     pub cert_users: Vec<CertUser>,
     /// Callers allowed to `SubmitAlert`, by name. None configured: loopback callers only.
     pub ingest_tokens: BTreeMap<String, SecretRef>,
+    /// Most connections open at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// A connection that sends no bytes for this long is closed. Live clients answer the
+    /// HTTP/2 keepalive pings, so it must exceed `keepalive_interval_secs + keepalive_timeout_secs`.
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 PING sent to each connection this often.
+    pub keepalive_interval_secs: u64,
+    /// A connection whose PING is not answered within this long is closed.
+    pub keepalive_timeout_secs: u64,
+    /// TCP keepalive idle time on accepted sockets.
+    pub tcp_keepalive_secs: u64,
+    /// Most HTTP/2 streams (calls, watches included) open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Most requests served at once on one connection.
+    pub concurrency_limit_per_connection: usize,
 }
 
 impl Default for GrpcConfig {
@@ -206,6 +230,13 @@ impl Default for GrpcConfig {
             approvers: vec![],
             cert_users: vec![],
             ingest_tokens: BTreeMap::new(),
+            max_connections: 128,
+            idle_timeout_secs: 120,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            tcp_keepalive_secs: 60,
+            max_concurrent_streams: 64,
+            concurrency_limit_per_connection: 32,
         }
     }
 }
@@ -719,6 +750,54 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             p("http.max_body_bytes", "must be at least 1024".into());
         }
+        let mut range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                p(key, format!("must be between {lo} and {hi}"));
+            }
+        };
+        let (h, g) = (&self.http, &self.grpc);
+        range(
+            "http.header_read_timeout_secs",
+            h.header_read_timeout_secs,
+            1,
+            300,
+        );
+        range("http.idle_timeout_secs", h.idle_timeout_secs, 1, 3600);
+        range("http.max_connections", h.max_connections as u64, 8, 1 << 20);
+        range("grpc.max_connections", g.max_connections as u64, 4, 1 << 16);
+        range(
+            "grpc.keepalive_interval_secs",
+            g.keepalive_interval_secs,
+            1,
+            3600,
+        );
+        range(
+            "grpc.keepalive_timeout_secs",
+            g.keepalive_timeout_secs,
+            1,
+            600,
+        );
+        range("grpc.tcp_keepalive_secs", g.tcp_keepalive_secs, 1, 7200);
+        range(
+            "grpc.max_concurrent_streams",
+            g.max_concurrent_streams.into(),
+            1,
+            10_000,
+        );
+        range(
+            "grpc.concurrency_limit_per_connection",
+            g.concurrency_limit_per_connection as u64,
+            1,
+            10_000,
+        );
+        range("grpc.idle_timeout_secs", g.idle_timeout_secs, 1, 86_400);
+        if g.idle_timeout_secs <= g.keepalive_interval_secs + g.keepalive_timeout_secs {
+            p(
+                "grpc.idle_timeout_secs",
+                "must exceed grpc.keepalive_interval_secs + grpc.keepalive_timeout_secs, or idle clients are cut off"
+                    .into(),
+            );
+        }
         for (source, r) in &self.ingest.tokens {
             if IngestFormat::parse_name(source).is_none() {
                 p(
@@ -956,5 +1035,30 @@ mod tests {
         assert!(keys.contains(&"suppressions[0].rule"), "{keys:?}");
         assert!(keys.contains(&"suppressions[0].schedule"), "{keys:?}");
         assert!(keys.contains(&"suppressions[0].duration_mins"), "{keys:?}");
+    }
+
+    #[test]
+    fn connection_limits_are_bounded() {
+        let (c, unknown) = Config::parse(
+            "c.toml",
+            "[http]\nheader_read_timeout_secs = 0\nidle_timeout_secs = 0\nmax_connections = 0\n[grpc]\nmax_connections = 0\nkeepalive_interval_secs = 30\nkeepalive_timeout_secs = 10\nidle_timeout_secs = 40\nmax_concurrent_streams = 0\nconcurrency_limit_per_connection = 1000000\n",
+        )
+        .unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let problems = c.validate("c.toml");
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "http.header_read_timeout_secs",
+                "http.idle_timeout_secs",
+                "http.max_connections",
+                "grpc.max_connections",
+                "grpc.max_concurrent_streams",
+                "grpc.concurrency_limit_per_connection",
+                "grpc.idle_timeout_secs",
+            ],
+            "{problems:?}"
+        );
     }
 }

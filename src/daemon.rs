@@ -1,10 +1,11 @@
 //! The daemon's life: config → validate (all problems at once) → build → spawn → wait for a
 //! signal → drain under a deadline → flush.
 //!
-//! Owns: start-up validation of every file the config points at, binding and spawning the
-//! long-lived tasks (engine, HTTP, policy file watcher, signal handlers) under one cancellation
-//! token and task tracker, and the ordered shutdown: stop intake, let in-flight requests finish,
-//! drain the engine's queue, flush the store.
+//! Owns: start-up validation of every file the config points at, raising the descriptor limit
+//! and fitting the HTTP connection cap under it, binding and spawning the long-lived tasks
+//! (engine, HTTP, policy file watcher, signal handlers) under one cancellation token and task
+//! tracker, and the ordered shutdown: stop intake, let in-flight requests finish, drain the
+//! engine's queue, flush the store.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -340,8 +341,9 @@ pub async fn start(
             crate::chat::Inbound::new(c.clone(), handle.clone(), policies.clone(), metrics.clone())
         }),
     };
+    let http_limits = connection_limits(&cfg);
     let http_shutdown = shutdown.clone();
-    let http_task = tracker.spawn(http::serve(http_listener, state, async move {
+    let http_task = tracker.spawn(http::serve(http_listener, state, http_limits, async move {
         http_shutdown.cancelled().await
     }));
     let api_state = crate::api::ApiState {
@@ -361,10 +363,15 @@ pub async fn start(
     let grpc_shutdown = shutdown.clone();
     let grpc_cfg = cfg.grpc.clone();
     let grpc_listener = listeners.grpc;
+    let grpc_metrics = metrics.grpc_connections.clone();
     let grpc_task = tracker.spawn(async move {
-        crate::api::serve(grpc_listener, api_state, &grpc_cfg, async move {
-            grpc_shutdown.cancelled().await
-        })
+        crate::api::serve(
+            grpc_listener,
+            api_state,
+            &grpc_cfg,
+            grpc_metrics,
+            async move { grpc_shutdown.cancelled().await },
+        )
         .await
     });
     tracker.close();
@@ -419,6 +426,43 @@ pub async fn start(
         shutdown,
         done,
     })
+}
+
+/// The HTTP listener's limits, its connection cap lowered to fit (with the gRPC cap and a
+/// reserve for the store and outbound clients) under the soft descriptor limit; logs both.
+fn connection_limits(cfg: &Config) -> crate::listener::HttpLimits {
+    let configured = cfg.http.max_connections;
+    let max_connections = match crate::listener::nofile_limit() {
+        Ok((soft, _)) => {
+            let cap = crate::listener::http_cap(configured, cfg.grpc.max_connections, soft);
+            if cap < configured {
+                tracing::warn!(
+                    descriptor_limit = soft,
+                    http_max_connections = cap,
+                    configured,
+                    grpc_max_connections = cfg.grpc.max_connections,
+                    "the descriptor limit is too low for http.max_connections; the HTTP connection cap is lowered (raise LimitNOFILE)"
+                );
+            } else {
+                tracing::info!(
+                    descriptor_limit = soft,
+                    http_max_connections = cap,
+                    grpc_max_connections = cfg.grpc.max_connections,
+                    "connection caps fit under the descriptor limit"
+                );
+            }
+            cap
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, http_max_connections = configured, "cannot read the descriptor limit; the HTTP connection cap is as configured");
+            configured
+        }
+    };
+    crate::listener::HttpLimits {
+        header_read_timeout: Duration::from_secs(cfg.http.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(cfg.http.idle_timeout_secs),
+        max_connections,
+    }
 }
 
 fn spawn_reload_triggers(
@@ -517,6 +561,12 @@ pub async fn serve(config_path: Option<&std::path::Path>) -> i32 {
         Ok(v) => v,
         Err(problems) => return report(&problems),
     };
+    // Every connection, store file and outbound client takes a descriptor; systemd's default
+    // soft limit (1,024) is low, and raising it to the hard limit needs no privilege.
+    match crate::listener::raise_nofile_limit() {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
+    }
     let listeners = match Listeners::bind(&v.config).await {
         Ok(l) => l,
         Err(e) => {

@@ -188,23 +188,33 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on an already-bound listener until `shutdown` completes, then lets
-/// in-flight requests finish.
+/// Serves `router` on an already-bound listener under `limits` (header-read and idle
+/// timeouts, a connection cap; see `listener`) until `shutdown` completes, then lets in-flight
+/// requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
+    limits: crate::listener::HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
+    let metrics = state.metrics.http_connections.clone();
+    let app = router(state);
+    crate::listener::serve_http(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        limits,
+        metrics,
+        move |peer: SocketAddr| {
+            // What `into_make_service_with_connect_info` does: handlers see the peer address.
+            tower::ServiceExt::map_request(
+                app.clone(),
+                move |mut req: axum::extract::Request<_>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                },
+            )
+        },
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
 

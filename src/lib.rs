@@ -21,6 +21,7 @@ pub mod enrich;
 pub mod executor;
 pub mod http;
 pub mod ingest;
+pub mod listener;
 pub mod metrics;
 pub mod playbook;
 pub mod policy;

@@ -37,6 +37,17 @@ pub struct ChatLabels {
     pub outcome: String,
 }
 
+/// Connection counts of one listener (HTTP or gRPC).
+#[derive(Clone, Default)]
+pub struct ListenerMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Connections accepted and closed at once because every slot was taken.
+    pub refused: Counter,
+    /// Idle connections closed to make room for a new one (HTTP only; not exported for gRPC).
+    pub evicted: Counter,
+}
+
 /// Every metric, cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -58,6 +69,8 @@ pub struct Metrics {
     pub chat_posts: Family<ChatLabels, Counter>,
     /// Chat callbacks by platform and outcome.
     pub chat_callbacks: Family<ChatLabels, Counter>,
+    pub http_connections: ListenerMetrics,
+    pub grpc_connections: ListenerMetrics,
 }
 
 impl Default for Metrics {
@@ -141,7 +154,36 @@ impl Metrics {
             "Chat button callbacks, by platform and outcome (accepted or the refusal code)",
             chat_callbacks.clone(),
         );
+        let http_connections = ListenerMetrics::default();
+        r.register(
+            "cordon_http_connections_open",
+            "HTTP connections open now",
+            http_connections.open.clone(),
+        );
+        r.register(
+            "cordon_http_connections_refused",
+            "HTTP connections closed on accept because every slot held a request in flight",
+            http_connections.refused.clone(),
+        );
+        r.register(
+            "cordon_http_connections_evicted",
+            "Idle HTTP connections closed to make room for a new one at the connection cap",
+            http_connections.evicted.clone(),
+        );
+        let grpc_connections = ListenerMetrics::default();
+        r.register(
+            "cordon_grpc_connections_open",
+            "gRPC connections open now",
+            grpc_connections.open.clone(),
+        );
+        r.register(
+            "cordon_grpc_connections_refused",
+            "gRPC connections closed on accept because the connection cap was reached",
+            grpc_connections.refused.clone(),
+        );
         Metrics {
+            http_connections,
+            grpc_connections,
             chat_posts,
             chat_callbacks,
             executions,

@@ -615,15 +615,32 @@ pub enum ServeError {
     Reflection(String),
 }
 
-/// Serves the gRPC API on `listener` until `shutdown` completes.
+/// Peer addresses for `Request::remote_addr` (loopback checks), as for a plain `TcpStream`.
+impl tonic::transport::server::Connected for crate::listener::GrpcConn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tcp().connect_info()
+    }
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` completes: at most
+/// `grpc.max_connections` sockets (see `listener`), HTTP/2 keepalive pings, and per-connection
+/// stream and concurrency limits.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     cfg: &GrpcConfig,
+    metrics: crate::metrics::ListenerMetrics,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    use std::time::Duration;
     let max = cfg.max_message_bytes;
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(cfg.keepalive_interval_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(cfg.keepalive_timeout_secs)))
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .concurrency_limit_per_connection(cfg.concurrency_limit_per_connection);
     if let Some(tls) = &cfg.tls {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| ServeError::Tls(format!("{}: {e}", p.display())))
@@ -641,16 +658,14 @@ pub async fn serve(
             .tls_config(t)
             .map_err(|e| ServeError::Tls(e.to_string()))?;
     }
-    // Sockets we accept ourselves do not get tonic's TCP_NODELAY; without it Nagle and delayed
-    // ACKs add ~40 ms to every small RPC.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |s| {
-            if let Ok(tcp) = &s {
-                let _ = tcp.set_nodelay(true);
-            }
-            s
+    let incoming = crate::listener::GrpcIncoming::new(
+        listener,
+        crate::listener::GrpcLimits {
+            max_connections: cfg.max_connections,
+            idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+            tcp_keepalive: Duration::from_secs(cfg.tcp_keepalive_secs),
         },
+        metrics,
     );
     let (health, health_svc) = tonic_health::server::health_reporter();
     health

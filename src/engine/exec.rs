@@ -256,14 +256,7 @@ impl Engine {
                 } else {
                     ActionState::Failed
                 };
-                txn.audit(
-                    "action_transition",
-                    Self::links(&a),
-                    now,
-                    json!({"from": from, "to": to, "reason": why}),
-                )?;
-                a.state = to;
-                a.updated_at = now;
+                Self::move_action(txn, &mut a, to, now, Some(&why), json!({}))?;
                 self.escalate(txn, &a, now, &format!("not run: {why}"))?;
                 txn.delete(keys::runnable(id));
                 txn.delete(keys::lease(&a.connector, &a.target));
@@ -306,14 +299,14 @@ impl Engine {
             now,
             json!({"idempotency_key": a.idempotency_key, "connector": a.connector, "mode": mode, "kind": a.kind, "target": a.target, "approvals": approvals, "pre_execution_decision_seq": seq}),
         )?;
-        txn.audit(
-            "action_transition",
-            Self::links(&a),
+        Self::move_action(
+            txn,
+            &mut a,
+            ActionState::Executing,
             now,
-            json!({"from": a.state, "to": ActionState::Executing, "reason": "claimed by the executor"}),
+            Some("claimed by the executor"),
+            json!({}),
         )?;
-        a.state = ActionState::Executing;
-        a.updated_at = now;
         txn.put_json(keys::action(id), &a)?;
         self.changed.push(a.clone());
         Ok(ExecReply::Claimed(Box::new(a)))
@@ -387,14 +380,7 @@ impl Engine {
                 a.state
             )));
         }
-        txn.audit(
-            "action_transition",
-            Self::links(&a),
-            now,
-            json!({"from": a.state, "to": to, "reason": outcome}),
-        )?;
-        a.state = to;
-        a.updated_at = now;
+        Self::move_action(txn, &mut a, to, now, Some(outcome), json!({}))?;
         if let Some(e) = a.execution.as_mut() {
             e.phase = if to == ActionState::Unknown {
                 crate::action::ExecPhase::Unknown
@@ -424,14 +410,15 @@ impl Engine {
                 txn.get_json::<ActionRequest>(&store, &keys::action(&orig_id))?
             && orig.state.can_become(ActionState::RolledBack)
         {
-            txn.audit(
-                "action_transition",
-                Self::links(&orig),
+            let why = format!("undone by {}", a.action_id);
+            Self::move_action(
+                txn,
+                &mut orig,
+                ActionState::RolledBack,
                 now,
-                json!({"from": orig.state, "to": ActionState::RolledBack, "reason": format!("undone by {}", a.action_id)}),
+                Some(&why),
+                json!({}),
             )?;
-            orig.state = ActionState::RolledBack;
-            orig.updated_at = now;
             txn.put_json(keys::action(&orig_id), &orig)?;
             self.changed.push(orig);
         }

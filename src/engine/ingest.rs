@@ -198,29 +198,7 @@ impl Engine {
             Some(c) => c,
             None => {
                 let case_id = self.next_id();
-                Case {
-                    case_id: case_id.clone(),
-                    state: CaseState::Normalized,
-                    title: fields.title.clone(),
-                    rule_id: fields.rule.id.clone(),
-                    primary_entity: fields.primary_entity().map(|e| e.key()),
-                    severity: fields.severity,
-                    alert_ids: vec![],
-                    duplicate_count: 0,
-                    entities: vec![],
-                    suppressed_by: None,
-                    action_ids: vec![],
-                    history: vec![Transition {
-                        from: None,
-                        to: CaseState::Normalized,
-                        at: now,
-                        reason: "case opened for a new alert".into(),
-                    }],
-                    created_at: now,
-                    updated_at: now,
-                    chat_requests: 0,
-                    limits_hit: Vec::new(),
-                }
+                Self::new_case(case_id, fields, now)
             }
         };
         let case_id = case.case_id.clone();
@@ -231,12 +209,7 @@ impl Engine {
             json!({"source": source, "received_at": received_at, "raw": raw, "alert": alert}),
         )?;
         if is_new {
-            txn.audit(
-                "case_transition",
-                links(&case_id),
-                now,
-                json!({"from": null, "to": "normalized", "reason": "case opened for a new alert"}),
-            )?;
+            Self::record_opened(txn, &case, &alert_id, now)?;
             self.bump_open(txn, 1)?;
         } else {
             txn.audit(
@@ -558,13 +531,14 @@ impl Engine {
         req.reasons = record.reasons.clone();
         req.decision_seq = Some(seq);
         req.policy_hash = Some(record.policy_hash.clone());
-        txn.audit(
-            "action_transition",
-            alinks,
+        Self::move_action(
+            txn,
+            req,
+            next,
             now,
-            json!({"from": req.state, "to": next, "tier": record.tier, "reasons": record.reasons, "decision_seq": seq}),
+            None,
+            json!({"tier": record.tier, "reasons": record.reasons, "decision_seq": seq}),
         )?;
-        req.state = next;
         if next == ActionState::Approved {
             txn.put(keys::runnable(&action_id), vec![]);
         }

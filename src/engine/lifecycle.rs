@@ -1,12 +1,64 @@
-//! Case and action lifecycle: moving a case or an action request from one state to the next.
+//! Case and action lifecycle: the only place a case or an action request changes state.
 //!
-//! Owns: case transitions (checked against the state machine, recorded with their reason),
-//! leaving the pending-approval indexes, and the case states that follow from its actions
-//! (approved once every request is decided, executed once every run is over).
+//! Owns: opening a case, case transitions and action moves (each checked against its state
+//! machine, recorded with its reason in the same batch), leaving the pending-approval indexes,
+//! and the case states that follow from its actions (approved once every request is decided,
+//! executed once every run is over). No other code assigns a state.
 
 use super::*;
 
+/// Why a case starts in `normalized`.
+const OPENED: &str = "case opened for a new alert";
+
 impl Engine {
+    /// A new case for an alert's fields, in `normalized`.
+    pub(super) fn new_case(case_id: String, fields: &AlertFields, now: DateTime<Utc>) -> Case {
+        Case {
+            case_id,
+            state: CaseState::Normalized,
+            title: fields.title.clone(),
+            rule_id: fields.rule.id.clone(),
+            primary_entity: fields.primary_entity().map(|e| e.key()),
+            severity: fields.severity,
+            alert_ids: vec![],
+            duplicate_count: 0,
+            entities: vec![],
+            suppressed_by: None,
+            action_ids: vec![],
+            history: vec![Transition {
+                from: None,
+                to: CaseState::Normalized,
+                at: now,
+                reason: OPENED.into(),
+            }],
+            created_at: now,
+            updated_at: now,
+            chat_requests: 0,
+            limits_hit: Vec::new(),
+        }
+    }
+
+    /// Records that `case` was opened (after the alert that opened it).
+    pub(super) fn record_opened(
+        txn: &mut Txn,
+        case: &Case,
+        alert_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        txn.audit(
+            "case_transition",
+            Links {
+                case_id: Some(case.case_id.clone()),
+                alert_id: Some(alert_id.to_string()),
+                action_id: None,
+            },
+            now,
+            json!({"from": null, "to": CaseState::Normalized, "reason": OPENED}),
+        )?;
+        Ok(())
+    }
+
+    /// Moves a case to `to` if its state machine allows it, recorded with the reason.
     pub(super) fn transition(
         &self,
         txn: &mut Txn,
@@ -17,7 +69,15 @@ impl Engine {
         alert_id: &str,
     ) -> Result<(), StoreError> {
         let from = case.state;
-        if case.transition(to, now, reason) {
+        if from.can_become(to) {
+            case.history.push(Transition {
+                from: Some(from),
+                to,
+                at: now,
+                reason: reason.to_string(),
+            });
+            case.state = to;
+            case.updated_at = now;
             txn.audit(
                 "case_transition",
                 Links {
@@ -29,6 +89,41 @@ impl Engine {
                 json!({"from": from, "to": to, "reason": reason}),
             )?;
         }
+        Ok(())
+    }
+
+    /// Moves an action request to `to`: the one place an action's state is assigned. The move
+    /// must be allowed by the state machine (`ActionState::can_become`; a claim may re-enter
+    /// `executing` when a run resumes), is recorded as `action_transition` (from, to, the
+    /// reason when given, and `detail`'s fields) and stamps `updated_at`. A move the machine
+    /// does not allow changes nothing and is an error (a bug, never a silent overwrite).
+    pub(super) fn move_action(
+        txn: &mut Txn,
+        a: &mut ActionRequest,
+        to: ActionState,
+        now: DateTime<Utc>,
+        reason: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let reentry = a.state == to && to == ActionState::Executing;
+        if !(a.state.can_become(to) || reentry) {
+            return Err(StoreError::Corrupt {
+                key: format!("ac/{}", a.action_id),
+                reason: format!("an action cannot move from {} to {to}", a.state),
+            });
+        }
+        let mut body = json!({"from": a.state, "to": to});
+        if let Some(r) = reason {
+            body["reason"] = json!(r);
+        }
+        if let serde_json::Value::Object(extra) = detail {
+            for (k, v) in extra {
+                body[k] = v;
+            }
+        }
+        txn.audit("action_transition", Self::links(a), now, body)?;
+        a.state = to;
+        a.updated_at = now;
         Ok(())
     }
 
@@ -50,14 +145,7 @@ impl Engine {
             txn.delete(keys::deadline(ap.deadline, &a.action_id));
             txn.delete(keys::escalation(ap.escalate_at, &a.action_id));
         }
-        txn.audit(
-            "action_transition",
-            Self::links(a),
-            now,
-            json!({"from": a.state, "to": to, "reason": why}),
-        )?;
-        a.state = to;
-        a.updated_at = now;
+        Self::move_action(txn, a, to, now, Some(why), json!({}))?;
         if to == ActionState::Approved {
             txn.put(keys::runnable(&a.action_id), vec![]);
         }

@@ -505,8 +505,10 @@ impl Engine {
                     }
                 }
                 Event::ReloadPolicies { trigger, reply } => {
-                    match self.undoable(&mut txn, "policy reload", |e, t| e.reload(t, &trigger)) {
-                        Ok(outcome) => replies.push(Box::new(move |r| {
+                    if let Ok(outcome) =
+                        self.undoable(&mut txn, "policy reload", |e, t| e.reload(t, &trigger))
+                    {
+                        replies.push(Box::new(move |r| {
                             if let Some(reply) = reply {
                                 let _ = reply.send(match r {
                                     Ok(()) => outcome,
@@ -522,8 +524,7 @@ impl Engine {
                                     },
                                 });
                             }
-                        })),
-                        Err(_) => {}
+                        }));
                     }
                 }
             }

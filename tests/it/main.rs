@@ -11,6 +11,7 @@ mod bad_input;
 mod cases;
 mod chat;
 mod cli;
+mod conn_limits;
 mod connector_faults;
 mod crash;
 mod crash_loop;
