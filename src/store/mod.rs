@@ -1,8 +1,10 @@
 //! The embedded store: the only module that touches sled.
 //!
-//! Owns: the on-disk format (one sled tree, key prefixes below, a format-version key), the
-//! append-only, hash-chained audit log, durable commits (atomic batch + flush + optional
-//! `fdatasync`), and offline verification/export of the chain.
+//! Owns: the on-disk format (one sled tree, key prefixes below, a format-version key, and the
+//! `cordon.head` witness file next to sled's files), the append-only, hash-chained audit log,
+//! durable commits (atomic batch + flush + optional `fdatasync`), offline verification/export of
+//! the chain, and refusing a damaged or foreign data directory (see `dir`) instead of letting
+//! sled panic or start an empty store over it.
 //!
 //! Key layout (all in one tree so a commit is one atomic `apply_batch`):
 //! - `m/format_version`, `m/head`: metadata; the head is the last audit sequence and its hash.
@@ -20,6 +22,7 @@
 //! the next transaction on top of it ([`Store::begin_after`]); the durable write itself runs on
 //! a blocking thread. Readers (HTTP/gRPC queries) read applied state.
 
+mod dir;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -32,12 +35,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
+pub use dir::WITNESS;
 pub use verify::{ExportError, VerifyError, VerifyReport, export, verify};
 
-/// The on-disk format version this build writes. It also reads version 1 (one audit record per
-/// key), and marks such a store as version 2 when it opens it, so an older build refuses it
-/// instead of misreading a chunk.
-pub const FORMAT_VERSION: u64 = 2;
+/// The on-disk format version this build writes: version 2 stores audit records in chunks,
+/// version 3 adds the [`WITNESS`] file (without which a version-3 store that has committed
+/// anything is damaged). It also reads versions 1 (one audit record per key) and 2, and marks
+/// such a store as version 3 when it opens it, so an older build refuses it.
+pub const FORMAT_VERSION: u64 = 3;
 
 /// A commit's audit records are stored in chunks of about this many bytes (a chunk always
 /// holds at least one record).
@@ -58,12 +63,18 @@ pub fn audit_key(seq: u64) -> Vec<u8> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path}: {source}")]
+    #[error("cannot open data directory {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
+    /// The data directory's files are damaged or missing, or are not a cordon store.
+    #[error("data directory {path} is damaged or not a cordon store: {reason}")]
+    Damaged { path: PathBuf, reason: String },
     #[error(
-        "store {path} has format version {found}, this build reads versions 1 and {FORMAT_VERSION}"
+        "data directory {path} has store format version {found}, this build reads versions 1 to {FORMAT_VERSION}"
     )]
     FormatVersion { path: PathBuf, found: String },
+    /// Writing the witness file failed.
+    #[error("store witness file: {0}")]
+    Witness(std::io::Error),
     #[error("store io: {0}")]
     Io(#[from] sled::Error),
     #[error("store fsync: {0}")]
@@ -180,6 +191,8 @@ struct Inner {
     db: sled::Db,
     path: PathBuf,
     data_file: Option<File>,
+    /// The sled snapshot present when the store was opened (for the witness file).
+    snapshot_lsn: Option<u64>,
     /// Committed head. Only advanced after a successful durable commit.
     head: Mutex<Head>,
     failed: std::sync::atomic::AtomicBool,
@@ -196,57 +209,42 @@ pub struct Committed {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`. Fails closed with a clear message on a format
-    /// mismatch or a corrupt database, never by panicking.
+    /// Opens (or creates) the store at `path`. A new store is created when the directory does
+    /// not exist or holds none of the store's files; an existing one that is damaged, or is not
+    /// a cordon store, is refused with [`StoreError::Damaged`] naming the directory, as is a
+    /// format this build does not read. Never panics on what it finds on disk.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
-            path: path.to_path_buf(),
-            source: sled::Error::Io(e),
-        })?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_capacity_bytes)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        match db.get(KEY_FORMAT)? {
-            Some(v) => {
-                let found = String::from_utf8_lossy(&v).to_string();
-                if found == "1" {
-                    db.insert(KEY_FORMAT, FORMAT_VERSION.to_string().as_bytes())?;
-                    db.flush()?;
-                } else if found != FORMAT_VERSION.to_string() {
-                    return Err(StoreError::FormatVersion {
-                        path: path.to_path_buf(),
-                        found,
-                    });
-                }
-            }
-            None => {
+        let damaged = |reason: &str| dir::damaged(path, reason);
+        let opened = match open_checked(path, opts.cache_capacity_bytes, true)? {
+            Some(o) => o,
+            None => return Err(damaged("it vanished while it was being created")),
+        };
+        let db = opened.db;
+        let head = opened.head;
+        dir::guarded(path, "preparing it", || {
+            if opened.format.as_deref() != Some(&*FORMAT_VERSION.to_string()) {
                 db.insert(KEY_FORMAT, FORMAT_VERSION.to_string().as_bytes())?;
-                db.flush()?;
             }
-        }
-        let head = match db.get(KEY_HEAD)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                key: "m/head".into(),
-                reason: e.to_string(),
-            })?,
-            None => Head::genesis(),
-        };
-        let data_file = if opts.sync_data {
-            Some(File::open(path.join("db")).map_err(StoreError::Fsync)?)
-        } else {
-            None
-        };
+            db.flush()?;
+            Ok::<_, StoreError>(())
+        })?;
+        let data_file = File::open(path.join("db")).map_err(StoreError::Fsync)?;
+        // What the witness names must be on disk first, even when commits do not `fdatasync`.
+        data_file.sync_all().map_err(StoreError::Fsync)?;
+        let snapshot_lsn = dir::snapshot_lsn(path)?;
+        dir::write_witness(
+            path,
+            &dir::Witness {
+                head: head.clone(),
+                snapshot_lsn,
+            },
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 path: path.to_path_buf(),
-                data_file,
+                data_file: opts.sync_data.then_some(data_file),
+                snapshot_lsn,
                 head: Mutex::new(head),
                 failed: std::sync::atomic::AtomicBool::new(false),
                 fail_next_write: std::sync::atomic::AtomicBool::new(false),
@@ -458,13 +456,20 @@ impl Store {
         }
     }
 
-    /// Flushes everything to disk (shutdown path).
+    /// Flushes everything to disk and records the committed head in the witness file
+    /// (shutdown path).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush()?;
-        if let Some(f) = &self.inner.data_file {
-            f.sync_data().map_err(StoreError::Fsync)?;
-        }
-        Ok(())
+        File::open(self.inner.path.join("db"))
+            .and_then(|f| f.sync_all())
+            .map_err(StoreError::Fsync)?;
+        dir::write_witness(
+            &self.inner.path,
+            &dir::Witness {
+                head: self.head(),
+                snapshot_lsn: self.inner.snapshot_lsn,
+            },
+        )
     }
 
     /// Reads audit records `from..` (inclusive) in chain order, at most `limit`.
@@ -521,6 +526,155 @@ impl Store {
         self.inner
             .failed
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A store's sled database, opened and checked against its directory and witness.
+struct Opened {
+    db: sled::Db,
+    head: Head,
+    /// The format version key as found (`None` in a new store).
+    format: Option<String>,
+}
+
+/// Checks the directory ([`dir::inspect`]), opens sled on it and checks what sled holds: the
+/// format version, and that the chain head is not before the one the witness names. `Ok(None)`
+/// when there is no store and `create` is false. A panic inside sled is an error.
+fn open_checked(path: &Path, cache_bytes: u64, create: bool) -> Result<Option<Opened>, StoreError> {
+    let found = dir::inspect(path)?;
+    if matches!(found, dir::Found::New) {
+        if !create {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: sled::Error::Io(e),
+        })?;
+    }
+    dir::guarded(path, "opening it", || {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|e| sled_error(path, e))?;
+        let format = db
+            .get(KEY_FORMAT)
+            .map_err(|e| sled_error(path, e))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        let head = match db.get(KEY_HEAD).map_err(|e| sled_error(path, e))? {
+            Some(v) => Some(serde_json::from_slice::<Head>(&v).map_err(|e| {
+                dir::damaged(path, format!("its chain head (m/head) is unreadable: {e}"))
+            })?),
+            None => None,
+        };
+        let damaged = |reason: String| Err(dir::damaged(path, reason));
+        match (format.as_deref(), &found) {
+            (None, _) if db.first().map_err(|e| sled_error(path, e))?.is_some() => {
+                return damaged(
+                    "it holds a database without cordon's format-version key (not a cordon store)"
+                        .into(),
+                );
+            }
+            (None, dir::Found::Marked(w)) => {
+                return damaged(format!(
+                    "its database is empty, but {} says the store reached audit seq {}",
+                    dir::WITNESS,
+                    w.head.seq
+                ));
+            }
+            // A new store, or one whose first start ended before it wrote anything.
+            (None, _) if !create => return Ok(None),
+            (None, _) => {}
+            (Some("1" | "2"), _) => {}
+            (Some(v), dir::Found::Unmarked) if v == FORMAT_VERSION.to_string() => {
+                if head.is_some() {
+                    return damaged(format!("{} is missing", dir::WITNESS));
+                }
+            }
+            (Some(v), _) if v == FORMAT_VERSION.to_string() => {}
+            (Some(v), _) => {
+                return Err(StoreError::FormatVersion {
+                    path: path.to_path_buf(),
+                    found: v.to_string(),
+                });
+            }
+        }
+        let head = head.unwrap_or_else(Head::genesis);
+        if let dir::Found::Marked(w) = &found {
+            check_witness(path, &db, &head, &w.head)?;
+        }
+        Ok(Some(Opened { db, head, format }))
+    })
+}
+
+/// The store's head must be the witness's, or a later one whose chain holds the witness's
+/// record unchanged: the audit chain only grows.
+fn check_witness(path: &Path, db: &sled::Db, head: &Head, w: &Head) -> Result<(), StoreError> {
+    let lost = |what: String| {
+        Err(dir::damaged(
+            path,
+            format!(
+                "{what}, but the store had reached audit seq {} ({}): data was lost",
+                w.seq,
+                dir::WITNESS
+            ),
+        ))
+    };
+    if head.seq < w.seq {
+        return lost(format!("its audit chain ends at seq {}", head.seq));
+    }
+    let hash = if head.seq == w.seq {
+        Some(head.hash.clone())
+    } else {
+        record_hash(db, w.seq).map_err(|e| match e {
+            StoreError::Io(e) => sled_error(path, e),
+            e => e,
+        })?
+    };
+    match hash {
+        Some(h) if h == w.hash => Ok(()),
+        Some(_) => lost(format!("audit record {} has a different hash", w.seq)),
+        None => lost(format!("audit record {} is missing", w.seq)),
+    }
+}
+
+/// The stored hash of audit record `seq` (genesis for 0), if the record is there.
+fn record_hash(db: &sled::Db, seq: u64) -> Result<Option<String>, StoreError> {
+    if seq == 0 {
+        return Ok(Some(GENESIS_HASH.to_string()));
+    }
+    let Some(item) = db.range(..=audit_key(seq)).next_back() else {
+        return Ok(None);
+    };
+    let (k, v) = item?;
+    let Some(first) = seq_of_key(&k).filter(|f| *f <= seq) else {
+        return Ok(None);
+    };
+    Ok(chunk_parts(&v)
+        .nth((seq - first) as usize)
+        .and_then(|p| p.ok())
+        .map(|(hash, _)| String::from_utf8_lossy(hash).into_owned()))
+}
+
+/// A sled error met while opening: corruption is damage; anything else (a lock held by a
+/// running daemon, an I/O error) is reported as it is.
+fn sled_error(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { at, .. } => dir::damaged(
+            path,
+            match at {
+                Some(at) => format!("sled found corrupted data (at {at:?})"),
+                None => "sled found corrupted data".into(),
+            },
+        ),
+        sled::Error::Unsupported(m) | sled::Error::ReportableBug(m) => {
+            dir::damaged(path, format!("sled refused it: {m}"))
+        }
+        source => StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
     }
 }
 
