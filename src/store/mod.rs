@@ -1109,7 +1109,7 @@ mod tests {
         assert_eq!(once_unlocked(|| verify(dir.path())).records, 44);
     }
 
-    /// A version-1 store (one record per key) is read, marked version 2 so an older build
+    /// A version-1 store (one record per key) is read, marked version 3 so an older build
     /// refuses it, and new chunks continue its chain.
     #[tokio::test]
     async fn a_version_1_store_is_read_and_continued() {
@@ -1137,7 +1137,7 @@ mod tests {
         drop(store);
 
         let store = once_unlocked(|| Store::open(dir.path(), &StoreOptions::default()));
-        assert_eq!(store.get(KEY_FORMAT).unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get(KEY_FORMAT).unwrap(), Some(b"3".to_vec()));
         assert_eq!(store.head().seq, 5);
         let mut t = store.begin();
         for i in 0..5 {
@@ -1244,6 +1244,145 @@ mod tests {
         ));
         assert!(store.is_failed());
         assert_eq!(kinds_from(&store, 1), ["one"]);
+    }
+
+    /// [`Store::open`] once sled has let go of the directory's lock (see [`once_unlocked`]),
+    /// returning what it answered then.
+    fn open_when_unlocked(path: &Path) -> Result<Store, StoreError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Store::open(path, &StoreOptions::default()) {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A store in `path` with three audit records, flushed (as at shutdown) and closed.
+    async fn a_store_with_records(path: &Path) {
+        let store = Store::open(path, &StoreOptions::default()).unwrap();
+        let mut t = store.begin();
+        for i in 0..3 {
+            t.audit("k", Links::default(), at(), serde_json::json!({"i": i}))
+                .unwrap();
+        }
+        store.commit(t).await.unwrap();
+        store.flush().unwrap();
+    }
+
+    /// The reason of a `Damaged` error for `path`; panics on anything else.
+    fn damage_reason<T>(path: &Path, r: Result<T, StoreError>) -> String {
+        match r {
+            Err(StoreError::Damaged { path: p, reason }) => {
+                assert_eq!(p, path);
+                let shown = StoreError::Damaged {
+                    path: p,
+                    reason: reason.clone(),
+                }
+                .to_string();
+                assert!(
+                    shown.starts_with(&format!("data directory {} is damaged", path.display())),
+                    "{shown}"
+                );
+                reason
+            }
+            Err(e) => panic!("expected damage, got: {e}"),
+            Ok(_) => panic!("expected damage, the store opened"),
+        }
+    }
+
+    /// Deleting one file of a store that has committed records is refused, by the daemon's
+    /// open and by `verify`, naming the file, instead of sled starting over (`db`), rewriting
+    /// its settings (`conf`) or the store passing as one from before the witness existed.
+    #[tokio::test]
+    async fn a_store_missing_a_file_is_refused() {
+        for (file, says) in [
+            ("db", "db is missing"),
+            ("conf", "conf is missing"),
+            (WITNESS, "cordon.head is missing"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            a_store_with_records(dir.path()).await;
+            std::fs::remove_file(dir.path().join(file)).unwrap();
+            let reason = damage_reason(dir.path(), open_when_unlocked(dir.path()));
+            assert!(reason.contains(says), "{file}: {reason}");
+            match verify(dir.path()) {
+                Err(VerifyError::Store(e)) => {
+                    assert!(damage_reason(dir.path(), Err::<(), _>(e)).contains(says))
+                }
+                r => panic!("{file}: verify gave {r:?}"),
+            }
+        }
+    }
+
+    /// A store whose chain head is before the one its witness names (sled recovered a cut
+    /// `db` to an earlier state) is refused: data was lost.
+    #[tokio::test]
+    async fn a_store_behind_its_witness_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        a_store_with_records(dir.path()).await;
+        let w = dir.path().join(WITNESS);
+        let mut witness: dir::Witness =
+            serde_json::from_slice(&std::fs::read(&w).unwrap()).unwrap();
+        assert_eq!(witness.head.seq, 3);
+        witness.head.seq = 4;
+        std::fs::write(&w, serde_json::to_vec(&witness).unwrap()).unwrap();
+        let reason = damage_reason(dir.path(), open_when_unlocked(dir.path()));
+        assert!(reason.contains("data was lost"), "{reason}");
+        witness.head.seq = 2;
+        std::fs::write(&w, serde_json::to_vec(&witness).unwrap()).unwrap();
+        let reason = damage_reason(dir.path(), open_when_unlocked(dir.path()));
+        assert!(reason.contains("record 2 has a different hash"), "{reason}");
+    }
+
+    /// Directories that are not cordon's are refused, not initialised: a file named `db`, a
+    /// database another program made with sled, a file in place of the directory. An empty
+    /// directory is a new store.
+    #[test]
+    fn a_foreign_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lone = dir.path().join("lone-db");
+        std::fs::create_dir(&lone).unwrap();
+        std::fs::write(lone.join("db"), b"not a database").unwrap();
+        assert!(damage_reason(&lone, open_when_unlocked(&lone)).contains("conf is missing"));
+
+        let other = dir.path().join("other-sled");
+        let db = sled::open(&other).unwrap();
+        db.insert(b"users/1", b"alice").unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let reason = damage_reason(&other, open_when_unlocked(&other));
+        assert!(reason.contains("not a cordon store"), "{reason}");
+        assert!(matches!(verify(&other), Err(VerifyError::Store(_))));
+
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(damage_reason(&file, open_when_unlocked(&file)).contains("not a directory"));
+
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(matches!(verify(&empty), Err(VerifyError::Missing(_))));
+        let store = open_when_unlocked(&empty).unwrap();
+        assert_eq!(store.head(), Head::genesis());
+        assert!(empty.join(WITNESS).exists());
+    }
+
+    /// A panic inside a guarded sled call becomes `Damaged` with its message.
+    #[test]
+    fn a_panic_in_a_guarded_call_is_an_error() {
+        let path = Path::new("/nowhere/data");
+        let r: Result<(), StoreError> =
+            dir::guarded(path, "reading", || panic!("index out of bounds: boom"));
+        let reason = damage_reason(path, r);
+        assert!(
+            reason.contains("failed while reading: index out of bounds: boom"),
+            "{reason}"
+        );
     }
 
     /// Typed audit data (fields not in alphabetical order, nested maps, options) is written

@@ -26,4 +26,5 @@ mod policy_props;
 mod policy_reload;
 mod python_client;
 mod secrets;
+mod store_damage;
 mod tidy;
