@@ -184,7 +184,10 @@ pub(super) fn write_witness(path: &Path, w: &Witness) -> Result<(), StoreError> 
         std::fs::rename(&tmp, path.join(WITNESS))?;
         std::fs::File::open(path)?.sync_all()
     };
-    write().map_err(StoreError::Witness)
+    write().map_err(|source| StoreError::Witness {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 thread_local! {

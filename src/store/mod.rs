@@ -73,8 +73,11 @@ pub enum StoreError {
     )]
     FormatVersion { path: PathBuf, found: String },
     /// Writing the witness file failed.
-    #[error("store witness file: {0}")]
-    Witness(std::io::Error),
+    #[error("cannot write {WITNESS} in data directory {path}: {source}")]
+    Witness {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store io: {0}")]
     Io(#[from] sled::Error),
     #[error("store fsync: {0}")]
