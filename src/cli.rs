@@ -248,7 +248,10 @@ pub fn run(cli: Cli) -> i32 {
             }
             Err(e) => {
                 match e.bad_seq() {
-                    Some(seq) => eprintln!("audit chain broken at seq {seq}: {e}"),
+                    Some(seq) => eprintln!(
+                        "audit chain in data directory {} broken at seq {seq}: {e}",
+                        data_dir.display()
+                    ),
                     None => eprintln!("cannot verify: {e}"),
                 }
                 store_exit(&e)

@@ -221,8 +221,13 @@ fn install_hook() {
                 .map(|s| s.to_string())
                 .or_else(|| info.payload().downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "(no message)".into());
+            // The crate's own path (`sled-0.34.7/src/...`), not where cargo keeps it.
             let message = match info.location() {
-                Some(l) => format!("{payload} (at {}:{})", l.file(), l.line()),
+                Some(l) => {
+                    let file = l.file();
+                    let short = file.find("sled-").map_or(file, |i| &file[i..]);
+                    format!("{payload} (at {short}:{})", l.line())
+                }
                 None => payload,
             };
             if !guarded {

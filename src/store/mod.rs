@@ -218,7 +218,7 @@ impl Store {
     /// format this build does not read. Never panics on what it finds on disk.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
         let damaged = |reason: &str| dir::damaged(path, reason);
-        let opened = match open_checked(path, opts.cache_capacity_bytes, true)? {
+        let opened = match open_checked(path, opts.cache_capacity_bytes, true, true)? {
             Some(o) => o,
             None => return Err(damaged("it vanished while it was being created")),
         };
@@ -541,9 +541,15 @@ struct Opened {
 }
 
 /// Checks the directory ([`dir::inspect`]), opens sled on it and checks what sled holds: the
-/// format version, and that the chain head is not before the one the witness names. `Ok(None)`
-/// when there is no store and `create` is false. A panic inside sled is an error.
-fn open_checked(path: &Path, cache_bytes: u64, create: bool) -> Result<Option<Opened>, StoreError> {
+/// format version, that the chain head is not before the one the witness names, that every page
+/// reads, and with `check_chain` that no audit record is missing. `Ok(None)` when there is no
+/// store and `create` is false. A panic inside sled is an error.
+fn open_checked(
+    path: &Path,
+    cache_bytes: u64,
+    create: bool,
+    check_chain: bool,
+) -> Result<Option<Opened>, StoreError> {
     let found = dir::inspect(path)?;
     if matches!(found, dir::Found::New) {
         if !create {
@@ -607,8 +613,59 @@ fn open_checked(path: &Path, cache_bytes: u64, create: bool) -> Result<Option<Op
         if let dir::Found::Marked(w) = &found {
             check_witness(path, &db, &head, &w.head)?;
         }
+        read_every_page(path, &db, check_chain.then_some(&head))?;
         Ok(Some(Opened { db, head, format }))
     })
+}
+
+/// Reads every key and value once. sled reads pages, and the `blobs/` files that hold the big
+/// ones, only when they are needed: without this, a damaged one would surface (or make sled
+/// panic) later, in the running daemon, instead of at open. With `head`, also checks that the
+/// audit records run from 1 to the head without a gap: replaying its log, sled skips a page
+/// whose blob file is missing as if it had been collected, silently serving the page's older
+/// version (the full chain check is `verify`'s, which names the first bad record instead).
+fn read_every_page(path: &Path, db: &sled::Db, head: Option<&Head>) -> Result<(), StoreError> {
+    let mut next = 1u64;
+    for item in db.iter() {
+        let (k, v) = item.map_err(|e| match e {
+            sled::Error::Io(e) => {
+                dir::damaged(path, format!("a file of its database cannot be read: {e}"))
+            }
+            e => sled_error(path, e),
+        })?;
+        if head.is_none() || !k.starts_with(AUDIT_PREFIX) {
+            continue;
+        }
+        match seq_of_key(&k) {
+            Some(first) if first == next => {
+                let lines = v.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+                next = first + lines.div_ceil(2);
+            }
+            Some(first) if first > next => {
+                return Err(dir::damaged(
+                    path,
+                    format!("audit records {next} to {} are missing", first - 1),
+                ));
+            }
+            _ => {
+                return Err(dir::damaged(
+                    path,
+                    format!("audit record {next} is stored out of place"),
+                ));
+            }
+        }
+    }
+    match head {
+        Some(h) if h.seq >= next => Err(dir::damaged(
+            path,
+            format!("audit records {next} to {} are missing", h.seq),
+        )),
+        Some(h) if h.seq + 1 < next => Err(dir::damaged(
+            path,
+            format!("audit records after its head (seq {}) exist", h.seq),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The store's head must be the witness's, or a later one whose chain holds the witness's

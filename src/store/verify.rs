@@ -45,8 +45,8 @@ impl VerifyError {
 }
 
 /// Opens an existing store for reading, checked as the daemon checks it (see `dir`).
-fn open_existing(path: &Path) -> Result<sled::Db, VerifyError> {
-    match super::open_checked(path, 64 << 20, false)? {
+fn open_existing(path: &Path, check_chain: bool) -> Result<sled::Db, VerifyError> {
+    match super::open_checked(path, 64 << 20, false, check_chain)? {
         Some(o) => Ok(o.db),
         None => Err(VerifyError::Missing(path.display().to_string())),
     }
@@ -55,7 +55,8 @@ fn open_existing(path: &Path) -> Result<sled::Db, VerifyError> {
 /// Verifies the audit chain of the store at `path` (the daemon must not be running: sled
 /// allows one process at a time).
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
-    let db = open_existing(path)?;
+    // The walk below checks the chain and names the first bad record.
+    let db = open_existing(path, false)?;
     dir::guarded(path, "reading the audit chain", || walk(path, &db))
 }
 
@@ -171,7 +172,7 @@ impl From<StoreError> for ExportError {
 /// Writes every audit record as one JSON line (`{"hash":..,"seq":..,"prev":..,...}`) in chain
 /// order. Returns the number of records written.
 pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, ExportError> {
-    let db = open_existing(path)?;
+    let db = open_existing(path, true)?;
     dir::guarded(path, "reading the audit chain", || {
         write_all(path, &db, out)
     })
