@@ -15,6 +15,9 @@
 //!   has ever committed is damaged.
 //! - [`guarded`] runs sled calls under `catch_unwind`, and a panic hook keeps a panic raised
 //!   inside sled from being printed raw: it becomes [`StoreError::Damaged`].
+//!
+//! What is checked once sled has opened the directory (format version, witness, every page
+//! readable, no gap in the audit records) is in the parent module's `open_checked`.
 
 use std::cell::Cell;
 use std::io::Write;
