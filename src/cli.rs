@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::daemon::{self, EXIT_CONFIG};
+use crate::daemon::{self, EXIT_CONFIG, EXIT_STORE};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -139,13 +139,15 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain; exit 1 naming the first bad record.
+    /// Walk the hash chain; exit 1 naming the first bad record, 74 when the data directory is
+    /// damaged or not a cordon store.
     Verify {
         /// The data directory (default: CORDON_DATA_DIR or ./data).
         #[arg(long, env = "CORDON_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
-    /// Write every audit record as JSON lines.
+    /// Write every audit record as JSON lines (exit 74 when the data directory is damaged or not
+    /// a cordon store).
     Export {
         #[arg(long, env = "CORDON_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
@@ -336,10 +338,13 @@ pub fn run(cli: Cli) -> i32 {
             }
             Err(e) => {
                 match e.bad_seq() {
-                    Some(seq) => eprintln!("audit chain broken at seq {seq}: {e}"),
+                    Some(seq) => eprintln!(
+                        "audit chain in data directory {} broken at seq {seq}: {e}",
+                        data_dir.display()
+                    ),
                     None => eprintln!("cannot verify: {e}"),
                 }
-                1
+                store_exit(&e)
             }
         },
         Command::Audit {
@@ -358,10 +363,23 @@ pub fn run(cli: Cli) -> i32 {
                 }
                 Err(e) => {
                     eprintln!("cannot export: {e}");
-                    1
+                    match &e {
+                        crate::store::ExportError::Verify(e) => store_exit(e),
+                        crate::store::ExportError::Write(_) => 1,
+                    }
                 }
             }
         }
+    }
+}
+
+/// The exit status of `audit verify|export` for `e`: [`EXIT_STORE`] (74) when the data
+/// directory cannot be opened or is damaged or not a cordon store, as for `serve`; 1 for a
+/// broken chain or no store at all.
+fn store_exit(e: &crate::store::VerifyError) -> i32 {
+    match e {
+        crate::store::VerifyError::Store(_) => EXIT_STORE,
+        _ => 1,
     }
 }
 

@@ -32,7 +32,9 @@ use crate::store::{Store, StoreOptions};
 pub const EXIT_CONFIG: i32 = 64;
 /// Exit status when the drain deadline passed (EX_SOFTWARE).
 pub const EXIT_DRAIN_TIMEOUT: i32 = 70;
-/// Exit status when the store cannot be opened (EX_IOERR... EX_CANTCREAT is 73).
+/// Exit status when the store cannot be opened: its data directory is damaged, not a cordon
+/// store, of an unknown format, or locked by another process (EX_IOERR). `audit verify|export`
+/// use it for the same reasons.
 pub const EXIT_STORE: i32 = 74;
 
 /// Everything validated and loaded, before any socket is bound.
@@ -579,6 +581,8 @@ pub async fn serve(config_path: Option<&std::path::Path>) -> i32 {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cordon cannot start");
+            // One plain line as well, whatever the log format: the reason it did not start.
+            eprintln!("cordon: not starting: {e}");
             return EXIT_STORE;
         }
     };

@@ -1,8 +1,10 @@
 //! The embedded store: the only module that touches sled.
 //!
-//! Owns: the on-disk format (one sled tree, key prefixes below, a format-version key), the
-//! append-only, hash-chained audit log, durable commits (atomic batch + flush + optional
-//! `fdatasync`), and offline verification/export of the chain.
+//! Owns: the on-disk format (one sled tree, key prefixes below, a format-version key, and the
+//! `cordon.head` witness file next to sled's files), the append-only, hash-chained audit log,
+//! durable commits (atomic batch + flush + optional `fdatasync`), offline verification/export of
+//! the chain, and refusing a damaged or foreign data directory (see `dir`) instead of letting
+//! sled panic or start an empty store over it.
 //!
 //! Key layout (all in one tree so a commit is one atomic `apply_batch`):
 //! - `m/format_version`, `m/head`: metadata; the head is the last audit sequence and its hash.
@@ -20,6 +22,7 @@
 //! the next transaction on top of it ([`Store::begin_after`]); the durable write itself runs on
 //! a blocking thread. Readers (HTTP/gRPC queries) read applied state.
 
+mod dir;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -32,12 +35,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
+pub use dir::WITNESS;
 pub use verify::{ExportError, VerifyError, VerifyReport, export, verify};
 
-/// The on-disk format version this build writes. It also reads version 1 (one audit record per
-/// key), and marks such a store as version 2 when it opens it, so an older build refuses it
-/// instead of misreading a chunk.
-pub const FORMAT_VERSION: u64 = 2;
+/// The on-disk format version this build writes: version 2 stores audit records in chunks,
+/// version 3 adds the [`WITNESS`] file (without which a version-3 store that has committed
+/// anything is damaged). It also reads versions 1 (one audit record per key) and 2, and marks
+/// such a store as version 3 when it opens it, so an older build refuses it.
+pub const FORMAT_VERSION: u64 = 3;
 
 /// A commit's audit records are stored in chunks of about this many bytes (a chunk always
 /// holds at least one record).
@@ -58,12 +63,21 @@ pub fn audit_key(seq: u64) -> Vec<u8> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path}: {source}")]
+    #[error("cannot open data directory {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
+    /// The data directory's files are damaged or missing, or are not a cordon store.
+    #[error("data directory {path} is damaged or not a cordon store: {reason}")]
+    Damaged { path: PathBuf, reason: String },
     #[error(
-        "store {path} has format version {found}, this build reads versions 1 and {FORMAT_VERSION}"
+        "data directory {path} has store format version {found}, this build reads versions 1 to {FORMAT_VERSION}"
     )]
     FormatVersion { path: PathBuf, found: String },
+    /// Writing the witness file failed.
+    #[error("cannot write {WITNESS} in data directory {path}: {source}")]
+    Witness {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store io: {0}")]
     Io(#[from] sled::Error),
     #[error("store fsync: {0}")]
@@ -180,6 +194,8 @@ struct Inner {
     db: sled::Db,
     path: PathBuf,
     data_file: Option<File>,
+    /// The sled snapshot present when the store was opened (for the witness file).
+    snapshot_lsn: Option<u64>,
     /// Committed head. Only advanced after a successful durable commit.
     head: Mutex<Head>,
     failed: std::sync::atomic::AtomicBool,
@@ -196,57 +212,42 @@ pub struct Committed {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`. Fails closed with a clear message on a format
-    /// mismatch or a corrupt database, never by panicking.
+    /// Opens (or creates) the store at `path`. A new store is created when the directory does
+    /// not exist or holds none of the store's files; an existing one that is damaged, or is not
+    /// a cordon store, is refused with [`StoreError::Damaged`] naming the directory, as is a
+    /// format this build does not read. Never panics on what it finds on disk.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
-            path: path.to_path_buf(),
-            source: sled::Error::Io(e),
-        })?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_capacity_bytes)
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        match db.get(KEY_FORMAT)? {
-            Some(v) => {
-                let found = String::from_utf8_lossy(&v).to_string();
-                if found == "1" {
-                    db.insert(KEY_FORMAT, FORMAT_VERSION.to_string().as_bytes())?;
-                    db.flush()?;
-                } else if found != FORMAT_VERSION.to_string() {
-                    return Err(StoreError::FormatVersion {
-                        path: path.to_path_buf(),
-                        found,
-                    });
-                }
-            }
-            None => {
+        let damaged = |reason: &str| dir::damaged(path, reason);
+        let opened = match open_checked(path, opts.cache_capacity_bytes, true, true)? {
+            Some(o) => o,
+            None => return Err(damaged("it vanished while it was being created")),
+        };
+        let db = opened.db;
+        let head = opened.head;
+        dir::guarded(path, "preparing it", || {
+            if opened.format.as_deref() != Some(&*FORMAT_VERSION.to_string()) {
                 db.insert(KEY_FORMAT, FORMAT_VERSION.to_string().as_bytes())?;
-                db.flush()?;
             }
-        }
-        let head = match db.get(KEY_HEAD)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                key: "m/head".into(),
-                reason: e.to_string(),
-            })?,
-            None => Head::genesis(),
-        };
-        let data_file = if opts.sync_data {
-            Some(File::open(path.join("db")).map_err(StoreError::Fsync)?)
-        } else {
-            None
-        };
+            db.flush()?;
+            Ok::<_, StoreError>(())
+        })?;
+        let data_file = File::open(path.join("db")).map_err(StoreError::Fsync)?;
+        // What the witness names must be on disk first, even when commits do not `fdatasync`.
+        data_file.sync_all().map_err(StoreError::Fsync)?;
+        let snapshot_lsn = dir::snapshot_lsn(path)?;
+        dir::write_witness(
+            path,
+            &dir::Witness {
+                head: head.clone(),
+                snapshot_lsn,
+            },
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 path: path.to_path_buf(),
-                data_file,
+                data_file: opts.sync_data.then_some(data_file),
+                snapshot_lsn,
                 head: Mutex::new(head),
                 failed: std::sync::atomic::AtomicBool::new(false),
                 fail_next_write: std::sync::atomic::AtomicBool::new(false),
@@ -458,13 +459,20 @@ impl Store {
         }
     }
 
-    /// Flushes everything to disk (shutdown path).
+    /// Flushes everything to disk and records the committed head in the witness file
+    /// (shutdown path).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush()?;
-        if let Some(f) = &self.inner.data_file {
-            f.sync_data().map_err(StoreError::Fsync)?;
-        }
-        Ok(())
+        File::open(self.inner.path.join("db"))
+            .and_then(|f| f.sync_all())
+            .map_err(StoreError::Fsync)?;
+        dir::write_witness(
+            &self.inner.path,
+            &dir::Witness {
+                head: self.head(),
+                snapshot_lsn: self.inner.snapshot_lsn,
+            },
+        )
     }
 
     /// Reads audit records `from..` (inclusive) in chain order, at most `limit`.
@@ -521,6 +529,212 @@ impl Store {
         self.inner
             .failed
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A store's sled database, opened and checked against its directory and witness.
+struct Opened {
+    db: sled::Db,
+    head: Head,
+    /// The format version key as found (`None` in a new store).
+    format: Option<String>,
+}
+
+/// Checks the directory ([`dir::inspect`]), opens sled on it and checks what sled holds: the
+/// format version, that the chain head is not before the one the witness names, that every page
+/// reads, and with `check_chain` that no audit record is missing. `Ok(None)` when there is no
+/// store and `create` is false. A panic inside sled is an error.
+fn open_checked(
+    path: &Path,
+    cache_bytes: u64,
+    create: bool,
+    check_chain: bool,
+) -> Result<Option<Opened>, StoreError> {
+    let found = dir::inspect(path)?;
+    if matches!(found, dir::Found::New) {
+        if !create {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: sled::Error::Io(e),
+        })?;
+    }
+    dir::guarded(path, "opening it", || {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|e| sled_error(path, e))?;
+        let format = db
+            .get(KEY_FORMAT)
+            .map_err(|e| sled_error(path, e))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        let head = match db.get(KEY_HEAD).map_err(|e| sled_error(path, e))? {
+            Some(v) => Some(serde_json::from_slice::<Head>(&v).map_err(|e| {
+                dir::damaged(path, format!("its chain head (m/head) is unreadable: {e}"))
+            })?),
+            None => None,
+        };
+        let damaged = |reason: String| Err(dir::damaged(path, reason));
+        match (format.as_deref(), &found) {
+            (None, _) if db.first().map_err(|e| sled_error(path, e))?.is_some() => {
+                return damaged(
+                    "it holds a database without cordon's format-version key (not a cordon store)"
+                        .into(),
+                );
+            }
+            (None, dir::Found::Marked(w)) => {
+                return damaged(format!(
+                    "its database is empty, but {} says the store reached audit seq {}",
+                    dir::WITNESS,
+                    w.head.seq
+                ));
+            }
+            // A new store, or one whose first start ended before it wrote anything.
+            (None, _) if !create => return Ok(None),
+            (None, _) => {}
+            (Some("1" | "2"), _) => {}
+            (Some(v), dir::Found::Unmarked) if v == FORMAT_VERSION.to_string() => {
+                if head.is_some() {
+                    return damaged(format!("{} is missing", dir::WITNESS));
+                }
+            }
+            (Some(v), _) if v == FORMAT_VERSION.to_string() => {}
+            (Some(v), _) => {
+                return Err(StoreError::FormatVersion {
+                    path: path.to_path_buf(),
+                    found: v.to_string(),
+                });
+            }
+        }
+        let head = head.unwrap_or_else(Head::genesis);
+        if let dir::Found::Marked(w) = &found {
+            check_witness(path, &db, &head, &w.head)?;
+        }
+        read_every_page(path, &db, check_chain.then_some(&head))?;
+        Ok(Some(Opened { db, head, format }))
+    })
+}
+
+/// Reads every key and value once. sled reads pages, and the `blobs/` files that hold the big
+/// ones, only when they are needed: without this, a damaged one would surface (or make sled
+/// panic) later, in the running daemon, instead of at open. With `head`, also checks that the
+/// audit records run from 1 to the head without a gap: replaying its log, sled skips a page
+/// whose blob file is missing as if it had been collected, silently serving the page's older
+/// version (the full chain check is `verify`'s, which names the first bad record instead).
+fn read_every_page(path: &Path, db: &sled::Db, head: Option<&Head>) -> Result<(), StoreError> {
+    let mut next = 1u64;
+    for item in db.iter() {
+        let (k, v) = item.map_err(|e| match e {
+            sled::Error::Io(e) => {
+                dir::damaged(path, format!("a file of its database cannot be read: {e}"))
+            }
+            e => sled_error(path, e),
+        })?;
+        if head.is_none() || !k.starts_with(AUDIT_PREFIX) {
+            continue;
+        }
+        match seq_of_key(&k) {
+            Some(first) if first == next => {
+                let lines = v.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+                next = first + lines.div_ceil(2);
+            }
+            Some(first) if first > next => {
+                return Err(dir::damaged(
+                    path,
+                    format!("audit records {next} to {} are missing", first - 1),
+                ));
+            }
+            _ => {
+                return Err(dir::damaged(
+                    path,
+                    format!("audit record {next} is stored out of place"),
+                ));
+            }
+        }
+    }
+    match head {
+        Some(h) if h.seq >= next => Err(dir::damaged(
+            path,
+            format!("audit records {next} to {} are missing", h.seq),
+        )),
+        Some(h) if h.seq + 1 < next => Err(dir::damaged(
+            path,
+            format!("audit records after its head (seq {}) exist", h.seq),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The store's head must be the witness's, or a later one whose chain holds the witness's
+/// record unchanged: the audit chain only grows.
+fn check_witness(path: &Path, db: &sled::Db, head: &Head, w: &Head) -> Result<(), StoreError> {
+    let lost = |what: String| {
+        Err(dir::damaged(
+            path,
+            format!(
+                "{what}, but the store had reached audit seq {} ({}): data was lost",
+                w.seq,
+                dir::WITNESS
+            ),
+        ))
+    };
+    if head.seq < w.seq {
+        return lost(format!("its audit chain ends at seq {}", head.seq));
+    }
+    let hash = if head.seq == w.seq {
+        Some(head.hash.clone())
+    } else {
+        record_hash(db, w.seq).map_err(|e| match e {
+            StoreError::Io(e) => sled_error(path, e),
+            e => e,
+        })?
+    };
+    match hash {
+        Some(h) if h == w.hash => Ok(()),
+        Some(_) => lost(format!("audit record {} has a different hash", w.seq)),
+        None => lost(format!("audit record {} is missing", w.seq)),
+    }
+}
+
+/// The stored hash of audit record `seq` (genesis for 0), if the record is there.
+fn record_hash(db: &sled::Db, seq: u64) -> Result<Option<String>, StoreError> {
+    if seq == 0 {
+        return Ok(Some(GENESIS_HASH.to_string()));
+    }
+    let Some(item) = db.range(..=audit_key(seq)).next_back() else {
+        return Ok(None);
+    };
+    let (k, v) = item?;
+    let Some(first) = seq_of_key(&k).filter(|f| *f <= seq) else {
+        return Ok(None);
+    };
+    Ok(chunk_parts(&v)
+        .nth((seq - first) as usize)
+        .and_then(|p| p.ok())
+        .map(|(hash, _)| String::from_utf8_lossy(hash).into_owned()))
+}
+
+/// A sled error met while opening: corruption is damage; anything else (a lock held by a
+/// running daemon, an I/O error) is reported as it is.
+fn sled_error(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { at, .. } => dir::damaged(
+            path,
+            match at {
+                Some(at) => format!("sled found corrupted data (at {at:?})"),
+                None => "sled found corrupted data".into(),
+            },
+        ),
+        sled::Error::Unsupported(m) | sled::Error::ReportableBug(m) => {
+            dir::damaged(path, format!("sled refused it: {m}"))
+        }
+        source => StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
     }
 }
 
@@ -955,7 +1169,7 @@ mod tests {
         assert_eq!(once_unlocked(|| verify(dir.path())).records, 44);
     }
 
-    /// A version-1 store (one record per key) is read, marked version 2 so an older build
+    /// A version-1 store (one record per key) is read, marked version 3 so an older build
     /// refuses it, and new chunks continue its chain.
     #[tokio::test]
     async fn a_version_1_store_is_read_and_continued() {
@@ -983,7 +1197,7 @@ mod tests {
         drop(store);
 
         let store = once_unlocked(|| Store::open(dir.path(), &StoreOptions::default()));
-        assert_eq!(store.get(KEY_FORMAT).unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get(KEY_FORMAT).unwrap(), Some(b"3".to_vec()));
         assert_eq!(store.head().seq, 5);
         let mut t = store.begin();
         for i in 0..5 {
@@ -1090,6 +1304,145 @@ mod tests {
         ));
         assert!(store.is_failed());
         assert_eq!(kinds_from(&store, 1), ["one"]);
+    }
+
+    /// [`Store::open`] once sled has let go of the directory's lock (see [`once_unlocked`]),
+    /// returning what it answered then.
+    fn open_when_unlocked(path: &Path) -> Result<Store, StoreError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Store::open(path, &StoreOptions::default()) {
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A store in `path` with three audit records, flushed (as at shutdown) and closed.
+    async fn a_store_with_records(path: &Path) {
+        let store = Store::open(path, &StoreOptions::default()).unwrap();
+        let mut t = store.begin();
+        for i in 0..3 {
+            t.audit("k", Links::default(), at(), serde_json::json!({"i": i}))
+                .unwrap();
+        }
+        store.commit(t).await.unwrap();
+        store.flush().unwrap();
+    }
+
+    /// The reason of a `Damaged` error for `path`; panics on anything else.
+    fn damage_reason<T>(path: &Path, r: Result<T, StoreError>) -> String {
+        match r {
+            Err(StoreError::Damaged { path: p, reason }) => {
+                assert_eq!(p, path);
+                let shown = StoreError::Damaged {
+                    path: p,
+                    reason: reason.clone(),
+                }
+                .to_string();
+                assert!(
+                    shown.starts_with(&format!("data directory {} is damaged", path.display())),
+                    "{shown}"
+                );
+                reason
+            }
+            Err(e) => panic!("expected damage, got: {e}"),
+            Ok(_) => panic!("expected damage, the store opened"),
+        }
+    }
+
+    /// Deleting one file of a store that has committed records is refused, by the daemon's
+    /// open and by `verify`, naming the file, instead of sled starting over (`db`), rewriting
+    /// its settings (`conf`) or the store passing as one from before the witness existed.
+    #[tokio::test]
+    async fn a_store_missing_a_file_is_refused() {
+        for (file, says) in [
+            ("db", "db is missing"),
+            ("conf", "conf is missing"),
+            (WITNESS, "cordon.head is missing"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            a_store_with_records(dir.path()).await;
+            std::fs::remove_file(dir.path().join(file)).unwrap();
+            let reason = damage_reason(dir.path(), open_when_unlocked(dir.path()));
+            assert!(reason.contains(says), "{file}: {reason}");
+            match verify(dir.path()) {
+                Err(VerifyError::Store(e)) => {
+                    assert!(damage_reason(dir.path(), Err::<(), _>(e)).contains(says))
+                }
+                r => panic!("{file}: verify gave {r:?}"),
+            }
+        }
+    }
+
+    /// A store whose chain head is before the one its witness names (sled recovered a cut
+    /// `db` to an earlier state) is refused: data was lost.
+    #[tokio::test]
+    async fn a_store_behind_its_witness_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        a_store_with_records(dir.path()).await;
+        let w = dir.path().join(WITNESS);
+        let mut witness: dir::Witness =
+            serde_json::from_slice(&std::fs::read(&w).unwrap()).unwrap();
+        assert_eq!(witness.head.seq, 3);
+        witness.head.seq = 4;
+        std::fs::write(&w, serde_json::to_vec(&witness).unwrap()).unwrap();
+        let reason = damage_reason(dir.path(), open_when_unlocked(dir.path()));
+        assert!(reason.contains("data was lost"), "{reason}");
+        witness.head.seq = 2;
+        std::fs::write(&w, serde_json::to_vec(&witness).unwrap()).unwrap();
+        let reason = damage_reason(dir.path(), open_when_unlocked(dir.path()));
+        assert!(reason.contains("record 2 has a different hash"), "{reason}");
+    }
+
+    /// Directories that are not cordon's are refused, not initialised: a file named `db`, a
+    /// database another program made with sled, a file in place of the directory. An empty
+    /// directory is a new store.
+    #[test]
+    fn a_foreign_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let lone = dir.path().join("lone-db");
+        std::fs::create_dir(&lone).unwrap();
+        std::fs::write(lone.join("db"), b"not a database").unwrap();
+        assert!(damage_reason(&lone, open_when_unlocked(&lone)).contains("conf is missing"));
+
+        let other = dir.path().join("other-sled");
+        let db = sled::open(&other).unwrap();
+        db.insert(b"users/1", b"alice").unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let reason = damage_reason(&other, open_when_unlocked(&other));
+        assert!(reason.contains("not a cordon store"), "{reason}");
+        assert!(matches!(verify(&other), Err(VerifyError::Store(_))));
+
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(damage_reason(&file, open_when_unlocked(&file)).contains("not a directory"));
+
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(matches!(verify(&empty), Err(VerifyError::Missing(_))));
+        let store = open_when_unlocked(&empty).unwrap();
+        assert_eq!(store.head(), Head::genesis());
+        assert!(empty.join(WITNESS).exists());
+    }
+
+    /// A panic inside a guarded sled call becomes `Damaged` with its message.
+    #[test]
+    fn a_panic_in_a_guarded_call_is_an_error() {
+        let path = Path::new("/nowhere/data");
+        let r: Result<(), StoreError> =
+            dir::guarded(path, "reading", || panic!("index out of bounds: boom"));
+        let reason = damage_reason(path, r);
+        assert!(
+            reason.contains("failed while reading: index out of bounds: boom"),
+            "{reason}"
+        );
     }
 
     /// Typed audit data (fields not in alphabetical order, nested maps, options) is written

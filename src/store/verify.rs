@@ -12,8 +12,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::{
-    AUDIT_PREFIX, AuditBody, GENESIS_HASH, Head, KEY_HEAD, StoreError, chunk_parts, parse_chunk,
-    seq_of_key,
+    AUDIT_PREFIX, AuditBody, GENESIS_HASH, Head, KEY_HEAD, StoreError, chunk_parts, dir,
+    parse_chunk, seq_of_key, sled_error,
 };
 
 /// A verified chain.
@@ -44,32 +44,29 @@ impl VerifyError {
     }
 }
 
-fn open_existing(path: &Path) -> Result<sled::Db, VerifyError> {
-    if !path.join("db").exists() {
-        return Err(VerifyError::Missing(path.display().to_string()));
+/// Opens an existing store for reading, checked as the daemon checks it (see `dir`).
+fn open_existing(path: &Path, check_chain: bool) -> Result<sled::Db, VerifyError> {
+    match super::open_checked(path, 64 << 20, false, check_chain)? {
+        Some(o) => Ok(o.db),
+        None => Err(VerifyError::Missing(path.display().to_string())),
     }
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(64 << 20)
-        .open()
-        .map_err(|source| {
-            VerifyError::Store(StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })
-        })
 }
 
 /// Verifies the audit chain of the store at `path` (the daemon must not be running: sled
 /// allows one process at a time).
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
-    let db = open_existing(path)?;
+    // The walk below checks the chain and names the first bad record.
+    let db = open_existing(path, false)?;
+    dir::guarded(path, "reading the audit chain", || walk(path, &db))
+}
+
+fn walk(path: &Path, db: &sled::Db) -> Result<VerifyReport, VerifyError> {
     let mut expected_seq = 1u64;
     let mut prev = GENESIS_HASH.to_string();
     // When a record's own hash is intact but the next record does not link to it, the record
     // was rewritten with a fresh hash: report it, not its successor.
     for item in db.scan_prefix(AUDIT_PREFIX) {
-        let (k, v) = item.map_err(StoreError::Io)?;
+        let (k, v) = item.map_err(|e| sled_error(path, e))?;
         let key_seq = seq_of_key(&k).ok_or_else(|| VerifyError::Broken {
             seq: expected_seq,
             reason: "malformed audit key".into(),
@@ -130,7 +127,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
         }
     }
     let last = expected_seq - 1;
-    let head: Head = match db.get(KEY_HEAD).map_err(StoreError::Io)? {
+    let head: Head = match db.get(KEY_HEAD).map_err(|e| sled_error(path, e))? {
         Some(v) => serde_json::from_slice(&v).map_err(|e| VerifyError::Broken {
             seq: last,
             reason: format!("chain head unreadable: {e}"),
@@ -166,13 +163,25 @@ pub enum ExportError {
     Write(#[from] std::io::Error),
 }
 
+impl From<StoreError> for ExportError {
+    fn from(e: StoreError) -> ExportError {
+        ExportError::Verify(VerifyError::Store(e))
+    }
+}
+
 /// Writes every audit record as one JSON line (`{"hash":..,"seq":..,"prev":..,...}`) in chain
 /// order. Returns the number of records written.
 pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, ExportError> {
-    let db = open_existing(path)?;
+    let db = open_existing(path, true)?;
+    dir::guarded(path, "reading the audit chain", || {
+        write_all(path, &db, out)
+    })
+}
+
+fn write_all(path: &Path, db: &sled::Db, out: &mut dyn Write) -> Result<u64, ExportError> {
     let mut n = 0;
     for item in db.scan_prefix(AUDIT_PREFIX) {
-        let (k, v) = item.map_err(|e| VerifyError::Store(StoreError::Io(e)))?;
+        let (k, v) = item.map_err(|e| VerifyError::Store(sled_error(path, e)))?;
         for rec in parse_chunk(&k, &v).map_err(VerifyError::Store)? {
             let rec = rec.map_err(VerifyError::Store)?;
             serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::other)?;

@@ -116,10 +116,19 @@ fn edit_body(body: &mut [u8]) {
 }
 
 fn verify(dir: &Path) -> (Option<i32>, String, String) {
-    let mut c = cordon();
-    c.args(["audit", "verify", "--data-dir"]).arg(dir);
-    let out = run(c);
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
+    // sled lets go of the directory lock from its flusher thread a moment after the tampering
+    // handle is dropped: run verify once that has happened.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut c = cordon();
+        c.args(["audit", "verify", "--data-dir"]).arg(dir);
+        let out = run(c);
+        let stderr = text(&out.stderr);
+        if stderr.contains("could not acquire lock") && std::time::Instant::now() < deadline {
+            continue;
+        }
+        return (out.status.code(), text(&out.stdout), stderr);
+    }
 }
 
 /// Verify exits 1 and names `seq` as the first bad record.
