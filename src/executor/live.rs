@@ -86,7 +86,8 @@ impl Run {
                 }
             }
         }
-        let mut attempts = 0u32;
+        // Write attempts are counted on record (`writes_sent`), so the budget holds across
+        // restarts and reconcile passes, not per run.
         loop {
             let uncertain = self.uncertain();
             if uncertain {
@@ -115,7 +116,7 @@ impl Run {
                 uncertain,
                 writes_sent: self.exec().writes_sent,
                 resend_safe: spec.resend_safe,
-                attempts,
+                attempts: self.exec().writes_sent,
                 max_attempts: c.spec.retry.max_attempts,
             };
             let (reconciled, give_up) = match plan::plan(known) {
@@ -151,11 +152,13 @@ impl Run {
                 return self
                     .fail_closed(
                         "gave up",
-                        format!("{attempts} write attempts without a definite answer"),
+                        format!(
+                            "{} write attempts without a definite answer",
+                            self.exec().writes_sent
+                        ),
                     )
                     .await;
             }
-            attempts += 1;
             match self.write(c, spec, rt).await? {
                 Next::Stop => return Ok(()),
                 Next::Again => continue,

@@ -36,7 +36,8 @@ pub struct Known {
     pub writes_sent: u32,
     /// The vendor deduplicates this write, so repeating it is harmless.
     pub resend_safe: bool,
-    /// Write attempts made by this run, and the connector's limit.
+    /// Write attempts on record for this idempotency key (across restarts and reconcile
+    /// passes), and the connector's limit.
     pub attempts: u32,
     pub max_attempts: u32,
 }

@@ -181,10 +181,11 @@ impl Run {
         }
     }
 
-    /// Whether a write may already have reached the vendor.
+    /// Whether a write may already have reached the vendor. The phase on record says so: an
+    /// `unknown` action carries phase `unknown` until a probe shows the write had no effect
+    /// (`reconciled` puts it back to `claimed`), after which it can fail like any other run.
     pub(super) fn uncertain(&self) -> bool {
-        self.a.state == ActionState::Unknown
-            || matches!(self.exec().phase, ExecPhase::Writing | ExecPhase::Unknown)
+        matches!(self.exec().phase, ExecPhase::Writing | ExecPhase::Unknown)
     }
 
     /// Renders every request the action would send and records them; sends nothing.

@@ -16,10 +16,25 @@ impl Run {
         r: &Rendered,
         update: ExecUpdate,
     ) -> Result<client::Exchange, Halt> {
-        // Shutdown does not wait for a slow vendor: the phase on record says whether a write
-        // may be out, and the next start resolves it by probe.
+        // Shutdown does not wait for a slow vendor: the one place a vendor call is dropped
+        // half-way (an exception to "never drop a side-effecting call", ARCHITECTURE.md). It is
+        // written down; the phase on record (`writing` after `write_intent`) makes the next
+        // start resolve a write by probe, never by a resend.
         let ex = tokio::select! {
-            _ = self.s.cancel.cancelled() => return Err(Halt::Shutdown),
+            _ = self.s.cancel.cancelled() => {
+                let mut request = r.describe();
+                rt.redact(&mut request);
+                let body = json!({
+                    "phase": phase,
+                    "request": request,
+                    "why": "shutdown: the call was in flight and was dropped; its outcome is unknown",
+                    "resolution": "the next start resumes the action and, for a write, probes the target before anything is sent again",
+                });
+                // The engine drains what it is sent before it stops; if it cannot record this,
+                // the phase on record still decides the resume.
+                let _ = self.record("call_interrupted", body, ExecUpdate::default()).await;
+                return Err(Halt::Shutdown);
+            }
             ex = rt.send(phase, r) => ex,
         };
         let mut ev = ex.evidence.clone();

@@ -102,3 +102,111 @@ async fn an_unknown_action_without_its_intent_record_is_refused_and_escalated() 
     let (s, _) = d.get("/readyz").await;
     assert_eq!(s, 200);
 }
+
+/// The write budget is counted on record, so it holds across restarts and reconcile passes:
+/// an `unknown` action whose record shows `retry.max_attempts` writes already sent is probed
+/// when it resumes, and never written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_budget_of_an_unknown_action_holds_across_restarts() {
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-flaky", "aid-flaky");
+    let mut d = live::start_live(&v, |_, _| {}).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "flaky-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-flaky")],
+        ),
+    )
+    .await;
+    let a = live::find_action(&d, &case_id, "isolate_host", Some("ws-flaky")).await;
+    let id = a["action_id"].as_str().unwrap().to_string();
+
+    // On record: five writes went out (the test wiring's retry.max_attempts) and the last
+    // one's outcome is unknown.
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
+    let store = open_when_unlocked(&d.config.data_dir).await;
+    let key = cordon::engine::keys::action(&id);
+    let mut rec: Value = store.get_json(&key).unwrap().unwrap();
+    rec["state"] = json!("unknown");
+    rec["execution"] = json!({
+        "connector": "crowdstrike", "mode": "live", "intent_at": rec["created_at"],
+        "phase": "unknown", "writes_sent": 5, "retries": 0, "vendor": {"aid": "aid-flaky"},
+    });
+    let mut t = store.begin();
+    t.put_json(key, &rec).unwrap();
+    t.put(cordon::engine::keys::runnable(&id), vec![]);
+    store.commit(t).await.unwrap();
+    drop(store);
+    let d = start_when_unlocked(d).await;
+
+    let esc = common::eventually(20, || async {
+        let e = live::records(&d, "escalation", &id);
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert!(
+        esc.iter()
+            .any(|e| e["reason"] == json!("5 write attempts without a definite answer")),
+        "{esc:?}"
+    );
+    let (_, got) = d.get(&format!("/v1/actions/{id}")).await;
+    assert_eq!(got["state"], json!("failed"), "{got}");
+    // It was probed (the probe shows no effect) and never written again.
+    assert!(
+        v.cs.log()
+            .count_matching("GET", "devices/entities/devices/v2")
+            >= 1
+    );
+    assert_eq!(v.cs.log().count_matching("POST", "action_name=contain"), 0);
+}
+
+/// Shutdown does not wait for a slow vendor: a call in flight is dropped, and that exception is
+/// written down before the daemon stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_at_shutdown_is_written_down() {
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-slow", "aid-slow");
+    v.cs.faults().arm(crate::fakes::Fault {
+        method: Some(axum::http::Method::POST),
+        path_contains: "action_name=contain".into(),
+        kind: crate::fakes::FaultKind::TimeoutAfterEffect(std::time::Duration::from_secs(120)),
+        times: 1,
+    });
+    let mut d = live::start_live(&v, |_, root| {
+        let p = root.join("connectors/crowdstrike.toml");
+        let t = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, t.replace("timeout_ms = 1500", "timeout_ms = 60000")).unwrap();
+    })
+    .await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "slow-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-slow")],
+        ),
+    )
+    .await;
+    let a = live::find_action(&d, &case_id, "isolate_host", Some("ws-slow")).await;
+    let id = a["action_id"].as_str().unwrap().to_string();
+    live::approve(&d, &id, &["alice"]).await;
+    // The write is out and its answer is held back.
+    common::eventually(30, || async {
+        (v.cs.effects().count("contain:aid-slow") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
+    let store = open_when_unlocked(&d.config.data_dir).await;
+    let recs: Vec<_> = store
+        .audit_records(1, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.body.kind == "call_interrupted" && r.body.action_id.as_deref() == Some(&id))
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].body.data["phase"], json!("write"));
+}
