@@ -10,6 +10,7 @@
 pub mod action;
 pub mod alert;
 pub mod api;
+pub mod audit;
 pub mod case;
 pub mod chat;
 pub mod cli;

@@ -126,7 +126,7 @@ impl Engine {
                     }),
                 }
                 txn.audit(
-                    "chat_post",
+                    AuditKind::ChatPost,
                     Self::links(&a),
                     now,
                     json!({
@@ -151,7 +151,7 @@ impl Engine {
                     .map(|a| Self::links(&a))
                     .unwrap_or_default();
                 txn.audit(
-                    "chat_post",
+                    AuditKind::ChatPost,
                     links,
                     now,
                     json!({
@@ -190,7 +190,7 @@ impl Engine {
         let user = cb.verdict.as_ref().ok().map(|v| v.user.clone());
         let record = |txn: &mut Txn, outcome: &str, reason: Option<&str>, message: &str| {
             txn.audit(
-                "chat_callback",
+                AuditKind::ChatCallback,
                 links.clone(),
                 now,
                 json!({

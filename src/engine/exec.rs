@@ -12,16 +12,17 @@ pub enum ExecOp {
     /// Claim an approved action (or resume one after a restart): check the recorded Allow,
     /// re-check the policy, take the target lease, write the intent record.
     Claim { action_id: String, mode: String },
-    /// Record evidence (a vendor exchange, a probe, a retry) and update the intent record.
+    /// Record evidence (vendor exchanges, probes, a retry, the write intent) in order, and
+    /// update the intent record with each: one commit for all of them.
     Record {
         action_id: String,
-        kind: &'static str,
-        body: serde_json::Value,
-        update: ExecUpdate,
+        notes: Vec<ExecNote>,
     },
-    /// Move the action to its final (or `unknown`) state.
+    /// Record the evidence not yet recorded, then move the action to its final (or `unknown`)
+    /// state, in one commit.
     Finish {
         action_id: String,
+        notes: Vec<ExecNote>,
         to: ActionState,
         outcome: String,
         escalate: Option<String>,
@@ -34,13 +35,40 @@ pub enum ExecOp {
     },
 }
 
-/// Changes to the intent record that go with a [`ExecOp::Record`].
+/// One piece of evidence the executor records: an audit record of `kind` and the change it
+/// makes to the intent record.
+#[derive(Debug, Clone)]
+pub struct ExecNote {
+    pub kind: AuditKind,
+    pub body: serde_json::Value,
+    pub update: ExecUpdate,
+}
+
+/// Changes to the intent record that go with an [`ExecNote`].
 #[derive(Debug, Clone, Default)]
 pub struct ExecUpdate {
     pub phase: Option<crate::action::ExecPhase>,
     pub write_sent: bool,
     pub retry: bool,
     pub vendor: std::collections::BTreeMap<String, String>,
+}
+
+impl ExecUpdate {
+    /// Applies the change to an intent record (the engine to the stored one, the executor to
+    /// its copy while the note waits to be recorded).
+    pub fn apply(&self, e: &mut crate::action::Execution) {
+        if let Some(p) = self.phase {
+            e.phase = p;
+        }
+        if self.write_sent {
+            e.writes_sent += 1;
+        }
+        if self.retry {
+            e.retries += 1;
+        }
+        e.vendor
+            .extend(self.vendor.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -117,18 +145,17 @@ impl Engine {
     pub(super) fn exec(&mut self, txn: &mut Txn, op: ExecOp) -> Result<ExecReply, StoreError> {
         match op {
             ExecOp::Claim { action_id, mode } => self.exec_claim(txn, &action_id, &mode),
-            ExecOp::Record {
-                action_id,
-                kind,
-                body,
-                update,
-            } => self.exec_record(txn, &action_id, kind, body, update),
+            ExecOp::Record { action_id, notes } => self.exec_record(txn, &action_id, notes),
             ExecOp::Finish {
                 action_id,
+                notes,
                 to,
                 outcome,
                 escalate,
-            } => self.exec_finish(txn, &action_id, to, &outcome, escalate),
+            } => match self.exec_record(txn, &action_id, notes)? {
+                ExecReply::Recorded(_) => self.exec_finish(txn, &action_id, to, &outcome, escalate),
+                refused => Ok(refused),
+            },
             ExecOp::Rollback {
                 action_id,
                 user,
@@ -147,7 +174,7 @@ impl Engine {
         tracing::warn!(action_id = %a.action_id, case_id = %a.case_id, kind = %a.kind, target = %a.target.id, reason = why, "escalation: a person has to look at this action");
         self.tallies.push(Tally::Escalation);
         txn.audit(
-            "escalation",
+            AuditKind::Escalation,
             Self::links(a),
             now,
             json!({"reason": why, "kind": a.kind, "target": a.target, "state": a.state, "connector": a.connector}),
@@ -198,7 +225,7 @@ impl Engine {
         let sent = a.execution.as_ref().is_some_and(|e| e.writes_sent > 0);
         if resuming {
             txn.audit(
-                "execution_resumed",
+                AuditKind::ExecutionResumed,
                 Self::links(&a),
                 now,
                 json!({"state": a.state, "execution": a.execution}),
@@ -231,7 +258,7 @@ impl Engine {
                 };
                 let (allowed, rec) = self.parts.policies.current().recheck(step, approvals);
                 let seq = txn.audit(
-                    "policy_decision",
+                    AuditKind::PolicyDecision,
                     Self::links(&a),
                     now,
                     json!({"phase": "pre_execution", "approvals": approvals, "allowed": allowed, "record": rec}),
@@ -294,7 +321,7 @@ impl Engine {
             finished_at: None,
         });
         txn.audit(
-            "execution_intent",
+            AuditKind::ExecutionIntent,
             Self::links(&a),
             now,
             json!({"idempotency_key": a.idempotency_key, "connector": a.connector, "mode": mode, "kind": a.kind, "target": a.target, "approvals": approvals, "pre_execution_decision_seq": seq}),
@@ -316,9 +343,7 @@ impl Engine {
         &mut self,
         txn: &mut Txn,
         id: &str,
-        kind: &'static str,
-        body: serde_json::Value,
-        update: ExecUpdate,
+        notes: Vec<ExecNote>,
     ) -> Result<ExecReply, StoreError> {
         let store = self.parts.store.clone();
         let now = (self.parts.clock)();
@@ -328,23 +353,23 @@ impl Engine {
         if !matches!(a.state, ActionState::Executing | ActionState::Unknown) {
             return Ok(ExecReply::Refused(format!("action is {}", a.state)));
         }
-        let mut body = body;
-        if let Some(o) = body.as_object_mut() {
-            o.insert("idempotency_key".into(), json!(a.idempotency_key));
-            o.insert("connector".into(), json!(a.connector));
+        if notes.is_empty() {
+            return Ok(ExecReply::Recorded(Box::new(a)));
         }
-        txn.audit(kind, Self::links(&a), now, body)?;
-        if let Some(e) = a.execution.as_mut() {
-            if let Some(p) = update.phase {
-                e.phase = p;
+        for ExecNote {
+            kind,
+            mut body,
+            update,
+        } in notes
+        {
+            if let Some(o) = body.as_object_mut() {
+                o.insert("idempotency_key".into(), json!(a.idempotency_key));
+                o.insert("connector".into(), json!(a.connector));
             }
-            if update.write_sent {
-                e.writes_sent += 1;
+            txn.audit(kind, Self::links(&a), now, body)?;
+            if let Some(e) = a.execution.as_mut() {
+                update.apply(e);
             }
-            if update.retry {
-                e.retries += 1;
-            }
-            e.vendor.extend(update.vendor);
         }
         a.updated_at = now;
         txn.put_json(keys::action(id), &a)?;
@@ -367,7 +392,7 @@ impl Engine {
         if a.state == to && to == ActionState::Unknown {
             // Still unknown after another reconciliation: note it, change nothing else.
             txn.audit(
-                "reconcile_unresolved",
+                AuditKind::ReconcileUnresolved,
                 Self::links(&a),
                 now,
                 json!({"outcome": outcome}),
@@ -504,12 +529,12 @@ impl Engine {
             chat_held: false,
         };
         txn.audit(
-            "rollback_requested",
+            AuditKind::RollbackRequested,
             Self::links(&orig),
             now,
             json!({"by": user, "reason": reason, "rollback_action_id": action_id, "kind": inverse}),
         )?;
-        txn.audit("action_proposed", Self::links(&req), now, &req)?;
+        txn.audit(AuditKind::ActionProposed, Self::links(&req), now, &req)?;
         let step_req = StepRequest {
             playbook: orig.playbook.clone(),
             family: input.family.clone(),

@@ -97,7 +97,7 @@ impl Engine {
             if let Some(orig_alert) = txn.get_json::<StoredAlert>(&store, &keys::alert(&orig_id))? {
                 let case_id = orig_alert.case_id.clone();
                 txn.audit(
-                    "alert_received",
+                    AuditKind::AlertReceived,
                     Links { case_id: Some(case_id.clone()), alert_id: Some(orig_id.clone()), action_id: None },
                     now,
                     json!({"source": source, "received_at": received_at, "raw": raw, "duplicate_of": orig_id, "why": "same source and source alert id"}),
@@ -156,7 +156,7 @@ impl Engine {
             && case.state != CaseState::Closed
         {
             txn.audit(
-                "alert_received",
+                AuditKind::AlertReceived,
                 links(&case.case_id),
                 now,
                 json!({"source": source, "received_at": received_at, "raw": raw, "alert": alert, "duplicate_of": entry.alert_id, "why": "same fingerprint within the dedup window"}),
@@ -203,7 +203,7 @@ impl Engine {
         };
         let case_id = case.case_id.clone();
         txn.audit(
-            "alert_received",
+            AuditKind::AlertReceived,
             links(&case_id),
             now,
             json!({"source": source, "received_at": received_at, "raw": raw, "alert": alert}),
@@ -213,7 +213,7 @@ impl Engine {
             self.bump_open(txn, 1)?;
         } else {
             txn.audit(
-                "alert_correlated",
+                AuditKind::AlertCorrelated,
                 links(&case_id),
                 now,
                 json!({"correlation_key": corr_key, "case_state": case.state}),
@@ -273,7 +273,7 @@ impl Engine {
         // 4. Suppression.
         if let Some(s) = crate::suppress::find(&self.parts.suppressions, fields, now) {
             txn.audit(
-                "alert_suppressed",
+                AuditKind::AlertSuppressed,
                 links(&case_id),
                 now,
                 json!({"suppression": s.id, "reason": s.reason, "owner": s.owner, "expires": s.expires}),
@@ -307,12 +307,12 @@ impl Engine {
 
         // 5. Enrichment: its failure is recorded on its own and never drops the alert.
         let report = self.parts.enricher.enrich(fields, now);
-        txn.audit("enrichment", links(&case_id), now, &report)?;
+        txn.audit(AuditKind::Enrichment, links(&case_id), now, &report)?;
         if !report.failures.is_empty() {
             self.tallies
                 .push(Tally::EnrichmentFailures(report.failures.len() as u64));
             txn.audit(
-                "enrichment_failed",
+                AuditKind::EnrichmentFailed,
                 links(&case_id),
                 now,
                 json!({"failures": report.failures}),
@@ -400,7 +400,7 @@ impl Engine {
                     alert_id: Some(alert_id.clone()),
                     action_id: Some(action_id.clone()),
                 };
-                txn.audit("action_proposed", alinks.clone(), now, &req)?;
+                txn.audit(AuditKind::ActionProposed, alinks.clone(), now, &req)?;
                 let step_req = StepRequest {
                     playbook: pb.name.clone(),
                     family: pb.family.clone(),
@@ -519,7 +519,7 @@ impl Engine {
             context: step_req.context.clone(),
         });
         let record = policy_engine.decide_step(step_req);
-        let seq = txn.audit("policy_decision", alinks.clone(), now, &record)?;
+        let seq = txn.audit(AuditKind::PolicyDecision, alinks.clone(), now, &record)?;
         self.tallies.push(Tally::Decision(record.tier));
         let next = match record.tier {
             Tier::Auto => ActionState::Approved,
@@ -595,7 +595,7 @@ impl Engine {
             action_id: None,
         };
         detail["limit"] = json!(limit.as_str());
-        txn.audit("fanout_limited", links.clone(), now, &detail)?;
+        txn.audit(AuditKind::FanoutLimited, links.clone(), now, &detail)?;
         if case.limits_hit.iter().any(|l| l == limit.as_str()) {
             return Ok(());
         }
@@ -604,7 +604,7 @@ impl Engine {
         tracing::warn!(case_id = %case.case_id, limit = limit.as_str(), reason = %why, "escalation: a person has to look at this case");
         self.tallies.push(Tally::Escalation);
         txn.audit(
-            "escalation",
+            AuditKind::Escalation,
             links,
             now,
             json!({"reason": why, "limit": limit.as_str(), "case_state": case.state}),

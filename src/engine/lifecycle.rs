@@ -46,7 +46,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         txn.audit(
-            "case_transition",
+            AuditKind::CaseTransition,
             Links {
                 case_id: Some(case.case_id.clone()),
                 alert_id: Some(alert_id.to_string()),
@@ -79,7 +79,7 @@ impl Engine {
             case.state = to;
             case.updated_at = now;
             txn.audit(
-                "case_transition",
+                AuditKind::CaseTransition,
                 Links {
                     case_id: Some(case.case_id.clone()),
                     alert_id: Some(alert_id.to_string()),
@@ -121,7 +121,7 @@ impl Engine {
                 body[k] = v;
             }
         }
-        txn.audit("action_transition", Self::links(a), now, body)?;
+        txn.audit(AuditKind::ActionTransition, Self::links(a), now, body)?;
         a.state = to;
         a.updated_at = now;
         Ok(())

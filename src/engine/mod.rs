@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::action::{ActionRequest, ActionState, Tier, idempotency_key};
 use crate::alert::{Alert, AlertFields};
+use crate::audit::AuditKind;
 use crate::case::{Case, CaseState, Suppressed, Transition};
 use crate::config::{CasesConfig, Suppression};
 use crate::enrich::{Enricher, EnrichmentReport};
@@ -39,7 +40,7 @@ mod tick;
 mod vote;
 
 pub use chat::{ChatCallback, ChatDelivery, ChatOp, ChatReply};
-pub use exec::{ExecOp, ExecReply, ExecUpdate, RunnableRx, RunnableTx, runnable_channel};
+pub use exec::{ExecNote, ExecOp, ExecReply, ExecUpdate, RunnableRx, RunnableTx, runnable_channel};
 pub use ingest::{IngestAck, StoredAlert};
 pub use reload::ReloadOutcome;
 pub use vote::{VoteCast, VoteError, VoteOutcome};

@@ -27,7 +27,7 @@ impl Engine {
         let outcome = match policy::load_dir(&self.parts.policies_dir) {
             Ok(engine) => {
                 txn.audit(
-                    "policy_reloaded",
+                    AuditKind::PolicyReloaded,
                     Links::default(),
                     now,
                     json!({"trigger": trigger, "previous_hash": before, "policy_hash": engine.hash, "files": engine.files, "policies": engine.policy_count()}),
@@ -42,7 +42,7 @@ impl Engine {
             }
             Err(problems) => {
                 txn.audit(
-                    "policy_reload_failed",
+                    AuditKind::PolicyReloadFailed,
                     Links::default(),
                     now,
                     json!({"trigger": trigger, "policy_hash_in_force": before, "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),

@@ -422,7 +422,12 @@ async fn a_failed_event_leaves_nothing_in_the_batch() {
     let r: Result<(), StoreError> =
         eng.undoable(&mut txn, "test event", |e, t| {
             t.put(b"zz/test".to_vec(), b"x".to_vec());
-            t.audit("test", Links::default(), at, json!({}))?;
+            t.audit(
+                crate::audit::AuditKind::Vote,
+                Links::default(),
+                at,
+                json!({}),
+            )?;
             e.changed.push(serde_json::from_value(json!({
             "action_id": "a", "case_id": "c", "alert_id": "al", "playbook": "p", "step": "s",
             "kind": "isolate_host", "connector": "crowdstrike",

@@ -56,7 +56,7 @@ impl Engine {
                 });
                 let deadline = a.approval.as_ref().map_or(now, |ap| ap.deadline);
                 txn.audit(
-                    "approval_escalated",
+                    AuditKind::ApprovalEscalated,
                     Self::links(&a),
                     now,
                     json!({"deadline": deadline, "approvals_missing": missing}),

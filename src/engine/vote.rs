@@ -90,7 +90,7 @@ impl Engine {
         let current_hash = a.request_hash(&policy.hash);
         let record = |txn: &mut Txn, a: &ActionRequest, outcome: &str, extra: serde_json::Value| {
             txn.audit(
-                "vote",
+                AuditKind::Vote,
                 Self::links(a),
                 now,
                 json!({
@@ -260,7 +260,7 @@ impl Engine {
         };
         let (allowed, rec) = policy.recheck(step(), given);
         let seq = txn.audit(
-            "policy_decision",
+            AuditKind::PolicyDecision,
             Self::links(&a),
             now,
             json!({"phase": "approvals_reached", "approvals": given, "allowed": allowed, "record": rec}),

@@ -35,15 +35,14 @@ impl Run {
                             body["candidates"] = c;
                             body["tie_break"] = json!({"newest": tb.newest});
                         }
-                        self.record(
-                            "target_resolved",
+                        self.note(
+                            AuditKind::TargetResolved,
                             body,
                             ExecUpdate {
                                 vendor,
                                 ..Default::default()
                             },
-                        )
-                        .await?;
+                        );
                     }
                     Resolution::NotFound => {
                         return self
@@ -65,12 +64,11 @@ impl Run {
                     } => {
                         rt.redact(&mut candidates);
                         let n = candidates["count"].as_u64().unwrap_or(0);
-                        self.record(
-                            "target_ambiguous",
+                        self.note(
+                            AuditKind::TargetAmbiguous,
                             json!({"target": self.a.target, "connector": c.name, "reason": why, "candidates": candidates}),
                             ExecUpdate::default(),
-                        )
-                        .await?;
+                        );
                         return self
                             .fail_closed(
                                 "target ambiguous",
@@ -91,6 +89,7 @@ impl Run {
         loop {
             let uncertain = self.uncertain();
             if uncertain {
+                self.flush().await?;
                 let settle = Duration::from_millis(c.spec.retry.unknown_settle_ms);
                 if !pause(&self.s.cancel, settle).await {
                     return Err(Halt::Shutdown);
@@ -138,15 +137,14 @@ impl Run {
                 Plan::GiveUp { reconciled } => (reconciled, true),
             };
             if let Some(finding) = reconciled {
-                self.record(
-                    "reconciled",
+                self.note(
+                    AuditKind::Reconciled,
                     json!({"finding": finding}),
                     ExecUpdate {
                         phase: Some(ExecPhase::Claimed),
                         ..Default::default()
                     },
-                )
-                .await?;
+                );
             }
             if give_up {
                 return self
@@ -183,7 +181,7 @@ impl Run {
         };
         // Durable before it goes out: a crash from here on means "may have been sent".
         self.record(
-            "write_intent",
+            AuditKind::WriteIntent,
             json!({"request": rendered.describe(), "write": self.exec().writes_sent + 1}),
             ExecUpdate {
                 phase: Some(ExecPhase::Writing),
@@ -205,8 +203,8 @@ impl Run {
                         for (k, v) in &caps {
                             self.vars.set(format!("write.{k}"), v.clone());
                         }
-                        self.record(
-                            "write_result",
+                        self.note(
+                            AuditKind::WriteResult,
                             json!({"class": class, "status": ans.status, "captured": caps}),
                             ExecUpdate {
                                 phase: Some(ExecPhase::Polling),
@@ -216,8 +214,7 @@ impl Run {
                                     .collect(),
                                 ..Default::default()
                             },
-                        )
-                        .await?;
+                        );
                         self.complete(c, spec, rt).await?;
                         Ok(Next::Stop)
                     }
@@ -255,15 +252,14 @@ impl Run {
                     }
                     WriteClass::ServerError => {
                         // A 5xx may or may not have been applied: the probe decides.
-                        self.record(
-                            "outcome_unknown",
+                        self.note(
+                            AuditKind::OutcomeUnknown,
                             json!({"reason": format!("the vendor answered {}", ans.status)}),
                             ExecUpdate {
                                 phase: Some(ExecPhase::Unknown),
                                 ..Default::default()
                             },
-                        )
-                        .await?;
+                        );
                         if self
                             .retry_pause(
                                 c,
@@ -307,15 +303,14 @@ impl Run {
                 }
             }
             Outcome::Uncertain(reason) => {
-                self.record(
-                    "outcome_unknown",
+                self.note(
+                    AuditKind::OutcomeUnknown,
                     json!({"reason": reason, "resolution": "probe the target; never resend blindly"}),
                     ExecUpdate {
                         phase: Some(ExecPhase::Unknown),
                         ..Default::default()
                     },
-                )
-                .await?;
+                );
                 Ok(Next::Again)
             }
             Outcome::Redirect { status, location } => {
@@ -343,15 +338,15 @@ impl Run {
     /// Records a write answer that proves nothing took effect (429, busy, rejected, refused
     /// credentials, not sent): the intent goes back to "nothing sent".
     pub(super) async fn write_without_effect(&mut self, body: Value) -> Result<(), Halt> {
-        self.record(
-            "write_result",
+        self.note(
+            AuditKind::WriteResult,
             body,
             ExecUpdate {
                 phase: Some(ExecPhase::Claimed),
                 ..Default::default()
             },
-        )
-        .await
+        );
+        Ok(())
     }
 
     /// Waits for the vendor to complete (poll request or probe), then verifies by probe.
@@ -418,6 +413,8 @@ impl Run {
                         .await;
                 }
             }
+            // What the polls showed is on record before the wait.
+            self.flush().await?;
             if tokio::time::Instant::now() + interval > deadline {
                 return self
                     .finish(

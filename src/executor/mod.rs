@@ -8,8 +8,10 @@
 //! plan → write (after recording that it is about to go out) → poll → verify by probe → record.
 //! `run` is one execution and the steps every run shares, `live` the live path, `transport`
 //! exchanges and retries, `plan` the pure rule table after a probe, `vars` the template values.
-//! Every step is recorded by the engine before the next one starts; the executor holds no state
-//! of its own that a crash could lose. It never calls a vendor itself: `connector` does.
+//! Every step is recorded by the engine; what must be durable before the run goes on (the claim,
+//! `write_intent`, a retry, the outcome) is, and the evidence of reads is recorded with the next
+//! such step. The executor holds no state of its own that a crash could lose (a resumed run
+//! probes again). It never calls a vendor itself: `connector` does.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::action::{ActionKind, ActionRequest, ActionState, ExecPhase, TargetKind};
+use crate::audit::AuditKind;
 use crate::connector::client::{
     self, Answer, Outcome, ProbeState, Rendered, Vars, WriteClass, backoff, classify_write,
     read_probe,
@@ -28,7 +31,9 @@ use crate::connector::client::{
 use crate::connector::resolve::{self, Resolution};
 use crate::connector::spec::{ActionSpec, Probe, RequestSpec};
 use crate::connector::{BUILTIN, Connector, Mode, Registry};
-use crate::engine::{self, EngineError, EngineHandle, ExecOp, ExecReply, ExecUpdate, RunnableRx};
+use crate::engine::{
+    self, EngineError, EngineHandle, ExecNote, ExecOp, ExecReply, ExecUpdate, RunnableRx,
+};
 use crate::store::Store;
 
 mod live;
@@ -327,7 +332,11 @@ async fn drive(s: &Arc<Shared>, id: &str) -> Drive {
         }
     };
     match result {
-        Ok(()) | Err(Halt::Shutdown) => {}
+        Ok(()) => {}
+        Err(Halt::Shutdown) => {
+            // What the run noted is recorded before it stops (the engine drains first).
+            let _ = run.flush().await;
+        }
         Err(Halt::Store(e)) => {
             tracing::error!(action_id = %id, error = %e, "the store failed mid-execution; stopping (it resumes from its intent record)")
         }

@@ -11,8 +11,12 @@ use super::*;
 pub(super) struct Run {
     pub(super) s: Arc<Shared>,
     pub(super) a: ActionRequest,
-    /// The action's intent record as last recorded (a claimed action always has one).
+    /// The action's intent record as last recorded, with the notes not yet recorded applied
+    /// (a claimed action always has one).
     exec: crate::action::Execution,
+    /// Evidence noted but not yet durable: recorded with the next durable step (the write
+    /// intent, a retry's pause, a wait for completion, the outcome).
+    notes: Vec<ExecNote>,
     pub(super) vars: Vars,
 }
 
@@ -36,6 +40,7 @@ impl Run {
             s,
             a,
             exec,
+            notes: Vec::new(),
             vars: Vars::default(),
         })
     }
@@ -44,21 +49,38 @@ impl Run {
         &self.exec
     }
 
+    /// Notes evidence for the record: it becomes durable with the next durable step, in
+    /// order. Only reads and answers are noted; anything that must be on disk before the run
+    /// goes on (the write intent, a retry, the outcome) is recorded.
+    pub(super) fn note(&mut self, kind: AuditKind, body: Value, update: ExecUpdate) {
+        update.apply(&mut self.exec);
+        self.notes.push(ExecNote { kind, body, update });
+    }
+
+    /// Records evidence durably, with every note before it, in one commit.
     pub(super) async fn record(
         &mut self,
-        kind: &'static str,
+        kind: AuditKind,
         body: Value,
         update: ExecUpdate,
     ) -> Result<(), Halt> {
+        self.note(kind, body, update);
+        self.flush().await
+    }
+
+    /// Makes every note durable (nothing to do without notes).
+    pub(super) async fn flush(&mut self) -> Result<(), Halt> {
+        if self.notes.is_empty() {
+            return Ok(());
+        }
+        let notes = std::mem::take(&mut self.notes);
         match self
             .s
             .parts
             .engine
             .exec(ExecOp::Record {
                 action_id: self.id(),
-                kind,
-                body,
-                update,
+                notes,
             })
             .await?
         {
@@ -89,6 +111,7 @@ impl Run {
             .engine
             .exec(ExecOp::Finish {
                 action_id: self.id(),
+                notes: std::mem::take(&mut self.notes),
                 to,
                 outcome: outcome.to_string(),
                 escalate,
@@ -117,12 +140,11 @@ impl Run {
                         "actions": actions.iter().map(|x| json!({"id": x.action_id, "kind": x.kind, "target": x.target.id, "state": x.state, "tier": x.tier})).collect::<Vec<_>>(),
                     })
                 });
-                self.record(
-                    "case_summary",
+                self.note(
+                    AuditKind::CaseSummary,
                     json!({"summary": summary}),
                     ExecUpdate::default(),
-                )
-                .await?;
+                );
                 self.finish(ActionState::Succeeded, "case summary written", None)
                     .await
             }
@@ -227,7 +249,7 @@ impl Run {
             add("poll", &p.request);
         }
         let body = json!({"mode": "dry_run", "requests": requests, "problems": problems, "note": "rendered and recorded; nothing was sent"});
-        self.record("dry_run", body, ExecUpdate::default()).await?;
+        self.note(AuditKind::DryRun, body, ExecUpdate::default());
         if problems.is_empty() {
             self.finish(
                 ActionState::DryRun,

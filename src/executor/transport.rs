@@ -32,7 +32,7 @@ impl Run {
                 });
                 // The engine drains what it is sent before it stops; if it cannot record this,
                 // the phase on record still decides the resume.
-                let _ = self.record("call_interrupted", body, ExecUpdate::default()).await;
+                let _ = self.record(AuditKind::CallInterrupted, body, ExecUpdate::default()).await;
                 return Err(Halt::Shutdown);
             }
             ex = rt.send(phase, r) => ex,
@@ -47,7 +47,7 @@ impl Run {
             Outcome::Redirect { .. } => "redirect_refused",
             Outcome::AuthFailed(_) => "auth_failed",
         });
-        self.record("vendor_exchange", ev, update).await?;
+        self.note(AuditKind::VendorExchange, ev, update);
         Ok(ex)
     }
 
@@ -69,7 +69,7 @@ impl Run {
         }
         let wait = backoff(r, retries, vendor_wait);
         self.record(
-            "retry",
+            AuditKind::Retry,
             json!({"phase": phase, "reason": reason, "retry": retries + 1, "budget": budget, "wait_ms": wait.as_millis() as u64, "vendor_asked_ms": vendor_wait.map(|w| w.as_millis() as u64)}),
             ExecUpdate {
                 retry: true,
@@ -138,15 +138,14 @@ impl Run {
         for (k, v) in &vendor {
             self.vars.set(format!("vendor.{k}"), v.clone());
         }
-        self.record(
-            "probe_result",
+        self.note(
+            AuditKind::ProbeResult,
             json!({"phase": phase, "state": state, "observed": observed, "status": ans.status}),
             ExecUpdate {
                 vendor,
                 ..Default::default()
             },
-        )
-        .await?;
+        );
         Ok(Ok(state))
     }
 }

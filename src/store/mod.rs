@@ -35,6 +35,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
+use crate::audit::AuditKind;
+
 pub use dir::WITNESS;
 pub use verify::{ExportError, VerifyError, VerifyReport, export, verify};
 
@@ -201,6 +203,8 @@ struct Inner {
     failed: std::sync::atomic::AtomicBool,
     /// Test hook: the next durable write fails as a broken disk would.
     fail_next_write: std::sync::atomic::AtomicBool,
+    /// Commits written durably since the store was opened.
+    durable_commits: std::sync::atomic::AtomicU64,
 }
 
 /// Result of a durable commit.
@@ -251,6 +255,7 @@ impl Store {
                 head: Mutex::new(head),
                 failed: std::sync::atomic::AtomicBool::new(false),
                 fail_next_write: std::sync::atomic::AtomicBool::new(false),
+                durable_commits: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -434,6 +439,9 @@ impl Store {
             let outcome = match written {
                 Ok(()) => {
                     *lock(&inner.head) = job.head.clone();
+                    inner
+                        .durable_commits
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Ok(Committed {
                         head: job.head.clone(),
                         records,
@@ -507,6 +515,13 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Commits written durably since the store was opened (empty ones are not written).
+    pub fn durable_commits(&self) -> u64 {
+        self.inner
+            .durable_commits
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// True after a failed write: the store refuses commits until restart.
@@ -917,7 +932,7 @@ impl Txn {
     /// error and nothing is appended.
     pub fn audit<D: Serialize>(
         &mut self,
-        kind: &str,
+        kind: AuditKind,
         links: Links,
         at: DateTime<Utc>,
         data: D,
@@ -927,7 +942,7 @@ impl Txn {
             seq,
             prev: &self.head.hash,
             at,
-            kind,
+            kind: kind.as_str(),
             case_id: links.case_id,
             alert_id: links.alert_id,
             action_id: links.action_id,
@@ -1111,13 +1126,14 @@ mod tests {
             .unwrap()
             .begin();
             let data = serde_json::json!({"b": [1, "two"], "a": {"z": null, "y": 1.5}});
-            txn.audit("k", links.clone(), at(), &data).unwrap();
+            txn.audit(AuditKind::Vote, links.clone(), at(), &data)
+                .unwrap();
             let (_, bytes) = &txn.audit[0];
             let body = AuditBody {
                 seq: 1,
                 prev: GENESIS_HASH.into(),
                 at: at(),
-                kind: "k".into(),
+                kind: "vote".into(),
                 case_id: links.case_id,
                 alert_id: links.alert_id,
                 action_id: links.action_id,
@@ -1144,7 +1160,7 @@ mod tests {
             let mut t = store.begin();
             for i in 0..n {
                 t.audit(
-                    "k",
+                    AuditKind::Vote,
                     Links::default(),
                     at(),
                     serde_json::json!({"i": i, "f": filler}),
@@ -1177,8 +1193,13 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let mut t = store.begin();
         for i in 0..5 {
-            t.audit("old", Links::default(), at(), serde_json::json!({"i": i}))
-                .unwrap();
+            t.audit(
+                AuditKind::Retry,
+                Links::default(),
+                at(),
+                serde_json::json!({"i": i}),
+            )
+            .unwrap();
         }
         for (seq, bytes) in &t.audit {
             store
@@ -1201,13 +1222,27 @@ mod tests {
         assert_eq!(store.head().seq, 5);
         let mut t = store.begin();
         for i in 0..5 {
-            t.audit("new", Links::default(), at(), serde_json::json!({"i": i}))
-                .unwrap();
+            t.audit(
+                AuditKind::Reconciled,
+                Links::default(),
+                at(),
+                serde_json::json!({"i": i}),
+            )
+            .unwrap();
         }
         store.commit(t).await.unwrap();
         assert_eq!(
             kinds_from(&store, 3),
-            ["old", "old", "old", "new", "new", "new", "new", "new"]
+            [
+                "retry",
+                "retry",
+                "retry",
+                "reconciled",
+                "reconciled",
+                "reconciled",
+                "reconciled",
+                "reconciled"
+            ]
         );
         drop(store);
         assert_eq!(once_unlocked(|| verify(dir.path())).records, 10);
@@ -1221,22 +1256,37 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let mut t0 = store.begin();
         t0.put(b"x/gone".to_vec(), b"old".to_vec());
-        t0.audit("first", Links::default(), at(), serde_json::json!({}))
-            .unwrap();
+        t0.audit(
+            AuditKind::AlertReceived,
+            Links::default(),
+            at(),
+            serde_json::json!({}),
+        )
+        .unwrap();
         store.commit(t0).await.unwrap();
 
         let mut t1 = store.begin();
         t1.put(b"x/new".to_vec(), b"one".to_vec());
         t1.delete(b"x/gone".to_vec());
-        t1.audit("second", Links::default(), at(), serde_json::json!({}))
-            .unwrap();
+        t1.audit(
+            AuditKind::CaseTransition,
+            Links::default(),
+            at(),
+            serde_json::json!({}),
+        )
+        .unwrap();
         let inflight = store.start_commit(t1);
         let mut t2 = store.begin_after(Some(&inflight));
         assert_eq!(t2.get(&store, b"x/new").unwrap(), Some(b"one".to_vec()));
         assert_eq!(t2.get(&store, b"x/gone").unwrap(), None);
         t2.put(b"x/new".to_vec(), b"two".to_vec());
         let seq = t2
-            .audit("third", Links::default(), at(), serde_json::json!({}))
+            .audit(
+                AuditKind::Vote,
+                Links::default(),
+                at(),
+                serde_json::json!({}),
+            )
             .unwrap();
         assert_eq!(seq, 3);
         let first = inflight.await.unwrap();
@@ -1247,7 +1297,10 @@ mod tests {
         assert_eq!(store.get(b"x/new").unwrap(), Some(b"two".to_vec()));
         assert_eq!(store.get(b"x/gone").unwrap(), None);
         let chain = store.audit_records(1, 10).unwrap();
-        assert_eq!(kinds_from(&store, 1), ["first", "second", "third"]);
+        assert_eq!(
+            kinds_from(&store, 1),
+            ["alert_received", "case_transition", "vote"]
+        );
         assert_eq!(chain[2].body.prev, chain[1].hash);
         drop(store);
         assert_eq!(once_unlocked(|| verify(dir.path())).records, 3);
@@ -1263,8 +1316,13 @@ mod tests {
         store.fail_next_write_for_tests();
         let mut t1 = store.begin();
         t1.put(b"x/a".to_vec(), b"1".to_vec());
-        t1.audit("first", Links::default(), at(), serde_json::json!({}))
-            .unwrap();
+        t1.audit(
+            AuditKind::AlertReceived,
+            Links::default(),
+            at(),
+            serde_json::json!({}),
+        )
+        .unwrap();
         let inflight = store.start_commit(t1);
         let mut t2 = store.begin_after(Some(&inflight));
         assert_eq!(t2.get(&store, b"x/a").unwrap(), Some(b"1".to_vec()));
@@ -1290,10 +1348,20 @@ mod tests {
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let mut t1 = store.begin();
         let mut t2 = store.begin();
-        t1.audit("one", Links::default(), at(), serde_json::json!({}))
-            .unwrap();
-        t2.audit("two", Links::default(), at(), serde_json::json!({}))
-            .unwrap();
+        t1.audit(
+            AuditKind::DryRun,
+            Links::default(),
+            at(),
+            serde_json::json!({}),
+        )
+        .unwrap();
+        t2.audit(
+            AuditKind::CaseSummary,
+            Links::default(),
+            at(),
+            serde_json::json!({}),
+        )
+        .unwrap();
         store.commit(t1).await.unwrap();
         assert!(matches!(
             store.commit(t2).await,
@@ -1303,7 +1371,7 @@ mod tests {
             })
         ));
         assert!(store.is_failed());
-        assert_eq!(kinds_from(&store, 1), ["one"]);
+        assert_eq!(kinds_from(&store, 1), ["dry_run"]);
     }
 
     /// [`Store::open`] once sled has let go of the directory's lock (see [`once_unlocked`]),
@@ -1328,8 +1396,13 @@ mod tests {
         let store = Store::open(path, &StoreOptions::default()).unwrap();
         let mut t = store.begin();
         for i in 0..3 {
-            t.audit("k", Links::default(), at(), serde_json::json!({"i": i}))
-                .unwrap();
+            t.audit(
+                AuditKind::Vote,
+                Links::default(),
+                at(),
+                serde_json::json!({"i": i}),
+            )
+            .unwrap();
         }
         store.commit(t).await.unwrap();
         store.flush().unwrap();
@@ -1470,7 +1543,8 @@ mod tests {
         )
         .unwrap()
         .begin();
-        txn.audit("k", Links::default(), at(), &typed).unwrap();
+        txn.audit(AuditKind::Vote, Links::default(), at(), &typed)
+            .unwrap();
         let (_, bytes) = &txn.audit[0];
         let nl = bytes.iter().position(|b| *b == b'\n').unwrap();
         let read: AuditBody = serde_json::from_slice(&bytes[nl + 1..]).unwrap();

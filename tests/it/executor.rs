@@ -397,3 +397,71 @@ async fn a_backlog_beyond_what_the_executor_holds_in_memory_all_runs() {
         assert_eq!(done["state"], json!("succeeded"), "{done}");
     }
 }
+
+/// A live action on the common path (claim with the policy re-check → resolve and probe →
+/// `write_intent` → write → verify) takes at most four durable commits, with `write_intent`
+/// durable before the write leaves: the evidence of reads is recorded with the next durable
+/// step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_action_on_the_common_path_commits_at_most_four_times() {
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-count", "aid-count");
+    v.cs.set_pending_polls(0);
+    let d = live::start_live(&v, |_, _| {}).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "count-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-count")],
+        ),
+    )
+    .await;
+    // Everything else in the case (enrichment, summary, ticket) runs first.
+    let case = d.case(&case_id).await;
+    for a in case["actions"].as_array().unwrap() {
+        if a["state"] != json!("awaiting_approval") {
+            live::settled(&d, a["action_id"].as_str().unwrap()).await;
+        }
+    }
+    let isolate = live::find_action(&d, &case_id, "isolate_host", Some("ws-count")).await;
+    let id = isolate["action_id"].as_str().unwrap().to_string();
+    let store = d.running().store.clone();
+    let before = store.durable_commits();
+    live::approve(&d, &id, &["alice"]).await;
+    let done = live::settled(&d, &id).await;
+    assert_eq!(done["state"], json!("succeeded"), "{done}");
+    let commits = store.durable_commits() - before;
+    // One commit is the vote itself.
+    assert!(
+        commits <= 1 + 4,
+        "the vote and the run took {commits} commits"
+    );
+    // The order on record is still claim, resolve, probe, intent, write, verify, outcome.
+    let kinds: Vec<String> = d
+        .audit()
+        .into_iter()
+        .filter(|r| r.body.action_id.as_deref() == Some(id.as_str()))
+        .map(|r| r.body.kind)
+        .skip_while(|k| k != "execution_intent")
+        .collect();
+    let intent = kinds.iter().position(|k| k == "write_intent").unwrap();
+    let write = kinds
+        .iter()
+        .enumerate()
+        .position(|(i, k)| i > intent && k == "vendor_exchange")
+        .unwrap();
+    assert!(intent < write, "{kinds:?}");
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("execution_intent"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("action_transition"),
+        "{kinds:?}"
+    );
+    assert_eq!(v.cs.effects().count("contain:aid-count"), 1);
+}

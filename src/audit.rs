@@ -1,0 +1,134 @@
+//! The audit vocabulary: every kind of record cordon writes to the audit store.
+//!
+//! Owns: the closed set of record kinds and their stored names. A record's kind is one of
+//! these, never a free string, so a typo cannot invent a kind that `explain`, `replay` or an
+//! auditor's query would miss. The names are what stores have always held (`audit export`
+//! keeps its shape; older stores read the same).
+
+use std::fmt;
+
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $v:ident = $s:literal,)*) => {
+        /// The kind of an audit record.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum AuditKind {
+            $($(#[$doc])* $v,)*
+        }
+
+        impl AuditKind {
+            /// Every kind, in the order declared.
+            pub const ALL: &'static [AuditKind] = &[$(AuditKind::$v,)*];
+
+            /// The name stored in the record.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(AuditKind::$v => $s,)*
+                }
+            }
+
+            /// The kind a stored name stands for.
+            pub fn parse(s: &str) -> Option<AuditKind> {
+                match s {
+                    $($s => Some(AuditKind::$v),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// An alert as it arrived (raw payload verbatim) and what it was normalized to.
+    AlertReceived = "alert_received",
+    /// An alert joined an open case.
+    AlertCorrelated = "alert_correlated",
+    /// An alert matched a suppression.
+    AlertSuppressed = "alert_suppressed",
+    /// What enrichment knew about an alert's entities.
+    Enrichment = "enrichment",
+    /// Enrichment sources that failed (the alert is kept).
+    EnrichmentFailed = "enrichment_failed",
+    /// A case moved from one state to another (or was opened).
+    CaseTransition = "case_transition",
+    /// A fan-out bound held back part of what an alert would set in motion.
+    FanoutLimited = "fanout_limited",
+    /// A playbook step proposed an action request.
+    ActionProposed = "action_proposed",
+    /// An action request moved from one state to another.
+    ActionTransition = "action_transition",
+    /// A Cedar decision: a step's tier, a vote, a re-check.
+    PolicyDecision = "policy_decision",
+    /// A policy set was put in force.
+    PolicyReloaded = "policy_reloaded",
+    /// A policy set did not load; the last good one stays in force.
+    PolicyReloadFailed = "policy_reload_failed",
+    /// An approval vote, counted or refused.
+    Vote = "vote",
+    /// An approval request passed half its deadline.
+    ApprovalEscalated = "approval_escalated",
+    /// A person has to look at an action or a case.
+    Escalation = "escalation",
+    /// A rollback (the inverse action) was requested.
+    RollbackRequested = "rollback_requested",
+    /// The executor claimed an action: the durable intent record.
+    ExecutionIntent = "execution_intent",
+    /// A run was taken up again after a restart or for reconciliation.
+    ExecutionResumed = "execution_resumed",
+    /// The target resolved to exactly one vendor object.
+    TargetResolved = "target_resolved",
+    /// The target did not resolve to exactly one vendor object: refused.
+    TargetAmbiguous = "target_ambiguous",
+    /// One exchange with a vendor (redacted).
+    VendorExchange = "vendor_exchange",
+    /// What a probe or poll read.
+    ProbeResult = "probe_result",
+    /// A vendor write is about to leave (durable before it does).
+    WriteIntent = "write_intent",
+    /// How the vendor answered a write.
+    WriteResult = "write_result",
+    /// A write's answer never came: the outcome is unknown until a probe decides.
+    OutcomeUnknown = "outcome_unknown",
+    /// A probe showed an earlier uncertain write had no effect.
+    Reconciled = "reconciled",
+    /// An unknown action is still unknown after another reconciliation.
+    ReconcileUnresolved = "reconcile_unresolved",
+    /// A pause before a retry.
+    Retry = "retry",
+    /// A vendor call in flight was dropped at shutdown.
+    CallInterrupted = "call_interrupted",
+    /// A dry run: every request rendered, none sent.
+    DryRun = "dry_run",
+    /// cordon's own case summary.
+    CaseSummary = "case_summary",
+    /// A chat post, update or thread notice, and how it went.
+    ChatPost = "chat_post",
+    /// A chat callback, accepted or refused.
+    ChatCallback = "chat_callback",
+}
+
+impl fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_one_name_and_reads_back() {
+        let mut names = std::collections::BTreeSet::new();
+        for k in AuditKind::ALL {
+            assert!(names.insert(k.as_str()), "{k:?} shares its name");
+            assert_eq!(AuditKind::parse(k.as_str()), Some(*k));
+            assert!(
+                k.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{k:?}"
+            );
+        }
+        assert_eq!(AuditKind::parse("no_such_kind"), None);
+    }
+}
