@@ -540,8 +540,11 @@ async fn policy_prove(dir: &Path, json: bool) -> i32 {
                 o.kind.as_str(),
                 o.envs
             ),
-            Verdict::Unknown(why) => println!("UNKNOWN {}: {}
-        {why}", o.file, o.name),
+            Verdict::Unknown(why) => println!(
+                "UNKNOWN {}: {}
+        {why}",
+                o.file, o.name
+            ),
             Verdict::Refuted(cexs) => {
                 println!(
                     "FAILED  {}: {} ({}); counterexample(s), each re-checked with Cedar's authorizer:",
@@ -563,11 +566,7 @@ async fn policy_prove(dir: &Path, json: bool) -> i32 {
         }
     }
     if !json {
-        println!(
-            "{} proven, {} not proven",
-            outcomes.len() - failed,
-            failed
-        );
+        println!("{} proven, {} not proven", outcomes.len() - failed, failed);
     }
     if failed == 0 { 0 } else { 1 }
 }

@@ -325,7 +325,10 @@ fn check_file(
 }
 
 fn one_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The policy set that states the property, strictly validated against the schema.
@@ -370,7 +373,10 @@ fn spec_policies(
     }
     let v = Validator::new(engine.schema.clone()).validate(&set, ValidationMode::Strict);
     if let Some(e) = v.validation_errors().next() {
-        return Err(format!("does not validate against the schema: {}", one_line(e)));
+        return Err(format!(
+            "does not validate against the schema: {}",
+            one_line(e)
+        ));
     }
     Ok(Some(set))
 }
@@ -450,33 +456,25 @@ async fn prove_in_env(
             ))
         })
     };
-    let answer = |r: Result<Option<Env>, cedar_policy_symcc::err::Error>,
-                  policy: Option<String>|
-     -> Result<Option<Counterexample>, ProveError> {
-        match r {
-            Ok(None) => Ok(None),
-            Ok(Some(env)) => counterexample(&env, policy).map(Some),
-            Err(e) => Err(solver_err(&e)),
-        }
-    };
     let shipped = compile(&engine.policies)?;
-    let found = match (prop.kind, &prop.spec) {
+    let mut found = Vec::new();
+    let mut unknown = None;
+    match (prop.kind, &prop.spec) {
         (Kind::NeverAllowed, Some(spec)) => {
             let spec = compile(spec)?;
             let r = compiler
                 .check_implies_with_counterexample_opt(&shipped, &spec)
                 .await;
-            answer(r, None)?.into_iter().collect()
+            answer(r, None, env, &mut found, &mut unknown)?;
         }
         (Kind::AlwaysAllowed, Some(spec)) => {
             let spec = compile(spec)?;
             let r = compiler
                 .check_implies_with_counterexample_opt(&spec, &shipped)
                 .await;
-            answer(r, None)?.into_iter().collect()
+            answer(r, None, env, &mut found, &mut unknown)?;
         }
         (Kind::NeverErrors, _) => {
-            let mut found = Vec::new();
             for p in engine.policies.policies() {
                 let compiled = CompiledPolicy::compile(p, env, schema).map_err(|e| {
                     ProveError::Solver(format!(
@@ -489,19 +487,42 @@ async fn prove_in_env(
                 let r = compiler
                     .check_never_errors_with_counterexample_opt(&compiled)
                     .await;
-                if let Some(c) = answer(r, Some(p.id().to_string()))? {
-                    found.push(c);
-                }
+                answer(r, Some(p.id().to_string()), env, &mut found, &mut unknown)?;
             }
-            found
         }
         (_, None) => return Ok(EnvVerdict::Unknown("property has no statement".into())),
-    };
-    // symcc turns a solver `unknown` into an error; a time limit surfaces there.
-    if found.is_empty() {
-        Ok(EnvVerdict::Holds)
-    } else {
-        Ok(EnvVerdict::Fails(found))
+    }
+    Ok(match (found.is_empty(), unknown) {
+        (false, _) => EnvVerdict::Fails(found),
+        (true, Some(why)) => EnvVerdict::Unknown(why),
+        (true, None) => EnvVerdict::Holds,
+    })
+}
+
+/// Files one solver answer: a counterexample, nothing (the property holds), or `unknown`
+/// (symcc reports the solver's `unknown`, e.g. at the time limit, as an error).
+fn answer(
+    r: Result<Option<Env>, cedar_policy_symcc::err::Error>,
+    policy: Option<String>,
+    env: &RequestEnv,
+    found: &mut Vec<Counterexample>,
+    unknown: &mut Option<String>,
+) -> Result<(), ProveError> {
+    match r {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => {
+            found.push(counterexample(&e, policy)?);
+            Ok(())
+        }
+        Err(cedar_policy_symcc::err::Error::SolverUnknown) => {
+            *unknown = Some(format!(
+                "the solver could not decide for {} within {} s",
+                env_name(env),
+                SOLVER_QUERY_LIMIT_MS / 1000
+            ));
+            Ok(())
+        }
+        Err(e) => Err(solver_err(&e)),
     }
 }
 
@@ -552,7 +573,11 @@ pub fn recheck(engine: &PolicyEngine, c: &Counterexample) -> Result<Recheck, Str
     recheck_with(engine, &engine.policies, c)
 }
 
-fn recheck_with(engine: &PolicyEngine, set: &PolicySet, c: &Counterexample) -> Result<Recheck, String> {
+fn recheck_with(
+    engine: &PolicyEngine,
+    set: &PolicySet,
+    c: &Counterexample,
+) -> Result<Recheck, String> {
     let parse = |what: &str, s: &str| {
         EntityUid::from_str(s).map_err(|e| format!("counterexample {what} {s:?}: {}", one_line(&e)))
     };
@@ -584,9 +609,16 @@ fn recheck_with(engine: &PolicyEngine, set: &PolicySet, c: &Counterexample) -> R
 fn confirm(engine: &PolicyEngine, prop: &Property, c: &Counterexample) -> Result<(), String> {
     let shipped = recheck(engine, c)?;
     let ok = match (prop.kind, &prop.spec) {
-        (Kind::NeverAllowed, Some(spec)) => shipped.allowed && !recheck_with(engine, spec, c)?.allowed,
-        (Kind::AlwaysAllowed, Some(spec)) => !shipped.allowed && recheck_with(engine, spec, c)?.allowed,
-        (Kind::NeverErrors, _) => c.policy.as_ref().is_some_and(|p| shipped.errors.contains(p)),
+        (Kind::NeverAllowed, Some(spec)) => {
+            shipped.allowed && !recheck_with(engine, spec, c)?.allowed
+        }
+        (Kind::AlwaysAllowed, Some(spec)) => {
+            !shipped.allowed && recheck_with(engine, spec, c)?.allowed
+        }
+        (Kind::NeverErrors, _) => c
+            .policy
+            .as_ref()
+            .is_some_and(|p| shipped.errors.contains(p)),
         (_, None) => false,
     };
     if ok {
@@ -611,8 +643,8 @@ mod tests {
     }
 
     fn check(text: &str) -> Result<Vec<Property>, Vec<String>> {
-        let pf: PropertyFile = crate::config::parse_toml_str("p.toml", text)
-            .map_err(|p| vec![p.to_string()])?;
+        let pf: PropertyFile =
+            crate::config::parse_toml_str("p.toml", text).map_err(|p| vec![p.to_string()])?;
         check_file(&engine(), "p.toml", pf)
             .map_err(|ps| ps.into_iter().map(|p| p.to_string()).collect())
     }
@@ -650,11 +682,18 @@ kind = "never_errors"
 
     #[test]
     fn unknown_keys_and_kinds_are_refused_with_their_place() {
-        let e = check("[[property]]\nname = \"x\"\nkind = \"never_errors\"\nactoins = [\"enrich\"]\n")
-            .unwrap_err();
-        assert!(e[0].contains("p.toml") && e[0].contains("line 4") && e[0].contains("actoins"), "{e:?}");
+        let e =
+            check("[[property]]\nname = \"x\"\nkind = \"never_errors\"\nactoins = [\"enrich\"]\n")
+                .unwrap_err();
+        assert!(
+            e[0].contains("p.toml") && e[0].contains("line 4") && e[0].contains("actoins"),
+            "{e:?}"
+        );
         let e = check("[[property]]\nname = \"x\"\nkind = \"sometimes\"\n").unwrap_err();
-        assert!(e[0].contains("line 3") && e[0].contains("sometimes"), "{e:?}");
+        assert!(
+            e[0].contains("line 3") && e[0].contains("sometimes"),
+            "{e:?}"
+        );
         let e = check("[[propery]]\nname = \"x\"\n").unwrap_err();
         assert!(e[0].contains("propery"), "{e:?}");
     }
@@ -702,14 +741,35 @@ actions = []
         )
         .unwrap_err();
         let has = |needle: &[&str]| e.iter().any(|p| needle.iter().all(|n| p.contains(n)));
-        assert!(has(&["property[0] (a).actions", "unknown action \"isolate_hosts\""]), "{e:#?}");
-        assert!(has(&["property[1] (b).when", "needs a condition"]), "{e:#?}");
-        assert!(has(&["property[2] (c).when", "takes no condition"]), "{e:#?}");
-        assert!(has(&["property[3] (d).when", "does not validate", "enviroment"]), "{e:#?}");
-        assert!(has(&["property[4] (e).when", "not a Cedar expression"]), "{e:#?}");
+        assert!(
+            has(&[
+                "property[0] (a).actions",
+                "unknown action \"isolate_hosts\""
+            ]),
+            "{e:#?}"
+        );
+        assert!(
+            has(&["property[1] (b).when", "needs a condition"]),
+            "{e:#?}"
+        );
+        assert!(
+            has(&["property[2] (c).when", "takes no condition"]),
+            "{e:#?}"
+        );
+        assert!(
+            has(&["property[3] (d).when", "does not validate", "enviroment"]),
+            "{e:#?}"
+        );
+        assert!(
+            has(&["property[4] (e).when", "not a Cedar expression"]),
+            "{e:#?}"
+        );
         assert!(has(&["property[5] (f).when"]), "{e:#?}");
         assert!(has(&["property[6] (a).name", "same name"]), "{e:#?}");
-        assert!(has(&["property[6] (a).actions", "at least one action"]), "{e:#?}");
+        assert!(
+            has(&["property[6] (a).actions", "at least one action"]),
+            "{e:#?}"
+        );
         assert_eq!(e.len(), 8, "{e:#?}");
     }
 
@@ -720,7 +780,10 @@ actions = []
             "[[property]]\nname = \"x\"\nkind = \"never_allowed\"\nactions = [\"isolate_host\", \"block_ioc\"]\nwhen = 'resource.environment == \"production\"'\n",
         )
         .unwrap_err();
-        assert!(e[0].contains("property[0] (x).when") && e[0].contains("does not validate"), "{e:?}");
+        assert!(
+            e[0].contains("property[0] (x).when") && e[0].contains("does not validate"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -77,7 +77,9 @@ fn shipped_properties_are_proven() {
         "no policy ever errors on a schema-valid request",
     ] {
         assert!(
-            stdout.lines().any(|l| l.starts_with("proven") && l.contains(name)),
+            stdout
+                .lines()
+                .any(|l| l.starts_with("proven") && l.contains(name)),
             "{name} not proven: {stdout}"
         );
     }
@@ -123,8 +125,8 @@ fn removing_the_production_two_person_forbid_fails_with_a_confirmed_counterexamp
         assert_eq!(resource["attrs"]["environment"], "production", "{cex:?}");
         // The printed request, parsed back and re-evaluated by Cedar's authorizer: the weakened
         // set allows it, the shipped set (with the forbid) does not.
-        assert_eq!(recheck(&weak_engine, &cex).unwrap().allowed, true, "{cex:?}");
-        assert_eq!(recheck(&shipped_engine, &cex).unwrap().allowed, false, "{cex:?}");
+        assert!(recheck(&weak_engine, &cex).unwrap().allowed, "{cex:?}");
+        assert!(!recheck(&shipped_engine, &cex).unwrap().allowed, "{cex:?}");
     }
     // The text form names the property and prints the request.
     let out = prove(weak.path(), false);
@@ -165,7 +167,10 @@ fn a_bad_property_file_is_refused_with_file_key_and_reason() {
             "actions = [\"contain_cloud_resource\"]",
             "actions = [\"contain_cloud_resources\"]",
         )
-        .replace("kind = \"never_errors\"", "kind = \"never_errors\"\nwhen = \"true\"")
+        .replace(
+            "kind = \"never_errors\"",
+            "kind = \"never_errors\"\nwhen = \"true\"",
+        )
     });
     let out = prove(bad.path(), false);
     let stderr = text(&out.stderr);
@@ -188,7 +193,9 @@ fn a_bad_property_file_is_refused_with_file_key_and_reason() {
 fn a_missing_cvc5_is_a_clear_error() {
     let dir = common::repo().join("policies");
     let mut c = cordon();
-    c.args(["policy", "prove"]).arg(&dir).env("CVC5", "/nonexistent/cvc5");
+    c.args(["policy", "prove"])
+        .arg(&dir)
+        .env("CVC5", "/nonexistent/cvc5");
     let out = run(c);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{stderr}");
