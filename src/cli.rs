@@ -1,6 +1,6 @@
 //! The `cordon` command line: flag parsing and dispatch to the library.
 //!
-//! Owns: the subcommands (`serve`, `check`, `policy validate|test`, `audit verify|export`), how
+//! Owns: the subcommands (`serve`, `check`, `policy validate|test|prove`, `audit verify|export`), how
 //! their results are printed, their exit statuses, and the log format (text lines escape every
 //! value, so nothing from outside can forge a line). No business logic lives here.
 
@@ -134,6 +134,15 @@ pub enum PolicyCommand {
     Test {
         #[arg(default_value = "policies")]
         dir: PathBuf,
+    },
+    /// Prove the properties in DIR/properties/*.toml for every request the schema allows
+    /// (needs a cvc5 executable: CVC5 or PATH).
+    Prove {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// One JSON object per property on stdout instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -326,6 +335,18 @@ pub fn run(cli: Cli) -> i32 {
         Command::Policy {
             command: PolicyCommand::Test { dir },
         } => policy_test(&dir),
+        Command::Policy {
+            command: PolicyCommand::Prove { dir, json },
+        } => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(policy_prove(&dir, json)),
+            Err(e) => {
+                eprintln!("cordon: cannot start the runtime: {e}");
+                1
+            }
+        },
         Command::Audit {
             command: AuditCommand::Verify { data_dir },
         } => match crate::store::verify(&data_dir) {
@@ -458,6 +479,96 @@ fn policy_test(dir: &Path) -> i32 {
     } else {
         1
     }
+}
+
+/// `policy prove`: 0 every property proven, 1 one is not (with counterexamples), 64 the policy
+/// set or a property file is bad, 69 no cvc5, 70 the solver failed.
+async fn policy_prove(dir: &Path, json: bool) -> i32 {
+    use crate::policy::prove::{self, ProveError, Verdict};
+    let engine = match crate::policy::load_dir(dir) {
+        Ok(e) => e,
+        Err(problems) => {
+            eprintln!(
+                "the policy set does not load ({} problem(s)):",
+                problems.len()
+            );
+            for p in &problems {
+                eprintln!("  {p}");
+            }
+            return EXIT_CONFIG;
+        }
+    };
+    let props = match prove::load_dir(&engine, &dir.join("properties")) {
+        Ok(p) => p,
+        Err(problems) => return print_problems(&problems),
+    };
+    let outcomes = match prove::prove(&engine, &props).await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("cordon: {e}");
+            return match e {
+                ProveError::NoSolver(_) => 69,
+                ProveError::Solver(_) => 70,
+            };
+        }
+    };
+    let mut failed = 0;
+    for o in &outcomes {
+        let (status, detail) = match &o.verdict {
+            Verdict::Proven => ("proven", serde_json::Value::Null),
+            Verdict::Refuted(c) => ("refuted", serde_json::json!(c)),
+            Verdict::Unknown(why) => ("unknown", serde_json::json!(why)),
+        };
+        if status != "proven" {
+            failed += 1;
+        }
+        if json {
+            let line = serde_json::json!({
+                "file": o.file, "property": o.name, "kind": o.kind.as_str(),
+                "request_envs": o.envs, "status": status,
+                "counterexamples": if status == "refuted" { detail.clone() } else { serde_json::json!([]) },
+                "reason": if status == "unknown" { detail } else { serde_json::Value::Null },
+            });
+            println!("{line}");
+            continue;
+        }
+        match &o.verdict {
+            Verdict::Proven => println!(
+                "proven  {}: {} ({}, {} request environment(s))",
+                o.file,
+                o.name,
+                o.kind.as_str(),
+                o.envs
+            ),
+            Verdict::Unknown(why) => println!(
+                "UNKNOWN {}: {}
+        {why}",
+                o.file, o.name
+            ),
+            Verdict::Refuted(cexs) => {
+                println!(
+                    "FAILED  {}: {} ({}); counterexample(s), each re-checked with Cedar's authorizer:",
+                    o.file,
+                    o.name,
+                    o.kind.as_str()
+                );
+                for c in cexs {
+                    println!("        principal: {}", c.principal);
+                    println!("        action:    {}", c.action);
+                    println!("        resource:  {}", c.resource);
+                    if let Some(p) = &c.policy {
+                        println!("        errors in: {p}");
+                    }
+                    println!("        context:   {}", c.context);
+                    println!("        entities:  {}", c.entities);
+                }
+            }
+        }
+    }
+    if !json {
+        println!("{} proven, {} not proven", outcomes.len() - failed, failed);
+    }
+    if failed == 0 { 0 } else { 1 }
 }
 
 async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {

@@ -3,11 +3,12 @@
 //! Owns: loading `policies/` (every `*.cedar` file, the schema `cordon.cedarschema`, entity files
 //! `*.entities.json`), strict validation with `file:line` errors, the `@id`/`@reason` annotation
 //! vocabulary, tier derivation (the smallest k in 0, 1, 2 approvals that Cedar allows), vote
-//! authorisation, the pre-execution re-check, and the decision records that make every
-//! decision replayable. This is the only module that calls Cedar. It fails closed: any
+//! authorisation, the pre-execution re-check, the decision records that make every decision
+//! replayable, and proofs of properties over every request (`prove`). This is the only module that calls Cedar. It fails closed: any
 //! evaluation error makes the answer Deny/`denied`.
 
 mod load;
+pub mod prove;
 pub mod testfile;
 
 use std::collections::BTreeMap;
@@ -61,8 +62,7 @@ pub struct PolicyEngine {
     pub files: Vec<String>,
     pub loaded_at: DateTime<Utc>,
     schema: Schema,
-    /// The whole validated set.
-    #[allow(dead_code)]
+    /// The whole validated set (what `prove` reasons about).
     policies: PolicySet,
     /// The same policies split by the action they can apply to (see `load`).
     by_action: BTreeMap<String, PolicySet>,

@@ -26,6 +26,7 @@ mod grpc;
 mod ingest;
 mod log_escape;
 mod policy_props;
+mod policy_prove;
 mod policy_reload;
 mod python_client;
 mod resume_guard;
