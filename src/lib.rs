@@ -12,6 +12,7 @@ pub mod alert;
 pub mod api;
 pub mod case;
 pub mod chat;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod connector;
