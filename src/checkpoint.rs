@@ -22,8 +22,9 @@
 //!
 //! The signature is Ed25519 over the text up to and including the newline before the blank
 //! line; the key id is the first 4 bytes of SHA-256(origin ‖ `\n` ‖ 0x01 ‖ public key), as the
-//! signed-note spec defines it, so Go's `golang.org/x/mod/sumdb/note` verifies these files, and
-//! so does `openssl pkeyutl -verify -rawin` given the text and the 64 bytes after the key id.
+//! signed-note spec defines it (the format Go's `golang.org/x/mod/sumdb/note` implements);
+//! `openssl pkeyutl -verify -rawin` checks the signature given the text and the 64 bytes after
+//! the key id.
 //! Keys are PEM: the private key PKCS#8 (`openssl genpkey -algorithm ed25519`), the public key
 //! SubjectPublicKeyInfo (`openssl pkey -pubout`). A key's fingerprint is `sha256:` and the hex
 //! SHA-256 of its public key's DER encoding.
@@ -370,11 +371,16 @@ impl Writer {
     pub fn new(signer: Signer, dir: PathBuf, clock: Clock) -> Result<Writer, CheckpointError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| CheckpointError::Io(format!("cannot create {}: {e}", dir.display())))?;
-        let last = read_dir(&dir, &signer.public)
+        // Newest first, reading only as far as the first one this key signed for this log.
+        let last = checkpoint_names(&dir)
             .map_err(CheckpointError::Io)?
-            .into_iter()
+            .iter()
             .rev()
-            .find_map(|(_, r)| r.ok().filter(|c| c.origin == signer.origin))
+            .find_map(|name| {
+                read_named(&dir, name, &signer.public)
+                    .ok()
+                    .filter(|c| c.origin == signer.origin)
+            })
             .map(|c| Head {
                 seq: c.seq,
                 hash: c.hash,
@@ -505,6 +511,17 @@ pub fn read_dir(
     dir: &Path,
     key: &PublicKey,
 ) -> Result<Vec<(String, Result<Checkpoint, CheckpointError>)>, String> {
+    Ok(checkpoint_names(dir)?
+        .into_iter()
+        .map(|name| {
+            let r = read_named(dir, &name, key);
+            (name, r)
+        })
+        .collect())
+}
+
+/// The names of the checkpoint files in `dir`, sorted (by seq); temporary files are skipped.
+fn checkpoint_names(dir: &Path) -> Result<Vec<String>, String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
     let mut names = Vec::new();
@@ -516,23 +533,21 @@ pub fn read_dir(
         }
     }
     names.sort();
-    Ok(names
-        .into_iter()
-        .map(|name| {
-            let r = read_one(&dir.join(&name), key).and_then(|cp| {
-                if cp.file_name() == name {
-                    Ok(cp)
-                } else {
-                    Err(CheckpointError::Malformed(format!(
-                        "it holds seq {}, its name should be {}",
-                        cp.seq,
-                        cp.file_name()
-                    )))
-                }
-            });
-            (name, r)
-        })
-        .collect())
+    Ok(names)
+}
+
+/// Reads and verifies checkpoint file `name`, which must be named for the seq it holds.
+fn read_named(dir: &Path, name: &str, key: &PublicKey) -> Result<Checkpoint, CheckpointError> {
+    let cp = read_one(&dir.join(name), key)?;
+    if cp.file_name() == name {
+        Ok(cp)
+    } else {
+        Err(CheckpointError::Malformed(format!(
+            "it holds seq {}, its name should be {}",
+            cp.seq,
+            cp.file_name()
+        )))
+    }
 }
 
 fn read_one(path: &Path, key: &PublicKey) -> Result<Checkpoint, CheckpointError> {

@@ -3,9 +3,10 @@
 //!
 //! Owns: start-up validation of every file the config points at, raising the descriptor limit
 //! and fitting the HTTP connection cap under it, binding and spawning the long-lived tasks
-//! (engine, HTTP, policy file watcher, signal handlers) under one cancellation token and task
-//! tracker, and the ordered shutdown: stop intake, let in-flight requests finish, drain the
-//! engine's queue, flush the store.
+//! (engine, HTTP, policy file watcher, signal handlers, audit checkpoints) under one
+//! cancellation token and task tracker, and the ordered shutdown: stop intake, let in-flight
+//! requests finish, drain the engine's queue, announce the shutdown checkpoint, flush the store,
+//! sign the final head.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
