@@ -1,9 +1,9 @@
 //! The `cordon` command line: flag parsing and dispatch to the library.
 //!
 //! Owns: the subcommands (`serve`, `check`, `policy validate|test`, `audit
-//! verify|export|keygen`), how
-//! their results are printed, their exit statuses, and the log format (text lines escape every
-//! value, so nothing from outside can forge a line). No business logic lives here.
+//! verify|export|keygen`), how their results are printed, their exit statuses, and the log
+//! format (text lines escape every value, so nothing from outside can forge a line). No business
+//! logic lives here.
 
 use std::path::{Path, PathBuf};
 

@@ -450,7 +450,7 @@ impl CheckpointsConfig {
         if !crate::checkpoint::valid_origin(&self.origin) {
             p(
                 "audit.checkpoints.origin",
-                "must be a log name: not empty, at most 256 characters, no spaces or '+'".into(),
+                "must be a log name: not empty, at most 256 bytes, no spaces or '+'".into(),
             );
         }
         if !(1..=86_400).contains(&self.interval_secs) {
