@@ -397,6 +397,25 @@ impl Writer {
         &self.dir
     }
 
+    /// At start: whether the store still holds the newest checkpoint this key signed. When it
+    /// does not (a restored backup, or a rewritten or cut tail), says why; that checkpoint then
+    /// no longer counts as the previous one.
+    pub fn check_store(&self, store: &Store) -> Result<(), String> {
+        let Some(last) = self.last() else {
+            return Ok(());
+        };
+        let hash = match store.audit_records(last.seq, 1) {
+            Ok(r) => r.into_iter().next().map(|r| r.hash),
+            Err(e) => return Err(format!("cannot read audit record {}: {e}", last.seq)),
+        };
+        let found = hash.map(|h| (last.seq, h));
+        let r = matches_store(&last, store.head().seq, found.as_ref());
+        if r.is_err() {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        r
+    }
+
     fn last(&self) -> Option<Head> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -587,6 +606,24 @@ pub fn check(cp: &Checkpoint, records: u64, hashes: &BTreeMap<u64, String>) -> R
     }
 }
 
+/// Whether a chain whose head is at `head_seq`, and which holds `found` (seq, hash) at the
+/// checkpoint's seq if it has that record, still holds checkpoint `last`.
+fn matches_store(last: &Head, head_seq: u64, found: Option<&(u64, String)>) -> Result<(), String> {
+    if head_seq < last.seq {
+        return Err(format!(
+            "the audit chain ends at seq {head_seq}, before the newest checkpoint (seq {}): records were removed or an older copy was restored",
+            last.seq
+        ));
+    }
+    match found {
+        Some((seq, hash)) if *seq == last.seq && *hash == last.hash => Ok(()),
+        _ => Err(format!(
+            "audit record {} is not the one the newest checkpoint signed: the chain was rewritten or replaced",
+            last.seq
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,6 +773,19 @@ mod tests {
         let other = BTreeMap::from([(42, "cd".repeat(32))]);
         let rewritten = check(&c, 42, &other).unwrap_err();
         assert!(rewritten.contains("were rewritten"), "{rewritten}");
+    }
+
+    #[test]
+    fn a_store_that_lost_or_changed_the_newest_checkpoint_is_told_apart() {
+        let last = Head {
+            seq: 7,
+            hash: "ab".repeat(32),
+        };
+        assert_eq!(matches_store(&last, 9, Some(&(7, "ab".repeat(32)))), Ok(()));
+        let behind = matches_store(&last, 6, None).unwrap_err();
+        assert!(behind.contains("ends at seq 6, before"), "{behind}");
+        let changed = matches_store(&last, 9, Some(&(7, "cd".repeat(32)))).unwrap_err();
+        assert!(changed.contains("record 7 is not the one"), "{changed}");
     }
 
     /// Files are named by seq, never replaced, and only `*.checkpoint` files are read.

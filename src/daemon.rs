@@ -329,6 +329,9 @@ pub async fn start(
     }
     // Signed audit checkpoints; this task holds an engine handle until shutdown.
     if let (Some(w), Some(c)) = (&checkpoints, &cfg.audit.checkpoints) {
+        if let Err(why) = w.check_store(&store) {
+            tracing::error!(dir = %w.dir().display(), problem = %why, "The audit store does not hold the newest signed checkpoint; run `cordon audit verify --checkpoints` to see what changed.");
+        }
         tracing::info!(dir = %w.dir().display(), interval_secs = c.interval_secs, "signed audit checkpoints enabled");
         tracker.spawn(crate::checkpoint::run(
             w.clone(),
