@@ -104,6 +104,8 @@ kinds! {
     ChatPost = "chat_post",
     /// A chat callback, accepted or refused.
     ChatCallback = "chat_callback",
+    /// A signed checkpoint of the chain head ending at this record was taken.
+    AuditCheckpoint = "audit_checkpoint",
 }
 
 impl fmt::Display for AuditKind {

@@ -1,8 +1,9 @@
 //! The `cordon` command line: flag parsing and dispatch to the library.
 //!
-//! Owns: the subcommands (`serve`, `check`, `policy validate|test|prove`, `audit verify|export`), how
-//! their results are printed, their exit statuses, and the log format (text lines escape every
-//! value, so nothing from outside can forge a line). No business logic lives here.
+//! Owns: the subcommands (`serve`, `check`, `policy validate|test|prove`, `audit
+//! verify|export|keygen`), how their results are printed, their exit statuses, and the log
+//! format (text lines escape every value, so nothing from outside can forge a line). No business
+//! logic lives here.
 
 use std::path::{Path, PathBuf};
 
@@ -149,11 +150,27 @@ pub enum PolicyCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the hash chain; exit 1 naming the first bad record, 74 when the data directory is
-    /// damaged or not a cordon store.
+    /// damaged or not a cordon store. With --checkpoints, also check the chain against signed
+    /// checkpoints (a rewritten or cut tail); exit 1 naming each checkpoint that fails.
     Verify {
         /// The data directory (default: CORDON_DATA_DIR or ./data).
         #[arg(long, env = "CORDON_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        /// Directory of signed checkpoints (`*.checkpoint`), as `[audit.checkpoints] dir`.
+        #[arg(long, requires = "public_key")]
+        checkpoints: Option<PathBuf>,
+        /// The checkpoint signer's Ed25519 public key (PEM).
+        #[arg(long, requires = "checkpoints")]
+        public_key: Option<PathBuf>,
+    },
+    /// Create an Ed25519 key pair for signed checkpoints: the private key (PKCS#8 PEM, mode
+    /// 0600) is written to --out, which must not exist; the public key (PEM) is printed, or
+    /// written to --public-out.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        public_out: Option<PathBuf>,
     },
     /// Write every audit record as JSON lines (exit 74 when the data directory is damaged or not
     /// a cordon store).
@@ -348,7 +365,18 @@ pub fn run(cli: Cli) -> i32 {
             }
         },
         Command::Audit {
-            command: AuditCommand::Verify { data_dir },
+            command:
+                AuditCommand::Verify {
+                    data_dir,
+                    checkpoints: Some(dir),
+                    public_key: Some(key),
+                },
+        } => verify_checkpoints(&data_dir, &dir, &key),
+        Command::Audit {
+            command: AuditCommand::Keygen { out, public_out },
+        } => keygen(&out, public_out.as_deref()),
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir, .. },
         } => match crate::store::verify(&data_dir) {
             Ok(r) => {
                 println!(
@@ -392,6 +420,120 @@ pub fn run(cli: Cli) -> i32 {
             }
         }
     }
+}
+
+/// `audit verify --checkpoints DIR --public-key FILE`: the chain check, then every checkpoint
+/// must verify with the key and match the chain (its seq present, with the hash it signed).
+fn verify_checkpoints(data_dir: &Path, dir: &Path, key: &Path) -> i32 {
+    use crate::checkpoint::{self, PublicKey};
+    let key = match PublicKey::read(key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("cannot verify: {e}");
+            return 1;
+        }
+    };
+    let files = match checkpoint::read_dir(dir, &key) {
+        Ok(f) if f.is_empty() => {
+            eprintln!(
+                "cannot verify: no checkpoints (*.checkpoint) in {}",
+                dir.display()
+            );
+            return 1;
+        }
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("cannot verify: {e}");
+            return 1;
+        }
+    };
+    let seqs = checkpoint::pinned_seqs(files.iter().filter_map(|(_, r)| r.as_ref().ok()));
+    let (report, hashes) = match crate::store::verify_pinned(data_dir, &seqs) {
+        Ok(r) => r,
+        Err(e) => {
+            match e.bad_seq() {
+                Some(seq) => eprintln!(
+                    "audit chain in data directory {} broken at seq {seq}: {e}",
+                    data_dir.display()
+                ),
+                None => eprintln!("cannot verify: {e}"),
+            }
+            return store_exit(&e);
+        }
+    };
+    let mut failed = 0;
+    for (name, r) in &files {
+        let problem = match r {
+            Ok(cp) => checkpoint::check(cp, report.records, &hashes).err(),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(p) = problem {
+            failed += 1;
+            eprintln!("checkpoint {}: {p}", dir.join(name).display());
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "audit chain in data directory {} does not match its checkpoints: {failed} of {} failed",
+            data_dir.display(),
+            files.len()
+        );
+        return 1;
+    }
+    println!(
+        "ok: {} audit records, chain head {} at seq {}; {} checkpoint(s) verified, the newest at seq {}",
+        report.records,
+        report.head.hash,
+        report.head.seq,
+        files.len(),
+        seqs.last().copied().unwrap_or(0)
+    );
+    0
+}
+
+/// `audit keygen`: a new checkpoint signing key.
+fn keygen(out: &Path, public_out: Option<&Path>) -> i32 {
+    use std::io::Write;
+    let signer = match crate::checkpoint::Signer::generate("cordon") {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot create a key: {e}");
+            return 1;
+        }
+    };
+    let (private, public) = match (signer.private_pem(), signer.public().pem()) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cannot encode the key: {e}");
+            return 1;
+        }
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let written = opts
+        .open(out)
+        .and_then(|mut f| f.write_all(private.as_bytes()).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        eprintln!("cannot write the private key to {}: {e}", out.display());
+        return 1;
+    }
+    match public_out {
+        Some(p) => {
+            if let Err(e) = std::fs::write(p, &public) {
+                eprintln!("cannot write the public key to {}: {e}", p.display());
+                return 1;
+            }
+        }
+        None => print!("{public}"),
+    }
+    eprintln!(
+        "wrote the private key to {}; public key fingerprint {}",
+        out.display(),
+        signer.public().fingerprint()
+    );
+    0
 }
 
 /// The exit status of `audit verify|export` for `e`: [`EXIT_STORE`] (74) when the data

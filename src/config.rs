@@ -134,6 +134,7 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     pub executor: ExecutorConfig,
     pub chat: ChatConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -156,6 +157,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             executor: ExecutorConfig::default(),
             chat: ChatConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -417,6 +419,89 @@ impl Default for ExecutorConfig {
     }
 }
 
+/// The audit store beyond the chain itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuditConfig {
+    /// Signed checkpoints of the chain head (off unless set).
+    pub checkpoints: Option<CheckpointsConfig>,
+}
+
+/// Signed audit checkpoints (see `checkpoint`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckpointsConfig {
+    /// Where checkpoint files are written: outside `data_dir`, ideally shipped off the host.
+    pub dir: PathBuf,
+    /// The Ed25519 private key (PKCS#8 PEM), as a secret reference.
+    pub signing_key: SecretRef,
+    /// The log's name in every checkpoint (e.g. `soc.example.org/cordon`).
+    pub origin: String,
+    /// How often the head is signed when the chain has grown (and always at shutdown).
+    #[serde(default = "checkpoint_interval_secs")]
+    pub interval_secs: u64,
+}
+
+fn checkpoint_interval_secs() -> u64 {
+    300
+}
+
+impl CheckpointsConfig {
+    fn validate(&self, data_dir: &Path, p: &mut impl FnMut(&str, String)) {
+        if !crate::checkpoint::valid_origin(&self.origin) {
+            p(
+                "audit.checkpoints.origin",
+                "must be a log name: not empty, at most 256 bytes, no spaces or '+'".into(),
+            );
+        }
+        if !(1..=86_400).contains(&self.interval_secs) {
+            p(
+                "audit.checkpoints.interval_secs",
+                "must be between 1 and 86400".into(),
+            );
+        }
+        let (dir, data) = (resolved(&self.dir), resolved(data_dir));
+        if dir.starts_with(&data) {
+            p(
+                "audit.checkpoints.dir",
+                format!(
+                    "{} is inside data_dir {}: checkpoints must live outside the store they pin",
+                    self.dir.display(),
+                    data_dir.display()
+                ),
+            );
+        }
+    }
+}
+
+/// `p` made absolute, `.` and `..` resolved, and symbolic links resolved as far as it exists.
+fn resolved(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut lexical = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => lexical.push(c),
+        }
+    }
+    let mut rest = Vec::new();
+    let mut base = lexical.as_path();
+    loop {
+        if let Ok(canon) = base.canonicalize() {
+            return rest.iter().rev().fold(canon, |acc, c| acc.join(c));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => return lexical,
+        }
+    }
+}
+
 /// Chat approvals: where approval requests are posted and how callbacks are verified.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -658,7 +743,8 @@ impl Config {
         let mut unknown = Vec::new();
         let de = toml::Deserializer::parse(text).map_err(|e| toml_problem(file, text, &e))?;
         let cfg: Config = serde_ignored::deserialize(de, |path| {
-            let path = path.to_string();
+            // An optional table shows as `?` in the path (`audit.checkpoints.?.dir`).
+            let path = path.to_string().replace(".?", "");
             let key = match key_line(text, &path) {
                 Some(line) => format!("line {line}: {path}"),
                 None => path,
@@ -870,6 +956,9 @@ impl Config {
             }
         }
         self.chat.validate(&mut p);
+        if let Some(c) = &self.audit.checkpoints {
+            c.validate(&self.data_dir, &mut p);
+        }
         if !(1..=1024).contains(&self.executor.concurrency) {
             p("executor.concurrency", "must be between 1 and 1024".into());
         }
@@ -1035,6 +1124,41 @@ mod tests {
         assert!(keys.contains(&"suppressions[0].rule"), "{keys:?}");
         assert!(keys.contains(&"suppressions[0].schedule"), "{keys:?}");
         assert!(keys.contains(&"suppressions[0].duration_mins"), "{keys:?}");
+    }
+
+    #[test]
+    fn checkpoints_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "data_dir = {:?}\n[audit.checkpoints]\ndir = {:?}\nsigning_key = {{ env = \"K\" }}\norigin = \"a b\"\ninterval_secs = 0\nsigning = 1\n",
+            dir.path().join("data"),
+            dir.path().join("data/../data/cp"),
+        );
+        let (c, unknown) = Config::parse("c.toml", &text).unwrap();
+        assert_eq!(unknown.len(), 1, "{unknown:?}");
+        assert!(
+            unknown[0].key.ends_with("audit.checkpoints.signing"),
+            "{unknown:?}"
+        );
+        let problems = c.validate("c.toml");
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "audit.checkpoints.origin",
+                "audit.checkpoints.interval_secs",
+                "audit.checkpoints.dir"
+            ],
+            "{problems:?}"
+        );
+        let text = format!(
+            "data_dir = {:?}\n[audit.checkpoints]\ndir = {:?}\nsigning_key = {{ env = \"K\" }}\norigin = \"soc.example/cordon\"\n",
+            dir.path().join("data"),
+            dir.path().join("checkpoints"),
+        );
+        let (c, unknown) = Config::parse("c.toml", &text).unwrap();
+        assert!(unknown.is_empty() && c.validate("c.toml").is_empty());
+        assert_eq!(c.audit.checkpoints.unwrap().interval_secs, 300);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //!
 //! Owns: start-up validation of every file the config points at, raising the descriptor limit
 //! and fitting the HTTP connection cap under it, binding and spawning the long-lived tasks
-//! (engine, HTTP, policy file watcher, signal handlers) under one cancellation token and task
-//! tracker, and the ordered shutdown: stop intake, let in-flight requests finish, drain the
-//! engine's queue, flush the store.
+//! (engine, HTTP, policy file watcher, signal handlers, audit checkpoints) under one
+//! cancellation token and task tracker, and the ordered shutdown: stop intake, let in-flight
+//! requests finish, drain the engine's queue, announce the shutdown checkpoint, flush the store,
+//! sign the final head.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,6 +49,8 @@ pub struct Validated {
     pub admin_token: Option<TokenHash>,
     /// Chat platforms, secrets resolved.
     pub chat: Option<Arc<crate::chat::Chat>>,
+    /// The audit checkpoint signing key, when checkpoints are configured.
+    pub checkpoints: Option<crate::checkpoint::Signer>,
 }
 
 /// Parses and validates the config and every file it names; every problem at once.
@@ -104,6 +107,17 @@ pub fn validate_with(
         .admin_token
         .as_ref()
         .and_then(|r| TokenHash::from_ref(r).ok());
+    let checkpoints = config.audit.checkpoints.as_ref().and_then(|c| {
+        crate::checkpoint::Signer::from_ref(&c.signing_key, &c.origin)
+            .map_err(|e| {
+                problems.push(Problem::new(
+                    config_file,
+                    "audit.checkpoints.signing_key",
+                    e.to_string(),
+                ))
+            })
+            .ok()
+    });
     match policies {
         Some(policies) if problems.is_empty() => Ok(Validated {
             config,
@@ -114,6 +128,7 @@ pub fn validate_with(
             tokens,
             admin_token,
             chat,
+            checkpoints,
         }),
         _ => Err(problems),
     }
@@ -171,6 +186,8 @@ impl Running {
 pub enum StartError {
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("audit checkpoints: {0}")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -226,6 +243,14 @@ pub async fn start(
             sync_data: cfg.store.sync_data,
         },
     )?;
+    let checkpoints = match (v.checkpoints, &cfg.audit.checkpoints) {
+        (Some(signer), Some(c)) => Some(Arc::new(crate::checkpoint::Writer::new(
+            signer,
+            c.dir.clone(),
+            opts.clock.clone(),
+        )?)),
+        _ => None,
+    };
     let metrics = Metrics::new();
     let policies = Policies::new(v.policies);
     let http_addr = http_listener
@@ -299,6 +324,20 @@ pub async fn start(
             store.clone(),
             policies.clone(),
             metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    // Signed audit checkpoints; this task holds an engine handle until shutdown.
+    if let (Some(w), Some(c)) = (&checkpoints, &cfg.audit.checkpoints) {
+        if let Err(why) = w.check_store(&store) {
+            tracing::error!(dir = %w.dir().display(), problem = %why, "The audit store does not hold the newest signed checkpoint; run `cordon audit verify --checkpoints` to see what changed.");
+        }
+        tracing::info!(dir = %w.dir().display(), interval_secs = c.interval_secs, "signed audit checkpoints enabled");
+        tracker.spawn(crate::checkpoint::run(
+            w.clone(),
+            store.clone(),
+            handle.clone(),
+            Duration::from_secs(c.interval_secs),
             shutdown.clone(),
         ));
     }
@@ -399,7 +438,34 @@ pub async fn start(
             tracker.wait().await;
         })
         .await;
+        // The shutdown checkpoint's announcement: every writer has stopped (only after a
+        // complete drain), so it is committed directly, before the final flush.
+        let final_head = match (&checkpoints, &drained) {
+            (Some(w), Ok(())) => match w.announce_final(&store2).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "The shutdown audit checkpoint could not be recorded.");
+                    None
+                }
+            },
+            (Some(_), Err(_)) => {
+                tracing::warn!("No audit checkpoint at shutdown: the drain did not finish.");
+                None
+            }
+            _ => None,
+        };
         let flushed = store2.flush();
+        // Signed only once the head is durable and in the witness.
+        if let (Some(w), Some(head), Ok(())) = (&checkpoints, final_head, &flushed) {
+            match w.write(&head) {
+                Ok(path) => {
+                    tracing::info!(file = %path.display(), "Audit checkpoint written at shutdown.")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "The shutdown audit checkpoint could not be written.")
+                }
+            }
+        }
         match (drained, flushed) {
             (Ok(()), Ok(())) => {
                 tracing::info!("drained and flushed; bye");

@@ -13,6 +13,7 @@ pub mod api;
 pub mod audit;
 pub mod case;
 pub mod chat;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod connector;

@@ -87,6 +87,12 @@ pub enum Event {
         op: ChatOp,
         reply: oneshot::Sender<Result<ChatReply, EngineError>>,
     },
+    /// Records the announcement of a signed audit checkpoint; answers, once it is durable, with
+    /// the head that ends at it (the head the checkpoint signs).
+    Checkpoint {
+        note: crate::checkpoint::Announcement,
+        reply: oneshot::Sender<Result<crate::store::Head, EngineError>>,
+    },
 }
 
 /// A change announced to watchers after it is durable.
@@ -199,6 +205,19 @@ impl EngineHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Event::Chat { op, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Records a checkpoint's announcement; answers with the head ending at it once durable.
+    pub async fn checkpoint(
+        &self,
+        note: crate::checkpoint::Announcement,
+    ) -> Result<crate::store::Head, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Checkpoint { note, reply })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         rx.await.map_err(|_| EngineError::ShuttingDown)?
@@ -499,6 +518,21 @@ impl Engine {
                     match self.undoable(&mut txn, "chat step", |e, t| e.chat(t, op)) {
                         Ok(r) => replies.push(Box::new(move |c| {
                             let _ = reply.send(c.map(|()| r));
+                        })),
+                        Err(e) => {
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::Checkpoint { note, reply } => {
+                    let now = (self.parts.clock)();
+                    let r = self.undoable(&mut txn, "audit checkpoint", |_, t| {
+                        t.audit(crate::checkpoint::RECORD_KIND, Links::default(), now, &note)?;
+                        Ok(t.head().clone())
+                    });
+                    match r {
+                        Ok(head) => replies.push(Box::new(move |c| {
+                            let _ = reply.send(c.map(|()| head));
                         })),
                         Err(e) => {
                             let _ = reply.send(Err(EngineError::Store(e.to_string())));

@@ -38,7 +38,7 @@ use sha2::{Digest, Sha256};
 use crate::audit::AuditKind;
 
 pub use dir::WITNESS;
-pub use verify::{ExportError, VerifyError, VerifyReport, export, verify};
+pub use verify::{ExportError, VerifyError, VerifyReport, export, verify, verify_pinned};
 
 /// The on-disk format version this build writes: version 2 stores audit records in chunks,
 /// version 3 adds the [`WITNESS`] file (without which a version-3 store that has committed
@@ -957,6 +957,12 @@ impl Txn {
         self.audit.push((seq, bytes));
         self.head = Head { seq, hash };
         Ok(seq)
+    }
+
+    /// The chain head as this transaction leaves it: its last audit record, or the head it was
+    /// begun on.
+    pub fn head(&self) -> &Head {
+        &self.head
     }
 
     /// Savepoint for rolling back one event's writes inside a batch.

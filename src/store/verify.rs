@@ -6,6 +6,7 @@
 //! hash (catches edits), the body's `prev` is the previous record's hash (catches deletions and
 //! re-hashed edits), and that the chain ends at the recorded head (catches a truncated tail).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -55,12 +56,34 @@ fn open_existing(path: &Path, check_chain: bool) -> Result<sled::Db, VerifyError
 /// Verifies the audit chain of the store at `path` (the daemon must not be running: sled
 /// allows one process at a time).
 pub fn verify(path: &Path) -> Result<VerifyReport, VerifyError> {
-    // The walk below checks the chain and names the first bad record.
-    let db = open_existing(path, false)?;
-    dir::guarded(path, "reading the audit chain", || walk(path, &db))
+    verify_pinned(path, &BTreeSet::new()).map(|(report, _)| report)
 }
 
-fn walk(path: &Path, db: &sled::Db) -> Result<VerifyReport, VerifyError> {
+/// [`verify`], also returning the stored hash of each record in `seqs` that the chain holds
+/// (signed checkpoints pin these: see `checkpoint`).
+pub fn verify_pinned(
+    path: &Path,
+    seqs: &BTreeSet<u64>,
+) -> Result<(VerifyReport, BTreeMap<u64, String>), VerifyError> {
+    // The walk below checks the chain and names the first bad record.
+    let db = open_existing(path, false)?;
+    let mut pinned = BTreeMap::new();
+    let report = dir::guarded(path, "reading the audit chain", || {
+        walk(path, &db, &mut |seq, hash| {
+            if seqs.contains(&seq) {
+                pinned.insert(seq, hash.to_string());
+            }
+        })
+    })?;
+    Ok((report, pinned))
+}
+
+/// Checks the chain; `seen` is called with each record's seq and hash once it has checked out.
+fn walk(
+    path: &Path,
+    db: &sled::Db,
+    seen: &mut dyn FnMut(u64, &str),
+) -> Result<VerifyReport, VerifyError> {
     let mut expected_seq = 1u64;
     let mut prev = GENESIS_HASH.to_string();
     // When a record's own hash is intact but the next record does not link to it, the record
@@ -122,6 +145,7 @@ fn walk(path: &Path, db: &sled::Db) -> Result<VerifyReport, VerifyError> {
                     ),
                 });
             }
+            seen(pos, hash);
             prev = hash.to_string();
             expected_seq += 1;
         }

@@ -6,6 +6,7 @@ mod fakes;
 mod live;
 
 mod approvals_cli;
+mod audit_checkpoints;
 mod audit_tamper;
 mod bad_input;
 mod cases;
