@@ -4,8 +4,10 @@
 //! `Authorization` header, or one `?token=` on the sources `ingest.query_token_sources` names,
 //! Splunk's header-less webhook by default; no token configured = loopback clients only), body
 //! limits, and the single mapping from errors to HTTP status + stable JSON error codes (every
-//! answer, 404 and 405 included, with what it echoes of the request clipped). Parsing belongs to `ingest`, state to
-//! the engine: a request is answered `202` only after the engine reports a durable commit.
+//! answer, 404 and 405 included, with what it echoes of the request clipped), and splitting a
+//! mapped source's body into alerts (one object, a JSON array, or NDJSON; all or nothing).
+//! Parsing belongs to `ingest`, state to the engine: a request is answered `202` only after the
+//! engine reports a durable commit of every alert it carries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::engine::{self, EngineError, EngineHandle};
+use crate::ingest::mapped::SourceMapping;
 use crate::ingest::{ECHO_MAX, IngestError, IngestFormat, clip};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
@@ -39,6 +42,10 @@ pub struct HttpState {
     /// Sources that may send their token as `?token=` (`ingest.query_token_sources`).
     pub query_token_sources: Arc<BTreeSet<IngestFormat>>,
     pub admin_token: Option<Arc<TokenHash>>,
+    /// Source mappings by name: `POST /v1/alerts/<name>`.
+    pub sources: Arc<BTreeMap<String, Arc<SourceMapping>>>,
+    /// Most alerts one request to a mapped source may carry.
+    pub max_alerts_per_body: usize,
     pub max_body_bytes: usize,
     pub playbooks: usize,
     pub connectors: usize,
@@ -308,16 +315,217 @@ async fn ingest_format(
     PathOf(format): PathOf<String>,
     body: Body,
 ) -> Response {
-    let Some(f) = IngestFormat::parse_name(&format).filter(|f| *f != IngestFormat::Cordon) else {
-        state.metrics.alert("unknown", "unknown_format");
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_format",
-            format!("unknown alert format {format:?}; use /v1/alerts, /v1/alerts/splunk, /v1/alerts/elastic, /v1/alerts/sentinel or /v1/alerts/ocsf"),
+    let builtin = IngestFormat::ALL
+        .into_iter()
+        .find(|f| f.as_str() == format && *f != IngestFormat::Cordon);
+    if let Some(f) = builtin {
+        return ingest(state, peer, q, headers, f, body).await;
+    }
+    if let Some(m) = state.sources.get(&format).cloned() {
+        return ingest_mapped(state, peer, q, headers, m, body).await;
+    }
+    state.metrics.alert("unknown", "unknown_format");
+    let mut known = String::from("/v1/alerts, /v1/alerts/splunk, /v1/alerts/elastic, /v1/alerts/sentinel, /v1/alerts/ocsf");
+    for name in state.sources.keys() {
+        known.push_str(", /v1/alerts/");
+        known.push_str(name);
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_format",
+        format!("unknown alert format {format:?}; use {known}"),
+    )
+    .into_response()
+}
+
+/// One alert of a body: where it is (`line 3`, `element 2`, or nothing for a lone object), its
+/// parsed JSON, and its text as kept in the audit record.
+struct Part {
+    at: Option<String>,
+    value: serde_json::Value,
+    raw: String,
+}
+
+/// Splits a mapped source's body: one JSON object; a JSON array of objects; or NDJSON (one
+/// object per line, blank lines skipped), as declared by `Content-Type: application/x-ndjson`
+/// or recognised when the body is not one JSON document but has several lines. Any bad part
+/// refuses the whole body, naming its line or element.
+fn split_body(bytes: &[u8], ndjson: bool, max: usize) -> Result<(bool, Vec<Part>), ApiError> {
+    let too_many = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_alerts",
+            format!("the body carries more than {max} alerts (ingest.max_alerts_per_body)"),
         )
-        .into_response();
     };
-    ingest(state, peer, q, headers, f, body).await
+    if !ndjson {
+        match crate::ingest::strict(bytes) {
+            Ok(serde_json::Value::Array(items)) => {
+                if items.len() > max {
+                    return Err(too_many());
+                }
+                let mut parts = Vec::with_capacity(items.len());
+                for (i, value) in items.into_iter().enumerate() {
+                    let at = format!("element {i}");
+                    if !value.is_object() {
+                        return Err(located(
+                            &at,
+                            IngestError::MalformedJson("an alert must be a JSON object".into()),
+                        ));
+                    }
+                    // The element as compact JSON, keys in the order sent.
+                    let raw = value.to_string();
+                    parts.push(Part { at: Some(at), value, raw });
+                }
+                return Ok((true, parts));
+            }
+            Ok(value @ serde_json::Value::Object(_)) => {
+                // `strict` accepted it as JSON, so it is UTF-8.
+                let raw = String::from_utf8_lossy(bytes).into_owned();
+                return Ok((false, vec![Part { at: None, value, raw }]));
+            }
+            Ok(_) => {
+                return Err(IngestError::MalformedJson(
+                    "the body must be a JSON object, an array of objects, or NDJSON".into(),
+                )
+                .into());
+            }
+            Err(e) => {
+                let lines = bytes
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.trim_ascii().is_empty())
+                    .count();
+                if lines < 2 {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        if parts.len() == max {
+            return Err(too_many());
+        }
+        let at = format!("line {}", i + 1);
+        let value = crate::ingest::strict_object(line).map_err(|e| located(&at, e))?;
+        let raw = String::from_utf8_lossy(line).into_owned();
+        parts.push(Part { at: Some(at), value, raw });
+    }
+    if parts.is_empty() {
+        return Err(IngestError::MalformedJson("the body holds no alert".into()).into());
+    }
+    Ok((true, parts))
+}
+
+/// An ingest error for one part of a body, naming the part in the message and every field.
+fn located(at: &str, e: IngestError) -> ApiError {
+    let mut api = ApiError::from(e);
+    api.message = format!("{at}: {}; nothing in this body was recorded", api.message);
+    for f in &mut api.fields {
+        *f = format!("{at}: {f}");
+    }
+    if api.fields.is_empty() {
+        api.fields.push(at.to_string());
+    }
+    api
+}
+
+/// A mapped source: every alert in the body is mapped before any is sent to the engine (one
+/// bad alert refuses the whole body), then all are sent at once (the engine commits them in
+/// group commits) and the answer waits for every acknowledgement.
+async fn ingest_mapped(
+    State(st): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    mapping: Arc<SourceMapping>,
+    body: Body,
+) -> Response {
+    let format = IngestFormat::mapped(&mapping.name);
+    let source = format.as_str();
+    let fail = |e: ApiError| {
+        st.metrics.alert(source, e.code);
+        tracing::info!(source, code = e.code, message = %clip(&e.message, MESSAGE_MAX), "alert refused");
+        e.into_response()
+    };
+    if st.draining.load(Ordering::SeqCst) {
+        return fail(EngineError::ShuttingDown.into());
+    }
+    if let Err(e) = authorize(
+        st.tokens.get(&format),
+        &headers,
+        &query_pairs(q.as_deref()),
+        st.query_token_sources.contains(&format),
+        peer,
+        &format!("source {source}"),
+    ) {
+        return fail(e);
+    }
+    let bytes = match read_body(body, st.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl")
+        });
+    let (many, parts) = match split_body(&bytes, ndjson, st.max_alerts_per_body) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let received_at = chrono::Utc::now();
+    let mut mapped = Vec::with_capacity(parts.len());
+    for part in parts {
+        match mapping.parse_value(&part.value, received_at) {
+            Ok(fields) => mapped.push((fields, part.raw)),
+            Err(e) => {
+                return fail(match &part.at {
+                    Some(at) => located(at, e),
+                    None => e.into(),
+                });
+            }
+        }
+    }
+    let mut pending = tokio::task::JoinSet::new();
+    for (i, (fields, raw)) in mapped.into_iter().enumerate() {
+        let engine = st.engine.clone();
+        pending.spawn(async move { (i, engine.ingest(format, fields, raw, received_at).await) });
+    }
+    let mut acks = Vec::with_capacity(pending.len());
+    let mut failed: Option<EngineError> = None;
+    while let Some(done) = pending.join_next().await {
+        match done {
+            Ok((i, Ok(ack))) => acks.push((i, ack)),
+            Ok((_, Err(e))) => {
+                failed.get_or_insert(e);
+            }
+            Err(_) => {
+                failed.get_or_insert(EngineError::ShuttingDown);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        let e: ApiError = e.into();
+        tracing::warn!(source, code = e.code, alerts = acks.len(), "alerts not all acknowledged");
+        return e.into_response();
+    }
+    acks.sort_by_key(|(i, _)| *i);
+    let acks: Vec<_> = acks.into_iter().map(|(_, a)| a).collect();
+    if !many && let [ack] = acks.as_slice() {
+        return (StatusCode::ACCEPTED, axum::Json(ack)).into_response();
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"accepted": acks.len(), "alerts": acks})),
+    )
+        .into_response()
 }
 
 async fn ingest(
