@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::engine::{self, EngineError, EngineHandle};
-use crate::ingest::mapped::SourceMapping;
+use crate::ingest::mapped::{BodyError, SourceMapping, split_body};
 use crate::ingest::{ECHO_MAX, IngestError, IngestFormat, clip};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
@@ -338,87 +338,17 @@ async fn ingest_format(
     .into_response()
 }
 
-/// One alert of a body: where it is (`line 3`, `element 2`, or nothing for a lone object), its
-/// parsed JSON, and its text as kept in the audit record.
-struct Part {
-    at: Option<String>,
-    value: serde_json::Value,
-    raw: String,
-}
-
-/// Splits a mapped source's body: one JSON object; a JSON array of objects; or NDJSON (one
-/// object per line, blank lines skipped), as declared by `Content-Type: application/x-ndjson`
-/// or recognised when the body is not one JSON document but has several lines. Any bad part
-/// refuses the whole body, naming its line or element.
-fn split_body(bytes: &[u8], ndjson: bool, max: usize) -> Result<(bool, Vec<Part>), ApiError> {
-    let too_many = || {
-        ApiError::new(
+/// A body that does not split into alerts, as an answer.
+fn body_error(e: BodyError, max: usize) -> ApiError {
+    match e {
+        BodyError::TooMany => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_alerts",
             format!("the body carries more than {max} alerts (ingest.max_alerts_per_body)"),
-        )
-    };
-    if !ndjson {
-        match crate::ingest::strict(bytes) {
-            Ok(serde_json::Value::Array(items)) => {
-                if items.len() > max {
-                    return Err(too_many());
-                }
-                let mut parts = Vec::with_capacity(items.len());
-                for (i, value) in items.into_iter().enumerate() {
-                    let at = format!("element {i}");
-                    if !value.is_object() {
-                        return Err(located(
-                            &at,
-                            IngestError::MalformedJson("an alert must be a JSON object".into()),
-                        ));
-                    }
-                    // The element as compact JSON, keys in the order sent.
-                    let raw = value.to_string();
-                    parts.push(Part { at: Some(at), value, raw });
-                }
-                return Ok((true, parts));
-            }
-            Ok(value @ serde_json::Value::Object(_)) => {
-                // `strict` accepted it as JSON, so it is UTF-8.
-                let raw = String::from_utf8_lossy(bytes).into_owned();
-                return Ok((false, vec![Part { at: None, value, raw }]));
-            }
-            Ok(_) => {
-                return Err(IngestError::MalformedJson(
-                    "the body must be a JSON object, an array of objects, or NDJSON".into(),
-                )
-                .into());
-            }
-            Err(e) => {
-                let lines = bytes
-                    .split(|b| *b == b'\n')
-                    .filter(|l| !l.trim_ascii().is_empty())
-                    .count();
-                if lines < 2 {
-                    return Err(e.into());
-                }
-            }
-        }
+        ),
+        BodyError::Whole(e) => e.into(),
+        BodyError::At(at, e) => located(&at, e),
     }
-    let mut parts = Vec::new();
-    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.trim_ascii().is_empty() {
-            continue;
-        }
-        if parts.len() == max {
-            return Err(too_many());
-        }
-        let at = format!("line {}", i + 1);
-        let value = crate::ingest::strict_object(line).map_err(|e| located(&at, e))?;
-        let raw = String::from_utf8_lossy(line).into_owned();
-        parts.push(Part { at: Some(at), value, raw });
-    }
-    if parts.is_empty() {
-        return Err(IngestError::MalformedJson("the body holds no alert".into()).into());
-    }
-    Ok((true, parts))
 }
 
 /// An ingest error for one part of a body, naming the part in the message and every field.
@@ -478,7 +408,7 @@ async fn ingest_mapped(
         });
     let (many, parts) = match split_body(&bytes, ndjson, st.max_alerts_per_body) {
         Ok(p) => p,
-        Err(e) => return fail(e),
+        Err(e) => return fail(body_error(e, st.max_alerts_per_body)),
     };
     let received_at = chrono::Utc::now();
     let mut mapped = Vec::with_capacity(parts.len());

@@ -107,8 +107,12 @@ struct Field {
     template: Option<String>,
     default: Option<String>,
     unit: Option<String>,
+    capture: Option<String>,
+    join: Option<String>,
     /// Parsed from `path` + `paths` at validation.
     parsed: Vec<(String, Vec<Step>)>,
+    /// `capture`, compiled at validation.
+    regex: Option<regex::Regex>,
 }
 
 /// A field written as a table: every key it may hold.
@@ -147,6 +151,14 @@ struct FieldTable {
     /// Time only: the unit of numeric timestamps, `seconds` (default) or `millis`.
     #[serde(default)]
     unit: Option<String>,
+    /// A regular expression: keeps its first capture group (else the whole match); a value
+    /// that does not match is dropped. Applied right after `split`.
+    #[serde(default)]
+    capture: Option<String>,
+    /// Scalar fields only: the first value of every path that has one, joined with this
+    /// separator (`flow_id` + `alert.signature_id` → one id).
+    #[serde(default)]
+    join: Option<String>,
 }
 
 /// `Field`'s three spellings.
@@ -167,7 +179,10 @@ impl From<FieldRepr> for Field {
             template: t.template,
             default: t.default,
             unit: t.unit,
+            capture: t.capture,
+            join: t.join,
             parsed: Vec::new(),
+            regex: None,
         }
     }
 }
@@ -216,9 +231,11 @@ enum Step {
     Key(String),
     Index(usize),
     Each,
+    /// `[key=value]`: each element that is an object whose `key` holds `value` (as text).
+    Filter(String, String),
 }
 
-/// Parses `a.b[0].c[*]`.
+/// Parses `a.b[0].c[*].d[key=value]`.
 fn parse_path(path: &str) -> Result<Vec<Step>, String> {
     let path = path.trim();
     if path.is_empty() {
@@ -246,8 +263,15 @@ fn parse_path(path: &str) -> Result<Vec<Step>, String> {
             let inner = &rest[1..close];
             steps.push(match inner {
                 "*" => Step::Each,
+                f if f.contains('=') => {
+                    let (k, v) = f.split_once('=').unwrap_or((f, ""));
+                    if k.trim().is_empty() {
+                        return Err(format!("[{f}] in path {path:?}: the filter names no key"));
+                    }
+                    Step::Filter(k.trim().to_string(), v.trim().to_string())
+                }
                 n => Step::Index(n.parse().map_err(|_| {
-                    format!("[{n}] in path {path:?}: expected [*] or an array index")
+                    format!("[{n}] in path {path:?}: expected [*], [key=value] or an array index")
                 })?),
             });
             rest = &rest[close + 1..];
@@ -303,6 +327,18 @@ fn eval<'a>(v: &'a Value, steps: &[Step], out: &mut Vec<&'a Value>) {
                 eval(inner, &steps[1..], out);
             }
         }
+        (Step::Filter(k, want), Value::Array(items)) => {
+            for inner in items {
+                let hit = inner.get(k).is_some_and(|v| {
+                    let mut t = Vec::new();
+                    texts_of(v, &mut t);
+                    t.len() == 1 && t[0] == *want
+                });
+                if hit {
+                    eval(inner, &steps[1..], out);
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -349,6 +385,14 @@ impl Field {
                     .collect(),
                 None => vec![s],
             })
+            .filter_map(|s| match &self.regex {
+                Some(re) => re.captures(&s).and_then(|c| {
+                    c.get(1)
+                        .or_else(|| c.get(0))
+                        .map(|m| m.as_str().to_string())
+                }),
+                None => Some(s),
+            })
             .filter_map(|s| self.transform(s))
             .collect()
     }
@@ -393,6 +437,20 @@ impl Field {
 
     /// The first value of the first path that yields one, with that path; else the default.
     fn first(&self, root: &Value) -> Option<(String, String)> {
+        if let Some(sep) = &self.join {
+            let parts: Vec<String> = self
+                .parsed
+                .iter()
+                .filter_map(|(_, steps)| self.values_at(root, steps).into_iter().next())
+                .collect();
+            if !parts.is_empty() {
+                return Some((self.describe(), parts.join(sep)));
+            }
+            return self
+                .default
+                .as_ref()
+                .map(|d| ("default".to_string(), d.clone()));
+        }
         self.parsed
             .iter()
             .find_map(|(p, steps)| {
@@ -432,6 +490,8 @@ impl Field {
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Text,
+    /// Takes every value (techniques, tactics, tags, entities).
+    List,
     Severity,
     Time,
 }
@@ -492,10 +552,10 @@ pub fn parse(file: &str, name: &str, text: &str, dir: &Path) -> Result<SourceMap
             ("alert.time", &mut a.time, Kind::Time),
             ("alert.rule_version", &mut a.rule_version, Kind::Text),
             ("alert.confidence", &mut a.confidence, Kind::Text),
-            ("alert.techniques", &mut a.techniques, Kind::Text),
-            ("alert.tactics", &mut a.tactics, Kind::Text),
+            ("alert.techniques", &mut a.techniques, Kind::List),
+            ("alert.tactics", &mut a.tactics, Kind::List),
             ("alert.intel_source", &mut a.intel_source, Kind::Text),
-            ("alert.tags", &mut a.tags, Kind::Text),
+            ("alert.tags", &mut a.tags, Kind::List),
             ("alert.source_url", &mut a.source_url, Kind::Text),
         ] {
             if let Some(f) = f {
@@ -514,7 +574,7 @@ pub fn parse(file: &str, name: &str, text: &str, dir: &Path) -> Result<SourceMap
         (EntityKind::CloudResource, e.cloud_resource),
     ] {
         if let Some(mut f) = f {
-            check_field(file, &format!("entities.{kind}"), &mut f, Kind::Text, &mut problems);
+            check_field(file, &format!("entities.{kind}"), &mut f, Kind::List, &mut problems);
             m.entities.push((kind, f));
         }
     }
@@ -566,6 +626,16 @@ fn check_field(file: &str, key: &str, f: &mut Field, kind: Kind, problems: &mut 
             Ok(steps) => f.parsed.push((path, steps)),
             Err(e) => p(e),
         }
+    }
+    f.regex = None;
+    if let Some(c) = &f.capture {
+        match regex::Regex::new(c) {
+            Ok(re) => f.regex = Some(re),
+            Err(e) => p(format!("capture: not a regular expression: {e}")),
+        }
+    }
+    if f.join.is_some() && kind == Kind::List {
+        p("join is for fields that hold one value".into());
     }
     if f.lowercase && f.uppercase {
         p("lowercase and uppercase exclude each other".into());
@@ -853,6 +923,97 @@ pub fn load_dir(dir: &Path) -> (BTreeMap<String, SourceMapping>, Vec<Problem>) {
         }
     }
     (out, problems)
+}
+
+/// One alert of a body: where it is (`line 3`, `element 2`, or nothing for a lone object), its
+/// parsed JSON, and its text as kept in the audit record.
+#[derive(Debug)]
+pub struct Part {
+    pub at: Option<String>,
+    pub value: Value,
+    pub raw: String,
+}
+
+/// Why a body does not split into alerts.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More alerts than allowed.
+    TooMany,
+    /// The body as a whole is not JSON, an object, an array of objects or NDJSON.
+    Whole(IngestError),
+    /// One part is bad: where, and why.
+    At(String, IngestError),
+}
+
+/// Splits a body into alerts: one JSON object; a JSON array of objects (each kept as its
+/// compact JSON text, keys in the order sent); or NDJSON (one object per line, kept verbatim;
+/// blank lines skipped), as declared by `ndjson` or recognised when the body is not one JSON
+/// document but has several non-blank lines. Any bad part refuses the whole body, naming its
+/// line or element. Returns whether the body was a list (array or NDJSON).
+pub fn split_body(bytes: &[u8], ndjson: bool, max: usize) -> Result<(bool, Vec<Part>), BodyError> {
+    if !ndjson {
+        match super::strict(bytes) {
+            Ok(Value::Array(items)) => {
+                if items.len() > max {
+                    return Err(BodyError::TooMany);
+                }
+                let mut parts = Vec::with_capacity(items.len());
+                for (i, value) in items.into_iter().enumerate() {
+                    let at = format!("element {i}");
+                    if !value.is_object() {
+                        let e = IngestError::MalformedJson("an alert must be a JSON object".into());
+                        return Err(BodyError::At(at, e));
+                    }
+                    let raw = value.to_string();
+                    parts.push(Part { at: Some(at), value, raw });
+                }
+                if parts.is_empty() {
+                    let e = IngestError::MalformedJson("the body holds no alert".into());
+                    return Err(BodyError::Whole(e));
+                }
+                return Ok((true, parts));
+            }
+            Ok(value @ Value::Object(_)) => {
+                // `strict` accepted it as JSON, so it is UTF-8.
+                let raw = String::from_utf8_lossy(bytes).into_owned();
+                return Ok((false, vec![Part { at: None, value, raw }]));
+            }
+            Ok(_) => {
+                let e = IngestError::MalformedJson(
+                    "the body must be a JSON object, an array of objects, or NDJSON".into(),
+                );
+                return Err(BodyError::Whole(e));
+            }
+            Err(e) => {
+                let lines = bytes
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.trim_ascii().is_empty())
+                    .count();
+                if lines < 2 {
+                    return Err(BodyError::Whole(e));
+                }
+            }
+        }
+    }
+    let mut parts = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        if parts.len() == max {
+            return Err(BodyError::TooMany);
+        }
+        let at = format!("line {}", i + 1);
+        let value = super::strict_object(line).map_err(|e| BodyError::At(at.clone(), e))?;
+        let raw = String::from_utf8_lossy(line).into_owned();
+        parts.push(Part { at: Some(at), value, raw });
+    }
+    if parts.is_empty() {
+        let e = IngestError::MalformedJson("the body holds no alert".into());
+        return Err(BodyError::Whole(e));
+    }
+    Ok((true, parts))
 }
 
 /// The normalized alert as `cordon source test` prints it.
