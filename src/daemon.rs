@@ -79,14 +79,21 @@ pub fn validate_with(
         IngestFormat::ALL
             .into_iter()
             .find(|f| f.as_str() == name)
-            .or_else(|| sources.contains_key(name).then(|| IngestFormat::mapped(name)))
+            .or_else(|| {
+                sources
+                    .contains_key(name)
+                    .then(|| IngestFormat::mapped(name))
+            })
     };
     for (i, name) in config.ingest.query_token_sources.iter().enumerate() {
         if source_format(name).is_none() && mapped::check_name(name).is_ok() {
             problems.push(Problem::new(
                 config_file,
                 format!("ingest.query_token_sources[{i}]"),
-                format!("no source {name:?}: no such built-in format or file in {}", config.sources_dir.display()),
+                format!(
+                    "no source {name:?}: no such built-in format or file in {}",
+                    config.sources_dir.display()
+                ),
             ));
         }
     }

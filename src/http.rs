@@ -325,7 +325,9 @@ async fn ingest_format(
         return ingest_mapped(state, peer, q, headers, m, body).await;
     }
     state.metrics.alert("unknown", "unknown_format");
-    let mut known = String::from("/v1/alerts, /v1/alerts/splunk, /v1/alerts/elastic, /v1/alerts/sentinel, /v1/alerts/ocsf");
+    let mut known = String::from(
+        "/v1/alerts, /v1/alerts/splunk, /v1/alerts/elastic, /v1/alerts/sentinel, /v1/alerts/ocsf",
+    );
     for name in state.sources.keys() {
         known.push_str(", /v1/alerts/");
         known.push_str(name);
@@ -443,7 +445,12 @@ async fn ingest_mapped(
     }
     if let Some(e) = failed {
         let e: ApiError = e.into();
-        tracing::warn!(source, code = e.code, alerts = acks.len(), "alerts not all acknowledged");
+        tracing::warn!(
+            source,
+            code = e.code,
+            alerts = acks.len(),
+            "alerts not all acknowledged"
+        );
         return e.into_response();
     }
     acks.sort_by_key(|(i, _)| *i);

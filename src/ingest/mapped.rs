@@ -498,7 +498,12 @@ enum Kind {
 
 /// Parses and validates one mapping file's text. `file` names it in problems; `dir` is where
 /// a relative `sample` is looked up.
-pub fn parse(file: &str, name: &str, text: &str, dir: &Path) -> Result<SourceMapping, Vec<Problem>> {
+pub fn parse(
+    file: &str,
+    name: &str,
+    text: &str,
+    dir: &Path,
+) -> Result<SourceMapping, Vec<Problem>> {
     let mut problems = Vec::new();
     if let Err(reason) = check_name(name) {
         problems.push(Problem::new(file, "", reason));
@@ -574,12 +579,24 @@ pub fn parse(file: &str, name: &str, text: &str, dir: &Path) -> Result<SourceMap
         (EntityKind::CloudResource, e.cloud_resource),
     ] {
         if let Some(mut f) = f {
-            check_field(file, &format!("entities.{kind}"), &mut f, Kind::List, &mut problems);
+            check_field(
+                file,
+                &format!("entities.{kind}"),
+                &mut f,
+                Kind::List,
+                &mut problems,
+            );
             m.entities.push((kind, f));
         }
     }
     for (name, mut f) in mf.attributes {
-        check_field(file, &format!("attributes.{name}"), &mut f, Kind::Text, &mut problems);
+        check_field(
+            file,
+            &format!("attributes.{name}"),
+            &mut f,
+            Kind::Text,
+            &mut problems,
+        );
         m.attributes.push((name, f));
     }
     if problems.is_empty()
@@ -665,7 +682,9 @@ fn check_field(file: &str, key: &str, f: &mut Field, kind: Kind, problems: &mut 
         }
         for (from, to) in &f.map {
             if Severity::parse(to).is_none() {
-                p(format!("map.{from}: {to:?} is not a severity (informational, low, medium, high, critical)"));
+                p(format!(
+                    "map.{from}: {to:?} is not a severity (informational, low, medium, high, critical)"
+                ));
             }
         }
         if let Some(d) = &f.default
@@ -686,13 +705,21 @@ fn check_sample(file: &str, m: &SourceMapping, sample: &Path, problems: &mut Vec
     let shown = sample.display().to_string();
     let value = match std::fs::read(sample) {
         Err(e) => {
-            problems.push(Problem::new(file, "sample", format!("cannot read {shown}: {e}")));
+            problems.push(Problem::new(
+                file,
+                "sample",
+                format!("cannot read {shown}: {e}"),
+            ));
             return;
         }
         Ok(bytes) => match super::json::parse(&bytes) {
             Ok(v) if v.is_object() => v,
             Ok(_) => {
-                problems.push(Problem::new(file, "sample", format!("{shown} is not a JSON object")));
+                problems.push(Problem::new(
+                    file,
+                    "sample",
+                    format!("{shown} is not a JSON object"),
+                ));
                 return;
             }
             Err(e) => {
@@ -705,7 +732,10 @@ fn check_sample(file: &str, m: &SourceMapping, sample: &Path, problems: &mut Vec
         if f.parsed.is_empty() {
             continue;
         }
-        let matched = f.parsed.iter().any(|(_, steps)| !f.values_at(&value, steps).is_empty());
+        let matched = f
+            .parsed
+            .iter()
+            .any(|(_, steps)| !f.values_at(&value, steps).is_empty());
         if !matched {
             problems.push(Problem::new(
                 file,
@@ -717,7 +747,11 @@ fn check_sample(file: &str, m: &SourceMapping, sample: &Path, problems: &mut Vec
     if problems.is_empty()
         && let Err(e) = m.apply(&value, Utc::now())
     {
-        problems.push(Problem::new(file, "sample", format!("{shown} does not map: {e}")));
+        problems.push(Problem::new(
+            file,
+            "sample",
+            format!("{shown} does not map: {e}"),
+        ));
     }
 }
 
@@ -747,8 +781,16 @@ impl SourceMapping {
                 out.push((k.into(), f));
             }
         }
-        out.extend(self.entities.iter().map(|(k, f)| (format!("entities.{k}"), f)));
-        out.extend(self.attributes.iter().map(|(k, f)| (format!("attributes.{k}"), f)));
+        out.extend(
+            self.entities
+                .iter()
+                .map(|(k, f)| (format!("entities.{k}"), f)),
+        );
+        out.extend(
+            self.attributes
+                .iter()
+                .map(|(k, f)| (format!("attributes.{k}"), f)),
+        );
         out
     }
 
@@ -792,12 +834,12 @@ impl SourceMapping {
         let list = |f: &Option<Field>| f.as_ref().map(|f| f.all(v)).unwrap_or_default();
         let confidence = match a.confidence.as_ref().and_then(|f| f.first(v)) {
             None => 50,
-            Some((path, s)) => percent(&Value::String(s)).ok_or_else(|| {
-                IngestError::InvalidField {
+            Some((path, s)) => {
+                percent(&Value::String(s)).ok_or_else(|| IngestError::InvalidField {
                     field: path,
                     reason: "expected a number from 0 to 100".into(),
-                }
-            })?,
+                })?
+            }
         };
         let time = match a.time.as_ref().and_then(|f| f.first(v).map(|x| (f, x))) {
             None => received_at,
@@ -844,7 +886,11 @@ impl SourceMapping {
     }
 
     /// Parses one payload (a JSON object) into normalized fields, as the built-in formats do.
-    pub fn parse(&self, body: &[u8], received_at: DateTime<Utc>) -> Result<AlertFields, IngestError> {
+    pub fn parse(
+        &self,
+        body: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<AlertFields, IngestError> {
         let value = super::strict_object(body)?;
         self.parse_value(&value, received_at)
     }
@@ -905,7 +951,11 @@ pub fn load_dir(dir: &Path) -> (BTreeMap<String, SourceMapping>, Vec<Problem>) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (out, problems),
         Err(e) => {
-            let p = Problem::new(dir.display().to_string(), "", format!("cannot read directory: {e}"));
+            let p = Problem::new(
+                dir.display().to_string(),
+                "",
+                format!("cannot read directory: {e}"),
+            );
             return (out, vec![p]);
         }
     };
@@ -948,7 +998,7 @@ pub enum BodyError {
 /// Splits a body into alerts: one JSON object; a JSON array of objects (each kept as its
 /// compact JSON text, keys in the order sent); or NDJSON (one object per line, kept verbatim;
 /// blank lines skipped), as declared by `ndjson` or recognised when the body is not one JSON
-/// document but has several non-blank lines. Any bad part refuses the whole body, naming its
+/// document, has several non-blank lines, and the first is a whole object. Any bad part refuses the whole body, naming its
 /// line or element. Returns whether the body was a list (array or NDJSON).
 pub fn split_body(bytes: &[u8], ndjson: bool, max: usize) -> Result<(bool, Vec<Part>), BodyError> {
     if !ndjson {
@@ -965,7 +1015,11 @@ pub fn split_body(bytes: &[u8], ndjson: bool, max: usize) -> Result<(bool, Vec<P
                         return Err(BodyError::At(at, e));
                     }
                     let raw = value.to_string();
-                    parts.push(Part { at: Some(at), value, raw });
+                    parts.push(Part {
+                        at: Some(at),
+                        value,
+                        raw,
+                    });
                 }
                 if parts.is_empty() {
                     let e = IngestError::MalformedJson("the body holds no alert".into());
@@ -976,7 +1030,14 @@ pub fn split_body(bytes: &[u8], ndjson: bool, max: usize) -> Result<(bool, Vec<P
             Ok(value @ Value::Object(_)) => {
                 // `strict` accepted it as JSON, so it is UTF-8.
                 let raw = String::from_utf8_lossy(bytes).into_owned();
-                return Ok((false, vec![Part { at: None, value, raw }]));
+                return Ok((
+                    false,
+                    vec![Part {
+                        at: None,
+                        value,
+                        raw,
+                    }],
+                ));
             }
             Ok(_) => {
                 let e = IngestError::MalformedJson(
@@ -985,11 +1046,15 @@ pub fn split_body(bytes: &[u8], ndjson: bool, max: usize) -> Result<(bool, Vec<P
                 return Err(BodyError::Whole(e));
             }
             Err(e) => {
-                let lines = bytes
+                // NDJSON when it has several lines and the first is a whole object (a broken
+                // pretty-printed object is reported as itself, not as its first line).
+                let mut lines = bytes
                     .split(|b| *b == b'\n')
-                    .filter(|l| !l.trim_ascii().is_empty())
-                    .count();
-                if lines < 2 {
+                    .filter(|l| !l.trim_ascii().is_empty());
+                let first_is_object = lines
+                    .next()
+                    .is_some_and(|l| super::strict_object(l).is_ok());
+                if !first_is_object || lines.next().is_none() {
                     return Err(BodyError::Whole(e));
                 }
             }
@@ -1007,7 +1072,11 @@ pub fn split_body(bytes: &[u8], ndjson: bool, max: usize) -> Result<(bool, Vec<P
         let at = format!("line {}", i + 1);
         let value = super::strict_object(line).map_err(|e| BodyError::At(at.clone(), e))?;
         let raw = String::from_utf8_lossy(line).into_owned();
-        parts.push(Part { at: Some(at), value, raw });
+        parts.push(Part {
+            at: Some(at),
+            value,
+            raw,
+        });
     }
     if parts.is_empty() {
         let e = IngestError::MalformedJson("the body holds no alert".into());
@@ -1122,19 +1191,62 @@ ip = "ips[*]"
 
     #[test]
     fn typos_and_bad_values_are_problems_with_keys() {
-        let text = BASE.replace("title =", "titel =").replace("[entities]\n", "[entities]\nhots = \"h\"\n");
+        // Every unknown key (a missing required field stops the parse where it is noticed).
+        let text = BASE
+            .replace("[alert]\n", "[alert]\nsevrity = 1\n")
+            .replace("[entities]\n", "[entities]\nhots = \"h\"\n");
+        let shown: Vec<String> = mapping(&text)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "t.toml: line 3: alert.sevrity: unknown field",
+                "t.toml: line 14: entities.hots: unknown field (entity kinds: host, user, ip, domain, url, file_hash, cloud_resource)"
+            ]
+        );
+        let text = BASE.replace("title =", "titel =");
         let problems = mapping(&text).unwrap_err();
         let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        assert!(shown.iter().any(|p| p.contains("alert.titel: unknown field")), "{shown:?}");
-        assert!(shown.iter().any(|p| p.contains("entities.hots: unknown field")), "{shown:?}");
-        assert!(shown.iter().any(|p| p.contains("missing field `title`")), "{shown:?}");
+        assert!(
+            shown
+                .iter()
+                .any(|p| p.contains("alert.titel: unknown field")),
+            "{shown:?}"
+        );
 
-        let text = BASE.replace("unit = \"millis\"", "unit = \"hours\"").replace("\"rule.id\"", "\"rule[x]\"");
-        let shown: Vec<String> = mapping(&text).unwrap_err().iter().map(ToString::to_string).collect();
-        assert!(shown.iter().any(|p| p.contains("alert.time: unit")), "{shown:?}");
-        assert!(shown.iter().any(|p| p.contains("alert.rule_id: [x]")), "{shown:?}");
-        let text = BASE.replace("[alert]", "[alert]\nextra = { path = \"x\", lowercse = true }");
-        let shown: Vec<String> = mapping(&text).unwrap_err().iter().map(ToString::to_string).collect();
+        assert!(
+            shown.iter().any(|p| p.contains("missing field `title`")),
+            "{shown:?}"
+        );
+
+        let text = BASE
+            .replace("unit = \"millis\"", "unit = \"hours\"")
+            .replace("\"rule.id\"", "\"rule[x]\"");
+        let shown: Vec<String> = mapping(&text)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            shown.iter().any(|p| p.contains("alert.time: unit")),
+            "{shown:?}"
+        );
+        assert!(
+            shown.iter().any(|p| p.contains("alert.rule_id: [x]")),
+            "{shown:?}"
+        );
+        let text = BASE.replace(
+            "[alert]",
+            "[alert]\nextra = { path = \"x\", lowercse = true }",
+        );
+        let shown: Vec<String> = mapping(&text)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert!(shown.iter().any(|p| p.contains("alert.extra")), "{shown:?}");
     }
 

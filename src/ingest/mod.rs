@@ -114,7 +114,9 @@ impl IngestFormat {
             IngestFormat::Mapped(name) => {
                 return Err(IngestError::InvalidField {
                     field: "format".into(),
-                    reason: format!("the mapped source {name} is accepted on POST /v1/alerts/{name} only"),
+                    reason: format!(
+                        "the mapped source {name} is accepted on POST /v1/alerts/{name} only"
+                    ),
                 });
             }
         };

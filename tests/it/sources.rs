@@ -78,8 +78,8 @@ fn each_shipped_mapping_turns_its_documented_payload_into_the_expected_alert() {
 async fn the_daemon_serves_each_shipped_mapping_on_its_own_endpoint() {
     let d = common::start().await;
     for name in shipped() {
-        let payload = std::fs::read(common::repo().join(format!("sources/samples/{name}.json")))
-            .unwrap();
+        let payload =
+            std::fs::read(common::repo().join(format!("sources/samples/{name}.json"))).unwrap();
         let (status, ack) = d.post(&format!("/v1/alerts/{name}"), payload.clone()).await;
         assert_eq!(status, 202, "{name}: {ack}");
         let id = ack["alert_id"].as_str().unwrap();
@@ -177,7 +177,11 @@ async fn a_mapping_written_only_as_a_file_is_checked_and_served() {
         .arg(root.join("sources/acme_edr.toml"))
         .arg(root.join("sources/samples/acme_edr.json"));
     let out = run(c);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["source"], "acme_edr");
     assert_eq!(printed["title"], "Known malware hash executed");
@@ -191,7 +195,13 @@ async fn a_mapping_written_only_as_a_file_is_checked_and_served() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| format!("{}:{}", e["kind"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["kind"].as_str().unwrap(),
+                e["value"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         keys,
@@ -247,7 +257,10 @@ fn a_typo_or_a_path_that_never_matches_the_sample_is_refused_with_file_key_and_r
         "{stderr}"
     );
 
-    write_new_mapping(root, &NEW_MAPPING.replace("entities.ips", "entities.ip_addresses"));
+    write_new_mapping(
+        root,
+        &NEW_MAPPING.replace("entities.ips", "entities.ip_addresses"),
+    );
     let out = check(root);
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -340,7 +353,10 @@ async fn a_body_with_one_bad_line_is_refused_whole_with_its_line_number() {
     );
     assert_eq!(
         body["fields"],
-        json!(["line 7: rule.description (title)", "line 7: rule.description (rule_name)"])
+        json!([
+            "line 7: rule.description (title)",
+            "line 7: rule.description (rule_name)"
+        ])
     );
 
     lines[6] = "{\"id\": ".to_string();
@@ -381,7 +397,9 @@ async fn a_mapped_source_takes_its_own_token() {
         .await;
     assert_eq!(status, 401, "{body}");
     let (status, body) = d
-        .post_with("/v1/alerts/wazuh", payload, |r| r.bearer_auth("wazuh-secret"))
+        .post_with("/v1/alerts/wazuh", payload, |r| {
+            r.bearer_auth("wazuh-secret")
+        })
         .await;
     assert_eq!(status, 202, "{body}");
     d.stop().await;
