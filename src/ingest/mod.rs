@@ -204,6 +204,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mapped_names_are_interned_once_and_known_by_name() {
+        assert_eq!(IngestFormat::parse_name("interned_test_source"), None);
+        let f = IngestFormat::mapped("interned_test_source");
+        assert_eq!(f, IngestFormat::mapped("interned_test_source"));
+        assert_eq!(f.as_str(), "interned_test_source");
+        // Playbooks name sources through `parse_name`.
+        assert_eq!(IngestFormat::parse_name("interned_test_source"), Some(f));
+        assert_eq!(serde_json::to_value(f).unwrap(), "interned_test_source");
+        assert_eq!(
+            serde_json::to_value(IngestFormat::Splunk).unwrap(),
+            "splunk"
+        );
+        // Built-in parsing refuses a mapped format (it needs its mapping).
+        assert!(matches!(
+            f.parse(b"{}", chrono::Utc::now()),
+            Err(IngestError::InvalidField { .. })
+        ));
+    }
+
+    #[test]
     fn clip_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
         assert_eq!(clip("abc", 3), "abc");
         assert_eq!(clip("abcd", 3), "abc… (4 bytes)");

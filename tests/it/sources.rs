@@ -186,6 +186,17 @@ async fn a_mapping_written_only_as_a_file_is_checked_and_served() {
     assert_eq!(printed["source"], "acme_edr");
     assert_eq!(printed["title"], "Known malware hash executed");
     assert_eq!(printed["severity"], "critical");
+    // A payload it cannot map: exit 65, naming the paths.
+    let bad = root.join("bad.json");
+    std::fs::write(&bad, r#"{"alert_id": "x", "severity": 3}"#).unwrap();
+    let mut c = cordon();
+    c.args(["source", "test"])
+        .arg(root.join("sources/acme_edr.toml"))
+        .arg(&bad);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(65));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("title | rule.name (title)"), "{stderr}");
 
     let d = common::start_in(dir, cfg, None).await;
     let (status, ack) = d.post("/v1/alerts/acme_edr", NEW_PAYLOAD).await;
