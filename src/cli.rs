@@ -30,8 +30,8 @@ pub enum Command {
         #[arg(long, env = "CORDON_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Validate the config and every file it names (playbooks, connectors, enrichment,
-    /// policies) exactly as `serve` does, without starting. Exit 64 on any problem.
+    /// Validate the config and every file it names (playbooks, connectors, source mappings,
+    /// enrichment, policies) exactly as `serve` does, without starting. Exit 64 on any problem.
     Check {
         #[arg(long, env = "CORDON_CONFIG")]
         config: Option<PathBuf>,

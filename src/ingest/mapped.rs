@@ -6,8 +6,9 @@
 //! sample payload, and applying a mapping to one payload to get the same [`AlertFields`] the
 //! built-in formats produce. Pure, except [`load_dir`] and [`load_file`], which read the files.
 //!
-//! Paths are dotted (`rule.mitre.id`), with `[N]` for one array element and `[*]` for each
-//! element (`Resources[*].Id`). A dotted run of keys also matches one flat key holding dots
+//! Paths are dotted (`rule.mitre.id`), with `[N]` for one array element, `[*]` for each
+//! element (`Resources[*].Id`) and `[key=value]` for each element whose `key` holds `value`
+//! (`ruleLabels[key=severity].value`). A dotted run of keys also matches one flat key holding dots
 //! (`"kibana.alert.uuid": ...`), as the built-in formats do. A scalar field takes the first of
 //! its paths that yields a value; a list field (techniques, tactics, tags, entities) takes every
 //! value of every path; an array met at the end of a path counts as its elements.
