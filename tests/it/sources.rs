@@ -162,6 +162,26 @@ async fn a_mapping_written_only_as_a_file_is_checked_and_served() {
     let root = dir.path().to_path_buf();
     write_new_mapping(&root, NEW_MAPPING);
 
+    // A playbook may filter on the mapped source.
+    std::fs::write(
+        root.join("playbooks/acme_edr.toml"),
+        r#"
+description = "Enrich every ACME EDR malware alert."
+family = "acme"
+
+[match]
+rule_ids = ["MW-1001"]
+sources = ["acme_edr"]
+
+[[steps]]
+id = "enrich-acme"
+action = "enrich"
+connector = "cordon"
+target = "case"
+"#,
+    )
+    .unwrap();
+
     let out = check(&root);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -202,6 +222,14 @@ async fn a_mapping_written_only_as_a_file_is_checked_and_served() {
     let (status, ack) = d.post("/v1/alerts/acme_edr", NEW_PAYLOAD).await;
     assert_eq!(status, 202, "{ack}");
     let case = d.case(ack["case_id"].as_str().unwrap()).await;
+    assert!(
+        case["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["requester"] == "playbook:acme_edr"),
+        "the acme_edr playbook proposed nothing: {case}"
+    );
     let keys: Vec<String> = case["case"]["entities"]
         .as_array()
         .unwrap()
