@@ -1251,6 +1251,108 @@ ip = "ips[*]"
         assert!(shown.iter().any(|p| p.contains("alert.extra")), "{shown:?}");
     }
 
+    /// Every shipped mapping, on its sample with one node at a time replaced by an odd value:
+    /// an answer (alert or error) every time, never a panic.
+    #[test]
+    fn shipped_mappings_survive_odd_shapes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sources");
+        let (mappings, problems) = load_dir(&dir);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(mappings.len() >= 8);
+        let odd = [
+            Value::Null,
+            json!([]),
+            json!([1, "x", null, {}]),
+            json!({}),
+            json!(-1.5e300),
+            json!(""),
+            json!(true),
+        ];
+        for (name, m) in &mappings {
+            let text = std::fs::read(dir.join(format!("samples/{name}.json"))).unwrap();
+            let doc: Value = serde_json::from_slice(&text).unwrap();
+            assert!(m.parse_value(&doc, now()).is_ok(), "{name}");
+            let mut pointers = Vec::new();
+            pointers_of(&doc, String::new(), &mut pointers);
+            for p in &pointers {
+                for r in &odd {
+                    let mut mutated = doc.clone();
+                    if let Some(slot) = mutated.pointer_mut(p) {
+                        *slot = r.clone();
+                    }
+                    let _ = m.parse_value(&mutated, now());
+                }
+            }
+        }
+    }
+
+    fn pointers_of(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    let key = k.replace('~', "~0").replace('/', "~1");
+                    pointers_of(child, format!("{at}/{key}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    pointers_of(child, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+        if !at.is_empty() {
+            out.push(at);
+        }
+    }
+
+    #[test]
+    fn bodies_split_into_objects_arrays_and_ndjson() {
+        let (many, parts) = split_body(br#"{"a": 1}"#, false, 10).unwrap();
+        assert!(!many);
+        assert_eq!(parts.len(), 1);
+        let (many, parts) = split_body(br#"[{"a": 1}, {"a": 2}]"#, false, 10).unwrap();
+        assert!(many);
+        assert_eq!(parts[1].raw, r#"{"a":2}"#);
+        let (_, parts) = split_body(b"{\"a\": 1}\r\n\n{\"a\": 2}\n", false, 10).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].at.as_deref(), Some("line 3"));
+        assert_eq!(parts[0].raw, r#"{"a": 1}"#);
+        // A broken pretty-printed object is one broken document, not NDJSON.
+        assert!(matches!(
+            split_body(b"{\n  \"a\": 1,\n}", false, 10),
+            Err(BodyError::Whole(_))
+        ));
+        assert!(matches!(
+            split_body(b"{}\n[]", false, 10),
+            Err(BodyError::At(at, _)) if at == "line 2"
+        ));
+        assert!(
+            matches!(split_body(b"[1]", false, 10), Err(BodyError::At(at, _)) if at == "element 0")
+        );
+        assert!(matches!(
+            split_body(b"[]", false, 10),
+            Err(BodyError::Whole(_))
+        ));
+        assert!(matches!(
+            split_body(b"[{},{}]", false, 1),
+            Err(BodyError::TooMany)
+        ));
+        assert!(matches!(
+            split_body(b"{}\n{}", true, 1),
+            Err(BodyError::TooMany)
+        ));
+        assert!(matches!(
+            split_body(b"\n \n", true, 1),
+            Err(BodyError::Whole(_))
+        ));
+        // Duplicate keys are refused in every part.
+        assert!(matches!(
+            split_body(b"{}\n{\"k\": 1, \"k\": 2}", true, 10),
+            Err(BodyError::At(_, IngestError::DuplicateKey(_)))
+        ));
+    }
+
     #[test]
     fn names_are_checked() {
         assert!(parse("cordon.toml", "splunk", BASE, Path::new(".")).is_err());
