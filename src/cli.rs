@@ -1,9 +1,9 @@
 //! The `cordon` command line: flag parsing and dispatch to the library.
 //!
 //! Owns: the subcommands (`serve`, `check`, `policy validate|test|prove`, `audit
-//! verify|export|keygen`), how their results are printed, their exit statuses, and the log
-//! format (text lines escape every value, so nothing from outside can forge a line). No business
-//! logic lives here.
+//! verify|export|keygen`, `source test`), how their results are printed, their exit statuses,
+//! and the log format (text lines escape every value, so nothing from outside can forge a line).
+//! No business logic lives here.
 
 use std::path::{Path, PathBuf};
 
@@ -30,11 +30,16 @@ pub enum Command {
         #[arg(long, env = "CORDON_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Validate the config and every file it names (playbooks, connectors, enrichment,
-    /// policies) exactly as `serve` does, without starting. Exit 64 on any problem.
+    /// Validate the config and every file it names (playbooks, connectors, source mappings,
+    /// enrichment, policies) exactly as `serve` does, without starting. Exit 64 on any problem.
     Check {
         #[arg(long, env = "CORDON_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Source mapping tools (`sources/<name>.toml`).
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
     },
     /// Policy authoring tools.
     Policy {
@@ -122,6 +127,14 @@ pub enum ApprovalsCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Validate a mapping file (with its sample, if it names one) and print the normalized
+    /// alert it makes of PAYLOAD (a JSON object, a JSON array or NDJSON) as JSON. Exit 64 when
+    /// the file does not validate, 65 when the payload does not map (naming the path).
+    Test { file: PathBuf, payload: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,9 +331,10 @@ pub fn run(cli: Cli) -> i32 {
             match daemon::validate_with(cfg, &file, unknown) {
                 Ok(v) => {
                     println!(
-                        "ok: {} playbook(s), {} connector(s), {} polic(ies) (hash {})",
+                        "ok: {} playbook(s), {} connector(s), {} source mapping(s), {} polic(ies) (hash {})",
                         v.playbooks.len(),
                         v.connectors.connectors.len(),
+                        v.sources.len(),
                         v.policies.policy_count(),
                         v.policies.hash
                     );
@@ -346,6 +360,9 @@ pub fn run(cli: Cli) -> i32 {
                 }
             }
         }
+        Command::Source {
+            command: SourceCommand::Test { file, payload },
+        } => source_test(&file, &payload),
         Command::Policy {
             command: PolicyCommand::Validate { dir },
         } => policy_validate(&dir),
@@ -550,6 +567,72 @@ fn log_settings(config: Option<&Path>) -> (String, String) {
     match Config::load(config) {
         Ok((c, _)) => (c.log.format, c.log.level),
         Err(_) => ("text".into(), "info".into()),
+    }
+}
+
+/// Exit status for a payload a mapping cannot turn into an alert (EX_DATAERR).
+const EXIT_DATA: i32 = 65;
+
+fn source_test(file: &Path, payload: &Path) -> i32 {
+    use crate::ingest::mapped::{self, BodyError, Printed};
+    let mapping = match mapped::load_file(file) {
+        Ok(m) => m,
+        Err(problems) => return print_problems(&problems),
+    };
+    let bytes = match std::fs::read(payload) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("cordon: cannot read {}: {e}", payload.display());
+            return EXIT_DATA;
+        }
+    };
+    let shown = payload.display();
+    let (_, parts) = match mapped::split_body(&bytes, false, usize::MAX) {
+        Ok(p) => p,
+        Err(BodyError::TooMany) => return EXIT_DATA,
+        Err(BodyError::Whole(e)) => {
+            eprintln!("{shown}: {e}");
+            return EXIT_DATA;
+        }
+        Err(BodyError::At(at, e)) => {
+            eprintln!("{shown}: {at}: {e}");
+            return EXIT_DATA;
+        }
+    };
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for part in &parts {
+        match mapping.parse_value(&part.value, now) {
+            Ok(fields) => out.push(fields),
+            Err(e) => {
+                match &part.at {
+                    Some(at) => eprintln!("{shown}: {at}: {e}"),
+                    None => eprintln!("{shown}: {e}"),
+                }
+                return EXIT_DATA;
+            }
+        }
+    }
+    let printed: Vec<Printed> = out
+        .iter()
+        .map(|fields| Printed {
+            source: &mapping.name,
+            fields,
+        })
+        .collect();
+    let text = match printed.as_slice() {
+        [one] => serde_json::to_string_pretty(one),
+        many => serde_json::to_string_pretty(many),
+    };
+    match text {
+        Ok(t) => {
+            println!("{t}");
+            0
+        }
+        Err(e) => {
+            eprintln!("cordon: {e}");
+            1
+        }
     }
 }
 

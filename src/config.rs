@@ -66,7 +66,7 @@ pub fn parse_toml_str<T: serde::de::DeserializeOwned>(
     toml::from_str(text).map_err(|e| toml_problem(file, text, &e))
 }
 
-fn toml_problem(file: &str, text: &str, e: &toml::de::Error) -> Problem {
+pub(crate) fn toml_problem(file: &str, text: &str, e: &toml::de::Error) -> Problem {
     let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
     let key = if line > 0 {
         format!("line {line}, column {col}")
@@ -78,7 +78,7 @@ fn toml_problem(file: &str, text: &str, e: &toml::de::Error) -> Problem {
 
 /// The line where the key at `path` (`http.max_body_byte`, `suppressions.0.rul`) is written:
 /// the first `key =` line after its table header (the n-th `[[table]]` for arrays).
-fn key_line(text: &str, path: &str) -> Option<usize> {
+pub(crate) fn key_line(text: &str, path: &str) -> Option<usize> {
     let segs: Vec<&str> = path.split('.').collect();
     let (key, parents) = segs.split_last()?;
     let lines: Vec<&str> = text.lines().collect();
@@ -121,6 +121,9 @@ pub struct Config {
     pub policies_dir: PathBuf,
     pub playbooks_dir: PathBuf,
     pub connectors_dir: PathBuf,
+    /// Source mapping files (`<name>.toml`, one per source; `POST /v1/alerts/<name>`). A
+    /// directory that does not exist holds none.
+    pub sources_dir: PathBuf,
     pub http: HttpConfig,
     pub grpc: GrpcConfig,
     pub ingest: IngestConfig,
@@ -144,6 +147,7 @@ impl Default for Config {
             policies_dir: PathBuf::from("./policies"),
             playbooks_dir: PathBuf::from("./playbooks"),
             connectors_dir: PathBuf::from("./connectors"),
+            sources_dir: PathBuf::from("./sources"),
             http: HttpConfig::default(),
             grpc: GrpcConfig::default(),
             ingest: IngestConfig::default(),
@@ -266,13 +270,15 @@ pub struct CertUser {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct IngestConfig {
-    /// Bearer token per source (`cordon`, `splunk`, `elastic`, `sentinel`, `ocsf`). A source with
-    /// no token accepts only loopback clients.
+    /// Bearer token per source (`cordon`, `splunk`, `elastic`, `sentinel`, `ocsf`, or a mapped
+    /// source's name). A source with no token accepts only loopback clients.
     pub tokens: BTreeMap<String, SecretRef>,
     /// Sources that may send their token as `?token=` instead of `Authorization: Bearer`
     /// (tokens in URLs end up in proxy and access logs). Default: `splunk`, whose webhook alert
     /// action cannot set a header.
     pub query_token_sources: Vec<String>,
+    /// Most alerts one request to a mapped source may carry (NDJSON or a JSON array).
+    pub max_alerts_per_body: usize,
 }
 
 impl Default for IngestConfig {
@@ -280,6 +286,7 @@ impl Default for IngestConfig {
         IngestConfig {
             tokens: BTreeMap::new(),
             query_token_sources: vec!["splunk".into()],
+            max_alerts_per_body: 1000,
         }
     }
 }
@@ -884,11 +891,17 @@ impl Config {
                     .into(),
             );
         }
+        // Whether a name is a mapped source is known once `sources_dir` is loaded: the daemon
+        // checks that (`daemon::validate`); here only the spelling.
+        let known = |source: &str| {
+            IngestFormat::parse_name(source).is_some()
+                || crate::ingest::mapped::check_name(source).is_ok()
+        };
         for (source, r) in &self.ingest.tokens {
-            if IngestFormat::parse_name(source).is_none() {
+            if !known(source) {
                 p(
                     &format!("ingest.tokens.{source}"),
-                    "unknown source (expected cordon, splunk, elastic, sentinel or ocsf)".into(),
+                    "unknown source (expected cordon, splunk, elastic, sentinel, ocsf or a mapped source name)".into(),
                 );
             }
             if let Err(e) = crate::secret::TokenHash::from_ref(r) {
@@ -896,12 +909,18 @@ impl Config {
             }
         }
         for (i, source) in self.ingest.query_token_sources.iter().enumerate() {
-            if IngestFormat::parse_name(source).is_none() {
+            if !known(source) {
                 p(
                     &format!("ingest.query_token_sources[{i}]"),
-                    "unknown source (expected cordon, splunk, elastic, sentinel or ocsf)".into(),
+                    "unknown source (expected cordon, splunk, elastic, sentinel, ocsf or a mapped source name)".into(),
                 );
             }
+        }
+        if !(1..=100_000).contains(&self.ingest.max_alerts_per_body) {
+            p(
+                "ingest.max_alerts_per_body",
+                "must be from 1 to 100000".into(),
+            );
         }
         if let Some(r) = &self.http.admin_token
             && let Err(e) = crate::secret::TokenHash::from_ref(r)

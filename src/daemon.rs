@@ -23,6 +23,7 @@ use crate::engine::{self, Clock, EngineHandle, EngineParts};
 use crate::enrich::Enricher;
 use crate::http::{self, HttpState};
 use crate::ingest::IngestFormat;
+use crate::ingest::mapped::{self, SourceMapping};
 use crate::metrics::Metrics;
 use crate::playbook::{self, Playbook};
 use crate::policy::{self, Policies};
@@ -46,6 +47,8 @@ pub struct Validated {
     pub enricher: Enricher,
     pub policies: policy::PolicyEngine,
     pub tokens: BTreeMap<IngestFormat, TokenHash>,
+    /// Source mappings (`sources_dir`), by name.
+    pub sources: BTreeMap<String, Arc<SourceMapping>>,
     pub admin_token: Option<TokenHash>,
     /// Chat platforms, secrets resolved.
     pub chat: Option<Arc<crate::chat::Chat>>,
@@ -65,6 +68,38 @@ pub fn validate_with(
     mut problems: Vec<Problem>,
 ) -> Result<Validated, Vec<Problem>> {
     problems.append(&mut config.validate(config_file));
+    // Sources first: their names become ingest formats that playbooks may filter on.
+    let (sources, mut p) = mapped::load_dir(&config.sources_dir);
+    problems.append(&mut p);
+    let sources: BTreeMap<String, Arc<SourceMapping>> = sources
+        .into_iter()
+        .map(|(name, m)| {
+            IngestFormat::mapped(&name);
+            (name, Arc::new(m))
+        })
+        .collect();
+    let source_format = |name: &str| {
+        IngestFormat::ALL
+            .into_iter()
+            .find(|f| f.as_str() == name)
+            .or_else(|| {
+                sources
+                    .contains_key(name)
+                    .then(|| IngestFormat::mapped(name))
+            })
+    };
+    for (i, name) in config.ingest.query_token_sources.iter().enumerate() {
+        if source_format(name).is_none() && mapped::check_name(name).is_ok() {
+            problems.push(Problem::new(
+                config_file,
+                format!("ingest.query_token_sources[{i}]"),
+                format!(
+                    "no source {name:?}: no such built-in format or file in {}",
+                    config.sources_dir.display()
+                ),
+            ));
+        }
+    }
     // A broken connector file is reported, but the valid ones still count when checking the
     // playbooks, so one typo does not make every step's connector "unknown".
     let (connectors, mut p) = Registry::load(&config.connectors_dir);
@@ -98,8 +133,19 @@ pub fn validate_with(
     });
     let mut tokens = BTreeMap::new();
     for (source, r) in &config.ingest.tokens {
-        if let (Some(f), Ok(t)) = (IngestFormat::parse_name(source), TokenHash::from_ref(r)) {
-            tokens.insert(f, t);
+        match (source_format(source), TokenHash::from_ref(r)) {
+            (Some(f), Ok(t)) => {
+                tokens.insert(f, t);
+            }
+            (None, _) if mapped::check_name(source).is_ok() => problems.push(Problem::new(
+                config_file,
+                format!("ingest.tokens.{source}"),
+                format!(
+                    "no source {source:?}: no such built-in format or file in {}",
+                    config.sources_dir.display()
+                ),
+            )),
+            _ => {}
         }
     }
     let admin_token = config
@@ -126,6 +172,7 @@ pub fn validate_with(
             enricher,
             policies,
             tokens,
+            sources,
             admin_token,
             chat,
             checkpoints,
@@ -293,12 +340,13 @@ pub async fn start(
         },
         cfg.store.max_batch * 8,
     );
-    if v.tokens.len() < IngestFormat::ALL.len() {
-        let open: Vec<&str> = IngestFormat::ALL
-            .iter()
-            .filter(|f| !v.tokens.contains_key(f))
-            .map(|f| f.as_str())
-            .collect();
+    let open: Vec<&str> = IngestFormat::ALL
+        .into_iter()
+        .chain(v.sources.keys().map(|n| IngestFormat::mapped(n)))
+        .filter(|f| !v.tokens.contains_key(f))
+        .map(|f| f.as_str())
+        .collect();
+    if !open.is_empty() {
         tracing::warn!(sources = ?open, "no ingest token configured for these sources: they accept alerts from loopback clients only");
     }
     let shutdown = CancellationToken::new();
@@ -373,6 +421,8 @@ pub async fn start(
                 .filter_map(|s| IngestFormat::parse_name(s))
                 .collect(),
         ),
+        sources: Arc::new(v.sources),
+        max_alerts_per_body: cfg.ingest.max_alerts_per_body,
         admin_token: v.admin_token.map(Arc::new),
         max_body_bytes: cfg.http.max_body_bytes,
         playbooks: playbook_count,

@@ -4,8 +4,10 @@
 //! `Authorization` header, or one `?token=` on the sources `ingest.query_token_sources` names,
 //! Splunk's header-less webhook by default; no token configured = loopback clients only), body
 //! limits, and the single mapping from errors to HTTP status + stable JSON error codes (every
-//! answer, 404 and 405 included, with what it echoes of the request clipped). Parsing belongs to `ingest`, state to
-//! the engine: a request is answered `202` only after the engine reports a durable commit.
+//! answer, 404 and 405 included, with what it echoes of the request clipped), and splitting a
+//! mapped source's body into alerts (one object, a JSON array, or NDJSON; all or nothing).
+//! Parsing belongs to `ingest`, state to the engine: a request is answered `202` only after the
+//! engine reports a durable commit of every alert it carries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::engine::{self, EngineError, EngineHandle};
+use crate::ingest::mapped::{BodyError, SourceMapping, split_body};
 use crate::ingest::{ECHO_MAX, IngestError, IngestFormat, clip};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
@@ -39,6 +42,10 @@ pub struct HttpState {
     /// Sources that may send their token as `?token=` (`ingest.query_token_sources`).
     pub query_token_sources: Arc<BTreeSet<IngestFormat>>,
     pub admin_token: Option<Arc<TokenHash>>,
+    /// Source mappings by name: `POST /v1/alerts/<name>`.
+    pub sources: Arc<BTreeMap<String, Arc<SourceMapping>>>,
+    /// Most alerts one request to a mapped source may carry.
+    pub max_alerts_per_body: usize,
     pub max_body_bytes: usize,
     pub playbooks: usize,
     pub connectors: usize,
@@ -308,16 +315,154 @@ async fn ingest_format(
     PathOf(format): PathOf<String>,
     body: Body,
 ) -> Response {
-    let Some(f) = IngestFormat::parse_name(&format).filter(|f| *f != IngestFormat::Cordon) else {
-        state.metrics.alert("unknown", "unknown_format");
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_format",
-            format!("unknown alert format {format:?}; use /v1/alerts, /v1/alerts/splunk, /v1/alerts/elastic, /v1/alerts/sentinel or /v1/alerts/ocsf"),
-        )
-        .into_response();
+    let builtin = IngestFormat::ALL
+        .into_iter()
+        .find(|f| f.as_str() == format && *f != IngestFormat::Cordon);
+    if let Some(f) = builtin {
+        return ingest(state, peer, q, headers, f, body).await;
+    }
+    if let Some(m) = state.sources.get(&format).cloned() {
+        return ingest_mapped(state, peer, q, headers, m, body).await;
+    }
+    state.metrics.alert("unknown", "unknown_format");
+    let mut known = String::from(
+        "/v1/alerts, /v1/alerts/splunk, /v1/alerts/elastic, /v1/alerts/sentinel, /v1/alerts/ocsf",
+    );
+    for name in state.sources.keys() {
+        known.push_str(", /v1/alerts/");
+        known.push_str(name);
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_format",
+        format!("unknown alert format {format:?}; use {known}"),
+    )
+    .into_response()
+}
+
+/// A body that does not split into alerts, as an answer.
+fn body_error(e: BodyError, max: usize) -> ApiError {
+    match e {
+        BodyError::TooMany => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_alerts",
+            format!("the body carries more than {max} alerts (ingest.max_alerts_per_body)"),
+        ),
+        BodyError::Whole(e) => e.into(),
+        BodyError::At(at, e) => located(&at, e),
+    }
+}
+
+/// An ingest error for one part of a body, naming the part in the message and every field.
+fn located(at: &str, e: IngestError) -> ApiError {
+    let mut api = ApiError::from(e);
+    api.message = format!("{at}: {}; nothing in this body was recorded", api.message);
+    for f in &mut api.fields {
+        *f = format!("{at}: {f}");
+    }
+    if api.fields.is_empty() {
+        api.fields.push(at.to_string());
+    }
+    api
+}
+
+/// A mapped source: every alert in the body is mapped before any is sent to the engine (one
+/// bad alert refuses the whole body), then all are sent at once (the engine commits them in
+/// group commits) and the answer waits for every acknowledgement.
+async fn ingest_mapped(
+    State(st): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    mapping: Arc<SourceMapping>,
+    body: Body,
+) -> Response {
+    let format = IngestFormat::mapped(&mapping.name);
+    let source = format.as_str();
+    let fail = |e: ApiError| {
+        st.metrics.alert(source, e.code);
+        tracing::info!(source, code = e.code, message = %clip(&e.message, MESSAGE_MAX), "alert refused");
+        e.into_response()
     };
-    ingest(state, peer, q, headers, f, body).await
+    if st.draining.load(Ordering::SeqCst) {
+        return fail(EngineError::ShuttingDown.into());
+    }
+    if let Err(e) = authorize(
+        st.tokens.get(&format),
+        &headers,
+        &query_pairs(q.as_deref()),
+        st.query_token_sources.contains(&format),
+        peer,
+        &format!("source {source}"),
+    ) {
+        return fail(e);
+    }
+    let bytes = match read_body(body, st.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl")
+        });
+    let (many, parts) = match split_body(&bytes, ndjson, st.max_alerts_per_body) {
+        Ok(p) => p,
+        Err(e) => return fail(body_error(e, st.max_alerts_per_body)),
+    };
+    let received_at = chrono::Utc::now();
+    let mut mapped = Vec::with_capacity(parts.len());
+    for part in parts {
+        match mapping.parse_value(&part.value, received_at) {
+            Ok(fields) => mapped.push((fields, part.raw)),
+            Err(e) => {
+                return fail(match &part.at {
+                    Some(at) => located(at, e),
+                    None => e.into(),
+                });
+            }
+        }
+    }
+    let mut pending = tokio::task::JoinSet::new();
+    for (i, (fields, raw)) in mapped.into_iter().enumerate() {
+        let engine = st.engine.clone();
+        pending.spawn(async move { (i, engine.ingest(format, fields, raw, received_at).await) });
+    }
+    let mut acks = Vec::with_capacity(pending.len());
+    let mut failed: Option<EngineError> = None;
+    while let Some(done) = pending.join_next().await {
+        match done {
+            Ok((i, Ok(ack))) => acks.push((i, ack)),
+            Ok((_, Err(e))) => {
+                failed.get_or_insert(e);
+            }
+            Err(_) => {
+                failed.get_or_insert(EngineError::ShuttingDown);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        let e: ApiError = e.into();
+        tracing::warn!(
+            source,
+            code = e.code,
+            alerts = acks.len(),
+            "alerts not all acknowledged"
+        );
+        return e.into_response();
+    }
+    acks.sort_by_key(|(i, _)| *i);
+    let acks: Vec<_> = acks.into_iter().map(|(_, a)| a).collect();
+    if !many && let [ack] = acks.as_slice() {
+        return (StatusCode::ACCEPTED, axum::Json(ack)).into_response();
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"accepted": acks.len(), "alerts": acks})),
+    )
+        .into_response()
 }
 
 async fn ingest(

@@ -3,26 +3,29 @@
 //! Owns: the closed set of ingest formats (one file each), the per-format field mapping, and the
 //! classification of bad input (malformed JSON, missing fields, invalid fields). Pure: no I/O,
 //! no clock except the receive time passed in. Adding a format is one file, one variant, one
-//! match arm and one fixture test.
+//! match arm and one fixture test; adding a source without Rust is one mapping file (`mapped`).
 
 mod elastic;
 pub mod json;
+pub mod mapped;
 mod native;
 mod ocsf;
 mod sentinel;
 mod splunk;
 mod value;
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::{Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::alert::AlertFields;
 
-/// The ingest formats cordon accepts, one per HTTP route `/v1/alerts[/<format>]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// The ingest formats cordon accepts, one per HTTP route `/v1/alerts[/<format>]`: the five
+/// built-in ones, and every source mapping file (`sources/<name>.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IngestFormat {
     /// cordon's own JSON (`POST /v1/alerts`, gRPC `SubmitAlert`).
     Cordon,
@@ -34,6 +37,22 @@ pub enum IngestFormat {
     Sentinel,
     /// OCSF Detection Finding (class_uid 2004).
     Ocsf,
+    /// A source mapping file, by name (interned by [`IngestFormat::mapped`], so the type stays
+    /// `Copy` and the engine records the name as the alert's `source` like any other).
+    Mapped(&'static str),
+}
+
+impl Serialize for IngestFormat {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Names of the mapped sources loaded in this process. Mappings are loaded once at start (and
+/// by `cordon check`), so this holds a handful of short names: each is leaked once.
+fn mapped_names() -> &'static Mutex<BTreeSet<&'static str>> {
+    static NAMES: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    NAMES.get_or_init(|| Mutex::new(BTreeSet::new()))
 }
 
 impl IngestFormat {
@@ -47,6 +66,7 @@ impl IngestFormat {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            IngestFormat::Mapped(name) => name,
             IngestFormat::Cordon => "cordon",
             IngestFormat::Splunk => "splunk",
             IngestFormat::Elastic => "elastic",
@@ -55,8 +75,27 @@ impl IngestFormat {
         }
     }
 
+    /// A built-in format, or a mapped source this process has loaded (so playbooks may name
+    /// mapped sources in `match.sources`).
     pub fn parse_name(s: &str) -> Option<IngestFormat> {
-        IngestFormat::ALL.into_iter().find(|f| f.as_str() == s)
+        IngestFormat::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .or_else(|| {
+                let names = mapped_names().lock().unwrap_or_else(|e| e.into_inner());
+                names.get(s).map(|n| IngestFormat::Mapped(n))
+            })
+    }
+
+    /// The format of the mapped source `name` (registering the name on first use).
+    pub fn mapped(name: &str) -> IngestFormat {
+        let mut names = mapped_names().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = names.get(name) {
+            return IngestFormat::Mapped(n);
+        }
+        let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+        names.insert(leaked);
+        IngestFormat::Mapped(leaked)
     }
 
     /// Parses one payload. `received_at` is used when the payload carries no event time.
@@ -65,32 +104,56 @@ impl IngestFormat {
         body: &[u8],
         received_at: DateTime<Utc>,
     ) -> Result<AlertFields, IngestError> {
-        let value = json::parse(body).map_err(|e| match e {
-            json::JsonError::Syntax(m) => IngestError::MalformedJson(m),
-            json::JsonError::DuplicateKey(m) => IngestError::DuplicateKey(m),
-        })?;
-        if !value.is_object() {
-            return Err(IngestError::MalformedJson(
-                "the body must be a JSON object".to_string(),
-            ));
-        }
+        let value = strict_object(body)?;
         let fields = match self {
             IngestFormat::Cordon => native::parse(value, received_at)?,
             IngestFormat::Splunk => splunk::parse(&value, received_at)?,
             IngestFormat::Elastic => elastic::parse(&value, received_at)?,
             IngestFormat::Sentinel => sentinel::parse(&value, received_at)?,
             IngestFormat::Ocsf => ocsf::parse(&value, received_at)?,
+            IngestFormat::Mapped(name) => {
+                return Err(IngestError::InvalidField {
+                    field: "format".into(),
+                    reason: format!(
+                        "the mapped source {name} is accepted on POST /v1/alerts/{name} only"
+                    ),
+                });
+            }
         };
-        // Times outside 1970..=9999 are typos or attacks, and arithmetic on them can overflow.
-        let year = chrono::Datelike::year(&fields.time);
-        if !(1970..=9999).contains(&year) {
-            return Err(IngestError::InvalidField {
-                field: "time".into(),
-                reason: format!("year {year} is outside 1970..=9999"),
-            });
-        }
-        Ok(fields.canonicalize())
+        finish(fields)
     }
+}
+
+/// Parses strict JSON that must be one object.
+pub(crate) fn strict_object(body: &[u8]) -> Result<serde_json::Value, IngestError> {
+    let value = strict(body)?;
+    if !value.is_object() {
+        return Err(IngestError::MalformedJson(
+            "the body must be a JSON object".to_string(),
+        ));
+    }
+    Ok(value)
+}
+
+/// Parses strict JSON (duplicate keys refused), classifying the error.
+pub(crate) fn strict(body: &[u8]) -> Result<serde_json::Value, IngestError> {
+    json::parse(body).map_err(|e| match e {
+        json::JsonError::Syntax(m) => IngestError::MalformedJson(m),
+        json::JsonError::DuplicateKey(m) => IngestError::DuplicateKey(m),
+    })
+}
+
+/// The checks every format's result passes, then canonical order.
+fn finish(fields: AlertFields) -> Result<AlertFields, IngestError> {
+    // Times outside 1970..=9999 are typos or attacks, and arithmetic on them can overflow.
+    let year = chrono::Datelike::year(&fields.time);
+    if !(1970..=9999).contains(&year) {
+        return Err(IngestError::InvalidField {
+            field: "time".into(),
+            reason: format!("year {year} is outside 1970..=9999"),
+        });
+    }
+    Ok(fields.canonicalize())
 }
 
 impl fmt::Display for IngestFormat {
@@ -139,6 +202,26 @@ pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_names_are_interned_once_and_known_by_name() {
+        assert_eq!(IngestFormat::parse_name("interned_test_source"), None);
+        let f = IngestFormat::mapped("interned_test_source");
+        assert_eq!(f, IngestFormat::mapped("interned_test_source"));
+        assert_eq!(f.as_str(), "interned_test_source");
+        // Playbooks name sources through `parse_name`.
+        assert_eq!(IngestFormat::parse_name("interned_test_source"), Some(f));
+        assert_eq!(serde_json::to_value(f).unwrap(), "interned_test_source");
+        assert_eq!(
+            serde_json::to_value(IngestFormat::Splunk).unwrap(),
+            "splunk"
+        );
+        // Built-in parsing refuses a mapped format (it needs its mapping).
+        assert!(matches!(
+            f.parse(b"{}", chrono::Utc::now()),
+            Err(IngestError::InvalidField { .. })
+        ));
+    }
 
     #[test]
     fn clip_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {

@@ -443,7 +443,7 @@ async fn unknown_format_is_404() {
     let d = seeded(common::start().await).await;
     let err = refused(
         &d,
-        "/v1/alerts/qradar",
+        "/v1/alerts/arcsight",
         common::fixture("cordon.json"),
         none,
         404,
@@ -451,7 +451,10 @@ async fn unknown_format_is_404() {
         None,
     )
     .await;
-    assert!(err["message"].as_str().unwrap().contains("qradar"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("arcsight"),
+        "{err}"
+    );
     // cordon's own format has no named route.
     refused(
         &d,
@@ -502,7 +505,7 @@ async fn burst_of_bad_inputs_then_one_good_yields_one_case() {
             "/v1/alerts/ocsf",
             common::fixture("bad/ocsf_wrong_class.json"),
         ),
-        ("/v1/alerts/qradar", common::fixture("cordon.json")),
+        ("/v1/alerts/arcsight", common::fixture("cordon.json")),
         ("/v1/alerts/elastic", b"{\"kibana.alert.uuid\": 5".to_vec()),
     ];
     // Concurrently, several times over: the engine sees none of it.

@@ -1,5 +1,5 @@
 //! Shared harness: starts the daemon in-process on 127.0.0.1:0 with a private copy of the
-//! shipped policies, playbooks and connectors, and the example enrichment files.
+//! shipped policies, playbooks, connectors and source mappings, and the example enrichment files.
 
 #![allow(dead_code)]
 
@@ -38,7 +38,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn workspace() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    for d in ["policies", "playbooks", "connectors"] {
+    for d in ["policies", "playbooks", "connectors", "sources"] {
         copy_dir(&repo().join(d), &root.join(d));
     }
     copy_dir(&repo().join("deploy/enrichment"), &root.join("enrichment"));
@@ -47,6 +47,7 @@ pub fn workspace() -> (tempfile::TempDir, Config) {
         policies_dir: root.join("policies"),
         playbooks_dir: root.join("playbooks"),
         connectors_dir: root.join("connectors"),
+        sources_dir: root.join("sources"),
         ..Config::default()
     };
     cfg.http.addr = "127.0.0.1:0".into();

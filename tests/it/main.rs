@@ -32,6 +32,7 @@ mod policy_reload;
 mod python_client;
 mod resume_guard;
 mod secrets;
+mod sources;
 mod store_damage;
 mod strict_input;
 mod target_resolve;
