@@ -44,6 +44,35 @@ async fn start_when_unlocked(d: common::TestDaemon) -> common::TestDaemon {
     }
 }
 
+/// Stops the daemon, rewrites action `id`'s stored record with `edit` and queues it for the
+/// executor, then starts the daemon again on the same data directory.
+async fn restart_with_action(
+    mut d: common::TestDaemon,
+    id: &str,
+    edit: impl FnOnce(&mut Value),
+) -> common::TestDaemon {
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
+    let store = open_when_unlocked(&d.config.data_dir).await;
+    let key = cordon::engine::keys::action(id);
+    let mut rec: Value = store.get_json(&key).unwrap().unwrap();
+    edit(&mut rec);
+    let mut t = store.begin();
+    t.put_json(key, &rec).unwrap();
+    t.put(cordon::engine::keys::runnable(id), vec![]);
+    store.commit(t).await.unwrap();
+    drop(store);
+    start_when_unlocked(d).await
+}
+
+/// Waits for the first escalation of action `id`; returns them all.
+async fn escalations(d: &common::TestDaemon, id: &str) -> Vec<Value> {
+    common::eventually(20, || async {
+        let e = live::records(d, "escalation", id);
+        (!e.is_empty()).then_some(e)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_action_without_its_intent_record_is_refused_and_escalated() {
     let v = Vendors::start().await;
@@ -63,26 +92,12 @@ async fn an_unknown_action_without_its_intent_record_is_refused_and_escalated() 
     let id = a["action_id"].as_str().unwrap().to_string();
 
     // The record now says a run ended in `unknown`, but its intent record is gone.
-    let mut d = d;
-    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
-    let data = d.config.data_dir.clone();
-    let store = open_when_unlocked(&data).await;
-    let key = cordon::engine::keys::action(&id);
-    let mut rec: Value = store.get_json(&key).unwrap().unwrap();
-    rec["state"] = json!("unknown");
-    rec.as_object_mut().unwrap().remove("execution");
-    let mut t = store.begin();
-    t.put_json(key, &rec).unwrap();
-    t.put(cordon::engine::keys::runnable(&id), vec![]);
-    store.commit(t).await.unwrap();
-    drop(store);
-    let d = start_when_unlocked(d).await;
-
-    let esc = common::eventually(20, || async {
-        let e = live::records(&d, "escalation", &id);
-        (!e.is_empty()).then_some(e)
+    let d = restart_with_action(d, &id, |rec| {
+        rec["state"] = json!("unknown");
+        rec.as_object_mut().unwrap().remove("execution");
     })
     .await;
+    let esc = escalations(&d, &id).await;
     assert!(
         esc[0]["reason"]
             .as_str()
@@ -110,7 +125,7 @@ async fn an_unknown_action_without_its_intent_record_is_refused_and_escalated() 
 async fn the_write_budget_of_an_unknown_action_holds_across_restarts() {
     let v = Vendors::start().await;
     v.cs.add_host("ws-flaky", "aid-flaky");
-    let mut d = live::start_live(&v, |_, _| {}).await;
+    let d = live::start_live(&v, |_, _| {}).await;
     let case_id = live::post_alert(
         &d,
         live::alert(
@@ -126,27 +141,15 @@ async fn the_write_budget_of_an_unknown_action_holds_across_restarts() {
 
     // On record: five writes went out (the test wiring's retry.max_attempts) and the last
     // one's outcome is unknown.
-    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
-    let store = open_when_unlocked(&d.config.data_dir).await;
-    let key = cordon::engine::keys::action(&id);
-    let mut rec: Value = store.get_json(&key).unwrap().unwrap();
-    rec["state"] = json!("unknown");
-    rec["execution"] = json!({
-        "connector": "crowdstrike", "mode": "live", "intent_at": rec["created_at"],
-        "phase": "unknown", "writes_sent": 5, "retries": 0, "vendor": {"aid": "aid-flaky"},
-    });
-    let mut t = store.begin();
-    t.put_json(key, &rec).unwrap();
-    t.put(cordon::engine::keys::runnable(&id), vec![]);
-    store.commit(t).await.unwrap();
-    drop(store);
-    let d = start_when_unlocked(d).await;
-
-    let esc = common::eventually(20, || async {
-        let e = live::records(&d, "escalation", &id);
-        (!e.is_empty()).then_some(e)
+    let d = restart_with_action(d, &id, |rec| {
+        rec["state"] = json!("unknown");
+        rec["execution"] = json!({
+            "connector": "crowdstrike", "mode": "live", "intent_at": rec["created_at"],
+            "phase": "unknown", "writes_sent": 5, "retries": 0, "vendor": {"aid": "aid-flaky"},
+        });
     })
     .await;
+    let esc = escalations(&d, &id).await;
     assert!(
         esc.iter()
             .any(|e| e["reason"] == json!("5 write attempts without a definite answer")),
