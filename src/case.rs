@@ -145,6 +145,9 @@ pub struct Case {
     /// `cases.max_chat_requests_per_case`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub chat_requests: u32,
+    /// Why each alert joined (or opened) the case, in arrival order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub correlation: Vec<Joined>,
     /// Fan-out limits this case has hit and been escalated for (each escalates once).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub limits_hit: Vec<String>,
@@ -152,6 +155,14 @@ pub struct Case {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// One alert's way into a case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Joined {
+    pub alert_id: String,
+    pub at: DateTime<Utc>,
+    pub why: String,
 }
 
 /// Which suppression matched, for the record.

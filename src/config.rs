@@ -128,6 +128,7 @@ pub struct Config {
     pub grpc: GrpcConfig,
     pub ingest: IngestConfig,
     pub cases: CasesConfig,
+    pub correlation: CorrelationConfig,
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
     pub policy: PolicyConfig,
@@ -152,6 +153,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             ingest: IngestConfig::default(),
             cases: CasesConfig::default(),
+            correlation: CorrelationConfig::default(),
             store: StoreConfig::default(),
             shutdown: ShutdownConfig::default(),
             policy: PolicyConfig::default(),
@@ -243,6 +245,46 @@ impl Default for GrpcConfig {
             tcp_keepalive_secs: 60,
             max_concurrent_streams: 64,
             concurrency_limit_per_connection: 32,
+        }
+    }
+}
+
+/// How alerts join open cases (`[correlation]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CorrelationConfig {
+    pub mode: CorrelationMode,
+    /// Entity kinds strong enough to join alerts of different rules (`shared_entity`).
+    pub kinds: Vec<crate::alert::EntityKind>,
+    /// A case stops growing here: the next alert opens a new case.
+    pub max_alerts_per_case: usize,
+    /// An entity seen in more than this many open cases within the window (a domain
+    /// controller, a scanner) is too common to join on.
+    pub max_open_cases_per_entity: usize,
+}
+
+/// `shared_entity`: an alert joins the most recent open case that shares one of its strong
+/// entities within `cases.correlation_window_secs`, whatever the rule. `rule_and_entity`: the
+/// same rule and the same first entity (cordon's behaviour before correlation by entities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrelationMode {
+    SharedEntity,
+    RuleAndEntity,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        use crate::alert::EntityKind;
+        CorrelationConfig {
+            mode: CorrelationMode::SharedEntity,
+            kinds: vec![
+                EntityKind::Host,
+                EntityKind::User,
+                EntityKind::CloudResource,
+            ],
+            max_alerts_per_case: 100,
+            max_open_cases_per_entity: 5,
         }
     }
 }
@@ -929,6 +971,26 @@ impl Config {
         }
         if self.cases.correlation_window_secs == 0 {
             p("cases.correlation_window_secs", "must be positive".into());
+        }
+        if !(1..=100_000).contains(&self.correlation.max_alerts_per_case) {
+            p(
+                "correlation.max_alerts_per_case",
+                "must be between 1 and 100000".into(),
+            );
+        }
+        if !(1..=10_000).contains(&self.correlation.max_open_cases_per_entity) {
+            p(
+                "correlation.max_open_cases_per_entity",
+                "must be between 1 and 10000".into(),
+            );
+        }
+        if self.correlation.mode == CorrelationMode::SharedEntity
+            && self.correlation.kinds.is_empty()
+        {
+            p(
+                "correlation.kinds",
+                "shared_entity correlation needs at least one entity kind".into(),
+            );
         }
         for (k, v) in [
             (

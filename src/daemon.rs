@@ -332,6 +332,7 @@ pub async fn start(
             enricher: v.enricher,
             suppressions: cfg.suppressions.clone(),
             cases: cfg.cases.clone(),
+            correlation: cfg.correlation.clone(),
             metrics: metrics.clone(),
             max_batch: cfg.store.max_batch,
             clock: opts.clock,

@@ -28,12 +28,6 @@ struct FingerprintEntry {
     at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CorrelationEntry {
-    case_id: String,
-    last_seen: DateTime<Utc>,
-}
-
 /// The answer to an accepted alert.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IngestAck {
@@ -181,18 +175,9 @@ impl Engine {
             });
         }
 
-        // 3. Correlate: same rule and primary entity within the window joins the open case.
-        let corr_key = fields.correlation_key();
-        let mut joined = None;
-        if let Some(ck) = &corr_key
-            && let Some(entry) = txn.get_json::<CorrelationEntry>(&store, &keys::correlation(ck))?
-            && now - entry.last_seen
-                <= Duration::seconds(secs(self.parts.cases.correlation_window_secs))
-            && let Some(case) = txn.get_json::<Case>(&store, &keys::case(&entry.case_id))?
-            && case.state.accepts_alerts()
-        {
-            joined = Some(case);
-        }
+        // 3. Correlate: an open case that shares a strong entity (or, in `rule_and_entity`
+        //    mode, the same rule and first entity) within the window.
+        let super::correlate::Correlation { joined, why } = self.correlate(txn, fields, now)?;
         let is_new = joined.is_none();
         let mut case = match joined {
             Some(c) => c,
@@ -216,9 +201,14 @@ impl Engine {
                 AuditKind::AlertCorrelated,
                 links(&case_id),
                 now,
-                json!({"correlation_key": corr_key, "case_state": case.state}),
+                json!({"mode": self.parts.correlation.mode, "why": why, "correlation_key": fields.correlation_key(), "case_state": case.state}),
             )?;
         }
+        case.correlation.push(crate::case::Joined {
+            alert_id: alert_id.clone(),
+            at: now,
+            why: why.clone(),
+        });
         if !entities_over.is_empty() {
             let detail = json!({
                 "max": max_entities,
@@ -253,15 +243,7 @@ impl Engine {
                 at: now,
             },
         )?;
-        if let Some(ck) = &corr_key {
-            txn.put_json(
-                keys::correlation(ck),
-                &CorrelationEntry {
-                    case_id: case_id.clone(),
-                    last_seen: now,
-                },
-            )?;
-        }
+        self.index_correlation(txn, fields, &case_id, now)?;
         let mut stored = StoredAlert {
             alert,
             case_id: case_id.clone(),
@@ -327,10 +309,6 @@ impl Engine {
                 "asset, identity and intel context attached",
                 &alert_id,
             )?;
-            let why = match &corr_key {
-                Some(k) => format!("new case keyed on {k}"),
-                None => "new case (the alert names no entity to correlate on)".to_string(),
-            };
             self.transition(txn, &mut case, CaseState::Correlated, now, &why, &alert_id)?;
         }
 

@@ -14,6 +14,10 @@ pub fn fingerprint(fp: &str) -> Vec<u8> {
 pub fn correlation(key: &str) -> Vec<u8> {
     format!("ck/{key}").into_bytes()
 }
+/// The recent cases that name an entity (`kind:value`), for correlation by shared entities.
+pub fn entity_cases(entity: &str) -> Vec<u8> {
+    format!("ec/{entity}").into_bytes()
+}
 pub fn case(id: &str) -> Vec<u8> {
     format!("c/{id}").into_bytes()
 }

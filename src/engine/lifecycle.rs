@@ -34,6 +34,7 @@ impl Engine {
             created_at: now,
             updated_at: now,
             chat_requests: 0,
+            correlation: Vec::new(),
             limits_hit: Vec::new(),
         }
     }

@@ -32,6 +32,7 @@ pub mod keys;
 pub mod read;
 
 mod chat;
+mod correlate;
 mod exec;
 mod ingest;
 mod lifecycle;
@@ -253,6 +254,7 @@ pub struct EngineParts {
     pub enricher: Enricher,
     pub suppressions: Vec<Suppression>,
     pub cases: CasesConfig,
+    pub correlation: crate::config::CorrelationConfig,
     pub metrics: Metrics,
     pub max_batch: usize,
     pub clock: Clock,

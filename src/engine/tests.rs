@@ -85,6 +85,7 @@ fn engine(f: impl FnOnce(&mut Config)) -> Built {
             enricher: v.enricher,
             suppressions: cfg.suppressions.clone(),
             cases: cfg.cases.clone(),
+            correlation: cfg.correlation.clone(),
             metrics: Metrics::new(),
             max_batch: 64,
             clock: Arc::new(move || *clock_now.lock().unwrap()),
@@ -454,4 +455,151 @@ async fn a_failed_event_leaves_nothing_in_the_batch() {
     let head = store.head();
     store.commit(txn).await.unwrap();
     assert_eq!(store.head(), head, "no audit record survived the undo");
+}
+
+/// The `why` each alert of case `n` (1-based) joined with.
+async fn joins(events: &[Ev], f: impl FnOnce(&mut Config)) -> (String, Vec<Vec<String>>) {
+    let h = Harness::new(f).await;
+    let mut got = String::new();
+    for ev in events {
+        got.push_str(&h.run(ev).await);
+        got.push('\n');
+    }
+    let why = read::cases(&h.store, None, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|c| c.correlation.iter().map(|j| j.why.clone()).collect())
+        .collect();
+    let Harness { handle, task, .. } = h;
+    drop(handle);
+    task.await.unwrap();
+    (got, why)
+}
+
+#[tokio::test]
+async fn alerts_of_different_rules_on_one_host_join_one_case_and_say_why() {
+    let (got, why) = joins(
+        &[
+            Ev::Alert(
+                "r-1",
+                "Malware EncodedCommand",
+                &["T1059"],
+                &[("host", "ws-7")],
+            ),
+            Ev::Advance(120),
+            Ev::Alert("r-2", "Malware dropper", &["T1204"], &[("host", "ws-7")]),
+            Ev::Advance(300),
+            Ev::Alert(
+                "r-3",
+                "Ransomware note",
+                &["T1486"],
+                &[("user", "alice@corp.example"), ("host", "ws-7")],
+            ),
+            // Past the window: a new case.
+            Ev::Advance(3_601),
+            Ev::Alert(
+                "r-4",
+                "Malware EncodedCommand",
+                &["T1059"],
+                &[("host", "ws-7")],
+            ),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(
+        got,
+        "alert r-1 -> case 1\n+120s\nalert r-2 -> case 1\n+300s\nalert r-3 -> case 1\n+3601s\nalert r-4 -> case 2\n"
+    );
+    assert_eq!(why[0].len(), 3, "{why:?}");
+    assert!(why[0][0].starts_with("new case"), "{why:?}");
+    assert!(why[0][1].starts_with("shares host:ws-7"), "{why:?}");
+    assert!(why[0][2].starts_with("shares host:ws-7"), "{why:?}");
+    // Today's behaviour stays available: different rules make different cases.
+    let (got, _) = joins(
+        &[
+            Ev::Alert(
+                "r-1",
+                "Malware EncodedCommand",
+                &["T1059"],
+                &[("host", "ws-7")],
+            ),
+            Ev::Alert("r-2", "Malware dropper", &["T1204"], &[("host", "ws-7")]),
+        ],
+        |cfg| cfg.correlation.mode = crate::config::CorrelationMode::RuleAndEntity,
+    )
+    .await;
+    assert_eq!(got, "alert r-1 -> case 1\nalert r-2 -> case 2\n");
+}
+
+#[tokio::test]
+async fn an_entity_in_too_many_cases_is_not_joined_on_and_a_full_case_stops_growing() {
+    let (got, why) = joins(
+        &[
+            Ev::Alert("c-1", MALWARE, &["T1059"], &[("host", "ws-1")]),
+            Ev::Alert("c-2", MALWARE, &["T1059"], &[("host", "ws-2")]),
+            Ev::Alert("c-3", MALWARE, &["T1059"], &[("host", "ws-3")]),
+            // The domain controller shows up next to each workstation.
+            Ev::Alert(
+                "c-4",
+                "Malware lateral",
+                &["T1059"],
+                &[("host", "ws-1"), ("host", "dc-1")],
+            ),
+            Ev::Alert(
+                "c-5",
+                "Malware lateral",
+                &["T1059"],
+                &[("host", "ws-2"), ("host", "dc-1")],
+            ),
+            Ev::Alert(
+                "c-6",
+                "Malware lateral",
+                &["T1059"],
+                &[("host", "ws-3"), ("host", "dc-1")],
+            ),
+            // dc-1 is now named by three cases, above the threshold of two.
+            Ev::Alert("c-7", "Malware on the DC", &["T1059"], &[("host", "dc-1")]),
+        ],
+        |cfg| cfg.correlation.max_open_cases_per_entity = 2,
+    )
+    .await;
+    assert_eq!(
+        got,
+        "alert c-1 -> case 1\nalert c-2 -> case 2\nalert c-3 -> case 3\nalert c-4 -> case 1\nalert c-5 -> case 2\nalert c-6 -> case 3\nalert c-7 -> case 4\n"
+    );
+    assert!(
+        why[3][0].contains("host:dc-1 is named by 3 recent cases (more than 2): too common"),
+        "{why:?}"
+    );
+    // With the default threshold the same alert joins a case that shares dc-1.
+    let (got, _) = joins(
+        &[
+            Ev::Alert(
+                "c-1",
+                MALWARE,
+                &["T1059"],
+                &[("host", "ws-1"), ("host", "dc-1")],
+            ),
+            Ev::Alert("c-7", "Malware on the DC", &["T1059"], &[("host", "dc-1")]),
+        ],
+        |_| {},
+    )
+    .await;
+    assert_eq!(got, "alert c-1 -> case 1\nalert c-7 -> case 1\n");
+    // A full case stops growing.
+    let (got, why) = joins(
+        &[
+            Ev::Alert("f-1", MALWARE, &["T1059"], &[("host", "ws-9")]),
+            Ev::Alert("f-2", "Malware dropper", &["T1204"], &[("host", "ws-9")]),
+            Ev::Alert("f-3", "Ransomware note", &["T1486"], &[("host", "ws-9")]),
+        ],
+        |cfg| cfg.correlation.max_alerts_per_case = 2,
+    )
+    .await;
+    assert_eq!(
+        got,
+        "alert f-1 -> case 1\nalert f-2 -> case 1\nalert f-3 -> case 2\n"
+    );
+    assert!(why[1][0].contains("is full (2 alerts)"), "{why:?}");
 }

@@ -11,8 +11,13 @@ use serde_json::{Value, json};
 use crate::common::{self, TestClock, TestDaemon};
 
 async fn start_with_clock() -> (TestDaemon, TestClock) {
+    start_with_clock_in(cordon::config::CorrelationMode::SharedEntity).await
+}
+
+async fn start_with_clock_in(mode: cordon::config::CorrelationMode) -> (TestDaemon, TestClock) {
     let clock = TestClock::new();
-    let (dir, cfg) = common::workspace();
+    let (dir, mut cfg) = common::workspace();
+    cfg.correlation.mode = mode;
     let d = common::start_in(dir, cfg, Some(clock.clone())).await;
     (d, clock)
 }
@@ -213,8 +218,8 @@ async fn same_content_within_the_dedup_window_is_a_duplicate_in_the_same_case() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_rule_and_host_correlate_within_the_window() {
-    let (d, clock) = start_with_clock().await;
+async fn in_rule_and_entity_mode_same_rule_and_host_correlate_within_the_window() {
+    let (d, clock) = start_with_clock_in(cordon::config::CorrelationMode::RuleAndEntity).await;
     let (a1, c1, dup) = post_ok(
         &d,
         "/v1/alerts",
@@ -619,4 +624,55 @@ async fn case_list_is_in_creation_order() {
         out_of_order.len()
     );
     assert_eq!(d.stop().await, 0);
+}
+
+/// The default correlation: alerts of different rules that share a strong entity join one open
+/// case within the window, and the case says why each one joined; a weak entity (an IP) does not
+/// join, and past the window a new case opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn different_rules_on_one_host_make_one_case() {
+    let (d, clock) = start_with_clock().await;
+    let (a1, c1, _) = post_ok(
+        &d,
+        "/v1/alerts",
+        native("s-1", "beacon-rule", "ws-200", &["192.0.2.9"]),
+    )
+    .await;
+    clock.advance_secs(60);
+    let (a2, c2, _) = post_ok(
+        &d,
+        "/v1/alerts",
+        native("s-2", "other-rule", "WS-200.", &[]),
+    )
+    .await;
+    clock.advance_secs(60);
+    let (a3, c3, _) = post_ok(&d, "/v1/alerts", native("s-3", "third-rule", "ws-200", &[])).await;
+    assert_eq!((c2.as_str(), c3.as_str()), (c1.as_str(), c1.as_str()));
+    let case = d.case(&c1).await;
+    assert_eq!(case["case"]["alert_ids"], json!([a1, a2, a3]));
+    let why: Vec<&str> = case["case"]["correlation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["why"].as_str().unwrap())
+        .collect();
+    assert!(why[0].starts_with("new case"), "{why:?}");
+    assert!(why[1].starts_with("shares host:ws-200"), "{why:?}");
+    assert!(why[2].starts_with("shares host:ws-200"), "{why:?}");
+    assert_eq!(
+        records(&d, "alert_correlated", &a3)[0].body.data["why"],
+        json!(why[2])
+    );
+    // Sharing only an IP does not join.
+    let (_, c4, _) = post_ok(
+        &d,
+        "/v1/alerts",
+        native("s-4", "beacon-rule", "ws-201", &["192.0.2.9"]),
+    )
+    .await;
+    assert_ne!(c4, c1);
+    // Past the window, the same host opens a new case.
+    clock.advance_secs(d.config.cases.correlation_window_secs as i64 + 1);
+    let (_, c5, _) = post_ok(&d, "/v1/alerts", native("s-5", "other-rule", "ws-200", &[])).await;
+    assert!(c5 != c1 && c5 != c4);
 }
