@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::action::{ActionKind, OnFailure, Target, TargetKind};
 use crate::alert::{AlertFields, EntityKind, Severity, technique_id};
-use crate::config::{Problem, parse_toml_file};
+use crate::config::{Problem, parse_toml_str};
 use crate::connector::{Registry, stem, toml_files};
 use crate::ingest::IngestFormat;
 
@@ -192,12 +192,16 @@ pub fn load_dir(dir: &Path, connectors: &Registry) -> Result<Vec<Playbook>, Vec<
     let mut out = Vec::new();
     for path in files {
         let file = path.display().to_string();
-        match parse_toml_file::<PlaybookFile>(&path) {
-            Err(p) => problems.push(p),
-            Ok(pf) => match validate(&file, stem(&path), pf, connectors) {
-                Ok(pb) => out.push(pb),
-                Err(mut ps) => problems.append(&mut ps),
-            },
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem::new(&file, "", format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        match parse(&file, stem(&path), &text, connectors) {
+            Ok(pb) => out.push(pb),
+            Err(mut ps) => problems.append(&mut ps),
         }
     }
     if problems.is_empty() {
@@ -205,6 +209,18 @@ pub fn load_dir(dir: &Path, connectors: &Registry) -> Result<Vec<Playbook>, Vec<
     } else {
         Err(problems)
     }
+}
+
+/// Parses and validates the text of one playbook file named `file` (the playbook is `name`).
+/// [`load_dir`] calls this for each file; the fuzz target `playbook` calls it directly.
+pub fn parse(
+    file: &str,
+    name: String,
+    text: &str,
+    connectors: &Registry,
+) -> Result<Playbook, Vec<Problem>> {
+    let pf = parse_toml_str::<PlaybookFile>(file, text).map_err(|p| vec![p])?;
+    validate(file, name, pf, connectors)
 }
 
 fn validate(

@@ -176,7 +176,14 @@ impl Registry {
     }
 }
 
-fn validate(file: &str, name: &str, cf: spec::ConnectorFile) -> Result<Connector, Vec<Problem>> {
+/// Validates one parsed connector file (`file` names it in problems, `name` is the connector's
+/// name): [`Registry::load`] calls this for each file; the fuzz target `connector` calls it
+/// directly.
+pub fn validate(
+    file: &str,
+    name: &str,
+    cf: spec::ConnectorFile,
+) -> Result<Connector, Vec<Problem>> {
     let mut problems = Vec::new();
     let base_url = match reqwest::Url::parse(&cf.base_url) {
         Ok(u) => {

@@ -1004,7 +1004,9 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
-fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+/// Decodes one stored state value (what [`Store::get_json`] does with the bytes under `key`).
+/// Public for the fuzz target `store_records`.
+pub fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).to_string(),
         reason: e.to_string(),
@@ -1046,6 +1048,12 @@ fn parse_chunk<'a>(
         let body: AuditBody = serde_json::from_slice(body).map_err(|e| corrupt(&e.to_string()))?;
         Ok(AuditRecord { hash, body })
     }))
+}
+
+/// Decodes every record of the audit chunk stored under `key` (what [`Store::audit_records`]
+/// and [`export`] read; no chain checks). Public for the fuzz target `store_records`.
+pub fn decode_audit_chunk(key: &[u8], v: &[u8]) -> Result<Vec<AuditRecord>, StoreError> {
+    parse_chunk(key, v)?.collect()
 }
 
 fn seq_of_key(key: &[u8]) -> Option<u64> {
