@@ -507,8 +507,8 @@ impl pb::approvals_server::Approvals for ApiState {
             engine::ExecReply::RollbackProposed(a) => Ok(Response::new(pb::RollbackResponse {
                 rollback: Some(action_view(&a)),
             })),
-            engine::ExecReply::Refused(why) if why.starts_with("no action") => {
-                Err(status(Code::NotFound, why))
+            engine::ExecReply::NotFound(id) => {
+                Err(status(Code::NotFound, format!("no action {id}")))
             }
             engine::ExecReply::Refused(why) => Err(status(Code::FailedPrecondition, why)),
             _ => Err(status(Code::Internal, "unexpected engine reply")),

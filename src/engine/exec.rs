@@ -77,6 +77,8 @@ pub enum ExecReply {
     /// Another action holds the target's lease.
     Busy(String),
     Refused(String),
+    /// No such action.
+    NotFound(String),
     Recorded(Box<ActionRequest>),
     Finished,
     RollbackProposed(Box<ActionRequest>),
@@ -201,7 +203,7 @@ impl Engine {
         let now = (self.parts.clock)();
         let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
             txn.delete(keys::runnable(id));
-            return Ok(ExecReply::Refused(format!("no action {id}")));
+            return Ok(ExecReply::NotFound(id.to_string()));
         };
         let resuming = matches!(a.state, ActionState::Executing | ActionState::Unknown);
         if !resuming && a.state != ActionState::Approved {
@@ -348,7 +350,7 @@ impl Engine {
         let store = self.parts.store.clone();
         let now = (self.parts.clock)();
         let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
-            return Ok(ExecReply::Refused(format!("no action {id}")));
+            return Ok(ExecReply::NotFound(id.to_string()));
         };
         if !matches!(a.state, ActionState::Executing | ActionState::Unknown) {
             return Ok(ExecReply::Refused(format!("action is {}", a.state)));
@@ -387,7 +389,7 @@ impl Engine {
         let store = self.parts.store.clone();
         let now = (self.parts.clock)();
         let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
-            return Ok(ExecReply::Refused(format!("no action {id}")));
+            return Ok(ExecReply::NotFound(id.to_string()));
         };
         if a.state == to && to == ActionState::Unknown {
             // Still unknown after another reconciliation: note it, change nothing else.
@@ -461,7 +463,7 @@ impl Engine {
         let store = self.parts.store.clone();
         let now = (self.parts.clock)();
         let Some(mut orig) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
-            return Ok(ExecReply::Refused(format!("no action {id}")));
+            return Ok(ExecReply::NotFound(id.to_string()));
         };
         let refuse = |why: String| Ok(ExecReply::Refused(why));
         if orig.state != ActionState::Succeeded {

@@ -95,6 +95,7 @@ impl Run {
                 )),
             },
             ExecReply::Refused(why) => Err(Halt::Store(format!("record refused: {why}"))),
+            ExecReply::NotFound(id) => Err(Halt::Store(format!("record refused: no action {id}"))),
             _ => Ok(()),
         }
     }
