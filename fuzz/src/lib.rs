@@ -6,6 +6,7 @@
 //! failed assertion is a finding. Pure: no network, no files except the shipped connectors read
 //! once at start.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
@@ -19,6 +20,7 @@ use cordon::config::parse_toml_str;
 use cordon::connector::spec::ConnectorFile;
 use cordon::connector::{Mode, Registry};
 use cordon::ingest::IngestFormat;
+use cordon::ingest::mapped::{self, SourceMapping};
 use cordon::secret::Secret;
 use cordon::store::{self, AuditBody, Head};
 use jsonwebtoken::jwk::JwkSet;
@@ -66,6 +68,57 @@ pub fn connector(data: &[u8]) {
 fn shipped_connectors() -> &'static Registry {
     static REG: OnceLock<Registry> = OnceLock::new();
     REG.get_or_init(|| Registry::load(&repo().join("connectors")).0)
+}
+
+fn shipped_mappings() -> &'static BTreeMap<String, SourceMapping> {
+    static MAPS: OnceLock<BTreeMap<String, SourceMapping>> = OnceLock::new();
+    MAPS.get_or_init(|| {
+        let (maps, problems) = mapped::load_dir(&repo().join("sources"));
+        assert!(
+            problems.is_empty(),
+            "the shipped mappings load: {problems:?}"
+        );
+        maps
+    })
+}
+
+/// One body to a mapped source (`POST /v1/alerts/<source>`): split into alerts as the HTTP
+/// handler does (the first byte says whether it was declared NDJSON), then each part through
+/// every shipped mapping. An accepted alert must serialize and read back equal.
+pub fn mapped_body(data: &[u8]) {
+    let Some((flag, body)) = data.split_first() else {
+        return;
+    };
+    let Ok((_, parts)) = mapped::split_body(body, flag & 1 == 1, 1000) else {
+        return;
+    };
+    for part in parts {
+        for m in shipped_mappings().values() {
+            let Ok(fields) = m.parse_value(&part.value, received_at()) else {
+                continue;
+            };
+            let bytes = serde_json::to_vec(&fields).expect("an accepted alert serializes");
+            let back: AlertFields =
+                serde_json::from_slice(&bytes).expect("a stored alert reads back");
+            assert_eq!(back, fields, "a stored alert reads back unchanged");
+        }
+    }
+}
+
+/// One source mapping file (`sources/<name>.toml`): parse and validate, as `cordon check` and
+/// the daemon's start do; a mapping that loads then maps the shipped samples without panicking.
+pub fn source_mapping(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(m) = mapped::parse("fuzz.toml", "fuzz_source", text, &repo().join("sources")) else {
+        return;
+    };
+    for name in ["qradar", "wazuh", "suricata"] {
+        if let Ok(body) = std::fs::read(repo().join(format!("sources/samples/{name}.json"))) {
+            let _ = m.parse(&body, received_at());
+        }
+    }
 }
 
 fn sample_alerts() -> &'static [(IngestFormat, AlertFields)] {
