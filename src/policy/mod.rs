@@ -9,6 +9,8 @@
 
 mod load;
 pub mod prove;
+mod record;
+mod request;
 pub mod testfile;
 
 use std::collections::BTreeMap;
@@ -33,6 +35,10 @@ use crate::alert::{AlertFields, Entity as AlertEntity, EntityKind};
 use crate::enrich::EnrichmentReport;
 
 pub use load::{LoadError, PolicyProblem, load_dir};
+pub use record::{RequestRecord, TypedStep};
+pub use request::{
+    CaseInfo, StepInfo, default_attrs, enriched_attrs, step_context, target_type, time_context,
+};
 
 /// The annotations a policy may carry. Cedar does not check annotations, so cordon does: a
 /// typo (`@reaosn`) is an error, not a silently missing explanation.
@@ -203,178 +209,6 @@ fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
 
 fn action_uid(name: &str) -> Result<EntityUid, String> {
     uid("Action", name)
-}
-
-/// The Cedar entity type for a target.
-pub fn target_type(kind: TargetKind) -> &'static str {
-    match kind {
-        TargetKind::Case => "Case",
-        TargetKind::Host => "Host",
-        TargetKind::Account => "Account",
-        TargetKind::Indicator => "Indicator",
-        TargetKind::CloudResource => "CloudResource",
-    }
-}
-
-/// Complete attributes for a target type with every value unknown.
-pub fn default_attrs(kind: TargetKind, target_id: &str) -> Map<String, Value> {
-    let v = match kind {
-        TargetKind::Case => json!({"severity_id": 0, "alert_count": 0}),
-        TargetKind::Host => {
-            json!({"criticality": "unknown", "environment": "unknown", "owner": "", "tags": [], "known": false})
-        }
-        TargetKind::Account => {
-            json!({"role": "unknown", "privileged": false, "groups": [], "known": false, "compromised_intel_confidence": 0})
-        }
-        TargetKind::Indicator => {
-            let (k, val) = target_id.split_once(':').unwrap_or(("unknown", target_id));
-            json!({"kind": k, "value": val, "intel_match": false, "intel_confidence": 0, "intel_source": ""})
-        }
-        TargetKind::CloudResource => {
-            json!({"environment": "unknown", "criticality": "unknown", "owner": "", "provider": "unknown", "tags": [], "known": false})
-        }
-    };
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-/// Resource attributes for a target that enrichment actually knows (no defaults): the policy
-/// engine layers them over static entity-file attributes and defaults
-/// ([`PolicyEngine::complete_attrs`]).
-pub fn enriched_attrs(
-    target: &Target,
-    report: &EnrichmentReport,
-    case_alerts: u64,
-    severity_id: i64,
-) -> Map<String, Value> {
-    let mut m = Map::new();
-    match target.kind {
-        TargetKind::Case => {
-            m.insert("severity_id".into(), json!(severity_id));
-            m.insert("alert_count".into(), json!(case_alerts));
-        }
-        TargetKind::Host | TargetKind::CloudResource => {
-            let ek = if target.kind == TargetKind::Host {
-                EntityKind::Host
-            } else {
-                EntityKind::CloudResource
-            };
-            if let Some(a) = AlertEntity::new(ek, &target.id).and_then(|e| report.asset(&e)) {
-                m.insert("criticality".into(), json!(a.criticality));
-                m.insert("environment".into(), json!(a.environment));
-                m.insert("owner".into(), json!(a.owner));
-                m.insert("tags".into(), json!(a.tags));
-                m.insert("known".into(), json!(true));
-                if target.kind == TargetKind::CloudResource {
-                    m.insert(
-                        "provider".into(),
-                        json!(a.provider.unwrap_or_else(|| "unknown".into())),
-                    );
-                }
-            }
-        }
-        TargetKind::Account => {
-            if let Some(e) = AlertEntity::new(EntityKind::User, &target.id) {
-                if let Some(i) = report.identity(&e) {
-                    m.insert("role".into(), json!(i.role));
-                    m.insert("privileged".into(), json!(i.privileged));
-                    m.insert("groups".into(), json!(i.groups));
-                    m.insert("known".into(), json!(true));
-                }
-                if let Some(best) = report.intel(&e).first() {
-                    m.insert(
-                        "compromised_intel_confidence".into(),
-                        json!(best.confidence),
-                    );
-                }
-            }
-        }
-        TargetKind::Indicator => {
-            if let Some((k, v)) = target.id.split_once(':') {
-                m.insert("kind".into(), json!(k));
-                m.insert("value".into(), json!(v));
-            }
-            let entity = target
-                .id
-                .split_once(':')
-                .and_then(|(k, v)| AlertEntity::new(EntityKind::parse(k)?, v));
-            if let Some(best) = entity
-                .as_ref()
-                .and_then(|e| report.intel(e).into_iter().next())
-            {
-                m.insert("intel_match".into(), json!(true));
-                m.insert("intel_confidence".into(), json!(best.confidence));
-                m.insert("intel_source".into(), json!(best.source));
-            }
-        }
-    }
-    m
-}
-
-/// The step context (without `approvals`) for an alert in a case.
-/// The case a step belongs to, as the context shows it.
-#[derive(Debug, Clone, Copy)]
-pub struct CaseInfo<'a> {
-    pub id: &'a str,
-    pub alert_count: u64,
-    pub entity_count: usize,
-}
-
-/// The step being decided, as the context shows it.
-#[derive(Debug, Clone, Copy)]
-pub struct StepInfo<'a> {
-    pub playbook: &'a str,
-    pub step: &'a str,
-    pub kind: ActionKind,
-}
-
-pub fn step_context(
-    alert: &AlertFields,
-    source: &str,
-    case: CaseInfo<'_>,
-    report: &EnrichmentReport,
-    step: StepInfo<'_>,
-    now: DateTime<Utc>,
-) -> Map<String, Value> {
-    let intel_matches = report
-        .facts
-        .iter()
-        .filter(|f| f.source.starts_with("intel"))
-        .count();
-    let v = json!({
-        "alert": {
-            "severity": alert.severity.as_str(),
-            "severity_id": alert.severity.id(),
-            "confidence": alert.confidence,
-            "rule_id": alert.rule.id,
-            "rule_name": alert.rule.name,
-            "source": source,
-            "techniques": alert.techniques,
-            "tactics": alert.tactics,
-            "intel_source": alert.intel_source.clone().unwrap_or_default(),
-            "tags": alert.tags,
-        },
-        "case": {"id": case.id, "alert_count": case.alert_count, "entity_count": case.entity_count},
-        "time": time_context(now),
-        "intel_matches": intel_matches,
-        "playbook": step.playbook,
-        "step": step.step,
-        "reversible": step.kind.inverse().is_some(),
-    });
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-pub fn time_context(now: DateTime<Utc>) -> Value {
-    json!({
-        "epoch": now.timestamp(),
-        "hour_utc": now.hour(),
-        "weekday": now.weekday().to_string(),
-    })
 }
 
 impl PolicyEngine {
@@ -778,102 +612,6 @@ impl PolicyEngine {
             errors,
         }
     }
-}
-
-/// The Cedar request a decision was made on, as the decision record keeps it: `principal`,
-/// `action`, `resource`, `context` and the `entities` used, in Cedar's JSON shapes. A step's
-/// request keeps its parts typed and is written out as that JSON when the record is serialized
-/// (building the JSON tree per step, then copying it again to store it, was a fifth of a
-/// decision); a record read back is plain JSON.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RequestRecord {
-    Step(TypedStep),
-    Json(Value),
-}
-
-impl Serialize for RequestRecord {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeSeq};
-        struct Uid<'a>(&'a str, &'a str);
-        impl Serialize for Uid<'_> {
-            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                let mut m = ser.serialize_map(Some(2))?;
-                m.serialize_entry("type", &format_args!("{NS}::{}", self.0))?;
-                m.serialize_entry("id", self.1)?;
-                m.end()
-            }
-        }
-        struct Ent<'a, A: Serialize>(Uid<'a>, A);
-        impl<A: Serialize> Serialize for Ent<'_, A> {
-            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                let mut m = ser.serialize_map(Some(3))?;
-                m.serialize_entry("uid", &self.0)?;
-                m.serialize_entry("attrs", &self.1)?;
-                m.serialize_entry("parents", &[(); 0])?;
-                m.end()
-            }
-        }
-        struct Ctx<'a>(&'a Map<String, Value>, u8);
-        impl Serialize for Ctx<'_> {
-            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                let mut m = ser.serialize_map(None)?;
-                for (k, v) in self.0.iter().filter(|(k, _)| *k != "approvals") {
-                    m.serialize_entry(k, v)?;
-                }
-                m.serialize_entry("approvals", &self.1)?;
-                m.end()
-            }
-        }
-        struct Ents<'a>(&'a TypedStep);
-        impl Serialize for Ents<'_> {
-            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                let s = self.0;
-                let mut q = ser.serialize_seq(Some(2))?;
-                let family = [("family", &s.family)];
-                q.serialize_element(&Ent(
-                    Uid("Playbook", &s.playbook),
-                    family.into_iter().collect::<BTreeMap<_, _>>(),
-                ))?;
-                q.serialize_element(&Ent(
-                    Uid(target_type(s.target.kind), &s.target.id),
-                    &s.resource_attrs,
-                ))?;
-                q.end()
-            }
-        }
-        match self {
-            RequestRecord::Json(v) => v.serialize(ser),
-            RequestRecord::Step(s) => {
-                let mut m = ser.serialize_map(Some(5))?;
-                m.serialize_entry("principal", &Uid("Playbook", &s.playbook))?;
-                m.serialize_entry("action", &Uid("Action", s.kind.as_str()))?;
-                m.serialize_entry("resource", &Uid(target_type(s.target.kind), &s.target.id))?;
-                m.serialize_entry("context", &Ctx(&s.context, s.approvals))?;
-                m.serialize_entry("entities", &Ents(s))?;
-                m.end()
-            }
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for RequestRecord {
-    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        Value::deserialize(de).map(RequestRecord::Json)
-    }
-}
-
-/// One step's request, typed: what the decision record keeps (see `RequestRecord`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TypedStep {
-    playbook: String,
-    family: String,
-    kind: ActionKind,
-    target: Target,
-    resource_attrs: Map<String, Value>,
-    /// `approvals` is left out here and written as `approvals` below.
-    context: Map<String, Value>,
-    /// `approvals` of the probe the record shows (the last one).
-    approvals: u8,
 }
 
 /// Entities of one step, shared by its probes.
