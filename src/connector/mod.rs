@@ -5,6 +5,7 @@
 //! secrets for live mode, and the only HTTP client that talks to vendors ([`client`]). The
 //! executor decides *when* to call; this module decides *how*, and is the only one that does.
 
+pub mod answer;
 pub mod client;
 pub mod query;
 pub mod resolve;
