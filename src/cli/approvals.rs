@@ -1,0 +1,243 @@
+//! `cordon approvals …`: the approver's command line over gRPC.
+//!
+//! Owns: connecting with the caller's identity (token file, `CORDON_TOKEN`, or mTLS), the
+//! list/show/approve/deny/rollback commands, and printing their answers as text or JSON.
+
+use super::*;
+
+pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {
+    use crate::api::client::{ClientOptions, connect};
+    use crate::api::pb;
+    let token = match (&conn.token_file, std::env::var("CORDON_TOKEN")) {
+        (Some(f), _) => match std::fs::read_to_string(f) {
+            Ok(t) => Some(crate::secret::Secret::new(t.trim().to_string())),
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", f.display());
+                return 2;
+            }
+        },
+        (None, Ok(t)) if !t.is_empty() => Some(crate::secret::Secret::new(t)),
+        _ => None,
+    };
+    let opts = ClientOptions {
+        addr: conn.addr,
+        token,
+        ca: conn.ca,
+        cert: conn.cert,
+        key: conn.key,
+        server_name: conn.server_name,
+    };
+    let mut c = match connect(&opts).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cordon approvals: {e}");
+            return 2;
+        }
+    };
+    let result = match command {
+        ApprovalsCommand::List { limit, after } => c
+            .approvals
+            .list_pending(pb::ListPendingRequest {
+                limit,
+                after: after.unwrap_or_default(),
+            })
+            .await
+            .map(|r| {
+                let list = r.into_inner().approvals;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::Value::Array(list.iter().map(approval_json).collect())
+                    );
+                } else if list.is_empty() {
+                    println!("no requests awaiting approval");
+                } else {
+                    for a in &list {
+                        println!(
+                            "{}  {:<22} {:<40} {:<12} {}/{} approvals  expires {}",
+                            a.approval_id,
+                            a.action,
+                            a.target
+                                .as_ref()
+                                .map(|t| format!("{}:{}", t.kind, t.id))
+                                .unwrap_or_default(),
+                            a.tier,
+                            a.approvals_given,
+                            a.approvals_needed,
+                            when(a.deadline_unix_ms)
+                        );
+                    }
+                    if let Some(last) = list.last() {
+                        // On stderr, so that stdout stays one request per line.
+                        eprintln!(
+                            "{} shown, oldest first; the next page: cordon approvals list --after {}",
+                            list.len(),
+                            last.approval_id
+                        );
+                    }
+                }
+            }),
+        ApprovalsCommand::Show { approval_id } => c
+            .approvals
+            .get_approval(pb::GetApprovalRequest { approval_id })
+            .await
+            .map(|r| show(&r.into_inner(), json)),
+        ApprovalsCommand::Approve {
+            approval_id,
+            request_hash,
+            comment,
+        } => c
+            .approvals
+            .approve(pb::VoteRequest {
+                approval_id,
+                request_hash: request_hash.unwrap_or_default(),
+                comment,
+            })
+            .await
+            .map(|r| voted(r.into_inner(), json)),
+        ApprovalsCommand::Deny {
+            approval_id,
+            request_hash,
+            comment,
+        } => c
+            .approvals
+            .deny(pb::VoteRequest {
+                approval_id,
+                request_hash: request_hash.unwrap_or_default(),
+                comment,
+            })
+            .await
+            .map(|r| voted(r.into_inner(), json)),
+        ApprovalsCommand::Rollback { action_id, reason } => c
+            .approvals
+            .request_rollback(pb::RollbackRequest { action_id, reason })
+            .await
+            .map(|r| {
+                let a = r.into_inner().rollback.unwrap_or_default();
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"action_id": a.action_id, "action": a.action, "state": a.state, "tier": a.tier, "reasons": a.reasons, "rollback_of": a.rollback_of})
+                    );
+                } else {
+                    println!(
+                        "rollback {} proposed: {} is {} (tier {})",
+                        a.action_id, a.action, a.state, a.tier
+                    );
+                }
+            }),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(status) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": format!("{:?}", status.code()), "message": status.message()})
+                );
+            }
+            eprintln!(
+                "cordon approvals: {:?}: {}",
+                status.code(),
+                status.message()
+            );
+            1
+        }
+    }
+}
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn approval_json(a: &crate::api::pb::Approval) -> serde_json::Value {
+    serde_json::json!({
+        "approval_id": a.approval_id, "case_id": a.case_id, "action": a.action,
+        "target": a.target.as_ref().map(|t| serde_json::json!({"kind": t.kind, "id": t.id})),
+        "tier": a.tier, "state": a.state, "reasons": a.reasons, "determining_policies": a.determining_policies,
+        "approvals_needed": a.approvals_needed, "approvals_given": a.approvals_given,
+        "deadline": when(a.deadline_unix_ms), "request_hash": a.request_hash, "requester": a.requester,
+        "blast_radius": a.blast_radius.as_ref().map(|b| serde_json::json!({"targets": b.targets, "reversible": b.reversible, "criticality": b.criticality, "environment": b.environment})),
+        "case": a.case.as_ref().map(|c| serde_json::json!({"case_id": c.case_id, "title": c.title, "state": c.state, "severity": c.severity, "entities": c.entities})),
+        "votes": a.votes.iter().map(|v| serde_json::json!({"user": v.user, "channel": v.channel, "identity": v.identity, "decision": v.decision, "at": when(v.at_unix_ms), "counted": v.counted})).collect::<Vec<_>>(),
+        "evidence": a.evidence.iter().map(|e| serde_json::json!({"source": e.source, "data": serde_json::from_str::<serde_json::Value>(&e.data_json).unwrap_or_default()})).collect::<Vec<_>>(),
+    })
+}
+
+fn show(a: &crate::api::pb::Approval, json: bool) {
+    if json {
+        println!("{}", approval_json(a));
+        return;
+    }
+    let target = a
+        .target
+        .as_ref()
+        .map(|t| format!("{} {}", t.kind, t.id))
+        .unwrap_or_default();
+    println!("approval {}  ({})", a.approval_id, a.state);
+    println!("  action:    {} on {}", a.action, target);
+    println!(
+        "  tier:      {} ({}/{} approvals)",
+        a.tier, a.approvals_given, a.approvals_needed
+    );
+    for r in &a.reasons {
+        println!("  reason:    {r}");
+    }
+    if let Some(b) = &a.blast_radius {
+        println!(
+            "  blast:     {} target(s), {}, criticality {}, environment {}",
+            b.targets,
+            if b.reversible {
+                "reversible"
+            } else {
+                "IRREVERSIBLE"
+            },
+            b.criticality,
+            b.environment
+        );
+    }
+    if let Some(c) = &a.case {
+        println!(
+            "  case:      {} {} [{} {}]",
+            c.case_id, c.title, c.severity, c.state
+        );
+        println!("  entities:  {}", c.entities.join(", "));
+    }
+    println!("  deadline:  {}", when(a.deadline_unix_ms));
+    println!(
+        "  requester: {}  (playbook {} step {})",
+        a.requester, a.playbook, a.step
+    );
+    println!("  hash:      {}", a.request_hash);
+    for v in &a.votes {
+        println!(
+            "  vote:      {} {} via {} ({}) at {}{}",
+            v.user,
+            v.decision,
+            v.channel,
+            v.identity,
+            when(v.at_unix_ms),
+            if v.counted { "" } else { " [not counted]" }
+        );
+    }
+    for e in &a.evidence {
+        println!("  evidence:  {}: {}", e.source, e.data_json);
+    }
+}
+
+fn voted(r: crate::api::pb::VoteResponse, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"outcome": r.outcome, "approval": r.approval.as_ref().map(approval_json)})
+        );
+    } else {
+        let a = r.approval.unwrap_or_default();
+        println!(
+            "{}: {} (now {}, {}/{} approvals)",
+            a.approval_id, r.outcome, a.state, a.approvals_given, a.approvals_needed
+        );
+    }
+}
