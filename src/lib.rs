@@ -23,6 +23,7 @@ pub mod enrich;
 pub mod executor;
 pub mod http;
 pub mod ingest;
+pub mod learn;
 pub mod listener;
 pub mod metrics;
 pub mod playbook;

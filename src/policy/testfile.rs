@@ -41,6 +41,12 @@ struct TestCase {
     alert: Option<toml::Table>,
     #[serde(default)]
     intel_matches: Option<i64>,
+    /// The step's name in the playbook (`context.step`); default `test`.
+    #[serde(default)]
+    step: Option<String>,
+    /// The case as the context shows it: `alert_count`, `entity_count`.
+    #[serde(default)]
+    case: Option<toml::Table>,
     #[serde(default)]
     time: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default)]
@@ -124,29 +130,63 @@ pub fn run_dir(engine: &PolicyEngine, tests_dir: &Path) -> Result<Vec<Outcome>, 
                 continue;
             }
         };
-        if tf.test.is_empty() {
-            problems.push(Problem::new(&file, "test", "no [[test]] entries"));
-        }
-        for (i, t) in tf.test.into_iter().enumerate() {
-            match run_one(engine, &t) {
-                Ok((passed, detail)) => outcomes.push(Outcome {
-                    file: file.clone(),
-                    name: t.name,
-                    passed,
-                    detail,
-                }),
-                Err(reason) => problems.push(Problem::new(
-                    &file,
-                    format!("test[{i}] ({})", t.name),
-                    reason,
-                )),
-            }
-        }
+        run_file(engine, &file, tf, &mut outcomes, &mut problems);
     }
     if problems.is_empty() {
         Ok(outcomes)
     } else {
         Err(problems)
+    }
+}
+
+/// Runs one test file given as text (a learning proposal's regression test, before anyone
+/// copies it into `policies/tests/`), named `file` in what it reports.
+pub fn run_text(
+    engine: &PolicyEngine,
+    file: &str,
+    text: &str,
+) -> Result<Vec<Outcome>, Vec<Problem>> {
+    let tf: TestFile = toml::from_str(text).map_err(|e| {
+        vec![Problem::new(
+            file,
+            "test",
+            crate::ingest::clip(&e.to_string(), 300).into_owned(),
+        )]
+    })?;
+    let mut outcomes = Vec::new();
+    let mut problems = Vec::new();
+    run_file(engine, file, tf, &mut outcomes, &mut problems);
+    if problems.is_empty() {
+        Ok(outcomes)
+    } else {
+        Err(problems)
+    }
+}
+
+fn run_file(
+    engine: &PolicyEngine,
+    file: &str,
+    tf: TestFile,
+    outcomes: &mut Vec<Outcome>,
+    problems: &mut Vec<Problem>,
+) {
+    if tf.test.is_empty() {
+        problems.push(Problem::new(file, "test", "no [[test]] entries"));
+    }
+    for (i, t) in tf.test.into_iter().enumerate() {
+        match run_one(engine, &t) {
+            Ok((passed, detail)) => outcomes.push(Outcome {
+                file: file.to_string(),
+                name: t.name,
+                passed,
+                detail,
+            }),
+            Err(reason) => problems.push(Problem::new(
+                file,
+                format!("test[{i}] ({})", t.name),
+                reason,
+            )),
+        }
     }
 }
 
@@ -295,19 +335,31 @@ fn step_request(engine: &PolicyEngine, t: &TestCase) -> Result<StepRequest, Stri
     let now = t
         .time
         .unwrap_or_else(|| "2026-01-05T12:00:00Z".parse().unwrap_or_default());
+    let mut case = json!({"id": "case-test", "alert_count": 1, "entity_count": 1});
+    if let Some(c) = &t.case {
+        for (k, v) in to_json(c) {
+            if !matches!(k.as_str(), "alert_count" | "entity_count") || !v.is_u64() {
+                return Err(format!(
+                    "case.{k} is not one of alert_count, entity_count (non-negative integers)"
+                ));
+            }
+            case[&k] = v;
+        }
+    }
+    let step = t.step.clone().unwrap_or_else(|| "test".into());
     let context = json!({
         "alert": alert,
-        "case": {"id": "case-test", "alert_count": 1, "entity_count": 1},
+        "case": case,
         "time": time_context(now),
         "intel_matches": t.intel_matches.unwrap_or(0),
         "playbook": playbook,
-        "step": "test",
+        "step": step,
         "reversible": kind.inverse().is_some(),
     });
     Ok(StepRequest {
         family: t.family.clone().unwrap_or_else(|| playbook.clone()),
         playbook,
-        step: "test".into(),
+        step,
         kind,
         target,
         resource_attrs,
