@@ -404,9 +404,22 @@ impl Writer {
         let Some(last) = self.last() else {
             return Ok(());
         };
-        let hash = match store.audit_records(last.seq, 1) {
-            Ok(r) => r.into_iter().next().map(|r| r.hash),
-            Err(e) => return Err(format!("cannot read audit record {}: {e}", last.seq)),
+        // A checkpoint of an archived record: the base (the last archived record) is checked
+        // against it, or the archive holds it.
+        let base = store
+            .base()
+            .map_err(|e| format!("cannot read the chain's base: {e}"))?;
+        let hash = match base {
+            Some(b) if last.seq < b.seq => return Ok(()),
+            Some(b) if last.seq == b.seq => Some(b.hash),
+            _ => match store.audit_records(last.seq, 1) {
+                Ok(r) => r
+                    .into_iter()
+                    .next()
+                    .filter(|r| r.body.seq == last.seq)
+                    .map(|r| r.hash),
+                Err(e) => return Err(format!("cannot read audit record {}: {e}", last.seq)),
+            },
         };
         let found = hash.map(|h| (last.seq, h));
         let r = matches_store(&last, store.head().seq, found.as_ref());
@@ -523,6 +536,33 @@ pub async fn run(
     }
 }
 
+/// Signs `head` at `time` (an archive's end, `cordon audit archive`) and writes its file into
+/// `dir` too, unless a checkpoint of that seq is there already; returns the signed text.
+pub fn sign_into(
+    signer: &Signer,
+    dir: &Path,
+    head: &Head,
+    time: DateTime<Utc>,
+) -> Result<String, CheckpointError> {
+    let cp = Checkpoint {
+        origin: signer.origin.clone(),
+        seq: head.seq,
+        hash: head.hash.clone(),
+        time,
+    };
+    let text = signer.sign(&cp);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CheckpointError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    match write_new(dir, &cp.file_name(), text.as_bytes()) {
+        Ok(()) => Ok(text),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(text),
+        Err(e) => Err(CheckpointError::Io(format!(
+            "cannot write {}: {e}",
+            dir.join(cp.file_name()).display()
+        ))),
+    }
+}
+
 /// The checkpoint files in `dir` (`*.checkpoint`), in seq order, each parsed and verified by
 /// `key`, or what is wrong with it. A file named for another seq than it holds is malformed.
 #[allow(clippy::type_complexity)]
@@ -589,7 +629,27 @@ pub fn pinned_seqs<'a>(cps: impl IntoIterator<Item = &'a Checkpoint>) -> BTreeSe
 
 /// Checks one verified checkpoint against a chain that verified with `records` records and
 /// holds `hashes` (seq → hash) at the pinned seqs. `Err` says why the chain disagrees.
-pub fn check(cp: &Checkpoint, records: u64, hashes: &BTreeMap<u64, String>) -> Result<(), String> {
+///
+/// After an archive the chain kept starts after `base`: a checkpoint of the base must sign its
+/// hash; one of an earlier record is the archive's to prove (`audit verify --archive`).
+pub fn check(
+    cp: &Checkpoint,
+    records: u64,
+    base: Option<&Head>,
+    hashes: &BTreeMap<u64, String>,
+) -> Result<(), String> {
+    if let Some(b) = base
+        && cp.seq <= b.seq
+    {
+        return if cp.seq < b.seq || cp.hash == b.hash {
+            Ok(())
+        } else {
+            Err(format!(
+                "it signs hash {} at seq {}, the archived base has {}: the chain was rewritten",
+                cp.hash, cp.seq, b.hash
+            ))
+        };
+    }
     if cp.seq > records {
         return Err(format!(
             "it signs seq {}, but the chain ends at seq {records}: records were removed from the tail",
@@ -766,12 +826,12 @@ mod tests {
     fn a_chain_is_checked_against_a_checkpoint() {
         let c = cp();
         let hashes = BTreeMap::from([(42, c.hash.clone())]);
-        assert_eq!(check(&c, 42, &hashes), Ok(()));
-        assert_eq!(check(&c, 50, &hashes), Ok(()));
-        let short = check(&c, 41, &BTreeMap::new()).unwrap_err();
+        assert_eq!(check(&c, 42, None, &hashes), Ok(()));
+        assert_eq!(check(&c, 50, None, &hashes), Ok(()));
+        let short = check(&c, 41, None, &BTreeMap::new()).unwrap_err();
         assert!(short.contains("chain ends at seq 41"), "{short}");
         let other = BTreeMap::from([(42, "cd".repeat(32))]);
-        let rewritten = check(&c, 42, &other).unwrap_err();
+        let rewritten = check(&c, 42, None, &other).unwrap_err();
         assert!(rewritten.contains("were rewritten"), "{rewritten}");
     }
 

@@ -139,6 +139,7 @@ pub struct Config {
     pub executor: ExecutorConfig,
     pub chat: ChatConfig,
     pub audit: AuditConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -164,6 +165,7 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             chat: ChatConfig::default(),
             audit: AuditConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -474,6 +476,26 @@ impl Default for ExecutorConfig {
 pub struct AuditConfig {
     /// Signed checkpoints of the chain head (off unless set).
     pub checkpoints: Option<CheckpointsConfig>,
+}
+
+/// Retention (`cordon audit archive`): how long records of settled cases stay in the store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Records of cases closed (or suppressed, or learned) at least this many days ago, and
+    /// written before then, are archived by `cordon audit archive` when no `--before` is given.
+    pub closed_case_days: u64,
+    /// Where `cordon audit archive` writes archive files when no `--output` is given.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            closed_case_days: 365,
+            dir: None,
+        }
+    }
 }
 
 /// Signed audit checkpoints (see `checkpoint`).
@@ -1037,6 +1059,12 @@ impl Config {
             }
         }
         self.chat.validate(&mut p);
+        if self.retention.closed_case_days == 0 || self.retention.closed_case_days > 36_500 {
+            p(
+                "retention.closed_case_days",
+                "must be between 1 and 36500 days".into(),
+            );
+        }
         if let Some(c) = &self.audit.checkpoints {
             c.validate(&self.data_dir, &mut p);
         }

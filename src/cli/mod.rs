@@ -6,6 +6,7 @@
 //! No business logic lives here.
 
 mod approvals;
+mod archive;
 
 use std::path::{Path, PathBuf};
 
@@ -175,8 +176,33 @@ pub enum AuditCommand {
         #[arg(long, requires = "public_key")]
         checkpoints: Option<PathBuf>,
         /// The checkpoint signer's Ed25519 public key (PEM).
-        #[arg(long, requires = "checkpoints")]
+        #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Verify archive files (`audit archive`) instead of the store: each one's chain and
+        /// signed end, and that each starts where the one before it ends (give them oldest
+        /// first). Needs --public-key.
+        #[arg(long, num_args = 1.., requires = "public_key", conflicts_with = "checkpoints")]
+        archive: Vec<PathBuf>,
+    },
+    /// Retention: move the records of settled cases (closed, suppressed or learned before the
+    /// cut-off, with no action open, pending or unknown) out of the store into an archive file,
+    /// with a signed checkpoint of the archive's end; the chain kept in the store continues
+    /// from it. Only a prefix of the chain is archived: the first record that must stay holds
+    /// back every record after it (named in the report). The daemon must be stopped. Needs
+    /// [audit.checkpoints] (the signing key).
+    Archive {
+        #[arg(long, env = "CORDON_CONFIG")]
+        config: Option<PathBuf>,
+        /// The data directory (default: the config's data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Cut-off: YYYY-MM-DD (midnight UTC) or RFC 3339 (default: now minus [retention]
+        /// closed_case_days).
+        #[arg(long)]
+        before: Option<String>,
+        /// The archive file to write (must not exist; default: a new file in [retention] dir).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Create an Ed25519 key pair for signed checkpoints: the private key (PKCS#8 PEM, mode
     /// 0600) is written to --out, which must not exist; the public key (PEM) is printed, or
@@ -195,6 +221,13 @@ pub enum AuditCommand {
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Read an archive file (`audit archive`) instead of the store (its chain is checked
+        /// as it is read).
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// Only the records of this case (with --archive).
+        #[arg(long, requires = "archive")]
+        case: Option<String>,
     },
 }
 
@@ -386,11 +419,65 @@ pub fn run(cli: Cli) -> i32 {
         Command::Audit {
             command:
                 AuditCommand::Verify {
+                    archive: files,
+                    public_key: Some(key),
+                    ..
+                },
+        } if !files.is_empty() => archive::verify_archives(&files, &key),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
                     data_dir,
                     checkpoints: Some(dir),
                     public_key: Some(key),
+                    ..
                 },
         } => verify_checkpoints(&data_dir, &dir, &key),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    checkpoints: None,
+                    public_key: Some(_),
+                    ..
+                },
+        } => {
+            eprintln!("cannot verify: --public-key goes with --checkpoints or --archive");
+            1
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Archive {
+                    config,
+                    data_dir,
+                    before,
+                    output,
+                },
+        } => archive::archive(
+            config.as_deref(),
+            data_dir.as_deref(),
+            before.as_deref(),
+            output.as_deref(),
+        ),
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    archive: Some(file),
+                    case,
+                    output,
+                    ..
+                },
+        } => match &output {
+            Some(path) => match std::fs::File::create(path) {
+                Ok(f) => {
+                    archive::export_archive(&file, case.as_deref(), &mut std::io::BufWriter::new(f))
+                }
+                Err(e) => {
+                    eprintln!("cannot export: {}: {e}", path.display());
+                    1
+                }
+            },
+            None => archive::export_archive(&file, case.as_deref(), &mut std::io::stdout().lock()),
+        },
         Command::Audit {
             command: AuditCommand::Keygen { out, public_out },
         } => keygen(&out, public_out.as_deref()),
@@ -416,7 +503,9 @@ pub fn run(cli: Cli) -> i32 {
             }
         },
         Command::Audit {
-            command: AuditCommand::Export { data_dir, output },
+            command: AuditCommand::Export {
+                data_dir, output, ..
+            },
         } => {
             let result = match &output {
                 Some(path) => std::fs::File::create(path)
@@ -483,7 +572,7 @@ fn verify_checkpoints(data_dir: &Path, dir: &Path, key: &Path) -> i32 {
     let mut failed = 0;
     for (name, r) in &files {
         let problem = match r {
-            Ok(cp) => checkpoint::check(cp, report.records, &hashes).err(),
+            Ok(cp) => checkpoint::check(cp, report.head.seq, report.base.as_ref(), &hashes).err(),
             Err(e) => Some(e.to_string()),
         };
         if let Some(p) = problem {

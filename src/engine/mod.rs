@@ -30,6 +30,7 @@ use crate::store::{Links, Store, StoreError, Txn};
 
 pub mod keys;
 pub mod read;
+pub mod retention;
 
 mod chat;
 mod correlate;

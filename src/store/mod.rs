@@ -7,7 +7,9 @@
 //! sled panic or start an empty store over it.
 //!
 //! Key layout (all in one tree so a commit is one atomic `apply_batch`):
-//! - `m/format_version`, `m/head`: metadata; the head is the last audit sequence and its hash.
+//! - `m/format_version`, `m/head`: metadata; the head is the last audit sequence and its hash;
+//!   `m/base`, once a prefix of the chain was archived (see `archive`): the last archived record,
+//!   which the first record kept links to.
 //! - `a/<seq u64 big-endian>`: audit records `seq, seq+1, ...` of one commit, each
 //!   `<sha256 hex>\n<body json>`, joined by `\n` (a chunk of up to [`AUDIT_CHUNK_BYTES`]; format
 //!   version 1 stored one record per key, which is a chunk of one). The body holds `seq` and
@@ -22,6 +24,7 @@
 //! the next transaction on top of it ([`Store::begin_after`]); the durable write itself runs on
 //! a blocking thread. Readers (HTTP/gRPC queries) read applied state.
 
+mod archive;
 mod dir;
 mod verify;
 
@@ -37,6 +40,10 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::AuditKind;
 
+pub use archive::{
+    ARCHIVE_FORMAT, ArchiveError, ArchiveFileError, ArchiveHeader, ArchiveReport, Base, HeldBack,
+    genesis, read_archive,
+};
 pub use dir::WITNESS;
 pub use verify::{ExportError, VerifyError, VerifyReport, export, verify, verify_pinned};
 
@@ -640,7 +647,7 @@ fn open_checked(
 /// whose blob file is missing as if it had been collected, silently serving the page's older
 /// version (the full chain check is `verify`'s, which names the first bad record instead).
 fn read_every_page(path: &Path, db: &sled::Db, head: Option<&Head>) -> Result<(), StoreError> {
-    let mut next = 1u64;
+    let mut next = archive::read_base(db)?.map_or(1, |b| b.seq + 1);
     for item in db.iter() {
         let (k, v) = item.map_err(|e| match e {
             sled::Error::Io(e) => {
@@ -698,6 +705,16 @@ fn check_witness(path: &Path, db: &sled::Db, head: &Head, w: &Head) -> Result<()
     };
     if head.seq < w.seq {
         return lost(format!("its audit chain ends at seq {}", head.seq));
+    }
+    // A witnessed record that was archived since is the archive's to prove.
+    if let Some(b) = archive::read_base(db)?
+        && w.seq <= b.seq
+    {
+        return if w.seq < b.seq || w.hash == b.hash {
+            Ok(())
+        } else {
+            lost(format!("archived record {} has a different hash", w.seq))
+        };
     }
     let hash = if head.seq == w.seq {
         Some(head.hash.clone())

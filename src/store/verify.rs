@@ -20,8 +20,11 @@ use super::{
 /// A verified chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// Records checked (those kept in the store).
     pub records: u64,
     pub head: Head,
+    /// Where the chain kept starts, when a prefix was archived (`m/base`).
+    pub base: Option<Head>,
 }
 
 /// The first problem found in the chain.
@@ -84,8 +87,12 @@ fn walk(
     db: &sled::Db,
     seen: &mut dyn FnMut(u64, &str),
 ) -> Result<VerifyReport, VerifyError> {
-    let mut expected_seq = 1u64;
-    let mut prev = GENESIS_HASH.to_string();
+    // After an archive the chain kept starts at the base (the last archived record).
+    let base = super::archive::read_base(db).map_err(VerifyError::Store)?;
+    let mut expected_seq = base.as_ref().map_or(1, |b| b.seq + 1);
+    let mut prev = base
+        .as_ref()
+        .map_or_else(|| GENESIS_HASH.to_string(), |b| b.hash.clone());
     // When a record's own hash is intact but the next record does not link to it, the record
     // was rewritten with a fresh hash: report it, not its successor.
     for item in db.scan_prefix(AUDIT_PREFIX) {
@@ -151,6 +158,7 @@ fn walk(
         }
     }
     let last = expected_seq - 1;
+    let first = base.as_ref().map_or(1, |b| b.seq + 1);
     let head: Head = match db.get(KEY_HEAD).map_err(|e| sled_error(path, e))? {
         Some(v) => serde_json::from_slice(&v).map_err(|e| VerifyError::Broken {
             seq: last,
@@ -174,8 +182,12 @@ fn walk(
         });
     }
     Ok(VerifyReport {
-        records: last,
+        records: last + 1 - first,
         head,
+        base: base.map(|b| Head {
+            seq: b.seq,
+            hash: b.hash,
+        }),
     })
 }
 

@@ -31,6 +31,7 @@ mod policy_prove;
 mod policy_reload;
 mod python_client;
 mod resume_guard;
+mod retention;
 mod secrets;
 mod sources;
 mod store_damage;
