@@ -349,6 +349,8 @@ pub struct CasesConfig {
     /// Approval requests of one case posted to chat; the rest wait in `cordon approvals list`
     /// (and the web console), and the case is escalated once.
     pub max_chat_requests_per_case: usize,
+    /// SLA per severity (`[cases.sla]`): an open case past it is escalated once.
+    pub sla: crate::case::SlaConfig,
 }
 
 impl Default for CasesConfig {
@@ -359,6 +361,7 @@ impl Default for CasesConfig {
             max_entities_per_alert: 250,
             max_actions_per_case: 200,
             max_chat_requests_per_case: 25,
+            sla: crate::case::SlaConfig::default(),
         }
     }
 }
@@ -1036,6 +1039,7 @@ impl Config {
                 p(k, format!("must be at most {MAX_WINDOW_SECS}"));
             }
         }
+        self.cases.sla.validate(&mut p);
         self.chat.validate(&mut p);
         if let Some(c) = &self.audit.checkpoints {
             c.validate(&self.data_dir, &mut p);
