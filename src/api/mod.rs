@@ -552,6 +552,7 @@ impl pb::approvals_server::Approvals for ApiState {
                         deadline_unix_ms: ms(deadline),
                         approvals_missing: u32::from(missing),
                     }),
+                    Ok(ApprovalUpdate::ChatEscalationOwed) => continue,
                     // Too slow: events were dropped. Tell the client to resync; never buffer
                     // without bound.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

@@ -71,3 +71,8 @@ pub fn sla(at: chrono::DateTime<chrono::Utc>, case_id: &str) -> Vec<u8> {
     format!("sl/{:020}/{case_id}", at.timestamp_millis().max(0)).into_bytes()
 }
 pub const SLA_PREFIX: &[u8] = b"sl/";
+/// Escalation messages owed to a chat channel (value: `cases::ChatEscalation`), by id.
+pub fn chat_escalation(id: &str) -> Vec<u8> {
+    format!("ce/{id}").into_bytes()
+}
+pub const CHAT_ESCALATION_PREFIX: &[u8] = b"ce/";

@@ -75,3 +75,12 @@ pub fn actions_of(store: &Store, case: &Case) -> Result<Vec<ActionRequest>, Stor
     }
     Ok(out)
 }
+
+/// Escalation messages owed to chat, oldest first, at most `limit`.
+pub fn chat_escalations(store: &Store, limit: usize) -> Result<Vec<ChatEscalation>, StoreError> {
+    Ok(store
+        .scan_json::<ChatEscalation>(keys::CHAT_ESCALATION_PREFIX, None, limit)?
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect())
+}

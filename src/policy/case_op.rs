@@ -93,6 +93,11 @@ impl CaseOpRequest {
 }
 
 impl PolicyEngine {
+    /// Whether `id` is a user of the entity files (an assignee must be one).
+    pub fn knows_user(&self, id: &str) -> bool {
+        self.users.contains(id)
+    }
+
     /// Whether `r.user` may perform `r.action` on the case. Users unknown to the entity files
     /// are refused before Cedar is asked; an evaluation error refuses.
     pub fn authorize_case_op(&self, r: &CaseOpRequest) -> CaseOpDecision {
