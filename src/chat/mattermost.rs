@@ -110,6 +110,23 @@ impl Mattermost {
         send_json(req, &body).await.map(|_| ())
     }
 
+    /// Posts a plain-text message (an escalation) to `channel`.
+    pub async fn post_text(
+        &self,
+        http: &reqwest::Client,
+        channel: &str,
+        text: &str,
+    ) -> Result<String, String> {
+        let body = json!({"channel_id": channel, "message": text});
+        let a = post_json(
+            http.post(self.api("posts"))
+                .bearer_auth(self.bot_token.expose()),
+            &body,
+        )
+        .await?;
+        Ok(a["id"].as_str().unwrap_or_default().to_string())
+    }
+
     pub async fn thread(
         &self,
         http: &reqwest::Client,

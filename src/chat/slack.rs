@@ -88,6 +88,23 @@ impl Slack {
         })
     }
 
+    /// Posts a plain-text message (an escalation) to `channel`.
+    pub async fn post_text(
+        &self,
+        http: &reqwest::Client,
+        channel: &str,
+        text: &str,
+    ) -> Result<String, String> {
+        let a = self
+            .call(
+                http,
+                "chat.postMessage",
+                json!({"channel": channel, "text": clip(text, TEXT_LIMIT)}),
+            )
+            .await?;
+        Ok(a["ts"].as_str().unwrap_or_default().to_string())
+    }
+
     pub async fn update(
         &self,
         http: &reqwest::Client,

@@ -262,6 +262,23 @@ impl Teams {
             .map(|_| ())
     }
 
+    /// Posts a plain-text message (an escalation) to `conversation`.
+    pub async fn post_text(
+        &self,
+        http: &reqwest::Client,
+        conversation: &str,
+        text: &str,
+    ) -> Result<String, String> {
+        let t = self.bearer(http).await?;
+        let a = post_json(
+            http.post(self.activities(conversation))
+                .bearer_auth(t.expose()),
+            &json!({"type": "message", "text": text}),
+        )
+        .await?;
+        Ok(a["id"].as_str().unwrap_or_default().to_string())
+    }
+
     pub async fn thread(
         &self,
         http: &reqwest::Client,

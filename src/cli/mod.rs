@@ -7,6 +7,8 @@
 
 mod approvals;
 mod archive;
+mod cases;
+pub use cases::CasesCommand;
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,16 @@ pub enum Command {
         json: bool,
         #[command(subcommand)]
         command: ApprovalsCommand,
+    },
+    /// Cases (list, show, assign, note, close, reopen, recover), over the gRPC API.
+    Cases {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: CasesCommand,
     },
 }
 
@@ -389,6 +401,23 @@ pub fn run(cli: Cli) -> i32 {
                 .build()
             {
                 Ok(rt) => rt.block_on(approvals::approvals(conn, json, command)),
+                Err(e) => {
+                    eprintln!("cordon: cannot start the runtime: {e}");
+                    1
+                }
+            }
+        }
+        Command::Cases {
+            conn,
+            json,
+            command,
+        } => {
+            init_logging("text", "warn");
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(cases::cases(conn, json, command)),
                 Err(e) => {
                     eprintln!("cordon: cannot start the runtime: {e}");
                     1

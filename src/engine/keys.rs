@@ -65,3 +65,14 @@ pub fn chat_replay(platform: &str, key: &str) -> Vec<u8> {
     format!("cr/{platform}/{h}").into_bytes()
 }
 pub const CHAT_REPLAY_PREFIX: &[u8] = b"cr/";
+/// SLA deadlines of open cases, ordered by time (removed when the case is closed, recovered or
+/// learned, or once the breach is escalated).
+pub fn sla(at: chrono::DateTime<chrono::Utc>, case_id: &str) -> Vec<u8> {
+    format!("sl/{:020}/{case_id}", at.timestamp_millis().max(0)).into_bytes()
+}
+pub const SLA_PREFIX: &[u8] = b"sl/";
+/// Escalation messages owed to a chat channel (value: `cases::ChatEscalation`), by id.
+pub fn chat_escalation(id: &str) -> Vec<u8> {
+    format!("ce/{id}").into_bytes()
+}
+pub const CHAT_ESCALATION_PREFIX: &[u8] = b"ce/";
