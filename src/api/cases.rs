@@ -19,6 +19,16 @@ fn ms_opt(t: Option<chrono::DateTime<chrono::Utc>>) -> i64 {
     t.map_or(0, ms)
 }
 
+impl Auth {
+    /// The user of an approver bearer token (for HTTP case operations), if it is one.
+    pub fn approver_by_token(&self, token: &str) -> Option<String> {
+        self.approver_tokens
+            .iter()
+            .find(|(h, _)| h.matches(token))
+            .map(|(_, u)| u.clone())
+    }
+}
+
 /// The closure-model fields of a case.
 pub(super) fn detail(c: &Case) -> pb::CaseDetail {
     let own = c.ownership.clone().unwrap_or_default();
