@@ -122,6 +122,12 @@ kinds! {
     CaseRequestsCancelled = "case_requests_cancelled",
     /// Where an escalation was routed: the owner's chat route or approver group.
     EscalationRouted = "escalation_routed",
+    /// A learning proposal was made (or updated) from a closed case.
+    LearningProposed = "learning_proposed",
+    /// A learning proposal was accepted (its files written for review).
+    LearningAccepted = "learning_accepted",
+    /// A learning proposal was dismissed.
+    LearningDismissed = "learning_dismissed",
 }
 
 impl fmt::Display for AuditKind {

@@ -140,6 +140,7 @@ pub struct Config {
     pub chat: ChatConfig,
     pub audit: AuditConfig,
     pub retention: RetentionConfig,
+    pub learning: crate::engine::LearningConfig,
 }
 
 impl Default for Config {
@@ -166,6 +167,7 @@ impl Default for Config {
             chat: ChatConfig::default(),
             audit: AuditConfig::default(),
             retention: RetentionConfig::default(),
+            learning: crate::engine::LearningConfig::default(),
         }
     }
 }
@@ -1063,6 +1065,7 @@ impl Config {
         }
         self.cases.sla.validate(&mut p);
         self.chat.validate(&mut p);
+        self.learning.validate(&mut p);
         if self.retention.closed_case_days == 0 || self.retention.closed_case_days > 36_500 {
             p(
                 "retention.closed_case_days",

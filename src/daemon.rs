@@ -338,6 +338,7 @@ pub async fn start(
             clock: opts.clock,
             approvals: cfg.approvals.clone(),
             chat: cfg.chat.enabled(),
+            learning: cfg.learning.clone(),
         },
         cfg.store.max_batch * 8,
     );

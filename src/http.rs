@@ -10,6 +10,7 @@
 //! engine reports a durable commit of every alert it carries.
 
 mod cases;
+mod learning;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -175,6 +176,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/alerts/{format}", post(ingest_format).get(get_alert))
         .route("/v1/cases/{id}", get(get_case))
         .merge(cases::routes())
+        .merge(learning::routes())
         .route("/v1/actions/{id}", get(get_action))
         .route("/v1/policies/reload", post(reload_policies))
         .route("/v1/chat/{platform}", post(chat_callback))

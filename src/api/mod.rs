@@ -8,6 +8,7 @@
 
 pub mod cases;
 pub mod client;
+pub mod learning;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -670,6 +671,11 @@ pub async fn serve(
         )
         .add_service(
             pb::approvals_server::ApprovalsServer::new(state.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::learning_server::LearningServer::new(state.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

@@ -8,7 +8,9 @@
 mod approvals;
 mod archive;
 mod cases;
+mod learn;
 pub use cases::CasesCommand;
+pub use learn::LearnCommand;
 
 use std::path::{Path, PathBuf};
 
@@ -75,6 +77,16 @@ pub enum Command {
         json: bool,
         #[command(subcommand)]
         command: CasesCommand,
+    },
+    /// Learning proposals from closed cases (list, show, accept, dismiss), over the gRPC API.
+    Learn {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: LearnCommand,
     },
 }
 
@@ -418,6 +430,23 @@ pub fn run(cli: Cli) -> i32 {
                 .build()
             {
                 Ok(rt) => rt.block_on(cases::cases(conn, json, command)),
+                Err(e) => {
+                    eprintln!("cordon: cannot start the runtime: {e}");
+                    1
+                }
+            }
+        }
+        Command::Learn {
+            conn,
+            json,
+            command,
+        } => {
+            init_logging("text", "warn");
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(learn::learn(conn, json, command)),
                 Err(e) => {
                     eprintln!("cordon: cannot start the runtime: {e}");
                     1

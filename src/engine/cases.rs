@@ -35,11 +35,29 @@ pub struct CaseOp {
 /// What the analyst asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CaseOpKind {
-    Assign { owner: String },
-    Note { text: String },
+    Assign {
+        owner: String,
+    },
+    Note {
+        text: String,
+    },
     Close(CloseCase),
-    Reopen { reason: String },
-    Recover { reason: String },
+    Reopen {
+        reason: String,
+    },
+    Recover {
+        reason: String,
+    },
+    /// Accept a learning proposal learned from the case (its files are written for review).
+    AcceptProposal {
+        proposal_id: String,
+        reason: Option<String>,
+    },
+    /// Dismiss a learning proposal learned from the case.
+    DismissProposal {
+        proposal_id: String,
+        reason: String,
+    },
 }
 
 /// A closure request.
@@ -91,6 +109,8 @@ impl CaseOpKind {
             CaseOpKind::Close(_) => "close_case",
             CaseOpKind::Reopen { .. } => "reopen_case",
             CaseOpKind::Recover { .. } => "recover_case",
+            CaseOpKind::AcceptProposal { .. } => "accept_proposal",
+            CaseOpKind::DismissProposal { .. } => "dismiss_proposal",
         }
     }
 
@@ -101,6 +121,23 @@ impl CaseOpKind {
             CaseOpKind::Assign { owner } => check_ref("owner", owner),
             CaseOpKind::Note { text } => check_text("text", text),
             CaseOpKind::Reopen { reason } | CaseOpKind::Recover { reason } => {
+                check_text("reason", reason)
+            }
+            CaseOpKind::AcceptProposal {
+                proposal_id,
+                reason,
+            } => {
+                check_proposal_id(proposal_id)?;
+                match reason {
+                    Some(r) => check_text("reason", r),
+                    None => Ok(()),
+                }
+            }
+            CaseOpKind::DismissProposal {
+                proposal_id,
+                reason,
+            } => {
+                check_proposal_id(proposal_id)?;
                 check_text("reason", reason)
             }
             CaseOpKind::Close(c) => {
@@ -172,6 +209,21 @@ fn check_text(field: &str, v: &str) -> Result<(), String> {
         return Err(format!("{field} holds control characters"));
     }
     Ok(())
+}
+
+/// A learning proposal id: `lp-` and 16 hex digits.
+pub fn check_proposal_id(v: &str) -> Result<(), String> {
+    let ok = v
+        .strip_prefix("lp-")
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "proposal_id {:?} is not a learning proposal id (lp- and 16 hex digits)",
+            crate::ingest::clip(v, 64)
+        ))
+    }
 }
 
 fn check_ref(field: &str, v: &str) -> Result<(), String> {
@@ -275,6 +327,7 @@ impl Engine {
             cancel_pending,
             pending_actions: pending.len() as i64,
             assignee: assignee.into(),
+            proposal_kind: self.proposal_kind_of(txn, &op.kind),
         });
         let decision_json = serde_json::to_value(&decision.record).unwrap_or_default();
         let links = case_links(&case);
@@ -422,6 +475,19 @@ impl Engine {
                 }
                 self.reopen_case(txn, &mut case, &op.user, reason, now)?;
             }
+            CaseOpKind::AcceptProposal { .. } | CaseOpKind::DismissProposal { .. } => {
+                let r = self.resolve_proposal(txn, &case, op, now)?;
+                if let Err(e) = r {
+                    if matches!(e, CaseOpError::Conflict(_)) {
+                        refuse(txn, "state", &e.to_string())?;
+                    }
+                    return Ok(Err(e));
+                }
+                // Resolving may have moved the case on to `learned`.
+                if let Some(fresh) = txn.get_json::<Case>(&store, &keys::case(&case.case_id))? {
+                    case = fresh;
+                }
+            }
             CaseOpKind::Recover { reason } => {
                 if !case.state.can_become(CaseState::Recovered) {
                     let why = format!(
@@ -447,6 +513,13 @@ impl Engine {
         Handoffs::stamp(&mut case.handoffs.first_human_action, now);
         case.updated_at = now;
         txn.put_json(keys::case(&case.case_id), &case)?;
+        // What a closure teaches (which may move the case on to `learned`).
+        if matches!(op.kind, CaseOpKind::Close(_)) {
+            self.learn_from_closure(txn, &case.case_id, now)?;
+            if let Some(fresh) = txn.get_json::<Case>(&store, &keys::case(&case.case_id))? {
+                case = fresh;
+            }
+        }
         Ok(Ok(CaseOpOutcome { case, cancelled }))
     }
 

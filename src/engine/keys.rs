@@ -76,3 +76,26 @@ pub fn chat_escalation(id: &str) -> Vec<u8> {
     format!("ce/{id}").into_bytes()
 }
 pub const CHAT_ESCALATION_PREFIX: &[u8] = b"ce/";
+
+/// A learning proposal (`learn::Proposal`) by id.
+pub fn proposal(id: &str) -> Vec<u8> {
+    format!("lp/{id}").into_bytes()
+}
+pub const PROPOSAL_PREFIX: &[u8] = b"lp/";
+
+/// The proposals learned from a case (value empty).
+pub fn case_proposal(case_id: &str, proposal_id: &str) -> Vec<u8> {
+    format!("lq/{case_id}/{proposal_id}").into_bytes()
+}
+pub fn case_proposals_prefix(case_id: &str) -> Vec<u8> {
+    format!("lq/{case_id}/").into_bytes()
+}
+
+/// A closed case by the rules its alerts came from (the rule id hex-encoded, since it is the
+/// SIEM's and may hold `/`): the history tuning proposals are checked against.
+pub fn rule_closure(rule_id: &str, case_id: &str) -> Vec<u8> {
+    format!("lr/{}/{case_id}", hex::encode(rule_id)).into_bytes()
+}
+pub fn rule_closures_prefix(rule_id: &str) -> Vec<u8> {
+    format!("lr/{}/", hex::encode(rule_id)).into_bytes()
+}

@@ -29,8 +29,10 @@ use crate::policy::{self, Policies, PolicyProblem, StepRequest};
 use crate::store::{Links, Store, StoreError, Txn};
 
 pub mod keys;
+pub mod learn;
 pub mod read;
 pub mod retention;
+pub use learn::LearningConfig;
 
 mod cases;
 mod chat;
@@ -44,7 +46,7 @@ mod vote;
 
 pub use cases::{
     CaseOp, CaseOpError, CaseOpKind, CaseOpOutcome, ChatEscalation, CloseCase, MAX_REF_BYTES,
-    MAX_TEXT_BYTES, check_case_id,
+    MAX_TEXT_BYTES, check_case_id, check_proposal_id,
 };
 pub use chat::{ChatCallback, ChatDelivery, ChatOp, ChatReply};
 pub use exec::{ExecNote, ExecOp, ExecReply, ExecUpdate, RunnableRx, RunnableTx, runnable_channel};
@@ -293,6 +295,8 @@ pub struct EngineParts {
     pub runnable: Option<RunnableTx>,
     /// Chat approvals are configured: requests and their changes are owed to chat.
     pub chat: bool,
+    /// Learning proposals (`[learning]`).
+    pub learning: LearningConfig,
 }
 
 pub struct Engine {

@@ -93,6 +93,7 @@ fn engine(f: impl FnOnce(&mut Config)) -> Built {
             connectors: v.connectors,
             runnable: None,
             chat: false,
+            learning: cfg.learning.clone(),
         },
         64,
     );

@@ -91,7 +91,7 @@ async fn list_cases(
 }
 
 /// The user of the request's one approver bearer token.
-fn caller(st: &HttpState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn caller(st: &HttpState, headers: &HeaderMap) -> Result<String, ApiError> {
     let unauth = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", m);
     let mut all = headers.get_all(axum::http::header::AUTHORIZATION).iter();
     let (Some(v), None) = (all.next(), all.next()) else {
@@ -113,7 +113,7 @@ fn caller(st: &HttpState, headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 /// Reads a strict JSON body into `T` (unknown keys refused by `T`).
-async fn body_of<T: serde::de::DeserializeOwned>(
+pub(super) async fn body_of<T: serde::de::DeserializeOwned>(
     st: &HttpState,
     body: Body,
 ) -> Result<T, ApiError> {

@@ -12,12 +12,14 @@ use crate::action::Tier;
 use cedar_policy::{Context, Entity, Request};
 
 /// The Cedar actions of case operations, in the order the schema declares them.
-pub const CASE_ACTIONS: [&str; 5] = [
+pub const CASE_ACTIONS: [&str; 7] = [
     "assign_case",
     "note_case",
     "close_case",
     "reopen_case",
     "recover_case",
+    "accept_proposal",
+    "dismiss_proposal",
 ];
 
 /// One case operation to authorise.
@@ -45,6 +47,8 @@ pub struct CaseOpRequest {
     pub pending_actions: i64,
     /// assign_case only ("" otherwise).
     pub assignee: String,
+    /// accept_proposal / dismiss_proposal only: the proposal's kind ("" otherwise).
+    pub proposal_kind: String,
 }
 
 /// Outcome of a case-operation check.
@@ -70,6 +74,7 @@ impl CaseOpRequest {
             "cancel_pending": self.cancel_pending,
             "pending_actions": self.pending_actions,
             "assignee": self.assignee,
+            "proposal_kind": self.proposal_kind,
         })
     }
 

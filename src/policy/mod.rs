@@ -172,7 +172,7 @@ pub struct VoteDecision {
     pub record: DecisionRecord,
 }
 
-const NS: &str = "Cordon";
+pub const NS: &str = "Cordon";
 
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
     // Type names are parsed once per process; ids are taken verbatim (no escaping or parsing).

@@ -90,6 +90,9 @@ struct CaseOpTable {
     pending_actions: i64,
     #[serde(default)]
     assignee: String,
+    /// accept_proposal / dismiss_proposal: the proposal's kind.
+    #[serde(default)]
+    proposal_kind: String,
 }
 
 fn token() -> String {
@@ -366,6 +369,7 @@ fn run_case_op(engine: &PolicyEngine, t: &TestCase, want: &str) -> Result<(bool,
         cancel_pending: c.cancel_pending,
         pending_actions: c.pending_actions,
         assignee: c.assignee.clone(),
+        proposal_kind: c.proposal_kind.clone(),
     };
     let d = engine.authorize_case_op(&req);
     let got = if d.allowed { "allow" } else { "refuse" };

@@ -3,6 +3,7 @@
 
 mod common;
 mod fakes;
+mod learning;
 mod live;
 
 mod approvals_cli;
