@@ -317,8 +317,43 @@ async fn ten_false_positives_on_one_host_give_one_tuning_that_hides_only_them() 
     let sigma = t["files"][0]["contents"].as_str().unwrap();
     assert!(sigma.contains("rule-Odd admin logon") && sigma.contains("condition: not selection"));
 
-    // Only an incident commander accepts a tuning; then every case it came from is learned.
+    // The CLI lists the same proposal over gRPC, and says why it refuses.
     let id = t["id"].as_str().unwrap();
+    let learn = |user: &str, args: &[&str]| {
+        let mut c = cordon();
+        c.arg("learn")
+            .args(args)
+            .env(
+                "CORDON_GRPC_URL",
+                format!("http://{}", d.running().grpc_addr),
+            )
+            .env("CORDON_TOKEN", token_of(user));
+        run(c)
+    };
+    let out = learn("alice", &["list", "--kind", "tuning", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(listed["proposals"][0]["proposal_id"], json!(id), "{listed}");
+    assert_eq!(
+        listed["proposals"][0]["evidence"]["would_suppress"],
+        t["evidence"]["would_suppress"]
+    );
+    let out = learn("alice", &["accept", id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("only an incident commander accepts one"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = learn("alice", &["dismiss", "lp-12", "--reason", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a learning proposal id"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Only an incident commander accepts a tuning; then every case it came from is learned.
     let (s, v) = post_as(
         &d,
         "alice",
