@@ -293,7 +293,13 @@ async fn chat_callback(
                 .into_response();
         }
     };
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = match answer.kind {
+        crate::chat::AnswerKind::Handled => StatusCode::OK,
+        crate::chat::AnswerKind::Malformed => StatusCode::BAD_REQUEST,
+        crate::chat::AnswerKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        crate::chat::AnswerKind::NotConfigured => StatusCode::NOT_FOUND,
+        crate::chat::AnswerKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
     let mut body = answer.body;
     if let Some(serde_json::Value::String(m)) = body.get_mut("message")
         && let std::borrow::Cow::Owned(c) = clip(m, MESSAGE_MAX)

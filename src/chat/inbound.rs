@@ -28,15 +28,15 @@ struct Window {
 }
 
 fn refused_answer(r: &Refusal) -> Answer {
-    let status = match r.code {
-        "malformed" => 400,
+    let kind = match r.code {
+        "malformed" => AnswerKind::Malformed,
         // A verified callback from another workspace is refused like an unverified one.
         "bad_signature" | "stale_timestamp" | "replayed" | "bad_token" | "bad_jwt"
-        | "wrong_team" => 401,
-        _ => 200,
+        | "wrong_team" => AnswerKind::Unauthenticated,
+        _ => AnswerKind::Handled,
     };
     Answer {
-        status,
+        kind,
         body: json!({"ok": false, "code": r.code, "message": r.message}),
     }
 }
@@ -91,7 +91,7 @@ impl Inbound {
 
     fn not_configured(platform: &str) -> Answer {
         Answer {
-            status: 404,
+            kind: AnswerKind::NotConfigured,
             body: json!({"ok": false, "code": "not_configured", "message": format!("{platform} approvals are not configured")}),
         }
     }
@@ -201,7 +201,7 @@ impl Inbound {
     fn answer(r: &Result<String, Refusal>) -> Answer {
         match r {
             Ok(outcome) => Answer {
-                status: 200,
+                kind: AnswerKind::Handled,
                 body: json!({"ok": true, "outcome": outcome}),
             },
             Err(r) if r.code == "store_unavailable" => store_down(&r.message),
@@ -308,7 +308,7 @@ impl Inbound {
             )
             .await;
         let mut a = Self::answer(&r);
-        if a.status == 200 {
+        if a.kind == AnswerKind::Handled {
             let text = match &r {
                 Ok(outcome) => format!("Your vote was recorded: {outcome}"),
                 Err(refusal) => format!("Your vote was not counted: {}", refusal.message),
@@ -363,7 +363,7 @@ impl Inbound {
             )
             .await;
         let mut a = Self::answer(&r);
-        if a.status == 200 {
+        if a.kind == AnswerKind::Handled {
             let text = match &r {
                 Ok(outcome) => format!("Your vote was recorded: {outcome}"),
                 Err(refusal) => format!("Your vote was not counted: {}", refusal.message),
@@ -376,7 +376,7 @@ impl Inbound {
 
 fn store_down(message: &str) -> Answer {
     Answer {
-        status: 503,
+        kind: AnswerKind::Unavailable,
         body: json!({"ok": false, "code": "store_unavailable", "message": format!("the vote was not recorded: {message}; try again")}),
     }
 }

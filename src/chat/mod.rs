@@ -79,11 +79,29 @@ pub struct Delivered {
     pub reference: String,
 }
 
-/// An answer for the platform's HTTP callback.
+/// What a callback came to, for the platform's HTTP answer. `http` chooses the status from
+/// the kind; chat never picks HTTP statuses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
-    pub status: u16,
+    pub kind: AnswerKind,
     pub body: Value,
+}
+
+/// The kinds of callback outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// Handled: the vote was counted, or refused in a way the clicker is shown (the platform
+    /// shows a message only on a success answer).
+    Handled,
+    /// The body could not be read as the platform's callback.
+    Malformed,
+    /// Its origin was not proven: a bad signature, token or JWT, stale, replayed, or from
+    /// another workspace.
+    Unauthenticated,
+    /// That platform's approvals are not configured.
+    NotConfigured,
+    /// Nothing could be recorded now; the platform should retry.
+    Unavailable,
 }
 
 enum Kind {
