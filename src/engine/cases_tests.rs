@@ -97,8 +97,7 @@ impl Rig {
         read::actions_of(&self.store, &self.case(case_id))
             .unwrap()
             .into_iter()
-            .filter(|a| a.kind.as_str() == kind)
-            .next_back()
+            .rfind(|a| a.kind.as_str() == kind)
             .unwrap()
     }
 

@@ -577,7 +577,9 @@ async fn bad_input_to_every_case_endpoint_gets_a_clear_error_and_changes_nothing
     let head = d.head();
     let alice = token_of("alice");
     let c = |op: &str| format!("/v1/cases/{case_id}/{op}");
-    let cases: Vec<(String, Option<&str>, &str, u16, &str, &str)> = vec![
+    /// (path, token, body, status, code, what the message says)
+    type Bad<'a> = (String, Option<&'a str>, &'a str, u16, &'a str, &'a str);
+    let cases: Vec<Bad> = vec![
         // (path, token, body, status, code, what the message says)
         (
             c("close"),
@@ -710,7 +712,7 @@ async fn bad_input_to_every_case_endpoint_gets_a_clear_error_and_changes_nothing
         (
             c("notes"),
             Some(&alice),
-            &"{\"text\":\"a\\u0007b\"}",
+            "{\"text\":\"a\\u0007b\"}",
             400,
             "invalid_request",
             "control characters",
