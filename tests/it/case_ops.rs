@@ -467,13 +467,21 @@ async fn an_sla_breach_is_escalated_once_to_the_playbook_owners_chat_channel_acr
     // The malware playbook's owner and route, as a SOC would declare them.
     let pb = dir.path().join("playbooks/malware_execution.toml");
     let text = std::fs::read_to_string(&pb).unwrap();
-    std::fs::write(
-        &pb,
-        format!(
-            "owner_team = \"ir-endpoint\"\nescalation_route = \"chat:C0IRENDPOINT\"\nknown_limitations = [\"no macOS hosts\"]\n{text}"
-        ),
-    )
-    .unwrap();
+    let ours: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("escalation_route") {
+                "escalation_route = \"chat:C0IRENDPOINT\""
+            } else if l.starts_with("known_limitations") {
+                "known_limitations = [\"no macOS hosts\"]"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(ours, text, "the shipped playbook declares its route");
+    std::fs::write(&pb, ours).unwrap();
     let clock = TestClock::new();
     let mut d = common::start_in(dir, cfg.clone(), Some(clock.clone())).await;
     let case_id = live::post_alert(
