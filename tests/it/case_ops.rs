@@ -874,3 +874,103 @@ async fn bad_input_to_every_case_endpoint_gets_a_clear_error_and_changes_nothing
     assert_eq!(d.case(&case_id).await, before);
     assert_eq!(d.stop().await, 0);
 }
+
+/// Runs the real `cordon cases …` binary against the daemon as `user`.
+async fn cases_cli(d: &TestDaemon, user: &str, args: &[&str]) -> (i32, String, String) {
+    let grpc = d.running().grpc_addr;
+    let token = token_of(user);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
+            .arg("cases")
+            .args(&args)
+            .env("CORDON_GRPC_URL", format!("http://{grpc}"))
+            .env("CORDON_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cases_cli_assigns_notes_closes_and_shows_refusals() {
+    let (dir, mut cfg) = common::workspace();
+    configure_tokens(&mut cfg);
+    let d = common::start_in(dir, cfg, None).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "cli-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-cli")],
+        ),
+    )
+    .await;
+    let (code, out, err) = cases_cli(&d, "alice", &["assign", &case_id, "bob"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("owner bob"), "{out}");
+    let (code, _, err) = cases_cli(&d, "bob", &["note", &case_id, "installer confirmed"]).await;
+    assert_eq!(code, 0, "{err}");
+    // A refusal: the daemon's code and message, exit 1.
+    let (code, _, err) = cases_cli(
+        &d,
+        "mallory",
+        &[
+            "close",
+            &case_id,
+            "--disposition",
+            "false_positive",
+            "--reason",
+            "noise",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("PermissionDenied: case operation refused: a case assigned to someone else"),
+        "{err}"
+    );
+    let (code, out, err) = cases_cli(
+        &d,
+        "bob",
+        &[
+            "close",
+            &case_id,
+            "--disposition",
+            "benign_true_positive",
+            "--reason",
+            "admin tool",
+            "--cancel-pending",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("closed benign_true_positive by bob: admin tool"),
+        "{out}"
+    );
+    let (code, out, err) = cases_cli(&d, "alice", &["show", &case_id, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], json!("closed"));
+    assert_eq!(v["owner"], json!("bob"));
+    assert_eq!(v["notes"][0]["text"], json!("installer confirmed"));
+    assert!(v["handoffs"]["closed"].is_string(), "{v}");
+    let (code, out, err) = cases_cli(
+        &d,
+        "alice",
+        &["list", "--json", "--disposition", "benign_true_positive"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["cases"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(d.stop().await, 0);
+}
