@@ -131,6 +131,12 @@ pub fn validate_with(
         problems.append(&mut p);
         None
     });
+    problems.extend(playbook::check_routes(
+        &config.playbooks_dir,
+        &playbooks,
+        config.chat.enabled(),
+        |g| policies.as_ref().is_none_or(|p| p.knows_group(g)),
+    ));
     let mut tokens = BTreeMap::new();
     for (source, r) in &config.ingest.tokens {
         match (source_format(source), TokenHash::from_ref(r)) {

@@ -232,6 +232,36 @@ fn is_internal_ip(e: &crate::alert::Entity) -> bool {
     }
 }
 
+/// Checks each playbook's escalation route against the rest of the configuration: a chat
+/// route needs a configured chat platform, a group route a group of the entity files.
+pub fn check_routes(
+    dir: &Path,
+    playbooks: &[Playbook],
+    chat_configured: bool,
+    knows_group: impl Fn(&str) -> bool,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for pb in playbooks {
+        let file = dir.join(format!("{}.toml", pb.name)).display().to_string();
+        match &pb.escalation_route {
+            Some(EscalationRoute::Chat(c)) if !chat_configured => out.push(Problem::new(
+                &file,
+                "escalation_route",
+                format!(
+                    "routes escalations to chat channel {c:?} but no chat platform is configured"
+                ),
+            )),
+            Some(EscalationRoute::Group(g)) if !knows_group(g) => out.push(Problem::new(
+                &file,
+                "escalation_route",
+                format!("no group {g:?} in the policies' entity files"),
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Loads and validates every playbook in `dir` against `connectors`; all problems at once.
 pub fn load_dir(dir: &Path, connectors: &Registry) -> Result<Vec<Playbook>, Vec<Problem>> {
     let files = toml_files(dir).map_err(|p| vec![p])?;
@@ -466,6 +496,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pb.toml"), text).unwrap();
         load_dir(dir.path(), &registry())
+    }
+
+    #[test]
+    fn ownership_is_read_and_a_bad_route_is_a_problem() {
+        let body = |route: &str| {
+            format!(
+                "owner_team = \"ir\"\nescalation_route = \"{route}\"\nknown_limitations = [\"no macOS\"]\n[match]\ntechniques = [\"T1059\"]\n[[steps]]\nid = \"a\"\naction = \"enrich\"\nconnector = \"cordon\"\ntarget = \"case\"\n"
+            )
+        };
+        let pbs = load(&body("chat:C0IR")).unwrap();
+        assert_eq!(pbs[0].owner_team, "ir");
+        assert_eq!(
+            pbs[0].escalation_route,
+            Some(EscalationRoute::Chat("C0IR".into()))
+        );
+        assert_eq!(pbs[0].known_limitations, vec!["no macOS".to_string()]);
+        for bad in ["pager:ir", "chat:", "group: ir", "ir"] {
+            let errs = load(&body(bad)).unwrap_err();
+            assert!(
+                errs.iter()
+                    .any(|e| e.to_string().contains("escalation_route")),
+                "{bad}: {errs:?}"
+            );
+        }
+        // Against the rest of the configuration: chat needs a platform, a group must exist.
+        let dir = std::path::Path::new("playbooks");
+        assert_eq!(check_routes(dir, &pbs, false, |_| true).len(), 1);
+        assert!(check_routes(dir, &pbs, true, |_| true).is_empty());
+        let grp = load(&body("group:soc")).unwrap();
+        let errs = check_routes(dir, &grp, true, |g| g == "oncall");
+        assert!(errs[0].to_string().contains("no group \"soc\""), "{errs:?}");
     }
 
     #[test]

@@ -835,6 +835,10 @@ fn view_clip(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "cases_tests.rs"]
+mod rule_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

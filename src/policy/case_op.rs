@@ -98,6 +98,11 @@ impl CaseOpRequest {
 }
 
 impl PolicyEngine {
+    /// Whether `id` is a group of the entity files (a playbook's `group:` escalation route).
+    pub fn knows_group(&self, id: &str) -> bool {
+        uid("Group", id).is_ok_and(|u| self.static_entities.get(&u).is_some())
+    }
+
     /// Whether `id` is a user of the entity files (an assignee must be one).
     pub fn knows_user(&self, id: &str) -> bool {
         self.users.contains(id)
