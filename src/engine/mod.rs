@@ -438,6 +438,12 @@ impl Engine {
     ) -> (Txn, Prepared) {
         self.parts.enricher.refresh();
         let mut txn = self.parts.store.begin_after(after);
+        // The set in force is kept before anything is decided with it (once per hash).
+        if let Err(e) =
+            Self::keep_policy_set(&self.parts.store, &mut txn, &self.parts.policies.current())
+        {
+            tracing::error!(error = %e, "the policy set in force could not be kept in the store");
+        }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let events = batch.len();
         for ev in batch {

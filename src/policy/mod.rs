@@ -10,6 +10,7 @@
 mod load;
 pub mod prove;
 mod record;
+pub mod replay;
 mod request;
 pub mod testfile;
 
@@ -34,8 +35,8 @@ use crate::action::{ActionKind, Target, TargetKind, Tier};
 use crate::alert::{AlertFields, Entity as AlertEntity, EntityKind};
 use crate::enrich::EnrichmentReport;
 
-pub use load::{LoadError, PolicyProblem, load_dir};
-pub use record::{RequestRecord, TypedStep};
+pub use load::{LoadError, PolicyProblem, load_dir, load_recorded};
+pub use record::{PolicySource, RequestRecord, SourceFile, TypedStep};
 pub use request::{
     CaseInfo, StepInfo, default_attrs, enriched_attrs, step_context, target_type, time_context,
 };
@@ -65,6 +66,8 @@ pub struct PolicyMeta {
 pub struct PolicyEngine {
     /// SHA-256 over every file that went into it (policies, schema, entity files).
     pub hash: String,
+    /// The texts it was loaded from, as the audit store keeps them (`store::policysets`).
+    pub source: Arc<PolicySource>,
     pub files: Vec<String>,
     pub loaded_at: DateTime<Utc>,
     schema: Schema,

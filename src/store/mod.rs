@@ -23,6 +23,7 @@
 //! a blocking thread. Readers (HTTP/gRPC queries) read applied state.
 
 mod dir;
+mod policysets;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ use sha2::{Digest, Sha256};
 use crate::audit::AuditKind;
 
 pub use dir::WITNESS;
+pub use policysets::policy_set_key;
 pub use verify::{ExportError, VerifyError, VerifyReport, export, verify, verify_pinned};
 
 /// The on-disk format version this build writes: version 2 stores audit records in chunks,
@@ -100,6 +102,11 @@ pub enum StoreError {
     /// The thread writing a commit panicked: what reached the disk is unknown.
     #[error("store write aborted: {0}")]
     Aborted(String),
+    /// Another process (a running daemon) holds the directory's lock.
+    #[error(
+        "data directory {path} is in use by a running cordon (sled lets one process open a store at a time): stop the daemon, or point the command at a copy of the directory"
+    )]
+    InUse { path: PathBuf },
 }
 
 /// Options for opening the store.
