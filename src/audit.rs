@@ -106,6 +106,8 @@ kinds! {
     ChatCallback = "chat_callback",
     /// A signed checkpoint of the chain head ending at this record was taken.
     AuditCheckpoint = "audit_checkpoint",
+    /// `cordon simulate` ran: who, which candidate set, the summary (changes nothing else).
+    Simulation = "simulation",
 }
 
 impl fmt::Display for AuditKind {

@@ -20,6 +20,7 @@ pub mod connector;
 pub mod daemon;
 pub mod engine;
 pub mod enrich;
+pub mod explain;
 pub mod executor;
 pub mod http;
 pub mod ingest;

@@ -6,6 +6,7 @@
 //! No business logic lives here.
 
 mod approvals;
+mod replay;
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,45 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Re-decide recorded decisions with the policy set each was made with; exit 0 only if
+    /// every replayed decision is identical (the daemon must be stopped, or give a copy).
+    Replay {
+        #[command(flatten)]
+        range: replay::Range,
+        /// Only this action's decisions.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this alert's decisions.
+        #[arg(long)]
+        alert: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The story of one action or case from the audit store, in the order it happened.
+    Explain {
+        /// An action id or a case id.
+        id: String,
+        #[arg(long, env = "CORDON_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-decide recorded step decisions under a candidate policy set and report what would
+    /// change (recorded in the audit store; nothing else changes).
+    Simulate {
+        #[command(flatten)]
+        range: replay::Range,
+        /// The candidate policy directory.
+        #[arg(long)]
+        policies: PathBuf,
+        /// Exit 1 when a decision would change this way.
+        #[arg(long, value_enum)]
+        fail_on: Option<replay::FailOn>,
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        #[arg(long)]
+        markdown: bool,
     },
     /// Approval requests, over the gRPC API.
     Approvals {
@@ -361,6 +401,27 @@ pub fn run(cli: Cli) -> i32 {
                     1
                 }
             }
+        }
+        Command::Replay {
+            range,
+            action,
+            alert,
+            json,
+        } => replay::replay_cmd(&range, action, alert, json),
+        Command::Explain { id, data_dir, json } => replay::explain_cmd(&data_dir, &id, json),
+        Command::Simulate {
+            range,
+            policies,
+            fail_on,
+            json,
+            markdown,
+        } => {
+            let format = match (json, markdown) {
+                (true, _) => replay::Format::Json,
+                (_, true) => replay::Format::Markdown,
+                _ => replay::Format::Text,
+            };
+            replay::simulate_cmd(&range, &policies, fail_on, format)
         }
         Command::Source {
             command: SourceCommand::Test { file, payload },

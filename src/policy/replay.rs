@@ -7,6 +7,7 @@
 //! policies, errors). Pure apart from Cedar: the records come from the caller.
 
 use super::*;
+use crate::store::{AuditRecord, Store};
 
 /// Which decision an audit record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -243,6 +244,356 @@ fn vote_request(req: &Value) -> Result<VoteRequest, String> {
             criticality: a("criticality")?,
         },
     })
+}
+
+/// Which recorded decisions to take: all of them, or those of one case, action or alert, in a
+/// time range (by the record's time).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub case_id: Option<String>,
+    pub action_id: Option<String>,
+    pub alert_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    pub fn takes(&self, r: &AuditRecord) -> bool {
+        let b = &r.body;
+        let eq = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        };
+        eq(&self.case_id, &b.case_id)
+            && eq(&self.action_id, &b.action_id)
+            && eq(&self.alert_id, &b.alert_id)
+            && self.since.is_none_or(|s| b.at >= s)
+            && self.until.is_none_or(|u| b.at < u)
+    }
+}
+
+/// Where a decision is in the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct Place {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub phase: Phase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    pub policy_hash: String,
+}
+
+/// One decision that did not replay identically.
+#[derive(Debug, Clone, Serialize)]
+pub struct Divergence {
+    #[serde(flatten)]
+    pub place: Place,
+    pub differences: Vec<Difference>,
+}
+
+/// What `cordon replay` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayReport {
+    pub replayed: u64,
+    pub identical: u64,
+    pub diverged: Vec<Divergence>,
+    /// Decisions whose policy set the store does not hold (written before sets were kept):
+    /// "policy text not recorded".
+    pub not_recorded: u64,
+    /// Decisions that could not be replayed (unreadable record, a kept set that does not load
+    /// or does not hash to its key), each with why.
+    pub failed: Vec<(u64, String)>,
+}
+
+impl ReplayReport {
+    /// Every replayed decision identical, and none that could not be replayed.
+    pub fn all_identical(&self) -> bool {
+        self.diverged.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// The policy sets kept in a store, loaded once each.
+pub struct KeptSets<'a> {
+    store: &'a Store,
+    loaded: BTreeMap<String, Result<Arc<PolicyEngine>, String>>,
+}
+
+/// Why a kept set cannot be used.
+pub const NOT_RECORDED: &str = "policy text not recorded";
+
+impl<'a> KeptSets<'a> {
+    pub fn new(store: &'a Store) -> KeptSets<'a> {
+        KeptSets {
+            store,
+            loaded: BTreeMap::new(),
+        }
+    }
+
+    /// The set with this hash: `Ok(None)` when the store does not hold it.
+    pub fn get(&mut self, hash: &str) -> Result<Option<Arc<PolicyEngine>>, String> {
+        if !self.loaded.contains_key(hash) {
+            let src = self
+                .store
+                .get_json::<PolicySource>(&crate::store::policy_set_key(hash))
+                .map_err(|e| e.to_string())?;
+            let Some(src) = src else {
+                return Ok(None);
+            };
+            let engine = match load_recorded(&src) {
+                Ok(e) if e.hash == hash => Ok(Arc::new(e)),
+                Ok(e) => Err(format!(
+                    "the kept policy set {hash} hashes to {} (altered in the store)",
+                    e.hash
+                )),
+                Err(p) => Err(format!(
+                    "the kept policy set {hash} does not load: {}",
+                    p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                )),
+            };
+            self.loaded.insert(hash.to_string(), engine);
+        }
+        match self.loaded.get(hash) {
+            Some(Ok(e)) => Ok(Some(e.clone())),
+            Some(Err(e)) => Err(e.clone()),
+            None => Ok(None),
+        }
+    }
+
+    /// The texts of the set with this hash, if kept.
+    pub fn source(&self, hash: &str) -> Option<PolicySource> {
+        self.store
+            .get_json::<PolicySource>(&crate::store::policy_set_key(hash))
+            .ok()
+            .flatten()
+    }
+}
+
+/// Calls `f` with every audit record `filter` takes, in chain order, with the decision it holds
+/// (if any).
+pub fn each_decision(
+    store: &Store,
+    filter: &Filter,
+    mut f: impl FnMut(&AuditRecord, Result<Recorded, String>),
+) -> Result<(), crate::store::StoreError> {
+    let mut from = 1;
+    loop {
+        let batch = store.audit_records(from, 4096)?;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        from = last.body.seq + 1;
+        for r in &batch {
+            if !filter.takes(r) {
+                continue;
+            }
+            if let Some(d) = recorded_decision(&r.body.kind, &r.body.data) {
+                f(r, d);
+            }
+        }
+    }
+}
+
+fn place(r: &AuditRecord, d: &Recorded) -> Place {
+    Place {
+        seq: r.body.seq,
+        at: r.body.at,
+        phase: d.phase,
+        case_id: r.body.case_id.clone(),
+        action_id: r.body.action_id.clone(),
+        policy_hash: d.record.policy_hash.clone(),
+    }
+}
+
+/// Re-decides every recorded decision `filter` takes with the policy set it was recorded with.
+pub fn replay(store: &Store, filter: &Filter) -> Result<ReplayReport, crate::store::StoreError> {
+    let mut sets = KeptSets::new(store);
+    let mut out = ReplayReport::default();
+    each_decision(store, filter, |r, d| {
+        let seq = r.body.seq;
+        let d = match d {
+            Ok(d) => d,
+            Err(e) => return out.failed.push((seq, e)),
+        };
+        let engine = match sets.get(&d.record.policy_hash) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                out.not_recorded += 1;
+                return;
+            }
+            Err(e) => return out.failed.push((seq, e)),
+        };
+        match redecide(&engine, &d) {
+            Ok(again) => {
+                out.replayed += 1;
+                let differences = compare(&d.record, &again);
+                if differences.is_empty() {
+                    out.identical += 1;
+                } else {
+                    out.diverged.push(Divergence {
+                        place: place(r, &d),
+                        differences,
+                    });
+                }
+            }
+            Err(e) => out.failed.push((seq, e)),
+        }
+    })?;
+    Ok(out)
+}
+
+/// One step decision that a candidate set decides differently.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    #[serde(flatten)]
+    pub place: Place,
+    pub action: String,
+    pub target: String,
+    pub from: Tier,
+    pub to: Tier,
+    /// `looser` (fewer approvals, or allowed where it was denied) or `stricter`.
+    pub direction: &'static str,
+    /// The candidate's determining policies.
+    pub determining: Vec<String>,
+    /// What would happen to the action, in words.
+    pub outcome: String,
+    /// Evaluation errors the candidate has that the recorded decision did not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub new_errors: Vec<String>,
+}
+
+/// What `cordon simulate` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimulationReport {
+    pub candidate_hash: String,
+    pub decisions: u64,
+    pub unchanged: u64,
+    pub changes: Vec<Change>,
+    /// (action kind, old tier → new tier) → count.
+    pub by_transition: BTreeMap<String, u64>,
+    /// Candidate determining policy → changed decisions it determines.
+    pub by_policy: BTreeMap<String, u64>,
+    /// Cases with at least one changed decision.
+    pub cases: Vec<String>,
+    /// Decisions with evaluation errors under the candidate and none as recorded.
+    pub new_errors: u64,
+    pub looser: u64,
+    pub stricter: u64,
+    /// Mean evaluation time per decision with the recorded sets (where kept) and with the
+    /// candidate, in microseconds, over the same decisions.
+    pub recorded_micros_per_decision: Option<f64>,
+    pub candidate_micros_per_decision: f64,
+    /// Step records that could not be read, with why.
+    pub failed: Vec<(u64, String)>,
+}
+
+fn outcome_words(from: Tier, to: Tier) -> String {
+    let what = |t: Tier| match t {
+        Tier::Auto => "ran automatically",
+        Tier::OneApprover => "needed one approver",
+        Tier::TwoPerson => "needed two approvers",
+        Tier::Denied => "was denied",
+    };
+    let now = |t: Tier| match t {
+        Tier::Auto => "would now run automatically",
+        Tier::OneApprover => "would now need one approver",
+        Tier::TwoPerson => "would now need two approvers",
+        Tier::Denied => "would now be denied",
+    };
+    format!("an action that {} {}", what(from), now(to))
+}
+
+/// Re-decides every recorded step decision `filter` takes with `candidate` and reports what
+/// would change. Changes nothing.
+pub fn simulate(
+    store: &Store,
+    candidate: &PolicyEngine,
+    filter: &Filter,
+) -> Result<SimulationReport, crate::store::StoreError> {
+    let mut sets = KeptSets::new(store);
+    let mut out = SimulationReport {
+        candidate_hash: candidate.hash.clone(),
+        ..SimulationReport::default()
+    };
+    let mut cases = std::collections::BTreeSet::new();
+    let (mut cand_time, mut rec_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut rec_n = 0u64;
+    each_decision(store, filter, |r, d| {
+        let d = match d {
+            Ok(d) if d.phase == Phase::Step => d,
+            Ok(_) => return,
+            Err(e) => return out.failed.push((r.body.seq, e)),
+        };
+        let t0 = std::time::Instant::now();
+        let again = match redecide(candidate, &d) {
+            Ok(a) => a,
+            Err(e) => return out.failed.push((r.body.seq, e)),
+        };
+        cand_time += t0.elapsed();
+        if let Ok(Some(engine)) = sets.get(&d.record.policy_hash) {
+            let t0 = std::time::Instant::now();
+            let _ = redecide(&engine, &d);
+            rec_time += t0.elapsed();
+            rec_n += 1;
+        }
+        out.decisions += 1;
+        let new_errors: Vec<String> = again
+            .errors
+            .iter()
+            .filter(|e| !d.record.errors.contains(e))
+            .cloned()
+            .collect();
+        if !new_errors.is_empty() && d.record.errors.is_empty() {
+            out.new_errors += 1;
+        }
+        let (from, to) = (d.record.tier, again.tier);
+        if from == to && new_errors.is_empty() {
+            out.unchanged += 1;
+            return;
+        }
+        let req = serde_json::to_value(&d.record.request).unwrap_or_default();
+        let action = req["action"]["id"].as_str().unwrap_or("?").to_string();
+        let target = req["resource"]["id"].as_str().unwrap_or("?").to_string();
+        let direction = if to < from { "looser" } else { "stricter" };
+        if from != to {
+            if to < from {
+                out.looser += 1;
+            } else {
+                out.stricter += 1;
+            }
+            *out
+                .by_transition
+                .entry(format!("{action}: {from} → {to}"))
+                .or_default() += 1;
+        }
+        let determining: Vec<String> = again.determining.iter().map(|d| d.id.clone()).collect();
+        for id in &determining {
+            *out.by_policy.entry(id.clone()).or_default() += 1;
+        }
+        if let Some(c) = &r.body.case_id {
+            cases.insert(c.clone());
+        }
+        out.changes.push(Change {
+            place: place(r, &d),
+            action,
+            target,
+            from,
+            to,
+            direction: if from == to { "errors" } else { direction },
+            determining,
+            outcome: if from == to {
+                "the same tier, with new evaluation errors".into()
+            } else {
+                outcome_words(from, to)
+            },
+            new_errors,
+        });
+    })?;
+    out.cases = cases.into_iter().collect();
+    let micros = |t: std::time::Duration, n: u64| t.as_secs_f64() * 1e6 / n.max(1) as f64;
+    out.candidate_micros_per_decision = micros(cand_time, out.decisions);
+    out.recorded_micros_per_decision = (rec_n > 0).then(|| micros(rec_time, rec_n));
+    Ok(out)
 }
 
 #[cfg(test)]

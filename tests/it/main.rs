@@ -30,6 +30,7 @@ mod policy_props;
 mod policy_prove;
 mod policy_reload;
 mod python_client;
+mod replay;
 mod resume_guard;
 mod secrets;
 mod sources;
