@@ -9,6 +9,8 @@
 //! Parsing belongs to `ingest`, state to the engine: a request is answered `202` only after the
 //! engine reports a durable commit of every alert it carries.
 
+mod explain;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -181,6 +183,7 @@ pub fn router(state: HttpState) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(explain::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -7,6 +7,7 @@
 //! are handed to the engine; nothing here changes state itself.
 
 pub mod client;
+mod explain;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -677,6 +678,9 @@ pub async fn serve(
     health
         .set_serving::<pb::cases_server::CasesServer<ApiState>>()
         .await;
+    health
+        .set_serving::<pb::explanations_server::ExplanationsServer<ApiState>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::DESCRIPTOR)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -698,6 +702,11 @@ pub async fn serve(
         )
         .add_service(
             pb::approvals_server::ApprovalsServer::new(state.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::explanations_server::ExplanationsServer::new(state.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

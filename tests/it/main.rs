@@ -20,6 +20,7 @@ mod decisions;
 mod exec_crash;
 mod executor;
 mod executor_safety;
+mod explain;
 mod expiry_paused;
 mod fail_closed;
 mod fanout;

@@ -14,6 +14,9 @@ use crate::live::{self, Vendors};
 /// A stopped daemon's data directory after a recorded run.
 pub(crate) struct Run {
     pub dir: tempfile::TempDir,
+    pub config: cordon::config::Config,
+    /// The fake vendors (kept so a restarted daemon finds them).
+    pub vendors: Vendors,
     pub data: PathBuf,
     pub policies: PathBuf,
     /// The isolate action decided and run under the first policy set.
@@ -33,9 +36,19 @@ pub(crate) const OLD_REASON: &str = "host isolation cuts a machine off the netwo
 /// the first set (alice over gRPC first, then bob).
 pub(crate) async fn recorded_run(two_person: bool) -> Run {
     let v = Vendors::start().await;
-    v.cs.add_host("ws-r1", "aid-r1");
+    v.cs.add_host("ws-042", "aid-042");
     v.cs.add_host("ws-r2", "aid-r2");
     let mut d = live::start_live(&v, |cfg, _| {
+        cfg.policy.watch = false;
+        cfg.grpc.approvers = crate::grpc::USERS
+            .iter()
+            .map(|u| cordon::config::ApproverToken {
+                user: u.to_string(),
+                token: cordon::secret::SecretRef::Sha256(crate::grpc::sha(&crate::grpc::token_of(
+                    u,
+                ))),
+            })
+            .collect();
         if two_person {
             let f = cfg.policies_dir.join("blast_radius.cedar");
             let t = std::fs::read_to_string(&f).unwrap();
@@ -59,18 +72,16 @@ pub(crate) async fn recorded_run(two_person: bool) -> Run {
             "r-1",
             "Malware EncodedCommand",
             &["T1059"],
-            &[("host", "ws-r1")],
+            &[("host", "ws-042")],
         ),
     )
     .await;
-    let iso = live::find_action(&d, &first_case, "isolate_host", Some("ws-r1")).await;
+    let iso = live::find_action(&d, &first_case, "isolate_host", Some("ws-042")).await;
     let first_isolate = iso["action_id"].as_str().unwrap().to_string();
     live::approve(&d, &first_isolate, approvers).await;
     let done = live::settled(&d, &first_isolate).await;
     assert_eq!(done["state"], json!("succeeded"), "{done}");
 
-    let before = d.running().store.head();
-    let _ = before;
     let f = d.config.policies_dir.join("blast_radius.cedar");
     let t = std::fs::read_to_string(&f).unwrap();
     let t = t
@@ -110,12 +121,13 @@ pub(crate) async fn recorded_run(two_person: bool) -> Run {
     live::approve_any(&d, &id2).await;
     let done = live::settled(&d, &id2).await;
     assert_eq!(done["state"], json!("succeeded"), "{done}");
-    // A refused vote is a decision too: the requester cannot approve.
     let data = d.config.data_dir.clone();
     let policies = d.config.policies_dir.clone();
     assert_eq!(d.running.take().unwrap().shutdown().await, 0);
     Run {
         dir: d.dir,
+        config: d.config,
+        vendors: v,
         data,
         policies,
         first_isolate,
