@@ -34,6 +34,7 @@ mod python_client;
 mod replay;
 mod resume_guard;
 mod secrets;
+mod simulate;
 mod sources;
 mod store_damage;
 mod strict_input;
