@@ -258,9 +258,7 @@ fn decision_facts(
         .determining
         .iter()
         .map(|d| {
-            let text = source
-                .as_ref()
-                .and_then(|s| s.policy_text(&d.file, d.line));
+            let text = source.as_ref().and_then(|s| s.policy_text(&d.file, d.line));
             json!({
                 "id": d.id, "effect": d.effect, "reason": d.reason,
                 "file": d.file, "line": d.line, "at": format!("{}:{}", d.file, d.line),

@@ -20,8 +20,7 @@ impl pb::explanations_server::Explanations for ApiState {
             .await
             .map_err(|e| status(Code::Internal, format!("explain: {e}")))?
             .map_err(store_status)?;
-        let story = found
-            .ok_or_else(|| status(Code::NotFound, "no audit record names this id"))?;
+        let story = found.ok_or_else(|| status(Code::NotFound, "no audit record names this id"))?;
         Ok(Response::new(pb::Story {
             subject_kind: story.subject.kind.to_string(),
             subject_id: story.subject.id,

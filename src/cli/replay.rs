@@ -81,7 +81,10 @@ pub fn replay_cmd(range: &Range, action: Option<String>, alert: Option<String>, 
         Err(e) => return store_error("cannot read the audit store", &e),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         print!("{}", replay_text(&report));
     }
@@ -134,7 +137,10 @@ pub fn explain_cmd(data_dir: &Path, id: &str, json: bool) -> i32 {
     match crate::explain::read(&store, id) {
         Ok(Some(story)) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&story).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&story).unwrap_or_default()
+                );
             } else {
                 print!("{}", crate::explain::render_text(&story));
             }
@@ -157,7 +163,12 @@ pub enum Format {
 }
 
 /// `cordon simulate --policies DIR`: recorded in the audit store; changes no case or action.
-pub fn simulate_cmd(range: &Range, policies: &Path, fail_on: Option<FailOn>, format: Format) -> i32 {
+pub fn simulate_cmd(
+    range: &Range,
+    policies: &Path,
+    fail_on: Option<FailOn>,
+    format: Format,
+) -> i32 {
     let candidate = match crate::policy::load_dir(policies) {
         Ok(e) => e,
         Err(problems) => {
@@ -183,7 +194,10 @@ pub fn simulate_cmd(range: &Range, policies: &Path, fail_on: Option<FailOn>, for
         return store_error("cannot record the simulation", &e);
     }
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
         Format::Markdown => print!("{}", simulate_markdown(&report, policies)),
         Format::Text => print!("{}", simulate_text(&report, policies)),
     }
@@ -253,7 +267,11 @@ fn simulate_text(r: &SimulationReport, dir: &Path) -> String {
         let _ = writeln!(out, "  determined by {p}: {n}");
     }
     if !r.cases.is_empty() {
-        let _ = writeln!(out, "cases whose outcome would differ: {}", r.cases.join(", "));
+        let _ = writeln!(
+            out,
+            "cases whose outcome would differ: {}",
+            r.cases.join(", ")
+        );
     }
     for c in &r.changes {
         let _ = writeln!(
@@ -287,7 +305,10 @@ fn simulate_markdown(r: &SimulationReport, dir: &Path) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Policy simulation: `{}`\n", dir.display());
     let _ = writeln!(out, "Candidate hash `{}`.\n", r.candidate_hash);
-    let _ = writeln!(out, "| decisions | unchanged | changed | looser | stricter | new errors |");
+    let _ = writeln!(
+        out,
+        "| decisions | unchanged | changed | looser | stricter | new errors |"
+    );
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         out,
@@ -307,7 +328,10 @@ fn simulate_markdown(r: &SimulationReport, dir: &Path) -> String {
         let _ = writeln!(out);
     }
     if !r.changes.is_empty() {
-        let _ = writeln!(out, "| case | action | kind | target | outcome |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| case | action | kind | target | outcome |\n|---|---|---|---|---|"
+        );
         for c in &r.changes {
             let _ = writeln!(
                 out,

@@ -348,7 +348,10 @@ impl<'a> KeptSets<'a> {
                 )),
                 Err(p) => Err(format!(
                     "the kept policy set {hash} does not load: {}",
-                    p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                    p.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )),
             };
             self.loaded.insert(hash.to_string(), engine);
@@ -561,8 +564,7 @@ pub fn simulate(
             } else {
                 out.stricter += 1;
             }
-            *out
-                .by_transition
+            *out.by_transition
                 .entry(format!("{action}: {from} → {to}"))
                 .or_default() += 1;
         }
@@ -630,7 +632,9 @@ mod tests {
             context: Map::new(),
         });
         let data = serde_json::to_value(&rec).unwrap();
-        let r = recorded_decision("policy_decision", &data).unwrap().unwrap();
+        let r = recorded_decision("policy_decision", &data)
+            .unwrap()
+            .unwrap();
         let again = redecide(&engine, &r).unwrap();
         assert!(compare(&r.record, &again).is_empty());
         let mut tampered = r.clone();

@@ -22,7 +22,9 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
     let r = recorded_run(true).await;
     let id = r.first_isolate.clone();
     let mut c = cordon();
-    c.args(["explain", "--json", "--data-dir"]).arg(&r.data).arg(&id);
+    c.args(["explain", "--json", "--data-dir"])
+        .arg(&r.data)
+        .arg(&id);
     let out = run(c);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let story: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -42,8 +44,14 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
         &|e| e["kind"] == json!("policy_decision") && e["facts"]["phase"] == json!("step"),
         "step decision",
     );
-    let alice = at(&|e| e["kind"] == json!("vote") && e["facts"]["user"] == json!("alice"), "alice");
-    let bob = at(&|e| e["kind"] == json!("vote") && e["facts"]["user"] == json!("bob"), "bob");
+    let alice = at(
+        &|e| e["kind"] == json!("vote") && e["facts"]["user"] == json!("alice"),
+        "alice",
+    );
+    let bob = at(
+        &|e| e["kind"] == json!("vote") && e["facts"]["user"] == json!("bob"),
+        "bob",
+    );
     let pre = at(
         &|e| e["facts"]["phase"] == json!("pre_execution"),
         "pre-execution re-check",
@@ -53,8 +61,13 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
         &|e| e["kind"] == json!("action_transition") && e["facts"]["to"] == json!("succeeded"),
         "outcome",
     );
-    let order = [raw, enrich, step, decision, alice, bob, pre, exchange, outcome];
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}\n{story:#}");
+    let order = [
+        raw, enrich, step, decision, alice, bob, pre, exchange, outcome,
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{order:?}\n{story:#}"
+    );
 
     // The raw input and where it came from.
     assert_eq!(events[raw]["facts"]["source"], json!("cordon"));
@@ -66,7 +79,10 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
         .iter()
         .find(|f| f["entity"]["value"] == json!("ws-042"))
         .unwrap_or_else(|| panic!("{:#}", events[enrich]));
-    assert!(fact["source"].as_str().unwrap().starts_with("assets"), "{fact}");
+    assert!(
+        fact["source"].as_str().unwrap().starts_with("assets"),
+        "{fact}"
+    );
     assert!(fact["loaded_at"].is_string(), "{fact}");
     assert_eq!(fact["stale"], json!(false));
     // The decision, from the set of that time: the old @reason and line, not today's.
@@ -81,7 +97,10 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
         .unwrap_or_else(|| panic!("{d:#}"));
     assert_eq!(pol["reason"], json!(OLD_REASON));
     let now_text = std::fs::read_to_string(r.policies.join("blast_radius.cedar")).unwrap();
-    assert!(!now_text.contains(OLD_REASON), "the reload changed the file");
+    assert!(
+        !now_text.contains(OLD_REASON),
+        "the reload changed the file"
+    );
     let line_now = line_of(&now_text, "@id(\"isolate-host-one-approver\")");
     let line_then = pol["line"].as_u64().unwrap() as usize;
     assert_eq!(line_then + 2, line_now, "{pol:#}");
@@ -93,7 +112,10 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
         "{pol:#}"
     );
     let old_text = pol["text"].as_str().unwrap();
-    assert!(old_text.starts_with("@id(\"isolate-host-one-approver\")"), "{old_text}");
+    assert!(
+        old_text.starts_with("@id(\"isolate-host-one-approver\")"),
+        "{old_text}"
+    );
     assert!(old_text.contains(OLD_REASON), "{old_text}");
     assert!(old_text.contains("context.approvals >= 2"), "{old_text}");
     // Both votes, with channel, identity and the request hash they approved.
@@ -111,8 +133,14 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
     c.args(["explain", "--data-dir"]).arg(&r.data).arg(&id);
     let t = text(&run(c).stdout);
     assert!(t.contains(OLD_REASON), "{t}");
-    assert!(t.contains(&format!("blast_radius.cedar:{line_then}")), "{t}");
-    assert!(t.contains("alice voted approve over grpc (mtls identity)"), "{t}");
+    assert!(
+        t.contains(&format!("blast_radius.cedar:{line_then}")),
+        "{t}"
+    );
+    assert!(
+        t.contains("alice voted approve over grpc (mtls identity)"),
+        "{t}"
+    );
     assert!(t.contains("| when { context.approvals >= 2 };"), "{t}");
 
     // HTTP and gRPC give the same facts (the daemon restarted on the same store).
@@ -147,7 +175,10 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
         assert_eq!(json!(p.seq), e["seq"]);
         assert_eq!(json!(p.kind), e["kind"]);
         assert_eq!(json!(p.what), e["what"]);
-        assert_eq!(serde_json::from_str::<Value>(&p.facts_json).unwrap(), e["facts"]);
+        assert_eq!(
+            serde_json::from_str::<Value>(&p.facts_json).unwrap(),
+            e["facts"]
+        );
     }
     d.stop().await;
     drop(vendors);

@@ -89,7 +89,10 @@ pub(crate) async fn recorded_run(two_person: bool) -> Run {
             "// Row: host isolation — one human approver.\n",
             "// Row: host isolation — one human approver.\n// (reviewed)\n// (reviewed again)\n",
         )
-        .replace(OLD_REASON, "isolation, as reviewed: one approver checks the evidence");
+        .replace(
+            OLD_REASON,
+            "isolation, as reviewed: one approver checks the evidence",
+        );
     std::fs::write(&f, t).unwrap();
     let (s, body) = d.post("/v1/policies/reload", "").await;
     assert_eq!(s, 200, "{body}");
@@ -139,14 +142,12 @@ pub(crate) async fn recorded_run(two_person: bool) -> Run {
 
 pub(crate) fn replay_json(data: &Path, extra: &[&str]) -> (i32, Value, String) {
     let mut c = cordon();
-    c.args(["replay", "--json", "--data-dir"]).arg(data).args(extra);
+    c.args(["replay", "--json", "--data-dir"])
+        .arg(data)
+        .args(extra);
     let out = run(c);
     let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (
-        out.status.code().unwrap_or(-1),
-        report,
-        text(&out.stderr),
-    )
+    (out.status.code().unwrap_or(-1), report, text(&out.stderr))
 }
 
 /// A copy of `src` in which the first step decision on `isolate_host` says `auto` instead of

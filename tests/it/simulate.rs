@@ -49,8 +49,11 @@ async fn an_automatic_isolation_candidate_reports_the_isolate_steps_and_fails_th
     );
     let changes = rep["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 2, "{rep:#}");
-    assert!(changes.iter().all(|c| c["action"] == json!("isolate_host")
-        && c["direction"] == json!("looser")));
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["action"] == json!("isolate_host") && c["direction"] == json!("looser"))
+    );
     let mut cases = vec![r.first_case.clone(), r.second_case.clone()];
     cases.sort();
     assert_eq!(rep["cases"], json!(cases));
@@ -61,13 +64,22 @@ async fn an_automatic_isolation_candidate_reports_the_isolate_steps_and_fails_th
 
     let (code, out, _) = simulate(&r.data, cand.path(), &["--fail-on", "looser"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("isolate_host: one_approver → auto: 2"), "{out}");
-    assert!(out.contains(&r.first_case) && out.contains(&r.second_case), "{out}");
+    assert!(
+        out.contains("isolate_host: one_approver → auto: 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&r.first_case) && out.contains(&r.second_case),
+        "{out}"
+    );
     let (code, _, _) = simulate(&r.data, cand.path(), &["--fail-on", "stricter"]);
     assert_eq!(code, 0);
     let (code, md, _) = simulate(&r.data, cand.path(), &["--markdown"]);
     assert_eq!(code, 0);
-    assert!(md.contains("| isolate_host: one_approver → auto | 2 |"), "{md}");
+    assert!(
+        md.contains("| isolate_host: one_approver → auto | 2 |"),
+        "{md}"
+    );
 
     // The set in force changes nothing.
     let (code, out, err) = simulate(&r.data, &r.policies, &["--json", "--fail-on", "any"]);
