@@ -127,6 +127,18 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
         assert!(!f["request_hash"].as_str().unwrap().is_empty(), "{f}");
     }
     assert!(events[exchange]["facts"]["phase"].is_string());
+    // Vendor credentials were redacted when recorded: none is in the story.
+    let all = story.to_string();
+    let mut secrets = 0;
+    for e in std::fs::read_dir(r.dir.path().join("secrets")).unwrap() {
+        let value = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        assert!(
+            value.len() >= 8 && !all.contains(value.trim()),
+            "a secret is in the story"
+        );
+        secrets += 1;
+    }
+    assert!(secrets > 0);
 
     // Text for people says the same.
     let mut c = cordon();
