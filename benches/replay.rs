@@ -121,7 +121,19 @@ fn measure(data: &std::path::Path, alerts: u64) {
         .iter()
         .map(|r| serde_json::to_vec(&r.body).map_or(0, |b| b.len() + 65))
         .sum();
+    let mut by_kind: std::collections::BTreeMap<&str, (u64, usize)> = Default::default();
+    for r in &all {
+        let e = by_kind.entry(r.body.kind.as_str()).or_default();
+        e.0 += 1;
+        e.1 += serde_json::to_vec(&r.body).map_or(0, |b| b.len() + 65);
+    }
     println!("store for {alerts} alerts of the load mix: {records} audit records");
+    for (k, (n, b)) in &by_kind {
+        println!(
+            "    {k}: {n} records, {:.2} KiB per alert",
+            *b as f64 / alerts as f64 / 1024.0
+        );
+    }
     println!(
         "  store: {:.1} MiB on disk, {:.1} KiB per alert; audit records {:.1} KiB per alert",
         size as f64 / (1 << 20) as f64,
