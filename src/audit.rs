@@ -108,6 +108,8 @@ kinds! {
     AuditCheckpoint = "audit_checkpoint",
     /// `cordon simulate` ran: who, which candidate set, the summary (changes nothing else).
     Simulation = "simulation",
+    /// A step decided by the shadow policy set (`[policy.shadow]`): never acted on.
+    ShadowDecision = "shadow_decision",
 }
 
 impl fmt::Display for AuditKind {

@@ -83,8 +83,12 @@ pub enum Command {
         #[command(flatten)]
         range: replay::Range,
         /// The candidate policy directory.
-        #[arg(long)]
-        policies: PathBuf,
+        #[arg(long, required_unless_present = "shadow")]
+        policies: Option<PathBuf>,
+        /// Instead of a candidate directory, read back the shadow decisions `[policy.shadow]`
+        /// recorded (read-only; not recorded as a simulation).
+        #[arg(long, conflicts_with = "policies")]
+        shadow: bool,
         /// Exit 1 when a decision would change this way.
         #[arg(long, value_enum)]
         fail_on: Option<replay::FailOn>,
@@ -412,6 +416,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Simulate {
             range,
             policies,
+            shadow,
             fail_on,
             json,
             markdown,
@@ -421,7 +426,10 @@ pub fn run(cli: Cli) -> i32 {
                 (_, true) => replay::Format::Markdown,
                 _ => replay::Format::Text,
             };
-            replay::simulate_cmd(&range, &policies, fail_on, format)
+            match policies {
+                Some(dir) if !shadow => replay::simulate_cmd(&range, &dir, fail_on, format),
+                _ => replay::shadow_cmd(&range, fail_on, format),
+            }
         }
         Command::Source {
             command: SourceCommand::Test { file, payload },

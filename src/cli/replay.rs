@@ -201,6 +201,11 @@ pub fn simulate_cmd(
         Format::Markdown => print!("{}", simulate_markdown(&report, policies)),
         Format::Text => print!("{}", simulate_text(&report, policies)),
     }
+    gate(&report, fail_on)
+}
+
+/// The exit status of a simulation report under `--fail-on`.
+fn gate(report: &SimulationReport, fail_on: Option<FailOn>) -> i32 {
     let failed = match fail_on {
         None => false,
         Some(FailOn::Looser) => report.looser > 0,
@@ -214,6 +219,28 @@ pub fn simulate_cmd(
         return 1;
     }
     if failed { 1 } else { 0 }
+}
+
+/// `cordon simulate --shadow`: the recorded shadow decisions against the decisions in force.
+pub fn shadow_cmd(range: &Range, fail_on: Option<FailOn>, format: Format) -> i32 {
+    let store = match open(&range.data_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let report = match replay::shadow_report(&store, &range.filter()) {
+        Ok(r) => r,
+        Err(e) => return store_error("cannot read the audit store", &e),
+    };
+    let label = Path::new("[policy.shadow]");
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Format::Markdown => print!("{}", simulate_markdown(&report, label)),
+        Format::Text => print!("{}", simulate_text(&report, label)),
+    }
+    gate(&report, fail_on)
 }
 
 /// Appends the `simulation` record (who ran it, which set, the summary) and flushes.

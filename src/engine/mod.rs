@@ -110,6 +110,8 @@ pub enum ApprovalUpdate {
 #[derive(Debug, Clone, Copy)]
 enum Tally {
     Decision(Tier),
+    /// A shadow decision: action kind, agreed with the set in force.
+    Shadow(&'static str, bool),
     EnrichmentFailures(u64),
     Execution(ActionState),
     Escalation,
@@ -265,6 +267,8 @@ pub struct EngineParts {
     pub runnable: Option<RunnableTx>,
     /// Chat approvals are configured: requests and their changes are owed to chat.
     pub chat: bool,
+    /// The shadow policy set (`[policy.shadow]`), decided beside the set in force, never acted on.
+    pub shadow: Option<Arc<policy::PolicyEngine>>,
 }
 
 pub struct Engine {
@@ -443,6 +447,11 @@ impl Engine {
             Self::keep_policy_set(&self.parts.store, &mut txn, &self.parts.policies.current())
         {
             tracing::error!(error = %e, "the policy set in force could not be kept in the store");
+        }
+        if let Some(shadow) = &self.parts.shadow
+            && let Err(e) = Self::keep_policy_set(&self.parts.store, &mut txn, shadow)
+        {
+            tracing::error!(error = %e, "the shadow policy set could not be kept in the store");
         }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let events = batch.len();
@@ -635,6 +644,16 @@ impl Engine {
                             .decisions
                             .get_or_create(&TierLabels {
                                 tier: tier.as_str().into(),
+                            })
+                            .inc();
+                    }
+                    Tally::Shadow(action, agreed) => {
+                        self.parts
+                            .metrics
+                            .shadow_decisions
+                            .get_or_create(&crate::metrics::ShadowLabels {
+                                action: action.into(),
+                                outcome: if agreed { "agree" } else { "diverge" }.into(),
                             })
                             .inc();
                     }

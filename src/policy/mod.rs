@@ -12,6 +12,7 @@ pub mod prove;
 mod record;
 pub mod replay;
 mod request;
+pub mod shadow;
 pub mod testfile;
 
 use std::collections::BTreeMap;

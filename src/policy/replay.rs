@@ -506,6 +506,119 @@ fn outcome_words(from: Tier, to: Tier) -> String {
     format!("an action that {} {}", what(from), now(to))
 }
 
+/// Adds one re-decided step to a simulation report.
+fn note(
+    out: &mut SimulationReport,
+    cases: &mut std::collections::BTreeSet<String>,
+    r: &AuditRecord,
+    d: &Recorded,
+    again: &DecisionRecord,
+) {
+    let new_errors: Vec<String> = again
+        .errors
+        .iter()
+        .filter(|e| !d.record.errors.contains(e))
+        .cloned()
+        .collect();
+    if !new_errors.is_empty() && d.record.errors.is_empty() {
+        out.new_errors += 1;
+    }
+    let (from, to) = (d.record.tier, again.tier);
+    if from == to && new_errors.is_empty() {
+        out.unchanged += 1;
+        return;
+    }
+    let req = serde_json::to_value(&d.record.request).unwrap_or_default();
+    let action = req["action"]["id"].as_str().unwrap_or("?").to_string();
+    let target = req["resource"]["id"].as_str().unwrap_or("?").to_string();
+    let direction = if to < from { "looser" } else { "stricter" };
+    if from != to {
+        if to < from {
+            out.looser += 1;
+        } else {
+            out.stricter += 1;
+        }
+        *out.by_transition
+            .entry(format!("{action}: {from} → {to}"))
+            .or_default() += 1;
+    }
+    let determining: Vec<String> = again.determining.iter().map(|d| d.id.clone()).collect();
+    for id in &determining {
+        *out.by_policy.entry(id.clone()).or_default() += 1;
+    }
+    if let Some(c) = &r.body.case_id {
+        cases.insert(c.clone());
+    }
+    out.changes.push(Change {
+        place: place(r, &d),
+        action,
+        target,
+        from,
+        to,
+        direction: if from == to { "errors" } else { direction },
+        determining,
+        outcome: if from == to {
+            "the same tier, with new evaluation errors".into()
+        } else {
+            outcome_words(from, to)
+        },
+        new_errors,
+    });
+}
+
+/// Reads back the shadow decisions (`[policy.shadow]`) `filter` takes, as a simulation of the
+/// shadow set against the decisions in force (`cordon simulate --shadow`).
+pub fn shadow_report(
+    store: &Store,
+    filter: &Filter,
+) -> Result<SimulationReport, crate::store::StoreError> {
+    let mut out = SimulationReport::default();
+    let mut cases = std::collections::BTreeSet::new();
+    let mut from = 1;
+    loop {
+        let batch = store.audit_records(from, 4096)?;
+        let Some(last) = batch.last() else {
+            break;
+        };
+        from = last.body.seq + 1;
+        for r in batch
+            .iter()
+            .filter(|r| r.body.kind == "shadow_decision" && filter.takes(r))
+        {
+            let data = &r.body.data;
+            let parsed = serde_json::from_value::<DecisionRecord>(data["record"].clone())
+                .map_err(|e| e.to_string())
+                .and_then(|shadow| {
+                    let tier: Tier = serde_json::from_value(data["tier_in_force"].clone())
+                        .map_err(|e| e.to_string())?;
+                    Ok((shadow, tier))
+                });
+            let (shadow, tier) = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    out.failed
+                        .push((r.body.seq, format!("unreadable shadow decision: {e}")));
+                    continue;
+                }
+            };
+            out.candidate_hash = shadow.policy_hash.clone();
+            let in_force = Recorded {
+                phase: Phase::Step,
+                approvals: None,
+                record: DecisionRecord {
+                    tier,
+                    errors: vec![],
+                    ..shadow.clone()
+                },
+            };
+            out.decisions += 1;
+            note(&mut out, &mut cases, r, &in_force, &shadow);
+        }
+    }
+    out.cases = cases.into_iter().collect();
+    Ok(out)
+}
+
 /// Re-decides every recorded step decision `filter` takes with `candidate` and reports what
 /// would change. Changes nothing.
 pub fn simulate(
@@ -540,56 +653,7 @@ pub fn simulate(
             rec_n += 1;
         }
         out.decisions += 1;
-        let new_errors: Vec<String> = again
-            .errors
-            .iter()
-            .filter(|e| !d.record.errors.contains(e))
-            .cloned()
-            .collect();
-        if !new_errors.is_empty() && d.record.errors.is_empty() {
-            out.new_errors += 1;
-        }
-        let (from, to) = (d.record.tier, again.tier);
-        if from == to && new_errors.is_empty() {
-            out.unchanged += 1;
-            return;
-        }
-        let req = serde_json::to_value(&d.record.request).unwrap_or_default();
-        let action = req["action"]["id"].as_str().unwrap_or("?").to_string();
-        let target = req["resource"]["id"].as_str().unwrap_or("?").to_string();
-        let direction = if to < from { "looser" } else { "stricter" };
-        if from != to {
-            if to < from {
-                out.looser += 1;
-            } else {
-                out.stricter += 1;
-            }
-            *out.by_transition
-                .entry(format!("{action}: {from} → {to}"))
-                .or_default() += 1;
-        }
-        let determining: Vec<String> = again.determining.iter().map(|d| d.id.clone()).collect();
-        for id in &determining {
-            *out.by_policy.entry(id.clone()).or_default() += 1;
-        }
-        if let Some(c) = &r.body.case_id {
-            cases.insert(c.clone());
-        }
-        out.changes.push(Change {
-            place: place(r, &d),
-            action,
-            target,
-            from,
-            to,
-            direction: if from == to { "errors" } else { direction },
-            determining,
-            outcome: if from == to {
-                "the same tier, with new evaluation errors".into()
-            } else {
-                outcome_words(from, to)
-            },
-            new_errors,
-        });
+        note(&mut out, &mut cases, r, &d, &again);
     })?;
     out.cases = cases.into_iter().collect();
     let micros = |t: std::time::Duration, n: u64| t.as_secs_f64() * 1e6 / n.max(1) as f64;

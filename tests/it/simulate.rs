@@ -113,3 +113,81 @@ async fn an_automatic_isolation_candidate_reports_the_isolate_steps_and_fails_th
     assert!(err.contains("bad.cedar"), "{err}");
     drop(r.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_set_is_decided_beside_the_set_in_force_and_read_back_by_simulate_shadow() {
+    let (dir, mut cfg) = crate::common::workspace();
+    let shadow = dir.path().join("shadow-policies");
+    crate::common::copy_dir(&cfg.policies_dir, &shadow);
+    let f = shadow.join("blast_radius.cedar");
+    let t = std::fs::read_to_string(&f).unwrap().replace(
+        "permit (principal, action == Cordon::Action::\"isolate_host\", resource)\nwhen { context.approvals >= 1 };",
+        "permit (principal, action == Cordon::Action::\"isolate_host\", resource);",
+    );
+    std::fs::write(&f, t).unwrap();
+    cfg.policy.shadow = Some(cordon::policy::shadow::ShadowConfig { dir: shadow });
+    let mut d = crate::common::start_in(dir, cfg, None).await;
+    let case_id = crate::live::post_alert(
+        &d,
+        crate::live::alert(
+            "sh-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-sh1")],
+        ),
+    )
+    .await;
+    // What runs is decided by the set in force only.
+    let iso = crate::live::find_action(&d, &case_id, "isolate_host", Some("ws-sh1")).await;
+    assert_eq!(iso["state"], json!("awaiting_approval"), "{iso}");
+    assert_eq!(iso["tier"], json!("one_approver"));
+    let shadows: Vec<Value> = d
+        .audit()
+        .into_iter()
+        .filter(|r| r.body.kind == "shadow_decision")
+        .map(|r| r.body.data)
+        .collect();
+    let steps = d
+        .audit()
+        .into_iter()
+        .filter(|r| r.body.kind == "policy_decision" && r.body.data["phase"].is_null())
+        .count();
+    assert_eq!(shadows.len(), steps, "one shadow decision per step");
+    let iso_shadow = shadows
+        .iter()
+        .find(|s| s["record"]["request"]["action"]["id"] == json!("isolate_host"))
+        .unwrap();
+    assert_eq!(iso_shadow["agrees"], json!(false));
+    assert_eq!(iso_shadow["record"]["tier"], json!("auto"));
+    let (s, metrics) = d.get("/metrics").await;
+    assert_eq!(s, 200);
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains(
+            "cordon_shadow_decisions_total{action=\"isolate_host\",outcome=\"diverge\"} 1"
+        ),
+        "{metrics}"
+    );
+    let data = d.config.data_dir.clone();
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
+
+    let mut c = cordon();
+    c.args(["simulate", "--shadow", "--json", "--data-dir"])
+        .arg(&data);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        rep["by_transition"],
+        json!({"isolate_host: one_approver → auto": 1}),
+        "{rep:#}"
+    );
+    assert_eq!(rep["cases"], json!([case_id]));
+    let mut c = cordon();
+    c.args(["simulate", "--shadow", "--fail-on", "looser", "--data-dir"])
+        .arg(&data);
+    assert_eq!(run(c).status.code(), Some(1));
+    let (code, rep, _) = replay_json(&data, &[]);
+    assert_eq!(code, 0, "{rep:#}");
+    drop(d.dir);
+}
