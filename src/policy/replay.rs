@@ -550,7 +550,7 @@ fn note(
         cases.insert(c.clone());
     }
     out.changes.push(Change {
-        place: place(r, &d),
+        place: place(r, d),
         action,
         target,
         from,
