@@ -1,8 +1,8 @@
 //! The `cordon` command line: flag parsing and dispatch to the library.
 //!
 //! Owns: the subcommands (`serve`, `check`, `policy validate|test|prove`, `audit
-//! verify|export|keygen`, `source test`, `replay`, `explain`, `simulate`), how their results are printed, their exit statuses,
-//! and the log format (text lines escape every value, so nothing from outside can forge a line).
+//! verify|export|keygen`, `source test`, `replay`, `explain`, `simulate`), how their results
+//! are printed, their exit statuses, and the log format (text lines escape every value, so nothing from outside can forge a line).
 //! No business logic lives here.
 
 mod approvals;
