@@ -2,8 +2,8 @@
 //!
 //! Owns: the subcommands (`serve`, `check`, `policy validate|test|prove`, `audit
 //! verify|export|keygen`, `source test`, `replay`, `explain`, `simulate`), how their results
-//! are printed, their exit statuses, and the log format (text lines escape every value, so nothing from outside can forge a line).
-//! No business logic lives here.
+//! are printed, their exit statuses, and the log format (text lines escape every value, so
+//! nothing from outside can forge a line). No business logic lives here.
 
 mod approvals;
 mod replay;
