@@ -102,7 +102,7 @@ fn mix(mut x: u64) -> u64 {
 /// Alert `i` of this run, as cordon's native JSON. Alert `4k+3` shares rule and primary entity
 /// with `4k+2` (different secondary entities): it joins that alert's open case (correlation).
 /// Alert `100k+99` is a SIEM re-delivery of `100k+98` (same source id: a duplicate).
-fn alert_body(run: u64, i: u64) -> String {
+pub(crate) fn alert_body(run: u64, i: u64) -> String {
     if i % 100 == 99 {
         return alert_body(run, i - 1);
     }

@@ -128,6 +128,11 @@ kinds! {
     LearningAccepted = "learning_accepted",
     /// A learning proposal was dismissed.
     LearningDismissed = "learning_dismissed",
+
+    /// `cordon simulate` ran: who, which candidate set, the summary (changes nothing else).
+    Simulation = "simulation",
+    /// A step decided by the shadow policy set (`[policy.shadow]`): never acted on.
+    ShadowDecision = "shadow_decision",
 }
 
 impl fmt::Display for AuditKind {

@@ -414,11 +414,16 @@ impl Default for ShutdownConfig {
 pub struct PolicyConfig {
     /// Reload policies when a file in `policies_dir` changes.
     pub watch: bool,
+    /// A candidate set decided beside the set in force for every step (`[policy.shadow]`).
+    pub shadow: Option<crate::policy::shadow::ShadowConfig>,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { watch: true }
+        PolicyConfig {
+            watch: true,
+            shadow: None,
+        }
     }
 }
 

@@ -127,6 +127,9 @@ pub fn validate_with(
             None
         }
     };
+    problems.extend(crate::policy::shadow::problems(
+        config.policy.shadow.as_ref(),
+    ));
     let chat = crate::chat::Chat::build(&config.chat).unwrap_or_else(|mut p| {
         problems.append(&mut p);
         None
@@ -329,6 +332,7 @@ pub async fn start(
     };
     let (eng, handle) = engine::new(
         EngineParts {
+            shadow: crate::policy::shadow::load(cfg.policy.shadow.as_ref()),
             store: store.clone(),
             policies: policies.clone(),
             policies_dir: cfg.policies_dir.clone(),

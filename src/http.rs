@@ -12,6 +12,8 @@
 mod cases;
 mod learning;
 
+mod explain;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -187,6 +189,7 @@ pub fn router(state: HttpState) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(explain::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod engine;
 pub mod enrich;
 pub mod executor;
+pub mod explain;
 pub mod http;
 pub mod ingest;
 pub mod learn;

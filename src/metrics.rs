@@ -71,6 +71,16 @@ pub struct Metrics {
     pub chat_callbacks: Family<ChatLabels, Counter>,
     pub http_connections: ListenerMetrics,
     pub grpc_connections: ListenerMetrics,
+    /// Shadow decisions (`[policy.shadow]`) by action kind and whether they agreed.
+    pub shadow_decisions: Family<ShadowLabels, Counter>,
+}
+
+/// Labels of `cordon_shadow_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    pub action: String,
+    /// `agree` or `diverge`.
+    pub outcome: String,
 }
 
 impl Default for Metrics {
@@ -181,7 +191,14 @@ impl Metrics {
             "gRPC connections closed on accept because the connection cap was reached",
             grpc_connections.refused.clone(),
         );
+        let shadow_decisions = Family::<ShadowLabels, Counter>::default();
+        r.register(
+            "cordon_shadow_decisions",
+            "Step decisions of the shadow policy set by action kind and agreement with the set in force",
+            shadow_decisions.clone(),
+        );
         Metrics {
+            shadow_decisions,
             http_connections,
             grpc_connections,
             chat_posts,

@@ -46,6 +46,8 @@ pub struct Clients {
     pub approvals: pb::approvals_client::ApprovalsClient<Intercepted>,
     pub cases: pb::cases_client::CasesClient<Intercepted>,
     pub learning: pb::learning_client::LearningClient<Intercepted>,
+
+    pub explanations: pb::explanations_client::ExplanationsClient<Intercepted>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,8 @@ pub async fn connect(o: &ClientOptions) -> Result<Clients, ClientError> {
             b.clone(),
         ),
         cases: pb::cases_client::CasesClient::with_interceptor(channel.clone(), b.clone()),
-        learning: pb::learning_client::LearningClient::with_interceptor(channel, b),
+        learning: pb::learning_client::LearningClient::with_interceptor(channel.clone(), b.clone()),
+
+        explanations: pb::explanations_client::ExplanationsClient::with_interceptor(channel, b),
     })
 }

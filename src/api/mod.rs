@@ -10,6 +10,8 @@ pub mod cases;
 pub mod client;
 pub mod learning;
 
+mod explain;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -650,6 +652,9 @@ pub async fn serve(
     health
         .set_serving::<pb::cases_server::CasesServer<ApiState>>()
         .await;
+    health
+        .set_serving::<pb::explanations_server::ExplanationsServer<ApiState>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::DESCRIPTOR)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -676,6 +681,11 @@ pub async fn serve(
         )
         .add_service(
             pb::learning_server::LearningServer::new(state.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::explanations_server::ExplanationsServer::new(state.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

@@ -1,9 +1,9 @@
 //! The `cordon` command line: flag parsing and dispatch to the library.
 //!
 //! Owns: the subcommands (`serve`, `check`, `policy validate|test|prove`, `audit
-//! verify|export|keygen`, `source test`), how their results are printed, their exit statuses,
-//! and the log format (text lines escape every value, so nothing from outside can forge a line).
-//! No business logic lives here.
+//! verify|export|keygen`, `source test`, `replay`, `explain`, `simulate`), how their results
+//! are printed, their exit statuses, and the log format (text lines escape every value, so
+//! nothing from outside can forge a line). No business logic lives here.
 
 mod approvals;
 mod archive;
@@ -11,6 +11,8 @@ mod cases;
 mod learn;
 pub use cases::CasesCommand;
 pub use learn::LearnCommand;
+
+mod replay;
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +59,49 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Re-decide recorded decisions with the policy set each was made with; exit 0 only if
+    /// every replayed decision is identical (the daemon must be stopped, or give a copy).
+    Replay {
+        #[command(flatten)]
+        range: replay::Range,
+        /// Only this action's decisions.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only this alert's decisions.
+        #[arg(long)]
+        alert: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The story of one action or case from the audit store, in the order it happened.
+    Explain {
+        /// An action id or a case id.
+        id: String,
+        #[arg(long, env = "CORDON_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-decide recorded step decisions under a candidate policy set and report what would
+    /// change (recorded in the audit store; nothing else changes).
+    Simulate {
+        #[command(flatten)]
+        range: replay::Range,
+        /// The candidate policy directory.
+        #[arg(long, required_unless_present = "shadow")]
+        policies: Option<PathBuf>,
+        /// Instead of a candidate directory, read back the shadow decisions `[policy.shadow]`
+        /// recorded (read-only; not recorded as a simulation).
+        #[arg(long, conflicts_with = "policies")]
+        shadow: bool,
+        /// Exit 1 when a decision would change this way.
+        #[arg(long, value_enum)]
+        fail_on: Option<replay::FailOn>,
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        #[arg(long)]
+        markdown: bool,
     },
     /// Approval requests, over the gRPC API.
     Approvals {
@@ -451,6 +496,31 @@ pub fn run(cli: Cli) -> i32 {
                     eprintln!("cordon: cannot start the runtime: {e}");
                     1
                 }
+            }
+        }
+        Command::Replay {
+            range,
+            action,
+            alert,
+            json,
+        } => replay::replay_cmd(&range, action, alert, json),
+        Command::Explain { id, data_dir, json } => replay::explain_cmd(&data_dir, &id, json),
+        Command::Simulate {
+            range,
+            policies,
+            shadow,
+            fail_on,
+            json,
+            markdown,
+        } => {
+            let format = match (json, markdown) {
+                (true, _) => replay::Format::Json,
+                (_, true) => replay::Format::Markdown,
+                _ => replay::Format::Text,
+            };
+            match policies {
+                Some(dir) if !shadow => replay::simulate_cmd(&range, &dir, fail_on, format),
+                _ => replay::shadow_cmd(&range, fail_on, format),
             }
         }
         Command::Source {

@@ -54,6 +54,8 @@ impl Rig {
                 connectors: v.connectors,
                 runnable: None,
                 chat: false,
+                learning: cfg.learning.clone(),
+                shadow: None,
             },
             64,
         );

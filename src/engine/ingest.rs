@@ -498,8 +498,20 @@ impl Engine {
             resource_attrs: step_req.resource_attrs.clone(),
             context: step_req.context.clone(),
         });
+        let shadow_req = self.parts.shadow.as_ref().map(|_| step_req.clone());
         let record = policy_engine.decide_step(step_req);
         let seq = txn.audit(AuditKind::PolicyDecision, alinks.clone(), now, &record)?;
+        if let (Some(shadow), Some(sreq)) = (self.parts.shadow.clone(), shadow_req) {
+            let s = shadow.decide_step(sreq);
+            let agrees = s.tier == record.tier;
+            txn.audit(
+                AuditKind::ShadowDecision,
+                alinks.clone(),
+                now,
+                json!({"decision_seq": seq, "tier_in_force": record.tier, "agrees": agrees, "record": s}),
+            )?;
+            self.tallies.push(Tally::Shadow(req.kind.as_str(), agrees));
+        }
         self.tallies.push(Tally::Decision(record.tier));
         let next = match record.tier {
             Tier::Auto => ActionState::Approved,

@@ -6,8 +6,8 @@
 //! (case operations `accept_proposal` / `dismiss_proposal`, so the same Cedar check, identity and
 //! refusal records as every other case operation; accepting writes the proposal's files into
 //! `[learning] proposals_dir` before the acceptance is recorded), and moving a closed case to
-//! `learned` once every proposal learned from it is resolved (at once when there is nothing to
-//! learn). Nothing here edits the live configuration.
+//! `learned` once every proposal learned from it is resolved (a closure that taught nothing
+//! stays `closed`, and so can still be reopened). Nothing here edits the live configuration.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -286,7 +286,8 @@ impl Engine {
             .collect())
     }
 
-    /// Moves a closed case to `learned` when none of `proposals` (its proposals) is open.
+    /// Moves a closed case to `learned` when it has proposals and none of them is open. A
+    /// closure that taught nothing leaves the case `closed` (and so still reopenable).
     fn learned_if_done(
         &mut self,
         txn: &mut Txn,
@@ -303,7 +304,7 @@ impl Engine {
                 open += 1;
             }
         }
-        if open > 0 {
+        if open > 0 || proposals.is_empty() {
             return Ok(());
         }
         let Some(case) = txn.get_json::<Case>(&store, &keys::case(case_id))? else {
@@ -312,14 +313,10 @@ impl Engine {
         if case.closure.is_none() {
             return Ok(());
         }
-        let reason = if proposals.is_empty() {
-            "closed with nothing to learn".to_string()
-        } else {
-            format!(
-                "every learning proposal resolved ({})",
-                proposals.iter().cloned().collect::<Vec<_>>().join(", ")
-            )
-        };
+        let reason = format!(
+            "every learning proposal resolved ({})",
+            proposals.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
         self.mark_learned(txn, case_id, &reason, now)?;
         Ok(())
     }

@@ -126,6 +126,8 @@ pub enum ApprovalUpdate {
 #[derive(Debug, Clone, Copy)]
 enum Tally {
     Decision(Tier),
+    /// A shadow decision: action kind, agreed with the set in force.
+    Shadow(&'static str, bool),
     EnrichmentFailures(u64),
     Execution(ActionState),
     Escalation,
@@ -297,6 +299,9 @@ pub struct EngineParts {
     pub chat: bool,
     /// Learning proposals (`[learning]`).
     pub learning: LearningConfig,
+
+    /// The shadow policy set (`[policy.shadow]`), decided beside the set in force, never acted on.
+    pub shadow: Option<Arc<policy::PolicyEngine>>,
 }
 
 pub struct Engine {
@@ -476,6 +481,17 @@ impl Engine {
     ) -> (Txn, Prepared) {
         self.parts.enricher.refresh();
         let mut txn = self.parts.store.begin_after(after);
+        // The set in force is kept before anything is decided with it (once per hash).
+        if let Err(e) =
+            Self::keep_policy_set(&self.parts.store, &mut txn, &self.parts.policies.current())
+        {
+            tracing::error!(error = %e, "the policy set in force could not be kept in the store");
+        }
+        if let Some(shadow) = &self.parts.shadow
+            && let Err(e) = Self::keep_policy_set(&self.parts.store, &mut txn, shadow)
+        {
+            tracing::error!(error = %e, "the shadow policy set could not be kept in the store");
+        }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let events = batch.len();
         for ev in batch {
@@ -683,6 +699,16 @@ impl Engine {
                             .decisions
                             .get_or_create(&TierLabels {
                                 tier: tier.as_str().into(),
+                            })
+                            .inc();
+                    }
+                    Tally::Shadow(action, agreed) => {
+                        self.parts
+                            .metrics
+                            .shadow_decisions
+                            .get_or_create(&crate::metrics::ShadowLabels {
+                                action: action.into(),
+                                outcome: if agreed { "agree" } else { "diverge" }.into(),
                             })
                             .inc();
                     }

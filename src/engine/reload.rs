@@ -26,6 +26,7 @@ impl Engine {
         let before = self.parts.policies.current().hash.clone();
         let outcome = match policy::load_dir(&self.parts.policies_dir) {
             Ok(engine) => {
+                Self::keep_policy_set(&self.parts.store, txn, &engine)?;
                 txn.audit(
                     AuditKind::PolicyReloaded,
                     Links::default(),
@@ -56,6 +57,21 @@ impl Engine {
             }
         };
         Ok(outcome)
+    }
+
+    /// Keeps the texts of a policy set in the store, once per hash (`ps/<hash>`), in the
+    /// transaction that records a reload or the first decisions made with it: every decision
+    /// record's `policy_hash` then names a set that `cordon replay` can load again.
+    pub(super) fn keep_policy_set(
+        store: &crate::store::Store,
+        txn: &mut Txn,
+        engine: &policy::PolicyEngine,
+    ) -> Result<(), StoreError> {
+        let key = crate::store::policy_set_key(&engine.hash);
+        if txn.get(store, &key)?.is_none() {
+            txn.put_json(key, &*engine.source)?;
+        }
+        Ok(())
     }
 
     /// Applies a recorded reload: after the commit that recorded it succeeded.

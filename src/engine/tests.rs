@@ -78,6 +78,7 @@ fn engine(f: impl FnOnce(&mut Config)) -> Built {
     let clock_now = now.clone();
     let (eng, handle) = new(
         EngineParts {
+            shadow: None,
             store: store.clone(),
             policies: Policies::new(v.policies),
             policies_dir: cfg.policies_dir.clone(),

@@ -4,15 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{Authorizer, Entities, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{ANNOTATIONS, NS, PolicyEngine, PolicyMeta};
+use super::{ANNOTATIONS, NS, PolicyEngine, PolicyMeta, PolicySource, SourceFile};
 use crate::action::ActionKind;
 use crate::config::line_col;
 
@@ -130,7 +131,46 @@ fn statement_starts(text: &str) -> Vec<usize> {
 
 /// Loads `dir` into a [`PolicyEngine`], or every problem found.
 pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
+    let list = || -> std::io::Result<Vec<PathBuf>> {
+        std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    load_with(dir, list, |p: &Path| std::fs::read_to_string(p))
+}
+
+/// Loads a policy set as it was recorded (see [`PolicySource`]): the same checks as
+/// [`load_dir`], on the recorded texts, with the recorded directory in every `file:line`.
+pub fn load_recorded(src: &PolicySource) -> Result<PolicyEngine, Vec<PolicyProblem>> {
+    let dir = Path::new(&src.dir);
+    let list = || Ok(src.files.iter().map(|f| dir.join(&f.name)).collect());
+    let read = |p: &Path| {
+        let name = p.file_name().map(|n| n.to_string_lossy().to_string());
+        src.files
+            .iter()
+            .find(|f| Some(&f.name) == name.as_ref())
+            .map(|f| f.text.clone())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    };
+    load_with(dir, list, read)
+}
+
+fn load_with(
+    dir: &Path,
+    list: impl Fn() -> std::io::Result<Vec<PathBuf>>,
+    read: impl Fn(&Path) -> std::io::Result<String>,
+) -> Result<PolicyEngine, Vec<PolicyProblem>> {
     let mut problems = Vec::new();
+    let mut recorded: Vec<SourceFile> = Vec::new();
+    let mut keep = |path: &Path, text: &str| {
+        recorded.push(SourceFile {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            text: text.to_string(),
+        })
+    };
     let mut hasher = Sha256::new();
     let mut files_used = Vec::new();
     let dir_s = dir.display().to_string();
@@ -138,7 +178,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
     // Schema.
     let schema_path = dir.join(SCHEMA_FILE);
     let schema_file = schema_path.display().to_string();
-    let schema = match std::fs::read_to_string(&schema_path) {
+    let schema = match read(&schema_path) {
         Err(e) => {
             problems.push(problem(
                 &schema_file,
@@ -149,6 +189,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
             None
         }
         Ok(text) => {
+            keep(&schema_path, &text);
             hash_file(&mut hasher, SCHEMA_FILE, &text);
             files_used.push(schema_file.clone());
             match Schema::from_cedarschema_str(&text) {
@@ -198,8 +239,8 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
     }
 
     // Policies.
-    let mut entries: Vec<_> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+    let mut entries: Vec<_> = match list() {
+        Ok(paths) => paths,
         Err(e) => {
             return Err(vec![problem(
                 &dir_s,
@@ -218,13 +259,14 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
         .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
     {
         let file = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
+        let text = match read(path) {
             Ok(t) => t,
             Err(e) => {
                 problems.push(problem(&file, None, None, format!("cannot read: {e}")));
                 continue;
             }
         };
+        keep(path, &text);
         hash_file(
             &mut hasher,
             &path
@@ -393,13 +435,14 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
             .is_some_and(|n| n.to_string_lossy().ends_with(".entities.json"))
     }) {
         let file = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
+        let text = match read(path) {
             Ok(t) => t,
             Err(e) => {
                 problems.push(problem(&file, None, None, format!("cannot read: {e}")));
                 continue;
             }
         };
+        keep(path, &text);
         hash_file(
             &mut hasher,
             &path
@@ -517,6 +560,11 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
     }
     Ok(PolicyEngine {
         hash: hex::encode(hasher.finalize()),
+        source: Arc::new(PolicySource {
+            dir: dir_s,
+            cedar_version: cedar_policy::get_sdk_version().to_string(),
+            files: recorded,
+        }),
         files: files_used,
         loaded_at: chrono::Utc::now(),
         schema,

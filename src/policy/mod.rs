@@ -11,7 +11,9 @@ mod case_op;
 mod load;
 pub mod prove;
 mod record;
+pub mod replay;
 mod request;
+pub mod shadow;
 pub mod testfile;
 
 use std::collections::BTreeMap;
@@ -36,8 +38,8 @@ use crate::alert::{AlertFields, Entity as AlertEntity, EntityKind};
 use crate::enrich::EnrichmentReport;
 
 pub use case_op::{CASE_ACTIONS, CaseOpDecision, CaseOpRequest};
-pub use load::{LoadError, PolicyProblem, load_dir};
-pub use record::{RequestRecord, TypedStep};
+pub use load::{LoadError, PolicyProblem, load_dir, load_recorded};
+pub use record::{PolicySource, RequestRecord, SourceFile, TypedStep};
 pub use request::{
     CaseInfo, StepInfo, default_attrs, enriched_attrs, step_context, target_type, time_context,
 };
@@ -67,6 +69,8 @@ pub struct PolicyMeta {
 pub struct PolicyEngine {
     /// SHA-256 over every file that went into it (policies, schema, entity files).
     pub hash: String,
+    /// The texts it was loaded from, as the audit store keeps them (`store::policysets`).
+    pub source: Arc<PolicySource>,
     pub files: Vec<String>,
     pub loaded_at: DateTime<Utc>,
     schema: Schema,

@@ -100,3 +100,41 @@ pub struct TypedStep {
     /// `approvals` of the probe the record shows (the last one).
     pub(super) approvals: u8,
 }
+
+/// A policy set as the audit store keeps it, content-addressed by its hash
+/// ([`PolicyEngine::hash`]): every file it was loaded from, verbatim, the directory they were in
+/// (so a reloaded record names the same `file:line`) and the Cedar version that evaluated it.
+/// [`super::load_recorded`] turns it back into the same engine, with the same hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySource {
+    pub dir: String,
+    pub cedar_version: String,
+    /// The schema, every `.cedar` file and every entity file, by file name.
+    pub files: Vec<SourceFile>,
+}
+
+/// One file of a [`PolicySource`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: String,
+}
+
+impl PolicySource {
+    /// The text of the policy that starts at `line` of `file` (a path as recorded in a
+    /// decision's determining policies): from that line to the `;` that ends the statement.
+    pub fn policy_text(&self, file: &str, line: usize) -> Option<String> {
+        let name = std::path::Path::new(file).file_name()?.to_string_lossy();
+        let f = self.files.iter().find(|f| f.name == name)?;
+        let mut out = String::new();
+        for l in f.text.lines().skip(line.checked_sub(1)?) {
+            out.push_str(l);
+            out.push('\n');
+            let code = l.split("//").next().unwrap_or_default();
+            if code.trim_end().ends_with(';') {
+                break;
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}

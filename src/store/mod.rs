@@ -26,6 +26,7 @@
 
 mod archive;
 mod dir;
+mod policysets;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,7 @@ pub use archive::{
     genesis, read_archive,
 };
 pub use dir::WITNESS;
+pub use policysets::policy_set_key;
 pub use verify::{ExportError, VerifyError, VerifyReport, export, verify, verify_pinned};
 
 /// The on-disk format version this build writes: version 2 stores audit records in chunks,
@@ -107,6 +109,11 @@ pub enum StoreError {
     /// The thread writing a commit panicked: what reached the disk is unknown.
     #[error("store write aborted: {0}")]
     Aborted(String),
+    /// Another process (a running daemon) holds the directory's lock.
+    #[error(
+        "data directory {path} is in use by a running cordon (sled lets one process open a store at a time): stop the daemon, or point the command at a copy of the directory"
+    )]
+    InUse { path: PathBuf },
 }
 
 /// Options for opening the store.
