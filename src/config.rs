@@ -139,6 +139,8 @@ pub struct Config {
     pub executor: ExecutorConfig,
     pub chat: ChatConfig,
     pub audit: AuditConfig,
+    /// What runs by the clock (`crate::schedule`).
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
 }
 
 impl Default for Config {
@@ -164,6 +166,7 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             chat: ChatConfig::default(),
             audit: AuditConfig::default(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -1037,6 +1040,7 @@ impl Config {
             }
         }
         self.chat.validate(&mut p);
+        crate::schedule::validate(&self.schedules, &self.chat, &mut p);
         if let Some(c) = &self.audit.checkpoints {
             c.validate(&self.data_dir, &mut p);
         }

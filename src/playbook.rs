@@ -27,6 +27,9 @@ struct PlaybookFile {
     matcher: MatchFile,
     #[serde(default)]
     steps: Vec<StepFile>,
+    /// The detection rules this playbook answers, with their intel metadata (for reports).
+    #[serde(default)]
+    rules: Vec<crate::report::RuleMeta>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -66,6 +69,8 @@ pub struct Playbook {
     pub family: String,
     pub matcher: Matcher,
     pub steps: Vec<Step>,
+    /// The detection rules this playbook answers, with their intel metadata (for reports).
+    pub rules: Vec<crate::report::RuleMeta>,
 }
 
 /// Which alerts a playbook is for: any selector matching, and every filter holding.
@@ -288,6 +293,9 @@ fn validate(
     if pf.steps.is_empty() {
         p("steps".into(), "a playbook needs at least one step".into());
     }
+    for (key, why) in crate::report::check_rules(&pf.rules) {
+        p(key, why);
+    }
     let mut steps = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
     for (i, s) in pf.steps.into_iter().enumerate() {
@@ -352,6 +360,10 @@ fn validate(
             Ok(serde_json::Value::Object(m)) => m,
             _ => serde_json::Map::new(),
         };
+        if let Err(why) = crate::schedule::block_expiry(action, &parameters) {
+            let k = format!("parameters.{}", crate::schedule::EXPIRY_PARAMETER);
+            p(key(&k), why);
+        }
         steps.push(Step {
             id: s.id,
             action,
@@ -376,6 +388,7 @@ fn validate(
                 tags: m.tags,
             },
             steps,
+            rules: pf.rules,
         })
     } else {
         Err(problems)

@@ -110,6 +110,23 @@ impl Mattermost {
         send_json(req, &body).await.map(|_| ())
     }
 
+    /// A plain message (a scheduled report or digest), not a thread reply.
+    pub async fn text(
+        &self,
+        http: &reqwest::Client,
+        channel: &str,
+        text: &str,
+    ) -> Result<(), String> {
+        let body = json!({"channel_id": channel, "message": text});
+        post_json(
+            http.post(self.api("posts"))
+                .bearer_auth(self.bot_token.expose()),
+            &body,
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn thread(
         &self,
         http: &reqwest::Client,

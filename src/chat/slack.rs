@@ -100,6 +100,22 @@ impl Slack {
             .map(|_| ())
     }
 
+    /// A plain message (a scheduled report or digest), not a thread reply.
+    pub async fn text(
+        &self,
+        http: &reqwest::Client,
+        channel: &str,
+        text: &str,
+    ) -> Result<(), String> {
+        self.call(
+            http,
+            "chat.postMessage",
+            json!({"channel": channel, "text": clip(text, TEXT_LIMIT)}),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn thread(
         &self,
         http: &reqwest::Client,

@@ -262,6 +262,23 @@ impl Teams {
             .map(|_| ())
     }
 
+    /// A plain message (a scheduled report or digest), not a thread reply.
+    pub async fn text(
+        &self,
+        http: &reqwest::Client,
+        conversation: &str,
+        text: &str,
+    ) -> Result<(), String> {
+        let t = self.bearer(http).await?;
+        post_json(
+            http.post(self.activities(conversation))
+                .bearer_auth(t.expose()),
+            &json!({"type": "message", "textFormat": "markdown", "text": text}),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn thread(
         &self,
         http: &reqwest::Client,

@@ -6,6 +6,7 @@
 //! No business logic lives here.
 
 mod approvals;
+mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,23 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The weekly board (per intel priority: rules in production and tuning, open incidents,
+    /// recent learnings; the loop and operator metrics) from the store, as Markdown or JSON.
+    /// Reads the store directly: stop the daemon first. Exit 64 on bad flags or config, 74 when
+    /// the store cannot be read.
+    Report {
+        #[arg(long, env = "CORDON_CONFIG")]
+        config: Option<PathBuf>,
+        /// Start of the window (RFC 3339 or YYYY-MM-DD; default: seven days before --until).
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the window, exclusive (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
     },
     /// Approval requests, over the gRPC API.
     Approvals {
@@ -344,6 +362,15 @@ pub fn run(cli: Cli) -> i32 {
                 }
                 Err(problems) => print_problems(&problems),
             }
+        }
+        Command::Report {
+            config,
+            since,
+            until,
+            json,
+        } => {
+            init_logging("text", "warn");
+            report::report(config.as_deref(), since.as_deref(), until.as_deref(), json)
         }
         Command::Approvals {
             conn,

@@ -75,3 +75,27 @@ pub fn actions_of(store: &Store, case: &Case) -> Result<Vec<ActionRequest>, Stor
     }
     Ok(out)
 }
+
+/// Every stored alert, case (as stored JSON, so fields the report reads beyond [`Case`] stay
+/// visible) and action request: what `crate::report` is computed from.
+#[allow(clippy::type_complexity)]
+pub fn report_rows(
+    store: &Store,
+) -> Result<(Vec<StoredAlert>, Vec<serde_json::Value>, Vec<ActionRequest>), StoreError> {
+    let alerts = store
+        .scan_json::<StoredAlert>(keys::ALERT_PREFIX, None, usize::MAX)?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    let cases = store
+        .scan_json::<serde_json::Value>(keys::CASE_PREFIX, None, usize::MAX)?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    let actions = store
+        .scan_json::<ActionRequest>(keys::ACTION_PREFIX, None, usize::MAX)?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    Ok((alerts, cases, actions))
+}
