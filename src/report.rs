@@ -622,13 +622,16 @@ pub fn metrics(
     }
 }
 
-/// Whether a case is still an open incident.
-fn is_open(c: &CaseRow) -> bool {
-    c.closure.is_none()
-        && !matches!(
+/// Whether a case was still an open incident at `until`: not closed with a disposition
+/// before then, and (without one) not closed, suppressed or learned.
+fn is_open(c: &CaseRow, until: DateTime<Utc>) -> bool {
+    match &c.closure {
+        Some(cl) => cl.at >= until,
+        None => !matches!(
             c.case.state,
             CaseState::Closed | CaseState::Suppressed | CaseState::Learned
-        )
+        ),
+    }
 }
 
 /// The weekly board over `[since, until)`.
@@ -650,7 +653,7 @@ pub fn board(
             .cases
             .iter()
             .filter(|c| ids.contains(c.case.rule_id.as_str()))
-            .filter(|c| c.case.created_at < until && is_open(c))
+            .filter(|c| c.case.created_at < until && is_open(c, until))
             .map(|c| OpenIncident {
                 case_id: c.case.case_id.clone(),
                 rule_id: c.case.rule_id.clone(),
