@@ -186,7 +186,7 @@ fn seed() -> Vec<(Vec<u8>, Value)> {
         closed(
             case("c0", "rule-b", "h3", -2 * D, &["a6"], &["x0"]),
             "false_positive",
-            -D,
+            -D - 12 * H,
             None,
         ),
     ];
@@ -407,12 +407,12 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
     let mut opts = cordon::daemon::StartOptions::default();
     opts.clock = Arc::new(move || now);
     opts.expiry_timer = false;
-    let d = crate::schedule::start_when_unlocked(dir, cfg, opts).await;
+    let mut d = crate::schedule::start_when_unlocked(dir, cfg, opts).await;
     d.running().scheduler.refresh_metrics().await.unwrap();
     let (s, text) = d.get("/metrics").await;
     assert_eq!(s, 200);
     let text = text.as_str().unwrap().to_string();
-    d.stop().await;
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
     let all: Value = serde_json::from_str(
         &report(
             &config,
@@ -485,6 +485,7 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
     ));
     assert_eq!(gauge("cordon_loop_repeat_false_positives"), 1.0);
     assert_eq!(gauge("cordon_loop_intel_credited_incidents_quarter"), 1.0);
+    drop(d);
 }
 
 #[test]
