@@ -112,6 +112,22 @@ kinds! {
     ScheduleDelivered = "schedule_delivered",
     /// An indicator block reached its expiry; its unblock is proposed through the policies.
     BlockExpired = "block_expired",
+    /// A case's owner was set (`assign_case`).
+    CaseAssigned = "case_assigned",
+    /// An analyst's note on a case (`note_case`).
+    CaseNote = "case_note",
+    /// A case was closed with a disposition, reason, credit and misses (`close_case`).
+    CaseClosed = "case_closed",
+    /// A closed case was reopened (`reopen_case`); the closure it undid is in the record.
+    CaseReopened = "case_reopened",
+    /// A case was recovered: every containment released, or an analyst said so (`recover_case`).
+    CaseRecovered = "case_recovered",
+    /// An analyst's case operation was refused (Cedar, or the case's state); nothing changed.
+    CaseOpRefused = "case_op_refused",
+    /// Action requests cancelled by the closure of their case (`cancel_pending`).
+    CaseRequestsCancelled = "case_requests_cancelled",
+    /// Where an escalation was routed: the owner's chat route or approver group.
+    EscalationRouted = "escalation_routed",
 }
 
 impl fmt::Display for AuditKind {

@@ -352,6 +352,8 @@ pub struct CasesConfig {
     /// Approval requests of one case posted to chat; the rest wait in `cordon approvals list`
     /// (and the web console), and the case is escalated once.
     pub max_chat_requests_per_case: usize,
+    /// SLA per severity (`[cases.sla]`): an open case past it is escalated once.
+    pub sla: crate::case::SlaConfig,
 }
 
 impl Default for CasesConfig {
@@ -362,6 +364,7 @@ impl Default for CasesConfig {
             max_entities_per_alert: 250,
             max_actions_per_case: 200,
             max_chat_requests_per_case: 25,
+            sla: crate::case::SlaConfig::default(),
         }
     }
 }
@@ -1039,6 +1042,7 @@ impl Config {
                 p(k, format!("must be at most {MAX_WINDOW_SECS}"));
             }
         }
+        self.cases.sla.validate(&mut p);
         self.chat.validate(&mut p);
         crate::schedule::validate(&self.schedules, &self.chat, &mut p);
         if let Some(c) = &self.audit.checkpoints {

@@ -457,6 +457,7 @@ pub async fn start(
         chat: v.chat.as_ref().map(|c| {
             crate::chat::Inbound::new(c.clone(), handle.clone(), policies.clone(), metrics.clone())
         }),
+        approvers: Arc::new(crate::api::Auth::from_config(&cfg.grpc)),
     };
     let http_limits = connection_limits(&cfg);
     let http_shutdown = shutdown.clone();

@@ -9,6 +9,8 @@
 //! Parsing belongs to `ingest`, state to the engine: a request is answered `202` only after the
 //! engine reports a durable commit of every alert it carries.
 
+mod cases;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub struct HttpState {
     pub draining: Arc<AtomicBool>,
     /// Chat callbacks, when a chat platform is configured.
     pub chat: Option<crate::chat::Inbound>,
+    /// Approver tokens (`grpc.approvers`): who an analyst's case operation comes from.
+    pub approvers: Arc<crate::api::Auth>,
 }
 
 /// A JSON error with a stable code.
@@ -169,8 +173,8 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/v1/alerts", post(ingest_native))
         .route("/v1/alerts/{format}", post(ingest_format).get(get_alert))
-        .route("/v1/cases", get(list_cases))
         .route("/v1/cases/{id}", get(get_case))
+        .merge(cases::routes())
         .route("/v1/actions/{id}", get(get_action))
         .route("/v1/policies/reload", post(reload_policies))
         .route("/v1/chat/{platform}", post(chat_callback))
@@ -711,28 +715,6 @@ async fn get_case(
     })?;
     let actions = engine::read::actions_of(&st.store, &case)?;
     Ok(axum::Json(json!({"case": case, "actions": actions})).into_response())
-}
-
-async fn list_cases(
-    State(st): State<HttpState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let q = query_pairs(q.as_deref());
-    admin(&st, &headers, &q, peer)?;
-    let param = |name: &str| {
-        q.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let limit = param("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(100usize)
-        .min(1000);
-    let cases = engine::read::cases(&st.store, param("after"), limit)?;
-    Ok(axum::Json(json!({"cases": cases})).into_response())
 }
 
 async fn get_alert(

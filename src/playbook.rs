@@ -30,6 +30,15 @@ struct PlaybookFile {
     /// The detection rules this playbook answers, with their intel metadata (for reports).
     #[serde(default)]
     rules: Vec<crate::report::RuleMeta>,
+    /// The team that owns this workflow (the service catalog's owner).
+    #[serde(default)]
+    owner_team: String,
+    /// Where its escalations go: `chat:<channel>` or `group:<approver group>`.
+    #[serde(default)]
+    escalation_route: String,
+    /// What this playbook is known not to handle (shown with its cases).
+    #[serde(default)]
+    known_limitations: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -71,6 +80,44 @@ pub struct Playbook {
     pub steps: Vec<Step>,
     /// The detection rules this playbook answers, with their intel metadata (for reports).
     pub rules: Vec<crate::report::RuleMeta>,
+    /// The team that owns this workflow; "" when the file names none.
+    pub owner_team: String,
+    /// Where its escalations are routed; `None` when the file names none (they are recorded
+    /// only, as before).
+    pub escalation_route: Option<EscalationRoute>,
+    /// What this playbook is known not to handle.
+    pub known_limitations: Vec<String>,
+}
+
+/// Where a playbook's escalations go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EscalationRoute {
+    /// A chat channel of the configured chat platform (`chat:<channel>`).
+    Chat(String),
+    /// An approver group of the entity files (`group:<id>`): recorded as routed to it.
+    Group(String),
+}
+
+impl EscalationRoute {
+    /// Parses `chat:<channel>` or `group:<id>`.
+    pub fn parse(s: &str) -> Result<EscalationRoute, String> {
+        let bad = |v: &str| v.trim().is_empty() || v.trim() != v || v.chars().any(char::is_control);
+        match s.split_once(':') {
+            Some(("chat", c)) if !bad(c) => Ok(EscalationRoute::Chat(c.to_string())),
+            Some(("group", g)) if !bad(g) => Ok(EscalationRoute::Group(g.to_string())),
+            _ => Err(format!(
+                "{s:?} is not chat:<channel> or group:<approver group>"
+            )),
+        }
+    }
+
+    /// The route as written in the playbook.
+    pub fn as_string(&self) -> String {
+        match self {
+            EscalationRoute::Chat(c) => format!("chat:{c}"),
+            EscalationRoute::Group(g) => format!("group:{g}"),
+        }
+    }
 }
 
 /// Which alerts a playbook is for: any selector matching, and every filter holding.
@@ -296,6 +343,25 @@ fn validate(
     for (key, why) in crate::report::check_rules(&pf.rules) {
         p(key, why);
     }
+    let escalation_route = if pf.escalation_route.is_empty() {
+        None
+    } else {
+        match EscalationRoute::parse(&pf.escalation_route) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                p("escalation_route".into(), e);
+                None
+            }
+        }
+    };
+    for (i, l) in pf.known_limitations.iter().enumerate() {
+        if l.trim().is_empty() {
+            p(
+                format!("known_limitations[{i}]"),
+                "must not be empty".into(),
+            );
+        }
+    }
     let mut steps = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
     for (i, s) in pf.steps.into_iter().enumerate() {
@@ -389,6 +455,9 @@ fn validate(
             },
             steps,
             rules: pf.rules,
+            owner_team: pf.owner_team,
+            escalation_route,
+            known_limitations: pf.known_limitations,
         })
     } else {
         Err(problems)

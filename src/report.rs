@@ -122,59 +122,42 @@ pub struct Closure {
     /// `true_positive`, `benign_true_positive`, `false_positive`, `duplicate`.
     pub disposition: String,
     pub at: DateTime<Utc>,
-    /// The intel reference credited in the after-action note, if any.
+    /// The intel reference the closure credits (what helped find a true positive), if any.
     pub intel_credit: Option<String>,
 }
 
-/// The closure recorded on a stored case (the case's `closure` object: `disposition`, `at`,
-/// `intel_ref`), if it was closed with a disposition.
-pub fn closure_of(case: &serde_json::Value) -> Option<Closure> {
-    let c = case.get("closure")?;
-    Some(Closure {
-        disposition: c.get("disposition")?.as_str()?.to_string(),
-        at: c.get("at")?.as_str()?.parse().ok()?,
-        intel_credit: c
-            .get("intel_ref")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
-    })
-}
-
-/// Human actions on a case other than votes (notes, assignment, closure), as recorded on the
-/// stored case.
-fn human_marks(case: &serde_json::Value) -> Vec<DateTime<Utc>> {
-    let mut out = Vec::new();
-    if let Some(h) = case.get("handoffs").and_then(|h| h.as_object()) {
-        for (k, v) in h {
-            if k != "opened"
-                && let Some(t) = v.as_str().and_then(|s| s.parse().ok())
-            {
-                out.push(t);
-            }
-        }
-    }
-    out
-}
-
-/// A stored case with what the report reads beyond [`Case`].
+/// A stored case with what the report reads of it.
 #[derive(Debug, Clone)]
 pub struct CaseRow {
     pub case: Case,
     pub closure: Option<Closure>,
-    /// Human actions recorded on the case itself (besides votes on its actions).
+    /// Human actions recorded on the case itself (assignment is not timed; notes, an
+    /// analyst's closure and recovery, and the first human action the engine stamped), besides
+    /// votes on its actions.
     pub human_marks: Vec<DateTime<Utc>>,
 }
 
 impl CaseRow {
-    pub fn from_json(v: serde_json::Value) -> Option<CaseRow> {
-        let closure = closure_of(&v);
-        let human_marks = human_marks(&v);
-        let case = serde_json::from_value(v).ok()?;
-        Some(CaseRow {
+    pub fn new(case: Case) -> CaseRow {
+        let closure = case.closure.as_ref().map(|c| Closure {
+            disposition: c.disposition.as_str().to_string(),
+            at: c.at,
+            intel_credit: c.helped.as_ref().and_then(|h| h.intel_ref.clone()),
+        });
+        let mut human_marks: Vec<DateTime<Utc>> = case.notes.iter().map(|n| n.at).collect();
+        human_marks.extend(case.handoffs.first_human_action);
+        human_marks.extend(case.closure.as_ref().map(|c| c.at));
+        human_marks.extend(
+            case.recovery
+                .as_ref()
+                .filter(|r| r.by.is_some())
+                .map(|r| r.at),
+        );
+        CaseRow {
             case,
             closure,
             human_marks,
-        })
+        }
     }
 }
 
@@ -192,7 +175,7 @@ impl Input {
         let r = crate::engine::read::report_rows(store)?;
         Ok(Input {
             alerts: r.0,
-            cases: r.1.into_iter().filter_map(CaseRow::from_json).collect(),
+            cases: r.1.into_iter().map(CaseRow::new).collect(),
             actions: r.2,
         })
     }
@@ -416,21 +399,21 @@ pub fn metrics(
         .filter_map(|l| l.lead_time_secs)
         .collect();
 
-    // Human involvement per case.
+    // Human involvement per case (what happened before `until`).
     let mut human: BTreeMap<&str, Vec<DateTime<Utc>>> = BTreeMap::new();
     for a in &input.actions {
         if let Some(ap) = &a.approval {
             human
                 .entry(a.case_id.as_str())
                 .or_default()
-                .extend(ap.votes.iter().map(|v| v.at));
+                .extend(ap.votes.iter().map(|v| v.at).filter(|t| *t < until));
         }
     }
     for c in &input.cases {
         human
             .entry(c.case.case_id.as_str())
             .or_default()
-            .extend(c.human_marks.iter().copied());
+            .extend(c.human_marks.iter().copied().filter(|t| *t < until));
     }
     let span = |case_id: &str| -> Option<(DateTime<Utc>, DateTime<Utc>)> {
         let ts = human.get(case_id)?;

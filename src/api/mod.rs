@@ -6,6 +6,7 @@
 //! results to gRPC status codes, and the conversion of stored state to protobuf messages. Votes
 //! are handed to the engine; nothing here changes state itself.
 
+pub mod cases;
 pub mod client;
 
 use std::collections::BTreeMap;
@@ -332,6 +333,7 @@ fn case_view(store: &Store, c: &crate::case::Case) -> Result<pb::Case, Status> {
         alert_ids: c.alert_ids.clone(),
         created_unix_ms: ms(c.created_at),
         updated_unix_ms: ms(c.updated_at),
+        detail: Some(cases::detail(c)),
     })
 }
 
@@ -552,6 +554,7 @@ impl pb::approvals_server::Approvals for ApiState {
                         deadline_unix_ms: ms(deadline),
                         approvals_missing: u32::from(missing),
                     }),
+                    Ok(ApprovalUpdate::ChatEscalationOwed) => continue,
                     // Too slow: events were dropped. Tell the client to resync; never buffer
                     // without bound.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -571,37 +574,6 @@ impl pb::approvals_server::Approvals for ApiState {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(out),
         )))
-    }
-}
-
-#[tonic::async_trait]
-impl pb::cases_server::Cases for ApiState {
-    async fn get_case(
-        &self,
-        req: Request<pb::GetCaseRequest>,
-    ) -> Result<Response<pb::Case>, Status> {
-        self.auth.approver(&req)?;
-        let id = req.into_inner().case_id;
-        let c = engine::read::case(&self.store, &id)
-            .map_err(store_status)?
-            .ok_or_else(|| status(Code::NotFound, format!("no case {id}")))?;
-        Ok(Response::new(case_view(&self.store, &c)?))
-    }
-
-    async fn list_cases(
-        &self,
-        req: Request<pb::ListCasesRequest>,
-    ) -> Result<Response<pb::ListCasesResponse>, Status> {
-        self.auth.approver(&req)?;
-        let r = req.into_inner();
-        let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) } as usize;
-        let after = (!r.after.is_empty()).then_some(r.after.as_str());
-        let cases = engine::read::cases(&self.store, after, limit).map_err(store_status)?;
-        let cases = cases
-            .iter()
-            .map(|c| case_view(&self.store, c))
-            .collect::<Result<_, _>>()?;
-        Ok(Response::new(pb::ListCasesResponse { cases }))
     }
 }
 

@@ -110,21 +110,21 @@ impl Mattermost {
         send_json(req, &body).await.map(|_| ())
     }
 
-    /// A plain message (a scheduled report or digest), not a thread reply.
-    pub async fn text(
+    /// Posts a plain-text message (an escalation) to `channel`.
+    pub async fn post_text(
         &self,
         http: &reqwest::Client,
         channel: &str,
         text: &str,
-    ) -> Result<(), String> {
+    ) -> Result<String, String> {
         let body = json!({"channel_id": channel, "message": text});
-        post_json(
+        let a = post_json(
             http.post(self.api("posts"))
                 .bearer_auth(self.bot_token.expose()),
             &body,
         )
-        .await
-        .map(|_| ())
+        .await?;
+        Ok(a["id"].as_str().unwrap_or_default().to_string())
     }
 
     pub async fn thread(

@@ -17,6 +17,7 @@ pub mod slack;
 pub mod teams;
 pub mod view;
 
+mod escalate;
 mod inbound;
 mod notify;
 
@@ -134,6 +135,19 @@ impl Platform {
             Kind::Slack(s) => s.update(http, channel, reference, v).await,
             Kind::Mattermost(m) => m.update(http, reference, v).await,
             Kind::Teams(t) => t.update(http, channel, reference, v).await,
+        }
+    }
+
+    async fn post_text(
+        &self,
+        http: &reqwest::Client,
+        channel: &str,
+        text: &str,
+    ) -> Result<String, String> {
+        match &self.kind {
+            Kind::Slack(s) => s.post_text(http, channel, text).await,
+            Kind::Mattermost(m) => m.post_text(http, channel, text).await,
+            Kind::Teams(t) => t.post_text(http, channel, text).await,
         }
     }
 
@@ -283,11 +297,7 @@ impl Chat {
         let p = self
             .platform(platform)
             .ok_or_else(|| format!("no chat platform {platform:?} is configured"))?;
-        match &p.kind {
-            Kind::Slack(s) => s.text(&self.http, channel, text).await,
-            Kind::Mattermost(m) => m.text(&self.http, channel, text).await,
-            Kind::Teams(t) => t.text(&self.http, channel, text).await,
-        }
+        p.post_text(&self.http, channel, text).await.map(|_| ())
     }
 
     /// Platform names, for logs and `/readyz`.

@@ -35,13 +35,23 @@ pub async fn run(
         missed: Arc::new(AtomicBool::new(false)),
         permits: Arc::new(Semaphore::new(CONCURRENCY)),
     };
+    let escalations = super::escalate::Escalations::new(
+        n.chat.clone(),
+        n.engine.clone(),
+        n.store.clone(),
+        cancel.clone(),
+    );
     n.rescan();
+    escalations.kick();
     let mut every = tokio::time::interval(RESCAN_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = every.tick() => n.rescan(),
+            _ = every.tick() => {
+                n.rescan();
+                escalations.kick();
+            }
             u = rx.recv() => match u {
                 Ok(ApprovalUpdate::Changed(a)) => {
                     if a.owes_chat() {
@@ -49,6 +59,7 @@ pub async fn run(
                     }
                 }
                 Ok(ApprovalUpdate::Escalation { action_id, .. }) => n.kick(action_id),
+                Ok(ApprovalUpdate::ChatEscalationOwed) => escalations.kick(),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => n.rescan(),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },

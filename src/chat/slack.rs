@@ -88,6 +88,23 @@ impl Slack {
         })
     }
 
+    /// Posts a plain-text message (an escalation) to `channel`.
+    pub async fn post_text(
+        &self,
+        http: &reqwest::Client,
+        channel: &str,
+        text: &str,
+    ) -> Result<String, String> {
+        let a = self
+            .call(
+                http,
+                "chat.postMessage",
+                json!({"channel": channel, "text": clip(text, TEXT_LIMIT)}),
+            )
+            .await?;
+        Ok(a["ts"].as_str().unwrap_or_default().to_string())
+    }
+
     pub async fn update(
         &self,
         http: &reqwest::Client,
@@ -98,22 +115,6 @@ impl Slack {
         self.call(http, "chat.update", json!({"channel": channel, "ts": ts, "text": clip(&v.headline(), TEXT_LIMIT), "blocks": blocks(v)}))
             .await
             .map(|_| ())
-    }
-
-    /// A plain message (a scheduled report or digest), not a thread reply.
-    pub async fn text(
-        &self,
-        http: &reqwest::Client,
-        channel: &str,
-        text: &str,
-    ) -> Result<(), String> {
-        self.call(
-            http,
-            "chat.postMessage",
-            json!({"channel": channel, "text": clip(text, TEXT_LIMIT)}),
-        )
-        .await
-        .map(|_| ())
     }
 
     pub async fn thread(

@@ -262,21 +262,21 @@ impl Teams {
             .map(|_| ())
     }
 
-    /// A plain message (a scheduled report or digest), not a thread reply.
-    pub async fn text(
+    /// Posts a plain-text message (an escalation) to `conversation`.
+    pub async fn post_text(
         &self,
         http: &reqwest::Client,
         conversation: &str,
         text: &str,
-    ) -> Result<(), String> {
+    ) -> Result<String, String> {
         let t = self.bearer(http).await?;
-        post_json(
+        let a = post_json(
             http.post(self.activities(conversation))
                 .bearer_auth(t.expose()),
-            &json!({"type": "message", "textFormat": "markdown", "text": text}),
+            &json!({"type": "message", "text": text}),
         )
-        .await
-        .map(|_| ())
+        .await?;
+        Ok(a["id"].as_str().unwrap_or_default().to_string())
     }
 
     pub async fn thread(

@@ -5,27 +5,37 @@
 
 use super::*;
 
-pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {
-    use crate::api::client::{ClientOptions, connect};
-    use crate::api::pb;
+/// The client options for `conn`: the token from `--token-file` or `CORDON_TOKEN`. `Err` is
+/// the exit code after the problem was printed.
+pub(super) fn client_options(conn: Conn) -> Result<crate::api::client::ClientOptions, i32> {
+    use crate::api::client::ClientOptions;
     let token = match (&conn.token_file, std::env::var("CORDON_TOKEN")) {
         (Some(f), _) => match std::fs::read_to_string(f) {
             Ok(t) => Some(crate::secret::Secret::new(t.trim().to_string())),
             Err(e) => {
                 eprintln!("cannot read {}: {e}", f.display());
-                return 2;
+                return Err(2);
             }
         },
         (None, Ok(t)) if !t.is_empty() => Some(crate::secret::Secret::new(t)),
         _ => None,
     };
-    let opts = ClientOptions {
+    Ok(ClientOptions {
         addr: conn.addr,
         token,
         ca: conn.ca,
         cert: conn.cert,
         key: conn.key,
         server_name: conn.server_name,
+    })
+}
+
+pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {
+    use crate::api::client::connect;
+    use crate::api::pb;
+    let opts = match client_options(conn) {
+        Ok(o) => o,
+        Err(code) => return code,
     };
     let mut c = match connect(&opts).await {
         Ok(c) => c,

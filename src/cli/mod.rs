@@ -6,7 +6,9 @@
 //! No business logic lives here.
 
 mod approvals;
+mod cases;
 mod report;
+pub use cases::CasesCommand;
 
 use std::path::{Path, PathBuf};
 
@@ -80,6 +82,16 @@ pub enum Command {
         json: bool,
         #[command(subcommand)]
         command: ApprovalsCommand,
+    },
+    /// Cases (list, show, assign, note, close, reopen, recover), over the gRPC API.
+    Cases {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: CasesCommand,
     },
 }
 
@@ -383,6 +395,23 @@ pub fn run(cli: Cli) -> i32 {
                 .build()
             {
                 Ok(rt) => rt.block_on(approvals::approvals(conn, json, command)),
+                Err(e) => {
+                    eprintln!("cordon: cannot start the runtime: {e}");
+                    1
+                }
+            }
+        }
+        Command::Cases {
+            conn,
+            json,
+            command,
+        } => {
+            init_logging("text", "warn");
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(cases::cases(conn, json, command)),
                 Err(e) => {
                     eprintln!("cordon: cannot start the runtime: {e}");
                     1

@@ -27,6 +27,13 @@ pub enum ChatOp {
     },
     /// An inbound callback, after the platform's verification.
     Callback(ChatCallback),
+    /// An escalation message (`ce/`) was posted to its channel (`Ok(reference)`), or failed.
+    Escalation {
+        id: String,
+        platform: &'static str,
+        attempt: u32,
+        result: Result<String, String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +180,12 @@ impl Engine {
                 Ok(ChatReply::Recorded)
             }
             ChatOp::Callback(cb) => self.chat_callback(txn, cb, now),
+            ChatOp::Escalation {
+                id,
+                platform,
+                attempt,
+                result,
+            } => self.escalation_posted(txn, &id, platform, attempt, result, now),
         }
     }
 

@@ -181,6 +181,7 @@ impl Engine {
             now,
             json!({"reason": why, "kind": a.kind, "target": a.target, "state": a.state, "connector": a.connector}),
         )?;
+        self.route_action_escalation(txn, a, "action", why, now)?;
         Ok(())
     }
 
@@ -451,6 +452,9 @@ impl Engine {
             self.changed.push(orig);
         }
         self.refresh_after_execution(txn, &a, now)?;
+        if to == ActionState::Succeeded {
+            self.refresh_recovery(txn, &a.case_id, now)?;
+        }
         Ok(ExecReply::Finished)
     }
 

@@ -228,6 +228,7 @@ impl Engine {
         }
         case.alert_ids.push(alert_id.clone());
         case.severity = case.severity.max(fields.severity);
+        self.index_sla(txn, &mut case);
         for e in &fields.entities {
             if !case.entities.contains(e) {
                 case.entities.push(e.clone());
@@ -323,6 +324,7 @@ impl Engine {
             .iter()
             .filter(|pb| pb.matcher.matches(format, fields))
         {
+            Self::own_case(&mut case, pb);
             for prop in pb.propose(&case_id, fields) {
                 let idem = idempotency_key(
                     &case_id,

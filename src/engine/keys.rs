@@ -81,3 +81,14 @@ pub fn block_expiry(at: chrono::DateTime<chrono::Utc>, action_id: &str) -> Vec<u
     format!("ie/{:020}/{action_id}", at.timestamp_millis().max(0)).into_bytes()
 }
 pub const BLOCK_EXPIRY_PREFIX: &[u8] = b"ie/";
+/// SLA deadlines of open cases, ordered by time (removed when the case is closed, recovered or
+/// learned, or once the breach is escalated).
+pub fn sla(at: chrono::DateTime<chrono::Utc>, case_id: &str) -> Vec<u8> {
+    format!("sl/{:020}/{case_id}", at.timestamp_millis().max(0)).into_bytes()
+}
+pub const SLA_PREFIX: &[u8] = b"sl/";
+/// Escalation messages owed to a chat channel (value: `cases::ChatEscalation`), by id.
+pub fn chat_escalation(id: &str) -> Vec<u8> {
+    format!("ce/{id}").into_bytes()
+}
+pub const CHAT_ESCALATION_PREFIX: &[u8] = b"ce/";

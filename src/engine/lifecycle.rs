@@ -3,9 +3,11 @@
 //! Owns: opening a case, case transitions and action moves (each checked against its state
 //! machine, recorded with its reason in the same batch), leaving the pending-approval indexes,
 //! and the case states that follow from its actions (approved once every request is decided,
-//! executed once every run is over). No other code assigns a state.
+//! executed once every run is over), closure and reopening, `recovered` and `learned` (with
+//! their handoff timestamps). No other code assigns a state.
 
 use super::*;
+use crate::case::{Closure, Handoffs, Recovery};
 
 /// Why a case starts in `normalized`.
 const OPENED: &str = "case opened for a new alert";
@@ -36,6 +38,15 @@ impl Engine {
             chat_requests: 0,
             correlation: Vec::new(),
             limits_hit: Vec::new(),
+            owner: None,
+            sla_deadline: None,
+            sla_escalated: false,
+            ownership: None,
+            notes: Vec::new(),
+            closure: None,
+            reopened: Vec::new(),
+            recovery: None,
+            handoffs: Default::default(),
         }
     }
 
@@ -83,7 +94,8 @@ impl Engine {
                 AuditKind::CaseTransition,
                 Links {
                     case_id: Some(case.case_id.clone()),
-                    alert_id: Some(alert_id.to_string()),
+                    // Analyst operations move a case without an alert.
+                    alert_id: (!alert_id.is_empty()).then(|| alert_id.to_string()),
                     action_id: None,
                 },
                 now,
@@ -256,5 +268,180 @@ impl Engine {
         )?;
         txn.put_json(keys::case(&case.case_id), &case)?;
         Ok(())
+    }
+
+    /// Closes a case with `closure` (the caller checked policy and preconditions): records the
+    /// transition and `case_closed`, stamps the closure handoff, takes it off the SLA index and
+    /// the open-case gauge. Returns false (and changes nothing) if the state machine refuses.
+    pub(super) fn close_case(
+        &mut self,
+        txn: &mut Txn,
+        case: &mut Case,
+        closure: Closure,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if case.closure.is_some() || !case.state.can_become(CaseState::Closed) {
+            return Ok(false);
+        }
+        let was_open = case.state != CaseState::Suppressed;
+        let reason = format!(
+            "closed {} by {}: {}",
+            closure.disposition, closure.by, closure.reason
+        );
+        self.transition(txn, case, CaseState::Closed, now, &reason, "")?;
+        txn.audit(
+            AuditKind::CaseClosed,
+            case_links(case),
+            now,
+            json!({"closure": closure}),
+        )?;
+        case.closure = Some(closure);
+        case.handoffs.closed = Some(now);
+        Handoffs::stamp(&mut case.handoffs.first_human_action, now);
+        if let Some(at) = case.sla_deadline {
+            txn.delete(keys::sla(at, &case.case_id));
+        }
+        if was_open {
+            self.bump_open(txn, -1)?;
+        }
+        Ok(true)
+    }
+
+    /// Reopens a closed case: back to the state it was closed from (a case that became
+    /// `recovered` after closure stays `recovered`), the closure kept in `reopened`, recorded as
+    /// `case_reopened` (and a transition when the state changes). Returns false if there is no
+    /// closure to undo or the case is `learned`.
+    pub(super) fn reopen_case(
+        &mut self,
+        txn: &mut Txn,
+        case: &mut Case,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let Some(closure) = case.closure.clone() else {
+            return Ok(false);
+        };
+        if case.state == CaseState::Learned {
+            return Ok(false);
+        }
+        let from = case.state;
+        if from == CaseState::Closed {
+            if !from.can_reopen_to(closure.from) {
+                return Ok(false);
+            }
+            let why = format!("reopened by {by}: {reason}");
+            case.history.push(Transition {
+                from: Some(from),
+                to: closure.from,
+                at: now,
+                reason: why.clone(),
+            });
+            case.state = closure.from;
+            txn.audit(
+                AuditKind::CaseTransition,
+                case_links(case),
+                now,
+                json!({"from": from, "to": closure.from, "reason": why}),
+            )?;
+        }
+        txn.audit(
+            AuditKind::CaseReopened,
+            case_links(case),
+            now,
+            json!({"by": by, "reason": reason, "undone": closure, "state": case.state}),
+        )?;
+        case.reopened.push(crate::case::Reopened {
+            closure,
+            by: by.to_string(),
+            at: now,
+            reason: reason.to_string(),
+        });
+        case.closure = None;
+        case.handoffs.closed = None;
+        case.updated_at = now;
+        if case.state != CaseState::Suppressed {
+            self.bump_open(txn, 1)?;
+        }
+        if let Some(at) = case.sla_deadline
+            && !case.sla_escalated
+            && case.state.can_become(CaseState::Closed)
+        {
+            txn.put(keys::sla(at, &case.case_id), vec![]);
+        }
+        Ok(true)
+    }
+
+    /// Marks a case `recovered` (from `executed`, or from `closed`: a closed case keeps its
+    /// closure), recorded as a transition and `case_recovered`, stamping the handoff. Returns
+    /// false if the state machine refuses.
+    pub(super) fn recover_case(
+        &mut self,
+        txn: &mut Txn,
+        case: &mut Case,
+        recovery: Recovery,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if !case.state.can_become(CaseState::Recovered) {
+            return Ok(false);
+        }
+        let reason = match &recovery.by {
+            Some(by) => format!("recovered (analyst {by}): {}", recovery.reason),
+            None => format!("recovered: {}", recovery.reason),
+        };
+        self.transition(txn, case, CaseState::Recovered, now, &reason, "")?;
+        txn.audit(
+            AuditKind::CaseRecovered,
+            case_links(case),
+            now,
+            json!({"recovery": recovery}),
+        )?;
+        if recovery.by.is_some() {
+            Handoffs::stamp(&mut case.handoffs.first_human_action, now);
+        }
+        case.recovery = Some(recovery);
+        case.handoffs.recovered = Some(now);
+        if let Some(at) = case.sla_deadline {
+            txn.delete(keys::sla(at, &case.case_id));
+        }
+        Ok(true)
+    }
+
+    /// The learning code's entry point: every learning proposal of `case_id` has been accepted
+    /// or dismissed, so the case becomes `learned` (from `executed`, `recovered` or `closed`),
+    /// stamping the "learning done" handoff. Writes the case. Returns whether it moved (false:
+    /// no such case, or its state does not allow it, e.g. still awaiting approval).
+    // Called by the learning code once a case's proposals are all decided (issue 17 item 3).
+    #[allow(dead_code)]
+    pub(crate) fn mark_learned(
+        &mut self,
+        txn: &mut Txn,
+        case_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let store = self.parts.store.clone();
+        let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(case_id))? else {
+            return Ok(false);
+        };
+        if !case.state.can_become(CaseState::Learned) {
+            return Ok(false);
+        }
+        self.transition(txn, &mut case, CaseState::Learned, now, reason, "")?;
+        case.handoffs.learning_done = Some(now);
+        if let Some(at) = case.sla_deadline {
+            txn.delete(keys::sla(at, &case.case_id));
+        }
+        txn.put_json(keys::case(case_id), &case)?;
+        Ok(true)
+    }
+}
+
+/// Audit links of a case-level record.
+pub(super) fn case_links(case: &Case) -> Links {
+    Links {
+        case_id: Some(case.case_id.clone()),
+        alert_id: None,
+        action_id: None,
     }
 }

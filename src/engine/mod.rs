@@ -31,6 +31,7 @@ use crate::store::{Links, Store, StoreError, Txn};
 pub mod keys;
 pub mod read;
 
+mod cases;
 mod chat;
 mod correlate;
 mod exec;
@@ -41,6 +42,10 @@ mod schedule;
 mod tick;
 mod vote;
 
+pub use cases::{
+    CaseOp, CaseOpError, CaseOpKind, CaseOpOutcome, ChatEscalation, CloseCase, MAX_REF_BYTES,
+    MAX_TEXT_BYTES, check_case_id,
+};
 pub use chat::{ChatCallback, ChatDelivery, ChatOp, ChatReply};
 pub use exec::{ExecNote, ExecOp, ExecReply, ExecUpdate, RunnableRx, RunnableTx, runnable_channel};
 pub use ingest::{IngestAck, StoredAlert};
@@ -101,6 +106,12 @@ pub enum Event {
         op: ScheduleOp,
         reply: oneshot::Sender<Result<ScheduleReply, EngineError>>,
     },
+    /// An analyst's case operation (assign, note, close, reopen, recover), identity taken from
+    /// the authenticated channel.
+    CaseOp {
+        op: Box<CaseOp>,
+        reply: oneshot::Sender<Result<CaseOpOutcome, CaseOpError>>,
+    },
 }
 
 /// A change announced to watchers after it is durable.
@@ -112,6 +123,8 @@ pub enum ApprovalUpdate {
         deadline: DateTime<Utc>,
         missing: u8,
     },
+    /// Escalation messages are owed to chat (`ce/`): the notifier posts them.
+    ChatEscalationOwed,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -241,6 +254,20 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
+    /// Performs an analyst's case operation; answers once it (or its refusal) is durable.
+    pub async fn case_op(&self, op: CaseOp) -> Result<CaseOpOutcome, CaseOpError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::CaseOp {
+                op: Box::new(op),
+                reply,
+            })
+            .await
+            .map_err(|_| CaseOpError::Store("shutting down".into()))?;
+        rx.await
+            .map_err(|_| CaseOpError::Store("shutting down".into()))?
+    }
+
     /// Approval changes, as they become durable.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ApprovalUpdate> {
         self.watch.subscribe()
@@ -298,6 +325,8 @@ pub struct Engine {
     watch: tokio::sync::broadcast::Sender<ApprovalUpdate>,
     /// Monotonic ids: cases, alerts and actions sort in creation order.
     ids: ulid::Generator,
+    /// The batch being processed owes escalation messages to chat (announced after commit).
+    escalation_owed: bool,
 }
 
 /// Builds the engine and its handle. `queue` bounds how many events may wait (backpressure
@@ -320,6 +349,7 @@ pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
             tallies: vec![],
             reloaded: None,
             watch,
+            escalation_owed: false,
         },
         handle,
     )
@@ -337,6 +367,7 @@ struct Prepared {
     tallies: Vec<Tally>,
     #[allow(clippy::type_complexity)]
     reloaded: Option<Result<(Arc<policy::PolicyEngine>, String), (Vec<PolicyProblem>, String)>>,
+    escalation_owed: bool,
 }
 
 impl Engine {
@@ -365,9 +396,11 @@ impl Engine {
         let escalations = self.escalations.len();
         let tallies = self.tallies.len();
         let reloaded = self.reloaded.is_some();
+        let owed = self.escalation_owed;
         let r = f(self, txn);
         if let Err(e) = &r {
             txn.rollback_to(sp);
+            self.escalation_owed = owed;
             self.changed.truncate(changed);
             self.escalations.truncate(escalations);
             self.tallies.truncate(tallies);
@@ -568,6 +601,20 @@ impl Engine {
                         }
                     }
                 }
+                Event::CaseOp { op, reply } => {
+                    match self.undoable(&mut txn, "case operation", |e, t| e.case_op(t, &op)) {
+                        // Refusals are recorded too; the caller hears either once durable.
+                        Ok(result) => replies.push(Box::new(move |r| {
+                            let _ = reply.send(match r {
+                                Ok(()) => result,
+                                Err(e) => Err(CaseOpError::Store(e.to_string())),
+                            });
+                        })),
+                        Err(e) => {
+                            let _ = reply.send(Err(CaseOpError::Store(e.to_string())));
+                        }
+                    }
+                }
                 Event::ReloadPolicies { trigger, reply } => {
                     if let Ok(outcome) =
                         self.undoable(&mut txn, "policy reload", |e, t| e.reload(t, &trigger))
@@ -608,6 +655,7 @@ impl Engine {
             escalations: std::mem::take(&mut self.escalations),
             tallies: std::mem::take(&mut self.tallies),
             reloaded: self.reloaded.take(),
+            escalation_owed: std::mem::take(&mut self.escalation_owed),
         };
         (txn, prepared)
     }
@@ -629,6 +677,7 @@ impl Engine {
             escalations,
             tallies,
             reloaded,
+            escalation_owed,
         } = prepared;
         match &result {
             Ok(c) => {
@@ -690,6 +739,9 @@ impl Engine {
                     deadline: e.deadline,
                     missing: e.missing,
                 });
+            }
+            if escalation_owed {
+                let _ = self.watch.send(ApprovalUpdate::ChatEscalationOwed);
             }
         }
         let r = result

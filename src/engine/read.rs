@@ -76,19 +76,18 @@ pub fn actions_of(store: &Store, case: &Case) -> Result<Vec<ActionRequest>, Stor
     Ok(out)
 }
 
-/// Every stored alert, case (as stored JSON, so fields the report reads beyond [`Case`] stay
-/// visible) and action request: what `crate::report` is computed from.
+/// Every stored alert, case and action request: what `crate::report` is computed from.
 #[allow(clippy::type_complexity)]
 pub fn report_rows(
     store: &Store,
-) -> Result<(Vec<StoredAlert>, Vec<serde_json::Value>, Vec<ActionRequest>), StoreError> {
+) -> Result<(Vec<StoredAlert>, Vec<Case>, Vec<ActionRequest>), StoreError> {
     let alerts = store
         .scan_json::<StoredAlert>(keys::ALERT_PREFIX, None, usize::MAX)?
         .into_iter()
         .map(|(_, a)| a)
         .collect();
     let cases = store
-        .scan_json::<serde_json::Value>(keys::CASE_PREFIX, None, usize::MAX)?
+        .scan_json::<Case>(keys::CASE_PREFIX, None, usize::MAX)?
         .into_iter()
         .map(|(_, c)| c)
         .collect();
@@ -98,4 +97,74 @@ pub fn report_rows(
         .map(|(_, a)| a)
         .collect();
     Ok((alerts, cases, actions))
+}
+
+/// Escalation messages owed to chat, oldest first, at most `limit`.
+pub fn chat_escalations(store: &Store, limit: usize) -> Result<Vec<ChatEscalation>, StoreError> {
+    Ok(store
+        .scan_json::<ChatEscalation>(keys::CHAT_ESCALATION_PREFIX, None, limit)?
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect())
+}
+
+/// Which cases a list wants; `None` = any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaseFilter {
+    pub state: Option<CaseState>,
+    pub owner: Option<String>,
+    pub severity: Option<crate::alert::Severity>,
+    pub disposition: Option<crate::case::Disposition>,
+    /// `true`: not closed; `false`: closed (a closure on record).
+    pub open: Option<bool>,
+}
+
+impl CaseFilter {
+    pub fn matches(&self, c: &Case) -> bool {
+        self.state.is_none_or(|s| c.state == s)
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|o| c.owner.as_deref() == Some(o.as_str()))
+            && self.severity.is_none_or(|s| c.severity == s)
+            && self
+                .disposition
+                .is_none_or(|d| c.closure.as_ref().is_some_and(|x| x.disposition == d))
+            && self.open.is_none_or(|o| o == c.closure.is_none())
+    }
+}
+
+/// Cases after `after` that pass `filter`, in creation order, at most `limit`; reads at most
+/// `max_scan` cases. The second value is where the next page starts (`None` at the end).
+pub fn cases_filtered(
+    store: &Store,
+    filter: &CaseFilter,
+    after: Option<&str>,
+    limit: usize,
+    max_scan: usize,
+) -> Result<(Vec<Case>, Option<String>), StoreError> {
+    const PAGE: usize = 256;
+    let mut out = Vec::new();
+    let mut cursor = after.map(str::to_string);
+    let mut scanned = 0;
+    loop {
+        let page = cases(store, cursor.as_deref(), PAGE)?;
+        let full = page.len() == PAGE;
+        for c in page {
+            scanned += 1;
+            cursor = Some(c.case_id.clone());
+            if filter.matches(&c) {
+                out.push(c);
+                if out.len() >= limit {
+                    return Ok((out, cursor));
+                }
+            }
+            if scanned >= max_scan {
+                return Ok((out, cursor));
+            }
+        }
+        if !full {
+            return Ok((out, None));
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Event `Tick`: time passing.
 //!
 //! Owns: expiring approval requests past their deadline and raising due escalations (both
-//! indexed by time in the store, so a restart keeps them), and pruning chat replay memory.
+//! indexed by time in the store, so a restart keeps them), SLA breaches of open cases (the
+//! `sl/` index, see `cases`), and pruning chat replay memory.
 
 use super::*;
 
@@ -62,6 +63,9 @@ impl Engine {
                     json!({"deadline": deadline, "approvals_missing": missing}),
                 )?;
                 txn.put_json(keys::action(&a.action_id), &a)?;
+                let why =
+                    format!("half the approval deadline passed; {missing} approval(s) missing");
+                self.route_action_escalation(txn, &a, "approval_half_deadline", &why, now)?;
                 self.escalations.push(Escalated {
                     action_id: a.action_id.clone(),
                     deadline,
@@ -69,6 +73,7 @@ impl Engine {
                 });
             }
         }
+        self.sla_tick(txn, now)?;
         Ok(())
     }
 }

@@ -178,6 +178,9 @@ impl Engine {
             },
         });
         let check_json = serde_json::to_value(&check.record).unwrap_or_default();
+        if check.allowed {
+            self.note_human_action(txn, &a.case_id, now)?;
+        }
         if !check.allowed {
             let why = check.refusal.clone().unwrap_or_default();
             record(

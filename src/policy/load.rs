@@ -184,6 +184,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
             .iter()
             .map(|k| k.as_str())
             .chain(["approve"])
+            .chain(super::CASE_ACTIONS)
         {
             if !actions.contains(kind) {
                 problems.push(problem(
@@ -474,6 +475,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicyEngine, Vec<PolicyProblem>> {
         .iter()
         .map(|k| k.as_str().to_string())
         .chain(["approve".to_string()])
+        .chain(super::CASE_ACTIONS.map(String::from))
         .collect();
     let mut by_action = BTreeMap::new();
     for a in &actions {

@@ -7,6 +7,7 @@
 //! replayable, and proofs of properties over every request (`prove`). This is the only module that calls Cedar. It fails closed: any
 //! evaluation error makes the answer Deny/`denied`.
 
+mod case_op;
 mod load;
 pub mod prove;
 mod record;
@@ -34,6 +35,7 @@ use crate::action::{ActionKind, Target, TargetKind, Tier};
 use crate::alert::{AlertFields, Entity as AlertEntity, EntityKind};
 use crate::enrich::EnrichmentReport;
 
+pub use case_op::{CASE_ACTIONS, CaseOpDecision, CaseOpRequest};
 pub use load::{LoadError, PolicyProblem, load_dir};
 pub use record::{RequestRecord, TypedStep};
 pub use request::{

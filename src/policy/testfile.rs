@@ -1,8 +1,9 @@
 //! Policy test files (`policies/tests/*.toml`), run by `cordon policy test`.
 //!
 //! Owns: the test-file format and the runner. A test is either a step (playbook, action,
-//! target and its attributes, alert context) with the expected tier, or a vote (user, channel,
-//! the approval request) with the expected outcome. Requests are built by the same functions
+//! target and its attributes, alert context) with the expected tier, a vote (user, channel,
+//! the approval request) with the expected outcome, or a case operation (user, operation, the
+//! case) with the expected outcome. Requests are built by the same functions
 //! the daemon uses, so a passing test means the daemon decides the same way.
 
 use std::path::Path;
@@ -52,6 +53,47 @@ struct TestCase {
     approval: Option<ApprovalTable>,
     #[serde(default)]
     expect_vote: Option<String>,
+    // Case-operation tests.
+    #[serde(default)]
+    case_op: Option<CaseOpTable>,
+    #[serde(default)]
+    expect_case_op: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseOpTable {
+    user: String,
+    /// assign_case | note_case | close_case | reopen_case | recover_case
+    action: String,
+    #[serde(default = "grpc")]
+    channel: String,
+    #[serde(default = "token")]
+    identity: String,
+    #[serde(default = "default_severity")]
+    severity: String,
+    #[serde(default = "default_state")]
+    state: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    disposition: String,
+    #[serde(default)]
+    cancel_pending: bool,
+    #[serde(default)]
+    pending_actions: i64,
+    #[serde(default)]
+    assignee: String,
+}
+
+fn token() -> String {
+    "token".into()
+}
+fn default_severity() -> String {
+    "medium".into()
+}
+fn default_state() -> String {
+    "executed".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +200,12 @@ fn to_json(t: &toml::Table) -> Map<String, Value> {
 }
 
 fn run_one(engine: &PolicyEngine, t: &TestCase) -> Result<(bool, String), String> {
+    if let Some(want) = &t.expect_case_op {
+        if t.expect_tier.is_some() || t.expect_vote.is_some() {
+            return Err("set exactly one of expect_tier, expect_vote or expect_case_op".into());
+        }
+        return run_case_op(engine, t, want);
+    }
     match (&t.expect_tier, &t.expect_vote) {
         (Some(want), None) => {
             let want = Tier::parse(want).ok_or_else(|| {
@@ -235,6 +283,64 @@ fn run_one(engine: &PolicyEngine, t: &TestCase) -> Result<(bool, String), String
         }
         _ => Err("set exactly one of expect_tier or expect_vote".into()),
     }
+}
+
+fn run_case_op(engine: &PolicyEngine, t: &TestCase, want: &str) -> Result<(bool, String), String> {
+    let want_allow = match want {
+        "allow" => true,
+        "refuse" => false,
+        other => return Err(format!("expect_case_op {other:?} is not allow or refuse")),
+    };
+    let c = t
+        .case_op
+        .as_ref()
+        .ok_or("a case-operation test needs a [test.case_op] table")?;
+    if !super::CASE_ACTIONS.contains(&c.action.as_str()) {
+        return Err(format!(
+            "unknown case operation {:?} (known: {})",
+            c.action,
+            super::CASE_ACTIONS.join(", ")
+        ));
+    }
+    let severity =
+        Severity::parse(&c.severity).ok_or_else(|| format!("unknown severity {:?}", c.severity))?;
+    if crate::case::CaseState::parse(&c.state).is_none() {
+        return Err(format!("unknown case state {:?}", c.state));
+    }
+    if !c.disposition.is_empty() && crate::case::Disposition::parse(&c.disposition).is_none() {
+        return Err(format!("unknown disposition {:?}", c.disposition));
+    }
+    let req = super::CaseOpRequest {
+        user: c.user.clone(),
+        action: c.action.clone(),
+        channel: c.channel.clone(),
+        identity: c.identity.clone(),
+        case_id: "case-test".into(),
+        severity_id: severity.id(),
+        alert_count: 1,
+        state: c.state.clone(),
+        severity: severity.as_str().into(),
+        owner: c.owner.clone(),
+        closed: c.state == "closed",
+        disposition: c.disposition.clone(),
+        cancel_pending: c.cancel_pending,
+        pending_actions: c.pending_actions,
+        assignee: c.assignee.clone(),
+    };
+    let d = engine.authorize_case_op(&req);
+    let got = if d.allowed { "allow" } else { "refuse" };
+    let detail = format!(
+        "expected case operation {want}, got {got}{} (determining: {})",
+        d.refusal.map(|r| format!(": {r}")).unwrap_or_default(),
+        list(
+            &d.record
+                .determining
+                .iter()
+                .map(|d| d.id.clone())
+                .collect::<Vec<_>>()
+        )
+    );
+    Ok((d.allowed == want_allow, detail))
 }
 
 fn list(v: &[String]) -> String {

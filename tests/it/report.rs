@@ -68,10 +68,14 @@ fn case(
     })
 }
 
+/// The case closed by an analyst (the closure model of `cordon::case::Closure`).
 fn closed(mut c: Value, disposition: &str, when: i64, intel: Option<&str>) -> Value {
-    c["closure"] = json!({"disposition": disposition, "at": at(when)});
+    c["closure"] = json!({
+        "disposition": disposition, "reason": "triaged", "by": "alice", "at": at(when),
+        "from": "recommended",
+    });
     if let Some(i) = intel {
-        c["closure"]["intel_ref"] = json!(i);
+        c["closure"]["helped"] = json!({"intel_ref": i});
     }
     c
 }
@@ -339,8 +343,12 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
     assert_eq!(m["intel_lead_times"][1]["first_detection"], json!(null));
     // Enriched at opening; first alerts detected 60, 20, 30, 0, 10 s before: mean 24 s.
     assert_eq!(m["mean_time_to_enriched_case_secs"], json!(24.0));
-    // First votes: c1 after 600 s, c2 after 300 s; c3..c5 had none.
-    assert_eq!(m["mean_time_to_first_human_action_secs"], json!(450.0));
+    // First human actions: c1's first vote after 600 s, c2's after 300 s; c3's closure after
+    // 1 d - 2 h, c5's after 2 d - 4 h (c2's closure is after the window); c4 had none.
+    assert_eq!(
+        m["mean_time_to_first_human_action_secs"],
+        json!((600 + 300 + (D - 2 * H) + (2 * D - 4 * H)) as f64 / 4.0)
+    );
     // x1, x2 approved; x3 rejected; x4 expired.
     assert_eq!(m["escalations_decided"], json!(4));
     assert_eq!(m["escalations_accepted"], json!(2));
@@ -361,11 +369,12 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
         m["intel_credited_incidents"],
         json!([{"quarter": "2026-Q4", "incidents": 1}])
     );
-    // rule-b's c3 is a false positive on host h3, 2 days after c0's on h3: a repeat.
+    // rule-a's human time: c1 from its first vote (600 s) to its closure (1 d).
+    // rule-b's c3 is a false positive on host h3, 1.5 days after c0's on h3: a repeat.
     assert_eq!(
         m["heat_map"],
         json!([
-            {"rule_id": "rule-a", "alerts": 3, "cases": 3, "human_handling_secs": 1200, "closed": 1,
+            {"rule_id": "rule-a", "alerts": 3, "cases": 3, "human_handling_secs": D - 600, "closed": 1,
              "false_positives": 0, "false_positive_rate": 0.0, "repeat_false_positives": 0},
             {"rule_id": "rule-b", "alerts": 1, "cases": 1, "human_handling_secs": 0, "closed": 1,
              "false_positives": 1, "false_positive_rate": 1.0, "repeat_false_positives": 1},
