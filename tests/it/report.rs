@@ -413,9 +413,10 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
     // /metrics: the daemon computes the same numbers from the same store (over all of it, up
     // to its clock), as `cordon report` over that window does.
     let now = t0() + Duration::days(3);
-    let mut opts = cordon::daemon::StartOptions::default();
-    opts.clock = Arc::new(move || now);
-    opts.expiry_timer = false;
+    let opts = cordon::daemon::StartOptions {
+        clock: Arc::new(move || now),
+        expiry_timer: false,
+    };
     let mut d = crate::schedule::start_when_unlocked(dir, cfg, opts).await;
     d.running().scheduler.refresh_metrics().await.unwrap();
     let (s, text) = d.get("/metrics").await;

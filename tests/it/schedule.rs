@@ -295,3 +295,89 @@ fn bad_schedules_are_refused_with_every_problem() {
     }
     drop(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nightly_playbook_runs_against_the_contained_hosts() {
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-night", "aid-night");
+    let (dir, mut cfg) = common::workspace();
+    v.wire(dir.path(), true);
+    cfg.executor.enabled = true;
+    std::fs::write(
+        dir.path().join("playbooks/reprobe_contained.toml"),
+        "description = \"Probe every contained host again.\"\nfamily = \"malware_execution\"\n\
+         [match]\nrule_ids = [\"cordon:scheduled\"]\n\
+         [[steps]]\nid = \"reisolate\"\naction = \"isolate_host\"\nconnector = \"crowdstrike\"\ntarget = \"host\"\n",
+    )
+    .unwrap();
+    let (parsed, unknown) = cordon::config::Config::parse(
+        "test",
+        "[[schedules]]\nname = \"nightly\"\ncron = \"0 30 2 * * *\"\nkind = \"playbook\"\nplaybook = \"reprobe_contained\"\n",
+    )
+    .unwrap();
+    assert!(unknown.is_empty(), "{unknown:?}");
+    cfg.schedules = parsed.schedules;
+    let clock = TestClock::new();
+    let start: chrono::DateTime<chrono::Utc> = "2026-11-04T12:00:00Z".parse().unwrap();
+    clock.advance_secs((start - clock.now()).num_seconds());
+    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "night-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-night")],
+        ),
+    )
+    .await;
+    let isolate = live::find_action(&d, &case_id, "isolate_host", Some("ws-night")).await;
+    let isolate_id = isolate["action_id"].as_str().unwrap().to_string();
+    live::approve_any(&d, &isolate_id).await;
+    assert_eq!(
+        live::settled(&d, &isolate_id).await["state"],
+        json!("succeeded")
+    );
+    assert_eq!(v.cs.effects().count("contain:aid-night"), 1);
+
+    d.running().scheduler.run_once().await.unwrap();
+    let before = d.case(&case_id).await["actions"].as_array().unwrap().len();
+    // 02:30 the next night.
+    clock.advance_secs(14 * 3600 + 30 * 60);
+    d.running().scheduler.run_once().await.unwrap();
+    d.running().scheduler.run_once().await.unwrap();
+    let case = d.case(&case_id).await;
+    let runs: Vec<&Value> = case["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["requester"] == json!("schedule:nightly"))
+        .collect();
+    assert_eq!(runs.len(), 1, "{case}");
+    assert_eq!(case["actions"].as_array().unwrap().len(), before + 1);
+    let run = runs[0];
+    assert_eq!(run["kind"], json!("isolate_host"));
+    assert_eq!(run["target"]["id"], json!("ws-night"));
+    assert!(
+        run["step"]
+            .as_str()
+            .unwrap()
+            .starts_with("reisolate@nightly/2026-11-05T02:30:00"),
+        "{run}"
+    );
+    let run_id = run["action_id"].as_str().unwrap().to_string();
+    assert_eq!(live::records(&d, "policy_decision", &run_id).len(), 1);
+    if run["state"] == json!("awaiting_approval") {
+        live::approve_any(&d, &run_id).await;
+    }
+    // The probe finds the host contained: nothing is sent again.
+    assert_eq!(
+        live::settled(&d, &run_id).await["state"],
+        json!("succeeded")
+    );
+    assert_eq!(v.cs.effects().count("contain:aid-night"), 1);
+    let fired = records(&d, "schedule_fired");
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0]["kind"], json!("playbook"));
+    d.stop().await;
+}
