@@ -999,3 +999,47 @@ pub fn publish(m: &LoopMetrics, metrics: &crate::metrics::Metrics, now: DateTime
             .map_or(0, |q| q.incidents) as i64,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_metadata_problems() {
+        let rules: Vec<RuleMeta> = toml::from_str::<BTreeMap<String, Vec<RuleMeta>>>(
+            r#"
+            rules = [
+              { id = "r1", intel_ref = "CTI-1" },
+              { id = "r1", intel_ref = "CTI-2", intel_finding_at = "2026-01-01T00:00:00Z", intel_priority = "urgent", status = "beta" },
+              { id = "", intel_priority = "high" },
+            ]
+            "#,
+        )
+        .unwrap()
+        .remove("rules")
+        .unwrap();
+        let p: Vec<String> = check_rules(&rules)
+            .into_iter()
+            .map(|(k, r)| format!("{k}: {r}"))
+            .collect();
+        let want = [
+            "rules[0].intel_finding_at: intel_ref and intel_finding_at go together",
+            "rules[1].id: duplicate rule id \"r1\"",
+            "rules[1].intel_priority: \"urgent\" is not one of",
+            "rules[1].status: \"beta\" is not `production` or `tuning`",
+            "rules[2].id: must not be empty",
+            "rules[2].intel_priority: needs an intel_ref",
+        ];
+        for w in want {
+            assert!(p.iter().any(|x| x.starts_with(w)), "{w:?} not in {p:#?}");
+        }
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+    }
+
+    #[test]
+    fn markdown_cells_cannot_break_the_table() {
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+        assert_eq!(quarter("2026-12-31T23:59:59Z".parse().unwrap()), "2026-Q4");
+        assert_eq!(quarter("2027-01-01T00:00:00Z".parse().unwrap()), "2027-Q1");
+    }
+}

@@ -339,8 +339,17 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
     );
     // rule-a: finding 2026-10-20, first alert T0 = 2026-11-02: 13 days; rule-d never fired.
     assert_eq!(m["mean_intel_lead_time_secs"], json!(13.0 * D as f64));
-    assert_eq!(m["intel_lead_times"][1]["rule_id"], json!("rule-d"));
-    assert_eq!(m["intel_lead_times"][1]["first_detection"], json!(null));
+    let lead = |id: &str| {
+        m["intel_lead_times"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["rule_id"] == json!(id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no lead time for {id}"))
+    };
+    assert_eq!(lead("rule-a")["lead_time_secs"], json!(13 * D));
+    assert_eq!(lead("rule-d")["first_detection"], json!(null));
     // Enriched at opening; first alerts detected 60, 20, 30, 0, 10 s before: mean 24 s.
     assert_eq!(m["mean_time_to_enriched_case_secs"], json!(24.0));
     // First human actions: c1's first vote after 600 s, c2's after 300 s; c3's closure after
@@ -385,9 +394,12 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
     // The board: high has rule-a in production, c2 (closed only after the window) and c4 open,
     // c1 learned; critical has rule-d in tuning.
     let p = &b["priorities"];
+    // (The shipped playbooks declare rules of their own in these sections too.)
+    let has = |v: &Value, id: &str| v.as_array().unwrap().contains(&json!(id));
     assert_eq!(p[0]["priority"], json!("critical"));
-    assert_eq!(p[0]["rules_in_tuning"], json!(["rule-d"]));
-    assert_eq!(p[1]["rules_in_production"], json!(["rule-a"]));
+    assert!(has(&p[0]["rules_in_tuning"], "rule-d"), "{p}");
+    assert!(has(&p[1]["rules_in_production"], "rule-a"), "{p}");
+    assert!(!has(&p[1]["rules_in_tuning"], "rule-a"), "{p}");
     let open: Vec<&str> = p[1]["open_incidents"]
         .as_array()
         .unwrap()
@@ -401,7 +413,6 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
     let md = report(&config, "2026-11-01", &at(7 * D), false).await;
     for line in [
         "## Intel priority: high",
-        "- Rules in production: rule-a",
         "| alerts tagged with their intel source | 80.0 % (4 of 5) |",
         "| escalation acceptance rate | 50.0 % (2 of 4) |",
         "| approval wait, one_approver | 25.0 min (3 requests) |",
@@ -409,6 +420,11 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
     ] {
         assert!(md.contains(line), "{line:?} not in\n{md}");
     }
+    let high = &md[md.find("## Intel priority: high").unwrap()..];
+    let production = high
+        .lines()
+        .find(|l| l.starts_with("- Rules in production:"));
+    assert!(production.is_some_and(|l| l.contains("rule-a")), "{md}");
 
     // /metrics: the daemon computes the same numbers from the same store (over all of it, up
     // to its clock), as `cordon report` over that window does.

@@ -254,7 +254,8 @@ async fn a_daemon_down_over_three_weekly_fires_runs_the_report_once() {
     let md = std::fs::read_to_string(out.join("weekly-20261109T080000Z.md")).unwrap();
     assert!(md.contains("# Active threats board"), "{md}");
     assert!(
-        md.contains("- Rules in production: rule-Malware EncodedCommand"),
+        md.lines().any(|l| l.starts_with("- Rules in production:")
+            && l.contains("rule-Malware EncodedCommand")),
         "{md}"
     );
     let delivered = records(&d, "schedule_delivered");
