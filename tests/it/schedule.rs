@@ -382,3 +382,71 @@ async fn a_nightly_playbook_runs_against_the_contained_hosts() {
     assert_eq!(fired[0]["kind"], json!("playbook"));
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shift_digest_is_posted_to_the_cti_channel() {
+    use crate::fakes::chat::FakeSlack;
+    let slack = FakeSlack::start(crate::chat::SLACK_TOKEN).await;
+    let (dir, mut cfg) = common::workspace();
+    crate::chat::configure_chat(
+        &mut cfg,
+        dir.path(),
+        &crate::chat::Chat {
+            slack: Some(&slack),
+            ..Default::default()
+        },
+    );
+    let (parsed, unknown) = cordon::config::Config::parse(
+        "test",
+        "[[schedules]]\nname = \"shift\"\ncron = \"0 0 6,14,22 * * *\"\nkind = \"cti_digest\"\nchat = \"slack\"\nchannel = \"C0CTI\"\n",
+    )
+    .unwrap();
+    assert!(unknown.is_empty(), "{unknown:?}");
+    cfg.schedules = parsed.schedules;
+    let pb = dir.path().join("playbooks/malware_execution.toml");
+    let text = std::fs::read_to_string(&pb).unwrap()
+        + "\n[[rules]]\nid = \"rule-Malware EncodedCommand\"\nintel_ref = \"CTI-9\"\nintel_finding_at = \"2026-01-05T00:00:00Z\"\n";
+    std::fs::write(&pb, text).unwrap();
+    let clock = TestClock::new();
+    let start: chrono::DateTime<chrono::Utc> = "2026-11-04T12:00:00Z".parse().unwrap();
+    clock.advance_secs((start - clock.now()).num_seconds());
+    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    d.running().scheduler.run_once().await.unwrap();
+    let raw = live::alert(
+        "cti-1",
+        "Malware EncodedCommand",
+        &["T1059"],
+        &[("host", "ws-cti")],
+    );
+    let format = cordon::ingest::IngestFormat::Cordon;
+    let fields = format.parse(raw.as_bytes(), clock.now()).unwrap();
+    let ack = d
+        .running()
+        .engine
+        .ingest(format, fields, raw, clock.now())
+        .await
+        .unwrap();
+    clock.advance_secs(2 * 3600);
+    let pass = d.running().scheduler.run_once().await.unwrap();
+    assert_eq!(pass.delivered, 1);
+    let posts: Vec<_> = slack
+        .posts()
+        .into_iter()
+        .filter(|m| m.channel == "C0CTI")
+        .collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert!(
+        posts[0].text.contains("# SOC → CTI digest"),
+        "{}",
+        posts[0].text
+    );
+    assert!(
+        posts[0].text.contains(&ack.case_id) && posts[0].text.contains("CTI-9"),
+        "{}",
+        posts[0].text
+    );
+    let delivered = records(&d, "schedule_delivered");
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0]["to"], json!(["slack:C0CTI"]));
+    d.stop().await;
+}
