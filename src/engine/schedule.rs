@@ -199,8 +199,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Indexes a block that just succeeded by its expiry time, if its step gave it one.
+    /// Indexes a block that just succeeded by its expiry time, if it has one: its step's
+    /// `expires_after_mins` from now, or the intel that named the indicator when the alert
+    /// was enriched (the latest `expires` of its matching indicators; none if one never
+    /// expires), whichever comes first.
     pub(super) fn index_block_expiry(
+        &self,
         txn: &mut Txn,
         a: &ActionRequest,
         now: DateTime<Utc>,
@@ -208,8 +212,33 @@ impl Engine {
         if a.kind != ActionKind::BlockIoc || a.state != ActionState::Succeeded {
             return Ok(());
         }
-        if let Ok(Some(after)) = crate::schedule::block_expiry(a.kind, &a.parameters) {
-            txn.put(keys::block_expiry(now + after, &a.action_id), vec![]);
+        let by_step = crate::schedule::block_expiry(a.kind, &a.parameters)
+            .ok()
+            .flatten()
+            .map(|d| now + d);
+        let by_intel = match (
+            crate::config::parse_entity_ref(&a.target.id),
+            txn.get_json::<StoredAlert>(&self.parts.store, &keys::alert(&a.alert_id))?,
+        ) {
+            (Some(entity), Some(alert)) => {
+                let intel = alert
+                    .enrichment
+                    .map(|r| r.intel(&entity))
+                    .unwrap_or_default();
+                if intel.is_empty() || intel.iter().any(|i| i.expires.is_none()) {
+                    None
+                } else {
+                    intel.iter().filter_map(|i| i.expires).max()
+                }
+            }
+            _ => None,
+        };
+        let at = match (by_step, by_intel) {
+            (Some(s), Some(i)) => Some(s.min(i)),
+            (s, i) => s.or(i),
+        };
+        if let Some(at) = at {
+            txn.put(keys::block_expiry(at, &a.action_id), vec![]);
         }
         Ok(())
     }
@@ -240,7 +269,7 @@ impl Engine {
                 now,
                 json!({"target": a.target, "expires_after_mins": a.parameters.get(crate::schedule::EXPIRY_PARAMETER)}),
             )?;
-            let why = "the block reached its expiry (expires_after_mins)";
+            let why = "the block reached its expiry (its step's expires_after_mins, or its intel's expires)";
             if let ExecReply::Refused(r) = self.exec_rollback(txn, &id, EXPIRY_REQUESTER, why)? {
                 self.escalate(
                     txn,

@@ -450,3 +450,57 @@ async fn the_shift_digest_is_posted_to_the_cti_channel() {
     assert_eq!(delivered[0]["to"], json!(["slack:C0CTI"]));
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_expires_when_the_intel_that_named_the_indicator_does() {
+    let v = Vendors::start().await;
+    let (dir, mut cfg) = common::workspace();
+    v.wire(dir.path(), true);
+    cfg.executor.enabled = true;
+    let clock = TestClock::new();
+    let hash = "d00dfeed".repeat(8);
+    let expires = clock.now() + chrono::Duration::hours(2);
+    let intel = dir.path().join("enrichment/intel.toml");
+    let text = std::fs::read_to_string(&intel).unwrap()
+        + &format!(
+            "\n[[indicator]]\nvalue = \"{hash}\"\ntype = \"file_hash\"\nconfidence = 90\nsource = \"cti-feed-x\"\nexpires = \"{}\"\n",
+            expires.to_rfc3339()
+        );
+    std::fs::write(&intel, text).unwrap();
+    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "exp-intel",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("file_hash", &hash)],
+        ),
+    )
+    .await;
+    let block = live::find_action(&d, &case_id, "block_ioc", None).await;
+    let block_id = block["action_id"].as_str().unwrap().to_string();
+    if block["state"] == json!("awaiting_approval") {
+        live::approve_any(&d, &block_id).await;
+    }
+    assert_eq!(
+        live::settled(&d, &block_id).await["state"],
+        json!("succeeded")
+    );
+    clock.advance_secs(2 * 3600 - 1);
+    d.running().scheduler.run_once().await.unwrap();
+    assert!(live::records(&d, "block_expired", &block_id).is_empty());
+    clock.advance_secs(1);
+    d.running().scheduler.run_once().await.unwrap();
+    assert_eq!(live::records(&d, "block_expired", &block_id).len(), 1);
+    let case = d.case(&case_id).await;
+    assert!(
+        case["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == json!("unblock_ioc") && a["rollback_of"] == json!(block_id)),
+        "{case}"
+    );
+    d.stop().await;
+}
