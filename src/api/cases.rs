@@ -209,7 +209,6 @@ impl pb::cases_server::Cases for ApiState {
     ) -> Result<Response<pb::Case>, Status> {
         self.auth.approver(&req)?;
         let id = req.into_inner().case_id;
-        check_case_id("case_id", &id).map_err(invalid)?;
         let c = engine::read::case(&self.store, &id)
             .map_err(store_status)?
             .ok_or_else(|| status(Code::NotFound, format!("no case {id}")))?;

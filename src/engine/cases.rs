@@ -762,6 +762,10 @@ fn view_clip(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "cases_tests.rs"]
+mod rule_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -120,7 +120,15 @@ async fn body_of<T: serde::de::DeserializeOwned>(
     let bytes = read_body(body, st.max_body_bytes).await?;
     let v = crate::ingest::json::parse(&bytes)
         .map_err(|e| bad(format!("the body is not valid JSON: {e}")))?;
-    serde_json::from_value(v).map_err(|e| bad(format!("the body does not fit: {e}")))
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let at = e.path().to_string();
+        let e = e.into_inner();
+        if at == "." {
+            bad(format!("the body does not fit: {e}"))
+        } else {
+            bad(format!("the body does not fit: {at}: {e}"))
+        }
+    })
 }
 
 async fn run(

@@ -9,6 +9,7 @@ mod approvals_cli;
 mod audit_checkpoints;
 mod audit_tamper;
 mod bad_input;
+mod case_ops;
 mod cases;
 mod chat;
 mod cli;

@@ -1,0 +1,363 @@
+//! Rule tests of the closing half of the case state machine: no daemon, no sockets; the engine
+//! is driven directly, one committed transaction per step, with a clock set by hand.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::case::{Disposition, Helped};
+use crate::config::Config;
+use crate::store::StoreOptions;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    eng: Engine,
+    store: Store,
+    now: Arc<Mutex<DateTime<Utc>>>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config {
+            data_dir: dir.path().join("data"),
+            policies_dir: repo.join("policies"),
+            playbooks_dir: repo.join("playbooks"),
+            connectors_dir: repo.join("connectors"),
+            ..Config::default()
+        };
+        cfg.enrichment.assets = Some(repo.join("deploy/enrichment/assets.toml"));
+        cfg.cases.sla.high_mins = 30;
+        let v = crate::daemon::validate(cfg.clone(), "rule test").unwrap();
+        let store = Store::open(&cfg.data_dir, &StoreOptions::default()).unwrap();
+        let now = Arc::new(Mutex::new(
+            Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap(),
+        ));
+        let clock_now = now.clone();
+        let (eng, _handle) = new(
+            EngineParts {
+                store: store.clone(),
+                policies: Policies::new(v.policies),
+                policies_dir: cfg.policies_dir.clone(),
+                playbooks: Arc::new(v.playbooks),
+                enricher: v.enricher,
+                suppressions: vec![],
+                cases: cfg.cases.clone(),
+                correlation: cfg.correlation.clone(),
+                metrics: Metrics::new(),
+                max_batch: 64,
+                clock: Arc::new(move || *clock_now.lock().unwrap()),
+                approvals: cfg.approvals.clone(),
+                connectors: v.connectors,
+                runnable: None,
+                chat: false,
+            },
+            64,
+        );
+        Rig {
+            _dir: dir,
+            eng,
+            store,
+            now,
+        }
+    }
+
+    /// Runs `f` in one transaction and commits it.
+    async fn step<R>(&mut self, f: impl FnOnce(&mut Engine, &mut Txn) -> R) -> R {
+        let mut txn = self.store.begin();
+        let r = f(&mut self.eng, &mut txn);
+        self.store.commit(txn).await.unwrap();
+        r
+    }
+
+    async fn alert(&mut self, id: &str, host: &str) -> String {
+        let body = json!({
+            "source_alert_id": id, "title": "Malware EncodedCommand",
+            "rule": {"id": "rule-malware", "name": "Malware EncodedCommand"},
+            "severity": "high", "techniques": ["T1059"],
+            "entities": [{"kind": "host", "value": host}],
+        })
+        .to_string();
+        let now = *self.now.lock().unwrap();
+        let fields = IngestFormat::Cordon.parse(body.as_bytes(), now).unwrap();
+        self.step(|e, t| e.ingest(t, IngestFormat::Cordon, &fields, body, now))
+            .await
+            .unwrap()
+            .case_id
+    }
+
+    fn case(&self, id: &str) -> Case {
+        read::case(&self.store, id).unwrap().unwrap()
+    }
+
+    fn action(&self, case_id: &str, kind: &str) -> ActionRequest {
+        read::actions_of(&self.store, &self.case(case_id))
+            .unwrap()
+            .into_iter()
+            .rfind(|a| a.kind.as_str() == kind)
+            .unwrap()
+    }
+
+    async fn op(
+        &mut self,
+        case_id: &str,
+        user: &str,
+        kind: CaseOpKind,
+    ) -> Result<Case, CaseOpError> {
+        let op = CaseOp {
+            case_id: case_id.into(),
+            user: user.into(),
+            channel: "grpc".into(),
+            identity: "token".into(),
+            kind,
+        };
+        self.step(|e, t| e.case_op(t, &op))
+            .await
+            .unwrap()
+            .map(|o| o.case)
+    }
+
+    async fn approve(&mut self, action_id: &str, user: &str) {
+        let v = VoteCast {
+            approval_id: action_id.into(),
+            user: user.into(),
+            channel: "grpc".into(),
+            identity: "token".into(),
+            approve: true,
+            request_hash: None,
+            comment: String::new(),
+        };
+        self.step(|e, t| e.vote(t, &v)).await.unwrap().unwrap();
+    }
+
+    /// Claims and finishes every approved action of the case as succeeded (the executor's
+    /// records, without a vendor).
+    async fn run_approved(&mut self, case_id: &str) {
+        for a in read::actions_of(&self.store, &self.case(case_id)).unwrap() {
+            if a.state != ActionState::Approved {
+                continue;
+            }
+            let id = a.action_id.clone();
+            self.step(|e, t| {
+                e.exec(
+                    t,
+                    ExecOp::Claim {
+                        action_id: id.clone(),
+                        mode: "live".into(),
+                    },
+                )
+            })
+            .await
+            .unwrap();
+            self.step(|e, t| {
+                e.exec(
+                    t,
+                    ExecOp::Finish {
+                        action_id: id.clone(),
+                        notes: vec![],
+                        to: ActionState::Succeeded,
+                        outcome: "done".into(),
+                        escalate: None,
+                    },
+                )
+            })
+            .await
+            .unwrap();
+        }
+    }
+
+    fn audit_kinds(&self, case_id: &str) -> Vec<String> {
+        self.store
+            .audit_records(1, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.body.case_id.as_deref() == Some(case_id))
+            .map(|r| r.body.kind)
+            .collect()
+    }
+}
+
+fn close(d: Disposition, cancel_pending: bool) -> CaseOpKind {
+    CaseOpKind::Close(CloseCase {
+        disposition: d,
+        reason: "checked".into(),
+        helped: Helped::default(),
+        missed: None,
+        duplicate_of: None,
+        cancel_pending,
+    })
+}
+
+#[tokio::test]
+async fn a_closed_case_recovers_when_its_host_is_released_then_learns_and_stays_closed() {
+    let mut r = Rig::new();
+    let c = r.alert("l-1", "ws-1").await;
+    let iso = r.action(&c, "isolate_host").action_id;
+    r.approve(&iso, "alice").await;
+    r.run_approved(&c).await;
+    assert_eq!(r.case(&c).state, CaseState::Executed);
+
+    // Closed from executed; reopened, it goes back there; closed again.
+    let closed = r
+        .op(&c, "alice", close(Disposition::FalsePositive, false))
+        .await
+        .unwrap();
+    assert_eq!(closed.state, CaseState::Closed);
+    assert_eq!(closed.closure.as_ref().unwrap().from, CaseState::Executed);
+    let reopened = r
+        .op(
+            &c,
+            "bob",
+            CaseOpKind::Reopen {
+                reason: "not benign".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (reopened.state, reopened.closure.is_none()),
+        (CaseState::Executed, true)
+    );
+    assert_eq!(reopened.reopened.len(), 1);
+    r.op(&c, "alice", close(Disposition::TruePositive, false))
+        .await
+        .unwrap();
+
+    // The host is released after closure: the closed case becomes recovered, closure kept.
+    let rb = r
+        .step(|e, t| {
+            e.exec(
+                t,
+                ExecOp::Rollback {
+                    action_id: iso.clone(),
+                    user: "carol".into(),
+                    reason: "cleaned".into(),
+                },
+            )
+        })
+        .await
+        .unwrap();
+    let ExecReply::RollbackProposed(rb) = rb else {
+        panic!("{rb:?}")
+    };
+    r.approve(&rb.action_id, "alice").await;
+    r.run_approved(&c).await;
+    let case = r.case(&c);
+    assert_eq!(case.state, CaseState::Recovered);
+    assert_eq!(
+        case.closure.as_ref().unwrap().disposition,
+        Disposition::TruePositive
+    );
+    assert_eq!(case.recovery.as_ref().unwrap().how, "containment_released");
+    assert!(case.handoffs.recovered.is_some() && case.handoffs.closed.is_some());
+
+    // The learning code marks it learned; a learned case cannot be reopened.
+    let now = *r.now.lock().unwrap();
+    let moved = r
+        .step(|e, t| e.mark_learned(t, &c, "every proposal decided", now))
+        .await
+        .unwrap();
+    assert!(moved);
+    let case = r.case(&c);
+    assert_eq!(case.state, CaseState::Learned);
+    assert_eq!(case.handoffs.learning_done, Some(now));
+    let err = r
+        .op(
+            &c,
+            "carol",
+            CaseOpKind::Reopen {
+                reason: "again".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CaseOpError::Conflict(ref m) if m.contains("learned")),
+        "{err:?}"
+    );
+    let kinds = r.audit_kinds(&c);
+    for k in [
+        "case_closed",
+        "case_reopened",
+        "case_recovered",
+        "case_op_refused",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing: {kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_open_case_breaches_its_sla_once_and_a_closed_one_never() {
+    let mut r = Rig::new();
+    let open = r.alert("s-1", "ws-1").await;
+    let done = r.alert("s-2", "ws-2").await;
+    assert!(r.case(&open).sla_deadline.is_some());
+    r.op(&done, "alice", close(Disposition::FalsePositive, true))
+        .await
+        .unwrap();
+    // Not yet due.
+    r.step(|e, t| e.tick(t)).await.unwrap();
+    *r.now.lock().unwrap() += Duration::minutes(31);
+    r.step(|e, t| e.tick(t)).await.unwrap();
+    r.step(|e, t| e.tick(t)).await.unwrap();
+    let breaches = |case_id: &str| {
+        r.store
+            .audit_records(1, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter(|x| {
+                x.body.kind == "escalation"
+                    && x.body.case_id.as_deref() == Some(case_id)
+                    && x.body.data["escalation"] == json!("sla_breach")
+            })
+            .count()
+    };
+    assert_eq!(breaches(&open), 1);
+    assert_eq!(breaches(&done), 0);
+    let case = r.case(&open);
+    assert!(case.sla_escalated);
+    assert!(case.handoffs.ir_escalation.is_some());
+}
+
+#[tokio::test]
+async fn recover_needs_an_executed_or_closed_case_and_a_permitted_user() {
+    let mut r = Rig::new();
+    let c = r.alert("r-1", "ws-1").await;
+    let err = r
+        .op(
+            &c,
+            "alice",
+            CaseOpKind::Recover {
+                reason: "fine".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CaseOpError::Conflict(ref m) if m.contains("recommended")),
+        "{err:?}"
+    );
+    let err = r
+        .op(&c, "mallory", CaseOpKind::Note { text: "hi".into() })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CaseOpError::Refused(_)), "{err:?}");
+    r.op(&c, "alice", close(Disposition::FalsePositive, true))
+        .await
+        .unwrap();
+    let case = r
+        .op(
+            &c,
+            "bob",
+            CaseOpKind::Recover {
+                reason: "reimaged".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(case.state, CaseState::Recovered);
+    assert_eq!(case.recovery.as_ref().unwrap().by.as_deref(), Some("bob"));
+}
