@@ -106,6 +106,12 @@ kinds! {
     ChatCallback = "chat_callback",
     /// A signed checkpoint of the chain head ending at this record was taken.
     AuditCheckpoint = "audit_checkpoint",
+    /// A schedule fired (once, however many periods passed while the daemon was down).
+    ScheduleFired = "schedule_fired",
+    /// What a schedule's fire produced (a report, a digest) was delivered, or could not be.
+    ScheduleDelivered = "schedule_delivered",
+    /// An indicator block reached its expiry; its unblock is proposed through the policies.
+    BlockExpired = "block_expired",
     /// A case's owner was set (`assign_case`).
     CaseAssigned = "case_assigned",
     /// An analyst's note on a case (`note_case`).

@@ -141,6 +141,9 @@ pub struct Config {
     pub audit: AuditConfig,
     pub retention: RetentionConfig,
     pub learning: crate::engine::LearningConfig,
+
+    /// What runs by the clock (`crate::schedule`).
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
 }
 
 impl Default for Config {
@@ -168,6 +171,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             retention: RetentionConfig::default(),
             learning: crate::engine::LearningConfig::default(),
+
+            schedules: Vec::new(),
         }
     }
 }
@@ -1077,6 +1082,8 @@ impl Config {
                 "must be between 1 and 36500 days".into(),
             );
         }
+
+        crate::schedule::validate(&self.schedules, &self.chat, &mut p);
         if let Some(c) = &self.audit.checkpoints {
             c.validate(&self.data_dir, &mut p);
         }

@@ -109,6 +109,11 @@ pub fn validate_with(
             problems.append(&mut p);
             vec![]
         });
+    problems.append(&mut crate::schedule::check_playbooks(
+        &config.schedules,
+        &playbooks,
+        config_file,
+    ));
     let enricher = Enricher::load(&config.enrichment).unwrap_or_else(|mut p| {
         problems.append(&mut p);
         Enricher::default()
@@ -215,6 +220,8 @@ pub struct Running {
     pub policies: Policies,
     pub metrics: Metrics,
     pub engine: EngineHandle,
+    /// Fires schedules and block expiries (tests that drive time by hand call `run_once`).
+    pub scheduler: crate::schedule::run::Scheduler,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<i32>,
 }
@@ -234,6 +241,7 @@ impl Running {
     /// Waits for the daemon to stop by itself (a signal).
     pub async fn wait(self) -> i32 {
         drop(self.engine);
+        drop(self.scheduler);
         self.done.await.unwrap_or(1)
     }
 }
@@ -323,6 +331,8 @@ pub async fn start(
             source,
         })?;
     let playbook_count = v.playbooks.len();
+    let catalog = crate::report::Catalog::from_playbooks(&v.playbooks);
+    let scheduler_clock = opts.clock.clone();
     let (runnable_tx, runnable_rx) = if cfg.executor.enabled {
         let (tx, rx) =
             engine::runnable_channel(crate::executor::announce_capacity(cfg.executor.concurrency));
@@ -403,6 +413,21 @@ pub async fn start(
     }
     // Reload triggers: SIGHUP and file changes. Both hold an engine handle until shutdown.
     spawn_reload_triggers(&tracker, &shutdown, handle.clone(), &cfg);
+    let scheduler = crate::schedule::run::Scheduler::new(
+        handle.clone(),
+        store.clone(),
+        crate::schedule::compile(&cfg.schedules),
+        catalog,
+        metrics.clone(),
+        v.chat.clone(),
+        scheduler_clock,
+    );
+    if opts.expiry_timer {
+        tracker.spawn(crate::schedule::run::run(
+            scheduler.clone(),
+            shutdown.clone(),
+        ));
+    }
     // Approval deadlines and escalations: the engine checks them on every tick. Deadlines are
     // stored, so a restart picks them up.
     if opts.expiry_timer {
@@ -548,6 +573,7 @@ pub async fn start(
         }
     });
     Ok(Running {
+        scheduler,
         http_addr,
         grpc_addr,
         store,

@@ -29,6 +29,8 @@ pub mod listener;
 pub mod metrics;
 pub mod playbook;
 pub mod policy;
+pub mod report;
+pub mod schedule;
 pub mod secret;
 pub mod store;
 pub mod suppress;

@@ -37,6 +37,85 @@ pub struct ChatLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// An ingest source, or `all`.
+    pub source: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The SOC↔CTI loop and operator metrics (`crate::report`), computed from the whole store and
+/// set by the scheduler; `NaN` while there is nothing to measure.
+#[derive(Clone, Default)]
+pub struct LoopGauges {
+    pub intel_tagged_ratio: Family<SourceLabels, FloatGauge>,
+    pub intel_lead_time_seconds: FloatGauge,
+    pub time_to_enriched_case_seconds: FloatGauge,
+    pub time_to_first_human_action_seconds: FloatGauge,
+    pub escalation_acceptance_ratio: FloatGauge,
+    pub approval_wait_seconds: Family<TierLabels, FloatGauge>,
+    pub action_success_ratio: FloatGauge,
+    pub false_positive_ratio: FloatGauge,
+    pub repeat_false_positives: Gauge,
+    pub intel_credited_incidents_quarter: Gauge,
+}
+
+impl LoopGauges {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "cordon_loop_intel_tagged_ratio",
+            "Share of alerts tagged with the intel that motivated their rule, by source (and all)",
+            self.intel_tagged_ratio.clone(),
+        );
+        r.register(
+            "cordon_loop_intel_lead_time_seconds",
+            "Mean time from an intel finding to its rule's first detection",
+            self.intel_lead_time_seconds.clone(),
+        );
+        r.register(
+            "cordon_loop_time_to_enriched_case_seconds",
+            "Mean time from an alert's detection to its enriched case",
+            self.time_to_enriched_case_seconds.clone(),
+        );
+        r.register(
+            "cordon_loop_time_to_first_human_action_seconds",
+            "Mean time from a case's opening to the first human action on it",
+            self.time_to_first_human_action_seconds.clone(),
+        );
+        r.register(
+            "cordon_loop_escalation_acceptance_ratio",
+            "Share of requests escalated to a human (approval tiers) that were accepted",
+            self.escalation_acceptance_ratio.clone(),
+        );
+        r.register(
+            "cordon_loop_approval_wait_seconds",
+            "Mean wait of a decided approval request, by tier",
+            self.approval_wait_seconds.clone(),
+        );
+        r.register(
+            "cordon_loop_action_success_ratio",
+            "Share of finished response actions that succeeded",
+            self.action_success_ratio.clone(),
+        );
+        r.register(
+            "cordon_loop_false_positive_ratio",
+            "Share of cases closed with a disposition that were false positives",
+            self.false_positive_ratio.clone(),
+        );
+        r.register(
+            "cordon_loop_repeat_false_positives",
+            "False positives with an earlier one of the same rule and entity within 14 days",
+            self.repeat_false_positives.clone(),
+        );
+        r.register(
+            "cordon_loop_intel_credited_incidents_quarter",
+            "True positives this quarter whose closure credits intel",
+            self.intel_credited_incidents_quarter.clone(),
+        );
+    }
+}
+
 /// Connection counts of one listener (HTTP or gRPC).
 #[derive(Clone, Default)]
 pub struct ListenerMetrics {
@@ -71,6 +150,7 @@ pub struct Metrics {
     pub chat_callbacks: Family<ChatLabels, Counter>,
     pub http_connections: ListenerMetrics,
     pub grpc_connections: ListenerMetrics,
+    pub loop_metrics: LoopGauges,
     /// Shadow decisions (`[policy.shadow]`) by action kind and whether they agreed.
     pub shadow_decisions: Family<ShadowLabels, Counter>,
 }
@@ -197,8 +277,11 @@ impl Metrics {
             "Step decisions of the shadow policy set by action kind and agreement with the set in force",
             shadow_decisions.clone(),
         );
+        let loop_metrics = LoopGauges::default();
+        loop_metrics.register(&mut r);
         Metrics {
             shadow_decisions,
+            loop_metrics,
             http_connections,
             grpc_connections,
             chat_posts,

@@ -27,6 +27,9 @@ struct PlaybookFile {
     matcher: MatchFile,
     #[serde(default)]
     steps: Vec<StepFile>,
+    /// The detection rules this playbook answers, with their intel metadata (for reports).
+    #[serde(default)]
+    rules: Vec<crate::report::RuleMeta>,
     /// The team that owns this workflow (the service catalog's owner).
     #[serde(default)]
     owner_team: String,
@@ -75,6 +78,8 @@ pub struct Playbook {
     pub family: String,
     pub matcher: Matcher,
     pub steps: Vec<Step>,
+    /// The detection rules this playbook answers, with their intel metadata (for reports).
+    pub rules: Vec<crate::report::RuleMeta>,
     /// The team that owns this workflow; "" when the file names none.
     pub owner_team: String,
     /// Where its escalations are routed; `None` when the file names none (they are recorded
@@ -365,6 +370,9 @@ fn validate(
     if pf.steps.is_empty() {
         p("steps".into(), "a playbook needs at least one step".into());
     }
+    for (key, why) in crate::report::check_rules(&pf.rules) {
+        p(key, why);
+    }
     let escalation_route = if pf.escalation_route.is_empty() {
         None
     } else {
@@ -448,6 +456,10 @@ fn validate(
             Ok(serde_json::Value::Object(m)) => m,
             _ => serde_json::Map::new(),
         };
+        if let Err(why) = crate::schedule::block_expiry(action, &parameters) {
+            let k = format!("parameters.{}", crate::schedule::EXPIRY_PARAMETER);
+            p(key(&k), why);
+        }
         steps.push(Step {
             id: s.id,
             action,
@@ -472,6 +484,7 @@ fn validate(
                 tags: m.tags,
             },
             steps,
+            rules: pf.rules,
             owner_team: pf.owner_team,
             escalation_route,
             known_limitations: pf.known_limitations,

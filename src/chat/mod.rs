@@ -310,6 +310,14 @@ impl Chat {
         })))
     }
 
+    /// Posts a plain message (a scheduled report or digest) to `channel` on `platform`.
+    pub async fn post_text(&self, platform: &str, channel: &str, text: &str) -> Result<(), String> {
+        let p = self
+            .platform(platform)
+            .ok_or_else(|| format!("no chat platform {platform:?} is configured"))?;
+        p.post_text(&self.http, channel, text).await.map(|_| ())
+    }
+
     /// Platform names, for logs and `/readyz`.
     pub fn platform_names(&self) -> Vec<&'static str> {
         self.platforms.iter().map(|p| p.name).collect()

@@ -9,6 +9,8 @@ mod approvals;
 mod archive;
 mod cases;
 mod learn;
+
+mod report;
 pub use cases::CasesCommand;
 pub use learn::LearnCommand;
 
@@ -102,6 +104,24 @@ pub enum Command {
         json: bool,
         #[arg(long)]
         markdown: bool,
+    },
+
+    /// The weekly board (per intel priority: rules in production and tuning, open incidents,
+    /// recent learnings; the loop and operator metrics) from the store, as Markdown or JSON.
+    /// Reads the store directly: stop the daemon first. Exit 64 on bad flags or config, 74 when
+    /// the store cannot be read.
+    Report {
+        #[arg(long, env = "CORDON_CONFIG")]
+        config: Option<PathBuf>,
+        /// Start of the window (RFC 3339 or YYYY-MM-DD; default: seven days before --until).
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the window, exclusive (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
     },
     /// Approval requests, over the gRPC API.
     Approvals {
@@ -446,6 +466,15 @@ pub fn run(cli: Cli) -> i32 {
                 }
                 Err(problems) => print_problems(&problems),
             }
+        }
+        Command::Report {
+            config,
+            since,
+            until,
+            json,
+        } => {
+            init_logging("text", "warn");
+            report::report(config.as_deref(), since.as_deref(), until.as_deref(), json)
         }
         Command::Approvals {
             conn,

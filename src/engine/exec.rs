@@ -430,6 +430,7 @@ impl Engine {
             self.tallies.push(Tally::Execution(to));
         }
         txn.put_json(keys::action(id), &a)?;
+        self.index_block_expiry(txn, &a, now)?;
         self.changed.push(a.clone());
         // A rollback that succeeded marks what it undid.
         if to == ActionState::Succeeded

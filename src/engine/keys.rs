@@ -65,6 +65,22 @@ pub fn chat_replay(platform: &str, key: &str) -> Vec<u8> {
     format!("cr/{platform}/{h}").into_bytes()
 }
 pub const CHAT_REPLAY_PREFIX: &[u8] = b"cr/";
+pub const ALERT_PREFIX: &[u8] = b"al/";
+pub const ACTION_PREFIX: &[u8] = b"x/";
+/// A schedule's durable state (its next fire time).
+pub fn schedule(name: &str) -> Vec<u8> {
+    format!("sn/{name}").into_bytes()
+}
+/// What a schedule's fire still has to deliver (a report, a digest), by schedule and fire time.
+pub fn schedule_owed(id: &str) -> Vec<u8> {
+    format!("sd/{id}").into_bytes()
+}
+pub const SCHEDULE_OWED_PREFIX: &[u8] = b"sd/";
+/// Indicator blocks that expire, ordered by expiry time.
+pub fn block_expiry(at: chrono::DateTime<chrono::Utc>, action_id: &str) -> Vec<u8> {
+    format!("ie/{:020}/{action_id}", at.timestamp_millis().max(0)).into_bytes()
+}
+pub const BLOCK_EXPIRY_PREFIX: &[u8] = b"ie/";
 /// SLA deadlines of open cases, ordered by time (removed when the case is closed, recovered or
 /// learned, or once the breach is escalated).
 pub fn sla(at: chrono::DateTime<chrono::Utc>, case_id: &str) -> Vec<u8> {

@@ -41,6 +41,7 @@ mod exec;
 mod ingest;
 mod lifecycle;
 mod reload;
+mod schedule;
 mod tick;
 mod vote;
 
@@ -52,6 +53,7 @@ pub use chat::{ChatCallback, ChatDelivery, ChatOp, ChatReply};
 pub use exec::{ExecNote, ExecOp, ExecReply, ExecUpdate, RunnableRx, RunnableTx, runnable_channel};
 pub use ingest::{IngestAck, StoredAlert};
 pub use reload::ReloadOutcome;
+pub use schedule::{Delivery, EXPIRY_REQUESTER, ScheduleOp, ScheduleReply};
 pub use vote::{VoteCast, VoteError, VoteOutcome};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -101,6 +103,11 @@ pub enum Event {
     Checkpoint {
         note: crate::checkpoint::Announcement,
         reply: oneshot::Sender<Result<crate::store::Head, EngineError>>,
+    },
+    /// The scheduler: fire what is due (schedules, block expiries), record deliveries.
+    Schedule {
+        op: ScheduleOp,
+        reply: oneshot::Sender<Result<ScheduleReply, EngineError>>,
     },
     /// An analyst's case operation (assign, note, close, reopen, recover), identity taken from
     /// the authenticated channel.
@@ -237,6 +244,16 @@ impl EngineHandle {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Event::Checkpoint { note, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Fires what is due or records a delivery; answers once it is durable.
+    pub async fn schedule(&self, op: ScheduleOp) -> Result<ScheduleReply, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Schedule { op, reply })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         rx.await.map_err(|_| EngineError::ShuttingDown)?
@@ -572,6 +589,16 @@ impl Engine {
                 }
                 Event::Chat { op, reply } => {
                     match self.undoable(&mut txn, "chat step", |e, t| e.chat(t, op)) {
+                        Ok(r) => replies.push(Box::new(move |c| {
+                            let _ = reply.send(c.map(|()| r));
+                        })),
+                        Err(e) => {
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::Schedule { op, reply } => {
+                    match self.undoable(&mut txn, "scheduler step", |e, t| e.schedule(t, op)) {
                         Ok(r) => replies.push(Box::new(move |c| {
                             let _ = reply.send(c.map(|()| r));
                         })),

@@ -76,6 +76,29 @@ pub fn actions_of(store: &Store, case: &Case) -> Result<Vec<ActionRequest>, Stor
     Ok(out)
 }
 
+/// Every stored alert, case and action request: what `crate::report` is computed from.
+#[allow(clippy::type_complexity)]
+pub fn report_rows(
+    store: &Store,
+) -> Result<(Vec<StoredAlert>, Vec<Case>, Vec<ActionRequest>), StoreError> {
+    let alerts = store
+        .scan_json::<StoredAlert>(keys::ALERT_PREFIX, None, usize::MAX)?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    let cases = store
+        .scan_json::<Case>(keys::CASE_PREFIX, None, usize::MAX)?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    let actions = store
+        .scan_json::<ActionRequest>(keys::ACTION_PREFIX, None, usize::MAX)?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    Ok((alerts, cases, actions))
+}
+
 /// Escalation messages owed to chat, oldest first, at most `limit`.
 pub fn chat_escalations(store: &Store, limit: usize) -> Result<Vec<ChatEscalation>, StoreError> {
     Ok(store
