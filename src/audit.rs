@@ -106,6 +106,11 @@ kinds! {
     ChatCallback = "chat_callback",
     /// A signed checkpoint of the chain head ending at this record was taken.
     AuditCheckpoint = "audit_checkpoint",
+    /// A call by an AI agent (proposal, finding, MCP tool call), accepted or refused, with
+    /// the agent's identity.
+    AgentCall = "agent_call",
+    /// An AI-generated finding on a case (summary, hypothesis, ATT&CK mapping, blast radius).
+    AgentFinding = "agent_finding",
 }
 
 impl fmt::Display for AuditKind {

@@ -139,6 +139,10 @@ pub struct Config {
     pub executor: ExecutorConfig,
     pub chat: ChatConfig,
     pub audit: AuditConfig,
+    /// `[[agents]]`: AI assistants that propose actions and add findings (see `agent`).
+    pub agents: Vec<crate::agent::AgentConfig>,
+    /// `[mcp]`: the MCP endpoint for agents.
+    pub mcp: crate::agent::McpConfig,
 }
 
 impl Default for Config {
@@ -164,6 +168,8 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             chat: ChatConfig::default(),
             audit: AuditConfig::default(),
+            agents: Vec::new(),
+            mcp: crate::agent::McpConfig::default(),
         }
     }
 }
@@ -876,6 +882,15 @@ impl Config {
             if let Err(e) = crate::secret::TokenHash::from_ref(&a.token) {
                 p(&format!("grpc.approvers[{i}].token"), e.to_string());
             }
+        }
+        let approver_tokens: Vec<_> = self
+            .grpc
+            .approvers
+            .iter()
+            .map(|a| a.token.clone())
+            .collect();
+        for problem in crate::agent::validate(file, &self.agents, &approver_tokens) {
+            p(&problem.key, problem.reason);
         }
         for (name, r) in &self.grpc.ingest_tokens {
             if let Err(e) = crate::secret::TokenHash::from_ref(r) {
