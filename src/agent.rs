@@ -493,7 +493,7 @@ pub fn resolve_target(kind: ActionKind, hint: &str, case: &Case) -> Result<Targe
 }
 
 /// A configured agent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
     pub name: String,
     token: TokenHash,

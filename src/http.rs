@@ -31,6 +31,9 @@ use crate::policy::Policies;
 use crate::secret::TokenHash;
 use crate::store::Store;
 
+mod agents;
+mod mcp;
+
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct HttpState {
@@ -52,6 +55,11 @@ pub struct HttpState {
     pub draining: Arc<AtomicBool>,
     /// Chat callbacks, when a chat platform is configured.
     pub chat: Option<crate::chat::Inbound>,
+    /// AI agents (`[[agents]]`), when configured: proposals, findings and `/mcp`.
+    pub agents: Option<crate::engine::AgentFront>,
+    pub mcp: crate::agent::McpConfig,
+    /// Cancelled at shutdown (ends MCP streams).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// A JSON error with a stable code.
@@ -166,7 +174,10 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
 }
 
 pub fn router(state: HttpState) -> Router {
+    let mcp = mcp::routes(&state);
     Router::new()
+        .merge(agents::routes())
+        .merge(mcp)
         .route("/v1/alerts", post(ingest_native))
         .route("/v1/alerts/{format}", post(ingest_format).get(get_alert))
         .route("/v1/cases", get(list_cases))

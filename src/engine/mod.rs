@@ -36,6 +36,7 @@ mod correlate;
 mod exec;
 mod ingest;
 mod lifecycle;
+mod propose;
 mod reload;
 mod tick;
 mod vote;
@@ -43,6 +44,9 @@ mod vote;
 pub use chat::{ChatCallback, ChatDelivery, ChatOp, ChatReply};
 pub use exec::{ExecNote, ExecOp, ExecReply, ExecUpdate, RunnableRx, RunnableTx, runnable_channel};
 pub use ingest::{IngestAck, StoredAlert};
+pub use propose::{
+    AgentCaller, AgentFront, AgentOp, AgentReply, FrontError, action_records, findings,
+};
 pub use reload::ReloadOutcome;
 pub use vote::{VoteCast, VoteError, VoteOutcome};
 
@@ -93,6 +97,11 @@ pub enum Event {
     Checkpoint {
         note: crate::checkpoint::Announcement,
         reply: oneshot::Sender<Result<crate::store::Head, EngineError>>,
+    },
+    /// An AI agent's proposal, finding or other call (recorded whether accepted or refused).
+    Agent {
+        op: AgentOp,
+        reply: oneshot::Sender<Result<AgentReply, EngineError>>,
     },
 }
 
@@ -535,6 +544,16 @@ impl Engine {
                     match r {
                         Ok(head) => replies.push(Box::new(move |c| {
                             let _ = reply.send(c.map(|()| head));
+                        })),
+                        Err(e) => {
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::Agent { op, reply } => {
+                    match self.undoable(&mut txn, "agent call", |e, t| e.agent(t, op)) {
+                        Ok(r) => replies.push(Box::new(move |c| {
+                            let _ = reply.send(c.map(|()| r));
                         })),
                         Err(e) => {
                             let _ = reply.send(Err(EngineError::Store(e.to_string())));
