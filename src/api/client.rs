@@ -45,6 +45,7 @@ pub struct Clients {
     pub alerts: pb::alerts_client::AlertsClient<Intercepted>,
     pub approvals: pb::approvals_client::ApprovalsClient<Intercepted>,
     pub cases: pb::cases_client::CasesClient<Intercepted>,
+    pub agents: pb::agents_client::AgentsClient<Intercepted>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,7 @@ pub async fn connect(o: &ClientOptions) -> Result<Clients, ClientError> {
             channel.clone(),
             b.clone(),
         ),
-        cases: pb::cases_client::CasesClient::with_interceptor(channel, b),
+        cases: pb::cases_client::CasesClient::with_interceptor(channel.clone(), b.clone()),
+        agents: pb::agents_client::AgentsClient::with_interceptor(channel, b),
     })
 }

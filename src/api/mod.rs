@@ -139,8 +139,8 @@ impl Auth {
                 // engine; the answer does not wait for it).
                 let what = req
                     .extensions()
-                    .get::<tonic::GrpcMethod>()
-                    .map(|m| format!("{}.{}", m.service(), m.method()))
+                    .get::<CalledPath>()
+                    .map(|p| p.0.trim_start_matches('/').replace('/', "."))
                     .unwrap_or_else(|| "approver call".into());
                 if let Some(front) = self.agents.clone() {
                     tokio::spawn(async move {
@@ -207,6 +207,11 @@ fn cert_names(der: &[u8]) -> Vec<String> {
     }
     names
 }
+
+/// The gRPC path a request was sent to (`/cordon.v1.Approvals/Approve`), put in its
+/// extensions by the server so a refusal can name what was refused.
+#[derive(Debug, Clone)]
+struct CalledPath(String);
 
 /// Shared state of the services.
 #[derive(Clone)]
@@ -731,6 +736,13 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     builder
+        .layer(tower::util::MapRequestLayer::new(
+            |mut req: http::Request<tonic::body::Body>| {
+                let path = CalledPath(req.uri().path().to_string());
+                req.extensions_mut().insert(path);
+                req
+            },
+        ))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

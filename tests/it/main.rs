@@ -5,6 +5,7 @@ mod common;
 mod fakes;
 mod live;
 
+mod agents;
 mod approvals_cli;
 mod audit_checkpoints;
 mod audit_tamper;
@@ -26,6 +27,7 @@ mod fanout;
 mod grpc;
 mod ingest;
 mod log_escape;
+mod mcp;
 mod policy_props;
 mod policy_prove;
 mod policy_reload;
