@@ -605,3 +605,68 @@ async fn bad_input_to_the_agent_endpoints_gets_a_clear_error_and_changes_nothing
     );
     assert_eq!(d.stop().await, 0);
 }
+
+/// `cordon agents …` (the real binary) with `token` in CORDON_TOKEN.
+async fn cli(d: &TestDaemon, token: &str, args: &[&str]) -> (i32, String, String) {
+    let grpc = d.running().grpc_addr;
+    let (token, args): (String, Vec<String>) = (
+        token.to_string(),
+        args.iter().map(|s| s.to_string()).collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
+            .arg("agents")
+            .args(&args)
+            .env("CORDON_GRPC_URL", format!("http://{grpc}"))
+            .env("CORDON_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_cli_proposes_and_adds_findings_and_shows_refusals() {
+    let d = start().await;
+    let ack = d.ingest_fixture("elastic", "elastic.json").await;
+    let case_id = ack["case_id"].as_str().unwrap().to_string();
+    let cite = format!("alert:{}", ack["alert_id"].as_str().unwrap());
+    let args = [
+        "propose", &case_id, "--action", "create_ticket", "--connector", "thehive",
+        "--hypothesis", "needs a ticket", "--confidence", "70", "--cite", &cite, "--json",
+    ];
+    let (code, out, err) = cli(&d, TRIAGE, &args).await;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["tier"], json!("one_approver"), "{v}");
+    assert_eq!(v["duplicate"], json!(false));
+    let (code, out, _) = cli(&d, TRIAGE, &args).await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["duplicate"], json!(true));
+    let (code, out, err) = cli(
+        &d,
+        COPILOT,
+        &["finding", &case_id, "--kind", "summary", "--text", "macro dropper", "--cite", &cite],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("finding recorded"), "{out}");
+    // Refusals: no citation (exit 65 with the reason), an approver's token (exit 77).
+    let (code, _, err) = cli(
+        &d,
+        COPILOT,
+        &["finding", &case_id, "--kind", "summary", "--text", "t"],
+    )
+    .await;
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("citation"), "{err}");
+    let (code, _, err) = cli(&d, "alice-token", &args).await;
+    assert_eq!(code, 77, "{err}");
+    assert_eq!(d.stop().await, 0);
+}

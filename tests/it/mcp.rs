@@ -286,3 +286,52 @@ async fn mcp_takes_agent_credentials_only_and_refusals_are_tool_errors() {
     assert!(refused >= 2, "refusals are recorded");
     assert_eq!(d.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_mcp_relays_stdio_to_the_daemon_with_the_agents_token() {
+    use std::io::{BufRead, Write};
+    let d = start().await;
+    let ack = d.ingest_fixture("elastic", "elastic.json").await;
+    let case_id = ack["case_id"].as_str().unwrap().to_string();
+    let url = format!("{}/mcp", d.base);
+    let lines = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "get_case", "arguments": {"case_id": case_id}}}),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
+            .args(["mcp", "--url", &url])
+            .env("CORDON_TOKEN", COPILOT)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut answers = stdout.lines();
+        let mut got = Vec::new();
+        for l in &lines {
+            writeln!(stdin, "{l}").unwrap();
+            stdin.flush().unwrap();
+            if l.get("id").is_some() {
+                got.push(answers.next().unwrap().unwrap());
+            }
+        }
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        got
+    })
+    .await
+    .unwrap();
+    let init: Value = serde_json::from_str(&out[0]).unwrap();
+    assert_eq!(init["result"]["serverInfo"]["name"], json!("cordon"), "{init}");
+    let case: Value = serde_json::from_str(&out[1]).unwrap();
+    assert_eq!(case["id"], json!(2));
+    assert_ne!(case["result"]["isError"], json!(true), "{case}");
+    let calls = calls_of(&d, "soc-copilot");
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].body.data["call"], json!("get_case"));
+    assert_eq!(d.stop().await, 0);
+}
