@@ -339,7 +339,11 @@ mod tests {
         a.proposal = None;
         let v = View::of(&a, None, "h");
         assert!(v.lines().iter().all(|(k, _)| *k != "Agent's hypothesis"));
-        assert!(!serde_json::to_string(&v).unwrap().contains("agent_proposal"));
+        assert!(
+            !serde_json::to_string(&v)
+                .unwrap()
+                .contains("agent_proposal")
+        );
     }
 
     #[test]

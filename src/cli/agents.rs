@@ -240,7 +240,10 @@ pub(super) async fn mcp_stdio(url: String, token_file: Option<PathBuf>) -> i32 {
         };
         if let Some(out) = out {
             let mut stdout = std::io::stdout().lock();
-            if writeln!(stdout, "{out}").and_then(|()| stdout.flush()).is_err() {
+            if writeln!(stdout, "{out}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
                 return 0;
             }
         }

@@ -77,7 +77,11 @@ pub enum Command {
     /// The MCP server over stdio for a local assistant: relays to the daemon's `/mcp`.
     Mcp {
         /// The daemon's MCP endpoint.
-        #[arg(long, env = "CORDON_MCP_URL", default_value = "http://127.0.0.1:8080/mcp")]
+        #[arg(
+            long,
+            env = "CORDON_MCP_URL",
+            default_value = "http://127.0.0.1:8080/mcp"
+        )]
         url: String,
         /// File holding the agent's bearer token (else CORDON_TOKEN).
         #[arg(long)]

@@ -638,8 +638,19 @@ async fn the_agents_cli_proposes_and_adds_findings_and_shows_refusals() {
     let case_id = ack["case_id"].as_str().unwrap().to_string();
     let cite = format!("alert:{}", ack["alert_id"].as_str().unwrap());
     let args = [
-        "propose", &case_id, "--action", "create_ticket", "--connector", "thehive",
-        "--hypothesis", "needs a ticket", "--confidence", "70", "--cite", &cite, "--json",
+        "propose",
+        &case_id,
+        "--action",
+        "create_ticket",
+        "--connector",
+        "thehive",
+        "--hypothesis",
+        "needs a ticket",
+        "--confidence",
+        "70",
+        "--cite",
+        &cite,
+        "--json",
     ];
     let (code, out, err) = cli(&d, TRIAGE, &args).await;
     assert_eq!(code, 0, "{err}");
@@ -648,11 +659,23 @@ async fn the_agents_cli_proposes_and_adds_findings_and_shows_refusals() {
     assert_eq!(v["duplicate"], json!(false));
     let (code, out, _) = cli(&d, TRIAGE, &args).await;
     assert_eq!(code, 0);
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["duplicate"], json!(true));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["duplicate"],
+        json!(true)
+    );
     let (code, out, err) = cli(
         &d,
         COPILOT,
-        &["finding", &case_id, "--kind", "summary", "--text", "macro dropper", "--cite", &cite],
+        &[
+            "finding",
+            &case_id,
+            "--kind",
+            "summary",
+            "--text",
+            "macro dropper",
+            "--cite",
+            &cite,
+        ],
     )
     .await;
     assert_eq!(code, 0, "{err}");

@@ -326,12 +326,154 @@ async fn cordon_mcp_relays_stdio_to_the_daemon_with_the_agents_token() {
     .await
     .unwrap();
     let init: Value = serde_json::from_str(&out[0]).unwrap();
-    assert_eq!(init["result"]["serverInfo"]["name"], json!("cordon"), "{init}");
+    assert_eq!(
+        init["result"]["serverInfo"]["name"],
+        json!("cordon"),
+        "{init}"
+    );
     let case: Value = serde_json::from_str(&out[1]).unwrap();
     assert_eq!(case["id"], json!(2));
     assert_ne!(case["result"]["isError"], json!(true), "{case}");
     let calls = calls_of(&d, "soc-copilot");
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].body.data["call"], json!("get_case"));
+    assert_eq!(d.stop().await, 0);
+}
+
+/// The venv with the official `mcp` SDK (`<target>/mcpenv`, from `tests/python/mcp-requirements.txt`
+/// on PyPI), created once; a failed install fails the test.
+fn mcp_python() -> std::path::PathBuf {
+    use std::process::Command;
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => crate::common::repo().join(d),
+        _ => crate::common::repo().join("target"),
+    };
+    let venv = target.join("mcpenv");
+    let python = venv.join("bin/python");
+    let ready = |py: &std::path::Path| {
+        Command::new(py)
+            .args(["-c", "import mcp.client.streamable_http"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if python.exists() && ready(&python) {
+        return python;
+    }
+    let o = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python3 -m venv: {o:?}");
+    let reqs = crate::common::repo().join("tests/python/mcp-requirements.txt");
+    let o = Command::new(venv.join("bin/pip"))
+        .args(["install", "--disable-pip-version-check", "-q", "-r"])
+        .arg(&reqs)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pip install -r {}: {o:?}",
+        reqs.display()
+    );
+    assert!(
+        ready(&python),
+        "the mcp SDK does not import after the install"
+    );
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_mcp_client_drives_a_proposal_to_execution() {
+    let d = start().await;
+    let ack = d.ingest_fixture("elastic", "elastic.json").await;
+    let case_id = ack["case_id"].as_str().unwrap().to_string();
+    let alert_id = ack["alert_id"].as_str().unwrap().to_string();
+    let python = tokio::task::spawn_blocking(mcp_python).await.unwrap();
+    let script = crate::common::repo().join("tests/python/mcp_agent.py");
+    let url = format!("{}/mcp", d.base);
+    let (c, a) = (case_id.clone(), alert_id.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args([&url, COPILOT, &c, &a])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["server"], json!("cordon"));
+    assert_eq!(
+        seen["tools"],
+        json!([
+            "add_finding",
+            "get_action",
+            "get_case",
+            "list_cases",
+            "propose_action"
+        ])
+    );
+    assert!(
+        seen["cases"].as_array().unwrap().contains(&json!(case_id)),
+        "{seen}"
+    );
+    assert_eq!(seen["case_alerts"], json!([alert_id]));
+    assert_eq!(seen["refused"]["is_error"], json!(true), "{seen}");
+    let p = &seen["proposed"];
+    assert_eq!(p["tier"], json!("two_person"), "{seen}");
+    let id = p["action_id"].as_str().unwrap().to_string();
+
+    // Two approvers approve over gRPC; the executor runs it (connectors in dry_run).
+    for user in ["alice", "bob"] {
+        let mut c = client::connect(&ClientOptions {
+            addr: format!("http://{}", d.running().grpc_addr),
+            token: Some(Secret::new(format!("{user}-token"))),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let view = c
+            .approvals
+            .get_approval(pb::GetApprovalRequest {
+                approval_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(view.agent_proposal.as_ref().unwrap().agent, "soc-copilot");
+        c.approvals
+            .approve(pb::VoteRequest {
+                approval_id: id.clone(),
+                request_hash: view.request_hash,
+                comment: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    crate::common::eventually(20, || async {
+        let (_, a) = d.get(&format!("/v1/actions/{id}")).await;
+        (a["state"] == json!("dry_run")).then_some(())
+    })
+    .await;
+    // The proposal and the finding are in the audit store with the agent's identity.
+    let calls = calls_of(&d, "soc-copilot");
+    let accepted: Vec<&str> = calls
+        .iter()
+        .filter(|r| r.body.data["outcome"] == json!("accepted"))
+        .map(|r| r.body.data["call"].as_str().unwrap())
+        .collect();
+    assert_eq!(accepted, ["propose_action", "add_finding"], "{calls:?}");
+    let seq = seen["finding"]["finding_seq"].as_u64().unwrap();
+    let f = d.audit().into_iter().find(|r| r.body.seq == seq).unwrap();
+    assert_eq!(
+        (f.body.kind.as_str(), &f.body.data["agent"]),
+        ("agent_finding", &json!("soc-copilot"))
+    );
     assert_eq!(d.stop().await, 0);
 }
