@@ -90,30 +90,30 @@ pub fn validate(file: &str, agents: &[AgentConfig], approvers: &[SecretRef]) -> 
         if !valid_name(&a.name) {
             out.push(Problem::new(
                 file,
-                &key("name"),
+                key("name"),
                 "must be 1 to 64 of a-z, 0-9, - and _",
             ));
         } else if !names.insert(a.name.clone()) {
             out.push(Problem::new(
                 file,
-                &key("name"),
+                key("name"),
                 format!("agent {:?} is configured twice", a.name),
             ));
         }
         match TokenHash::from_ref(&a.token) {
-            Err(e) => out.push(Problem::new(file, &key("token"), e.to_string())),
+            Err(e) => out.push(Problem::new(file, key("token"), e.to_string())),
             Ok(h) => {
                 if approver_hashes.contains(&h) {
                     out.push(Problem::new(
                         file,
-                        &key("token"),
+                        key("token"),
                         "is also an approver token: an agent token can never approve",
                     ));
                 }
                 if hashes.contains(&h) {
                     out.push(Problem::new(
                         file,
-                        &key("token"),
+                        key("token"),
                         "is another agent's token: each agent needs its own",
                     ));
                 }
@@ -123,14 +123,14 @@ pub fn validate(file: &str, agents: &[AgentConfig], approvers: &[SecretRef]) -> 
         if !(1..=10_000).contains(&a.max_calls_per_minute) {
             out.push(Problem::new(
                 file,
-                &key("max_calls_per_minute"),
+                key("max_calls_per_minute"),
                 "must be from 1 to 10000",
             ));
         }
         if !(1..=1000).contains(&a.max_open_proposals_per_case) {
             out.push(Problem::new(
                 file,
-                &key("max_open_proposals_per_case"),
+                key("max_open_proposals_per_case"),
                 "must be from 1 to 1000",
             ));
         }
@@ -613,7 +613,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    check_citations(&ev, &[bad.clone()], &mut rc),
+                    check_citations(&ev, std::slice::from_ref(&bad), &mut rc),
                     Err(AgentError::ForeignCitation { .. })
                 ),
                 "{bad}"

@@ -22,6 +22,16 @@ pub fn proposal_view(p: &ProposalNote) -> pb::AgentProposal {
     }
 }
 
+/// The exit status of `cordon agents` for a failed call: 77 not allowed (credentials), 69 the
+/// daemon is unavailable, 65 the call was refused.
+pub fn exit_status(s: &Status) -> i32 {
+    match s.code() {
+        Code::Unauthenticated | Code::PermissionDenied => 77,
+        Code::Unavailable => 69,
+        _ => 65,
+    }
+}
+
 /// The one mapping of agent refusals to gRPC codes.
 pub fn front_status(e: FrontError) -> Status {
     match e {

@@ -159,11 +159,7 @@ pub(super) async fn agents(conn: Conn, json: bool, command: AgentsCommand) -> i3
         Ok(()) => 0,
         Err(s) => {
             eprintln!("cordon agents: {:?}: {}", s.code(), s.message());
-            match s.code() {
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => 77,
-                tonic::Code::Unavailable => 69,
-                _ => 65,
-            }
+            crate::api::agents::exit_status(&s)
         }
     }
 }
