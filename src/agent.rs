@@ -648,6 +648,40 @@ mod tests {
     }
 
     #[test]
+    fn agents_config_is_validated_whole() {
+        let text = format!(
+            "[[agents]]\nname = \"Bad Name\"\ntoken = {{ sha256 = \"{t}\" }}\nmax_calls_per_minute = 0\nurgency = 1\n\
+             [[grpc.approvers]]\nuser = \"alice\"\ntoken = {{ sha256 = \"{t}\" }}\n[mcp]\nallowed_host = []\n",
+            t = hex::encode([7u8; 32])
+        );
+        let (cfg, unknown) = crate::config::Config::parse("cordon.toml", &text).unwrap();
+        let keys: Vec<_> = unknown.iter().map(|p| p.key.as_str()).collect();
+        assert!(
+            keys.iter().any(|k| k.ends_with("agents.0.urgency")),
+            "{keys:?}"
+        );
+        assert!(
+            keys.iter().any(|k| k.ends_with("mcp.allowed_host")),
+            "{keys:?}"
+        );
+        let problems: Vec<String> = cfg
+            .validate("cordon.toml")
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.reason))
+            .collect();
+        for want in [
+            "agents[0].name",
+            "agents[0].token: is also an approver token",
+            "agents[0].max_calls_per_minute",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(want)),
+                "{want}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_rate_window_refuses_past_the_limit() {
         let agents = Agents::from_config(&[AgentConfig {
             name: "a".into(),
