@@ -218,6 +218,9 @@ async fn a_proposal_becomes_an_approved_and_executed_request_and_twice_is_one() 
         decision.body.data["request"]["principal"],
         json!({"type": "Cordon::Agent", "id": "soc-copilot"})
     );
+    // The agent's token is never recorded.
+    let audit = serde_json::to_string(&d.audit()).unwrap();
+    assert!(!audit.contains(COPILOT));
     assert_eq!(d.stop().await, 0);
 }
 
