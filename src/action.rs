@@ -347,6 +347,9 @@ pub struct ActionRequest {
     /// there (it is approved over gRPC or the console; the case was escalated).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub chat_held: bool,
+    /// Proposed by an AI agent: its hypothesis, confidence and citations, shown to approvers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<crate::agent::ProposalNote>,
 }
 
 /// One chat message that carries an approval request.

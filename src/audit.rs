@@ -139,6 +139,12 @@ kinds! {
     Simulation = "simulation",
     /// A step decided by the shadow policy set (`[policy.shadow]`): never acted on.
     ShadowDecision = "shadow_decision",
+
+    /// A call by an AI agent (proposal, finding, MCP tool call), accepted or refused, with
+    /// the agent's identity.
+    AgentCall = "agent_call",
+    /// An AI-generated finding on a case (summary, hypothesis, ATT&CK mapping, blast radius).
+    AgentFinding = "agent_finding",
 }
 
 impl fmt::Display for AuditKind {

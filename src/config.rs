@@ -144,6 +144,11 @@ pub struct Config {
 
     /// What runs by the clock (`crate::schedule`).
     pub schedules: Vec<crate::schedule::ScheduleConfig>,
+
+    /// `[[agents]]`: AI assistants that propose actions and add findings (see `agent`).
+    pub agents: Vec<crate::agent::AgentConfig>,
+    /// `[mcp]`: the MCP endpoint for agents.
+    pub mcp: crate::agent::McpConfig,
 }
 
 impl Default for Config {
@@ -173,6 +178,9 @@ impl Default for Config {
             learning: crate::engine::LearningConfig::default(),
 
             schedules: Vec::new(),
+
+            agents: Vec::new(),
+            mcp: crate::agent::McpConfig::default(),
         }
     }
 }
@@ -913,6 +921,15 @@ impl Config {
             if let Err(e) = crate::secret::TokenHash::from_ref(&a.token) {
                 p(&format!("grpc.approvers[{i}].token"), e.to_string());
             }
+        }
+        let approver_tokens: Vec<_> = self
+            .grpc
+            .approvers
+            .iter()
+            .map(|a| a.token.clone())
+            .collect();
+        for problem in crate::agent::validate(file, &self.agents, &approver_tokens) {
+            p(&problem.key, problem.reason);
         }
         for (name, r) in &self.grpc.ingest_tokens {
             if let Err(e) = crate::secret::TokenHash::from_ref(r) {

@@ -445,7 +445,16 @@ pub async fn start(
         });
     }
 
+    // AI agents: one front for gRPC, HTTP and MCP (rate windows, checks, the record of calls).
+    let agents = (!cfg.agents.is_empty()).then(|| crate::engine::AgentFront {
+        engine: handle.clone(),
+        store: store.clone(),
+        agents: Arc::new(crate::agent::Agents::from_config(&cfg.agents)),
+    });
     let state = HttpState {
+        agents: agents.clone(),
+        mcp: cfg.mcp.clone(),
+        shutdown: shutdown.clone(),
         engine: handle.clone(),
         store: store.clone(),
         policies: policies.clone(),
@@ -479,7 +488,10 @@ pub async fn start(
         engine: handle.clone(),
         store: store.clone(),
         policies: policies.clone(),
-        auth: Arc::new(crate::api::Auth::from_config(&cfg.grpc)),
+        auth: Arc::new(match agents {
+            Some(front) => crate::api::Auth::from_config(&cfg.grpc).with_agents(front),
+            None => crate::api::Auth::from_config(&cfg.grpc),
+        }),
         ingest_open_to_loopback: cfg.grpc.ingest_tokens.is_empty(),
         max_message_bytes: cfg.grpc.max_message_bytes,
         shutdown: shutdown.clone(),

@@ -36,6 +36,9 @@ use crate::policy::Policies;
 use crate::secret::TokenHash;
 use crate::store::Store;
 
+mod agents;
+mod mcp;
+
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct HttpState {
@@ -59,6 +62,12 @@ pub struct HttpState {
     pub chat: Option<crate::chat::Inbound>,
     /// Approver tokens (`grpc.approvers`): who an analyst's case operation comes from.
     pub approvers: Arc<crate::api::Auth>,
+
+    /// AI agents (`[[agents]]`), when configured: proposals, findings and `/mcp`.
+    pub agents: Option<crate::engine::AgentFront>,
+    pub mcp: crate::agent::McpConfig,
+    /// Cancelled at shutdown (ends MCP streams).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// A JSON error with a stable code.
@@ -173,7 +182,10 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
 }
 
 pub fn router(state: HttpState) -> Router {
+    let mcp = mcp::routes(&state);
     Router::new()
+        .merge(agents::routes())
+        .merge(mcp)
         .route("/v1/alerts", post(ingest_native))
         .route("/v1/alerts/{format}", post(ingest_format).get(get_alert))
         .route("/v1/cases/{id}", get(get_case))

@@ -8,6 +8,7 @@
 //! ARCHITECTURE.md for the code map and the invariants.
 
 pub mod action;
+pub mod agent;
 pub mod alert;
 pub mod api;
 pub mod audit;
@@ -26,6 +27,7 @@ pub mod http;
 pub mod ingest;
 pub mod learn;
 pub mod listener;
+pub mod mcp;
 pub mod metrics;
 pub mod playbook;
 pub mod policy;

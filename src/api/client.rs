@@ -48,6 +48,8 @@ pub struct Clients {
     pub learning: pb::learning_client::LearningClient<Intercepted>,
 
     pub explanations: pb::explanations_client::ExplanationsClient<Intercepted>,
+
+    pub agents: pb::agents_client::AgentsClient<Intercepted>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,8 @@ pub async fn connect(o: &ClientOptions) -> Result<Clients, ClientError> {
         cases: pb::cases_client::CasesClient::with_interceptor(channel.clone(), b.clone()),
         learning: pb::learning_client::LearningClient::with_interceptor(channel.clone(), b.clone()),
 
-        explanations: pb::explanations_client::ExplanationsClient::with_interceptor(channel, b),
+        explanations: pb::explanations_client::ExplanationsClient::with_interceptor(channel.clone(), b.clone()),
+
+        agents: pb::agents_client::AgentsClient::with_interceptor(channel, b),
     })
 }

@@ -7,6 +7,8 @@
 //! are handed to the engine; nothing here changes state itself.
 
 pub mod cases;
+
+pub mod agents;
 pub mod client;
 pub mod learning;
 
@@ -47,6 +49,8 @@ pub enum Caller {
     },
     /// A SIEM or script allowed to submit alerts.
     Ingest { name: String },
+    /// An AI agent (`[[agents]]`): proposes and adds findings through `Agents` only.
+    Agent(crate::agent::Agent),
 }
 
 /// Credentials the server accepts, resolved from config (tokens held as hashes only).
@@ -55,6 +59,8 @@ pub struct Auth {
     approver_tokens: Vec<(TokenHash, String)>,
     ingest_tokens: Vec<(TokenHash, String)>,
     cert_users: BTreeMap<String, String>,
+    /// Agents' tokens, and where their refusals are recorded.
+    agents: Option<crate::engine::AgentFront>,
 }
 
 impl Auth {
@@ -75,7 +81,14 @@ impl Auth {
                 .iter()
                 .map(|c| (c.subject.clone(), c.user.clone()))
                 .collect(),
+            agents: None,
         }
+    }
+
+    /// Recognises agent tokens (a role of their own: never an approver).
+    pub fn with_agents(mut self, front: crate::engine::AgentFront) -> Auth {
+        self.agents = Some(front);
+        self
     }
 
     /// Identifies the caller: a bearer token first, else a verified client certificate. More
@@ -103,6 +116,9 @@ impl Auth {
             if let Some((_, name)) = self.ingest_tokens.iter().find(|(h, _)| h.matches(token)) {
                 return Some(Caller::Ingest { name: name.clone() });
             }
+            if let Some(a) = self.agents.as_ref().and_then(|f| f.agents.identify(token)) {
+                return Some(Caller::Agent(a.clone()));
+            }
             return None;
         }
         let certs = req.peer_certs()?;
@@ -123,6 +139,24 @@ impl Auth {
                 Code::PermissionDenied,
                 "ingest credentials cannot act as an approver",
             )),
+            Some(Caller::Agent(a)) => {
+                // Refused, and recorded with the agent's name (the record is written by the
+                // engine; the answer does not wait for it).
+                let what = req
+                    .extensions()
+                    .get::<CalledPath>()
+                    .map(|p| p.0.trim_start_matches('/').replace('/', "."))
+                    .unwrap_or_else(|| "approver call".into());
+                if let Some(front) = self.agents.clone() {
+                    tokio::spawn(async move {
+                        let _ = front.refuse_role(&a, "grpc", &what).await;
+                    });
+                }
+                Err(status(
+                    Code::PermissionDenied,
+                    "agent credentials cannot vote, approve or close: agents propose, people decide",
+                ))
+            }
             None => Err(status(
                 Code::Unauthenticated,
                 "authenticate with a client certificate or an approver bearer token",
@@ -178,6 +212,11 @@ fn cert_names(der: &[u8]) -> Vec<String> {
     }
     names
 }
+
+/// The gRPC path a request was sent to (`/cordon.v1.Approvals/Approve`), put in its
+/// extensions by the server so a refusal can name what was refused.
+#[derive(Debug, Clone)]
+struct CalledPath(String);
 
 /// Shared state of the services.
 #[derive(Clone)]
@@ -291,6 +330,7 @@ pub fn approval_view(
         approvals_given: given,
         policy_hash: a.policy_hash.clone().unwrap_or_default(),
         created_unix_ms: ms(a.created_at),
+        agent_proposal: a.proposal.as_ref().map(agents::proposal_view),
     })
 }
 
@@ -306,7 +346,7 @@ fn case_summary(c: &crate::case::Case) -> pb::CaseSummary {
     }
 }
 
-fn action_view(a: &crate::action::ActionRequest) -> pb::ActionRequest {
+pub(crate) fn action_view(a: &crate::action::ActionRequest) -> pb::ActionRequest {
     let exec = a.execution.as_ref();
     pb::ActionRequest {
         action_id: a.action_id.clone(),
@@ -352,6 +392,12 @@ impl pb::alerts_server::Alerts for ApiState {
                 return Err(status(
                     Code::PermissionDenied,
                     "approver credentials cannot submit alerts",
+                ));
+            }
+            Some(Caller::Agent(_)) => {
+                return Err(status(
+                    Code::PermissionDenied,
+                    "agent credentials cannot submit alerts",
                 ));
             }
             None => {
@@ -655,6 +701,9 @@ pub async fn serve(
     health
         .set_serving::<pb::explanations_server::ExplanationsServer<ApiState>>()
         .await;
+    health
+        .set_serving::<pb::agents_server::AgentsServer<ApiState>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::DESCRIPTOR)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -666,6 +715,13 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     builder
+        .layer(tower::util::MapRequestLayer::new(
+            |mut req: http::Request<tonic::body::Body>| {
+                let path = CalledPath(req.uri().path().to_string());
+                req.extensions_mut().insert(path);
+                req
+            },
+        ))
         .add_service(health_svc)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -686,6 +742,11 @@ pub async fn serve(
         )
         .add_service(
             pb::explanations_server::ExplanationsServer::new(state.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::agents_server::AgentsServer::new(state.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

@@ -172,6 +172,7 @@ fn approval_json(a: &crate::api::pb::Approval) -> serde_json::Value {
         "blast_radius": a.blast_radius.as_ref().map(|b| serde_json::json!({"targets": b.targets, "reversible": b.reversible, "criticality": b.criticality, "environment": b.environment})),
         "case": a.case.as_ref().map(|c| serde_json::json!({"case_id": c.case_id, "title": c.title, "state": c.state, "severity": c.severity, "entities": c.entities})),
         "votes": a.votes.iter().map(|v| serde_json::json!({"user": v.user, "channel": v.channel, "identity": v.identity, "decision": v.decision, "at": when(v.at_unix_ms), "counted": v.counted})).collect::<Vec<_>>(),
+        "agent_proposal": a.agent_proposal.as_ref().map(|p| serde_json::json!({"agent": p.agent, "hypothesis": p.hypothesis, "confidence": p.confidence, "citations": p.citations, "ai_generated": p.ai_generated})),
         "evidence": a.evidence.iter().map(|e| serde_json::json!({"source": e.source, "data": serde_json::from_str::<serde_json::Value>(&e.data_json).unwrap_or_default()})).collect::<Vec<_>>(),
     })
 }
@@ -194,6 +195,14 @@ fn show(a: &crate::api::pb::Approval, json: bool) {
     );
     for r in &a.reasons {
         println!("  reason:    {r}");
+    }
+    if let Some(p) = &a.agent_proposal {
+        println!(
+            "  proposed:  by AI agent {} (AI-generated, confidence {}%)",
+            p.agent, p.confidence
+        );
+        println!("  hypothesis: {}", p.hypothesis);
+        println!("  citations: {}", p.citations.join(", "));
     }
     if let Some(b) = &a.blast_radius {
         println!(

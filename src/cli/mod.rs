@@ -5,6 +5,7 @@
 //! are printed, their exit statuses, and the log format (text lines escape every value, so
 //! nothing from outside can forge a line). No business logic lives here.
 
+mod agents;
 mod approvals;
 mod archive;
 mod cases;
@@ -152,6 +153,29 @@ pub enum Command {
         json: bool,
         #[command(subcommand)]
         command: LearnCommand,
+    },
+    /// AI agents' calls over the gRPC API, with an agent's token (see `[[agents]]`).
+    Agents {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: agents::AgentsCommand,
+    },
+    /// The MCP server over stdio for a local assistant: relays to the daemon's `/mcp`.
+    Mcp {
+        /// The daemon's MCP endpoint.
+        #[arg(
+            long,
+            env = "CORDON_MCP_URL",
+            default_value = "http://127.0.0.1:8080/mcp"
+        )]
+        url: String,
+        /// File holding the agent's bearer token (else CORDON_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -550,6 +574,37 @@ pub fn run(cli: Cli) -> i32 {
             match policies {
                 Some(dir) if !shadow => replay::simulate_cmd(&range, &dir, fail_on, format),
                 _ => replay::shadow_cmd(&range, fail_on, format),
+            }
+        }
+        Command::Agents {
+            conn,
+            json,
+            command,
+        } => {
+            init_logging("text", "warn");
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(agents::agents(conn, json, command)),
+                Err(e) => {
+                    eprintln!("cordon: cannot start the runtime: {e}");
+                    1
+                }
+            }
+        }
+        Command::Mcp { url, token_file } => {
+            // stdout carries the protocol: logs go to stderr only, warnings and worse.
+            init_logging("text", "warn");
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(agents::mcp_stdio(url, token_file)),
+                Err(e) => {
+                    eprintln!("cordon: cannot start the runtime: {e}");
+                    1
+                }
             }
         }
         Command::Source {

@@ -534,6 +534,7 @@ impl Engine {
             rolled_back_by: None,
             chat: Vec::new(),
             chat_held: false,
+            proposal: None,
         };
         txn.audit(
             AuditKind::RollbackRequested,

@@ -374,6 +374,7 @@ impl Engine {
                     rolled_back_by: None,
                     chat: Vec::new(),
                     chat_held: false,
+                    proposal: None,
                 };
                 let alinks = Links {
                     case_id: Some(case_id.clone()),

@@ -40,6 +40,7 @@ mod correlate;
 mod exec;
 mod ingest;
 mod lifecycle;
+mod propose;
 mod reload;
 mod schedule;
 mod tick;
@@ -52,6 +53,9 @@ pub use cases::{
 pub use chat::{ChatCallback, ChatDelivery, ChatOp, ChatReply};
 pub use exec::{ExecNote, ExecOp, ExecReply, ExecUpdate, RunnableRx, RunnableTx, runnable_channel};
 pub use ingest::{IngestAck, StoredAlert};
+pub use propose::{
+    AgentCaller, AgentFront, AgentOp, AgentReply, FrontError, action_records, findings,
+};
 pub use reload::ReloadOutcome;
 pub use schedule::{Delivery, EXPIRY_REQUESTER, ScheduleOp, ScheduleReply};
 pub use vote::{VoteCast, VoteError, VoteOutcome};
@@ -114,6 +118,11 @@ pub enum Event {
     CaseOp {
         op: Box<CaseOp>,
         reply: oneshot::Sender<Result<CaseOpOutcome, CaseOpError>>,
+    },
+    /// An AI agent's proposal, finding or other call (recorded whether accepted or refused).
+    Agent {
+        op: AgentOp,
+        reply: oneshot::Sender<Result<AgentReply, EngineError>>,
     },
 }
 
@@ -633,6 +642,16 @@ impl Engine {
                         })),
                         Err(e) => {
                             let _ = reply.send(Err(CaseOpError::Store(e.to_string())));
+                        }
+                    }
+                }
+                Event::Agent { op, reply } => {
+                    match self.undoable(&mut txn, "agent call", |e, t| e.agent(t, op)) {
+                        Ok(r) => replies.push(Box::new(move |c| {
+                            let _ = reply.send(c.map(|()| r));
+                        })),
+                        Err(e) => {
+                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
                         }
                     }
                 }

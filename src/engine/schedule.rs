@@ -411,6 +411,7 @@ impl Engine {
             rolled_back_by: None,
             chat: Vec::new(),
             chat_held: false,
+            proposal: None,
         };
         txn.audit(AuditKind::ActionProposed, Self::links(&req), now, &req)?;
         let step_req = StepRequest {

@@ -188,6 +188,7 @@ fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
             "User",
             "Group",
             "Playbook",
+            "Agent",
             "Case",
             "Host",
             "Account",
@@ -460,7 +461,16 @@ impl PolicyEngine {
     /// fails closed.
     fn prepare_step(&self, step: &TypedStep) -> Result<Prepared, String> {
         let action = action_uid(step.kind.as_str())?;
-        let p_uid = uid("Playbook", &step.playbook)?;
+        // An agent's proposal (`agent:<name>`) has the agent as principal, with no attributes.
+        let (p_type, p_id, p_attrs) = match step.principal() {
+            ("Agent", name) => ("Agent", name, vec![]),
+            (_, name) => (
+                "Playbook",
+                name,
+                vec![("family".into(), step.family.as_str().into())],
+            ),
+        };
+        let p_uid = uid(p_type, p_id)?;
         let r_uid = uid(target_type(step.target.kind), &step.target.id)?;
         let entity = |uid: &EntityUid, attrs: Vec<(SmolStr, cedar_core::ast::Value)>| {
             cedar_core::ast::Entity::new_with_attr_partial_value(
@@ -471,7 +481,7 @@ impl PolicyEngine {
                 [],
             )
         };
-        let p = entity(&p_uid, vec![("family".into(), step.family.as_str().into())]);
+        let p = entity(&p_uid, p_attrs);
         let rattrs = step
             .resource_attrs
             .iter()

@@ -55,10 +55,16 @@ impl Serialize for RequestRecord {
                 let s = self.0;
                 let mut q = ser.serialize_seq(Some(2))?;
                 let family = [("family", &s.family)];
-                q.serialize_element(&Ent(
-                    Uid("Playbook", &s.playbook),
-                    family.into_iter().collect::<BTreeMap<_, _>>(),
-                ))?;
+                match s.principal() {
+                    ("Agent", name) => q.serialize_element(&Ent(
+                        Uid("Agent", name),
+                        BTreeMap::<&str, &String>::new(),
+                    ))?,
+                    (ty, name) => q.serialize_element(&Ent(
+                        Uid(ty, name),
+                        family.into_iter().collect::<BTreeMap<_, _>>(),
+                    ))?,
+                }
                 q.serialize_element(&Ent(
                     Uid(target_type(s.target.kind), &s.target.id),
                     &s.resource_attrs,
@@ -70,7 +76,8 @@ impl Serialize for RequestRecord {
             RequestRecord::Json(v) => v.serialize(ser),
             RequestRecord::Step(s) => {
                 let mut m = ser.serialize_map(Some(5))?;
-                m.serialize_entry("principal", &Uid("Playbook", &s.playbook))?;
+                let (p_type, p_id) = s.principal();
+                m.serialize_entry("principal", &Uid(p_type, p_id))?;
                 m.serialize_entry("action", &Uid("Action", s.kind.as_str()))?;
                 m.serialize_entry("resource", &Uid(target_type(s.target.kind), &s.target.id))?;
                 m.serialize_entry("context", &Ctx(&s.context, s.approvals))?;
@@ -136,5 +143,15 @@ impl PolicySource {
             }
         }
         (!out.is_empty()).then_some(out)
+    }
+}
+impl TypedStep {
+    /// The principal's entity type and id: `Agent` for an agent's proposal (`agent:<name>`),
+    /// else `Playbook`.
+    pub(super) fn principal(&self) -> (&'static str, &str) {
+        match crate::agent::agent_of(&self.playbook) {
+            Some(name) => ("Agent", name),
+            None => ("Playbook", &self.playbook),
+        }
     }
 }

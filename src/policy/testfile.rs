@@ -32,6 +32,9 @@ struct TestCase {
     playbook: Option<String>,
     #[serde(default)]
     family: Option<String>,
+    /// An AI agent's proposal instead of a playbook's: the principal is `Cordon::Agent`.
+    #[serde(default)]
+    agent: Option<String>,
     #[serde(default)]
     action: Option<String>,
     #[serde(default)]
@@ -441,7 +444,11 @@ fn step_request(engine: &PolicyEngine, t: &TestCase) -> Result<StepRequest, Stri
             alert[&k] = v;
         }
     }
-    let playbook = t.playbook.clone().unwrap_or_else(|| "test".into());
+    let playbook = match (&t.agent, &t.playbook) {
+        (Some(_), Some(_)) => return Err("a test names a playbook or an agent, not both".into()),
+        (Some(a), None) => format!("{}{a}", crate::agent::PRINCIPAL_PREFIX),
+        (None, p) => p.clone().unwrap_or_else(|| "test".into()),
+    };
     let now = t
         .time
         .unwrap_or_else(|| "2026-01-05T12:00:00Z".parse().unwrap_or_default());

@@ -6,6 +6,7 @@ mod fakes;
 mod learning;
 mod live;
 
+mod agents;
 mod approvals_cli;
 mod audit_checkpoints;
 mod audit_tamper;
@@ -29,6 +30,7 @@ mod fanout;
 mod grpc;
 mod ingest;
 mod log_escape;
+mod mcp;
 mod policy_props;
 mod policy_prove;
 mod policy_reload;
