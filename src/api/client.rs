@@ -107,7 +107,10 @@ pub async fn connect(o: &ClientOptions) -> Result<Clients, ClientError> {
         cases: pb::cases_client::CasesClient::with_interceptor(channel.clone(), b.clone()),
         learning: pb::learning_client::LearningClient::with_interceptor(channel.clone(), b.clone()),
 
-        explanations: pb::explanations_client::ExplanationsClient::with_interceptor(channel.clone(), b.clone()),
+        explanations: pb::explanations_client::ExplanationsClient::with_interceptor(
+            channel.clone(),
+            b.clone(),
+        ),
 
         agents: pb::agents_client::AgentsClient::with_interceptor(channel, b),
     })
