@@ -139,6 +139,7 @@ pub struct Config {
     pub executor: ExecutorConfig,
     pub chat: ChatConfig,
     pub audit: AuditConfig,
+    pub console: crate::console::ConsoleConfig,
 }
 
 impl Default for Config {
@@ -164,6 +165,7 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             chat: ChatConfig::default(),
             audit: AuditConfig::default(),
+            console: crate::console::ConsoleConfig::default(),
         }
     }
 }
@@ -1126,6 +1128,7 @@ impl Config {
                 );
             }
         }
+        out.extend(self.console.validate(file));
         out
     }
 }

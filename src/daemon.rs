@@ -235,6 +235,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("audit checkpoints: {0}")]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error("console: {0}")]
+    Console(#[from] crate::oidc::OidcError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -409,6 +411,18 @@ pub async fn start(
         });
     }
 
+    let console = if cfg.console.enabled {
+        Some(Arc::new(http::console::Console::new(
+            cfg.console.clone(),
+            &cfg.grpc.approvers,
+            checkpoints
+                .as_ref()
+                .map(|w| (w.dir().to_path_buf(), w.public().clone())),
+            shutdown.clone(),
+        )?))
+    } else {
+        None
+    };
     let state = HttpState {
         engine: handle.clone(),
         store: store.clone(),
@@ -432,6 +446,7 @@ pub async fn start(
         chat: v.chat.as_ref().map(|c| {
             crate::chat::Inbound::new(c.clone(), handle.clone(), policies.clone(), metrics.clone())
         }),
+        console,
     };
     let http_limits = connection_limits(&cfg);
     let http_shutdown = shutdown.clone();

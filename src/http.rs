@@ -52,6 +52,8 @@ pub struct HttpState {
     pub draining: Arc<AtomicBool>,
     /// Chat callbacks, when a chat platform is configured.
     pub chat: Option<crate::chat::Inbound>,
+    /// The web console (`/ui`), when enabled.
+    pub console: Option<Arc<console::Console>>,
 }
 
 /// A JSON error with a stable code.
@@ -165,8 +167,11 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
+pub mod console;
+
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let ui = console::router(state.clone());
+    let api = Router::new()
         .route("/v1/alerts", post(ingest_native))
         .route("/v1/alerts/{format}", post(ingest_format).get(get_alert))
         .route("/v1/cases", get(list_cases))
@@ -192,7 +197,11 @@ pub fn router(state: HttpState) -> Router {
                 format!("this endpoint does not take {}", clip(method.as_str(), 32)),
             )
         })
-        .with_state(state)
+        .with_state(state);
+    match ui {
+        Some(ui) => api.merge(ui),
+        None => api,
+    }
 }
 
 /// Serves `router` on an already-bound listener under `limits` (header-read and idle

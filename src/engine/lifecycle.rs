@@ -169,7 +169,7 @@ impl Engine {
             return Ok(());
         };
         if self.approve_case_if_decided(txn, &mut case, now, alert_id)? {
-            txn.put_json(keys::case(case_id), &case)?;
+            queue::put_case(txn, &case)?;
         }
         Ok(())
     }
@@ -254,7 +254,7 @@ impl Engine {
             &reason,
             &a.alert_id,
         )?;
-        txn.put_json(keys::case(&case.case_id), &case)?;
+        queue::put_case(txn, &case)?;
         Ok(())
     }
 }
