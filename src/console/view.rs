@@ -367,10 +367,12 @@ pub fn case(
             }
         })
         .collect();
-    let actions = read::actions_of(store, &case)?
+    let mut actions: Vec<ActionView> = read::actions_of(store, &case)?
         .into_iter()
         .map(|a| action_view(policy, viewer, a))
         .collect();
+    // What waits for a person first, then the rest in proposal order.
+    actions.sort_by_key(|v| v.action.state != ActionState::AwaitingApproval);
     let (timeline, timeline_cut) = timeline(store, &case, &alerts)?;
     Ok(Some(CaseView {
         freshness: freshness(&fs, now, stale_after_secs),

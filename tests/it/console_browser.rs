@@ -88,29 +88,51 @@ impl Browser {
         self.c.execute(script, vec![]).await.unwrap()
     }
 
-    /// Waits until `script` returns something other than null/false; returns it.
+    /// Waits until `script` returns something other than null/false; returns it. On timeout
+    /// the failure names the script, the page's address and what it showed.
     async fn until(&self, secs: u64, script: &str) -> Value {
-        eventually(secs, || async {
-            match self.c.execute(script, vec![]).await {
-                Ok(v) if !v.is_null() && v != json!(false) => Some(v),
-                _ => None,
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Ok(v) = self.c.execute(script, vec![]).await
+                && !v.is_null()
+                && v != json!(false)
+            {
+                return v;
             }
-        })
-        .await
+            if tokio::time::Instant::now() >= deadline {
+                let url = self.c.current_url().await.map(|u| u.to_string());
+                let text = self
+                    .c
+                    .execute(
+                        "return document.body ? document.body.innerText : ''",
+                        vec![],
+                    )
+                    .await;
+                panic!("not within {secs}s: {script}\nat {url:?}\npage: {text:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     async fn path(&self) -> String {
         self.c.current_url().await.unwrap().path().to_string()
     }
 
+    /// Clicks the element `css` finds; finds it again if a live update replaced it between
+    /// the find and the click.
     async fn click(&self, css: &str) {
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let r = match self.c.find(Locator::Css(css)).await {
+                Ok(e) => e.click().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() >= deadline => panic!("{css}: {e}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
     }
 
     async fn goto(&self, url: &str) {
@@ -323,12 +345,14 @@ async fn a_second_approver_completes_a_two_person_request_from_the_live_inbox() 
     .await;
     assert_eq!(b.js("return window.__mark").await, json!("same page"));
 
-    // A form whose CSRF token was tampered with is refused and changes nothing.
+    // A form whose CSRF token was tampered with is refused and changes nothing (changed and
+    // sent in one script, so no live update can replace the form in between).
     b.js(&format!(
-        "document.querySelector('#action-{id} input[name=csrf]').value = 'forged'; return true"
+        "const f = document.querySelector('#action-{id} form.vote'); \
+         f.querySelector('input[name=csrf]').value = 'forged'; \
+         f.requestSubmit(f.querySelector('button.approve')); return true"
     ))
     .await;
-    b.click(&format!("#action-{id} button.approve")).await;
     let msg = b
         .until(
             10,
@@ -363,16 +387,8 @@ async fn a_second_approver_completes_a_two_person_request_from_the_live_inbox() 
     b.click("#sign-out").await;
     b.until(10, "return location.pathname === '/ui/login'")
         .await;
-    let pending = live::post_alert(
-        &d,
-        live::alert(
-            "tp-2",
-            "Cloud admin role grant",
-            &["T1098"],
-            &[("cloud_resource", PROD_VM)],
-        ),
-    )
-    .await;
+    let (pending, _) =
+        crate::console::isolate_case(&d, "tp-2", "Encoded PowerShell", "ws-042").await;
     b.c.find(Locator::Css("#token"))
         .await
         .unwrap()

@@ -24,6 +24,9 @@
       .then(function () { busy = false; if (again) { again = false; refresh(); } });
   }
   var es = new EventSource("/ui/events");
+  // A change between this page's rendering and the stream's opening was not announced to it:
+  // catch up once whenever the stream (re)opens.
+  es.addEventListener("open", function () { refresh(); });
   es.addEventListener("change", refresh);
   es.addEventListener("resync", refresh);
 })();
