@@ -810,29 +810,27 @@ async fn events(State(st): State<HttpState>, headers: HeaderMap) -> Response {
         let shutdown = shutdown.clone();
         let st = st2.clone();
         async move {
-            loop {
-                let ev = tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep_until(until) => return None,
-                    r = rx.recv() => r,
-                };
-                if !console(&st).session_live(&key) {
-                    return None;
-                }
-                let ev = match ev {
-                    Ok(ApprovalUpdate::Changed(a)) => SseEvent::default()
-                        .event("change")
-                        .data(a.action_id.clone()),
-                    Ok(ApprovalUpdate::Escalation { action_id, .. }) => {
-                        SseEvent::default().event("change").data(action_id)
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        SseEvent::default().event("resync").data("")
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                };
-                return Some((Ok::<_, Infallible>(ev), rx));
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep_until(until) => return None,
+                r = rx.recv() => r,
+            };
+            if !console(&st).session_live(&key) {
+                return None;
             }
+            let ev = match ev {
+                Ok(ApprovalUpdate::Changed(a)) => SseEvent::default()
+                    .event("change")
+                    .data(a.action_id.clone()),
+                Ok(ApprovalUpdate::Escalation { action_id, .. }) => {
+                    SseEvent::default().event("change").data(action_id)
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    SseEvent::default().event("resync").data("")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok::<_, Infallible>(ev), rx))
         }
     });
     Sse::new(stream)
