@@ -181,6 +181,9 @@ async fn an_analyst_signs_in_over_oidc_approves_an_isolation_and_sees_it_run_liv
     let id = a["action_id"].as_str().unwrap().to_string();
     let hostile = "<script>window.__xss=1</script>\"onmouseover=\"window.__xss=2";
     let (evil_case, _) = crate::console::isolate_case(&d, "b-2", hostile, "ws-042").await;
+    // A freshly posted Splunk alert (password spray then impossible travel).
+    let splunk = d.ingest_fixture("splunk", "splunk.json").await;
+    let splunk_case = splunk["case_id"].as_str().unwrap().to_string();
     idp.next(
         "alice@example.com",
         &["pwd", "mfa"],
@@ -198,6 +201,13 @@ async fn an_analyst_signs_in_over_oidc_approves_an_isolation_and_sees_it_run_liv
     )
     .await;
     assert_eq!(b.path().await, "/ui");
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector('tr[data-case=\"{splunk_case}\"] a').textContent"
+        ))
+        .await,
+        json!("Password spray then impossible travel for bob@example.com")
+    );
     assert_eq!(
         b.js("return document.querySelector('.who').textContent")
             .await,
