@@ -134,7 +134,7 @@ pub struct QueueRow {
     pub entry: QueueEntry,
     pub confidence: u8,
     pub freshness: Option<Freshness>,
-    /// Entities with neither an asset nor an identity fact (`kind:value`).
+    /// Hosts, users and cloud resources with neither an asset nor an identity fact.
     pub missing_context: Vec<String>,
     pub blocked: Blocked,
 }
@@ -180,9 +180,18 @@ fn freshness(facts: &[&Fact], now: DateTime<Utc>, stale_after_secs: u64) -> Opti
     })
 }
 
+/// Hosts, users and cloud resources with neither an asset nor an identity fact (indicators such
+/// as IPs and hashes have no inventory to be missing from).
 fn missing_context(entities: &[Entity], facts: &[&Fact]) -> Vec<String> {
+    use crate::alert::EntityKind;
     entities
         .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EntityKind::Host | EntityKind::User | EntityKind::CloudResource
+            )
+        })
         .filter(|e| {
             !facts.iter().any(|f| {
                 &f.entity == *e
