@@ -663,3 +663,50 @@ async fn openid_connect_signs_in_mapped_users_with_their_mfa_and_refuses_bad_tok
     assert_eq!(r.status, 400);
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_before_the_queue_index_gets_it_at_start_and_the_audit_page_shows_the_head()
+{
+    let mut d = start_console(|_, _, _| {}).await;
+    let (case_id, _) = isolate_case(&d, "i-1", "Encoded PowerShell", "ws-042").await;
+    let cfg = d.config.clone();
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
+    // What an older build left: cases without their `q/` entries and without the marker.
+    {
+        let store =
+            cordon::store::Store::open(&cfg.data_dir, &cordon::store::StoreOptions::default())
+                .unwrap();
+        let mut txn = store.begin();
+        let keys = store
+            .keys_after(cordon::engine::keys::QUEUE_PREFIX, None, usize::MAX)
+            .unwrap();
+        assert_eq!(keys.len(), 1, "one open case");
+        for k in keys {
+            txn.delete(k);
+        }
+        txn.delete(cordon::engine::keys::QUEUE_BUILT.to_vec());
+        store.commit(txn).await.unwrap();
+        assert!(
+            cordon::engine::read::queue(&store, None, 10, 10, |_| true)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        store.flush().unwrap();
+    }
+    let d = common::start_in(d.dir, cfg, None).await;
+    let web = Web::new(&d.base);
+    web.sign_in("alice").await;
+    let q = web.get("/ui").await;
+    assert!(q.body.contains(&case_id), "{}", q.body);
+    let audit = web.get("/ui/audit").await;
+    assert_eq!(audit.status, 200);
+    let head = d.running().store.head();
+    assert!(
+        audit.body.contains(&format!("#{} ", head.seq)) && audit.body.contains(&head.hash),
+        "{}",
+        audit.body
+    );
+    assert!(audit.body.contains("signed checkpoints are not configured"));
+    d.stop().await;
+}
