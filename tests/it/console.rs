@@ -710,3 +710,57 @@ async fn a_store_written_before_the_queue_index_gets_it_at_start_and_the_audit_p
     assert!(audit.body.contains("signed checkpoints are not configured"));
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_announces_durable_changes_and_ends_at_sign_out_and_shutdown() {
+    let mut d = start_console(|_, _, _| {}).await;
+    let web = Web::new(&d.base);
+    let csrf = web.sign_in("alice").await;
+    let open = |web: &Web| {
+        web.http
+            .get(format!("{}/ui/events", web.base))
+            .header("cookie", web.cookie_header())
+            .send()
+    };
+    let mut events = open(&web).await.unwrap();
+    assert_eq!(events.status().as_u16(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let (_, a) = isolate_case(&d, "e-1", "Encoded PowerShell", "ws-042").await;
+    let id = a["action_id"].as_str().unwrap();
+    let mut seen = String::new();
+    while !seen.contains(&format!("event: change\ndata: {id}")) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), events.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream is open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Sign-out ends the stream at its next event.
+    assert_eq!(web.post("/ui/logout", &[("csrf", &csrf)]).await.status, 303);
+    isolate_case(&d, "e-2", "Encoded PowerShell", "ws-100").await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended after sign-out");
+    // At shutdown the daemon ends an open stream itself (a clean end of the body, not a
+    // connection cut when the drain gives up).
+    let web = Web::new(&d.base);
+    web.sign_in("bob").await;
+    let mut open = open(&web).await.unwrap();
+    let stop = tokio::spawn(d.running.take().unwrap().shutdown());
+    let end = loop {
+        match open.chunk().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Ok(None)), "the stream was cut: {end:?}");
+    assert_eq!(stop.await.unwrap(), 0);
+}
