@@ -397,6 +397,11 @@ impl Writer {
         &self.dir
     }
 
+    /// The key that verifies this writer's checkpoints.
+    pub fn public(&self) -> &PublicKey {
+        &self.signer.public
+    }
+
     /// At start: whether the store still holds the newest checkpoint this key signed. When it
     /// does not (a restored backup, or a rewritten or cut tail), says why; that checkpoint then
     /// no longer counts as the previous one.

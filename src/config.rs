@@ -149,6 +149,8 @@ pub struct Config {
     pub agents: Vec<crate::agent::AgentConfig>,
     /// `[mcp]`: the MCP endpoint for agents.
     pub mcp: crate::agent::McpConfig,
+
+    pub console: crate::console::ConsoleConfig,
 }
 
 impl Default for Config {
@@ -181,6 +183,8 @@ impl Default for Config {
 
             agents: Vec::new(),
             mcp: crate::agent::McpConfig::default(),
+
+            console: crate::console::ConsoleConfig::default(),
         }
     }
 }
@@ -1190,6 +1194,7 @@ impl Config {
                 );
             }
         }
+        out.extend(self.console.validate(file));
         out
     }
 }

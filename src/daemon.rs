@@ -252,6 +252,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("audit checkpoints: {0}")]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error("console: {0}")]
+    Console(#[from] crate::oidc::OidcError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -451,6 +453,19 @@ pub async fn start(
         store: store.clone(),
         agents: Arc::new(crate::agent::Agents::from_config(&cfg.agents)),
     });
+
+    let console = if cfg.console.enabled {
+        Some(Arc::new(http::console::Console::new(
+            cfg.console.clone(),
+            &cfg.grpc.approvers,
+            checkpoints
+                .as_ref()
+                .map(|w| (w.dir().to_path_buf(), w.public().clone())),
+            shutdown.clone(),
+        )?))
+    } else {
+        None
+    };
     let state = HttpState {
         agents: agents.clone(),
         mcp: cfg.mcp.clone(),
@@ -478,6 +493,8 @@ pub async fn start(
             crate::chat::Inbound::new(c.clone(), handle.clone(), policies.clone(), metrics.clone())
         }),
         approvers: Arc::new(crate::api::Auth::from_config(&cfg.grpc)),
+
+        console,
     };
     let http_limits = connection_limits(&cfg);
     let http_shutdown = shutdown.clone();

@@ -68,6 +68,9 @@ pub struct HttpState {
     pub mcp: crate::agent::McpConfig,
     /// Cancelled at shutdown (ends MCP streams).
     pub shutdown: tokio_util::sync::CancellationToken,
+
+    /// The web console (`/ui`), when enabled.
+    pub console: Option<Arc<console::Console>>,
 }
 
 /// A JSON error with a stable code.
@@ -181,9 +184,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
+pub mod console;
+
 pub fn router(state: HttpState) -> Router {
     let mcp = mcp::routes(&state);
-    Router::new()
+    let ui = console::router(state.clone());
+    let api = Router::new()
         .merge(agents::routes())
         .merge(mcp)
         .route("/v1/alerts", post(ingest_native))
@@ -213,7 +219,11 @@ pub fn router(state: HttpState) -> Router {
                 format!("this endpoint does not take {}", clip(method.as_str(), 32)),
             )
         })
-        .with_state(state)
+        .with_state(state);
+    match ui {
+        Some(ui) => api.merge(ui),
+        None => api,
+    }
 }
 
 /// Serves `router` on an already-bound listener under `limits` (header-read and idle

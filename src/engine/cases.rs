@@ -512,7 +512,7 @@ impl Engine {
         }
         Handoffs::stamp(&mut case.handoffs.first_human_action, now);
         case.updated_at = now;
-        txn.put_json(keys::case(&case.case_id), &case)?;
+        queue::put_case(txn, &case)?;
         // What a closure teaches (which may move the case on to `learned`).
         if matches!(op.kind, CaseOpKind::Close(_)) {
             self.learn_from_closure(txn, &case.case_id, now)?;
@@ -534,7 +534,7 @@ impl Engine {
         if let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(case_id))?
             && Handoffs::stamp(&mut case.handoffs.first_human_action, now)
         {
-            txn.put_json(keys::case(case_id), &case)?;
+            queue::put_case(txn, &case)?;
         }
         Ok(())
     }
@@ -620,7 +620,7 @@ impl Engine {
                        "severity": case.severity, "owner": case.owner, "case_state": case.state}),
             )?;
             self.route_escalation(txn, &mut case, "sla_breach", &why, now)?;
-            txn.put_json(keys::case(&id), &case)?;
+            queue::put_case(txn, &case)?;
         }
         Ok(())
     }
@@ -704,7 +704,7 @@ impl Engine {
         if let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&a.case_id))? {
             let why = format!("{} {} on {}: {why}", a.action_id, a.kind, a.target.id);
             self.route_escalation(txn, &mut case, escalation, &why, now)?;
-            txn.put_json(keys::case(&a.case_id), &case)?;
+            queue::put_case(txn, &case)?;
         }
         Ok(())
     }
@@ -768,7 +768,7 @@ impl Engine {
             at: now,
         };
         if self.recover_case(txn, &mut case, recovery, now)? {
-            txn.put_json(keys::case(case_id), &case)?;
+            queue::put_case(txn, &case)?;
         }
         Ok(())
     }

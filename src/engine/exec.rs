@@ -568,7 +568,7 @@ impl Engine {
         if let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&orig.case_id))? {
             case.action_ids.push(action_id);
             case.updated_at = now;
-            txn.put_json(keys::case(&case.case_id), &case)?;
+            queue::put_case(txn, &case)?;
         }
         Ok(ExecReply::RollbackProposed(Box::new(req)))
     }

@@ -17,6 +17,9 @@ pub struct StoredAlert {
     pub duplicate_of: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed_by: Option<String>,
+    /// Audit sequence of its `alert_received` record (which holds the raw payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrichment: Option<EnrichmentReport>,
 }
@@ -99,7 +102,7 @@ impl Engine {
                 if let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&case_id))? {
                     case.duplicate_count += 1;
                     case.updated_at = now;
-                    txn.put_json(keys::case(&case_id), &case)?;
+                    queue::put_case(txn, &case)?;
                 }
                 return Ok(IngestAck {
                     alert_id: orig_id,
@@ -149,7 +152,7 @@ impl Engine {
             && let Some(mut case) = txn.get_json::<Case>(&store, &keys::case(&entry.case_id))?
             && case.state != CaseState::Closed
         {
-            txn.audit(
+            let received_seq = txn.audit(
                 AuditKind::AlertReceived,
                 links(&case.case_id),
                 now,
@@ -158,13 +161,14 @@ impl Engine {
             case.alert_ids.push(alert_id.clone());
             case.duplicate_count += 1;
             case.updated_at = now;
-            txn.put_json(keys::case(&case.case_id), &case)?;
+            queue::put_case(txn, &case)?;
             txn.put(sk, alert_id.clone().into_bytes());
             let stored = StoredAlert {
                 alert,
                 case_id: case.case_id.clone(),
                 duplicate_of: Some(entry.alert_id),
                 suppressed_by: None,
+                received_seq: Some(received_seq),
                 enrichment: None,
             };
             txn.put_json(keys::alert(&alert_id), &stored)?;
@@ -187,7 +191,7 @@ impl Engine {
             }
         };
         let case_id = case.case_id.clone();
-        txn.audit(
+        let received_seq = txn.audit(
             AuditKind::AlertReceived,
             links(&case_id),
             now,
@@ -250,6 +254,7 @@ impl Engine {
             case_id: case_id.clone(),
             duplicate_of: None,
             suppressed_by: None,
+            received_seq: Some(received_seq),
             enrichment: None,
         };
 
@@ -280,7 +285,7 @@ impl Engine {
                 self.bump_open(txn, -1)?;
             }
             txn.put_json(keys::alert(&alert_id), &stored)?;
-            txn.put_json(keys::case(&case_id), &case)?;
+            queue::put_case(txn, &case)?;
             return Ok(IngestAck {
                 alert_id,
                 case_id,
@@ -471,7 +476,7 @@ impl Engine {
         self.approve_case_if_decided(txn, &mut case, now, &alert_id)?;
         stored.enrichment = Some(report);
         txn.put_json(keys::alert(&alert_id), &stored)?;
-        txn.put_json(keys::case(&case_id), &case)?;
+        queue::put_case(txn, &case)?;
         Ok(IngestAck {
             alert_id,
             case_id,

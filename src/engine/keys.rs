@@ -29,6 +29,13 @@ pub fn action_index(case_id: &str, idem: &str) -> Vec<u8> {
     format!("xi/{case_id}/{idem}").into_bytes()
 }
 pub const CASES_OPEN: &[u8] = b"s/cases_open";
+/// Open cases in creation order (the console's queue), with a summary of each.
+pub fn queue(case_id: &str) -> Vec<u8> {
+    format!("q/{case_id}").into_bytes()
+}
+pub const QUEUE_PREFIX: &[u8] = b"q/";
+/// Present once the queue index covers every case (stores written before it get it at start).
+pub const QUEUE_BUILT: &[u8] = b"s/queue_index";
 /// Requests awaiting approval, in creation order.
 pub fn pending(action_id: &str) -> Vec<u8> {
     format!("pa/{action_id}").into_bytes()

@@ -181,7 +181,7 @@ impl Engine {
             return Ok(());
         };
         if self.approve_case_if_decided(txn, &mut case, now, alert_id)? {
-            txn.put_json(keys::case(case_id), &case)?;
+            queue::put_case(txn, &case)?;
         }
         Ok(())
     }
@@ -266,7 +266,7 @@ impl Engine {
             &reason,
             &a.alert_id,
         )?;
-        txn.put_json(keys::case(&case.case_id), &case)?;
+        queue::put_case(txn, &case)?;
         Ok(())
     }
 
@@ -432,7 +432,7 @@ impl Engine {
         if let Some(at) = case.sla_deadline {
             txn.delete(keys::sla(at, &case.case_id));
         }
-        txn.put_json(keys::case(case_id), &case)?;
+        queue::put_case(txn, &case)?;
         Ok(true)
     }
 }

@@ -6,7 +6,7 @@
 //! previous one is written, see [`Engine::run`]). Nothing is acknowledged before it is durable,
 //! and a failed commit acknowledges nothing. One file per event kind holds what that event does
 //! (`ingest`, `vote`, `tick`, `chat`, `exec`, `reload`); `lifecycle` moves cases and actions
-//! between states; `keys` is the key layout of engine state and `read` the typed reads of it.
+//! between states; `queue` indexes open cases; `keys` is the key layout of engine state and `read` the typed reads of it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ use crate::store::{Links, Store, StoreError, Txn};
 
 pub mod keys;
 pub mod learn;
+
+pub mod queue;
 pub mod read;
 pub mod retention;
 pub use learn::LearningConfig;
@@ -438,6 +440,9 @@ impl Engine {
     /// finished (and N's callers have been answered), so commits stay in order and nothing is
     /// answered before it is durable. If N fails, the store is failed closed and N+1 fails too.
     pub async fn run(mut self) {
+        if let Err(e) = self.build_queue_index().await {
+            tracing::error!(error = %e, "The queue index of open cases could not be built; the console's queue may miss older cases.");
+        }
         if let Ok(Some(n)) = self.parts.store.get_json::<i64>(keys::CASES_OPEN) {
             self.parts.metrics.cases_open.set(n);
         }

@@ -422,7 +422,7 @@ impl Engine {
             )?;
         }
         self.approve_case_if_decided(txn, &mut case, now, &alert_id)?;
-        txn.put_json(keys::case(&case.case_id), &case)?;
+        queue::put_case(txn, &case)?;
         Ok(Ok((req, false)))
     }
 }

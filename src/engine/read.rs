@@ -168,3 +168,55 @@ pub fn cases_filtered(
         }
     }
 }
+
+/// Open cases (the queue's index) in creation order after `after` (a case id): reads at most
+/// `scan` entries and keeps at most `limit` of those `keep` accepts, so a page with a narrow
+/// filter costs a bounded read. Returns the kept entries and the id to continue after, if the
+/// index goes on.
+pub fn queue(
+    store: &Store,
+    after: Option<&str>,
+    limit: usize,
+    scan: usize,
+    mut keep: impl FnMut(&queue::QueueEntry) -> bool,
+) -> Result<(Vec<queue::QueueEntry>, Option<String>), StoreError> {
+    let mut cursor = after.map(keys::queue);
+    let mut out = Vec::new();
+    let mut read = 0;
+    loop {
+        let want = (scan - read).min(256);
+        if want == 0 {
+            break;
+        }
+        let page =
+            store.scan_json::<queue::QueueEntry>(keys::QUEUE_PREFIX, cursor.as_deref(), want)?;
+        let done = page.len() < want;
+        for (key, e) in page {
+            read += 1;
+            cursor = Some(key);
+            if keep(&e) {
+                out.push(e);
+                if out.len() >= limit {
+                    let next = store.keys_after(keys::QUEUE_PREFIX, cursor.as_deref(), 1)?;
+                    let more = !next.is_empty();
+                    return Ok((out, more.then(|| last_id(&cursor)).flatten()));
+                }
+            }
+        }
+        if done {
+            return Ok((out, None));
+        }
+    }
+    Ok((out, last_id(&cursor)))
+}
+
+fn last_id(cursor: &Option<Vec<u8>>) -> Option<String> {
+    cursor
+        .as_ref()
+        .map(|k| String::from_utf8_lossy(&k[keys::QUEUE_PREFIX.len()..]).to_string())
+}
+
+/// The number of open cases (kept by the engine with every case that opens or closes).
+pub fn open_cases(store: &Store) -> Result<i64, StoreError> {
+    Ok(store.get_json::<i64>(keys::CASES_OPEN)?.unwrap_or(0))
+}

@@ -435,7 +435,7 @@ impl Engine {
         txn.put_json(keys::action(&action_id), &req)?;
         case.action_ids.push(action_id);
         case.updated_at = now;
-        txn.put_json(keys::case(&case.case_id), &case)?;
+        queue::put_case(txn, &case)?;
         Ok(())
     }
 }

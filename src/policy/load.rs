@@ -579,11 +579,13 @@ fn load_with(
     })
 }
 
-/// Chat platform → the user attribute that maps its user ids to cordon users.
-pub const CHAT_ID_ATTRS: [(&str, &str); 3] = [
+/// Chat platform → the user attribute that maps its user ids to cordon users (`oidc`: the
+/// console's OpenID Connect sign-in, whose configured claim is matched against `email`).
+pub const CHAT_ID_ATTRS: [(&str, &str); 4] = [
     ("slack", "slack_id"),
     ("mattermost", "mattermost_id"),
     ("teams", "teams_id"),
+    ("oidc", "email"),
 ];
 
 fn valid_id(id: &str) -> bool {

@@ -17,6 +17,8 @@ mod chat;
 mod cli;
 mod conn_limits;
 mod connector_faults;
+mod console;
+mod console_browser;
 mod crash;
 mod crash_loop;
 mod decisions;

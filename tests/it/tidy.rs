@@ -43,9 +43,10 @@ fn every_module_starts_with_a_doc_comment() {
 
 #[test]
 fn one_owner_per_resource() {
-    // Outbound HTTP has two owners: `connector` calls response vendors, `chat` calls chat
-    // platforms (posting approval requests); beyond them only `cordon mcp` (`cli/agents.rs`)
-    // relays a local assistant's stdio to cordon's own `/mcp`.
+    // Outbound HTTP has three owners: `connector` calls response vendors, `chat` calls chat
+    // platforms (posting approval requests), `oidc` calls the console's identity provider;
+    // beyond them only `cordon mcp` (`cli/agents.rs`) relays a local assistant's stdio to
+    // cordon's own `/mcp`.
     let owners: [(&str, &[&str]); 5] = [
         ("sled::", &["src/store/"]),
         ("cedar_policy::", &["src/policy/"]),
@@ -53,7 +54,12 @@ fn one_owner_per_resource() {
         ("tonic::", &["src/api/"]),
         (
             "reqwest::Client",
-            &["src/connector/", "src/chat/", "src/cli/agents.rs"],
+            &[
+                "src/connector/",
+                "src/chat/",
+                "src/oidc.rs",
+                "src/cli/agents.rs",
+            ],
         ),
     ];
     let mut violations = Vec::new();

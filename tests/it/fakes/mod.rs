@@ -13,6 +13,7 @@ pub mod crowdstrike;
 pub mod defender;
 pub mod entra;
 pub mod jira;
+pub mod oidc;
 pub mod okta;
 pub mod thehive;
 pub mod webhook;

@@ -1,0 +1,563 @@
+//! What each console page shows, built from the engine's typed reads of committed state.
+//!
+//! Owns: the view models (queue rows, the case page, the approvals inbox, the audit chain's
+//! state) and the query filters the pages take. Nothing here writes; whether the viewer may
+//! vote is asked of `policy` with the same request the engine's vote path builds.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use crate::action::{ActionRequest, ActionState, Tier};
+use crate::alert::{Entity, Severity};
+use crate::case::{Case, CaseState};
+use crate::engine::StoredAlert;
+use crate::engine::queue::QueueEntry;
+use crate::engine::read;
+use crate::enrich::Fact;
+use crate::policy::{self, PolicyEngine};
+use crate::store::{Store, StoreError};
+
+/// How a vote from the console reaches the engine and Cedar (`context.channel`).
+pub const CHANNEL: &str = "web";
+
+/// Queue rows per page.
+pub const PAGE_SIZE: usize = 50;
+
+/// Most index entries one queue page reads while filtering (so a narrow filter costs a bounded
+/// read; the page then offers "next" from where it stopped).
+pub const SCAN_MAX: usize = 5_000;
+
+/// The signed-in person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    pub user: String,
+    /// How they signed in: `token`, `oidc` or `oidc_mfa` (`context.identity` of their votes).
+    pub identity: String,
+}
+
+/// The queue's filters, from the query string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueFilter {
+    /// At least this severe.
+    pub severity: Option<Severity>,
+    pub state: Option<CaseState>,
+    /// Only cases with an action awaiting approval, failed or unknown.
+    pub blocked: bool,
+    /// Continue after this case id.
+    pub after: Option<String>,
+}
+
+impl QueueFilter {
+    /// Parses `severity`, `state`, `blocked` and `after`; anything else, or a value that is
+    /// not one of the known ones, is refused with the reason.
+    pub fn parse(pairs: &[(String, String)]) -> Result<QueueFilter, String> {
+        let mut f = QueueFilter::default();
+        for (k, v) in pairs {
+            if v.is_empty() {
+                continue;
+            }
+            match k.as_str() {
+                "severity" => {
+                    f.severity =
+                        Some(Severity::parse(v).ok_or_else(|| "unknown severity".to_string())?)
+                }
+                "state" => {
+                    f.state =
+                        Some(CaseState::parse(v).ok_or_else(|| "unknown case state".to_string())?)
+                }
+                "blocked" => f.blocked = v == "1" || v == "on" || v == "true",
+                "after" => {
+                    if v.len() != 26 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        return Err("after must be a case id".into());
+                    }
+                    f.after = Some(v.clone())
+                }
+                _ => return Err("unknown query parameter".into()),
+            }
+        }
+        Ok(f)
+    }
+
+    /// The query string of these filters (without `after`), for links to further pages.
+    pub fn query(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = self.severity {
+            parts.push(format!("severity={}", s.as_str()));
+        }
+        if let Some(s) = self.state {
+            parts.push(format!("state={}", s.as_str()));
+        }
+        if self.blocked {
+            parts.push("blocked=1".into());
+        }
+        parts.join("&")
+    }
+}
+
+/// Age of the newest enrichment fact of a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freshness {
+    pub newest: DateTime<Utc>,
+    pub age_secs: i64,
+    pub stale: bool,
+}
+
+/// Actions held up: awaiting approval, failed, or left unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Blocked {
+    pub awaiting: usize,
+    pub failed: usize,
+    pub unknown: usize,
+}
+
+impl Blocked {
+    pub fn any(&self) -> bool {
+        self.awaiting + self.failed + self.unknown > 0
+    }
+    fn of(actions: &[ActionRequest]) -> Blocked {
+        let mut b = Blocked::default();
+        for a in actions {
+            match a.state {
+                ActionState::AwaitingApproval => b.awaiting += 1,
+                ActionState::Failed => b.failed += 1,
+                ActionState::Unknown => b.unknown += 1,
+                _ => {}
+            }
+        }
+        b
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueRow {
+    pub entry: QueueEntry,
+    pub confidence: u8,
+    pub freshness: Option<Freshness>,
+    /// Hosts, users and cloud resources with neither an asset nor an identity fact.
+    pub missing_context: Vec<String>,
+    pub blocked: Blocked,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueuePage {
+    pub rows: Vec<QueueRow>,
+    /// The case id the next page starts after, if there is more.
+    pub next: Option<String>,
+    pub open_total: i64,
+    pub filter: QueueFilter,
+}
+
+/// The newest alerts of a case a queue row looks at (confidence, freshness, context).
+const ROW_ALERTS: usize = 20;
+
+fn alerts_of(store: &Store, case: &Case, newest: usize) -> Result<Vec<StoredAlert>, StoreError> {
+    let mut out = Vec::new();
+    for id in case.alert_ids.iter().rev().take(newest) {
+        if let Some(a) = read::alert(store, id)? {
+            out.push(a);
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
+fn facts(alerts: &[StoredAlert]) -> Vec<&Fact> {
+    alerts
+        .iter()
+        .filter_map(|a| a.enrichment.as_ref())
+        .flat_map(|r| r.facts.iter())
+        .collect()
+}
+
+fn freshness(facts: &[&Fact], now: DateTime<Utc>, stale_after_secs: u64) -> Option<Freshness> {
+    let newest = facts.iter().map(|f| f.loaded_at).max()?;
+    let age_secs = (now - newest).num_seconds().max(0);
+    Some(Freshness {
+        newest,
+        age_secs,
+        stale: age_secs as u64 > stale_after_secs || facts.iter().any(|f| f.stale),
+    })
+}
+
+/// Hosts, users and cloud resources with neither an asset nor an identity fact (indicators such
+/// as IPs and hashes have no inventory to be missing from).
+fn missing_context(entities: &[Entity], facts: &[&Fact]) -> Vec<String> {
+    use crate::alert::EntityKind;
+    entities
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EntityKind::Host | EntityKind::User | EntityKind::CloudResource
+            )
+        })
+        .filter(|e| {
+            !facts.iter().any(|f| {
+                &f.entity == *e
+                    && (f.source.starts_with("assets") || f.source.starts_with("identities"))
+            })
+        })
+        .map(|e| e.key())
+        .collect()
+}
+
+/// One page of the queue of open cases.
+pub fn queue(
+    store: &Store,
+    filter: &QueueFilter,
+    now: DateTime<Utc>,
+    stale_after_secs: u64,
+) -> Result<QueuePage, StoreError> {
+    let mut failed: Option<StoreError> = None;
+    let mut rows = Vec::new();
+    let (entries, next) = read::queue(store, filter.after.as_deref(), PAGE_SIZE, SCAN_MAX, |e| {
+        filter.severity.is_none_or(|s| e.severity >= s) && filter.state.is_none_or(|s| e.state == s)
+    })?;
+    for entry in entries {
+        let row = (|| -> Result<Option<QueueRow>, StoreError> {
+            let Some(case) = read::case(store, &entry.case_id)? else {
+                return Ok(None);
+            };
+            let actions = read::actions_of(store, &case)?;
+            let blocked = Blocked::of(&actions);
+            if filter.blocked && !blocked.any() {
+                return Ok(None);
+            }
+            let alerts = alerts_of(store, &case, ROW_ALERTS)?;
+            let fs = facts(&alerts);
+            Ok(Some(QueueRow {
+                confidence: alerts
+                    .iter()
+                    .map(|a| a.alert.fields.confidence)
+                    .max()
+                    .unwrap_or(0),
+                freshness: freshness(&fs, now, stale_after_secs),
+                missing_context: missing_context(&case.entities, &fs),
+                blocked,
+                entry,
+            }))
+        })();
+        match row {
+            Ok(Some(r)) => rows.push(r),
+            Ok(None) => {}
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(QueuePage {
+        rows,
+        next,
+        open_total: read::open_cases(store)?,
+        filter: filter.clone(),
+    })
+}
+
+/// An alert of the case with its raw payload as received (from its `alert_received` record).
+#[derive(Debug, Clone)]
+pub struct AlertView {
+    pub stored: StoredAlert,
+    pub raw: Option<String>,
+}
+
+/// What an entity is known as, with each fact's source and time.
+#[derive(Debug, Clone)]
+pub struct EntityView {
+    pub entity: Entity,
+    pub facts: Vec<Fact>,
+}
+
+/// Whether the viewer may vote on a request, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MayVote {
+    Yes,
+    No(String),
+    /// Not awaiting approval.
+    NotPending,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActionView {
+    pub action: ActionRequest,
+    /// The request hash a vote binds to: the decided one, else the current one.
+    pub request_hash: String,
+    pub approvals: usize,
+    pub needed: u8,
+    pub may_vote: MayVote,
+}
+
+/// One line of the case's timeline.
+#[derive(Debug, Clone)]
+pub struct TimelineEntry {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub action_id: Option<String>,
+    pub alert_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseView {
+    pub case: Case,
+    pub alerts: Vec<AlertView>,
+    pub entities: Vec<EntityView>,
+    pub techniques: BTreeSet<String>,
+    pub tactics: BTreeSet<String>,
+    pub actions: Vec<ActionView>,
+    pub timeline: Vec<TimelineEntry>,
+    /// The timeline reached its read bound before the audit log's head.
+    pub timeline_cut: bool,
+    pub freshness: Option<Freshness>,
+    pub missing_context: Vec<String>,
+}
+
+/// Most alerts a case page shows (the newest).
+pub const CASE_ALERTS: usize = 50;
+/// Most audit records the timeline reads, from the case's first alert on.
+pub const TIMELINE_SCAN: usize = 20_000;
+
+/// The case page, or `None` for no such case.
+pub fn case(
+    store: &Store,
+    policy: &PolicyEngine,
+    viewer: &Viewer,
+    id: &str,
+    now: DateTime<Utc>,
+    stale_after_secs: u64,
+) -> Result<Option<CaseView>, StoreError> {
+    let Some(case) = read::case(store, id)? else {
+        return Ok(None);
+    };
+    let stored = alerts_of(store, &case, CASE_ALERTS)?;
+    let mut alerts = Vec::new();
+    let mut techniques = BTreeSet::new();
+    let mut tactics = BTreeSet::new();
+    for a in stored {
+        techniques.extend(a.alert.fields.techniques.iter().cloned());
+        tactics.extend(a.alert.fields.tactics.iter().cloned());
+        let raw = match a.received_seq {
+            Some(seq) => store
+                .audit_records(seq, 1)?
+                .into_iter()
+                .next()
+                .filter(|r| r.body.seq == seq)
+                .and_then(|r| {
+                    r.body
+                        .data
+                        .get("raw")
+                        .and_then(|v| v.as_str())
+                        .map(String::from)
+                }),
+            None => None,
+        };
+        alerts.push(AlertView { stored: a, raw });
+    }
+    let all: Vec<StoredAlert> = alerts.iter().map(|a| a.stored.clone()).collect();
+    let fs = facts(&all);
+    let entities = case
+        .entities
+        .iter()
+        .map(|e| {
+            let mut seen = BTreeSet::new();
+            EntityView {
+                entity: e.clone(),
+                facts: fs
+                    .iter()
+                    .filter(|f| {
+                        &f.entity == e && seen.insert((f.source.clone(), f.data.to_string()))
+                    })
+                    .map(|f| (*f).clone())
+                    .collect(),
+            }
+        })
+        .collect();
+    let mut actions: Vec<ActionView> = read::actions_of(store, &case)?
+        .into_iter()
+        .map(|a| action_view(policy, viewer, a))
+        .collect();
+    // What waits for a person first, then the rest in proposal order.
+    actions.sort_by_key(|v| v.action.state != ActionState::AwaitingApproval);
+    let (timeline, timeline_cut) = timeline(store, &case, &alerts)?;
+    Ok(Some(CaseView {
+        freshness: freshness(&fs, now, stale_after_secs),
+        missing_context: missing_context(&case.entities, &fs),
+        case,
+        alerts,
+        entities,
+        techniques,
+        tactics,
+        actions,
+        timeline,
+        timeline_cut,
+    }))
+}
+
+/// The case's audit records, read forward from its first alert's record (a bounded read: the
+/// `explain` command, once it exists, is the complete account).
+fn timeline(
+    store: &Store,
+    case: &Case,
+    alerts: &[AlertView],
+) -> Result<(Vec<TimelineEntry>, bool), StoreError> {
+    let first = match case.alert_ids.first() {
+        Some(id) => match alerts.iter().find(|a| &a.stored.alert.alert_id == id) {
+            Some(a) => a.stored.received_seq,
+            None => read::alert(store, id)?.and_then(|a| a.received_seq),
+        },
+        None => None,
+    };
+    let Some(mut from) = first else {
+        return Ok((vec![], false));
+    };
+    let head = store.head().seq;
+    let mut out = Vec::new();
+    let mut read_n = 0;
+    while from <= head && read_n < TIMELINE_SCAN {
+        let recs = store.audit_records(from, 512)?;
+        let Some(last) = recs.last().map(|r| r.body.seq) else {
+            break;
+        };
+        for r in recs {
+            read_n += 1;
+            if r.body.case_id.as_deref() == Some(case.case_id.as_str()) {
+                out.push(TimelineEntry {
+                    seq: r.body.seq,
+                    at: r.body.at,
+                    kind: r.body.kind.clone(),
+                    action_id: r.body.action_id.clone(),
+                    alert_id: r.body.alert_id.clone(),
+                });
+            }
+        }
+        from = last + 1;
+    }
+    Ok((out, from <= head))
+}
+
+/// An action with the hash a vote binds to and whether the viewer may vote on it.
+pub fn action_view(policy: &PolicyEngine, viewer: &Viewer, a: ActionRequest) -> ActionView {
+    let request_hash = a
+        .approval
+        .as_ref()
+        .and_then(|ap| ap.decided_hash.clone())
+        .unwrap_or_else(|| a.request_hash(&policy.hash));
+    let (approvals, needed) = match &a.approval {
+        Some(ap) => (ap.approvals_for(&request_hash).len(), ap.needed),
+        None => (0, 0),
+    };
+    let may_vote = may_vote(policy, viewer, &a, &request_hash);
+    ActionView {
+        action: a,
+        request_hash,
+        approvals,
+        needed,
+        may_vote,
+    }
+}
+
+fn may_vote(policy: &PolicyEngine, viewer: &Viewer, a: &ActionRequest, hash: &str) -> MayVote {
+    if a.state != ActionState::AwaitingApproval {
+        return MayVote::NotPending;
+    }
+    let Some(ap) = &a.approval else {
+        return MayVote::NotPending;
+    };
+    let counted = ap.approvals_for(hash);
+    if counted.contains(&viewer.user.as_str()) {
+        return MayVote::No("you have already approved this request".into());
+    }
+    let attr = |k: &str| {
+        a.decision_input
+            .as_ref()
+            .and_then(|i| i.resource_attrs.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    let check = policy.authorize_vote(&policy::VoteRequest {
+        user: viewer.user.clone(),
+        channel: CHANNEL.into(),
+        identity: viewer.identity.clone(),
+        approvals: counted.len() as u8,
+        approval: policy::ApprovalInfo {
+            approval_id: a.action_id.clone(),
+            action_kind: a.kind,
+            target: a.target.clone(),
+            requester: a.requester.clone(),
+            case_id: a.case_id.clone(),
+            tier: a.tier.unwrap_or(Tier::Denied),
+            environment: attr("environment"),
+            criticality: attr("criticality"),
+        },
+    });
+    if check.allowed {
+        MayVote::Yes
+    } else {
+        MayVote::No(
+            check
+                .refusal
+                .unwrap_or_else(|| "no policy allows you to vote on this request".into()),
+        )
+    }
+}
+
+/// The approvals inbox: pending requests the viewer may vote on, oldest first.
+pub fn inbox(
+    store: &Store,
+    policy: &PolicyEngine,
+    viewer: &Viewer,
+    limit: usize,
+) -> Result<Vec<ActionView>, StoreError> {
+    Ok(read::pending(store, None, limit)?
+        .into_iter()
+        .map(|a| action_view(policy, viewer, a))
+        .filter(|v| v.may_vote == MayVote::Yes)
+        .collect())
+}
+
+/// The newest signed checkpoint, verified with the daemon's key.
+#[derive(Debug, Clone)]
+pub struct CheckpointState {
+    pub file: String,
+    pub checked: Result<crate::checkpoint::Checkpoint, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditState {
+    pub head_seq: u64,
+    pub head_hash: String,
+    /// `None` when checkpoints are not configured.
+    pub checkpoints: Option<Vec<CheckpointState>>,
+}
+
+/// The audit chain's head and the newest checkpoint in `dir` (verified by `key`).
+pub fn audit_state(
+    store: &Store,
+    checkpoints: Option<(&std::path::Path, &crate::checkpoint::PublicKey)>,
+) -> AuditState {
+    let head = store.head();
+    AuditState {
+        head_seq: head.seq,
+        head_hash: head.hash,
+        checkpoints: checkpoints.map(|(dir, key)| match crate::checkpoint::read_dir(dir, key) {
+            Ok(files) => files
+                .into_iter()
+                .next_back()
+                .map(|(file, r)| CheckpointState {
+                    file,
+                    checked: r.map_err(|e| e.to_string()),
+                })
+                .into_iter()
+                .collect(),
+            Err(e) => vec![CheckpointState {
+                file: dir.display().to_string(),
+                checked: Err(e),
+            }],
+        }),
+    }
+}

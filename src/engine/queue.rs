@@ -1,0 +1,92 @@
+//! The queue of open cases: an index the console pages through without reading every case.
+//!
+//! Owns: the `q/` index (one entry per open case, keyed by case id so it pages in creation
+//! order, holding the summary a queue row shows) and [`put_case`], the one way the engine writes
+//! a case, so the index can never disagree with the case it summarises. A store written before
+//! the index existed gets it built once at start ([`Engine::build_queue_index`]).
+
+use super::*;
+
+/// What a queue row shows of an open case, kept beside the case so a page of the queue is one
+/// range read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    pub case_id: String,
+    pub state: CaseState,
+    pub severity: crate::alert::Severity,
+    pub title: String,
+    pub rule_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_entity: Option<String>,
+    pub alerts: usize,
+    pub actions: usize,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl QueueEntry {
+    pub fn of(case: &Case) -> QueueEntry {
+        QueueEntry {
+            case_id: case.case_id.clone(),
+            state: case.state,
+            severity: case.severity,
+            title: case.title.clone(),
+            rule_id: case.rule_id.clone(),
+            primary_entity: case.primary_entity.clone(),
+            alerts: case.alert_ids.len(),
+            actions: case.action_ids.len(),
+            created_at: case.created_at,
+            updated_at: case.updated_at,
+        }
+    }
+}
+
+/// Whether a case in `state` may be in the queue (a case with a closure on record never is:
+/// a closed case keeps its closure through `recovered` and `learned`).
+pub fn is_open(state: CaseState) -> bool {
+    !matches!(
+        state,
+        CaseState::Closed | CaseState::Suppressed | CaseState::Learned
+    )
+}
+
+/// Writes a case and its queue entry (or removes the entry once the case is no longer open).
+pub(super) fn put_case(txn: &mut Txn, case: &Case) -> Result<(), StoreError> {
+    txn.put_json(keys::case(&case.case_id), case)?;
+    index(txn, case)
+}
+
+fn index(txn: &mut Txn, case: &Case) -> Result<(), StoreError> {
+    if is_open(case.state) && case.closure.is_none() {
+        txn.put_json(keys::queue(&case.case_id), &QueueEntry::of(case))
+    } else {
+        txn.delete(keys::queue(&case.case_id));
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Builds the queue index of a store written before it existed: once, before the first
+    /// event, a page of cases at a time (one commit; the index holds no audit record, it is
+    /// derived from the cases).
+    pub(super) async fn build_queue_index(&self) -> Result<(), StoreError> {
+        let store = &self.parts.store;
+        if store.get(keys::QUEUE_BUILT)?.is_some() {
+            return Ok(());
+        }
+        let mut txn = store.begin();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store.scan_json::<Case>(keys::CASE_PREFIX, after.as_deref(), 1024)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (_, case) in &page {
+                index(&mut txn, case)?;
+            }
+        }
+        txn.put(keys::QUEUE_BUILT.to_vec(), vec![]);
+        store.commit(txn).await.map(|_| ())
+    }
+}

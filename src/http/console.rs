@@ -1,0 +1,841 @@
+//! The console's routes under `/ui`: sign-in and sessions, CSRF, security headers, the pages
+//! and the live-update stream.
+//!
+//! Owns: sessions (in memory, keyed by the SHA-256 of a random session id that only the
+//! browser's `HttpOnly`, `SameSite=Strict` cookie holds; they end at `console.session_ttl_secs`
+//! or sign-out, and a restart signs everyone out), the per-session CSRF token every form carries
+//! (and a pre-session one for the sign-in form), the sign-in flows (an approver's
+//! `grpc.approvers` token, or OpenID Connect through `oidc`), the security headers of every
+//! `/ui` answer (a CSP without inline script, `frame-ancestors 'none'`, `nosniff`, no caching),
+//! and votes: a console vote is an ordinary `Event::Vote` with `channel = "web"` and the
+//! identity the session was signed in with, decided by the same Cedar `approve` request and
+//! recorded like every vote. Pages read committed state through `console::view`; this module
+//! holds no case state.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::Markup;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use super::{HttpState, PathOf, query_pairs, read_body};
+use crate::console::page::{self, From};
+use crate::console::view::{self, QueueFilter, Viewer};
+use crate::console::{ConsoleConfig, assets};
+use crate::engine::{ApprovalUpdate, VoteCast, VoteError};
+use crate::oidc::{Oidc, random_token};
+use crate::secret::{Secret, TokenHash};
+
+const SESSION_COOKIE: &str = "cordon_session";
+const PRESESSION_COOKIE: &str = "cordon_signin";
+const OIDC_COOKIE: &str = "cordon_oidc";
+/// An OpenID Connect sign-in must come back within this long.
+const OIDC_PENDING_SECS: u64 = 600;
+const OIDC_PENDING_MAX: usize = 1_000;
+/// Most requests the approvals inbox shows.
+const INBOX_MAX: usize = 200;
+const COMMENT_MAX: usize = 500;
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+struct Session {
+    user: String,
+    identity: String,
+    csrf: String,
+    expires: Instant,
+}
+
+struct Pending {
+    nonce: String,
+    verifier: Secret,
+    started: Instant,
+}
+
+/// The console's sign-in state and settings.
+pub struct Console {
+    cfg: ConsoleConfig,
+    approver_tokens: Vec<(TokenHash, String)>,
+    oidc: Option<Oidc>,
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    pending: Mutex<HashMap<String, Pending>>,
+    checkpoints: Option<(PathBuf, crate::checkpoint::PublicKey)>,
+    shutdown: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn session_key(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+impl Console {
+    /// Builds the console from validated config: approver tokens as hashes, the OIDC client.
+    pub fn new(
+        cfg: ConsoleConfig,
+        approvers: &[crate::config::ApproverToken],
+        checkpoints: Option<(PathBuf, crate::checkpoint::PublicKey)>,
+        shutdown: CancellationToken,
+    ) -> Result<Console, crate::oidc::OidcError> {
+        let oidc = match &cfg.oidc {
+            Some(o) => Some(Oidc::new(o.clone())?),
+            None => None,
+        };
+        Ok(Console {
+            approver_tokens: approvers
+                .iter()
+                .filter_map(|a| Some((TokenHash::from_ref(&a.token).ok()?, a.user.clone())))
+                .collect(),
+            cfg,
+            oidc,
+            sessions: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            checkpoints,
+            shutdown,
+        })
+    }
+
+    fn new_session(&self, user: String, identity: &str) -> String {
+        let id = random_token();
+        let now = Instant::now();
+        let mut s = lock(&self.sessions);
+        s.retain(|_, v| v.expires > now);
+        while s.len() >= self.cfg.max_sessions {
+            let Some(oldest) = s.iter().min_by_key(|(_, v)| v.expires).map(|(k, _)| *k) else {
+                break;
+            };
+            s.remove(&oldest);
+        }
+        s.insert(
+            session_key(&id),
+            Session {
+                user,
+                identity: identity.to_string(),
+                csrf: random_token(),
+                expires: now + Duration::from_secs(self.cfg.session_ttl_secs),
+            },
+        );
+        id
+    }
+
+    /// The viewer and CSRF token of the request's session, if it has a live one.
+    fn session(&self, headers: &HeaderMap) -> Option<(Viewer, String, [u8; 32])> {
+        let id = cookie(headers, SESSION_COOKIE)?;
+        let key = session_key(&id);
+        let mut s = lock(&self.sessions);
+        let live = s.get(&key).is_some_and(|v| v.expires > Instant::now());
+        if !live {
+            s.remove(&key);
+            return None;
+        }
+        let v = s.get(&key)?;
+        Some((
+            Viewer {
+                user: v.user.clone(),
+                identity: v.identity.clone(),
+            },
+            v.csrf.clone(),
+            key,
+        ))
+    }
+
+    fn session_live(&self, key: &[u8; 32]) -> bool {
+        lock(&self.sessions)
+            .get(key)
+            .is_some_and(|v| v.expires > Instant::now())
+    }
+
+    fn cookie_attrs(&self, path: &str, same_site: &str, max_age: u64) -> String {
+        format!(
+            "Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{}",
+            if self.cfg.secure_cookies {
+                "; Secure"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn set_cookie(
+        &self,
+        name: &str,
+        value: &str,
+        path: &str,
+        same_site: &str,
+        max_age: u64,
+    ) -> HeaderValue {
+        let v = format!(
+            "{name}={value}; {}",
+            self.cookie_attrs(path, same_site, max_age)
+        );
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"))
+    }
+}
+
+/// The value of the one cookie named `name`; two cookies of that name are ambiguous (none).
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for h in headers.get_all(header::COOKIE) {
+        let Ok(s) = h.to_str() else { continue };
+        for part in s.split(';') {
+            if let Some((k, v)) = part.trim().split_once('=')
+                && k == name
+            {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(v.to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Adds the security headers to every `/ui` answer.
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    // `same-origin`, not `no-referrer`: under `no-referrer` a browser sends `Origin: null` with
+    // a form POST, and the origin check below could not tell the console's own forms.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// The console's routes; `None` when the console is off.
+pub fn router(state: HttpState) -> Option<Router> {
+    state.console.as_ref()?;
+    Some(
+        Router::new()
+            .route("/ui", get(queue))
+            .route("/ui/", get(|| async { Redirect::to("/ui") }))
+            .route("/ui/login", get(login_page).post(login))
+            .route("/ui/logout", post(logout))
+            .route("/ui/oidc/start", get(oidc_start))
+            .route("/ui/oidc/callback", get(oidc_callback))
+            .route("/ui/cases/{id}", get(case_page))
+            .route("/ui/approvals", get(inbox))
+            .route("/ui/audit", get(audit))
+            .route("/ui/actions/{id}/vote", post(vote))
+            .route("/ui/events", get(events))
+            .route("/ui/assets/{name}", get(asset))
+            .layer(axum::middleware::map_response(security_headers))
+            .with_state(state),
+    )
+}
+
+fn console(st: &HttpState) -> &Console {
+    // `router` is only built with a console.
+    st.console
+        .as_deref()
+        .expect("console routes need a console")
+}
+
+fn html(status: StatusCode, m: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        m.into_string(),
+    )
+        .into_response()
+}
+
+fn to_login() -> Response {
+    Redirect::to("/ui/login").into_response()
+}
+
+fn store_error(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "A console page could not read the store.");
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        page::message(
+            "Unavailable",
+            None,
+            "the store could not be read; retry later",
+            "/ui",
+        ),
+    )
+}
+
+/// A refused form: the page says why, nothing changed.
+fn refused(
+    status: StatusCode,
+    viewer: Option<(&Viewer, &str)>,
+    text: &str,
+    back: &str,
+) -> Response {
+    html(status, page::message("Refused", viewer, text, back))
+}
+
+async fn asset(PathOf(name): PathOf<String>) -> Response {
+    match assets::get(&name) {
+        Some((ty, bytes)) => (
+            [
+                (header::CONTENT_TYPE, ty),
+                (header::CACHE_CONTROL, "public, max-age=300"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => html(
+            StatusCode::NOT_FOUND,
+            page::message("Not found", None, "no such file", "/ui"),
+        ),
+    }
+}
+
+async fn queue(State(st): State<HttpState>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    let c = console(&st);
+    let Some((viewer, csrf, _)) = c.session(&headers) else {
+        return to_login();
+    };
+    let filter = match QueueFilter::parse(&query_pairs(q.as_deref())) {
+        Ok(f) => f,
+        Err(e) => {
+            return refused(StatusCode::BAD_REQUEST, Some((&viewer, &csrf)), &e, "/ui");
+        }
+    };
+    let store = st.store.clone();
+    let stale = c.cfg.stale_after_secs;
+    let page = tokio::task::spawn_blocking(move || {
+        view::queue(&store, &filter, chrono::Utc::now(), stale)
+    })
+    .await;
+    match page {
+        Ok(Ok(p)) => html(StatusCode::OK, page::queue(&viewer, &csrf, &p)),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => store_error(e),
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    id.len() == 26 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+async fn case_page(
+    State(st): State<HttpState>,
+    PathOf(id): PathOf<String>,
+    headers: HeaderMap,
+) -> Response {
+    let c = console(&st);
+    let Some((viewer, csrf, _)) = c.session(&headers) else {
+        return to_login();
+    };
+    let not_found = || {
+        html(
+            StatusCode::NOT_FOUND,
+            page::message("Not found", Some((&viewer, &csrf)), "no such case", "/ui"),
+        )
+    };
+    if !valid_id(&id) {
+        return not_found();
+    }
+    let store = st.store.clone();
+    let policy = st.policies.current();
+    let v = viewer.clone();
+    let stale = c.cfg.stale_after_secs;
+    let r = tokio::task::spawn_blocking(move || {
+        view::case(&store, &policy, &v, &id, chrono::Utc::now(), stale)
+    })
+    .await;
+    match r {
+        Ok(Ok(Some(cv))) => html(StatusCode::OK, page::case(&viewer, &csrf, &cv)),
+        Ok(Ok(None)) => not_found(),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn inbox(State(st): State<HttpState>, headers: HeaderMap) -> Response {
+    let c = console(&st);
+    let Some((viewer, csrf, _)) = c.session(&headers) else {
+        return to_login();
+    };
+    let store = st.store.clone();
+    let policy = st.policies.current();
+    let v = viewer.clone();
+    let r = tokio::task::spawn_blocking(move || view::inbox(&store, &policy, &v, INBOX_MAX)).await;
+    match r {
+        Ok(Ok(items)) => html(StatusCode::OK, page::inbox(&viewer, &csrf, &items)),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn audit(State(st): State<HttpState>, headers: HeaderMap) -> Response {
+    let c = console(&st);
+    let Some((viewer, csrf, _)) = c.session(&headers) else {
+        return to_login();
+    };
+    let store = st.store.clone();
+    let cps = c.checkpoints.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        view::audit_state(&store, cps.as_ref().map(|(d, k)| (d.as_path(), k)))
+    })
+    .await;
+    match r {
+        Ok(s) => html(StatusCode::OK, page::audit(&viewer, &csrf, &s)),
+        Err(e) => store_error(e),
+    }
+}
+
+/// A form body: each field at most once (a field given twice is refused, not guessed at).
+async fn form(body: Body, max: usize) -> Result<HashMap<String, String>, String> {
+    let bytes = read_body(body, max.min(64 * 1024))
+        .await
+        .map_err(|e| e.message)?;
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(&bytes) {
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("the form field {k:?} was sent twice"));
+        }
+    }
+    Ok(out)
+}
+
+/// A browser's POST names its origin; one that names another site is refused (the cookies are
+/// `SameSite=Strict` already; this holds for browsers that send `Origin` but not `SameSite`).
+fn cross_site(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let o = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or(origin);
+    !o.eq_ignore_ascii_case(host)
+}
+
+async fn login_page(State(st): State<HttpState>, headers: HeaderMap) -> Response {
+    let c = console(&st);
+    if c.session(&headers).is_some() {
+        return Redirect::to("/ui").into_response();
+    }
+    login_form(c, StatusCode::OK, None)
+}
+
+fn login_form(c: &Console, status: StatusCode, error: Option<&str>) -> Response {
+    let csrf = random_token();
+    let mut resp = html(
+        status,
+        page::login(&csrf, c.cfg.token_sign_in, c.oidc.is_some(), error),
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        c.set_cookie(PRESESSION_COOKIE, &csrf, "/ui", "Strict", 3600),
+    );
+    resp
+}
+
+fn signed_in(c: &Console, id: &str, resp: Response) -> Response {
+    let mut resp = resp;
+    let h = resp.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        c.set_cookie(SESSION_COOKIE, id, "/ui", "Strict", c.cfg.session_ttl_secs),
+    );
+    h.append(
+        header::SET_COOKIE,
+        c.set_cookie(PRESESSION_COOKIE, "", "/ui", "Strict", 0),
+    );
+    resp
+}
+
+async fn login(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let c = console(&st);
+    if !c.cfg.token_sign_in {
+        return login_form(
+            c,
+            StatusCode::FORBIDDEN,
+            Some("sign-in with a token is not enabled"),
+        );
+    }
+    let f = match form(body, st.max_body_bytes).await {
+        Ok(f) => f,
+        Err(e) => return login_form(c, StatusCode::BAD_REQUEST, Some(&e)),
+    };
+    let expected = cookie(&headers, PRESESSION_COOKIE).unwrap_or_default();
+    let sent = f.get("csrf").map(String::as_str).unwrap_or_default();
+    if cross_site(&headers) || expected.is_empty() || !same(&expected, sent) {
+        return login_form(
+            c,
+            StatusCode::FORBIDDEN,
+            Some("the sign-in form expired or did not come from this page; try again"),
+        );
+    }
+    let token = f.get("token").map(|t| t.trim()).unwrap_or_default();
+    let user = c
+        .approver_tokens
+        .iter()
+        .find(|(h, _)| !token.is_empty() && h.matches(token))
+        .map(|(_, u)| u.clone());
+    let Some(user) = user else {
+        tracing::info!("A console sign-in with a token was refused: not an approver's token.");
+        return login_form(
+            c,
+            StatusCode::UNAUTHORIZED,
+            Some("that is not an approver's token"),
+        );
+    };
+    tracing::info!(user = %user, "An approver signed in to the console with a token.");
+    let id = c.new_session(user, "token");
+    signed_in(c, &id, Redirect::to("/ui").into_response())
+}
+
+async fn logout(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let c = console(&st);
+    let Some((viewer, csrf, key)) = c.session(&headers) else {
+        return to_login();
+    };
+    let f = form(body, st.max_body_bytes).await.unwrap_or_default();
+    if cross_site(&headers) || !same(&csrf, f.get("csrf").map(String::as_str).unwrap_or_default()) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            Some((&viewer, &csrf)),
+            "the form's CSRF token is missing or wrong; reload the page and try again",
+            "/ui",
+        );
+    }
+    lock(&c.sessions).remove(&key);
+    let mut resp = to_login();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        c.set_cookie(SESSION_COOKIE, "", "/ui", "Strict", 0),
+    );
+    resp
+}
+
+async fn oidc_start(State(st): State<HttpState>) -> Response {
+    let c = console(&st);
+    let Some(oidc) = &c.oidc else {
+        return login_form(
+            c,
+            StatusCode::NOT_FOUND,
+            Some("OpenID Connect is not configured"),
+        );
+    };
+    let start = match oidc.start().await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "An OpenID Connect sign-in could not start.");
+            return login_form(c, StatusCode::BAD_GATEWAY, Some(&e.to_string()));
+        }
+    };
+    {
+        let mut p = lock(&c.pending);
+        p.retain(|_, v| v.started.elapsed() < Duration::from_secs(OIDC_PENDING_SECS));
+        if p.len() >= OIDC_PENDING_MAX {
+            return login_form(
+                c,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("too many sign-ins under way; try again in a few minutes"),
+            );
+        }
+        p.insert(
+            start.state.clone(),
+            Pending {
+                nonce: start.nonce,
+                verifier: start.verifier,
+                started: Instant::now(),
+            },
+        );
+    }
+    let mut resp = Redirect::to(&start.url).into_response();
+    // Lax: the provider's redirect back is a cross-site navigation.
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        c.set_cookie(
+            OIDC_COOKIE,
+            &start.state,
+            "/ui/oidc",
+            "Lax",
+            OIDC_PENDING_SECS,
+        ),
+    );
+    resp
+}
+
+async fn oidc_callback(
+    State(st): State<HttpState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let c = console(&st);
+    let Some(oidc) = &c.oidc else {
+        return login_form(
+            c,
+            StatusCode::NOT_FOUND,
+            Some("OpenID Connect is not configured"),
+        );
+    };
+    let q = query_pairs(q.as_deref());
+    let one = |name: &str| {
+        let mut it = q.iter().filter(|(k, _)| k == name);
+        match (it.next(), it.next()) {
+            (Some((_, v)), None) => Some(v.clone()),
+            _ => None,
+        }
+    };
+    if one("error").is_some() {
+        return login_form(
+            c,
+            StatusCode::UNAUTHORIZED,
+            Some("the identity provider refused the sign-in"),
+        );
+    }
+    let (Some(code), Some(state)) = (one("code"), one("state")) else {
+        return login_form(
+            c,
+            StatusCode::BAD_REQUEST,
+            Some("the sign-in answer lacks its code or state"),
+        );
+    };
+    // The browser that started this sign-in holds its state in a cookie: a callback carried
+    // into another browser (login CSRF) does not match.
+    let bound = cookie(&headers, OIDC_COOKIE).is_some_and(|v| same(&v, &state));
+    let pending = if bound {
+        lock(&c.pending).remove(&state)
+    } else {
+        None
+    };
+    let Some(p) = pending.filter(|p| p.started.elapsed() < Duration::from_secs(OIDC_PENDING_SECS))
+    else {
+        return login_form(
+            c,
+            StatusCode::BAD_REQUEST,
+            Some("this sign-in is unknown, expired or belongs to another browser; start again"),
+        );
+    };
+    let who = match oidc.finish(&code, &p.verifier, &p.nonce).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "An OpenID Connect sign-in was refused.");
+            return login_form(c, StatusCode::UNAUTHORIZED, Some(&e.to_string()));
+        }
+    };
+    let Some(user) = st
+        .policies
+        .current()
+        .chat_user("oidc", &who.claim)
+        .map(String::from)
+    else {
+        tracing::info!("An OpenID Connect sign-in names no user of the entity files.");
+        return login_form(
+            c,
+            StatusCode::FORBIDDEN,
+            Some(
+                "you signed in, but no cordon user has your address (the email attribute in the entity files)",
+            ),
+        );
+    };
+    let identity = if who.mfa { "oidc_mfa" } else { "oidc" };
+    tracing::info!(user = %user, identity, "A user signed in to the console with OpenID Connect.");
+    let id = c.new_session(user, identity);
+    let mut resp = signed_in(c, &id, html(StatusCode::OK, page::signed_in()));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        c.set_cookie(OIDC_COOKIE, "", "/ui/oidc", "Lax", 0),
+    );
+    resp
+}
+
+async fn vote(
+    State(st): State<HttpState>,
+    ConnectInfo(_peer): ConnectInfo<SocketAddr>,
+    PathOf(id): PathOf<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let c = console(&st);
+    let Some((viewer, csrf, _)) = c.session(&headers) else {
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            None,
+            "sign in first; nothing was recorded",
+            "/ui/login",
+        );
+    };
+    let page_of = |from: Option<&str>| match from {
+        Some("inbox") => "/ui/approvals".to_string(),
+        _ => "/ui".to_string(),
+    };
+    let back_default = page_of(None);
+    let me = Some((&viewer, csrf.as_str()));
+    let f = match form(body, st.max_body_bytes).await {
+        Ok(f) => f,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, me, &e, &back_default),
+    };
+    if cross_site(&headers) || !same(&csrf, f.get("csrf").map(String::as_str).unwrap_or_default()) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            me,
+            "the form's CSRF token is missing or wrong; reload the page and try again (nothing was recorded)",
+            &back_default,
+        );
+    }
+    let from = match f.get("from").map(String::as_str) {
+        None | Some("case") => From::Case,
+        Some("inbox") => From::Inbox,
+        Some(_) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                me,
+                "unknown form origin",
+                &back_default,
+            );
+        }
+    };
+    let approve = match f.get("decision").map(String::as_str) {
+        Some("approve") => true,
+        Some("deny") => false,
+        _ => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                me,
+                "the decision must be approve or deny",
+                &back_default,
+            );
+        }
+    };
+    let hash = f.get("request_hash").cloned().unwrap_or_default();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            me,
+            "the vote must carry the request hash it was cast on",
+            &back_default,
+        );
+    }
+    let comment = f.get("comment").cloned().unwrap_or_default();
+    if comment.chars().count() > COMMENT_MAX || comment.chars().any(|c| c.is_control()) {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            me,
+            "the comment must be at most 500 characters of text",
+            &back_default,
+        );
+    }
+    if !valid_id(&id) {
+        return refused(
+            StatusCode::NOT_FOUND,
+            me,
+            "no such approval request",
+            &back_default,
+        );
+    }
+    let case_id = crate::engine::read::action(&st.store, &id)
+        .ok()
+        .flatten()
+        .map(|a| a.case_id);
+    let back = match (from, &case_id) {
+        (From::Case, Some(cid)) => format!("/ui/cases/{cid}"),
+        (From::Inbox, _) => "/ui/approvals".to_string(),
+        _ => back_default.clone(),
+    };
+    let outcome = st
+        .engine
+        .vote(VoteCast {
+            approval_id: id,
+            user: viewer.user.clone(),
+            channel: view::CHANNEL.into(),
+            identity: viewer.identity.clone(),
+            approve,
+            request_hash: Some(hash),
+            comment,
+        })
+        .await;
+    match outcome {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(e) => {
+            let status = match &e {
+                VoteError::NotFound(_) => StatusCode::NOT_FOUND,
+                VoteError::Refused(_) => StatusCode::FORBIDDEN,
+                VoteError::NotPending { .. }
+                | VoteError::Expired(_)
+                | VoteError::RequestChanged { .. } => StatusCode::CONFLICT,
+                VoteError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            refused(status, me, &e.to_string(), &back)
+        }
+    }
+}
+
+/// Server-sent events: `change` (data: the action id) whenever an approval request changes
+/// durably, from the same broadcast as gRPC's `WatchApprovals`; `resync` when this stream fell
+/// behind. Ends at sign-out, at the session's expiry and at shutdown.
+async fn events(State(st): State<HttpState>, headers: HeaderMap) -> Response {
+    let c = console(&st);
+    let Some((_, _, key)) = c.session(&headers) else {
+        return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
+    };
+    let rx = st.engine.subscribe();
+    let until = tokio::time::Instant::now() + Duration::from_secs(c.cfg.session_ttl_secs);
+    let shutdown = c.shutdown.clone();
+    let st2 = st.clone();
+    let stream = futures_util::stream::unfold(rx, move |mut rx| {
+        let shutdown = shutdown.clone();
+        let st = st2.clone();
+        async move {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep_until(until) => return None,
+                r = rx.recv() => r,
+            };
+            if !console(&st).session_live(&key) {
+                return None;
+            }
+            let ev = match ev {
+                Ok(ApprovalUpdate::Changed(a)) => SseEvent::default()
+                    .event("change")
+                    .data(a.action_id.clone()),
+                Ok(ApprovalUpdate::Escalation { action_id, .. }) => {
+                    SseEvent::default().event("change").data(action_id)
+                }
+                // Escalation messages owed to chat change no page.
+                Ok(ApprovalUpdate::ChatEscalationOwed) => SseEvent::default().comment("escalation"),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    SseEvent::default().event("resync").data("")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok::<_, Infallible>(ev), rx))
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}

@@ -1,0 +1,766 @@
+//! The SOC console over plain HTTP: sessions and their cookies, CSRF on every form, security
+//! headers, escaping of hostile alert data, the queue's paging and filters, votes (a console
+//! vote is an ordinary, Cedar-checked, recorded vote), and OpenID Connect sign-in against a
+//! fake provider on loopback.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use cordon::config::{ApproverToken, Config};
+use cordon::secret::SecretRef;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+
+use crate::common::{self, TestDaemon};
+use crate::fakes::oidc::{FakeIdp, Tamper};
+use crate::grpc::{USERS, sha, token_of};
+
+/// Starts the daemon with every shipped user as a token approver; `f` sees the config and the
+/// console's base URL (known before start: the listener is bound first).
+pub async fn start_console(f: impl FnOnce(&mut Config, &Path, &str)) -> TestDaemon {
+    let (dir, mut cfg) = common::workspace();
+    cfg.grpc.approvers = USERS
+        .iter()
+        .map(|u| ApproverToken {
+            user: u.to_string(),
+            token: SecretRef::Sha256(sha(&token_of(u))),
+        })
+        .collect();
+    cfg.policy.watch = false;
+    let listeners = cordon::daemon::Listeners::loopback().await.unwrap();
+    let base = format!("http://{}", listeners.http.local_addr().unwrap());
+    f(&mut cfg, dir.path(), &base);
+    let v = cordon::daemon::validate(cfg.clone(), "test config")
+        .unwrap_or_else(|p| panic!("config does not validate: {p:#?}"));
+    let running = cordon::daemon::start(v, listeners, Default::default())
+        .await
+        .unwrap();
+    TestDaemon {
+        base: format!("http://{}", running.http_addr),
+        running: Some(running),
+        dir,
+        config: cfg,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// A browser without JavaScript: follows no redirect by itself, keeps cookies.
+pub struct Web {
+    pub base: String,
+    http: reqwest::Client,
+    pub cookies: Mutex<BTreeMap<String, String>>,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect()
+    }
+    /// The value of the first hidden `csrf` field.
+    pub fn csrf(&self) -> String {
+        let field = "name=\"csrf\" value=\"";
+        let at = self.body.find(field).expect("a CSRF field") + field.len();
+        self.body[at..].split('"').next().unwrap().to_string()
+    }
+}
+
+impl Web {
+    pub fn new(base: &str) -> Web {
+        Web {
+            base: base.to_string(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let resp = req
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.unwrap();
+        let a = Answer {
+            status,
+            headers,
+            body,
+        };
+        for c in a.set_cookies() {
+            let first = c.split(';').next().unwrap();
+            let (k, v) = first.split_once('=').unwrap();
+            if c.contains("Max-Age=0") {
+                self.cookies.lock().unwrap().remove(k);
+            } else {
+                self.cookies.lock().unwrap().insert(k.into(), v.into());
+            }
+        }
+        a
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        self.send(self.http.get(url)).await
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(form)
+                        .finish(),
+                ),
+        )
+        .await
+    }
+
+    /// Signs in with `user`'s approver token; returns the session's CSRF token.
+    pub async fn sign_in(&self, user: &str) -> String {
+        let page = self.get("/ui/login").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let r = self
+            .post(
+                "/ui/login",
+                &[("csrf", &page.csrf()), ("token", &token_of(user))],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.header("location"), "/ui");
+        let q = self.get("/ui").await;
+        assert_eq!(q.status, 200, "{}", q.body);
+        q.csrf()
+    }
+}
+
+/// Posts a native alert that proposes a one-approver `isolate_host`; returns (case, action).
+pub async fn isolate_case(d: &TestDaemon, id: &str, title: &str, host: &str) -> (String, Value) {
+    let body = json!({
+        "source_alert_id": id,
+        "title": title,
+        "description": title,
+        "rule": {"id": "rule-console", "name": "Malware EncodedCommand"},
+        "severity": "high",
+        "techniques": ["T1059"],
+        "entities": [{"kind": "host", "value": host}],
+    });
+    let (s, ack) = d.post("/v1/alerts", body.to_string()).await;
+    assert_eq!(s, 202, "{ack}");
+    let case_id = ack["case_id"].as_str().unwrap().to_string();
+    let case = d.case(&case_id).await;
+    let a = case["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == json!("isolate_host"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no isolate_host in {case}"));
+    assert_eq!(a["state"], json!("awaiting_approval"), "{a}");
+    assert_eq!(a["tier"], json!("one_approver"), "{a}");
+    (case_id, a)
+}
+
+/// The request hash shown on the case page for `action_id`.
+fn shown_hash(page: &str, action_id: &str) -> String {
+    let at = page
+        .find(&format!("id=\"action-{action_id}\""))
+        .expect("the action's section");
+    let rest = &page[at..];
+    let field = "name=\"request_hash\" value=\"";
+    let h = rest.find(field).expect("a vote form") + field.len();
+    rest[h..h + 64].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_out_browser_reads_nothing_and_every_answer_carries_the_security_headers() {
+    let d = start_console(|_, _, _| {}).await;
+    let (case_id, _) = isolate_case(&d, "h-1", "Encoded PowerShell", "ws-042").await;
+    let web = Web::new(&d.base);
+    for path in [
+        "/ui".to_string(),
+        format!("/ui/cases/{case_id}"),
+        "/ui/approvals".into(),
+        "/ui/audit".into(),
+    ] {
+        let r = web.get(&path).await;
+        assert_eq!(r.status, 303, "{path}: {}", r.body);
+        assert_eq!(r.header("location"), "/ui/login", "{path}");
+        assert!(!r.body.contains(&case_id), "{path} leaked the case");
+    }
+    assert_eq!(web.get("/ui/events").await.status, 401);
+    // A made-up session cookie is no session.
+    web.cookies
+        .lock()
+        .unwrap()
+        .insert("cordon_session".into(), "forged".into());
+    assert_eq!(web.get("/ui").await.status, 303);
+    let login = web.get("/ui/login").await;
+    assert_eq!(login.status, 200);
+    let csp = login.header("content-security-policy");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(login.header("x-frame-options"), "DENY");
+    assert_eq!(login.header("x-content-type-options"), "nosniff");
+    assert_eq!(login.header("cache-control"), "no-store");
+    assert!(!login.body.contains("<script>"), "no inline script");
+    let js = web.get("/ui/assets/app.js").await;
+    assert_eq!(js.status, 200);
+    assert!(js.header("content-type").starts_with("text/javascript"));
+    assert_eq!(js.header("x-content-type-options"), "nosniff");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_sign_in_gives_a_strict_http_only_session_that_sign_out_ends() {
+    let d = start_console(|_, _, _| {}).await;
+    let web = Web::new(&d.base);
+    let page = web.get("/ui/login").await;
+    let form_csrf = page.csrf();
+    // Not an approver's token: refused, no session.
+    let r = web
+        .post(
+            "/ui/login",
+            &[("csrf", &form_csrf), ("token", "not-a-token")],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.body.contains("not an approver&#39;s token")
+            || r.body.contains("not an approver's token"),
+        "{}",
+        r.body
+    );
+    assert!(!web.cookies.lock().unwrap().contains_key("cordon_session"));
+    // The right token without the form's CSRF token: refused.
+    web.get("/ui/login").await;
+    let r = web
+        .post("/ui/login", &[("token", &token_of("alice"))])
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(!web.cookies.lock().unwrap().contains_key("cordon_session"));
+    // The refusal's form carries a fresh token (and cookie).
+    let fresh = r.csrf();
+    let r = web
+        .post(
+            "/ui/login",
+            &[("csrf", &fresh), ("token", &token_of("alice"))],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("cordon_session="))
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=28800"] {
+        assert!(cookie.contains(attr), "{cookie} lacks {attr}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let q = web.get("/ui").await;
+    assert_eq!(q.status, 200);
+    assert!(q.body.contains("alice (token)"), "{}", q.body);
+    let csrf = q.csrf();
+    // Sign-out needs the CSRF token too.
+    let r = web.post("/ui/logout", &[("csrf", "wrong")]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(web.get("/ui").await.status, 200, "still signed in");
+    let session = web.cookies.lock().unwrap()["cordon_session"].clone();
+    let r = web.post("/ui/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 303);
+    assert!(!web.cookies.lock().unwrap().contains_key("cordon_session"));
+    // The old cookie, replayed, is no session any more.
+    web.cookies
+        .lock()
+        .unwrap()
+        .insert("cordon_session".into(), session);
+    assert_eq!(web.get("/ui").await.status, 303);
+    d.stop().await;
+
+    // Behind TLS the cookie is `Secure`.
+    let d = start_console(|cfg, _, _| cfg.console.secure_cookies = true).await;
+    let web = Web::new(&d.base);
+    let csrf = web.get("/ui/login").await.csrf();
+    let r = web
+        .post("/ui/login", &[("csrf", &csrf), ("token", &token_of("bob"))])
+        .await;
+    assert!(
+        r.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("cordon_session=") && c.contains("; Secure")),
+        "{:?}",
+        r.set_cookies()
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_needs_the_csrf_token_and_is_an_ordinary_recorded_vote() {
+    let d = start_console(|_, _, _| {}).await;
+    let (case_id, a) = isolate_case(&d, "v-1", "Encoded PowerShell", "ws-042").await;
+    let id = a["action_id"].as_str().unwrap();
+    let web = Web::new(&d.base);
+    let csrf = web.sign_in("alice").await;
+    let page = web.get(&format!("/ui/cases/{case_id}")).await;
+    assert_eq!(page.status, 200);
+    let hash = shown_hash(&page.body, id);
+    let head = d.head();
+    let path = format!("/ui/actions/{id}/vote");
+    for bad in [None, Some("wrong"), Some("")] {
+        let mut form = vec![("decision", "approve"), ("request_hash", hash.as_str())];
+        if let Some(b) = bad {
+            form.push(("csrf", b));
+        }
+        let r = web.post(&path, &form).await;
+        assert_eq!(r.status, 403, "{bad:?}: {}", r.body);
+        assert!(r.body.contains("CSRF"), "{}", r.body);
+    }
+    // A POST from another site (its Origin) is refused even with the token.
+    let r = web
+        .send(
+            web.http
+                .post(format!("{}{path}", web.base))
+                .header("origin", "https://evil.example")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}&decision=approve&request_hash={hash}")),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(d.head(), head, "a refused form records nothing");
+    let (_, now) = d.get(&format!("/v1/actions/{id}")).await;
+    assert_eq!(now["state"], json!("awaiting_approval"));
+    // A vote on another hash than the one shown is refused by the engine (recorded).
+    let other = "0".repeat(64);
+    let r = web
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("decision", "approve"),
+                ("request_hash", &other),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = web
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("decision", "approve"),
+                ("request_hash", &hash),
+                ("from", "case"),
+                ("comment", "contained per runbook"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), format!("/ui/cases/{case_id}"));
+    let (_, now) = d.get(&format!("/v1/actions/{id}")).await;
+    assert_eq!(now["state"], json!("approved"), "{now}");
+    let votes: Vec<Value> = d
+        .audit()
+        .into_iter()
+        .filter(|r| r.body.kind == "vote" && r.body.action_id.as_deref() == Some(id))
+        .map(|r| r.body.data)
+        .collect();
+    let last = votes.last().unwrap();
+    assert_eq!(last["user"], json!("alice"));
+    assert_eq!(last["channel"], json!("web"));
+    assert_eq!(last["identity"], json!("token"));
+    assert_eq!(last["reviewed_hash"], json!(hash));
+    assert_eq!(last["comment"], json!("contained per runbook"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_may_not_vote_sees_no_buttons_and_a_hand_made_vote_is_refused() {
+    let d = start_console(|_, _, _| {}).await;
+    let (case_id, a) = isolate_case(&d, "m-1", "Encoded PowerShell", "ws-042").await;
+    let id = a["action_id"].as_str().unwrap();
+    let alice = Web::new(&d.base);
+    alice.sign_in("alice").await;
+    let hash = shown_hash(&alice.get(&format!("/ui/cases/{case_id}")).await.body, id);
+    let web = Web::new(&d.base);
+    let csrf = web.sign_in("mallory").await;
+    let page = web.get(&format!("/ui/cases/{case_id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.body.contains("Approve</button>"),
+        "no buttons for mallory"
+    );
+    assert!(
+        page.body.contains("You cannot vote on this request"),
+        "{}",
+        page.body
+    );
+    let inbox = web.get("/ui/approvals").await;
+    assert!(
+        inbox.body.contains("Nothing awaits your vote"),
+        "{}",
+        inbox.body
+    );
+    let r = web
+        .post(
+            &format!("/ui/actions/{id}/vote"),
+            &[
+                ("csrf", &csrf),
+                ("decision", "approve"),
+                ("request_hash", &hash),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("vote refused"), "{}", r.body);
+    let (_, now) = d.get(&format!("/v1/actions/{id}")).await;
+    assert_eq!(now["state"], json!("awaiting_approval"), "{now}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_alert_fields_render_as_text_on_every_page() {
+    let d = start_console(|_, _, _| {}).await;
+    let title = "<script>alert(1)</script>\"onmouseover=\"alert(2)";
+    let (case_id, _) =
+        isolate_case(&d, "x-1\"><img src=x onerror=alert(3)>", title, "ws-042").await;
+    let web = Web::new(&d.base);
+    web.sign_in("alice").await;
+    for path in [
+        "/ui".to_string(),
+        format!("/ui/cases/{case_id}"),
+        "/ui/approvals".into(),
+    ] {
+        let page = web.get(&path).await;
+        assert_eq!(page.status, 200, "{path}");
+        for raw in ["<script>alert", "\"onmouseover=", "<img src=x"] {
+            assert!(!page.body.contains(raw), "{path} carries {raw} unescaped");
+        }
+    }
+    let page = web.get(&format!("/ui/cases/{case_id}")).await;
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;onmouseover=&quot;alert(2)"),
+        "the title as text"
+    );
+    // The raw payload is shown, escaped.
+    assert!(page.body.contains("<pre class=\"raw\">"), "{}", page.body);
+    assert!(page.body.contains("&lt;img src=x onerror=alert(3)&gt;"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_pages_through_an_index_of_open_cases_and_refuses_unknown_filters() {
+    let d = start_console(|_, _, _| {}).await;
+    let mut cases = Vec::new();
+    for (i, host) in ["ws-042", "db-07", "ws-100"].iter().enumerate() {
+        let body = json!({
+            "source_alert_id": format!("q-{i}"),
+            "title": format!("queue case {i}"),
+            "rule": {"id": format!("rule-q{i}"), "name": "Malware EncodedCommand"},
+            "severity": if i == 1 { "critical" } else { "low" },
+            "techniques": ["T1059"],
+            "entities": [{"kind": "host", "value": host}],
+        });
+        let (s, ack) = d.post("/v1/alerts", body.to_string()).await;
+        assert_eq!(s, 202, "{ack}");
+        cases.push(ack["case_id"].as_str().unwrap().to_string());
+    }
+    let store = &d.running().store;
+    let (first, next) = cordon::engine::read::queue(store, None, 2, 100, |_| true).unwrap();
+    assert_eq!(
+        first.iter().map(|e| e.case_id.clone()).collect::<Vec<_>>(),
+        cases[..2]
+    );
+    let next = next.expect("a next page");
+    let (second, end) = cordon::engine::read::queue(store, Some(&next), 2, 100, |_| true).unwrap();
+    assert_eq!(
+        second.iter().map(|e| e.case_id.clone()).collect::<Vec<_>>(),
+        cases[2..]
+    );
+    assert_eq!(end, None);
+    // A read bound stops a narrow filter early and says where to go on.
+    let (none, cont) =
+        cordon::engine::read::queue(store, None, 2, 1, |e| e.severity.as_str() == "critical")
+            .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(cont.as_deref(), Some(cases[0].as_str()));
+
+    let web = Web::new(&d.base);
+    web.sign_in("alice").await;
+    let all = web.get("/ui").await;
+    for c in &cases {
+        assert!(all.body.contains(c.as_str()), "queue lacks {c}");
+    }
+    assert!(all.body.contains("Open cases (3)"), "{}", all.body);
+    let critical = web.get("/ui?severity=critical").await;
+    assert!(critical.body.contains(&cases[1]));
+    assert!(!critical.body.contains(&cases[0]) && !critical.body.contains(&cases[2]));
+    // ws-100 is in no inventory: its entity lacks context.
+    assert!(all.body.contains("host:ws-100"), "{}", all.body);
+    for bad in [
+        "/ui?severity=apocalyptic",
+        "/ui?sort=x",
+        "/ui?after=../../etc",
+    ] {
+        let r = web.get(bad).await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    d.stop().await;
+}
+
+/// A console with OpenID Connect against the fake provider.
+async fn oidc_console(idp: &FakeIdp) -> TestDaemon {
+    start_console(|cfg, _, base| {
+        cfg.console.oidc = Some(idp.config(base));
+    })
+    .await
+}
+
+/// Runs an OIDC sign-in as the browser would: start → provider → callback.
+async fn oidc_sign_in(web: &Web) -> Answer {
+    let start = web.get("/ui/oidc/start").await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let at_idp = web.get(&start.header("location")).await;
+    assert_eq!(at_idp.status, 303, "{}", at_idp.body);
+    web.get(&at_idp.header("location")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openid_connect_signs_in_mapped_users_with_their_mfa_and_refuses_bad_tokens() {
+    let idp = FakeIdp::start().await;
+    let d = oidc_console(&idp).await;
+    let (case_id, a) = isolate_case(&d, "o-1", "Encoded PowerShell", "ws-042").await;
+    let id = a["action_id"].as_str().unwrap();
+
+    // ES256 with MFA: signed in as alice (mapped by email), identity oidc_mfa.
+    idp.next(
+        "alice@example.com",
+        &["pwd", "mfa"],
+        Algorithm::ES256,
+        Tamper::None,
+    );
+    let web = Web::new(&d.base);
+    let back = oidc_sign_in(&web).await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert!(
+        back.body.contains("http-equiv=\"refresh\""),
+        "{}",
+        back.body
+    );
+    let q = web.get("/ui").await;
+    assert_eq!(q.status, 200);
+    assert!(q.body.contains("alice (oidc_mfa)"), "{}", q.body);
+    // Her vote carries the identity she signed in with.
+    let page = web.get(&format!("/ui/cases/{case_id}")).await;
+    let hash = shown_hash(&page.body, id);
+    let r = web
+        .post(
+            &format!("/ui/actions/{id}/vote"),
+            &[
+                ("csrf", &q.csrf()),
+                ("decision", "approve"),
+                ("request_hash", &hash),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let vote = d
+        .audit()
+        .into_iter()
+        .rfind(|r| r.body.kind == "vote")
+        .unwrap()
+        .body
+        .data;
+    assert_eq!(
+        (vote["channel"].as_str(), vote["identity"].as_str()),
+        (Some("web"), Some("oidc_mfa"))
+    );
+
+    // RS256 without MFA: identity oidc.
+    idp.next("bob@example.com", &["pwd"], Algorithm::RS256, Tamper::None);
+    let web = Web::new(&d.base);
+    assert_eq!(oidc_sign_in(&web).await.status, 200);
+    assert!(web.get("/ui").await.body.contains("bob (oidc)"));
+
+    // Tokens that must not sign anyone in.
+    for (email, tamper, why) in [
+        ("alice@example.com", Tamper::Audience, "audience"),
+        ("alice@example.com", Tamper::Nonce, "nonce"),
+        ("alice@example.com", Tamper::Expired, "expired"),
+        ("alice@example.com", Tamper::UnknownKey, "key"),
+        ("stranger@example.com", Tamper::None, "no cordon user"),
+    ] {
+        idp.next(email, &["mfa"], Algorithm::ES256, tamper);
+        let web = Web::new(&d.base);
+        let r = oidc_sign_in(&web).await;
+        assert!(
+            r.status == 401 || r.status == 403,
+            "{why}: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            !web.cookies.lock().unwrap().contains_key("cordon_session"),
+            "{why}"
+        );
+        assert_eq!(web.get("/ui").await.status, 303, "{why}");
+    }
+
+    // A callback carried into another browser (no state cookie) is refused, and so is a state
+    // this daemon never issued.
+    idp.next(
+        "alice@example.com",
+        &["mfa"],
+        Algorithm::ES256,
+        Tamper::None,
+    );
+    let web = Web::new(&d.base);
+    let start = web.get("/ui/oidc/start").await;
+    let at_idp = web.get(&start.header("location")).await;
+    let other = Web::new(&d.base);
+    let r = other.get(&at_idp.header("location")).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(!other.cookies.lock().unwrap().contains_key("cordon_session"));
+    let r = web.get("/ui/oidc/callback?code=x&state=never-issued").await;
+    assert_eq!(r.status, 400);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_before_the_queue_index_gets_it_at_start_and_the_audit_page_shows_the_head()
+{
+    let mut d = start_console(|_, _, _| {}).await;
+    let (case_id, _) = isolate_case(&d, "i-1", "Encoded PowerShell", "ws-042").await;
+    let cfg = d.config.clone();
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
+    // What an older build left: cases without their `q/` entries and without the marker.
+    {
+        let store =
+            cordon::store::Store::open(&cfg.data_dir, &cordon::store::StoreOptions::default())
+                .unwrap();
+        let mut txn = store.begin();
+        let keys = store
+            .keys_after(cordon::engine::keys::QUEUE_PREFIX, None, usize::MAX)
+            .unwrap();
+        assert_eq!(keys.len(), 1, "one open case");
+        for k in keys {
+            txn.delete(k);
+        }
+        txn.delete(cordon::engine::keys::QUEUE_BUILT.to_vec());
+        store.commit(txn).await.unwrap();
+        assert!(
+            cordon::engine::read::queue(&store, None, 10, 10, |_| true)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        store.flush().unwrap();
+    }
+    let d = common::start_in(d.dir, cfg, None).await;
+    let web = Web::new(&d.base);
+    web.sign_in("alice").await;
+    let q = web.get("/ui").await;
+    assert!(q.body.contains(&case_id), "{}", q.body);
+    let audit = web.get("/ui/audit").await;
+    assert_eq!(audit.status, 200);
+    let head = d.running().store.head();
+    assert!(
+        audit.body.contains(&format!("#{} ", head.seq)) && audit.body.contains(&head.hash),
+        "{}",
+        audit.body
+    );
+    assert!(audit.body.contains("signed checkpoints are not configured"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_announces_durable_changes_and_ends_at_sign_out_and_shutdown() {
+    let mut d = start_console(|_, _, _| {}).await;
+    let web = Web::new(&d.base);
+    let csrf = web.sign_in("alice").await;
+    let open = |web: &Web| {
+        web.http
+            .get(format!("{}/ui/events", web.base))
+            .header("cookie", web.cookie_header())
+            .send()
+    };
+    let mut events = open(&web).await.unwrap();
+    assert_eq!(events.status().as_u16(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let (_, a) = isolate_case(&d, "e-1", "Encoded PowerShell", "ws-042").await;
+    let id = a["action_id"].as_str().unwrap();
+    let mut seen = String::new();
+    while !seen.contains(&format!("event: change\ndata: {id}")) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), events.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream is open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Sign-out ends the stream at its next event.
+    assert_eq!(web.post("/ui/logout", &[("csrf", &csrf)]).await.status, 303);
+    isolate_case(&d, "e-2", "Encoded PowerShell", "ws-100").await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended after sign-out");
+    // At shutdown the daemon ends an open stream itself (a clean end of the body, not a
+    // connection cut when the drain gives up).
+    let web = Web::new(&d.base);
+    web.sign_in("bob").await;
+    let mut open = open(&web).await.unwrap();
+    let stop = tokio::spawn(d.running.take().unwrap().shutdown());
+    let end = loop {
+        match open.chunk().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Ok(None)), "the stream was cut: {end:?}");
+    assert_eq!(stop.await.unwrap(), 0);
+}
