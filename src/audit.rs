@@ -134,6 +134,9 @@ kinds! {
     LearningAccepted = "learning_accepted",
     /// A learning proposal was dismissed.
     LearningDismissed = "learning_dismissed",
+    /// The Cedar decision that allowed an analyst's case operation (a refused one is in
+    /// `case_op_refused`): replayable like every other decision.
+    CaseOpDecision = "case_op_decision",
 
     /// `cordon simulate` ran: who, which candidate set, the summary (changes nothing else).
     Simulation = "simulation",

@@ -103,7 +103,38 @@ pub fn archive(
     let mut settled = crate::engine::retention::Settled::new(&store, before);
     let sign =
         |head: &Head| checkpoint::sign_into(&signer, &cp.dir, head, now).map_err(|e| e.to_string());
-    let result = store.archive_prefix(before, &mut |rec| settled.hold(rec), &sign, &out, now);
+    // The policy sets the archived decisions were made with go into the archive, so it
+    // replays on its own (`cordon replay --archive`).
+    let hashes = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let mut hold = |rec: &crate::store::AuditBody| {
+        let why = settled.hold(rec);
+        if why.is_none()
+            && let Some(Ok(d)) = crate::policy::replay::recorded_decision(&rec.kind, &rec.data)
+        {
+            hashes.borrow_mut().insert(d.record.policy_hash);
+        }
+        why
+    };
+    let attach = || {
+        hashes
+            .borrow()
+            .iter()
+            .filter_map(|h| {
+                store
+                    .get_json::<crate::policy::PolicySource>(&crate::store::policy_set_key(h))
+                    .ok()
+                    .flatten()
+                    .and_then(|source| {
+                        serde_json::to_value(CarriedSet {
+                            hash: h.clone(),
+                            source,
+                        })
+                        .ok()
+                    })
+            })
+            .collect()
+    };
+    let result = store.archive_prefix(before, &mut hold, &sign, &attach, &out, now);
     match result {
         Ok(r) => {
             let h = &r.header;
@@ -146,6 +177,58 @@ pub fn archive(
             1
         }
     }
+}
+
+/// A policy set as an archive carries it: its hash and its texts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CarriedSet {
+    hash: String,
+    source: crate::policy::PolicySource,
+}
+
+/// `cordon replay --archive FILE...`: every decision in the archives re-decided with the policy
+/// set it was made with, as the archive carries it; exit 0 only if every one is identical.
+pub fn replay_archives(
+    files: &[PathBuf],
+    filter: &crate::policy::replay::Filter,
+    json: bool,
+) -> i32 {
+    use crate::policy::replay::{KeptSets, ReplayReport, recorded_decision, replay_one};
+    let mut out = ReplayReport::default();
+    for f in files {
+        // First the header (with the chain checked), then the records.
+        let header = match crate::store::read_archive(f, &mut |_| {}) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("archive {}: {e}", f.display());
+                return 1;
+            }
+        };
+        let sets = header
+            .policy_sets
+            .iter()
+            .filter_map(|v| serde_json::from_value::<CarriedSet>(v.clone()).ok())
+            .map(|c| (c.hash, c.source))
+            .collect();
+        let mut sets = KeptSets::carried(sets);
+        let r = crate::store::read_archive(f, &mut |rec| {
+            if filter.takes(rec)
+                && let Some(d) = recorded_decision(&rec.body.kind, &rec.body.data)
+            {
+                replay_one(&mut sets, &mut out, rec, d);
+            }
+        });
+        if let Err(e) = r {
+            eprintln!("archive {}: {e}", f.display());
+            return 1;
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        print!("{}", super::replay::replay_text(&out));
+    }
+    if out.all_identical() { 0 } else { 1 }
 }
 
 /// `audit verify --archive FILE... --public-key KEY`: each archive's chain, its signed end,

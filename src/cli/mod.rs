@@ -74,6 +74,10 @@ pub enum Command {
         /// Only this alert's decisions.
         #[arg(long)]
         alert: Option<String>,
+        /// Replay archive files (`audit archive`) instead of the store, each with the policy
+        /// sets it carries.
+        #[arg(long, num_args = 1..)]
+        archive: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -555,7 +559,22 @@ pub fn run(cli: Cli) -> i32 {
             range,
             action,
             alert,
+            archive: files,
             json,
+        } if !files.is_empty() => {
+            let filter = crate::policy::replay::Filter {
+                action_id: action,
+                alert_id: alert,
+                ..range.filter()
+            };
+            archive::replay_archives(&files, &filter, json)
+        }
+        Command::Replay {
+            range,
+            action,
+            alert,
+            json,
+            ..
         } => replay::replay_cmd(&range, action, alert, json),
         Command::Explain { id, data_dir, json } => replay::explain_cmd(&data_dir, &id, json),
         Command::Simulate {

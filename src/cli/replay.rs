@@ -35,7 +35,7 @@ pub struct Range {
 }
 
 impl Range {
-    fn filter(&self) -> Filter {
+    pub(super) fn filter(&self) -> Filter {
         Filter {
             case_id: self.case_id.clone(),
             since: self.since,
@@ -91,7 +91,7 @@ pub fn replay_cmd(range: &Range, action: Option<String>, alert: Option<String>, 
     if report.all_identical() { 0 } else { 1 }
 }
 
-fn replay_text(r: &ReplayReport) -> String {
+pub(super) fn replay_text(r: &ReplayReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

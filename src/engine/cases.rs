@@ -347,6 +347,13 @@ impl Engine {
             refuse(txn, "policy", &why)?;
             return Ok(Err(CaseOpError::Refused(why)));
         }
+        txn.audit(
+            AuditKind::CaseOpDecision,
+            links.clone(),
+            now,
+            json!({"operation": op.kind.action(), "user": op.user, "channel": op.channel,
+                   "identity": op.identity, "record": decision_json}),
+        )?;
         let who = json!({"user": op.user, "channel": op.channel, "identity": op.identity});
         let mut case = case;
         let mut cancelled = Vec::new();

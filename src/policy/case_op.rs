@@ -61,6 +61,49 @@ pub struct CaseOpDecision {
 }
 
 impl CaseOpRequest {
+    /// The request a decision record holds (`request_json`'s shape), read back for replay.
+    pub fn from_request_json(v: &Value) -> Result<CaseOpRequest, String> {
+        let s = |p: &str| -> Result<String, String> {
+            v.pointer(p)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| format!("the recorded case operation has no {p}"))
+        };
+        let c = |k: &str| v.pointer(&format!("/context/{k}"));
+        let cs = |k: &str| {
+            c(k).and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| format!("the recorded case operation has no context.{k}"))
+        };
+        let attr = |k: &str| {
+            v.pointer("/entities/0/attrs")
+                .and_then(|a| a.get(k))
+                .and_then(Value::as_i64)
+                .ok_or_else(|| format!("the recorded case has no {k}"))
+        };
+        Ok(CaseOpRequest {
+            user: s("/principal/id")?,
+            action: s("/action/id")?,
+            channel: cs("channel")?,
+            identity: cs("identity")?,
+            case_id: s("/resource/id")?,
+            severity_id: attr("severity_id")?,
+            alert_count: attr("alert_count")?,
+            state: cs("state")?,
+            severity: cs("severity")?,
+            owner: cs("owner")?,
+            closed: c("closed").and_then(Value::as_bool).unwrap_or(false),
+            disposition: cs("disposition")?,
+            cancel_pending: c("cancel_pending")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            pending_actions: c("pending_actions").and_then(Value::as_i64).unwrap_or(0),
+            assignee: cs("assignee")?,
+            // Records written before proposals existed have no proposal_kind.
+            proposal_kind: cs("proposal_kind").unwrap_or_default(),
+        })
+    }
+
     fn context(&self) -> Value {
         json!({
             "channel": self.channel,

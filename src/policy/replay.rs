@@ -21,6 +21,8 @@ pub enum Phase {
     ApprovalsReached,
     /// The re-check right before execution (`policy_decision`, `pre_execution`).
     PreExecution,
+    /// An analyst's case operation (`case_op_decision`, or `case_op_refused`).
+    CaseOp,
 }
 
 impl Phase {
@@ -30,6 +32,7 @@ impl Phase {
             Phase::Vote => "vote",
             Phase::ApprovalsReached => "approvals_reached",
             Phase::PreExecution => "pre_execution",
+            Phase::CaseOp => "case_op",
         }
     }
 }
@@ -63,6 +66,8 @@ pub fn recorded_decision(kind: &str, data: &Value) -> Option<Result<Recorded, St
             }
         },
         "vote" => (Phase::Vote, None, data.get("detail")?.get("decision")?),
+        "case_op_decision" => (Phase::CaseOp, None, data.get("record")?),
+        "case_op_refused" => (Phase::CaseOp, None, data.get("decision")?),
         _ => return None,
     };
     Some(
@@ -97,6 +102,11 @@ pub fn redecide(engine: &PolicyEngine, r: &Recorded) -> Result<DecisionRecord, S
             engine.recheck(step_request(&req)?, approvals).1
         }
         Phase::Vote => engine.authorize_vote(&vote_request(&req)?).record,
+        Phase::CaseOp => {
+            engine
+                .authorize_case_op(&super::CaseOpRequest::from_request_json(&req)?)
+                .record
+        }
     })
 }
 
@@ -315,7 +325,9 @@ impl ReplayReport {
 
 /// The policy sets kept in a store, loaded once each.
 pub struct KeptSets<'a> {
-    store: &'a Store,
+    store: Option<&'a Store>,
+    /// Sets carried outside the store (an archive file's), by hash.
+    carried: BTreeMap<String, PolicySource>,
     loaded: BTreeMap<String, Result<Arc<PolicyEngine>, String>>,
 }
 
@@ -325,19 +337,38 @@ pub const NOT_RECORDED: &str = "policy text not recorded";
 impl<'a> KeptSets<'a> {
     pub fn new(store: &'a Store) -> KeptSets<'a> {
         KeptSets {
-            store,
+            store: Some(store),
+            carried: BTreeMap::new(),
             loaded: BTreeMap::new(),
+        }
+    }
+
+    /// Sets carried by an archive file (`cordon audit archive` keeps the sets its decisions
+    /// were made with), keyed by the hash they were recorded under.
+    pub fn carried(sets: BTreeMap<String, PolicySource>) -> KeptSets<'static> {
+        KeptSets {
+            store: None,
+            carried: sets,
+            loaded: BTreeMap::new(),
+        }
+    }
+
+    fn source_of(&self, hash: &str) -> Result<Option<PolicySource>, String> {
+        if let Some(s) = self.carried.get(hash) {
+            return Ok(Some(s.clone()));
+        }
+        match self.store {
+            Some(store) => store
+                .get_json::<PolicySource>(&crate::store::policy_set_key(hash))
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
         }
     }
 
     /// The set with this hash: `Ok(None)` when the store does not hold it.
     pub fn get(&mut self, hash: &str) -> Result<Option<Arc<PolicyEngine>>, String> {
         if !self.loaded.contains_key(hash) {
-            let src = self
-                .store
-                .get_json::<PolicySource>(&crate::store::policy_set_key(hash))
-                .map_err(|e| e.to_string())?;
-            let Some(src) = src else {
+            let Some(src) = self.source_of(hash)? else {
                 return Ok(None);
             };
             let engine = match load_recorded(&src) {
@@ -365,10 +396,7 @@ impl<'a> KeptSets<'a> {
 
     /// The texts of the set with this hash, if kept.
     pub fn source(&self, hash: &str) -> Option<PolicySource> {
-        self.store
-            .get_json::<PolicySource>(&crate::store::policy_set_key(hash))
-            .ok()
-            .flatten()
+        self.source_of(hash).ok().flatten()
     }
 }
 
@@ -412,37 +440,45 @@ fn place(r: &AuditRecord, d: &Recorded) -> Place {
 pub fn replay(store: &Store, filter: &Filter) -> Result<ReplayReport, crate::store::StoreError> {
     let mut sets = KeptSets::new(store);
     let mut out = ReplayReport::default();
-    each_decision(store, filter, |r, d| {
-        let seq = r.body.seq;
-        let d = match d {
-            Ok(d) => d,
-            Err(e) => return out.failed.push((seq, e)),
-        };
-        let engine = match sets.get(&d.record.policy_hash) {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                out.not_recorded += 1;
-                return;
-            }
-            Err(e) => return out.failed.push((seq, e)),
-        };
-        match redecide(&engine, &d) {
-            Ok(again) => {
-                out.replayed += 1;
-                let differences = compare(&d.record, &again);
-                if differences.is_empty() {
-                    out.identical += 1;
-                } else {
-                    out.diverged.push(Divergence {
-                        place: place(r, &d),
-                        differences,
-                    });
-                }
-            }
-            Err(e) => out.failed.push((seq, e)),
-        }
-    })?;
+    each_decision(store, filter, |r, d| replay_one(&mut sets, &mut out, r, d))?;
     Ok(out)
+}
+
+/// Re-decides one recorded decision `d` (of record `r`) with the set it names, into `out`.
+pub fn replay_one(
+    sets: &mut KeptSets<'_>,
+    out: &mut ReplayReport,
+    r: &AuditRecord,
+    d: Result<Recorded, String>,
+) {
+    let seq = r.body.seq;
+    let d = match d {
+        Ok(d) => d,
+        Err(e) => return out.failed.push((seq, e)),
+    };
+    let engine = match sets.get(&d.record.policy_hash) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            out.not_recorded += 1;
+            return;
+        }
+        Err(e) => return out.failed.push((seq, e)),
+    };
+    match redecide(&engine, &d) {
+        Ok(again) => {
+            out.replayed += 1;
+            let differences = compare(&d.record, &again);
+            if differences.is_empty() {
+                out.identical += 1;
+            } else {
+                out.diverged.push(Divergence {
+                    place: place(r, &d),
+                    differences,
+                });
+            }
+        }
+        Err(e) => out.failed.push((seq, e)),
+    }
 }
 
 /// One step decision that a candidate set decides differently.

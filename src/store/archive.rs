@@ -62,6 +62,10 @@ pub struct ArchiveHeader {
     pub checkpoint: String,
     /// The cases whose records it holds.
     pub cases: Vec<String>,
+    /// What the caller carries with the records so the archive stands on its own (the policy
+    /// sets its decisions were made with, for `cordon replay --archive`); opaque to the store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_sets: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -121,6 +125,7 @@ impl Store {
         before: DateTime<Utc>,
         hold: &mut dyn FnMut(&AuditBody) -> Option<String>,
         sign: &dyn Fn(&Head) -> Result<String, String>,
+        attach: &dyn Fn() -> Vec<serde_json::Value>,
         out: &Path,
         now: DateTime<Utc>,
     ) -> Result<ArchiveReport, ArchiveError> {
@@ -184,6 +189,7 @@ impl Store {
             created_at: now,
             checkpoint: checkpoint.clone(),
             cases: cases.into_iter().collect(),
+            policy_sets: attach(),
         };
         write_archive(self, &header, out)?;
         // Cut the prefix: chunks wholly inside it go, the one that straddles the end is kept
@@ -448,7 +454,7 @@ mod tests {
         let mut hold = |b: &AuditBody| (b.case_id.as_deref() == Some("b")).then(|| "open".into());
         let sign = |h: &Head| Ok(format!("signed {} {}", h.seq, h.hash));
         let r = store
-            .archive_prefix(at(100), &mut hold, &sign, &out, at(200))
+            .archive_prefix(at(100), &mut hold, &sign, &Vec::new, &out, at(200))
             .unwrap();
         assert_eq!((r.header.start.seq, r.header.end.seq), (0, 7));
         assert_eq!(r.header.cases, vec!["a".to_string()]);
@@ -466,12 +472,12 @@ mod tests {
         assert_eq!(h, r.header);
         // Nothing is overwritten; nothing more may go while b is open.
         assert!(matches!(
-            store.archive_prefix(at(100), &mut hold, &sign, &out, at(200)),
+            store.archive_prefix(at(100), &mut hold, &sign, &Vec::new, &out, at(200)),
             Err(ArchiveError::Exists(_))
         ));
         let again = dir.path().join("again.jsonl");
         assert!(matches!(
-            store.archive_prefix(at(100), &mut hold, &sign, &again, at(200)),
+            store.archive_prefix(at(100), &mut hold, &sign, &Vec::new, &again, at(200)),
             Err(ArchiveError::Nothing(HeldBack { seq: 8, .. }))
         ));
         assert!(!again.exists());
@@ -487,7 +493,7 @@ mod tests {
         // A second archive starts at the first one's end.
         let two = dir.path().join("two.jsonl");
         let r2 = store
-            .archive_prefix(at(100), &mut |_| None, &sign, &two, at(300))
+            .archive_prefix(at(100), &mut |_| None, &sign, &Vec::new, &two, at(300))
             .unwrap();
         assert_eq!(r2.header.start, r.header.end);
         assert_eq!(r2.header.end.seq, 12);
@@ -515,7 +521,14 @@ mod tests {
         store.commit(t).await.unwrap();
         let out = dir.path().join("a.jsonl");
         store
-            .archive_prefix(at(100), &mut |_| None, &|_| Ok("cp".into()), &out, at(200))
+            .archive_prefix(
+                at(100),
+                &mut |_| None,
+                &|_| Ok("cp".into()),
+                &Vec::new,
+                &out,
+                at(200),
+            )
             .unwrap();
         let text = std::fs::read_to_string(&out).unwrap();
         let lines: Vec<&str> = text.lines().collect();

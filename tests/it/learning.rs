@@ -241,6 +241,28 @@ async fn a_true_positive_goes_from_alert_to_learned() {
     assert_eq!(count("learning_accepted"), 2);
     assert_eq!(count("learning_dismissed"), 1);
     assert_eq!(count("case_closed"), 1);
+    // Allowed by Cedar: the close, three accepts (the second of the same proposal then refused
+    // for its state) and the dismissal; refused: mallory's accept and that second accept.
+    assert_eq!(count("case_op_decision"), 5);
+    assert_eq!(count("case_op_refused"), 2);
+
+    // And it replays: every decision of the case, the analyst's operations included.
+    let decisions = count("policy_decision") + count("case_op_decision") + count("case_op_refused");
+    let data = d.config.data_dir.clone();
+    let mut d = d;
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
+    let _workspace = d.dir;
+    let mut c = cordon();
+    c.args(["replay", "--json", "--case", &case_id, "--data-dir"])
+        .arg(&data);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let r: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(r["replayed"], r["identical"], "{r}");
+    assert!(
+        r["replayed"].as_u64().unwrap() >= decisions as u64,
+        "{r} < {decisions}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,10 +72,15 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
     std::fs::write(&public, signer.public().pem().unwrap()).unwrap();
     let checkpoints = keys.path().join("checkpoints");
 
-    // A month ago: one suppressed case (settled), then one open case with actions.
+    // A month ago: one suppressed case and one closed case with decided actions (settled),
+    // then one open case with actions.
     let clock = TestClock::new();
     clock.advance_secs(-30 * 86_400);
     let (dir, mut cfg) = common::workspace();
+    cfg.grpc.approvers = vec![cordon::config::ApproverToken {
+        user: "alice".into(),
+        token: SecretRef::Sha256(crate::grpc::sha(&crate::grpc::token_of("alice"))),
+    }];
     cfg.suppressions
         .push(suppression(clock.now() + chrono::Duration::days(1)));
     cfg.audit.checkpoints = Some(CheckpointsConfig {
@@ -95,7 +100,25 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
         .post("/v1/alerts/sentinel", common::fixture("sentinel.json"))
         .await;
     assert_eq!(code, 202, "{body}");
+    let closed = body["case_id"].as_str().unwrap().to_string();
+    let (code, body) = d
+        .post_with(
+            &format!("/v1/cases/{closed}/close"),
+            json!({"disposition": "false_positive", "reason": "lab", "cancel_pending": true})
+                .to_string(),
+            |r| {
+                r.bearer_auth(crate::grpc::token_of("alice"))
+                    .header("content-type", "application/json")
+            },
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = d
+        .post("/v1/alerts/ocsf", common::fixture("ocsf.json"))
+        .await;
+    assert_eq!(code, 202, "{body}");
     let open = body["case_id"].as_str().unwrap().to_string();
+    assert_ne!(open, closed);
     assert_eq!(d.case(&open).await["case"]["state"], json!("recommended"));
     let data = cfg.data_dir.clone();
     let mut d = d;
@@ -110,8 +133,15 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
             .collect::<Vec<_>>()
     };
     let settled_records = of(&before, &settled);
+    let closed_records = of(&before, &closed);
     let open_records = of(&before, &open);
     assert!(!settled_records.is_empty() && !open_records.is_empty());
+    assert!(
+        closed_records
+            .iter()
+            .any(|r| r["kind"] == json!("policy_decision")),
+        "the closed case has decisions to replay"
+    );
 
     let config = workspace.path().join("archive.toml");
     std::fs::write(
@@ -135,6 +165,7 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
     // The store keeps only what follows the cut: nothing of the settled case, all of the open one.
     let after = export(&["--data-dir", s(&data)]);
     assert!(of(&after, &settled).is_empty(), "settled records kept");
+    assert!(of(&after, &closed).is_empty(), "closed case's records kept");
     assert_eq!(of(&after, &open), open_records, "open records changed");
     let first_kept = after[0]["seq"].as_u64().unwrap();
     assert!(first_kept > 1);
@@ -174,6 +205,25 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
         export(&["--archive", s(&archive), "--case", &settled]),
         settled_records
     );
+    // The archive replays on its own (it carries the policy sets of its decisions), and so do
+    // the decisions the store kept.
+    let mut c = cordon();
+    c.args(["replay", "--archive"]).arg(&archive);
+    let out = run(c);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let n = closed_records
+        .iter()
+        .filter(|r| r["kind"] == json!("policy_decision") || r["kind"] == json!("case_op_decision"))
+        .count();
+    assert!(
+        stdout.starts_with(&format!("{n} decision(s) replayed: {n} identical")),
+        "{stdout}"
+    );
+    let mut c = cordon();
+    c.args(["replay", "--data-dir"]).arg(&data);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 
     // Nothing more is archivable while the other case is open: exit 0, nothing changes.
     let second = workspace.path().join("second.jsonl");
@@ -186,7 +236,7 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
     // The daemon starts on the cut store and the chain goes on from it.
     let d = common::start_in(workspace, cfg.clone(), Some(clock.clone())).await;
     let (code, body) = d
-        .post("/v1/alerts/ocsf", common::fixture("ocsf.json"))
+        .post("/v1/alerts/splunk", common::fixture("splunk.json"))
         .await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(d.case(&open).await["case"]["state"], json!("recommended"));
