@@ -155,6 +155,23 @@ pub fn tell(
                         json!({"facts": facts, "failures": d["failures"]}),
                     )
                 }
+                // An AI agent's proposal: who, its hypothesis, confidence and citations.
+                "action_proposed" if d["proposal"].is_object() => {
+                    let p = &d["proposal"];
+                    (
+                        format!(
+                            "agent {} proposed {} on {} {} (AI-generated; confidence {}): {}",
+                            s(&p["agent"]),
+                            s(&d["kind"]),
+                            s(&d["target"]["kind"]),
+                            s(&d["target"]["id"]),
+                            p["confidence"],
+                            s(&p["hypothesis"])
+                        ),
+                        json!({"playbook": d["playbook"], "step": d["step"], "kind": d["kind"], "target": d["target"], "connector": d.get("connector"),
+                               "agent": p["agent"], "hypothesis": p["hypothesis"], "confidence": p["confidence"], "citations": p["citations"], "ai_generated": p["ai_generated"]}),
+                    )
+                }
                 "action_proposed" => (
                     format!(
                         "playbook {} step {} proposed {} on {} {}",

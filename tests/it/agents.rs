@@ -221,6 +221,28 @@ async fn a_proposal_becomes_an_approved_and_executed_request_and_twice_is_one() 
     // The agent's token is never recorded.
     let audit = serde_json::to_string(&d.audit()).unwrap();
     assert!(!audit.contains(COPILOT));
+    // `explain` tells the proposal with its hypothesis and citations.
+    let (s, story) = d.get(&format!("/v1/actions/{id}/explain")).await;
+    assert_eq!(s, 200, "{story}");
+    let told = story["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == json!("action_proposed"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        told["what"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("agent soc-copilot proposed"),
+        "{told}"
+    );
+    assert_eq!(
+        told["facts"]["citations"],
+        json!([format!("alert:{alert_id}")])
+    );
+    assert_eq!(told["facts"]["ai_generated"], json!(true));
     assert_eq!(d.stop().await, 0);
 }
 
@@ -412,6 +434,46 @@ async fn an_agent_token_cannot_vote_or_approve_and_an_approver_token_is_not_an_a
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let (s, v) = propose(&d, "alice-token", &case_id, json!({})).await;
     assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")), "{v}");
+
+    // Nor can an agent close a case: refused on gRPC (and recorded) and on HTTP.
+    let e = agent
+        .cases
+        .close_case(pb::CloseCaseRequest {
+            case_id: case_id.clone(),
+            disposition: "false_positive".into(),
+            reason: "the agent thinks so".into(),
+            cancel_pending: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let (s, v) = d
+        .post_with(
+            &format!("/v1/cases/{case_id}/close"),
+            json!({"disposition": "false_positive", "reason": "r", "cancel_pending": true})
+                .to_string(),
+            |r| {
+                r.bearer_auth(COPILOT)
+                    .header("content-type", "application/json")
+            },
+        )
+        .await;
+    assert_eq!(s, 401, "{v}");
+    common::eventually(10, || async {
+        calls_of(&d, "soc-copilot")
+            .iter()
+            .any(|r| {
+                r.body.data["outcome"] == json!("refused")
+                    && r.body.data["call"]
+                        .as_str()
+                        .is_some_and(|c| c.ends_with("CloseCase"))
+            })
+            .then_some(())
+    })
+    .await;
+    let (_, case) = d.get(&format!("/v1/cases/{case_id}")).await;
+    assert!(case["case"]["closure"].is_null(), "{case}");
     assert_eq!(d.stop().await, 0);
 }
 
