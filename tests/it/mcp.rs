@@ -486,5 +486,20 @@ async fn the_official_python_mcp_client_drives_a_proposal_to_execution() {
         (f.body.kind.as_str(), &f.body.data["agent"]),
         ("agent_finding", &json!("soc-copilot"))
     );
+    // And in the case's story (`explain`): the agent's proposal and its finding.
+    let case_id = f.body.case_id.clone().unwrap();
+    let (s, story) = d.get(&format!("/v1/cases/{case_id}/explain")).await;
+    assert_eq!(s, 200, "{story}");
+    let events = story["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == json!("action_proposed")
+            && e["facts"]["agent"] == json!("soc-copilot")
+            && e["facts"]["citations"].as_array().is_some_and(|c| !c.is_empty())),
+        "{story}"
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == json!("agent_finding")),
+        "{story}"
+    );
     assert_eq!(d.stop().await, 0);
 }
