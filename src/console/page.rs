@@ -146,6 +146,18 @@ fn freshness(f: &Option<Freshness>) -> Markup {
     }
 }
 
+fn sla(deadline: Option<DateTime<Utc>>, breached: bool, now: DateTime<Utc>) -> Markup {
+    html! {
+        @match deadline {
+            None => span.muted { "none" },
+            Some(d) => span.sla-breach[breached] title=(time(d)) {
+                @if breached { "BREACHED " (age((now - d).num_seconds().max(0))) " ago" }
+                @else { "due in " (age((d - now).num_seconds().max(0))) }
+            },
+        }
+    }
+}
+
 /// The queue of open cases.
 pub fn queue(viewer: &Viewer, csrf: &str, page: &QueuePage) -> Markup {
     let f = &page.filter;
@@ -175,12 +187,14 @@ pub fn queue(viewer: &Viewer, csrf: &str, page: &QueuePage) -> Markup {
                     }
                 }
                 label { input type="checkbox" name="blocked" value="1" checked[f.blocked]; " blocked actions only" }
+                label { "Owner " input type="text" name="owner" size="12" placeholder="user, or -" value=[f.owner.as_deref()]; }
+                label { input type="checkbox" name="breached" value="1" checked[f.breached]; " SLA breached only" }
                 button type="submit" { "Filter" }
             }
             div id="live" {
                 table.queue {
                     thead { tr {
-                        th { "Case" } th { "Severity" } th { "State" } th { "Confidence" }
+                        th { "Case" } th { "Severity" } th { "State" } th { "Owner" } th { "SLA" } th { "Confidence" }
                         th { "Evidence age" } th { "Missing context" } th { "Blocked actions" }
                         th { "Alerts" } th { "Updated" }
                     } }
@@ -190,6 +204,8 @@ pub fn queue(viewer: &Viewer, csrf: &str, page: &QueuePage) -> Markup {
                                 td { a href={ "/ui/cases/" (r.entry.case_id) } { (r.entry.title) } br; small.muted { (r.entry.rule_id) } }
                                 td { span class={ "sev sev-" (r.entry.severity.as_str()) } { (r.entry.severity.as_str()) } }
                                 td.state { (r.entry.state.as_str()) }
+                                td.owner { @match &r.entry.owner { Some(o) => (o), None => span.muted { "unassigned" } } }
+                                td.sla { (sla(r.entry.sla_deadline, r.entry.sla_breached(page.now), page.now)) }
                                 td { (r.confidence) }
                                 td { (freshness(&r.freshness)) }
                                 td { @if r.missing_context.is_empty() { "none" } @else { (r.missing_context.join(", ")) } }
