@@ -341,6 +341,8 @@ pub struct CaseView {
     pub timeline_cut: bool,
     pub freshness: Option<Freshness>,
     pub missing_context: Vec<String>,
+    /// When the page was read (SLA breach is judged against it).
+    pub now: DateTime<Utc>,
 }
 
 /// Most alerts a case page shows (the newest).
@@ -421,6 +423,7 @@ pub fn case(
         actions,
         timeline,
         timeline_cut,
+        now,
     }))
 }
 
@@ -587,4 +590,71 @@ pub fn audit_state(
             }],
         }),
     }
+}
+
+/// Open learning proposals the board lists at most.
+pub const BOARD_PROPOSALS: usize = 100;
+/// The loop metrics' window on the board.
+pub const BOARD_WINDOW_DAYS: i64 = 30;
+/// Weeks of the intel-tag percentage chart.
+pub const BOARD_WEEKS: i64 = 8;
+
+/// One week's share of intel-tagged alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeekShare {
+    pub since: DateTime<Utc>,
+    pub share: crate::report::TagShare,
+}
+
+/// The learning and loop board.
+#[derive(Debug, Clone)]
+pub struct Board {
+    /// Open learning proposals, newest first.
+    pub proposals: Vec<crate::learn::Proposal>,
+    /// The loop metrics over the last `BOARD_WINDOW_DAYS` days.
+    pub metrics: crate::report::LoopMetrics,
+    /// The intel-tagged share of alerts per week, oldest first.
+    pub weekly_tagged: Vec<WeekShare>,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub audit: AuditState,
+}
+
+/// The board: open proposals, the loop metrics (as `cordon report` computes them, from
+/// `engine::read::report_rows`) and the audit chain's state.
+pub fn board(
+    store: &Store,
+    catalog: &crate::report::Catalog,
+    checkpoints: Option<(&std::path::Path, &crate::checkpoint::PublicKey)>,
+    now: DateTime<Utc>,
+) -> Result<Board, StoreError> {
+    use crate::learn::ProposalState;
+    let proposals = crate::engine::learn::proposals(
+        store,
+        None,
+        |p| p.state == ProposalState::Open,
+        BOARD_PROPOSALS,
+    )?;
+    let input = crate::report::Input::read(store)?;
+    let since = now - chrono::Duration::days(BOARD_WINDOW_DAYS);
+    let metrics = crate::report::metrics(&input, catalog, since, now);
+    let weekly_tagged = (0..BOARD_WEEKS)
+        .rev()
+        .map(|w| {
+            let until = now - chrono::Duration::weeks(w);
+            let since = until - chrono::Duration::weeks(1);
+            WeekShare {
+                since,
+                share: crate::report::metrics(&input, catalog, since, until).intel_tagged_overall,
+            }
+        })
+        .collect();
+    Ok(Board {
+        proposals,
+        metrics,
+        weekly_tagged,
+        since,
+        until: now,
+        audit: audit_state(store, checkpoints),
+    })
 }
