@@ -9,9 +9,7 @@
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
-use super::view::{
-    ActionView, AuditState, Board, CaseView, Freshness, MayVote, QueuePage, Viewer,
-};
+use super::view::{ActionView, AuditState, Board, CaseView, Freshness, MayVote, QueuePage, Viewer};
 use crate::case::CaseState;
 
 /// Where a vote form sends the browser back to.

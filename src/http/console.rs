@@ -32,10 +32,10 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use super::{HttpState, PathOf, query_pairs, read_body};
+use crate::case::{Disposition, Helped};
 use crate::console::page::{self, From};
 use crate::console::view::{self, QueueFilter, Viewer};
 use crate::console::{ConsoleConfig, assets};
-use crate::case::{Disposition, Helped};
 use crate::engine::{
     ApprovalUpdate, CaseOp, CaseOpError, CaseOpKind, CloseCase, VoteCast, VoteError,
     check_proposal_id,
@@ -1057,7 +1057,14 @@ async fn proposal_op(
                 );
             }
         },
-        _ => return refused(StatusCode::BAD_REQUEST, me, "unknown proposal operation", back),
+        _ => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                me,
+                "unknown proposal operation",
+                back,
+            );
+        }
     };
     if let Err(e) = kind.validate() {
         return refused(

@@ -816,7 +816,11 @@ async fn case_operations_from_the_console_are_cedar_checked_recorded_and_shown_i
         assert_eq!(r.status, 403, "{bad:?}: {}", r.body);
         assert!(r.body.contains("CSRF"), "{}", r.body);
     }
-    assert_eq!(d.head(), head, "a form without its CSRF token records nothing");
+    assert_eq!(
+        d.head(),
+        head,
+        "a form without its CSRF token records nothing"
+    );
 
     // A user the policies refuse sees why; the case is unchanged and the refusal is recorded
     // as a web case operation.
@@ -833,7 +837,11 @@ async fn case_operations_from_the_console_are_cedar_checked_recorded_and_shown_i
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("case operation refused"), "{}", r.body);
-    assert_eq!(d.case(&case_id).await["case"], before, "a refused close changes nothing");
+    assert_eq!(
+        d.case(&case_id).await["case"],
+        before,
+        "a refused close changes nothing"
+    );
     let refusal = d.audit().into_iter().last().unwrap();
     assert_eq!(refusal.body.kind, "case_op_refused");
     assert_eq!(refusal.body.data["channel"], json!("web"));
@@ -861,7 +869,11 @@ async fn case_operations_from_the_console_are_cedar_checked_recorded_and_shown_i
 
     // Assign and note; the queue row shows the owner and the SLA breach; the owner filter works.
     for form in [
-        vec![("csrf", csrf.as_str()), ("op", "assign"), ("owner", "alice")],
+        vec![
+            ("csrf", csrf.as_str()),
+            ("op", "assign"),
+            ("owner", "alice"),
+        ],
         vec![("csrf", csrf.as_str()), ("op", "note"), ("text", HOSTILE)],
     ] {
         let r = alice.post(&op, &form).await;
