@@ -949,6 +949,11 @@ async fn case_operations_from_the_console_are_cedar_checked_recorded_and_shown_i
         );
     }
     assert!(!board.body.contains("<script>alert"), "{}", board.body);
+    assert!(
+        board.body.contains(HOSTILE_SHOWN),
+        "the missed text, escaped: {}",
+        board.body
+    );
     for chart in ["chart-heat", "chart-intel", "chart-lead"] {
         assert!(
             board.body.contains(&format!("<svg id=\"{chart}\"")),
