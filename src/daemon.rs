@@ -334,6 +334,7 @@ pub async fn start(
         })?;
     let playbook_count = v.playbooks.len();
     let catalog = crate::report::Catalog::from_playbooks(&v.playbooks);
+    let console_catalog = catalog.clone();
     let scheduler_clock = opts.clock.clone();
     let (runnable_tx, runnable_rx) = if cfg.executor.enabled {
         let (tx, rx) =
@@ -462,6 +463,7 @@ pub async fn start(
                 .as_ref()
                 .map(|w| (w.dir().to_path_buf(), w.public().clone())),
             shutdown.clone(),
+            console_catalog,
         )?))
     } else {
         None

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
-use super::view::{ActionView, AuditState, CaseView, Freshness, MayVote, QueuePage, Viewer};
+use super::view::{ActionView, AuditState, Board, CaseView, Freshness, MayVote, QueuePage, Viewer};
 use crate::case::CaseState;
 
 /// Where a vote form sends the browser back to.
@@ -60,6 +60,7 @@ pub fn layout(title: &str, viewer: Option<(&Viewer, &str)>, live: bool, body: Ma
                         @if let Some((v, csrf)) = viewer {
                             a href="/ui" { "Queue" }
                             a href="/ui/approvals" { "Approvals" }
+                            a href="/ui/learning" { "Learning and loop" }
                             a href="/ui/audit" { "Audit chain" }
                             span.who { (v.user) " (" (v.identity) ")" }
                             form.inline method="post" action="/ui/logout" {
@@ -146,6 +147,18 @@ fn freshness(f: &Option<Freshness>) -> Markup {
     }
 }
 
+fn sla(deadline: Option<DateTime<Utc>>, breached: bool, now: DateTime<Utc>) -> Markup {
+    html! {
+        @match deadline {
+            None => span.muted { "none" },
+            Some(d) => span.sla-breach[breached] title=(time(d)) {
+                @if breached { "BREACHED " (age((now - d).num_seconds().max(0))) " ago" }
+                @else { "due in " (age((d - now).num_seconds().max(0))) }
+            },
+        }
+    }
+}
+
 /// The queue of open cases.
 pub fn queue(viewer: &Viewer, csrf: &str, page: &QueuePage) -> Markup {
     let f = &page.filter;
@@ -175,12 +188,14 @@ pub fn queue(viewer: &Viewer, csrf: &str, page: &QueuePage) -> Markup {
                     }
                 }
                 label { input type="checkbox" name="blocked" value="1" checked[f.blocked]; " blocked actions only" }
+                label { "Owner " input type="text" name="owner" size="12" placeholder="user, or -" value=[f.owner.as_deref()]; }
+                label { input type="checkbox" name="breached" value="1" checked[f.breached]; " SLA breached only" }
                 button type="submit" { "Filter" }
             }
             div id="live" {
                 table.queue {
                     thead { tr {
-                        th { "Case" } th { "Severity" } th { "State" } th { "Confidence" }
+                        th { "Case" } th { "Severity" } th { "State" } th { "Owner" } th { "SLA" } th { "Confidence" }
                         th { "Evidence age" } th { "Missing context" } th { "Blocked actions" }
                         th { "Alerts" } th { "Updated" }
                     } }
@@ -190,6 +205,8 @@ pub fn queue(viewer: &Viewer, csrf: &str, page: &QueuePage) -> Markup {
                                 td { a href={ "/ui/cases/" (r.entry.case_id) } { (r.entry.title) } br; small.muted { (r.entry.rule_id) } }
                                 td { span class={ "sev sev-" (r.entry.severity.as_str()) } { (r.entry.severity.as_str()) } }
                                 td.state { (r.entry.state.as_str()) }
+                                td.owner { @match &r.entry.owner { Some(o) => (o), None => span.muted { "unassigned" } } }
+                                td.sla { (sla(r.entry.sla_deadline, r.entry.sla_breached(page.now), page.now)) }
                                 td { (r.confidence) }
                                 td { (freshness(&r.freshness)) }
                                 td { @if r.missing_context.is_empty() { "none" } @else { (r.missing_context.join(", ")) } }
@@ -249,6 +266,13 @@ fn action_row(v: &ActionView, csrf: &str, from: From) -> Markup {
                 dt { "Connector" } dd { (a.connector) }
                 dt { "Policies" } dd { (a.determining_policies.join(", ")) }
                 dt { "Reasons" } dd { ul { @for r in &a.reasons { li { (r) } } } }
+                @if let Some(p) = &a.proposal {
+                    dt { "Proposed by agent" } dd.proposal {
+                        (p.agent) " (confidence " (p.confidence) @if p.ai_generated { ", AI-generated" } ")"
+                        p.hypothesis { (p.hypothesis) }
+                        @if !p.citations.is_empty() { ul.citations { @for c in &p.citations { li { code { (c) } } } } }
+                    }
+                }
                 @if let Some(input) = &a.decision_input {
                     dt { "Blast radius" } dd {
                         @for k in ["environment", "criticality", "owner"] {
@@ -297,10 +321,49 @@ pub fn case(viewer: &Viewer, csrf: &str, v: &CaseView) -> Markup {
                     dt { "State" } dd id="case-state" { (c.state.as_str()) }
                     dt { "Severity" } dd { (c.severity.as_str()) }
                     dt { "Rule" } dd { (c.rule_id) }
+                    dt { "Owner" } dd id="case-owner" { @match &c.owner { Some(o) => (o), None => span.muted { "unassigned" } } }
+                    dt { "SLA" } dd id="case-sla" { (sla(c.sla_deadline, c.sla_escalated || c.sla_deadline.is_some_and(|d| d <= v.now), v.now)) }
+                    @if let Some(o) = &c.ownership {
+                        dt { "Workflow owner" } dd id="case-ownership" {
+                            (o.playbook)
+                            @if !o.owner_team.is_empty() { " · team " (o.owner_team) }
+                            @if !o.escalation_route.is_empty() { " · escalates to " (o.escalation_route) }
+                            @if !o.known_limitations.is_empty() { ul { @for l in &o.known_limitations { li { "Known limitation: " (l) } } } }
+                        }
+                    }
+                    dt { "Handoffs" } dd {
+                        @if let Some(t) = c.handoffs.first_human_action { "first human action " (time(t)) "; " }
+                        @if let Some(t) = c.handoffs.ir_escalation { "escalated " (time(t)) "; " }
+                        @if let Some(t) = c.handoffs.closed { "closed " (time(t)) "; " }
+                        @if let Some(t) = c.handoffs.recovered { "recovered " (time(t)) }
+                    }
                     dt { "Evidence age" } dd { (freshness(&v.freshness)) }
                     dt { "Missing context" } dd { @if v.missing_context.is_empty() { "none" } @else { (v.missing_context.join(", ")) } }
                     dt { "ATT&CK techniques" } dd { @for t in &v.techniques { code { (t) } " " } }
                     dt { "Tactics" } dd { @for t in &v.tactics { (t) " " } }
+                }
+                @if let Some(cl) = &c.closure {
+                    h2 { "Closure" }
+                    dl id="closure" {
+                        dt { "Disposition" } dd { (cl.disposition.as_str()) }
+                        dt { "Reason" } dd { (cl.reason) }
+                        dt { "By" } dd { (cl.by) " at " (time(cl.at)) }
+                        @if let Some(h) = &cl.helped {
+                            @if let Some(r) = &h.intel_ref { dt { "Helped (intel)" } dd { (r) } }
+                            @if let Some(r) = &h.rule { dt { "Helped (rule)" } dd { (r) } }
+                        }
+                        @if let Some(m) = &cl.missed { dt { "Missed" } dd { (m) } }
+                        @if let Some(d) = &cl.duplicate_of { dt { "Duplicate of" } dd { a href={ "/ui/cases/" (d) } { (d) } } }
+                        @if !cl.cancelled.is_empty() { dt { "Cancelled" } dd { (cl.cancelled.join(", ")) } }
+                    }
+                }
+                @if let Some(r) = &c.recovery {
+                    p id="recovery" { "Recovered (" (r.how) ") " @if let Some(b) = &r.by { "by " (b) " " } "at " (time(r.at)) ": " (r.reason) }
+                }
+                h2 { "Notes" }
+                @if c.notes.is_empty() { p.muted { "No notes." } }
+                ul.notes id="notes" {
+                    @for n in &c.notes { li.note { (n.by) " at " (time(n.at)) ": " span.note-text { (n.text) } } }
                 }
                 h2 { "Actions" }
                 @if v.actions.is_empty() { p.muted { "No action was proposed." } }
@@ -344,6 +407,200 @@ pub fn case(viewer: &Viewer, csrf: &str, v: &CaseView) -> Markup {
                     }
                 }
                 @if v.timeline_cut { p.muted { "The timeline shows the first records only." } }
+            }
+            (case_forms(c, csrf))
+        },
+    )
+}
+
+/// The analyst operations of the case page (outside `#live`, so a refresh keeps what is typed).
+fn case_forms(c: &crate::case::Case, csrf: &str) -> Markup {
+    let action = format!("/ui/cases/{}/op", c.case_id);
+    let closed = c.closure.is_some();
+    html! {
+        section.case-ops id="case-ops" {
+            h2 { "Analyst operations" }
+            form.case-op id="assign-form" method="post" action=(action) {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="op" value="assign";
+                label { "Assign to " input type="text" name="owner" required maxlength="128"; }
+                button type="submit" { "Assign" }
+            }
+            form.case-op id="note-form" method="post" action=(action) {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="op" value="note";
+                label { "Note " textarea name="text" required rows="2" {} }
+                button type="submit" { "Add note" }
+            }
+            @if !closed {
+                form.case-op id="close-form" method="post" action=(action) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="op" value="close";
+                    label { "Disposition "
+                        select name="disposition" required {
+                            @for d in crate::case::Disposition::ALL { option value=(d.as_str()) { (d.as_str()) } }
+                        }
+                    }
+                    label { "Reason " input type="text" name="reason" required; }
+                    label { "Helped: intel ref " input type="text" name="intel_ref"; }
+                    label { "Helped: rule " input type="text" name="helped_rule"; }
+                    label { "Missed " input type="text" name="missed"; }
+                    label { "Duplicate of " input type="text" name="duplicate_of" maxlength="26"; }
+                    label { input type="checkbox" name="cancel_pending" value="1"; " cancel pending requests" }
+                    button type="submit" { "Close case" }
+                }
+            } @else {
+                form.case-op id="reopen-form" method="post" action=(action) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="op" value="reopen";
+                    label { "Reason " input type="text" name="reason" required; }
+                    button type="submit" { "Reopen" }
+                }
+            }
+            @if c.recovery.is_none() {
+                form.case-op id="recover-form" method="post" action=(action) {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="op" value="recover";
+                    label { "Recovered because " input type="text" name="reason" required; }
+                    button type="submit" { "Mark recovered" }
+                }
+            }
+        }
+    }
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map(|x| format!("{:.0}%", x * 100.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// A horizontal bar chart: one labelled bar per row, scaled to the largest value.
+fn bars(id: &str, title: &str, rows: &[(String, f64, String)]) -> Markup {
+    const W: f64 = 640.0;
+    const LABEL: f64 = 220.0;
+    const ROW: f64 = 22.0;
+    let max = rows.iter().map(|r| r.1).fold(0.0_f64, f64::max);
+    let h = (rows.len().max(1) as f64) * ROW + 8.0;
+    html! {
+        figure {
+            figcaption { (title) }
+            svg id=(id) xmlns="http://www.w3.org/2000/svg" width=(W) height=(h) viewBox={ "0 0 " (W) " " (h) } role="img" {
+                title { (title) }
+                @if rows.is_empty() { text x="4" y="18" { "no data in the window" } }
+                @for (i, (label, val, shown)) in rows.iter().enumerate() {
+                    @let y = i as f64 * ROW + 4.0;
+                    @let w = if max > 0.0 { (val / max) * (W - LABEL - 90.0) } else { 0.0 };
+                    text x="4" y=(format!("{:.0}", y + 14.0)) { (label) }
+                    rect x=(LABEL) y=(format!("{y:.0}")) width=(format!("{w:.1}")) height="16" class="bar" {}
+                    text x=(format!("{:.1}", LABEL + w + 6.0)) y=(format!("{:.0}", y + 14.0)) { (shown) }
+                }
+            }
+        }
+    }
+}
+
+/// The learning and loop board.
+pub fn learning(viewer: &Viewer, csrf: &str, b: &Board) -> Markup {
+    let m = &b.metrics;
+    let heat: Vec<(String, f64, String)> = m
+        .heat_map
+        .iter()
+        .map(|r| {
+            (
+                r.rule_id.clone(),
+                r.alerts as f64,
+                format!(
+                    "{} alerts, {} FP of {} closed ({})",
+                    r.alerts,
+                    r.false_positives,
+                    r.closed,
+                    pct(r.false_positive_rate)
+                ),
+            )
+        })
+        .collect();
+    let weekly: Vec<(String, f64, String)> = b
+        .weekly_tagged
+        .iter()
+        .map(|w| {
+            (
+                format!("week of {}", w.since.format("%Y-%m-%d")),
+                w.share.ratio.unwrap_or(0.0) * 100.0,
+                format!(
+                    "{} ({} of {})",
+                    pct(w.share.ratio),
+                    w.share.tagged,
+                    w.share.alerts
+                ),
+            )
+        })
+        .collect();
+    let leads: Vec<(String, f64, String)> = m
+        .intel_lead_times
+        .iter()
+        .map(|l| {
+            (
+                l.rule_id.clone(),
+                l.lead_time_secs.unwrap_or(0).max(0) as f64,
+                match l.lead_time_secs {
+                    Some(s) => format!("{} ({})", age(s.max(0)), l.intel_ref),
+                    None => format!("not yet detected ({})", l.intel_ref),
+                },
+            )
+        })
+        .collect();
+    body_page(
+        "Learning and loop",
+        viewer,
+        csrf,
+        false,
+        html! {
+            h1 { "Learning and loop board" }
+            h2 { "Open learning proposals (" (b.proposals.len()) ")" }
+            @if b.proposals.is_empty() { p.muted id="no-proposals" { "No open proposal." } }
+            @for p in &b.proposals {
+                section.proposal id={ "proposal-" (p.id) } {
+                    h3 { (p.title) }
+                    p { code { (p.id) } " · " (p.kind.as_str()) @if let Some(r) = &p.rule_id { " · rule " (r) }
+                        " · from " @for c in &p.cases { a href={ "/ui/cases/" (c) } { (c) } " " } }
+                    p.rationale { (p.rationale) }
+                    @for f in &p.files {
+                        details.proposal-file {
+                            summary { (f.name) }
+                            pre { (f.contents) }
+                        }
+                    }
+                    form.inline method="post" action={ "/ui/learning/" (p.id) "/op" } {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="text" name="reason" placeholder="reason (required to dismiss)" maxlength="500";
+                        button type="submit" name="op" value="accept" class="approve" { "Accept" }
+                        button type="submit" name="op" value="dismiss" class="deny" { "Dismiss" }
+                    }
+                }
+            }
+            h2 { "Loop metrics, " (time(b.since)) " to " (time(b.until)) }
+            p { "Intel-tagged alerts: " (pct(m.intel_tagged_overall.ratio)) " (" (m.intel_tagged_overall.tagged) " of " (m.intel_tagged_overall.alerts) ")"
+                "; action success rate " (pct(m.action_success_rate))
+                "; escalation acceptance " (pct(m.escalation_acceptance_rate)) }
+            (bars("chart-heat", "Rule heat map: alerts per rule", &heat))
+            (bars("chart-intel", "Intel-tagged alerts per week", &weekly))
+            (bars("chart-lead", "Intel lead time: finding to first detection", &leads))
+            h2 { "Audit chain" }
+            dl {
+                dt { "Head" } dd id="audit-head" { "#" (b.audit.head_seq) " " code { (b.audit.head_hash) } }
+                dt { "Last checkpoint" }
+                dd {
+                    @match &b.audit.checkpoints {
+                        None => "signed checkpoints are not configured",
+                        Some(v) if v.is_empty() => "none yet",
+                        Some(v) => @for c in v {
+                            @match &c.checked {
+                                Ok(cp) => { "#" (cp.seq) " at " (time(cp.time)) ", signature verified (" (c.file) ")" }
+                                Err(e) => span.error { (c.file) ": " (e) }
+                            }
+                        },
+                    }
+                }
             }
         },
     )

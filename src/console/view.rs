@@ -44,12 +44,16 @@ pub struct QueueFilter {
     pub state: Option<CaseState>,
     /// Only cases with an action awaiting approval, failed or unknown.
     pub blocked: bool,
+    /// Only cases owned by this user; `-` for cases nobody owns.
+    pub owner: Option<String>,
+    /// Only cases past their SLA deadline.
+    pub breached: bool,
     /// Continue after this case id.
     pub after: Option<String>,
 }
 
 impl QueueFilter {
-    /// Parses `severity`, `state`, `blocked` and `after`; anything else, or a value that is
+    /// Parses `severity`, `state`, `blocked`, `owner`, `breached` and `after`; anything else, or a value that is
     /// not one of the known ones, is refused with the reason.
     pub fn parse(pairs: &[(String, String)]) -> Result<QueueFilter, String> {
         let mut f = QueueFilter::default();
@@ -67,6 +71,13 @@ impl QueueFilter {
                         Some(CaseState::parse(v).ok_or_else(|| "unknown case state".to_string())?)
                 }
                 "blocked" => f.blocked = v == "1" || v == "on" || v == "true",
+                "breached" => f.breached = v == "1" || v == "on" || v == "true",
+                "owner" => {
+                    if v.chars().count() > 128 || v.chars().any(|c| c.is_control()) {
+                        return Err("owner must be a user id".into());
+                    }
+                    f.owner = Some(v.clone())
+                }
                 "after" => {
                     if v.len() != 26 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
                         return Err("after must be a case id".into());
@@ -90,6 +101,13 @@ impl QueueFilter {
         }
         if self.blocked {
             parts.push("blocked=1".into());
+        }
+        if self.breached {
+            parts.push("breached=1".into());
+        }
+        if let Some(o) = &self.owner {
+            let enc: String = url::form_urlencoded::byte_serialize(o.as_bytes()).collect();
+            parts.push(format!("owner={enc}"));
         }
         parts.join("&")
     }
@@ -146,6 +164,8 @@ pub struct QueuePage {
     pub next: Option<String>,
     pub open_total: i64,
     pub filter: QueueFilter,
+    /// When the page was read (SLA breach is judged against it).
+    pub now: DateTime<Utc>,
 }
 
 /// The newest alerts of a case a queue row looks at (confidence, freshness, context).
@@ -212,7 +232,13 @@ pub fn queue(
     let mut failed: Option<StoreError> = None;
     let mut rows = Vec::new();
     let (entries, next) = read::queue(store, filter.after.as_deref(), PAGE_SIZE, SCAN_MAX, |e| {
-        filter.severity.is_none_or(|s| e.severity >= s) && filter.state.is_none_or(|s| e.state == s)
+        filter.severity.is_none_or(|s| e.severity >= s)
+            && filter.state.is_none_or(|s| e.state == s)
+            && filter.owner.as_deref().is_none_or(|o| match &e.owner {
+                Some(x) => x == o,
+                None => o == "-",
+            })
+            && (!filter.breached || e.sla_breached(now))
     })?;
     for entry in entries {
         let row = (|| -> Result<Option<QueueRow>, StoreError> {
@@ -255,6 +281,7 @@ pub fn queue(
         next,
         open_total: read::open_cases(store)?,
         filter: filter.clone(),
+        now,
     })
 }
 
@@ -314,6 +341,8 @@ pub struct CaseView {
     pub timeline_cut: bool,
     pub freshness: Option<Freshness>,
     pub missing_context: Vec<String>,
+    /// When the page was read (SLA breach is judged against it).
+    pub now: DateTime<Utc>,
 }
 
 /// Most alerts a case page shows (the newest).
@@ -394,6 +423,7 @@ pub fn case(
         actions,
         timeline,
         timeline_cut,
+        now,
     }))
 }
 
@@ -560,4 +590,71 @@ pub fn audit_state(
             }],
         }),
     }
+}
+
+/// Open learning proposals the board lists at most.
+pub const BOARD_PROPOSALS: usize = 100;
+/// The loop metrics' window on the board.
+pub const BOARD_WINDOW_DAYS: i64 = 30;
+/// Weeks of the intel-tag percentage chart.
+pub const BOARD_WEEKS: i64 = 8;
+
+/// One week's share of intel-tagged alerts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeekShare {
+    pub since: DateTime<Utc>,
+    pub share: crate::report::TagShare,
+}
+
+/// The learning and loop board.
+#[derive(Debug, Clone)]
+pub struct Board {
+    /// Open learning proposals, newest first.
+    pub proposals: Vec<crate::learn::Proposal>,
+    /// The loop metrics over the last `BOARD_WINDOW_DAYS` days.
+    pub metrics: crate::report::LoopMetrics,
+    /// The intel-tagged share of alerts per week, oldest first.
+    pub weekly_tagged: Vec<WeekShare>,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub audit: AuditState,
+}
+
+/// The board: open proposals, the loop metrics (as `cordon report` computes them, from
+/// `engine::read::report_rows`) and the audit chain's state.
+pub fn board(
+    store: &Store,
+    catalog: &crate::report::Catalog,
+    checkpoints: Option<(&std::path::Path, &crate::checkpoint::PublicKey)>,
+    now: DateTime<Utc>,
+) -> Result<Board, StoreError> {
+    use crate::learn::ProposalState;
+    let proposals = crate::engine::learn::proposals(
+        store,
+        None,
+        |p| p.state == ProposalState::Open,
+        BOARD_PROPOSALS,
+    )?;
+    let input = crate::report::Input::read(store)?;
+    let since = now - chrono::Duration::days(BOARD_WINDOW_DAYS);
+    let metrics = crate::report::metrics(&input, catalog, since, now);
+    let weekly_tagged = (0..BOARD_WEEKS)
+        .rev()
+        .map(|w| {
+            let until = now - chrono::Duration::weeks(w);
+            let since = until - chrono::Duration::weeks(1);
+            WeekShare {
+                since,
+                share: crate::report::metrics(&input, catalog, since, until).intel_tagged_overall,
+            }
+        })
+        .collect();
+    Ok(Board {
+        proposals,
+        metrics,
+        weekly_tagged,
+        since,
+        until: now,
+        audit: audit_state(store, checkpoints),
+    })
 }

@@ -22,9 +22,23 @@ pub struct QueueEntry {
     pub actions: usize,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The analyst who owns the case (`assign_case`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// When the case breaches its SLA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_deadline: Option<DateTime<Utc>>,
+    /// The SLA breach was escalated.
+    #[serde(default)]
+    pub sla_escalated: bool,
 }
 
 impl QueueEntry {
+    /// Whether the case is past its SLA deadline at `now` (or its breach was escalated).
+    pub fn sla_breached(&self, now: DateTime<Utc>) -> bool {
+        self.sla_escalated || self.sla_deadline.is_some_and(|d| d <= now)
+    }
+
     pub fn of(case: &Case) -> QueueEntry {
         QueueEntry {
             case_id: case.case_id.clone(),
@@ -37,6 +51,9 @@ impl QueueEntry {
             actions: case.action_ids.len(),
             created_at: case.created_at,
             updated_at: case.updated_at,
+            owner: case.owner.clone(),
+            sla_deadline: case.sla_deadline,
+            sla_escalated: case.sla_escalated,
         }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -32,10 +32,14 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use super::{HttpState, PathOf, query_pairs, read_body};
+use crate::case::{Disposition, Helped};
 use crate::console::page::{self, From};
 use crate::console::view::{self, QueueFilter, Viewer};
 use crate::console::{ConsoleConfig, assets};
-use crate::engine::{ApprovalUpdate, VoteCast, VoteError};
+use crate::engine::{
+    ApprovalUpdate, CaseOp, CaseOpError, CaseOpKind, CloseCase, VoteCast, VoteError,
+    check_proposal_id,
+};
 use crate::oidc::{Oidc, random_token};
 use crate::secret::{Secret, TokenHash};
 
@@ -74,6 +78,8 @@ pub struct Console {
     pending: Mutex<HashMap<String, Pending>>,
     checkpoints: Option<(PathBuf, crate::checkpoint::PublicKey)>,
     shutdown: CancellationToken,
+    /// The rules of the loaded playbooks, for the loop metrics on the board.
+    catalog: Arc<crate::report::Catalog>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -95,6 +101,7 @@ impl Console {
         approvers: &[crate::config::ApproverToken],
         checkpoints: Option<(PathBuf, crate::checkpoint::PublicKey)>,
         shutdown: CancellationToken,
+        catalog: crate::report::Catalog,
     ) -> Result<Console, crate::oidc::OidcError> {
         let oidc = match &cfg.oidc {
             Some(o) => Some(Oidc::new(o.clone())?),
@@ -111,6 +118,7 @@ impl Console {
             pending: Mutex::new(HashMap::new()),
             checkpoints,
             shutdown,
+            catalog: Arc::new(catalog),
         })
     }
 
@@ -247,6 +255,9 @@ pub fn router(state: HttpState) -> Option<Router> {
             .route("/ui/approvals", get(inbox))
             .route("/ui/audit", get(audit))
             .route("/ui/actions/{id}/vote", post(vote))
+            .route("/ui/cases/{id}/op", post(case_op))
+            .route("/ui/learning", get(learning))
+            .route("/ui/learning/{id}/op", post(proposal_op))
             .route("/ui/events", get(events))
             .route("/ui/assets/{name}", get(asset))
             .layer(axum::middleware::map_response(security_headers))
@@ -838,4 +849,256 @@ async fn events(State(st): State<HttpState>, headers: HeaderMap) -> Response {
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// The session and form of a POST, CSRF-checked; `Err` is the answer to send.
+async fn checked_form(
+    st: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    back: &str,
+) -> Result<(Viewer, String, HashMap<String, String>), Response> {
+    let c = console(st);
+    let Some((viewer, csrf, _)) = c.session(headers) else {
+        return Err(refused(
+            StatusCode::UNAUTHORIZED,
+            None,
+            "sign in first; nothing was recorded",
+            "/ui/login",
+        ));
+    };
+    let f = match form(body, st.max_body_bytes).await {
+        Ok(f) => f,
+        Err(e) => {
+            return Err(refused(
+                StatusCode::BAD_REQUEST,
+                Some((&viewer, &csrf)),
+                &e,
+                back,
+            ));
+        }
+    };
+    if cross_site(headers) || !same(&csrf, f.get("csrf").map(String::as_str).unwrap_or_default()) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            Some((&viewer, &csrf)),
+            "the form's CSRF token is missing or wrong; reload the page and try again (nothing was recorded)",
+            back,
+        ));
+    }
+    Ok((viewer, csrf, f))
+}
+
+/// A form field, trimmed; empty counts as absent.
+fn field(f: &HashMap<String, String>, k: &str) -> Option<String> {
+    f.get(k)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The case operation a case-page form asks for.
+fn case_op_kind(f: &HashMap<String, String>) -> Result<CaseOpKind, String> {
+    let text = |k: &str| field(f, k).unwrap_or_default();
+    let kind = match f.get("op").map(String::as_str) {
+        Some("assign") => CaseOpKind::Assign {
+            owner: text("owner"),
+        },
+        Some("note") => CaseOpKind::Note { text: text("text") },
+        Some("reopen") => CaseOpKind::Reopen {
+            reason: text("reason"),
+        },
+        Some("recover") => CaseOpKind::Recover {
+            reason: text("reason"),
+        },
+        Some("close") => {
+            let d = text("disposition");
+            let disposition = Disposition::parse(&d).ok_or_else(|| {
+                "disposition must be true_positive, benign_true_positive, false_positive or duplicate"
+                    .to_string()
+            })?;
+            CaseOpKind::Close(CloseCase {
+                disposition,
+                reason: text("reason"),
+                helped: Helped {
+                    intel_ref: field(f, "intel_ref"),
+                    rule: field(f, "helped_rule"),
+                },
+                missed: field(f, "missed"),
+                duplicate_of: field(f, "duplicate_of"),
+                cancel_pending: matches!(
+                    f.get("cancel_pending").map(String::as_str),
+                    Some("1" | "on" | "true")
+                ),
+            })
+        }
+        _ => return Err("unknown case operation".into()),
+    };
+    kind.validate()?;
+    Ok(kind)
+}
+
+fn case_op_status(e: &CaseOpError) -> StatusCode {
+    match e {
+        CaseOpError::NotFound(_) => StatusCode::NOT_FOUND,
+        CaseOpError::Invalid(_) => StatusCode::BAD_REQUEST,
+        CaseOpError::Refused(_) => StatusCode::FORBIDDEN,
+        CaseOpError::Conflict(_) => StatusCode::CONFLICT,
+        CaseOpError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// An analyst operation from the case page: the same Cedar-checked, recorded `CaseOp` as the
+/// gRPC and HTTP APIs', with `channel = "web"` and the session's identity.
+async fn case_op(
+    State(st): State<HttpState>,
+    PathOf(id): PathOf<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let back = if valid_id(&id) {
+        format!("/ui/cases/{id}")
+    } else {
+        "/ui".to_string()
+    };
+    let (viewer, csrf, f) = match checked_form(&st, &headers, body, &back).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let me = Some((&viewer, csrf.as_str()));
+    if !valid_id(&id) {
+        return refused(StatusCode::NOT_FOUND, me, "no such case", &back);
+    }
+    let kind = match case_op_kind(&f) {
+        Ok(k) => k,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                me,
+                &format!("{e} (nothing changed)"),
+                &back,
+            );
+        }
+    };
+    let out = st
+        .engine
+        .case_op(CaseOp {
+            case_id: id,
+            user: viewer.user.clone(),
+            channel: view::CHANNEL.into(),
+            identity: viewer.identity.clone(),
+            kind,
+        })
+        .await;
+    match out {
+        Ok(_) => Redirect::to(&back).into_response(),
+        Err(e) => refused(case_op_status(&e), me, &e.to_string(), &back),
+    }
+}
+
+/// The learning and loop board: open proposals, the loop metrics as server-drawn SVG, the
+/// audit chain's state.
+async fn learning(State(st): State<HttpState>, headers: HeaderMap) -> Response {
+    let c = console(&st);
+    let Some((viewer, csrf, _)) = c.session(&headers) else {
+        return to_login();
+    };
+    let store = st.store.clone();
+    let cps = c.checkpoints.clone();
+    let catalog = c.catalog.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        view::board(
+            &store,
+            &catalog,
+            cps.as_ref().map(|(d, k)| (d.as_path(), k)),
+            chrono::Utc::now(),
+        )
+    })
+    .await;
+    match r {
+        Ok(Ok(b)) => html(StatusCode::OK, page::learning(&viewer, &csrf, &b)),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Accept or dismiss a learning proposal: a case operation on the proposal's first case.
+async fn proposal_op(
+    State(st): State<HttpState>,
+    PathOf(id): PathOf<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let back = "/ui/learning";
+    let (viewer, csrf, f) = match checked_form(&st, &headers, body, back).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let me = Some((&viewer, csrf.as_str()));
+    if let Err(e) = check_proposal_id(&id) {
+        return refused(StatusCode::BAD_REQUEST, me, &e, back);
+    }
+    let reason = field(&f, "reason");
+    let kind = match f.get("op").map(String::as_str) {
+        Some("accept") => CaseOpKind::AcceptProposal {
+            proposal_id: id.clone(),
+            reason,
+        },
+        Some("dismiss") => match reason {
+            Some(reason) => CaseOpKind::DismissProposal {
+                proposal_id: id.clone(),
+                reason,
+            },
+            None => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    me,
+                    "a reason is required to dismiss a proposal (nothing changed)",
+                    back,
+                );
+            }
+        },
+        _ => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                me,
+                "unknown proposal operation",
+                back,
+            );
+        }
+    };
+    if let Err(e) = kind.validate() {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            me,
+            &format!("{e} (nothing changed)"),
+            back,
+        );
+    }
+    let case_id = match crate::engine::learn::proposal(&st.store, &id) {
+        Ok(Some(p)) => p.cases.first().cloned().unwrap_or_default(),
+        Ok(None) => return refused(StatusCode::NOT_FOUND, me, "no such learning proposal", back),
+        Err(e) => return store_error(e),
+    };
+    if !valid_id(&case_id) {
+        return refused(
+            StatusCode::CONFLICT,
+            me,
+            "the proposal names no case to record it on",
+            back,
+        );
+    }
+    let out = st
+        .engine
+        .case_op(CaseOp {
+            case_id,
+            user: viewer.user.clone(),
+            channel: view::CHANNEL.into(),
+            identity: viewer.identity.clone(),
+            kind,
+        })
+        .await;
+    match out {
+        Ok(_) => Redirect::to(back).into_response(),
+        Err(e) => refused(case_op_status(&e), me, &e.to_string(), back),
+    }
 }

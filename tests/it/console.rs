@@ -19,6 +19,14 @@ use crate::grpc::{USERS, sha, token_of};
 /// Starts the daemon with every shipped user as a token approver; `f` sees the config and the
 /// console's base URL (known before start: the listener is bound first).
 pub async fn start_console(f: impl FnOnce(&mut Config, &Path, &str)) -> TestDaemon {
+    start_console_with(Default::default(), f).await
+}
+
+/// `start_console` with the daemon's start options (a clock, for SLA breaches).
+pub async fn start_console_with(
+    opts: cordon::daemon::StartOptions,
+    f: impl FnOnce(&mut Config, &Path, &str),
+) -> TestDaemon {
     let (dir, mut cfg) = common::workspace();
     cfg.grpc.approvers = USERS
         .iter()
@@ -33,9 +41,7 @@ pub async fn start_console(f: impl FnOnce(&mut Config, &Path, &str)) -> TestDaem
     f(&mut cfg, dir.path(), &base);
     let v = cordon::daemon::validate(cfg.clone(), "test config")
         .unwrap_or_else(|p| panic!("config does not validate: {p:#?}"));
-    let running = cordon::daemon::start(v, listeners, Default::default())
-        .await
-        .unwrap();
+    let running = cordon::daemon::start(v, listeners, opts).await.unwrap();
     TestDaemon {
         base: format!("http://{}", running.http_addr),
         running: Some(running),
@@ -763,4 +769,237 @@ async fn the_event_stream_announces_durable_changes_and_ends_at_sign_out_and_shu
     };
     assert!(matches!(end, Ok(None)), "the stream was cut: {end:?}");
     assert_eq!(stop.await.unwrap(), 0);
+}
+
+/// The `<tr>` of `case_id` in a queue page, if it is there.
+fn queue_row<'a>(page: &'a str, case_id: &str) -> Option<&'a str> {
+    let at = page.find(&format!("data-case=\"{case_id}\""))?;
+    let rest = &page[at..];
+    Some(&rest[..rest.find("</tr>").unwrap_or(rest.len())])
+}
+
+const HOSTILE: &str = "<script>alert(1)</script>\"onmouseover=alert(2)";
+const HOSTILE_SHOWN: &str = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;onmouseover=alert(2)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_operations_from_the_console_are_cedar_checked_recorded_and_shown_in_the_queue() {
+    // The engine's clock runs five hours behind: the high case opened "five hours ago" (its SLA
+    // is four hours), so the console, which judges SLAs against the real time, shows it breached.
+    let clock: cordon::engine::Clock =
+        std::sync::Arc::new(|| chrono::Utc::now() - chrono::Duration::hours(5));
+    let d = start_console_with(
+        cordon::daemon::StartOptions {
+            clock,
+            ..Default::default()
+        },
+        |cfg, dir, _| cfg.learning.proposals_dir = dir.join("proposals"),
+    )
+    .await;
+    let (case_id, _) = isolate_case(&d, "op-1", "Encoded PowerShell", "ws-077").await;
+    let op = format!("/ui/cases/{case_id}/op");
+    let before = d.case(&case_id).await["case"].clone();
+
+    // A form without the session's CSRF token is refused and records nothing.
+    let mallory = Web::new(&d.base);
+    let m_csrf = mallory.sign_in("mallory").await;
+    let head = d.head();
+    for bad in [None, Some("wrong")] {
+        let mut form = vec![
+            ("op", "close"),
+            ("disposition", "false_positive"),
+            ("reason", "noise"),
+        ];
+        if let Some(b) = bad {
+            form.push(("csrf", b));
+        }
+        let r = mallory.post(&op, &form).await;
+        assert_eq!(r.status, 403, "{bad:?}: {}", r.body);
+        assert!(r.body.contains("CSRF"), "{}", r.body);
+    }
+    assert_eq!(
+        d.head(),
+        head,
+        "a form without its CSRF token records nothing"
+    );
+
+    // A user the policies refuse sees why; the case is unchanged and the refusal is recorded
+    // as a web case operation.
+    let r = mallory
+        .post(
+            &op,
+            &[
+                ("csrf", &m_csrf),
+                ("op", "close"),
+                ("disposition", "false_positive"),
+                ("reason", "noise"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("case operation refused"), "{}", r.body);
+    assert_eq!(
+        d.case(&case_id).await["case"],
+        before,
+        "a refused close changes nothing"
+    );
+    let refusal = d.audit().into_iter().last().unwrap();
+    assert_eq!(refusal.body.kind, "case_op_refused");
+    assert_eq!(refusal.body.data["channel"], json!("web"));
+    assert_eq!(refusal.body.data["user"], json!("mallory"));
+    assert_eq!(refusal.body.data["identity"], json!("token"));
+
+    // Bad input is refused with the reason, before the engine: nothing recorded.
+    let alice = Web::new(&d.base);
+    let csrf = alice.sign_in("alice").await;
+    let head = d.head();
+    let r = alice
+        .post(
+            &op,
+            &[
+                ("csrf", &csrf),
+                ("op", "close"),
+                ("disposition", "maybe"),
+                ("reason", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("disposition"), "{}", r.body);
+    assert_eq!(d.head(), head);
+
+    // Assign and note; the queue row shows the owner and the SLA breach; the owner filter works.
+    for form in [
+        vec![
+            ("csrf", csrf.as_str()),
+            ("op", "assign"),
+            ("owner", "alice"),
+        ],
+        vec![("csrf", csrf.as_str()), ("op", "note"), ("text", HOSTILE)],
+    ] {
+        let r = alice.post(&op, &form).await;
+        assert_eq!(r.status, 303, "{form:?}: {}", r.body);
+        assert_eq!(r.header("location"), format!("/ui/cases/{case_id}"));
+    }
+    let q = alice.get("/ui?owner=alice").await;
+    assert_eq!(q.status, 200, "{}", q.body);
+    let row = queue_row(&q.body, &case_id).expect("the case in alice's queue");
+    assert!(row.contains("<td class=\"owner\">alice</td>"), "{row}");
+    assert!(row.contains("BREACHED"), "{row}");
+    let q = alice.get("/ui?owner=bob").await;
+    assert!(queue_row(&q.body, &case_id).is_none(), "{}", q.body);
+    let q = alice.get("/ui?breached=1").await;
+    assert!(queue_row(&q.body, &case_id).is_some(), "{}", q.body);
+
+    // The case page shows the owner and the note, escaped.
+    let page = alice.get(&format!("/ui/cases/{case_id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(HOSTILE_SHOWN), "{}", page.body);
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+    assert!(page.body.contains("id=\"close-form\""), "{}", page.body);
+
+    // Close as a true positive from the form: a recorded web case operation.
+    let r = alice
+        .post(
+            &op,
+            &[
+                ("csrf", &csrf),
+                ("op", "close"),
+                ("disposition", "true_positive"),
+                ("reason", "confirmed loader"),
+                ("intel_ref", "intel-2026-077"),
+                ("missed", HOSTILE),
+                ("cancel_pending", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let c = d.case(&case_id).await;
+    assert_eq!(c["case"]["state"], json!("closed"), "{c}");
+    let of_case = |kind: &str| {
+        d.audit()
+            .into_iter()
+            .find(|r| r.body.kind == kind && r.body.case_id.as_deref() == Some(&case_id))
+            .unwrap_or_else(|| panic!("no {kind} record"))
+            .body
+            .data
+    };
+    assert_eq!(of_case("case_closed")["closure"]["by"], json!("alice"));
+    let cancelled = of_case("case_requests_cancelled");
+    assert_eq!(cancelled["by"]["channel"], json!("web"), "{cancelled}");
+    let assigned = of_case("case_assigned");
+    assert_eq!(assigned["by"]["channel"], json!("web"), "{assigned}");
+    assert_eq!(assigned["by"]["identity"], json!("token"), "{assigned}");
+    let page = alice.get(&format!("/ui/cases/{case_id}")).await;
+    assert!(page.body.contains("id=\"closure\""), "{}", page.body);
+    assert!(page.body.contains("id=\"reopen-form\""), "{}", page.body);
+
+    // The learning board lists the case's proposals, their files escaped, and the charts.
+    let board = alice.get("/ui/learning").await;
+    assert_eq!(board.status, 200, "{}", board.body);
+    let (_, v) = d
+        .get(&format!("/v1/learning/proposals?case={case_id}"))
+        .await;
+    let ps = v["proposals"].as_array().unwrap().clone();
+    assert!(!ps.is_empty(), "{v}");
+    for p in &ps {
+        let id = p["id"].as_str().unwrap();
+        assert!(
+            board.body.contains(&format!("id=\"proposal-{id}\"")),
+            "{id} not on the board"
+        );
+    }
+    assert!(!board.body.contains("<script>alert"), "{}", board.body);
+    assert!(
+        board.body.contains(HOSTILE_SHOWN),
+        "the missed text, escaped: {}",
+        board.body
+    );
+    for chart in ["chart-heat", "chart-intel", "chart-lead"] {
+        assert!(
+            board.body.contains(&format!("<svg id=\"{chart}\"")),
+            "{chart}: {}",
+            board.body
+        );
+    }
+    assert!(board.body.contains("<rect"), "{}", board.body);
+    assert!(board.body.contains("id=\"audit-head\""));
+
+    // Accept one from the board: its files are written and `learning_accepted` recorded.
+    let backlog = ps
+        .iter()
+        .find(|p| p["kind"] == json!("detection_backlog"))
+        .expect("a detection backlog proposal");
+    let id = backlog["id"].as_str().unwrap();
+    let path = format!("/ui/learning/{id}/op");
+    let r = mallory
+        .post(&path, &[("csrf", &m_csrf), ("op", "accept")])
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = alice.post(&path, &[("op", "accept")]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = alice
+        .post(&path, &[("csrf", &csrf), ("op", "dismiss")])
+        .await;
+    assert_eq!(r.status, 400, "a dismissal needs a reason: {}", r.body);
+    let r = alice
+        .post(
+            &path,
+            &[("csrf", &csrf), ("op", "accept"), ("reason", "on the list")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), "/ui/learning");
+    let (_, p) = d.get(&format!("/v1/learning/proposals/{id}")).await;
+    assert_eq!(p["state"], json!("accepted"), "{p}");
+    let written = p["resolution"]["written"][0].as_str().unwrap();
+    assert!(std::path::Path::new(written).is_file(), "{p}");
+    let accepted = d
+        .audit()
+        .into_iter()
+        .filter(|r| r.body.kind == "learning_accepted")
+        .count();
+    assert_eq!(accepted, 1);
+    let board = alice.get("/ui/learning").await;
+    assert!(!board.body.contains(&format!("id=\"proposal-{id}\"")));
+    d.stop().await;
 }
