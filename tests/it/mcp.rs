@@ -494,7 +494,9 @@ async fn the_official_python_mcp_client_drives_a_proposal_to_execution() {
     assert!(
         events.iter().any(|e| e["kind"] == json!("action_proposed")
             && e["facts"]["agent"] == json!("soc-copilot")
-            && e["facts"]["citations"].as_array().is_some_and(|c| !c.is_empty())),
+            && e["facts"]["citations"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty())),
         "{story}"
     );
     assert!(
