@@ -97,6 +97,14 @@ async fn a_true_positive_goes_from_alert_to_learned() {
     );
     assert_eq!(v.cs.host_status("aid-lrn"), "normal");
 
+    let (s, v) = post_as(
+        &d,
+        "alice",
+        &format!("/v1/cases/{case_id}/notes"),
+        json!({"text": "loader confirmed on ws-lrn; host reimaged"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
     let closed = close(
         &d,
         "alice",
@@ -241,9 +249,10 @@ async fn a_true_positive_goes_from_alert_to_learned() {
     assert_eq!(count("learning_accepted"), 2);
     assert_eq!(count("learning_dismissed"), 1);
     assert_eq!(count("case_closed"), 1);
-    // Allowed by Cedar: the close, three accepts (the second of the same proposal then refused
-    // for its state) and the dismissal; refused: mallory's accept and that second accept.
-    assert_eq!(count("case_op_decision"), 5);
+    assert_eq!(count("case_note"), 1);
+    // Allowed by Cedar: the note, the close, three accepts (the second of the same proposal then
+    // refused for its state) and the dismissal; refused: mallory's accept and that second accept.
+    assert_eq!(count("case_op_decision"), 6);
     assert_eq!(count("case_op_refused"), 2);
 
     // And it replays: every decision of the case, the analyst's operations included.
