@@ -146,6 +146,21 @@ fn measure(data: &std::path::Path, alerts: u64) {
         opened_records / cases_n,
         size as f64 / cases_n / 1024.0
     );
+    println!("  keys and bytes per case by key family (key + value, before sled's own overhead):");
+    let usage = store.usage().expect("usage");
+    let logical: u64 = usage.values().map(|(_, b)| b).sum();
+    for (family, (n, b)) in &usage {
+        println!(
+            "    {family}: {:.1} keys, {:.2} KiB",
+            *n as f64 / cases_n,
+            *b as f64 / cases_n / 1024.0
+        );
+    }
+    println!(
+        "    all keys: {:.2} KiB per case; sled's files hold {:.2}x that",
+        logical as f64 / cases_n / 1024.0,
+        size as f64 / logical.max(1) as f64
+    );
     let t = Instant::now();
     let r = replay::replay(&store, &Filter::default()).expect("replay");
     let el = t.elapsed().as_secs_f64();

@@ -148,6 +148,10 @@ kinds! {
     AgentCall = "agent_call",
     /// An AI-generated finding on a case (summary, hypothesis, ATT&CK mapping, blast radius).
     AgentFinding = "agent_finding",
+
+    /// What an alert's step decisions share (the alert's and case's context, a resource
+    /// entity), stored once and named by hash from each `policy_decision`.
+    DecisionInput = "decision_input",
 }
 
 impl fmt::Display for AuditKind {

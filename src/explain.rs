@@ -50,36 +50,39 @@ pub struct Story {
 }
 
 /// Reads the story of `id` (an action id or a case id) from `store`; `None` when no audit
-/// record names it. Two passes over the chain: the records that name it, then the records of the
-/// alerts those name (arrival and enrichment, which are about the alert, not the action).
+/// record names it.
 pub fn read(store: &Store, id: &str) -> Result<Option<Story>, StoreError> {
-    let mut chosen: BTreeMap<u64, AuditRecord> = BTreeMap::new();
-    let mut alerts = BTreeSet::new();
-    let mut kind = None;
-    each(store, |r| {
-        let b = &r.body;
-        let is_action = b.action_id.as_deref() == Some(id);
-        let is_case = b.case_id.as_deref() == Some(id);
-        if is_action || is_case {
-            kind.get_or_insert(if is_action { "action" } else { "case" });
-            if let Some(a) = &b.alert_id {
-                alerts.insert(a.clone());
-            }
-            chosen.insert(b.seq, r.clone());
+    Ok(read_bounded(store, id, usize::MAX)?.map(|(story, _)| story))
+}
+
+/// [`read`], reading at most `max_records` audit records; the flag says the read stopped at
+/// that bound before the chain's head (the story is then its beginning only).
+///
+/// When the action or case is on record, one pass from the arrival of its case's first alert
+/// (nothing of it can come earlier) collects the records that name it and the records of its
+/// alerts (arrival and enrichment, which are about the alert, not the action). Otherwise, two
+/// passes over the whole chain: the records that name it, then those of the alerts they name.
+pub fn read_bounded(
+    store: &Store,
+    id: &str,
+    max_records: usize,
+) -> Result<Option<(Story, bool)>, StoreError> {
+    let (chosen, kind, cut) = match start_of(store, id)? {
+        Some((kind, start, alerts)) => {
+            let (chosen, cut) = one_pass(store, id, start, alerts, max_records)?;
+            (chosen, Some(kind), cut)
         }
-    })?;
-    let Some(kind) = kind else {
+        None => {
+            let (chosen, kind) = two_passes(store, id)?;
+            (chosen, kind, false)
+        }
+    };
+    let Some(kind) = kind.filter(|_| !chosen.is_empty()) else {
         return Ok(None);
     };
-    each(store, |r| {
-        let b = &r.body;
-        if b.action_id.is_none() && b.alert_id.as_ref().is_some_and(|a| alerts.contains(a)) {
-            chosen.entry(b.seq).or_insert_with(|| r.clone());
-        }
-    })?;
     let mut sources: BTreeMap<String, Option<PolicySource>> = BTreeMap::new();
     let records: Vec<AuditRecord> = chosen.into_values().collect();
-    Ok(Some(tell(
+    let story = tell(
         Subject {
             kind,
             id: id.to_string(),
@@ -96,7 +99,105 @@ pub fn read(store: &Store, id: &str) -> Result<Option<Story>, StoreError> {
                 })
                 .clone()
         },
-    )))
+    );
+    Ok(Some((story, cut)))
+}
+
+/// What the subject is, where its records can start (its case's first alert's arrival) and the
+/// alerts known to be its, when the action or case is on record.
+fn start_of(
+    store: &Store,
+    id: &str,
+) -> Result<Option<(&'static str, u64, BTreeSet<String>)>, StoreError> {
+    use crate::engine::read;
+    let (kind, case_id, mut alerts) = if let Some(a) = read::action(store, id)? {
+        (
+            "action",
+            a.case_id.clone(),
+            BTreeSet::from([a.alert_id.clone()]),
+        )
+    } else if read::case(store, id)?.is_some() {
+        ("case", id.to_string(), BTreeSet::new())
+    } else {
+        return Ok(None);
+    };
+    let Some(case) = read::case(store, &case_id)? else {
+        return Ok(None);
+    };
+    if kind == "case" {
+        alerts.extend(case.alert_ids.iter().cloned());
+    }
+    let first = match case.alert_ids.first() {
+        Some(a) => read::alert(store, a)?.and_then(|a| a.received_seq),
+        None => None,
+    };
+    Ok(first.map(|seq| (kind, seq, alerts)))
+}
+
+type Chosen = BTreeMap<u64, AuditRecord>;
+
+fn one_pass(
+    store: &Store,
+    id: &str,
+    start: u64,
+    mut alerts: BTreeSet<String>,
+    max_records: usize,
+) -> Result<(Chosen, bool), StoreError> {
+    let mut chosen = Chosen::new();
+    let head = store.head().seq;
+    let mut from = start;
+    let mut read_n = 0usize;
+    while from <= head && read_n < max_records {
+        let batch = store.audit_records(from, 4096.min(max_records - read_n))?;
+        let Some(last) = batch.last().map(|r| r.body.seq) else {
+            break;
+        };
+        for r in batch {
+            read_n += 1;
+            let b = &r.body;
+            let names_it = b.action_id.as_deref() == Some(id) || b.case_id.as_deref() == Some(id);
+            if names_it {
+                if let Some(a) = &b.alert_id {
+                    alerts.insert(a.clone());
+                }
+                chosen.insert(b.seq, r);
+            } else if b.action_id.is_none()
+                && b.alert_id.as_ref().is_some_and(|a| alerts.contains(a))
+            {
+                chosen.insert(b.seq, r);
+            }
+        }
+        from = last + 1;
+    }
+    Ok((chosen, from <= head))
+}
+
+fn two_passes(store: &Store, id: &str) -> Result<(Chosen, Option<&'static str>), StoreError> {
+    let mut chosen = Chosen::new();
+    let mut alerts = BTreeSet::new();
+    let mut kind = None;
+    each(store, |r| {
+        let b = &r.body;
+        let is_action = b.action_id.as_deref() == Some(id);
+        let is_case = b.case_id.as_deref() == Some(id);
+        if is_action || is_case {
+            kind.get_or_insert(if is_action { "action" } else { "case" });
+            if let Some(a) = &b.alert_id {
+                alerts.insert(a.clone());
+            }
+            chosen.insert(b.seq, r.clone());
+        }
+    })?;
+    if kind.is_none() {
+        return Ok((chosen, None));
+    }
+    each(store, |r| {
+        let b = &r.body;
+        if b.action_id.is_none() && b.alert_id.as_ref().is_some_and(|a| alerts.contains(a)) {
+            chosen.entry(b.seq).or_insert_with(|| r.clone());
+        }
+    })?;
+    Ok((chosen, kind))
 }
 
 fn each(store: &Store, mut f: impl FnMut(&AuditRecord)) -> Result<(), StoreError> {
@@ -112,7 +213,8 @@ fn each(store: &Store, mut f: impl FnMut(&AuditRecord)) -> Result<(), StoreError
 }
 
 /// Tells `records` (chain order) as a story; `source_of` gives the policy texts kept for a
-/// policy hash.
+/// policy hash. The shared inputs of step decisions (`decision_input`) are part of those
+/// decisions, not events of their own.
 pub fn tell(
     subject: Subject,
     records: &[AuditRecord],
@@ -120,6 +222,7 @@ pub fn tell(
 ) -> Story {
     let events = records
         .iter()
+        .filter(|r| r.body.kind != crate::audit::AuditKind::DecisionInput.as_str())
         .map(|r| {
             let b = &r.body;
             let d = &b.data;

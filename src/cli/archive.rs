@@ -193,8 +193,10 @@ pub fn replay_archives(
     filter: &crate::policy::replay::Filter,
     json: bool,
 ) -> i32 {
-    use crate::policy::replay::{KeptSets, ReplayReport, recorded_decision, replay_one};
+    use crate::policy::replay::{KeptSets, ReplayReport, recorded_in, replay_one};
     let mut out = ReplayReport::default();
+    // Shared decision inputs carry over from one archive file to the next.
+    let mut shared = crate::policy::SharedInputs::default();
     for f in files {
         // First the header (with the chain checked), then the records.
         let header = match crate::store::read_archive(f, &mut |_| {}) {
@@ -212,9 +214,7 @@ pub fn replay_archives(
             .collect();
         let mut sets = KeptSets::carried(sets);
         let r = crate::store::read_archive(f, &mut |rec| {
-            if filter.takes(rec)
-                && let Some(d) = recorded_decision(&rec.body.kind, &rec.body.data)
-            {
+            if let Some(d) = recorded_in(&mut shared, filter, rec) {
                 replay_one(&mut sets, &mut out, rec, d);
             }
         });

@@ -403,7 +403,8 @@ pub fn case(viewer: &Viewer, csrf: &str, v: &CaseView) -> Markup {
                 ol.timeline {
                     @for t in &v.timeline {
                         li { (time(t.at)) " · #" (t.seq) " " (t.kind)
-                             @if let Some(x) = &t.action_id { " · action " code { (x) } } }
+                             @if let Some(x) = &t.action_id { " · action " code { (x) } }
+                             ": " (t.what) }
                     }
                 }
                 @if v.timeline_cut { p.muted { "The timeline shows the first records only." } }

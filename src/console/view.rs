@@ -325,7 +325,8 @@ pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub kind: String,
     pub action_id: Option<String>,
-    pub alert_id: Option<String>,
+    /// What happened, in one sentence (`explain`'s telling).
+    pub what: String,
 }
 
 #[derive(Debug, Clone)]
@@ -411,7 +412,7 @@ pub fn case(
         .collect();
     // What waits for a person first, then the rest in proposal order.
     actions.sort_by_key(|v| v.action.state != ActionState::AwaitingApproval);
-    let (timeline, timeline_cut) = timeline(store, &case, &alerts)?;
+    let (timeline, timeline_cut) = timeline(store, &case)?;
     Ok(Some(CaseView {
         freshness: freshness(&fs, now, stale_after_secs),
         missing_context: missing_context(&case.entities, &fs),
@@ -427,46 +428,25 @@ pub fn case(
     }))
 }
 
-/// The case's audit records, read forward from its first alert's record (a bounded read: the
-/// `explain` command, once it exists, is the complete account).
-fn timeline(
-    store: &Store,
-    case: &Case,
-    alerts: &[AlertView],
-) -> Result<(Vec<TimelineEntry>, bool), StoreError> {
-    let first = match case.alert_ids.first() {
-        Some(id) => match alerts.iter().find(|a| &a.stored.alert.alert_id == id) {
-            Some(a) => a.stored.received_seq,
-            None => read::alert(store, id)?.and_then(|a| a.received_seq),
-        },
-        None => None,
-    };
-    let Some(mut from) = first else {
+/// The case's story as `explain` tells it (one sentence per audit record, in chain order), read
+/// forward from its first alert's arrival and bounded to [`TIMELINE_SCAN`] records.
+fn timeline(store: &Store, case: &Case) -> Result<(Vec<TimelineEntry>, bool), StoreError> {
+    let Some((story, cut)) = crate::explain::read_bounded(store, &case.case_id, TIMELINE_SCAN)?
+    else {
         return Ok((vec![], false));
     };
-    let head = store.head().seq;
-    let mut out = Vec::new();
-    let mut read_n = 0;
-    while from <= head && read_n < TIMELINE_SCAN {
-        let recs = store.audit_records(from, 512)?;
-        let Some(last) = recs.last().map(|r| r.body.seq) else {
-            break;
-        };
-        for r in recs {
-            read_n += 1;
-            if r.body.case_id.as_deref() == Some(case.case_id.as_str()) {
-                out.push(TimelineEntry {
-                    seq: r.body.seq,
-                    at: r.body.at,
-                    kind: r.body.kind.clone(),
-                    action_id: r.body.action_id.clone(),
-                    alert_id: r.body.alert_id.clone(),
-                });
-            }
-        }
-        from = last + 1;
-    }
-    Ok((out, from <= head))
+    let out = story
+        .events
+        .into_iter()
+        .map(|e| TimelineEntry {
+            seq: e.seq,
+            at: e.at,
+            kind: e.kind,
+            action_id: e.action_id,
+            what: e.what,
+        })
+        .collect();
+    Ok((out, cut))
 }
 
 /// An action with the hash a vote binds to and whether the viewer may vote on it.

@@ -556,7 +556,7 @@ impl Engine {
             .get_json::<Case>(&store, &keys::case(&orig.case_id))?
             .map(|c| c.severity)
             .unwrap_or(crate::alert::Severity::High);
-        self.decide_new(txn, &mut req, step_req, None, severity, now)?;
+        self.decide_new(txn, &mut req, step_req, None, severity, now, None)?;
         txn.put(
             keys::action_index(&orig.case_id, &idem),
             action_id.clone().into_bytes(),

@@ -325,6 +325,20 @@ impl Engine {
         let max_actions = self.parts.cases.max_actions_per_case;
         let max_chat = self.parts.cases.max_chat_requests_per_case;
         let playbooks = self.parts.playbooks.clone();
+        // What every step of this alert shares is recorded once (`decision_input`) and named by
+        // hash from each decision.
+        let shared_ctx = policy::alert_context(
+            fields,
+            source,
+            policy::CaseInfo {
+                id: &case_id,
+                alert_count: case.alert_ids.len() as u64,
+                entity_count: case.entities.len(),
+            },
+            &report,
+            now,
+        );
+        let mut share = ShareState::new(shared_ctx, links(&case_id));
         for pb in playbooks
             .iter()
             .filter(|pb| pb.matcher.matches(format, fields))
@@ -402,21 +416,13 @@ impl Engine {
                             case.severity.id(),
                         ),
                     ),
-                    context: policy::step_context(
-                        fields,
-                        source,
-                        policy::CaseInfo {
-                            id: &case_id,
-                            alert_count: case.alert_ids.len() as u64,
-                            entity_count: case.entities.len(),
-                        },
-                        &report,
+                    context: policy::with_step(
+                        &share.context,
                         policy::StepInfo {
                             playbook: &pb.name,
                             step: &prop.step.id,
                             kind: prop.step.action,
                         },
-                        now,
                     ),
                 };
                 self.decide_new(
@@ -426,6 +432,7 @@ impl Engine {
                     prop.step.approval_timeout_mins,
                     fields.severity,
                     now,
+                    Some(&mut share),
                 )?;
                 if self.parts.chat && req.state == ActionState::AwaitingApproval {
                     if case.chat_requests as usize >= max_chat {
@@ -495,9 +502,14 @@ impl Engine {
         step_timeout_mins: Option<u64>,
         severity: crate::alert::Severity,
         now: DateTime<Utc>,
+        share: Option<&mut ShareState>,
     ) -> Result<(), StoreError> {
         let policy_engine = self.parts.policies.current();
         let alinks = Self::links(req);
+        let refs = match share {
+            Some(sh) => Some(sh.refs(txn, &step_req, now)?),
+            None => None,
+        };
         let action_id = req.action_id.clone();
         req.decision_input = Some(crate::action::DecisionInput {
             family: step_req.family.clone(),
@@ -505,10 +517,16 @@ impl Engine {
             context: step_req.context.clone(),
         });
         let shadow_req = self.parts.shadow.as_ref().map(|_| step_req.clone());
-        let record = policy_engine.decide_step(step_req);
+        let mut record = policy_engine.decide_step(step_req);
+        if let Some(refs) = &refs {
+            record.share(refs.clone());
+        }
         let seq = txn.audit(AuditKind::PolicyDecision, alinks.clone(), now, &record)?;
         if let (Some(shadow), Some(sreq)) = (self.parts.shadow.clone(), shadow_req) {
-            let s = shadow.decide_step(sreq);
+            let mut s = shadow.decide_step(sreq);
+            if let Some(refs) = refs {
+                s.share(refs);
+            }
             let agrees = s.tier == record.tier;
             txn.audit(
                 AuditKind::ShadowDecision,
@@ -608,5 +626,53 @@ impl Engine {
             json!({"reason": why, "limit": limit.as_str(), "case_state": case.state}),
         )?;
         Ok(())
+    }
+}
+
+/// The shared parts of one alert's step requests (see [`policy::SharedRefs`]): each is written
+/// as a `decision_input` record before the first decision that names it, once per alert.
+pub(super) struct ShareState {
+    context: Arc<serde_json::Map<String, serde_json::Value>>,
+    context_part: Option<policy::SharedPart>,
+    written: std::collections::HashSet<String>,
+    links: Links,
+}
+
+impl ShareState {
+    pub(super) fn new(context: serde_json::Map<String, serde_json::Value>, links: Links) -> Self {
+        ShareState {
+            context: Arc::new(context),
+            context_part: None,
+            written: Default::default(),
+            links,
+        }
+    }
+
+    /// The references for `step`, writing the parts this alert has not written yet.
+    fn refs(
+        &mut self,
+        txn: &mut Txn,
+        step: &StepRequest,
+        now: DateTime<Utc>,
+    ) -> Result<policy::SharedRefs, StoreError> {
+        let ctx = self
+            .context_part
+            .get_or_insert_with(|| policy::SharedPart::context(&self.context))
+            .clone();
+        let entity = policy::SharedPart::entity(&step.target, &step.resource_attrs);
+        for part in [&ctx, &entity] {
+            if self.written.insert(part.hash.clone()) {
+                txn.audit(
+                    AuditKind::DecisionInput,
+                    self.links.clone(),
+                    now,
+                    &part.data,
+                )?;
+            }
+        }
+        Ok(policy::SharedRefs {
+            context: Some((ctx.hash, self.context.clone())),
+            resource: Some(entity.hash),
+        })
     }
 }

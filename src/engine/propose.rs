@@ -397,7 +397,7 @@ impl Engine {
                 now,
             ),
         };
-        self.decide_new(txn, &mut req, step_req, None, case.severity, now)?;
+        self.decide_new(txn, &mut req, step_req, None, case.severity, now, None)?;
         if self.parts.chat && req.state == ActionState::AwaitingApproval {
             if case.chat_requests as usize >= self.parts.cases.max_chat_requests_per_case {
                 req.chat_held = true;

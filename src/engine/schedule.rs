@@ -430,6 +430,7 @@ impl Engine {
             step.approval_timeout_mins,
             case.severity,
             now,
+            None,
         )?;
         txn.put(xi, action_id.clone().into_bytes());
         txn.put_json(keys::action(&action_id), &req)?;

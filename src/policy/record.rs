@@ -16,34 +16,43 @@ pub enum RequestRecord {
     Json(Value),
 }
 
+struct Uid<'a>(&'a str, &'a str);
+impl Serialize for Uid<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(Some(2))?;
+        m.serialize_entry("type", &format_args!("{NS}::{}", self.0))?;
+        m.serialize_entry("id", self.1)?;
+        m.end()
+    }
+}
+
+/// An entity in Cedar's JSON shape: `uid`, `attrs`, no `parents`.
+struct Ent<'a, A: Serialize>(Uid<'a>, A);
+impl<A: Serialize> Serialize for Ent<'_, A> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(Some(3))?;
+        m.serialize_entry("uid", &self.0)?;
+        m.serialize_entry("attrs", &self.1)?;
+        m.serialize_entry("parents", &[(); 0])?;
+        m.end()
+    }
+}
+
 impl Serialize for RequestRecord {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq};
-        struct Uid<'a>(&'a str, &'a str);
-        impl Serialize for Uid<'_> {
-            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                let mut m = ser.serialize_map(Some(2))?;
-                m.serialize_entry("type", &format_args!("{NS}::{}", self.0))?;
-                m.serialize_entry("id", self.1)?;
-                m.end()
-            }
-        }
-        struct Ent<'a, A: Serialize>(Uid<'a>, A);
-        impl<A: Serialize> Serialize for Ent<'_, A> {
-            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                let mut m = ser.serialize_map(Some(3))?;
-                m.serialize_entry("uid", &self.0)?;
-                m.serialize_entry("attrs", &self.1)?;
-                m.serialize_entry("parents", &[(); 0])?;
-                m.end()
-            }
-        }
-        struct Ctx<'a>(&'a Map<String, Value>, u8);
+        /// The context, less what the shared part holds (same key, same value).
+        struct Ctx<'a>(&'a Map<String, Value>, u8, Option<&'a Map<String, Value>>);
         impl Serialize for Ctx<'_> {
             fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
                 let mut m = ser.serialize_map(None)?;
+                let shared = |k: &String, v: &Value| self.2.is_some_and(|s| s.get(k) == Some(v));
                 for (k, v) in self.0.iter().filter(|(k, _)| *k != "approvals") {
-                    m.serialize_entry(k, v)?;
+                    if !shared(k, v) {
+                        m.serialize_entry(k, v)?;
+                    }
                 }
                 m.serialize_entry("approvals", &self.1)?;
                 m.end()
@@ -53,6 +62,7 @@ impl Serialize for RequestRecord {
         impl Serialize for Ents<'_> {
             fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
                 let s = self.0;
+                let resource_shared = s.shared.as_ref().is_some_and(|r| r.resource.is_some());
                 let mut q = ser.serialize_seq(Some(2))?;
                 let family = [("family", &s.family)];
                 match s.principal() {
@@ -65,23 +75,36 @@ impl Serialize for RequestRecord {
                         family.into_iter().collect::<BTreeMap<_, _>>(),
                     ))?,
                 }
-                q.serialize_element(&Ent(
-                    Uid(target_type(s.target.kind), &s.target.id),
-                    &s.resource_attrs,
-                ))?;
+                if !resource_shared {
+                    q.serialize_element(&Ent(
+                        Uid(target_type(s.target.kind), &s.target.id),
+                        &s.resource_attrs,
+                    ))?;
+                }
                 q.end()
             }
         }
         match self {
             RequestRecord::Json(v) => v.serialize(ser),
             RequestRecord::Step(s) => {
-                let mut m = ser.serialize_map(Some(5))?;
+                let mut m = ser.serialize_map(None)?;
                 let (p_type, p_id) = s.principal();
+                let shared = s.shared.as_ref();
+                let shared_ctx = shared.and_then(|r| r.context.as_ref());
                 m.serialize_entry("principal", &Uid(p_type, p_id))?;
                 m.serialize_entry("action", &Uid("Action", s.kind.as_str()))?;
                 m.serialize_entry("resource", &Uid(target_type(s.target.kind), &s.target.id))?;
-                m.serialize_entry("context", &Ctx(&s.context, s.approvals))?;
+                m.serialize_entry(
+                    "context",
+                    &Ctx(&s.context, s.approvals, shared_ctx.map(|(_, c)| &**c)),
+                )?;
+                if let Some((hash, _)) = shared_ctx {
+                    m.serialize_entry(CONTEXT_REF, hash)?;
+                }
                 m.serialize_entry("entities", &Ents(s))?;
+                if let Some(hash) = shared.and_then(|r| r.resource.as_ref()) {
+                    m.serialize_entry(ENTITY_REFS, &[hash])?;
+                }
                 m.end()
             }
         }
@@ -106,6 +129,8 @@ pub struct TypedStep {
     pub(super) context: Map<String, Value>,
     /// `approvals` of the probe the record shows (the last one).
     pub(super) approvals: u8,
+    /// What the record leaves to `decision_input` records (see [`SharedRefs`]).
+    pub(super) shared: Option<SharedRefs>,
 }
 
 /// A policy set as the audit store keeps it, content-addressed by its hash
@@ -153,5 +178,147 @@ impl TypedStep {
             Some(name) => ("Agent", name),
             None => ("Playbook", &self.playbook),
         }
+    }
+}
+
+/// Key of a stored step request naming its shared context part.
+const CONTEXT_REF: &str = "context_ref";
+/// Key of a stored step request naming its shared entities.
+const ENTITY_REFS: &str = "entity_refs";
+
+/// What a step decision's request shares with the other steps of its alert: the context that
+/// comes from the alert and its case (everything but the step's own keys), and the resource
+/// entity's attributes. Each is written once per alert as a `decision_input` audit record
+/// ([`SharedPart`]) and the decision record names it by hash instead of repeating it; readers put
+/// the request back together with [`SharedInputs`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedRefs {
+    /// The shared context part's hash and its keys and values.
+    pub context: Option<(String, std::sync::Arc<Map<String, Value>>)>,
+    /// The resource entity's hash.
+    pub resource: Option<String>,
+}
+
+/// A shared part of step requests as its `decision_input` record holds it, and its hash
+/// (SHA-256 of the part's JSON, as written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedPart {
+    pub hash: String,
+    /// The `decision_input` record's data: `{"hash", "context"}` or `{"hash", "entity"}`.
+    pub data: Value,
+}
+
+impl SharedPart {
+    /// The shared context part `context` (without any step's own keys).
+    pub fn context(context: &Map<String, Value>) -> SharedPart {
+        Self::of(
+            "context",
+            serde_json::to_value(context).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The resource entity of a step on `target` with (complete) attributes `attrs`, exactly as
+    /// a request's `entities` would hold it.
+    pub fn entity(target: &Target, attrs: &Map<String, Value>) -> SharedPart {
+        let e = Ent(Uid(target_type(target.kind), &target.id), attrs);
+        Self::of("entity", serde_json::to_value(&e).unwrap_or(Value::Null))
+    }
+
+    fn of(key: &str, part: Value) -> SharedPart {
+        use sha2::Digest;
+        let bytes = serde_json::to_vec(&part).unwrap_or_default();
+        let hash = hex::encode(sha2::Sha256::digest(&bytes));
+        let mut data = Map::new();
+        data.insert("hash".into(), Value::String(hash.clone()));
+        data.insert(key.into(), part);
+        SharedPart {
+            hash,
+            data: Value::Object(data),
+        }
+    }
+}
+
+impl DecisionRecord {
+    /// Leaves the parts of this step decision's request named in `refs` to their
+    /// `decision_input` records. Only a step's own decision shares; others are unchanged.
+    pub fn share(&mut self, refs: SharedRefs) {
+        if let RequestRecord::Step(s) = &mut self.request {
+            s.shared = Some(refs);
+        }
+    }
+}
+
+/// Most shared parts [`SharedInputs`] keeps while a chain is read: the decisions that name a
+/// part follow it in the same commit, so only the newest are ever needed.
+const SHARED_KEPT: usize = 16_384;
+
+/// The shared parts of step requests (`decision_input` records) seen so far while a chain is
+/// read in order, by hash; puts stored requests back together.
+#[derive(Debug, Default)]
+pub struct SharedInputs {
+    parts: std::collections::HashMap<String, Value>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl SharedInputs {
+    /// Keeps the part a `decision_input` record holds; any other record is ignored.
+    pub fn note(&mut self, kind: &str, data: &Value) {
+        if kind != crate::audit::AuditKind::DecisionInput.as_str() {
+            return;
+        }
+        let Some(hash) = data.get("hash").and_then(Value::as_str) else {
+            return;
+        };
+        let part = data.get("context").or_else(|| data.get("entity"));
+        if let Some(part) = part
+            && self.parts.insert(hash.to_string(), part.clone()).is_none()
+        {
+            self.order.push_back(hash.to_string());
+            while self.order.len() > SHARED_KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.parts.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Puts a stored request back together: the shared context first, then the request's own
+    /// keys; the shared entities after its own. A request that names no shared part is left as
+    /// it is; one whose part was not seen is an error.
+    pub fn expand(&self, record: &mut DecisionRecord) -> Result<(), String> {
+        let RequestRecord::Json(req) = &mut record.request else {
+            return Ok(());
+        };
+        let Some(obj) = req.as_object_mut() else {
+            return Ok(());
+        };
+        let missing = |h: &str| format!("shared decision input {h} is not in the records read");
+        if let Some(h) = obj.remove(CONTEXT_REF) {
+            let h = h.as_str().unwrap_or_default().to_string();
+            let Some(Value::Object(shared)) = self.parts.get(&h) else {
+                return Err(missing(&h));
+            };
+            let mut ctx = shared.clone();
+            if let Some(Value::Object(own)) = obj.get("context") {
+                for (k, v) in own {
+                    ctx.insert(k.clone(), v.clone());
+                }
+            }
+            obj.insert("context".into(), Value::Object(ctx));
+        }
+        if let Some(refs) = obj.remove(ENTITY_REFS) {
+            let mut extra = Vec::new();
+            for h in refs.as_array().map(Vec::as_slice).unwrap_or_default() {
+                let h = h.as_str().unwrap_or_default();
+                extra.push(self.parts.get(h).cloned().ok_or_else(|| missing(h))?);
+            }
+            match obj.get_mut("entities") {
+                Some(Value::Array(es)) => es.extend(extra),
+                _ => {
+                    obj.insert("entities".into(), Value::Array(extra));
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -407,6 +407,7 @@ pub fn each_decision(
     filter: &Filter,
     mut f: impl FnMut(&AuditRecord, Result<Recorded, String>),
 ) -> Result<(), crate::store::StoreError> {
+    let mut shared = SharedInputs::default();
     let mut from = 1;
     loop {
         let batch = store.audit_records(from, 4096)?;
@@ -415,14 +416,29 @@ pub fn each_decision(
         };
         from = last.body.seq + 1;
         for r in &batch {
-            if !filter.takes(r) {
-                continue;
-            }
-            if let Some(d) = recorded_decision(&r.body.kind, &r.body.data) {
+            if let Some(d) = recorded_in(&mut shared, filter, r) {
                 f(r, d);
             }
         }
     }
+}
+
+/// The decision record `r` holds, if `filter` takes it, with its request put back together
+/// from the shared inputs read before it (which `shared` takes note of, whatever the filter).
+pub fn recorded_in(
+    shared: &mut SharedInputs,
+    filter: &Filter,
+    r: &AuditRecord,
+) -> Option<Result<Recorded, String>> {
+    shared.note(&r.body.kind, &r.body.data);
+    if !filter.takes(r) {
+        return None;
+    }
+    let d = recorded_decision(&r.body.kind, &r.body.data)?;
+    Some(d.and_then(|mut d| {
+        shared.expand(&mut d.record)?;
+        Ok(d)
+    }))
 }
 
 fn place(r: &AuditRecord, d: &Recorded) -> Place {
@@ -610,6 +626,7 @@ pub fn shadow_report(
 ) -> Result<SimulationReport, crate::store::StoreError> {
     let mut out = SimulationReport::default();
     let mut cases = std::collections::BTreeSet::new();
+    let mut shared = SharedInputs::default();
     let mut from = 1;
     loop {
         let batch = store.audit_records(from, 4096)?;
@@ -617,14 +634,16 @@ pub fn shadow_report(
             break;
         };
         from = last.body.seq + 1;
-        for r in batch
-            .iter()
-            .filter(|r| r.body.kind == "shadow_decision" && filter.takes(r))
-        {
+        for r in batch.iter() {
+            shared.note(&r.body.kind, &r.body.data);
+            if r.body.kind != "shadow_decision" || !filter.takes(r) {
+                continue;
+            }
             let data = &r.body.data;
             let parsed = serde_json::from_value::<DecisionRecord>(data["record"].clone())
                 .map_err(|e| e.to_string())
-                .and_then(|shadow| {
+                .and_then(|mut shadow| {
+                    shared.expand(&mut shadow)?;
                     let tier: Tier = serde_json::from_value(data["tier_in_force"].clone())
                         .map_err(|e| e.to_string())?;
                     Ok((shadow, tier))

@@ -139,6 +139,18 @@ pub fn step_context(
     step: StepInfo<'_>,
     now: DateTime<Utc>,
 ) -> Map<String, Value> {
+    with_step(&alert_context(alert, source, case, report, now), step)
+}
+
+/// The part of the step context every step of an alert shares: the alert, its case, the time
+/// and the intel matches (the step's own keys are added by [`with_step`]).
+pub fn alert_context(
+    alert: &AlertFields,
+    source: &str,
+    case: CaseInfo<'_>,
+    report: &EnrichmentReport,
+    now: DateTime<Utc>,
+) -> Map<String, Value> {
     let intel_matches = report
         .facts
         .iter()
@@ -160,14 +172,20 @@ pub fn step_context(
         "case": {"id": case.id, "alert_count": case.alert_count, "entity_count": case.entity_count},
         "time": time_context(now),
         "intel_matches": intel_matches,
-        "playbook": step.playbook,
-        "step": step.step,
-        "reversible": step.kind.inverse().is_some(),
     });
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
     }
+}
+
+/// The step context: `shared` ([`alert_context`]) and the step's own keys.
+pub fn with_step(shared: &Map<String, Value>, step: StepInfo<'_>) -> Map<String, Value> {
+    let mut m = shared.clone();
+    m.insert("playbook".into(), json!(step.playbook));
+    m.insert("step".into(), json!(step.step));
+    m.insert("reversible".into(), json!(step.kind.inverse().is_some()));
+    m
 }
 
 pub fn time_context(now: DateTime<Utc>) -> Value {

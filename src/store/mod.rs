@@ -350,6 +350,25 @@ impl Store {
         Ok(out)
     }
 
+    /// Keys and bytes (key + value) per key family (the key up to its first `/`, or the whole
+    /// key when it has none), over every committed key: what the store spends its space on.
+    pub fn usage(&self) -> Result<BTreeMap<String, (u64, u64)>, StoreError> {
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for item in self.inner.db.iter() {
+            let (k, v) = item?;
+            let family = match k.iter().position(|b| *b == b'/') {
+                Some(i) => &k[..i],
+                None => &k[..],
+            };
+            let e = out
+                .entry(String::from_utf8_lossy(family).into_owned())
+                .or_default();
+            e.0 += 1;
+            e.1 += (k.len() + v.len()) as u64;
+        }
+        Ok(out)
+    }
+
     /// Keys under `prefix` in order, while `keep` holds.
     pub fn keys_while(
         &self,

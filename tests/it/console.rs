@@ -414,7 +414,36 @@ async fn a_vote_needs_the_csrf_token_and_is_an_ordinary_recorded_vote() {
     assert_eq!(last["identity"], json!("token"));
     assert_eq!(last["reviewed_hash"], json!(hash));
     assert_eq!(last["comment"], json!("contained per runbook"));
+    // The case page's timeline is `explain`'s story of the case: every event, in order, with
+    // its sentence (the vote just cast among them).
+    let page = web.get(&format!("/ui/cases/{case_id}")).await;
+    let (_, story) = d.get(&format!("/v1/cases/{case_id}/explain")).await;
+    let events = story["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["kind"] == json!("vote")), "{story}");
+    let timeline = &page.body[page.body.find("<ol class=\"timeline\">").unwrap()..];
+    let mut at = 0;
+    for e in events {
+        let line = format!("#{} {}", e["seq"], e["kind"].as_str().unwrap());
+        let what = html_escape(e["what"].as_str().unwrap());
+        let found = timeline[at..]
+            .find(&line)
+            .unwrap_or_else(|| panic!("{line} not in order in {timeline}"));
+        at += found;
+        let li_end = at + timeline[at..].find("</li>").unwrap();
+        assert!(
+            timeline[at..li_end].contains(&what),
+            "{what} not in {}",
+            &timeline[at..li_end]
+        );
+    }
     d.stop().await;
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
