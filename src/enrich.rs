@@ -158,7 +158,13 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    fn entry(path: &Path, list: &'static str, index: usize, key: &'static str, reason: &str) -> Self {
+    fn entry(
+        path: &Path,
+        list: &'static str,
+        index: usize,
+        key: &'static str,
+        reason: &str,
+    ) -> Self {
         SourceError::Entry {
             file: path.display().to_string(),
             list,
@@ -239,16 +245,17 @@ impl Enricher {
             at: now,
             ..Default::default()
         };
-        let mut consult = |name: &str, path: &Option<PathBuf>, error: &Option<SourceError>| -> bool {
-            let Some(path) = path else { return false };
-            if let Some(err) = error {
-                report.failures.push(Failure {
-                    source: format!("{name}:{}", path.display()),
-                    error: err.to_string(),
-                });
-            }
-            true
-        };
+        let mut consult =
+            |name: &str, path: &Option<PathBuf>, error: &Option<SourceError>| -> bool {
+                let Some(path) = path else { return false };
+                if let Some(err) = error {
+                    report.failures.push(Failure {
+                        source: format!("{name}:{}", path.display()),
+                        error: err.to_string(),
+                    });
+                }
+                true
+            };
         let use_assets = consult("assets", &self.assets.path, &self.assets.error);
         let use_ids = consult("identities", &self.identities.path, &self.identities.error);
         let use_intel = consult("intel", &self.intel.path, &self.intel.error);

@@ -88,12 +88,10 @@ impl Mattermost {
             &body,
         )
         .await?;
-        let id = a["id"]
-            .as_str()
-            .ok_or(ChatError::NoReference {
-                platform: "mattermost",
-                what: "the created post has no id",
-            })?;
+        let id = a["id"].as_str().ok_or(ChatError::NoReference {
+            platform: "mattermost",
+            what: "the created post has no id",
+        })?;
         Ok(Delivered {
             channel: channel.to_string(),
             reference: id.to_string(),

@@ -183,10 +183,7 @@ impl Teams {
         if !status.is_success() {
             return Err(ChatError::TokenStatus(status));
         }
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|_| ChatError::TokenNotJson)?;
+        let body: Value = resp.json().await.map_err(|_| ChatError::TokenNotJson)?;
         let token = body["access_token"]
             .as_str()
             .ok_or(ChatError::TokenMissing)?
@@ -248,12 +245,10 @@ impl Teams {
             &Self::card(v),
         )
         .await?;
-        let id = a["id"]
-            .as_str()
-            .ok_or(ChatError::NoReference {
-                platform: "teams",
-                what: "the created activity has no id",
-            })?;
+        let id = a["id"].as_str().ok_or(ChatError::NoReference {
+            platform: "teams",
+            what: "the created activity has no id",
+        })?;
         Ok(Delivered {
             channel: conversation.to_string(),
             reference: id.to_string(),

@@ -449,10 +449,7 @@ impl Runtime {
         if !(200..300).contains(&status) {
             return Err(AuthError::Status(status));
         }
-        let body: Value = res
-            .json()
-            .await
-            .map_err(|_| AuthError::NotJson)?;
+        let body: Value = res.json().await.map_err(|_| AuthError::NotJson)?;
         let token = body["access_token"]
             .as_str()
             .filter(|t| !t.is_empty())

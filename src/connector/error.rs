@@ -32,9 +32,7 @@ pub enum ValueError {
     DotSegment(String),
     #[error("refusing {0:?} in an OData URL: a value starting with `$` names a system resource")]
     OdataSystem(String),
-    #[error(
-        "refusing {0:?} in a request URL: the vendor reads it as something other than a name"
-    )]
+    #[error("refusing {0:?} in a request URL: the vendor reads it as something other than a name")]
     Reserved(String),
     #[error("refusing a header value with control characters")]
     HeaderControl,
@@ -56,7 +54,9 @@ pub enum TemplateError {
         param: String,
         quote: char,
     },
-    #[error("{ptr:?} reads an array element: only `{unique}/0` (the one match of `unique`) may be read")]
+    #[error(
+        "{ptr:?} reads an array element: only `{unique}/0` (the one match of `unique`) may be read"
+    )]
     IndexedUnique { ptr: String, unique: String },
     #[error(
         "{0:?} reads an array element: declare the list with `unique` so that more than one match is refused (never \"take the first\")"
