@@ -57,6 +57,7 @@ mod tests {
 
     #[test]
     fn texts_stay_as_the_audit_store_records_them() {
+        let unauthorized: reqwest::StatusCode = 401u16.try_into().unwrap();
         let table: &[(ChatError, &str)] = &[
             (ChatError::Transport("timed out"), "timed out"),
             (
@@ -88,7 +89,7 @@ mod tests {
                 "teams: the created activity has no id",
             ),
             (
-                ChatError::TokenStatus(reqwest::StatusCode::UNAUTHORIZED),
+                ChatError::TokenStatus(unauthorized),
                 "teams token: HTTP 401 Unauthorized",
             ),
             (

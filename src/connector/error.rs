@@ -41,6 +41,8 @@ pub enum ValueError {
 /// A request template refused when the connector file is loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
+    #[error("unclosed `{{` in {0:?}")]
+    Unclosed(String),
     #[error(
         "the query parameter {0:?} looks like a filter expression: declare the connector's filter_language (fql, odata, scim, jql) so values are kept literals"
     )]
@@ -140,4 +142,65 @@ pub enum LookupError {
         kind: ConnectorKind,
         action: ActionKind,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Texts the audit store and the connector-file problems carry: they must not drift.
+    #[test]
+    fn texts_stay_as_recorded() {
+        let table: &[(&dyn std::fmt::Display, &str)] = &[
+            (
+                &ValueError::Control("a\nb".into()),
+                r#"refusing "a\nb" in a request URL: it contains a control character"#,
+            ),
+            (
+                &ValueError::FilterChar {
+                    value: "ws-*".into(),
+                    language: "fql",
+                    ch: '*',
+                },
+                r#"refusing "ws-*" in a fql filter: '*' would change what the filter matches"#,
+            ),
+            (
+                &ValueError::Reserved("me".into()),
+                r#"refusing "me" in a request URL: the vendor reads it as something other than a name"#,
+            ),
+            (
+                &TemplateError::OutsideLiteral {
+                    placeholder: "target".into(),
+                    language: "fql",
+                    param: "filter".into(),
+                    quote: '\'',
+                },
+                r#"placeholder {target} in the fql filter "filter" must stand inside a '…' string literal"#,
+            ),
+            (
+                &RenderError::NoValue("ioc.type".into()),
+                "no value for {ioc.type}",
+            ),
+            (
+                &RenderError::Unclosed("/a/{b".into()),
+                r#"unclosed `{` in "/a/{b""#,
+            ),
+            (&AuthError::Status(500), "token endpoint answered 500"),
+            (
+                &Ambiguity::TooMany(3),
+                "3 vendor objects match and the connector declares no tie-break",
+            ),
+            (
+                &LookupError::Lacks {
+                    name: "okta".into(),
+                    kind: ConnectorKind::Okta,
+                    action: ActionKind::IsolateHost,
+                },
+                r#"connector "okta" (okta) does not implement isolate_host"#,
+            ),
+        ];
+        for (e, text) in table {
+            assert_eq!(e.to_string(), *text);
+        }
+    }
 }

@@ -378,13 +378,13 @@ pub const VARS: &[&str] = &[
 ];
 
 /// The placeholders in `s` (`{name}`), or an error for an unclosed brace.
-pub fn placeholders(s: &str) -> Result<Vec<&str>, String> {
+pub fn placeholders(s: &str) -> Result<Vec<&str>, super::error::TemplateError> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find('{') {
         let after = &rest[i + 1..];
         let Some(j) = after.find('}') else {
-            return Err(format!("unclosed `{{` in {s:?}"));
+            return Err(super::error::TemplateError::Unclosed(s.to_string()));
         };
         out.push(&after[..j]);
         rest = &after[j + 1..];
@@ -417,7 +417,7 @@ impl Checker<'_> {
     fn template(&mut self, key: &str, s: &str, scope: Scope) {
         let names = match placeholders(s) {
             Ok(n) => n,
-            Err(e) => return self.problem(key, e),
+            Err(e) => return self.problem(key, e.to_string()),
         };
         for n in names {
             let ok = if let Some(v) = n.strip_prefix("vendor.") {
@@ -530,7 +530,7 @@ impl Checker<'_> {
                         self.pointer(&format!("{key}.state"), ptr);
                     }
                 }
-                Err(e) => self.problem(&format!("{key}.state"), e),
+                Err(e) => self.problem(&format!("{key}.state"), e.to_string()),
             }
             if p.done.is_empty() {
                 self.problem(&format!("{key}.done"), "a state probe needs `done` values");
