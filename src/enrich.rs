@@ -140,13 +140,48 @@ impl EnrichmentReport {
     }
 }
 
+/// Why an enrichment file cannot be used: the last good data stays, and every alert reports it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// The file cannot be read or parsed (unknown keys included).
+    #[error("{0}")]
+    File(Problem),
+    /// One entry is invalid: `asset[3].criticality`, `indicator[0].value`, ...
+    #[error("{file}: {list}[{index}].{key}: {reason}")]
+    Entry {
+        file: String,
+        list: &'static str,
+        index: usize,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+impl SourceError {
+    fn entry(
+        path: &Path,
+        list: &'static str,
+        index: usize,
+        key: &'static str,
+        reason: &str,
+    ) -> Self {
+        SourceError::Entry {
+            file: path.display().to_string(),
+            list,
+            index,
+            key,
+            reason: reason.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Source<T> {
     path: Option<PathBuf>,
     mtime: Option<SystemTime>,
     data: Option<T>,
     loaded_at: Option<DateTime<Utc>>,
-    error: Option<String>,
+    error: Option<SourceError>,
 }
 
 #[derive(Debug, Default)]
@@ -187,7 +222,7 @@ impl Enricher {
         let problems: Vec<Problem> = [&e.assets.error, &e.identities.error, &e.intel.error]
             .into_iter()
             .flatten()
-            .map(|err| Problem::new("enrichment", "", err.clone()))
+            .map(|err| Problem::new("enrichment", "", err.to_string()))
             .collect();
         if problems.is_empty() {
             Ok(e)
@@ -210,16 +245,17 @@ impl Enricher {
             at: now,
             ..Default::default()
         };
-        let mut consult = |name: &str, path: &Option<PathBuf>, error: &Option<String>| -> bool {
-            let Some(path) = path else { return false };
-            if let Some(err) = error {
-                report.failures.push(Failure {
-                    source: format!("{name}:{}", path.display()),
-                    error: err.clone(),
-                });
-            }
-            true
-        };
+        let mut consult =
+            |name: &str, path: &Option<PathBuf>, error: &Option<SourceError>| -> bool {
+                let Some(path) = path else { return false };
+                if let Some(err) = error {
+                    report.failures.push(Failure {
+                        source: format!("{name}:{}", path.display()),
+                        error: err.to_string(),
+                    });
+                }
+                true
+            };
         let use_assets = consult("assets", &self.assets.path, &self.assets.error);
         let use_ids = consult("identities", &self.identities.path, &self.identities.error);
         let use_intel = consult("intel", &self.intel.path, &self.intel.error);
@@ -276,7 +312,7 @@ fn fact<T, D: Serialize>(entity: &Entity, name: &str, src: &Source<T>, data: &D)
     }
 }
 
-fn refresh<T>(src: &mut Source<T>, load: fn(&Path) -> Result<T, String>) {
+fn refresh<T>(src: &mut Source<T>, load: fn(&Path) -> Result<T, SourceError>) {
     let Some(path) = src.path.clone() else { return };
     let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     if src.data.is_some() && src.error.is_none() && mtime.is_some() && mtime == src.mtime {
@@ -298,11 +334,11 @@ fn refresh<T>(src: &mut Source<T>, load: fn(&Path) -> Result<T, String>) {
     }
 }
 
-fn load_assets(path: &Path) -> Result<Assets, String> {
-    let f: AssetsFile = parse_toml_file(path).map_err(|p| p.to_string())?;
+fn load_assets(path: &Path) -> Result<Assets, SourceError> {
+    let f: AssetsFile = parse_toml_file(path).map_err(SourceError::File)?;
     let mut out = Assets::default();
     for (i, a) in f.asset.into_iter().enumerate() {
-        let at = |k: &str, r: &str| format!("{}: asset[{i}].{k}: {r}", path.display());
+        let at = |k, r: &str| SourceError::entry(path, "asset", i, k, r);
         if !CRITICALITIES.contains(&a.criticality.as_str()) {
             return Err(at("criticality", "must be low, medium, high or critical"));
         }
@@ -323,22 +359,22 @@ fn load_assets(path: &Path) -> Result<Assets, String> {
     Ok(out)
 }
 
-fn load_identities(path: &Path) -> Result<Identities, String> {
-    let f: IdentitiesFile = parse_toml_file(path).map_err(|p| p.to_string())?;
+fn load_identities(path: &Path) -> Result<Identities, SourceError> {
+    let f: IdentitiesFile = parse_toml_file(path).map_err(SourceError::File)?;
     let mut out = Identities::new();
     for (i, id) in f.identity.into_iter().enumerate() {
         let u = normalize(EntityKind::User, &id.user)
-            .ok_or_else(|| format!("{}: identity[{i}].user: empty", path.display()))?;
+            .ok_or_else(|| SourceError::entry(path, "identity", i, "user", "empty"))?;
         out.insert(u, id);
     }
     Ok(out)
 }
 
-fn load_intel(path: &Path) -> Result<Intel, String> {
-    let f: IntelFile = parse_toml_file(path).map_err(|p| p.to_string())?;
+fn load_intel(path: &Path) -> Result<Intel, SourceError> {
+    let f: IntelFile = parse_toml_file(path).map_err(SourceError::File)?;
     let mut out = Intel::new();
     for (i, ind) in f.indicator.into_iter().enumerate() {
-        let at = |k: &str, r: &str| format!("{}: indicator[{i}].{k}: {r}", path.display());
+        let at = |k, r: &str| SourceError::entry(path, "indicator", i, k, r);
         if ind.confidence > 100 {
             return Err(at("confidence", "must be 0..=100"));
         }

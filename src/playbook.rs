@@ -414,7 +414,7 @@ fn validate(
             continue;
         };
         if let Err(e) = connectors.check(&s.connector, action) {
-            p(key("connector"), e);
+            p(key("connector"), e.to_string());
         }
         let target = if s.target == "case" {
             if action.target_kind() != TargetKind::Case {

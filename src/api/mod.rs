@@ -9,6 +9,7 @@
 pub mod cases;
 
 pub mod agents;
+pub mod calls;
 pub mod client;
 pub mod learning;
 

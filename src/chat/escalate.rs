@@ -100,7 +100,7 @@ impl Escalations {
                     id: m.id.clone(),
                     platform: p.name,
                     attempt,
-                    result,
+                    result: result.map_err(|e| e.to_string()),
                 };
                 if self.engine.chat(op).await.is_err() {
                     return;

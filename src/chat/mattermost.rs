@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::view::View;
-use super::{Delivered, Refusal, post_json, send_json};
+use super::{ChatError, Delivered, Refusal, post_json, send_json};
 use crate::secret::Secret;
 
 pub struct Mattermost {
@@ -79,7 +79,7 @@ impl Mattermost {
         http: &reqwest::Client,
         channel: &str,
         v: &View,
-    ) -> Result<Delivered, String> {
+    ) -> Result<Delivered, ChatError> {
         let body =
             json!({"channel_id": channel, "message": Self::message(v), "props": self.props(v)});
         let a = post_json(
@@ -88,9 +88,10 @@ impl Mattermost {
             &body,
         )
         .await?;
-        let id = a["id"]
-            .as_str()
-            .ok_or("mattermost: the created post has no id")?;
+        let id = a["id"].as_str().ok_or(ChatError::NoReference {
+            platform: "mattermost",
+            what: "the created post has no id",
+        })?;
         Ok(Delivered {
             channel: channel.to_string(),
             reference: id.to_string(),
@@ -102,7 +103,7 @@ impl Mattermost {
         http: &reqwest::Client,
         post_id: &str,
         v: &View,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChatError> {
         let body = json!({"message": Self::message(v), "props": self.props(v)});
         let req = http
             .put(self.api(&format!("posts/{}/patch", urlencode(post_id))))
@@ -116,7 +117,7 @@ impl Mattermost {
         http: &reqwest::Client,
         channel: &str,
         text: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ChatError> {
         let body = json!({"channel_id": channel, "message": text});
         let a = post_json(
             http.post(self.api("posts"))
@@ -133,7 +134,7 @@ impl Mattermost {
         channel: &str,
         post_id: &str,
         text: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChatError> {
         let body = json!({"channel_id": channel, "root_id": post_id, "message": text});
         post_json(
             http.post(self.api("posts"))

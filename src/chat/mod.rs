@@ -12,6 +12,7 @@
 //! it, and the gRPC path never waits for chat. Every post, failure and callback is audited
 //! through the engine.
 
+pub mod error;
 pub mod mattermost;
 pub mod slack;
 pub mod teams;
@@ -21,6 +22,7 @@ mod escalate;
 mod inbound;
 mod notify;
 
+pub use error::ChatError;
 pub use inbound::Inbound;
 pub use notify::run;
 
@@ -134,7 +136,7 @@ impl Platform {
         http: &reqwest::Client,
         channel: &str,
         v: &View,
-    ) -> Result<Delivered, String> {
+    ) -> Result<Delivered, ChatError> {
         match &self.kind {
             Kind::Slack(s) => s.post(http, channel, v).await,
             Kind::Mattermost(m) => m.post(http, channel, v).await,
@@ -148,7 +150,7 @@ impl Platform {
         channel: &str,
         reference: &str,
         v: &View,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChatError> {
         match &self.kind {
             Kind::Slack(s) => s.update(http, channel, reference, v).await,
             Kind::Mattermost(m) => m.update(http, reference, v).await,
@@ -161,7 +163,7 @@ impl Platform {
         http: &reqwest::Client,
         channel: &str,
         text: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ChatError> {
         match &self.kind {
             Kind::Slack(s) => s.post_text(http, channel, text).await,
             Kind::Mattermost(m) => m.post_text(http, channel, text).await,
@@ -175,7 +177,7 @@ impl Platform {
         channel: &str,
         reference: &str,
         text: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChatError> {
         match &self.kind {
             Kind::Slack(s) => s.thread(http, channel, reference, text).await,
             Kind::Mattermost(m) => m.thread(http, channel, reference, text).await,
@@ -311,10 +313,15 @@ impl Chat {
     }
 
     /// Posts a plain message (a scheduled report or digest) to `channel` on `platform`.
-    pub async fn post_text(&self, platform: &str, channel: &str, text: &str) -> Result<(), String> {
+    pub async fn post_text(
+        &self,
+        platform: &str,
+        channel: &str,
+        text: &str,
+    ) -> Result<(), ChatError> {
         let p = self
             .platform(platform)
-            .ok_or_else(|| format!("no chat platform {platform:?} is configured"))?;
+            .ok_or_else(|| ChatError::NoPlatform(platform.to_string()))?;
         p.post_text(&self.http, channel, text).await.map(|_| ())
     }
 
@@ -341,20 +348,24 @@ impl Chat {
 // HTTP helpers shared by the platforms.
 
 /// A transport error in words, without the URL (which may carry a token in a query).
-fn describe(e: &reqwest::Error) -> String {
+fn describe(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
-        "timed out".into()
+        "timed out"
     } else if e.is_connect() {
-        "connection failed".into()
+        "connection failed"
     } else {
-        "request failed".into()
+        "request failed"
     }
 }
 
 /// Sends `body` as JSON and returns the JSON answer of a 2xx; anything else is an error that
 /// names the status and the platform's error field, never the request.
-async fn send_json(req: reqwest::RequestBuilder, body: &Value) -> Result<Value, String> {
-    let resp = req.json(body).send().await.map_err(|e| describe(&e))?;
+async fn send_json(req: reqwest::RequestBuilder, body: &Value) -> Result<Value, ChatError> {
+    let resp = req
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| ChatError::Transport(describe(&e)))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -362,14 +373,16 @@ async fn send_json(req: reqwest::RequestBuilder, body: &Value) -> Result<Value, 
         let why = v["error"]
             .as_str()
             .or_else(|| v["message"].as_str())
-            .map(|s| format!(": {}", view::clip(s, 200)))
-            .unwrap_or_default();
-        return Err(format!("HTTP {}{why}", status.as_u16()));
+            .map(|s| view::clip(s, 200));
+        return Err(ChatError::Status {
+            status: status.as_u16(),
+            why,
+        });
     }
     Ok(v)
 }
 
-async fn post_json(req: reqwest::RequestBuilder, body: &Value) -> Result<Value, String> {
+async fn post_json(req: reqwest::RequestBuilder, body: &Value) -> Result<Value, ChatError> {
     send_json(req, body).await
 }
 

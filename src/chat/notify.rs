@@ -193,7 +193,7 @@ impl Notifier {
         for p in &self.chat.platforms {
             let post = a.chat.iter().find(|x| x.platform == p.name);
             let deliver = |purpose: &'static str,
-                           d: Result<Delivered, String>,
+                           d: Result<Delivered, ChatError>,
                            notice: Option<String>| match d {
                 Ok(d) => ChatOp::Delivered(ChatDelivery {
                     action_id: id.to_string(),
@@ -213,7 +213,7 @@ impl Notifier {
                         purpose,
                         channel: p.channel_for(&a, severity).to_string(),
                         attempt,
-                        error,
+                        error: error.to_string(),
                     }
                 }
             };

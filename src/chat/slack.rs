@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::view::{SECTION_LIMIT, TEXT_LIMIT, View, clip};
-use super::{Delivered, Refusal, post_json};
+use super::{ChatError, Delivered, Refusal, post_json};
 use crate::secret::Secret;
 
 /// How far a callback's timestamp may be from now, either way.
@@ -60,14 +60,17 @@ impl Slack {
         http: &reqwest::Client,
         method: &str,
         body: Value,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, ChatError> {
         let url = format!("{}/{method}", self.api_base.trim_end_matches('/'));
         let answer = post_json(http.post(url).bearer_auth(self.bot_token.expose()), &body).await?;
         if answer["ok"].as_bool() != Some(true) {
-            return Err(format!(
-                "slack {method}: {}",
-                answer["error"].as_str().unwrap_or("ok is not true")
-            ));
+            return Err(ChatError::Slack {
+                method: method.to_string(),
+                error: answer["error"]
+                    .as_str()
+                    .unwrap_or("ok is not true")
+                    .to_string(),
+            });
         }
         Ok(answer)
     }
@@ -77,11 +80,14 @@ impl Slack {
         http: &reqwest::Client,
         channel: &str,
         v: &View,
-    ) -> Result<Delivered, String> {
+    ) -> Result<Delivered, ChatError> {
         let a = self
             .call(http, "chat.postMessage", json!({"channel": channel, "text": clip(&v.headline(), TEXT_LIMIT), "blocks": blocks(v)}))
             .await?;
-        let ts = a["ts"].as_str().ok_or("slack chat.postMessage: no ts")?;
+        let ts = a["ts"].as_str().ok_or(ChatError::NoReference {
+            platform: "slack chat.postMessage",
+            what: "no ts",
+        })?;
         Ok(Delivered {
             channel: a["channel"].as_str().unwrap_or(channel).to_string(),
             reference: ts.to_string(),
@@ -94,7 +100,7 @@ impl Slack {
         http: &reqwest::Client,
         channel: &str,
         text: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ChatError> {
         let a = self
             .call(
                 http,
@@ -111,7 +117,7 @@ impl Slack {
         channel: &str,
         ts: &str,
         v: &View,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChatError> {
         self.call(http, "chat.update", json!({"channel": channel, "ts": ts, "text": clip(&v.headline(), TEXT_LIMIT), "blocks": blocks(v)}))
             .await
             .map(|_| ())
@@ -123,7 +129,7 @@ impl Slack {
         channel: &str,
         ts: &str,
         text: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChatError> {
         self.call(
             http,
             "chat.postMessage",

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::view::View;
-use super::{Delivered, Refusal, post_json, send_json};
+use super::{ChatError, Delivered, Refusal, post_json, send_json};
 use crate::secret::Secret;
 
 /// Clock skew tolerated on `exp` and `nbf`, as the Bot Framework SDKs do.
@@ -62,7 +62,7 @@ impl Teams {
     }
 
     /// Fetches the JWKS from `jwks_url` (at start, and when a token names an unknown key).
-    pub async fn refresh_keys(&self, http: &reqwest::Client) -> Result<(), String> {
+    pub async fn refresh_keys(&self, http: &reqwest::Client) -> Result<(), ChatError> {
         let Some(url) = &self.jwks_url else {
             return Ok(());
         };
@@ -77,11 +77,20 @@ impl Teams {
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("JWKS {url}: {e}"))?;
+            .map_err(|source| ChatError::JwksFetch {
+                url: url.clone(),
+                source,
+            })?;
         if !resp.status().is_success() {
-            return Err(format!("JWKS {url}: HTTP {}", resp.status()));
+            return Err(ChatError::JwksStatus {
+                url: url.clone(),
+                status: resp.status(),
+            });
         }
-        let set: JwkSet = resp.json().await.map_err(|e| format!("JWKS {url}: {e}"))?;
+        let set: JwkSet = resp.json().await.map_err(|source| ChatError::JwksFetch {
+            url: url.clone(),
+            source,
+        })?;
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).0 = set;
         Ok(())
     }
@@ -151,7 +160,7 @@ impl Teams {
         Ok(())
     }
 
-    async fn bearer(&self, http: &reqwest::Client) -> Result<Secret, String> {
+    async fn bearer(&self, http: &reqwest::Client) -> Result<Secret, ChatError> {
         let mut cached = self.token.lock().await;
         if let Some((t, until)) = cached.as_ref()
             && Instant::now() < *until
@@ -169,18 +178,15 @@ impl Teams {
             .form(&form)
             .send()
             .await
-            .map_err(|e| format!("teams token: {}", super::describe(&e)))?;
+            .map_err(|e| ChatError::TokenTransport(super::describe(&e)))?;
         let status = resp.status();
         if !status.is_success() {
-            return Err(format!("teams token: HTTP {status}"));
+            return Err(ChatError::TokenStatus(status));
         }
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|_| "teams token: not JSON".to_string())?;
+        let body: Value = resp.json().await.map_err(|_| ChatError::TokenNotJson)?;
         let token = body["access_token"]
             .as_str()
-            .ok_or("teams token: no access_token")?
+            .ok_or(ChatError::TokenMissing)?
             .to_string();
         let life = body["expires_in"]
             .as_u64()
@@ -231,7 +237,7 @@ impl Teams {
         http: &reqwest::Client,
         conversation: &str,
         v: &View,
-    ) -> Result<Delivered, String> {
+    ) -> Result<Delivered, ChatError> {
         let t = self.bearer(http).await?;
         let a = post_json(
             http.post(self.activities(conversation))
@@ -239,9 +245,10 @@ impl Teams {
             &Self::card(v),
         )
         .await?;
-        let id = a["id"]
-            .as_str()
-            .ok_or("teams: the created activity has no id")?;
+        let id = a["id"].as_str().ok_or(ChatError::NoReference {
+            platform: "teams",
+            what: "the created activity has no id",
+        })?;
         Ok(Delivered {
             channel: conversation.to_string(),
             reference: id.to_string(),
@@ -254,7 +261,7 @@ impl Teams {
         conversation: &str,
         id: &str,
         v: &View,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChatError> {
         let t = self.bearer(http).await?;
         let url = format!("{}/{}", self.activities(conversation), urlenc(id));
         send_json(http.put(url).bearer_auth(t.expose()), &Self::card(v))
@@ -268,7 +275,7 @@ impl Teams {
         http: &reqwest::Client,
         conversation: &str,
         text: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ChatError> {
         let t = self.bearer(http).await?;
         let a = post_json(
             http.post(self.activities(conversation))
@@ -285,7 +292,7 @@ impl Teams {
         conversation: &str,
         id: &str,
         text: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChatError> {
         let t = self.bearer(http).await?;
         let url = format!("{}/{}", self.activities(conversation), urlenc(id));
         post_json(

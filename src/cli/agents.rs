@@ -67,8 +67,8 @@ fn token(file: Option<&PathBuf>) -> Result<Option<crate::secret::Secret>, i32> {
 }
 
 pub(super) async fn agents(conn: Conn, json: bool, command: AgentsCommand) -> i32 {
+    use crate::api::calls::{self, Finding, Proposal};
     use crate::api::client::{ClientOptions, connect};
-    use crate::api::pb;
     let token = match token(conn.token_file.as_ref()) {
         Ok(t) => t,
         Err(code) => return code,
@@ -98,9 +98,9 @@ pub(super) async fn agents(conn: Conn, json: bool, command: AgentsCommand) -> i3
             hypothesis,
             confidence,
             citations,
-        } => c
-            .agents
-            .propose_action(pb::ProposeActionRequest {
+        } => calls::propose_action(
+            &mut c,
+            Proposal {
                 case_id,
                 action,
                 target,
@@ -109,25 +109,32 @@ pub(super) async fn agents(conn: Conn, json: bool, command: AgentsCommand) -> i3
                 hypothesis,
                 confidence,
                 citations,
-            })
-            .await
-            .map(|r| {
-                let r = r.into_inner();
-                let a = r.action.unwrap_or_default();
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"action_id": a.action_id, "state": a.state, "tier": a.tier,
+            },
+        )
+        .await
+        .map(|r| {
+            let a = r.action;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"action_id": a.action_id, "state": a.state, "tier": a.tier,
                             "reasons": a.reasons, "duplicate": r.duplicate})
-                    );
+                );
+            } else {
+                let again = if r.duplicate {
+                    " (already proposed)"
                 } else {
-                    let again = if r.duplicate { " (already proposed)" } else { "" };
-                    println!("{}  {}  {}  {}{again}", a.action_id, a.action, a.tier, a.state);
-                    for reason in &a.reasons {
-                        println!("  reason: {reason}");
-                    }
+                    ""
+                };
+                println!(
+                    "{}  {}  {}  {}{again}",
+                    a.action_id, a.action, a.tier, a.state
+                );
+                for reason in &a.reasons {
+                    println!("  reason: {reason}");
                 }
-            }),
+            }
+        }),
         AgentsCommand::Finding {
             case_id,
             kind,
@@ -135,31 +142,31 @@ pub(super) async fn agents(conn: Conn, json: bool, command: AgentsCommand) -> i3
             techniques,
             confidence,
             citations,
-        } => c
-            .agents
-            .add_finding(pb::AddFindingRequest {
+        } => calls::add_finding(
+            &mut c,
+            Finding {
                 case_id,
                 kind,
                 text,
                 techniques,
                 confidence,
                 citations,
-            })
-            .await
-            .map(|r| {
-                let seq = r.into_inner().seq;
-                if json {
-                    println!("{}", serde_json::json!({"finding_seq": seq}));
-                } else {
-                    println!("finding recorded as audit record {seq}");
-                }
-            }),
+            },
+        )
+        .await
+        .map(|seq| {
+            if json {
+                println!("{}", serde_json::json!({"finding_seq": seq}));
+            } else {
+                println!("finding recorded as audit record {seq}");
+            }
+        }),
     };
     match result {
         Ok(()) => 0,
-        Err(s) => {
-            eprintln!("cordon agents: {:?}: {}", s.code(), s.message());
-            crate::api::agents::exit_status(&s)
+        Err(refused) => {
+            eprintln!("cordon agents: {refused}");
+            refused.agent_exit_status()
         }
     }
 }

@@ -31,8 +31,8 @@ pub(super) fn client_options(conn: Conn) -> Result<crate::api::client::ClientOpt
 }
 
 pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand) -> i32 {
+    use crate::api::calls;
     use crate::api::client::connect;
-    use crate::api::pb;
     let opts = match client_options(conn) {
         Ok(o) => o,
         Err(code) => return code,
@@ -45,15 +45,10 @@ pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand)
         }
     };
     let result = match command {
-        ApprovalsCommand::List { limit, after } => c
-            .approvals
-            .list_pending(pb::ListPendingRequest {
-                limit,
-                after: after.unwrap_or_default(),
-            })
-            .await
-            .map(|r| {
-                let list = r.into_inner().approvals;
+        ApprovalsCommand::List { limit, after } => {
+            calls::list_pending(&mut c, limit, after)
+                .await
+                .map(|list| {
                 if json {
                     println!(
                         "{}",
@@ -86,44 +81,29 @@ pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand)
                         );
                     }
                 }
-            }),
-        ApprovalsCommand::Show { approval_id } => c
-            .approvals
-            .get_approval(pb::GetApprovalRequest { approval_id })
+            })
+        }
+        ApprovalsCommand::Show { approval_id } => calls::get_approval(&mut c, approval_id)
             .await
-            .map(|r| show(&r.into_inner(), json)),
+            .map(|a| show(&a, json)),
         ApprovalsCommand::Approve {
             approval_id,
             request_hash,
             comment,
-        } => c
-            .approvals
-            .approve(pb::VoteRequest {
-                approval_id,
-                request_hash: request_hash.unwrap_or_default(),
-                comment,
-            })
+        } => calls::vote(&mut c, true, approval_id, request_hash, comment)
             .await
-            .map(|r| voted(r.into_inner(), json)),
+            .map(|r| voted(r, json)),
         ApprovalsCommand::Deny {
             approval_id,
             request_hash,
             comment,
-        } => c
-            .approvals
-            .deny(pb::VoteRequest {
-                approval_id,
-                request_hash: request_hash.unwrap_or_default(),
-                comment,
-            })
+        } => calls::vote(&mut c, false, approval_id, request_hash, comment)
             .await
-            .map(|r| voted(r.into_inner(), json)),
-        ApprovalsCommand::Rollback { action_id, reason } => c
-            .approvals
-            .request_rollback(pb::RollbackRequest { action_id, reason })
-            .await
-            .map(|r| {
-                let a = r.into_inner().rollback.unwrap_or_default();
+            .map(|r| voted(r, json)),
+        ApprovalsCommand::Rollback { action_id, reason } => {
+            calls::request_rollback(&mut c, action_id, reason)
+                .await
+                .map(|a| {
                 if json {
                     println!(
                         "{}",
@@ -135,22 +115,19 @@ pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand)
                         a.action_id, a.action, a.state, a.tier
                     );
                 }
-            }),
+            })
+        }
     };
     match result {
         Ok(()) => 0,
-        Err(status) => {
+        Err(refused) => {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"error": format!("{:?}", status.code()), "message": status.message()})
+                    serde_json::json!({"error": refused.code_name(), "message": refused.message})
                 );
             }
-            eprintln!(
-                "cordon approvals: {:?}: {}",
-                status.code(),
-                status.message()
-            );
+            eprintln!("cordon approvals: {refused}");
             1
         }
     }
@@ -162,7 +139,7 @@ fn when(ms: i64) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn approval_json(a: &crate::api::pb::Approval) -> serde_json::Value {
+fn approval_json(a: &crate::api::calls::Approval) -> serde_json::Value {
     serde_json::json!({
         "approval_id": a.approval_id, "case_id": a.case_id, "action": a.action,
         "target": a.target.as_ref().map(|t| serde_json::json!({"kind": t.kind, "id": t.id})),
@@ -177,7 +154,7 @@ fn approval_json(a: &crate::api::pb::Approval) -> serde_json::Value {
     })
 }
 
-fn show(a: &crate::api::pb::Approval, json: bool) {
+fn show(a: &crate::api::calls::Approval, json: bool) {
     if json {
         println!("{}", approval_json(a));
         return;
@@ -246,7 +223,7 @@ fn show(a: &crate::api::pb::Approval, json: bool) {
     }
 }
 
-fn voted(r: crate::api::pb::VoteResponse, json: bool) {
+fn voted(r: crate::api::calls::Voted, json: bool) {
     if json {
         println!(
             "{}",

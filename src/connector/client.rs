@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::secret::Secret;
 
+use super::error::{AuthError, RenderError, RuntimeError, ValueError};
 use super::query::FilterLanguage;
 use super::spec::{AuthSpec, BreakerSpec, RequestSpec, RetrySpec};
 
@@ -89,8 +90,8 @@ fn encode_component(s: &str) -> String {
 fn fill(
     template: &str,
     vars: &Vars,
-    encode: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<String, String> {
+    encode: &dyn Fn(&str) -> Result<String, ValueError>,
+) -> Result<String, RenderError> {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
     while let Some(i) = rest.find('{') {
@@ -98,11 +99,11 @@ fn fill(
         let after = &rest[i + 1..];
         let j = after
             .find('}')
-            .ok_or_else(|| format!("unclosed `{{` in {template:?}"))?;
+            .ok_or_else(|| RenderError::Unclosed(template.to_string()))?;
         let name = &after[..j];
         let v = vars
             .get(name)
-            .ok_or_else(|| format!("no value for {{{name}}}"))?;
+            .ok_or_else(|| RenderError::NoValue(name.to_string()))?;
         out.push_str(&encode(v)?);
         rest = &after[j + 1..];
     }
@@ -119,17 +120,15 @@ pub struct UrlRules<'a> {
 }
 
 impl UrlRules<'_> {
-    fn reserved(&self, v: &str) -> Result<(), String> {
+    fn reserved(&self, v: &str) -> Result<(), ValueError> {
         if self.reserved.iter().any(|r| r.eq_ignore_ascii_case(v)) {
-            return Err(format!(
-                "refusing {v:?} in a request URL: the vendor reads it as something other than a name"
-            ));
+            return Err(ValueError::Reserved(v.to_string()));
         }
         Ok(())
     }
 
     /// A path segment or a plain query value, percent-encoded.
-    fn plain(&self, v: &str) -> Result<String, String> {
+    fn plain(&self, v: &str) -> Result<String, ValueError> {
         self.language.plain(v)?;
         self.reserved(v)?;
         Ok(encode_component(v))
@@ -137,14 +136,14 @@ impl UrlRules<'_> {
 
     /// A value inside a filter expression's string literal, escaped for the language (or
     /// refused), then percent-encoded.
-    fn literal(&self, v: &str) -> Result<String, String> {
+    fn literal(&self, v: &str) -> Result<String, ValueError> {
         self.reserved(v)?;
         Ok(encode_component(&self.language.literal(v)?))
     }
 
     /// The path template filled: plain values in the path, filter parameters' values as
     /// literals of the language.
-    fn fill_path(&self, template: &str, vars: &Vars) -> Result<String, String> {
+    fn fill_path(&self, template: &str, vars: &Vars) -> Result<String, RenderError> {
         let plain = |v: &str| self.plain(v);
         let Some((path, query)) = template.split_once('?') else {
             return fill(template, vars, &plain);
@@ -172,16 +171,16 @@ impl UrlRules<'_> {
     }
 }
 
-fn header_value(v: &str) -> Result<String, String> {
+fn header_value(v: &str) -> Result<String, ValueError> {
     if v.chars().any(|c| c.is_control()) {
-        return Err("refusing a header value with control characters".into());
+        return Err(ValueError::HeaderControl);
     }
     Ok(v.to_string())
 }
 
-fn fill_json(v: &Value, vars: &Vars) -> Result<Value, String> {
+fn fill_json(v: &Value, vars: &Vars) -> Result<Value, RenderError> {
     Ok(match v {
-        Value::String(s) => Value::String(fill(s, vars, &|x| Ok(x.to_string()))?),
+        Value::String(s) => Value::String(fill(s, vars, &verbatim)?),
         Value::Array(a) => Value::Array(
             a.iter()
                 .map(|x| fill_json(x, vars))
@@ -190,12 +189,17 @@ fn fill_json(v: &Value, vars: &Vars) -> Result<Value, String> {
         Value::Object(o) => {
             let mut m = serde_json::Map::new();
             for (k, x) in o {
-                m.insert(fill(k, vars, &|x| Ok(x.to_string()))?, fill_json(x, vars)?);
+                m.insert(fill(k, vars, &verbatim)?, fill_json(x, vars)?);
             }
             Value::Object(m)
         }
         other => other.clone(),
     })
+}
+
+/// A value as it is (inside a JSON string or a form field, where it cannot become syntax).
+fn verbatim(v: &str) -> Result<String, ValueError> {
+    Ok(v.to_string())
 }
 
 /// Renders `r` against `base`. The result's origin is checked against `base`: no placeholder
@@ -205,20 +209,20 @@ pub fn render(
     rules: UrlRules<'_>,
     r: &RequestSpec,
     vars: &Vars,
-) -> Result<Rendered, String> {
+) -> Result<Rendered, RenderError> {
     let method = reqwest::Method::from_bytes(r.method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| format!("bad method {:?}", r.method))?;
+        .map_err(|_| RenderError::Method(r.method.clone()))?;
     let path = rules.fill_path(&r.path, vars)?;
     let text = format!("{}{}", base.as_str().trim_end_matches('/'), path);
-    let url = reqwest::Url::parse(&text).map_err(|e| format!("rendered URL is invalid: {e}"))?;
+    let url = reqwest::Url::parse(&text).map_err(RenderError::Url)?;
     // The path must come out exactly as rendered: no dot segment resolved, nothing rewritten.
     let rendered_path = path.split(['?', '#']).next().unwrap_or("");
     let expected = format!("{}{}", base.path().trim_end_matches('/'), rendered_path);
     if url.path() != expected {
-        return Err(format!(
-            "the rendered path {expected:?} would be rewritten to {:?}; refusing",
-            url.path()
-        ));
+        return Err(RenderError::Rewritten {
+            actual: url.path().to_string(),
+            expected,
+        });
     }
     if url.scheme() != base.scheme()
         || url.host_str() != base.host_str()
@@ -226,23 +230,22 @@ pub fn render(
         || !url.username().is_empty()
         || url.password().is_some()
     {
-        return Err(format!(
-            "rendered URL leaves the configured destination {}://{}",
-            base.scheme(),
-            base.host_str().unwrap_or("")
-        ));
+        return Err(RenderError::LeavesDestination {
+            scheme: base.scheme().to_string(),
+            host: base.host_str().unwrap_or("").to_string(),
+        });
     }
     let mut headers = Vec::new();
     for (k, v) in &r.headers {
         headers.push((k.clone(), fill(v, vars, &header_value)?));
     }
     let body = if let Some(b) = &r.body {
-        let json = serde_json::to_value(b).map_err(|e| e.to_string())?;
+        let json = serde_json::to_value(b).map_err(RenderError::Body)?;
         Some(Body::Json(fill_json(&json, vars)?))
     } else if !r.form.is_empty() {
         let mut f = Vec::new();
         for (k, v) in &r.form {
-            f.push((k.clone(), fill(v, vars, &|x| Ok(x.to_string()))?));
+            f.push((k.clone(), fill(v, vars, &verbatim)?));
         }
         Some(Body::Form(f))
     } else {
@@ -335,18 +338,18 @@ impl Runtime {
         breaker_spec: BreakerSpec,
         request_id_headers: Vec<String>,
         retry: &RetrySpec,
-    ) -> Result<Runtime, String> {
+    ) -> Result<Runtime, RuntimeError> {
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("cordon/", env!("CARGO_PKG_VERSION")));
         b = match proxy {
-            Some(p) => b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("proxy: {e}"))?),
+            Some(p) => b.proxy(reqwest::Proxy::all(p).map_err(RuntimeError::Proxy)?),
             None => b.no_proxy(),
         };
         Ok(Runtime {
-            client: b.build().map_err(|e| format!("HTTP client: {e}"))?,
+            client: b.build().map_err(RuntimeError::Client)?,
             auth,
             secrets,
             token: tokio::sync::Mutex::new(None),
@@ -398,12 +401,16 @@ impl Runtime {
     }
 
     /// A bearer token from the cache or the token endpoint.
-    async fn oauth_token(&self, force: bool, evidence: &mut Vec<Value>) -> Result<String, String> {
+    async fn oauth_token(
+        &self,
+        force: bool,
+        evidence: &mut Vec<Value>,
+    ) -> Result<String, AuthError> {
         let AuthSpec::Oauth2ClientCredentials {
             token_url, scope, ..
         } = &self.auth
         else {
-            return Err("not an OAuth2 connector".into());
+            return Err(AuthError::NotOauth);
         };
         let mut cache = self.token.lock().await;
         if !force
@@ -424,7 +431,7 @@ impl Runtime {
         if let Some(s) = scope {
             form.push(("scope", s.clone()));
         }
-        let url = reqwest::Url::parse(token_url).map_err(|e| e.to_string())?;
+        let url = reqwest::Url::parse(token_url)?;
         let started = Instant::now();
         let res = self.client.post(url.clone()).form(&form).send().await;
         let mut ev = json!({"phase": "token", "method": "POST", "host": url.host_str(), "path": url.path(), "elapsed_ms": started.elapsed().as_millis() as u64});
@@ -433,26 +440,20 @@ impl Runtime {
             Err(e) => {
                 ev["error"] = Value::String(transport_error(&e));
                 evidence.push(ev);
-                return Err(format!(
-                    "token endpoint unreachable: {}",
-                    transport_error(&e)
-                ));
+                return Err(AuthError::Unreachable(transport_error(&e)));
             }
         };
         let status = res.status().as_u16();
         ev["status"] = json!(status);
         evidence.push(ev);
         if !(200..300).contains(&status) {
-            return Err(format!("token endpoint answered {status}"));
+            return Err(AuthError::Status(status));
         }
-        let body: Value = res
-            .json()
-            .await
-            .map_err(|_| "token endpoint sent no JSON".to_string())?;
+        let body: Value = res.json().await.map_err(|_| AuthError::NotJson)?;
         let token = body["access_token"]
             .as_str()
             .filter(|t| !t.is_empty())
-            .ok_or("token endpoint sent no access_token")?
+            .ok_or(AuthError::NoToken)?
             .to_string();
         let ttl = body["expires_in"].as_u64().unwrap_or(300);
         // Refresh a minute early (or at half-life for short tokens).
@@ -465,7 +466,7 @@ impl Runtime {
         &self,
         force: bool,
         evidence: &mut Vec<Value>,
-    ) -> Result<Option<(String, String)>, String> {
+    ) -> Result<Option<(String, String)>, AuthError> {
         Ok(match &self.auth {
             AuthSpec::None => None,
             AuthSpec::Bearer { .. } => Some((
@@ -515,11 +516,11 @@ impl Runtime {
                     let mut ev = r.describe();
                     ev["phase"] = json!(phase);
                     ev["outcome"] = json!("auth_failed");
-                    ev["error"] = json!(e);
+                    ev["error"] = json!(e.to_string());
                     ev["token_exchanges"] = json!(trail);
                     self.redact(&mut ev);
                     return Exchange {
-                        outcome: Outcome::AuthFailed(e),
+                        outcome: Outcome::AuthFailed(e.to_string()),
                         evidence: ev,
                         wait: None,
                     };
@@ -794,7 +795,7 @@ mod tests {
         reserved: &[],
     };
 
-    fn render(base: &reqwest::Url, r: &RequestSpec, v: &Vars) -> Result<Rendered, String> {
+    fn render(base: &reqwest::Url, r: &RequestSpec, v: &Vars) -> Result<Rendered, RenderError> {
         super::render(base, PLAIN, r, v)
     }
 

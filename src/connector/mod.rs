@@ -7,6 +7,7 @@
 
 pub mod answer;
 pub mod client;
+pub mod error;
 pub mod query;
 pub mod resolve;
 pub mod spec;
@@ -101,7 +102,7 @@ impl Connector {
         &self,
         r: &spec::RequestSpec,
         vars: &client::Vars,
-    ) -> Result<client::Rendered, String> {
+    ) -> Result<client::Rendered, error::RenderError> {
         let rules = client::UrlRules {
             language: self.spec.filter_language,
             reserved: &self.spec.reserved_values,
@@ -158,20 +159,22 @@ impl Registry {
 
     /// Whether `connector` exists and implements `kind` (the built-in one does enrichment and
     /// summaries).
-    pub fn check(&self, connector: &str, kind: ActionKind) -> Result<(), String> {
+    pub fn check(&self, connector: &str, kind: ActionKind) -> Result<(), error::LookupError> {
+        use error::LookupError;
         if connector == BUILTIN {
             return if matches!(kind, ActionKind::Enrich | ActionKind::SummarizeCase) {
                 Ok(())
             } else {
-                Err(format!("the built-in connector does not implement {kind}"))
+                Err(LookupError::BuiltinLacks(kind))
             };
         }
         match self.connectors.get(connector) {
-            None => Err(format!("unknown connector {connector:?}")),
-            Some(c) if !c.supports(kind) => Err(format!(
-                "connector {connector:?} ({}) does not implement {kind}",
-                c.kind
-            )),
+            None => Err(LookupError::Unknown(connector.to_string())),
+            Some(c) if !c.supports(kind) => Err(LookupError::Lacks {
+                name: connector.to_string(),
+                kind: c.kind,
+                action: kind,
+            }),
             Some(_) => Ok(()),
         }
     }
@@ -265,7 +268,7 @@ pub fn validate(
                 &cf.retry,
             ) {
                 Ok(r) => runtime = Some(Arc::new(r)),
-                Err(e) => problems.push(Problem::new(file, "proxy", e)),
+                Err(e) => problems.push(Problem::new(file, "proxy", e.to_string())),
             }
         }
     }

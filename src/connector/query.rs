@@ -12,6 +12,8 @@
 
 use serde::Deserialize;
 
+use super::error::{TemplateError, ValueError};
+
 /// A vendor's filter language, declared per connector file (`filter_language`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -64,7 +66,7 @@ impl FilterLanguage {
     }
 
     /// A value made safe to stand inside this language's string literal, or why not.
-    pub fn literal(self, v: &str) -> Result<String, String> {
+    pub fn literal(self, v: &str) -> Result<String, ValueError> {
         refuse_controls(v)?;
         let refused: &[char] = match self {
             FilterLanguage::None => &['\'', '"', '\\', '*'],
@@ -74,11 +76,11 @@ impl FilterLanguage {
             FilterLanguage::Jql => &['*', '?', '~'],
         };
         if let Some(c) = v.chars().find(|c| refused.contains(c)) {
-            return Err(format!(
-                "refusing {:?} in a {} filter: {c:?} would change what the filter matches",
-                cut(v),
-                self.as_str()
-            ));
+            return Err(ValueError::FilterChar {
+                value: cut(v),
+                language: self.as_str(),
+                ch: c,
+            });
         }
         Ok(match self {
             FilterLanguage::Odata => v.replace('\'', "''"),
@@ -92,37 +94,32 @@ impl FilterLanguage {
     /// Whether a value may be a path segment or a plain query value. Quotes, backslashes and
     /// `*` have no business in an id and are read as syntax by some vendors; dot segments
     /// would be resolved away; OData reads a segment starting with `$` as a system resource.
-    pub fn plain(self, v: &str) -> Result<(), String> {
+    pub fn plain(self, v: &str) -> Result<(), ValueError> {
         refuse_controls(v)?;
         if let Some(c) = v.chars().find(|c| matches!(c, '\'' | '"' | '\\' | '*')) {
-            return Err(format!(
-                "refusing to put {:?} into a request URL: it contains {c:?}",
-                cut(v)
-            ));
+            return Err(ValueError::UrlChar {
+                value: cut(v),
+                ch: c,
+            });
         }
         if v == "." || v == ".." {
-            return Err(format!("refusing to put {v:?} into a request URL path"));
+            return Err(ValueError::DotSegment(v.to_string()));
         }
         if self == FilterLanguage::Odata && v.starts_with('$') {
-            return Err(format!(
-                "refusing {:?} in an OData URL: a value starting with `$` names a system resource",
-                cut(v)
-            ));
+            return Err(ValueError::OdataSystem(cut(v)));
         }
         Ok(())
     }
 
     /// Static check of one query parameter's template: in a filter parameter every
     /// placeholder must sit inside a string literal of the language. `Err` says why not.
-    pub fn check_param(self, name: &str, template: &str) -> Result<(), String> {
+    pub fn check_param(self, name: &str, template: &str) -> Result<(), TemplateError> {
         if !self.params().contains(&name) {
             if self == FilterLanguage::None
                 && ["filter", "$filter", "search", "$search", "jql", "q"].contains(&name)
                 && template.contains('{')
             {
-                return Err(format!(
-                    "the query parameter {name:?} looks like a filter expression: declare the connector's filter_language (fql, odata, scim, jql) so values are kept literals"
-                ));
+                return Err(TemplateError::UndeclaredFilter(name.to_string()));
             }
             return Ok(());
         }
@@ -145,11 +142,12 @@ impl FilterLanguage {
                     return Ok(()); // an unclosed brace is reported by the template check
                 };
                 if !inside {
-                    return Err(format!(
-                        "placeholder {{{}}} in the {} filter {name:?} must stand inside a {q}…{q} string literal",
-                        &after[..end],
-                        self.as_str()
-                    ));
+                    return Err(TemplateError::OutsideLiteral {
+                        placeholder: after[..end].to_string(),
+                        language: self.as_str(),
+                        param: name.to_string(),
+                        quote: q,
+                    });
                 }
                 rest = &after[end + 1..];
             } else if let Some(qp) = quote {
@@ -162,12 +160,9 @@ impl FilterLanguage {
     }
 }
 
-fn refuse_controls(v: &str) -> Result<(), String> {
+fn refuse_controls(v: &str) -> Result<(), ValueError> {
     if v.chars().any(char::is_control) {
-        return Err(format!(
-            "refusing {:?} in a request URL: it contains a control character",
-            cut(v)
-        ));
+        return Err(ValueError::Control(cut(v)));
     }
     Ok(())
 }

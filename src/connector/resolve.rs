@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::client::capture;
+use super::error::Ambiguity;
 use super::spec::Lookup;
 
 /// Candidates kept in evidence (the count is always recorded).
@@ -34,7 +35,7 @@ pub enum Resolution {
     /// The vendor knows no such object.
     NotFound,
     /// More than one object and no tie-break decided: refuse.
-    Ambiguous { candidates: Value, why: String },
+    Ambiguous { candidates: Value, why: Ambiguity },
 }
 
 /// Reads `json` (the resolve answer) through `l`.
@@ -54,7 +55,7 @@ pub fn pick(l: &Lookup, json: &Value) -> Resolution {
         Some(_) => {
             return Resolution::Ambiguous {
                 candidates: evidence(&[], l),
-                why: format!("the answer at {list:?} is not a list"),
+                why: Ambiguity::NotAList(list.clone()),
             };
         }
     };
@@ -72,10 +73,7 @@ pub fn pick(l: &Lookup, json: &Value) -> Resolution {
             match &l.tie_break {
                 None => Resolution::Ambiguous {
                     candidates,
-                    why: format!(
-                        "{} vendor objects match and the connector declares no tie-break",
-                        many.len()
-                    ),
+                    why: Ambiguity::TooMany(many.len()),
                 },
                 Some(tb) => match newest(many, &tb.newest) {
                     Ok(i) => match capture(&l.capture, &many[i]) {
@@ -85,7 +83,7 @@ pub fn pick(l: &Lookup, json: &Value) -> Resolution {
                         },
                         None => Resolution::Ambiguous {
                             candidates,
-                            why: "the newest candidate lacks a captured value".into(),
+                            why: Ambiguity::NewestUncaptured,
                         },
                     },
                     Err(why) => Resolution::Ambiguous { candidates, why },
@@ -96,7 +94,7 @@ pub fn pick(l: &Lookup, json: &Value) -> Resolution {
 }
 
 /// The index of the one item with the strictly newest time at `ptr`.
-fn newest(items: &[Value], ptr: &str) -> Result<usize, String> {
+fn newest(items: &[Value], ptr: &str) -> Result<usize, Ambiguity> {
     let mut times = Vec::with_capacity(items.len());
     for (i, it) in items.iter().enumerate() {
         let t = it
@@ -104,17 +102,20 @@ fn newest(items: &[Value], ptr: &str) -> Result<usize, String> {
             .and_then(Value::as_str)
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map(|t| t.with_timezone(&Utc))
-            .ok_or_else(|| format!("candidate {i} has no RFC 3339 time at {ptr:?}"))?;
+            .ok_or_else(|| Ambiguity::NoTime {
+                index: i,
+                ptr: ptr.to_string(),
+            })?;
         times.push(t);
     }
     let max = times.iter().max().copied().unwrap_or_default();
     let at_max: Vec<usize> = (0..times.len()).filter(|&i| times[i] == max).collect();
     match at_max.as_slice() {
         [one] => Ok(*one),
-        _ => Err(format!(
-            "{} candidates share the newest time at {ptr:?}",
-            at_max.len()
-        )),
+        _ => Err(Ambiguity::Tie {
+            count: at_max.len(),
+            ptr: ptr.to_string(),
+        }),
     }
 }
 
@@ -211,7 +212,8 @@ mod tests {
         assert_eq!(candidates["count"], json!(2));
         assert_eq!(candidates["shown"][0]["captured"]["aid"], json!("aid-old"));
         assert_eq!(candidates["shown"][1]["captured"]["aid"], json!("aid-new"));
-        assert!(why.contains("2 vendor objects"), "{why}");
+        assert_eq!(why, Ambiguity::TooMany(2));
+        assert!(why.to_string().contains("2 vendor objects"), "{why}");
         // A list where an object was expected is refused too.
         assert!(matches!(
             pick(&cs, &json!({"resources": "aid-1"})),

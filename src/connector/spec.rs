@@ -378,13 +378,13 @@ pub const VARS: &[&str] = &[
 ];
 
 /// The placeholders in `s` (`{name}`), or an error for an unclosed brace.
-pub fn placeholders(s: &str) -> Result<Vec<&str>, String> {
+pub fn placeholders(s: &str) -> Result<Vec<&str>, super::error::TemplateError> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find('{') {
         let after = &rest[i + 1..];
         let Some(j) = after.find('}') else {
-            return Err(format!("unclosed `{{` in {s:?}"));
+            return Err(super::error::TemplateError::Unclosed(s.to_string()));
         };
         out.push(&after[..j]);
         rest = &after[j + 1..];
@@ -417,7 +417,7 @@ impl Checker<'_> {
     fn template(&mut self, key: &str, s: &str, scope: Scope) {
         let names = match placeholders(s) {
             Ok(n) => n,
-            Err(e) => return self.problem(key, e),
+            Err(e) => return self.problem(key, e.to_string()),
         };
         for n in names {
             let ok = if let Some(v) = n.strip_prefix("vendor.") {
@@ -469,7 +469,7 @@ impl Checker<'_> {
             for kv in qs.split('&') {
                 let (name, value) = kv.split_once('=').unwrap_or((kv, ""));
                 if let Err(e) = self.lang.check_param(name, value) {
-                    self.problem(&format!("{key}.path"), e);
+                    self.problem(&format!("{key}.path"), e.to_string());
                 }
             }
         }
@@ -530,7 +530,7 @@ impl Checker<'_> {
                         self.pointer(&format!("{key}.state"), ptr);
                     }
                 }
-                Err(e) => self.problem(&format!("{key}.state"), e),
+                Err(e) => self.problem(&format!("{key}.state"), e.to_string()),
             }
             if p.done.is_empty() {
                 self.problem(&format!("{key}.done"), "a state probe needs `done` values");
@@ -565,14 +565,15 @@ impl Checker<'_> {
         }
         for (k, ptr) in reads {
             if let Err(e) = indexed_read(ptr, p.unique.as_deref()) {
-                self.problem(&k, e);
+                self.problem(&k, e.to_string());
             }
         }
     }
 }
 
 /// Whether `ptr` indexes into an array other than as the only element of `unique`.
-fn indexed_read(ptr: &str, unique: Option<&str>) -> Result<(), String> {
+fn indexed_read(ptr: &str, unique: Option<&str>) -> Result<(), super::error::TemplateError> {
+    use super::error::TemplateError;
     let numeric = |seg: &str| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit());
     let rest = match unique {
         Some(u) => match ptr.strip_prefix(&format!("{u}/0")) {
@@ -583,12 +584,11 @@ fn indexed_read(ptr: &str, unique: Option<&str>) -> Result<(), String> {
     };
     if rest.split('/').any(numeric) {
         return Err(match unique {
-            Some(u) => format!(
-                "{ptr:?} reads an array element: only `{u}/0` (the one match of `unique`) may be read"
-            ),
-            None => format!(
-                "{ptr:?} reads an array element: declare the list with `unique` so that more than one match is refused (never \"take the first\")"
-            ),
+            Some(u) => TemplateError::IndexedUnique {
+                ptr: ptr.to_string(),
+                unique: u.to_string(),
+            },
+            None => TemplateError::Indexed(ptr.to_string()),
         });
     }
     Ok(())

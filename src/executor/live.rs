@@ -22,7 +22,11 @@ impl Run {
             if missing {
                 let ans = match self.read(c, rt, "resolve", &l.request).await? {
                     Ok(a) => a,
-                    Err(e) => return self.fail_closed("target lookup failed", e).await,
+                    Err(e) => {
+                        return self
+                            .fail_closed("target lookup failed", e.to_string())
+                            .await;
+                    }
                 };
                 match resolve::pick(l, &ans.json) {
                     Resolution::One { vendor, candidates } => {
@@ -66,7 +70,7 @@ impl Run {
                         let n = candidates["count"].as_u64().unwrap_or(0);
                         self.note(
                             AuditKind::TargetAmbiguous,
-                            json!({"target": self.a.target, "connector": c.name, "reason": why, "candidates": candidates}),
+                            json!({"target": self.a.target, "connector": c.name, "reason": why.to_string(), "candidates": candidates}),
                             ExecUpdate::default(),
                         );
                         return self

@@ -44,7 +44,8 @@ mod vars;
 
 use plan::Plan;
 use run::{Next, Run};
-pub use vars::build_vars;
+pub use transport::ReadError;
+pub use vars::{VarsError, build_vars};
 
 /// What the executor needs.
 pub struct ExecutorParts {

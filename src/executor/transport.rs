@@ -6,6 +6,21 @@
 //! with its captures recorded.
 
 use super::*;
+use crate::connector::error::RenderError;
+
+/// Why a read-only call (resolve, probe, poll, verify) got no answer to read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("the vendor redirected ({status}) to {location:?}; redirects are never followed")]
+    Redirected { status: u16, location: String },
+    /// The retry budget ran out; the last reason.
+    #[error("gave up: {0}")]
+    GaveUp(String),
+}
 
 impl Run {
     /// One exchange, with its evidence recorded.
@@ -91,10 +106,10 @@ impl Run {
         rt: &client::Runtime,
         phase: &'static str,
         r: &RequestSpec,
-    ) -> Result<Result<Answer, String>, Halt> {
+    ) -> Result<Result<Answer, ReadError>, Halt> {
         let rendered = match c.render(r, &self.vars) {
             Ok(x) => x,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(e.into())),
         };
         loop {
             let ex = self
@@ -106,15 +121,13 @@ impl Run {
                 }
                 Outcome::Answer(a) => return Ok(Ok(a)),
                 Outcome::NotSent(r) | Outcome::Uncertain(r) => (format!("{phase}: {r}"), ex.wait),
-                Outcome::AuthFailed(r) => return Ok(Err(format!("authentication failed: {r}"))),
+                Outcome::AuthFailed(r) => return Ok(Err(ReadError::Auth(r))),
                 Outcome::Redirect { status, location } => {
-                    return Ok(Err(format!(
-                        "the vendor redirected ({status}) to {location:?}; redirects are never followed"
-                    )));
+                    return Ok(Err(ReadError::Redirected { status, location }));
                 }
             };
             if !self.retry_pause(c, phase, &reason, wait).await? {
-                return Ok(Err(format!("gave up: {reason}")));
+                return Ok(Err(ReadError::GaveUp(reason)));
             }
         }
     }
@@ -125,7 +138,7 @@ impl Run {
         rt: &client::Runtime,
         phase: &'static str,
         p: &Probe,
-    ) -> Result<Result<ProbeState, String>, Halt> {
+    ) -> Result<Result<ProbeState, ReadError>, Halt> {
         let ans = match self.read(c, rt, phase, &p.request).await? {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),

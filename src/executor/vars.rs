@@ -7,8 +7,17 @@
 
 use super::*;
 
+/// Why an action's placeholder values cannot be built: nothing is sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VarsError {
+    #[error("indicator {0:?} has no kind")]
+    IndicatorWithoutKind(String),
+    #[error("indicator kind {0:?} cannot be blocked")]
+    UnblockableIndicator(String),
+}
+
 /// Placeholder values for one action on one connector.
-pub fn build_vars(store: &Store, a: &ActionRequest, c: &Connector) -> Result<Vars, String> {
+pub fn build_vars(store: &Store, a: &ActionRequest, c: &Connector) -> Result<Vars, VarsError> {
     let mut v = Vars::default();
     let exec = a.execution.as_ref();
     let intent_at: DateTime<Utc> = exec.map(|e| e.intent_at).unwrap_or(a.updated_at);
@@ -18,7 +27,7 @@ pub fn build_vars(store: &Store, a: &ActionRequest, c: &Connector) -> Result<Var
             .target
             .id
             .split_once(':')
-            .ok_or_else(|| format!("indicator {:?} has no kind", a.target.id))?;
+            .ok_or_else(|| VarsError::IndicatorWithoutKind(a.target.id.clone()))?;
         let ioc_kind = match kind {
             "ip" if value.contains(':') => "ip6",
             "ip" => "ip",
@@ -29,7 +38,7 @@ pub fn build_vars(store: &Store, a: &ActionRequest, c: &Connector) -> Result<Var
                 40 => "sha1",
                 _ => "sha256",
             },
-            other => return Err(format!("indicator kind {other:?} cannot be blocked")),
+            other => return Err(VarsError::UnblockableIndicator(other.to_string())),
         };
         v.set("target", value);
         v.set("ioc.kind", ioc_kind);
