@@ -13,9 +13,9 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{
-    AuthMode, Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock,
-    rand_hex,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock, rand_hex,
 };
+use crate::support::auth::AuthMode;
 
 const TLP: &[&str] = &["WHITE", "GREEN", "AMBER", "AMBER+STRICT", "RED"];
 const PAP: &[&str] = &["WHITE", "GREEN", "AMBER", "RED"];
@@ -90,19 +90,11 @@ impl FakeTheHive {
     }
     /// When on, every call answers 401 AuthenticationError.
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, every call answers 403 AuthorizationError.
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 

@@ -14,9 +14,9 @@ use regex::Regex;
 use serde_json::{Value, json};
 
 use super::{
-    AuthMode, Effects, FakeServer, Faults, Req, RequestLog, base64, default_header, json_response,
-    lock, rand_hex,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock, rand_hex,
 };
+use crate::support::auth::{AuthMode, base64};
 
 #[derive(Clone)]
 struct Issue {
@@ -113,19 +113,11 @@ impl FakeJira {
     }
     /// When on, every call answers 401 (bad or revoked API token).
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, every call answers 403 (no permission in the project).
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 

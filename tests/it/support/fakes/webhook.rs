@@ -13,9 +13,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{
-    AuthMode, Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock,
-    uuidish,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock, uuidish,
 };
+use crate::support::auth::AuthMode;
 
 pub const RUNNING: &str = "running";
 pub const CONTAINED: &str = "contained";
@@ -111,19 +111,11 @@ impl FakeWebhook {
     }
     /// When on, every call answers 401.
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, every call answers 403.
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 

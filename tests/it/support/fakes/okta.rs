@@ -15,9 +15,10 @@ use regex::Regex;
 use serde_json::{Value, json};
 
 use super::{
-    AuthMode, Effects, FakeServer, Faults, Req, RequestLog, default_header, empty_response,
-    json_response, lock, rand_alnum, rfc3339_ms, uuidish,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, empty_response, json_response,
+    lock, rand_alnum, rfc3339_ms, uuidish,
 };
+use crate::support::auth::AuthMode;
 
 const RATE_LIMIT: u64 = 600;
 
@@ -138,19 +139,11 @@ impl FakeOkta {
     }
     /// When on, every call answers 401 E0000011 (revoked / invalid API token).
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, every call answers 403 E0000006 (token's admin lacks the permission).
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 
