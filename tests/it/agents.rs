@@ -8,7 +8,6 @@
 use cordon::agent::AgentConfig;
 use cordon::api::pb;
 use cordon::config::Config;
-use cordon::secret::SecretRef;
 use cordon::store::AuditRecord;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -23,7 +22,7 @@ const NARROW: &str = "narrow-agent-token";
 fn agent(name: &str, token: &str, calls: u32, open: u32) -> AgentConfig {
     AgentConfig {
         name: name.into(),
-        token: SecretRef::Sha256(support::sha(token)),
+        token: support::sha_ref(token),
         max_calls_per_minute: calls,
         max_open_proposals_per_case: open,
     }

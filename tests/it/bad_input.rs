@@ -3,7 +3,6 @@
 //! record, no case).
 
 use serde_json::{Value, json};
-use sha2::Digest;
 
 use crate::support::{self, TestDaemon};
 
@@ -371,10 +370,9 @@ const TOKEN: &str = "s3cret-splunk-token";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_missing_token_is_401() {
     let d = support::start_with(|cfg, _| {
-        cfg.ingest.tokens.insert(
-            "splunk".into(),
-            cordon::secret::SecretRef::Sha256(hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()))),
-        );
+        cfg.ingest
+            .tokens
+            .insert("splunk".into(), crate::support::sha_ref(TOKEN));
     })
     .await;
     let d = seeded(d).await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use cordon::api::client::{self, ClientOptions, Clients};
 use cordon::api::pb;
 use cordon::config::{ApproverToken, CertUser, Config, GrpcTls};
-use cordon::secret::{Secret, SecretRef};
+use cordon::secret::Secret;
 use cordon::store::AuditRecord;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -19,7 +19,7 @@ use rcgen::{
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::support::{self, TestClock, TestDaemon, USERS, sha, token_of};
+use crate::support::{self, TestClock, TestDaemon, USERS, token_of};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -33,7 +33,7 @@ fn configure_tokens(cfg: &mut Config) {
     cfg.grpc.approvers = support::approvers(&USERS);
     cfg.grpc
         .ingest_tokens
-        .insert("siem".into(), SecretRef::Sha256(sha(INGEST_TOKEN)));
+        .insert("siem".into(), support::sha_ref(INGEST_TOKEN));
     cfg.policy.watch = false;
 }
 
@@ -562,7 +562,7 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
     let mut bad = cfg.clone();
     bad.grpc.approvers.push(ApproverToken {
         user: "playbook:malware_execution".into(),
-        token: SecretRef::Sha256(sha("playbook-token")),
+        token: support::sha_ref("playbook-token"),
     });
     let problems = cordon::daemon::validate(bad, "test")
         .err()

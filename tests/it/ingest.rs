@@ -384,10 +384,9 @@ const SPLUNK_TOKEN: &str = "splunk-hec-7c1e0d2b";
 
 async fn with_splunk_token() -> TestDaemon {
     support::start_with(|cfg, _| {
-        cfg.ingest.tokens.insert(
-            "splunk".into(),
-            cordon::secret::SecretRef::Sha256(sha256_hex(SPLUNK_TOKEN.as_bytes())),
-        );
+        cfg.ingest
+            .tokens
+            .insert("splunk".into(), crate::support::sha_ref(SPLUNK_TOKEN));
     })
     .await
 }

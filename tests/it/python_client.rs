@@ -8,17 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cordon::config::ApproverToken;
-use cordon::secret::SecretRef;
-use sha2::{Digest, Sha256};
 
 use crate::support;
 
 const APPROVER_TOKEN: &str = "alice-python-approver-token-0123456789";
 const INGEST_TOKEN: &str = "python-ingest-token-9876543210";
-
-fn sha256_ref(token: &str) -> SecretRef {
-    SecretRef::Sha256(hex::encode(Sha256::digest(token.as_bytes())))
-}
 
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -87,11 +81,11 @@ async fn python_grpc_client_approves_host_isolation() {
     let (dir, mut cfg) = support::workspace();
     cfg.grpc.approvers = vec![ApproverToken {
         user: "alice".into(),
-        token: sha256_ref(APPROVER_TOKEN),
+        token: support::sha_ref(APPROVER_TOKEN),
     }];
     cfg.grpc
         .ingest_tokens
-        .insert("python".into(), sha256_ref(INGEST_TOKEN));
+        .insert("python".into(), support::sha_ref(INGEST_TOKEN));
     let d = support::start_in(dir, cfg, None).await;
     let addr = d.running().grpc_addr.to_string();
     let stubs = d.dir.path().join("pystubs");

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use cordon::ingest::mapped::{self, Printed};
 use serde_json::{Value, json};
-use sha2::Digest;
 
 use crate::support::{self, TestDaemon};
 use crate::support::{cordon, run, toml_path, write_config};
@@ -420,10 +419,9 @@ async fn a_body_with_one_bad_line_is_refused_whole_with_its_line_number() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapped_source_takes_its_own_token() {
     let d = support::start_with(|cfg, _| {
-        cfg.ingest.tokens.insert(
-            "wazuh".into(),
-            cordon::secret::SecretRef::Sha256(hex::encode(sha2::Sha256::digest(b"wazuh-secret"))),
-        );
+        cfg.ingest
+            .tokens
+            .insert("wazuh".into(), crate::support::sha_ref("wazuh-secret"));
     })
     .await;
     let payload = std::fs::read(support::repo().join("sources/samples/wazuh.json")).unwrap();
@@ -445,10 +443,9 @@ async fn a_mapped_source_takes_its_own_token() {
 
     // A token for a source that is neither built in nor mapped is refused at start.
     let (_dir, mut cfg) = support::workspace();
-    cfg.ingest.tokens.insert(
-        "wazhu".into(),
-        cordon::secret::SecretRef::Sha256(hex::encode(sha2::Sha256::digest(b"x"))),
-    );
+    cfg.ingest
+        .tokens
+        .insert("wazhu".into(), crate::support::sha_ref("x"));
     let problems = cordon::daemon::validate(cfg, "cordon.toml").err().unwrap();
     assert!(
         problems

@@ -6,10 +6,7 @@
 use std::time::Duration;
 
 use cordon::api::pb;
-use cordon::config::ApproverToken;
-use cordon::secret::SecretRef;
 use serde_json::{Value, json};
-use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
@@ -23,10 +20,6 @@ const ROUTES: [(&str, &str, &str); 5] = [
     ("ocsf", "/v1/alerts/ocsf", "ocsf.json"),
 ];
 
-fn sha(t: &str) -> SecretRef {
-    SecretRef::Sha256(hex::encode(sha2::Sha256::digest(t.as_bytes())))
-}
-
 fn token_of(source: &str) -> String {
     format!("{source}-ingest-token")
 }
@@ -39,16 +32,13 @@ async fn start_with_tokens(query_token_sources: Option<&[&str]>) -> TestDaemon {
         for (source, _, _) in ROUTES {
             cfg.ingest
                 .tokens
-                .insert(source.into(), sha(&token_of(source)));
+                .insert(source.into(), support::sha_ref(&token_of(source)));
         }
         if let Some(q) = query_token_sources {
             cfg.ingest.query_token_sources = q.iter().map(|s| s.to_string()).collect();
         }
-        cfg.http.admin_token = Some(sha(ADMIN));
-        cfg.grpc.approvers = vec![ApproverToken {
-            user: "alice".into(),
-            token: sha("alice-token"),
-        }];
+        cfg.http.admin_token = Some(support::sha_ref(ADMIN));
+        cfg.grpc.approvers = support::approvers(&["alice"]);
     })
     .await
 }

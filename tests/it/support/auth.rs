@@ -28,6 +28,11 @@ pub fn sha(t: &str) -> String {
     hex::encode(Sha256::digest(t.as_bytes()))
 }
 
+/// A token as the config holds it: its SHA-256 only.
+pub fn sha_ref(t: &str) -> SecretRef {
+    SecretRef::Sha256(sha(t))
+}
+
 /// The approver token of `user`.
 pub fn token_of(user: &str) -> String {
     format!("{user}-token")
@@ -39,7 +44,7 @@ pub fn approvers(users: &[&str]) -> Vec<ApproverToken> {
         .iter()
         .map(|u| ApproverToken {
             user: u.to_string(),
-            token: SecretRef::Sha256(sha(&token_of(u))),
+            token: sha_ref(&token_of(u)),
         })
         .collect()
 }

@@ -20,7 +20,7 @@ pub mod clients;
 pub mod daemon;
 pub mod fakes;
 
-pub use auth::{USERS, approvers, sha, token_of};
+pub use auth::{USERS, approvers, sha_ref, token_of};
 pub use binary::*;
 pub use clients::*;
 pub use daemon::*;
