@@ -87,6 +87,10 @@ impl Tokens {
     pub fn audience(&self, token: &str) -> Option<&str> {
         self.valid.get(token).map(String::as_str)
     }
+    /// True if `token` was issued and has not expired.
+    pub fn is_valid(&self, token: Option<&str>) -> bool {
+        token.is_some_and(|t| self.valid.contains_key(t))
+    }
     /// Expires every issued token (the next API call with one gets a 401).
     pub fn expire_all(&mut self) {
         self.valid.clear();
@@ -104,10 +108,28 @@ pub enum AuthMode {
     Forbidden,
 }
 
+/// Why a fake refuses a call; each fake answers it in its vendor's shape (status 401 or 403).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    Unauthorized,
+    Forbidden,
+}
+
 impl AuthMode {
     /// A fake's test switch: `on` puts the credential check into `failure`, off back to `Ok`.
     pub fn switch(&mut self, on: bool, failure: AuthMode) {
         *self = if on { failure } else { AuthMode::Ok };
+    }
+
+    /// The check every fake makes before it serves a call: a wrong credential, or the 401
+    /// switch, is `Unauthorized` (checked first, as vendors do); the 403 switch `Forbidden`.
+    pub fn check(self, credential_ok: bool) -> Result<(), Refusal> {
+        match self {
+            _ if !credential_ok => Err(Refusal::Unauthorized),
+            AuthMode::Unauthorized => Err(Refusal::Unauthorized),
+            AuthMode::Forbidden => Err(Refusal::Forbidden),
+            AuthMode::Ok => Ok(()),
+        }
     }
 }
 
@@ -269,4 +291,55 @@ pub fn access_token(answer: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no access_token in {answer}"))
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_credential_is_refused_before_the_switches() {
+        let cases = [
+            (AuthMode::Ok, true, Ok(())),
+            (AuthMode::Ok, false, Err(Refusal::Unauthorized)),
+            (AuthMode::Unauthorized, true, Err(Refusal::Unauthorized)),
+            (AuthMode::Forbidden, true, Err(Refusal::Forbidden)),
+            (AuthMode::Forbidden, false, Err(Refusal::Unauthorized)),
+        ];
+        for (mode, credential_ok, want) in cases {
+            assert_eq!(mode.check(credential_ok), want, "{mode:?} {credential_ok}");
+        }
+        let mut mode = AuthMode::Ok;
+        mode.switch(true, AuthMode::Forbidden);
+        assert_eq!(mode, AuthMode::Forbidden);
+        mode.switch(false, AuthMode::Forbidden);
+        assert_eq!(mode, AuthMode::Ok);
+    }
+
+    #[test]
+    fn encodings() {
+        assert_eq!(
+            base64("Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(base64("ab"), "YWI=");
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hmac_hex("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            sha("alice-token"),
+            "9c220f200955d76c0a38d308225e0ef10c5f971acaf2f8d1d8f732affa5bd1dc"
+        );
+        assert_eq!(token_of("alice"), "alice-token");
+        let a = approvers(&["alice"]);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].user, "alice");
+        assert!(matches!(&a[0].token, SecretRef::Sha256(h) if *h == sha("alice-token")));
+        assert_eq!(
+            access_token(&json!({"access_token": "t", "token_type": "Bearer"})),
+            "t"
+        );
+    }
 }

@@ -20,7 +20,7 @@ use super::{
     Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock, rand_hex,
     rfc3339_ms, uuidish,
 };
-use crate::support::auth::{AuthMode, Tokens};
+use crate::support::auth::{AuthMode, Refusal, Tokens};
 
 pub const CONTAIN: &str = "contain";
 pub const LIFT: &str = "lift_containment";
@@ -291,12 +291,12 @@ impl Inner {
         if r.method == "POST" && segs == ["oauth2", "token"] {
             return self.token(&mut st, &cx, &r);
         }
-        let valid = r.bearer().is_some_and(|t| st.tokens.audience(t).is_some());
-        if !valid || st.mode == AuthMode::Unauthorized {
-            return cx.err(401, "access denied, invalid bearer token");
-        }
-        if st.mode == AuthMode::Forbidden {
-            return cx.err(403, "access denied, authorization failed");
+        match st.mode.check(st.tokens.is_valid(r.bearer())) {
+            Err(Refusal::Unauthorized) => {
+                return cx.err(401, "access denied, invalid bearer token");
+            }
+            Err(Refusal::Forbidden) => return cx.err(403, "access denied, authorization failed"),
+            Ok(()) => {}
         }
         match (r.method.as_str(), segs.as_slice()) {
             ("GET", ["devices", "queries", "devices", "v1"]) => query_devices(&st, &cx, &r),
@@ -350,7 +350,7 @@ impl Inner {
         let form = r.form();
         let good = form.get("client_id") == Some(self.client_id.as_str())
             && form.get("client_secret") == Some(self.client_secret.as_str());
-        if !good || st.mode == AuthMode::Unauthorized {
+        if st.mode.check(good) == Err(Refusal::Unauthorized) {
             return cx.err(401, "access denied, invalid bearer token");
         }
         let token = st.tokens.issue("", "falcon");

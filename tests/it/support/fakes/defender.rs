@@ -17,7 +17,7 @@ use super::{
     Effects, FakeServer, Faults, Req, RequestLog, default_header, empty_response, json_response,
     lock, rfc3339_micros, uuidish,
 };
-use crate::support::auth::{AadApp, AuthMode, Tokens};
+use crate::support::auth::{AadApp, AuthMode, Refusal, Tokens};
 
 const INDICATOR_TYPES: &[&str] = &[
     "FileSha1",
@@ -351,21 +351,24 @@ impl Inner {
                     "The access token audience is not valid for this API.",
                 );
             }
-            _ if st.mode == AuthMode::Unauthorized => {
+            _ => {}
+        }
+        match st.mode.check(true) {
+            Err(Refusal::Unauthorized) => {
                 return cx.err(
                     401,
                     "Unauthorized",
                     "Authorization has been denied for this request.",
                 );
             }
-            _ if st.mode == AuthMode::Forbidden => {
+            Err(Refusal::Forbidden) => {
                 return cx.err(
                     403,
                     "Forbidden",
                     "The application does not have any of the required application roles to access the resource.",
                 );
             }
-            _ => {}
+            Ok(()) => {}
         }
         match (r.method.as_str(), &segs[1..]) {
             ("GET", ["machines"]) => {

@@ -18,7 +18,7 @@ use super::{
     Effects, FakeServer, Faults, Req, RequestLog, default_header, empty_response, json_response,
     lock, rfc3339_secs, uuidish,
 };
-use crate::support::auth::{AadApp, AuthMode, Tokens};
+use crate::support::auth::{AadApp, AuthMode, Refusal, Tokens};
 
 const GRAPH: &str = "https://graph.microsoft.com/v1.0";
 const DEFAULT_PROPS: &[&str] = &[
@@ -230,21 +230,24 @@ impl Inner {
                     "Access token validation failure. Invalid audience.",
                 );
             }
-            _ if st.mode == AuthMode::Unauthorized => {
+            _ => {}
+        }
+        match st.mode.check(true) {
+            Err(Refusal::Unauthorized) => {
                 return cx.err(
                     401,
                     "InvalidAuthenticationToken",
                     "Access token validation failure.",
                 );
             }
-            _ if st.mode == AuthMode::Forbidden => {
+            Err(Refusal::Forbidden) => {
                 return cx.err(
                     403,
                     "Authorization_RequestDenied",
                     "Insufficient privileges to complete the operation.",
                 );
             }
-            _ => {}
+            Ok(()) => {}
         }
         let not_found = |x: &str| {
             cx.err(

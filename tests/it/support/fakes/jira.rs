@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{
     Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock, rand_hex,
 };
-use crate::support::auth::{AuthMode, base64};
+use crate::support::auth::{AuthMode, Refusal, base64};
 
 #[derive(Clone)]
 struct Issue {
@@ -153,7 +153,10 @@ impl Inner {
 
     fn handle(&self, r: Req) -> Response {
         let mut st = lock(&self.st);
-        if r.auth_param("Basic") != Some(self.basic.as_str()) || st.mode == AuthMode::Unauthorized {
+        let refusal = st
+            .mode
+            .check(r.auth_param("Basic") == Some(self.basic.as_str()));
+        if refusal == Err(Refusal::Unauthorized) {
             let mut resp = jerr(
                 401,
                 &["Client must be authenticated to access this resource."],
@@ -167,7 +170,7 @@ impl Inner {
             );
             return resp;
         }
-        if st.mode == AuthMode::Forbidden {
+        if refusal == Err(Refusal::Forbidden) {
             return jerr(
                 403,
                 &["You do not have permission to perform this operation."],
