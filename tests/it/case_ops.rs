@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::chat::{Chat, SLACK_TOKEN, configure_chat};
-use crate::live::{self, Vendors};
 use crate::support::fakes::chat::FakeSlack;
+use crate::support::live::{self, Vendors};
 use crate::support::{self, TestClock, TestDaemon, eventually};
 use crate::support::{USERS, token_of};
 

@@ -11,12 +11,12 @@ use cordon::config::Config;
 use cordon::secret::SecretRef;
 use serde_json::{Value, json};
 
-use crate::live::{self, Vendors};
 use crate::support::fakes::chat::{
     BadJwt, Down, FakeBotFramework, FakeMattermost, FakeSlack, MmPost, SlackCallback,
     SlackInteraction, SlackMessage, mint_bad_jwt, mint_jwt, mm_token, send_mm, send_teams,
     teams_invoke, write_jwks,
 };
+use crate::support::live::{self, Vendors};
 use crate::support::{self, TestClock, TestDaemon, eventually};
 
 pub(crate) const SLACK_TOKEN: &str = "xoxb-cordon-test-bot-token-8";

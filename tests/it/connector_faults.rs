@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::live::{self, Vendors};
 use crate::support::fakes::{Fault, FaultKind, Faults, RequestLog};
+use crate::support::live::{self, Vendors};
 use crate::support::{self, TestDaemon};
 
 // ---------------------------------------------------------------------------------------------

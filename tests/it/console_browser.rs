@@ -12,8 +12,8 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::console::start_console;
-use crate::live::{self, Vendors};
 use crate::support::fakes::oidc::{FakeIdp, Tamper};
+use crate::support::live::{self, Vendors};
 use crate::support::{TestDaemon, eventually};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

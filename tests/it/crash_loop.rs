@@ -41,9 +41,9 @@ use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinSet};
 use tonic::Code;
 
-use crate::live::{Vendors, idempotency_label};
 use crate::support;
 use crate::support::fakes::{Fault, FaultKind, lock};
+use crate::support::live::{Vendors, idempotency_label};
 use crate::support::{
     Daemon, cordon, get_json_with, http_client, post_json, run_within, serve_args, text,
     write_config,

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::live::{Vendors, idempotency_label};
 use crate::support;
 use crate::support::fakes::{Fault, FaultKind, LoggedRequest};
+use crate::support::live::{Vendors, idempotency_label};
 use crate::support::{Daemon, cordon, get_json, http_client, run, serve_args, text, write_config};
 
 /// How long a slowed vendor holds its answer after applying the effect (cordon gives up on the

@@ -4,8 +4,8 @@
 
 use serde_json::json;
 
-use crate::live::{self, Vendors};
 use crate::support;
+use crate::support::live::{self, Vendors};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_sends_nothing_and_records_the_rendered_requests() {

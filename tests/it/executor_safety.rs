@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::live::{self, Vendors};
 use crate::support::fakes::crowdstrike::FakeCrowdStrike;
 use crate::support::fakes::defender::FakeDefender;
 use crate::support::fakes::entra::FakeEntra;
@@ -19,6 +18,7 @@ use crate::support::fakes::okta::FakeOkta;
 use crate::support::fakes::thehive::FakeTheHive;
 use crate::support::fakes::webhook::FakeWebhook;
 use crate::support::fakes::{FakeServer, Fault, FaultKind};
+use crate::support::live::{self, Vendors};
 use crate::support::{self, TestDaemon};
 use crate::support::{Daemon, cordon, run, text, write_config};
 

@@ -1422,14 +1422,14 @@ async fn list_pending_pages_fit_the_message_limit() {
     let mut expected = Vec::new();
     for i in 0..12 {
         let host = format!("ws-page-{i}");
-        let body = crate::live::alert(
+        let body = crate::support::live::alert(
             &format!("page-{i}"),
             "Malware EncodedCommand",
             &["T1059"],
             &[("host", host.as_str())],
         );
-        let case_id = crate::live::post_alert(&d, body).await;
-        let a = crate::live::find_action(&d, &case_id, "isolate_host", None).await;
+        let case_id = crate::support::live::post_alert(&d, body).await;
+        let a = crate::support::live::find_action(&d, &case_id, "isolate_host", None).await;
         assert_eq!(a["state"], json!("awaiting_approval"), "{a}");
         expected.push(a["action_id"].as_str().unwrap().to_string());
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use cordon::config::Config;
 use serde_json::{Value, json};
 
-use crate::live::{self, Vendors};
+use crate::support::live::{self, Vendors};
 use crate::support::{self, TestDaemon};
 use crate::support::{USERS, token_of};
 use crate::support::{cordon, run, text};

@@ -2,7 +2,6 @@
 //! real binary as a child process where a crash or an exit status is the point).
 
 mod learning;
-mod live;
 mod support;
 
 mod agents;

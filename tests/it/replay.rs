@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::live::{self, Vendors};
 use crate::support;
+use crate::support::live::{self, Vendors};
 use crate::support::{cordon, run, text};
 
 /// A stopped daemon's data directory after a recorded run.

@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::live::{self, Vendors};
 use crate::support;
+use crate::support::live::{self, Vendors};
 
 /// Opens the store at `data` once sled has let go of the directory lock (it does so from its
 /// flusher thread a moment after the last handle drops): waits for that condition.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::live::{self, Vendors};
+use crate::support::live::{self, Vendors};
 use crate::support::{self, TestClock, TestDaemon};
 
 /// Stops `d` and starts it again on the same data directory and clock.

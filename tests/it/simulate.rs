@@ -127,9 +127,9 @@ async fn a_shadow_set_is_decided_beside_the_set_in_force_and_read_back_by_simula
     std::fs::write(&f, t).unwrap();
     cfg.policy.shadow = Some(cordon::policy::shadow::ShadowConfig { dir: shadow });
     let mut d = crate::support::start_in(dir, cfg, None).await;
-    let case_id = crate::live::post_alert(
+    let case_id = crate::support::live::post_alert(
         &d,
-        crate::live::alert(
+        crate::support::live::alert(
             "sh-1",
             "Malware EncodedCommand",
             &["T1059"],
@@ -138,7 +138,7 @@ async fn a_shadow_set_is_decided_beside_the_set_in_force_and_read_back_by_simula
     )
     .await;
     // What runs is decided by the set in force only.
-    let iso = crate::live::find_action(&d, &case_id, "isolate_host", Some("ws-sh1")).await;
+    let iso = crate::support::live::find_action(&d, &case_id, "isolate_host", Some("ws-sh1")).await;
     assert_eq!(iso["state"], json!("awaiting_approval"), "{iso}");
     assert_eq!(iso["tier"], json!("one_approver"));
     let shadows: Vec<Value> = d

@@ -5,8 +5,8 @@
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 
-use crate::live::{self, Vendors};
 use crate::support::TestDaemon;
+use crate::support::live::{self, Vendors};
 
 /// Posts a malware alert naming `host`, approves its isolation, and waits for it to settle.
 async fn isolate(d: &TestDaemon, alert_id: &str, host: &str) -> (String, Value) {

@@ -8,7 +8,9 @@
 //! - `auth`: approver tokens, the fakes' vendor auth (issued tokens, the auth switch, the
 //!   Microsoft identity platform token endpoint), token requests, HMAC and base64;
 //! - `fakes`: the stateful fake vendor and chat APIs on loopback, one file each, on the shared
-//!   `FakeServer` (request log, armed faults).
+//!   `FakeServer` (request log, armed faults);
+//! - `live`: all seven vendor fakes at once, the shipped connectors rewired to them in `live`
+//!   mode, and helpers that drive an alert through approval to a finished action.
 //!
 //! The most used items are re-exported here (`support::start`, `support::cordon`, ...).
 
@@ -19,6 +21,7 @@ pub mod binary;
 pub mod clients;
 pub mod daemon;
 pub mod fakes;
+pub mod live;
 
 pub use auth::{USERS, approvers, sha_ref, token_of};
 pub use binary::*;
