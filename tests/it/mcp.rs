@@ -303,7 +303,7 @@ async fn cordon_mcp_relays_stdio_to_the_daemon_with_the_agents_token() {
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "get_case", "arguments": {"case_id": case_id}}}),
     ];
     let out = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
+        let mut child = std::process::Command::new(crate::support::BIN)
             .args(["mcp", "--url", &url])
             .env("CORDON_TOKEN", COPILOT)
             .stdin(std::process::Stdio::piped())

@@ -285,16 +285,14 @@ async fn seed_store(data: &Path) {
 /// Runs `cordon report` once sled has let go of the store (a moment after its last handle).
 async fn report(config: &Path, since: &str, until: &str, json: bool) -> String {
     support::eventually(10, || async {
-        let mut c = std::process::Command::new(crate::support::BIN);
+        let mut c = support::cordon();
         c.args(["report", "--config"])
             .arg(config)
-            .args(["--since", since, "--until", until])
-            .env_remove("CORDON_CONFIG")
-            .env_remove("CORDON_DATA_DIR");
+            .args(["--since", since, "--until", until]);
         if json {
             c.arg("--json");
         }
-        let out = c.output().unwrap();
+        let out = support::run(c);
         match out.status.code() {
             Some(0) => Some(String::from_utf8(out.stdout).unwrap()),
             Some(74) => None, // the store is still locked by the last handle
@@ -528,12 +526,9 @@ fn bad_time_bounds_are_refused_with_a_clear_error() {
             "--since must be before --until",
         ),
     ] {
-        let out = std::process::Command::new(crate::support::BIN)
-            .args(["report", "--config"])
-            .arg(&config)
-            .args(&args)
-            .output()
-            .unwrap();
+        let mut c = support::cordon();
+        c.args(["report", "--config"]).arg(&config).args(&args);
+        let out = support::run(c);
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
