@@ -6,30 +6,23 @@
 //! nothing.
 
 use cordon::agent::AgentConfig;
-use cordon::api::client::{self, ClientOptions, Clients};
 use cordon::api::pb;
-use cordon::config::{ApproverToken, Config};
-use cordon::secret::{Secret, SecretRef};
+use cordon::config::Config;
 use cordon::store::AuditRecord;
 use serde_json::{Value, json};
-use sha2::Digest;
 use tonic::Code;
 
-use crate::common::{self, TestDaemon};
+use crate::support::{self, TestDaemon};
 
 pub(crate) const COPILOT: &str = "copilot-agent-token";
 pub(crate) const TRIAGE: &str = "triage-agent-token";
 const BURST: &str = "burst-agent-token";
 const NARROW: &str = "narrow-agent-token";
 
-fn sha(t: &str) -> String {
-    hex::encode(sha2::Sha256::digest(t.as_bytes()))
-}
-
 fn agent(name: &str, token: &str, calls: u32, open: u32) -> AgentConfig {
     AgentConfig {
         name: name.into(),
-        token: SecretRef::Sha256(sha(token)),
+        token: support::sha_ref(token),
         max_calls_per_minute: calls,
         max_open_proposals_per_case: open,
     }
@@ -37,13 +30,7 @@ fn agent(name: &str, token: &str, calls: u32, open: u32) -> AgentConfig {
 
 /// Approvers alice and bob (on-call), four agents, the executor on (connectors in dry_run).
 pub(crate) fn configure(cfg: &mut Config) {
-    cfg.grpc.approvers = ["alice", "bob"]
-        .iter()
-        .map(|u| ApproverToken {
-            user: u.to_string(),
-            token: SecretRef::Sha256(sha(&format!("{u}-token"))),
-        })
-        .collect();
+    cfg.grpc.approvers = support::approvers(&["alice", "bob"]);
     cfg.agents = vec![
         agent("soc-copilot", COPILOT, 1000, 5),
         agent("triage-assistant", TRIAGE, 1000, 5),
@@ -55,17 +42,7 @@ pub(crate) fn configure(cfg: &mut Config) {
 }
 
 pub(crate) async fn start() -> TestDaemon {
-    common::start_with(|cfg, _| configure(cfg)).await
-}
-
-async fn grpc(d: &TestDaemon, token: &str) -> Clients {
-    client::connect(&ClientOptions {
-        addr: format!("http://{}", d.running().grpc_addr),
-        token: Some(Secret::new(token.to_string())),
-        ..Default::default()
-    })
-    .await
-    .expect("connect to the gRPC API")
+    support::start_with(|cfg, _| configure(cfg)).await
 }
 
 async fn propose(d: &TestDaemon, token: &str, case_id: &str, body: Value) -> (u16, Value) {
@@ -133,7 +110,7 @@ async fn a_proposal_becomes_an_approved_and_executed_request_and_twice_is_one() 
     );
 
     // The same proposal again (over gRPC this time) is the same request.
-    let mut agent = grpc(&d, COPILOT).await;
+    let mut agent = d.grpc(Some(COPILOT)).await;
     let again = agent
         .agents
         .propose_action(pb::ProposeActionRequest {
@@ -163,7 +140,7 @@ async fn a_proposal_becomes_an_approved_and_executed_request_and_twice_is_one() 
     assert_eq!(by_agent.len(), 1, "{case}");
 
     // Approvers see the hypothesis and citations.
-    let mut alice = grpc(&d, "alice-token").await;
+    let mut alice = d.grpc_as("alice").await;
     let view = alice
         .approvals
         .get_approval(pb::GetApprovalRequest {
@@ -187,10 +164,10 @@ async fn a_proposal_becomes_an_approved_and_executed_request_and_twice_is_one() 
     };
     let r = alice.approvals.approve(vote(&view.request_hash)).await;
     assert_eq!(r.unwrap().into_inner().outcome, "counted");
-    let mut bob = grpc(&d, "bob-token").await;
+    let mut bob = d.grpc_as("bob").await;
     let r = bob.approvals.approve(vote(&view.request_hash)).await;
     assert_eq!(r.unwrap().into_inner().outcome, "approved");
-    let done = common::eventually(20, || async {
+    let done = support::eventually(20, || async {
         let (_, a) = d.get(&format!("/v1/actions/{id}")).await;
         (a["state"] == json!("dry_run")).then_some(a)
     })
@@ -356,7 +333,7 @@ async fn an_agent_token_cannot_vote_or_approve_and_an_approver_token_is_not_an_a
     let d = start().await;
     let ack = d.ingest_fixture("elastic", "elastic.json").await;
     let case_id = ack["case_id"].as_str().unwrap().to_string();
-    let mut alice = grpc(&d, "alice-token").await;
+    let mut alice = d.grpc_as("alice").await;
     let pending = alice
         .approvals
         .list_pending(pb::ListPendingRequest::default())
@@ -370,7 +347,7 @@ async fn an_agent_token_cannot_vote_or_approve_and_an_approver_token_is_not_an_a
         .expect("the playbook's isolation awaits approval")
         .clone();
 
-    let mut agent = grpc(&d, COPILOT).await;
+    let mut agent = d.grpc(Some(COPILOT)).await;
     let vote = pb::VoteRequest {
         approval_id: a.approval_id.clone(),
         request_hash: a.request_hash.clone(),
@@ -391,7 +368,7 @@ async fn an_agent_token_cannot_vote_or_approve_and_an_approver_token_is_not_an_a
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // Each refusal is recorded with the agent's name.
-    let refused = common::eventually(10, || async {
+    let refused = support::eventually(10, || async {
         let r: Vec<String> = calls_of(&d, "soc-copilot")
             .iter()
             .filter(|r| r.body.data["outcome"] == json!("refused"))
@@ -460,7 +437,7 @@ async fn an_agent_token_cannot_vote_or_approve_and_an_approver_token_is_not_an_a
         )
         .await;
     assert_eq!(s, 401, "{v}");
-    common::eventually(10, || async {
+    support::eventually(10, || async {
         calls_of(&d, "soc-copilot")
             .iter()
             .any(|r| {
@@ -529,7 +506,7 @@ async fn findings_are_ai_generated_notes_that_never_change_case_state() {
     let case_id = ack["case_id"].as_str().unwrap().to_string();
     let alert_id = ack["alert_id"].as_str().unwrap();
     let before = d.case(&case_id).await;
-    let mut agent = grpc(&d, COPILOT).await;
+    let mut agent = d.grpc(Some(COPILOT)).await;
     let r = agent
         .agents
         .add_finding(pb::AddFindingRequest {
@@ -646,7 +623,7 @@ async fn bad_input_to_the_agent_endpoints_gets_a_clear_error_and_changes_nothing
         "{v}"
     );
     // gRPC: parameters that are not a JSON object.
-    let mut agent = grpc(&d, COPILOT).await;
+    let mut agent = d.grpc(Some(COPILOT)).await;
     let e = agent
         .agents
         .propose_action(pb::ProposeActionRequest {
@@ -673,27 +650,7 @@ async fn bad_input_to_the_agent_endpoints_gets_a_clear_error_and_changes_nothing
 
 /// `cordon agents …` (the real binary) with `token` in CORDON_TOKEN.
 async fn cli(d: &TestDaemon, token: &str, args: &[&str]) -> (i32, String, String) {
-    let grpc = d.running().grpc_addr;
-    let (token, args): (String, Vec<String>) = (
-        token.to_string(),
-        args.iter().map(|s| s.to_string()).collect(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
-            .arg("agents")
-            .args(&args)
-            .env("CORDON_GRPC_URL", format!("http://{grpc}"))
-            .env("CORDON_TOKEN", token)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    support::cli_as(&d.grpc_url(), token, "agents", args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

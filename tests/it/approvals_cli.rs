@@ -1,48 +1,17 @@
 //! `cordon approvals list|show|approve|deny`: the real binary as a gRPC client against the
 //! in-process daemon, human output and `--json`.
 
-use crate::common;
-use cordon::config::ApproverToken;
-use cordon::secret::SecretRef;
-use sha2::{Digest, Sha256};
-
-fn sha(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
+use crate::support;
 
 async fn cli(grpc: std::net::SocketAddr, token: &str, args: &[&str]) -> (i32, String, String) {
-    let (token, args): (String, Vec<String>) = (
-        token.to_string(),
-        args.iter().map(|s| s.to_string()).collect(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
-            .arg("approvals")
-            .args(&args)
-            .env("CORDON_GRPC_URL", format!("http://{grpc}"))
-            .env("CORDON_TOKEN", token)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    support::cli_as(&format!("http://{grpc}"), token, "approvals", args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_show_approve_deny() {
-    let (dir, mut cfg) = common::workspace();
-    for user in ["alice", "mallory"] {
-        cfg.grpc.approvers.push(ApproverToken {
-            user: user.into(),
-            token: SecretRef::Sha256(sha(&format!("{user}-token"))),
-        });
-    }
-    let d = common::start_in(dir, cfg, None).await;
+    let (dir, mut cfg) = support::workspace();
+    cfg.grpc.approvers = support::approvers(&["alice", "mallory"]);
+    let d = support::start_in(dir, cfg, None).await;
     let grpc = d.running().grpc_addr;
     let ack = d.ingest_fixture("elastic", "elastic.json").await;
     let case_id = ack["case_id"].as_str().unwrap();

@@ -14,8 +14,8 @@ use cordon::store::{Head, WITNESS, audit_key};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::cli::{cordon, run, text};
-use crate::common;
+use crate::support;
+use crate::support::{cordon, run, text};
 
 const ORIGIN: &str = "soc.example/cordon";
 
@@ -60,7 +60,7 @@ async fn signed(interval_secs: u64) -> Signed {
     let (private, public_key, signer) = key_pair(keys.path());
     let checkpoints = keys.path().join("checkpoints");
     let cp_dir = checkpoints.clone();
-    let mut d = common::start_with(move |c, _| {
+    let mut d = support::start_with(move |c, _| {
         c.audit.checkpoints = Some(CheckpointsConfig {
             dir: cp_dir,
             signing_key: SecretRef::File(private),
@@ -157,7 +157,7 @@ fn verify(data: &Path, with: Option<(&Path, &Path)>) -> (Option<i32>, String, St
 /// witness file are set to, so the bare chain check cannot tell.
 fn rewritten(src: &Path, f: impl FnOnce(&sled::Db) -> Head) -> tempfile::TempDir {
     let dst = tempfile::tempdir().unwrap();
-    common::copy_dir(src, dst.path());
+    support::copy_dir(src, dst.path());
     let db = sled::open(dst.path()).unwrap();
     let chunks: Vec<(u64, Vec<u8>)> = db
         .scan_prefix(b"a/")
@@ -360,7 +360,7 @@ async fn checkpoints_are_taken_while_running_with_a_keygen_key() {
 
     let checkpoints = keys.path().join("checkpoints");
     let cp_dir = checkpoints.clone();
-    let mut d = common::start_with(move |c, _| {
+    let mut d = support::start_with(move |c, _| {
         c.audit.checkpoints = Some(CheckpointsConfig {
             dir: cp_dir,
             signing_key: SecretRef::File(private),
@@ -370,7 +370,7 @@ async fn checkpoints_are_taken_while_running_with_a_keygen_key() {
     })
     .await;
     d.ingest_fixture("cordon", "cordon.json").await;
-    let first = common::eventually(30, || {
+    let first = support::eventually(30, || {
         let files = checkpoint_files(&checkpoints);
         async move { files.first().cloned() }
     })
@@ -395,7 +395,7 @@ async fn checkpoints_are_taken_while_running_with_a_keygen_key() {
 /// config problem (exit 64 from `cordon check`), and the problem never repeats the key.
 #[test]
 fn bad_checkpoint_settings_are_config_problems() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let key = dir.path().join("key.pem");
     std::fs::write(
         &key,

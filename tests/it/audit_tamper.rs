@@ -8,8 +8,8 @@ use cordon::store::{GENESIS_HASH, audit_key};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::cli::{cordon, run, text};
-use crate::common;
+use crate::support;
+use crate::support::{cordon, run, text};
 
 /// A store with audit records written by the real daemon, stopped cleanly.
 struct Populated {
@@ -20,7 +20,7 @@ struct Populated {
 }
 
 async fn populated() -> Populated {
-    let mut d = common::start().await;
+    let mut d = support::start().await;
     for (format, file) in [
         ("splunk", "splunk.json"),
         ("elastic", "elastic.json"),
@@ -61,7 +61,7 @@ fn tampered(src: &Path, f: impl FnOnce(&sled::Db)) -> tempfile::TempDir {
 /// A copy of `src` tampered with by `f` through sled directly, in the layout the daemon wrote.
 fn tampered_in_chunks(src: &Path, f: impl FnOnce(&sled::Db)) -> tempfile::TempDir {
     let dst = tempfile::tempdir().unwrap();
-    common::copy_dir(src, dst.path());
+    support::copy_dir(src, dst.path());
     let db = sled::open(dst.path()).unwrap();
     f(&db);
     db.flush().unwrap();

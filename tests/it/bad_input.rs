@@ -3,9 +3,8 @@
 //! record, no case).
 
 use serde_json::{Value, json};
-use sha2::Digest;
 
-use crate::common::{self, TestDaemon};
+use crate::support::{self, TestDaemon};
 
 /// Store state a refused request must not change: the audit head and the case list.
 async fn snapshot(d: &TestDaemon) -> (u64, Value) {
@@ -67,17 +66,17 @@ const ROUTES: [&str; 5] = [
 ];
 
 fn fixture_json(name: &str) -> Value {
-    serde_json::from_slice(&common::fixture(name)).unwrap()
+    serde_json::from_slice(&support::fixture(name)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_is_400() {
-    let d = seeded(common::start().await).await;
+    let d = seeded(support::start().await).await;
     for route in ROUTES {
         refused(
             &d,
             route,
-            common::fixture("bad/malformed.json"),
+            support::fixture("bad/malformed.json"),
             none,
             400,
             "malformed_json",
@@ -111,7 +110,7 @@ async fn malformed_json_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_that_is_not_an_object_is_400() {
-    let d = seeded(common::start().await).await;
+    let d = seeded(support::start().await).await;
     let cordon = fixture_json("cordon.json");
     let bodies = [
         json!([cordon]).to_string(),
@@ -133,11 +132,11 @@ async fn json_that_is_not_an_object_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_required_fields_are_all_named() {
-    let d = seeded(common::start().await).await;
+    let d = seeded(support::start().await).await;
     refused(
         &d,
         "/v1/alerts/splunk",
-        common::fixture("bad/splunk_missing_sid.json"),
+        support::fixture("bad/splunk_missing_sid.json"),
         none,
         422,
         "missing_fields",
@@ -208,11 +207,11 @@ async fn missing_required_fields_are_all_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_field_in_cordon_format_is_422() {
-    let d = seeded(common::start().await).await;
+    let d = seeded(support::start().await).await;
     refused(
         &d,
         "/v1/alerts",
-        common::fixture("bad/cordon_unknown_field.json"),
+        support::fixture("bad/cordon_unknown_field.json"),
         none,
         422,
         "unknown_field",
@@ -241,7 +240,7 @@ async fn unknown_field_in_cordon_format_is_422() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_field_values_are_422() {
-    let d = seeded(common::start().await).await;
+    let d = seeded(support::start().await).await;
     let mut cordon = fixture_json("cordon.json");
     cordon["severity"] = json!("extreme");
     refused(
@@ -281,7 +280,7 @@ async fn invalid_field_values_are_422() {
     refused(
         &d,
         "/v1/alerts/ocsf",
-        common::fixture("bad/ocsf_wrong_class.json"),
+        support::fixture("bad/ocsf_wrong_class.json"),
         none,
         422,
         "invalid_field",
@@ -327,7 +326,7 @@ fn cordon_of_len(id: &str, len: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_limit_is_413() {
-    let d = seeded(common::start_with(|cfg, _| cfg.http.max_body_bytes = 4096).await).await;
+    let d = seeded(support::start_with(|cfg, _| cfg.http.max_body_bytes = 4096).await).await;
     refused(
         &d,
         "/v1/alerts",
@@ -370,15 +369,14 @@ const TOKEN: &str = "s3cret-splunk-token";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_missing_token_is_401() {
-    let d = common::start_with(|cfg, _| {
-        cfg.ingest.tokens.insert(
-            "splunk".into(),
-            cordon::secret::SecretRef::Sha256(hex::encode(sha2::Sha256::digest(TOKEN.as_bytes()))),
-        );
+    let d = support::start_with(|cfg, _| {
+        cfg.ingest
+            .tokens
+            .insert("splunk".into(), crate::support::sha_ref(TOKEN));
     })
     .await;
     let d = seeded(d).await;
-    let body = || common::fixture("splunk.json");
+    let body = || support::fixture("splunk.json");
     refused(
         &d,
         "/v1/alerts/splunk",
@@ -440,11 +438,11 @@ async fn wrong_or_missing_token_is_401() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_format_is_404() {
-    let d = seeded(common::start().await).await;
+    let d = seeded(support::start().await).await;
     let err = refused(
         &d,
         "/v1/alerts/arcsight",
-        common::fixture("cordon.json"),
+        support::fixture("cordon.json"),
         none,
         404,
         "unknown_format",
@@ -459,7 +457,7 @@ async fn unknown_format_is_404() {
     refused(
         &d,
         "/v1/alerts/cordon",
-        common::fixture("cordon.json"),
+        support::fixture("cordon.json"),
         none,
         404,
         "unknown_format",
@@ -469,7 +467,7 @@ async fn unknown_format_is_404() {
     refused(
         &d,
         "/v1/alerts/Splunk",
-        common::fixture("splunk.json"),
+        support::fixture("splunk.json"),
         none,
         404,
         "unknown_format",
@@ -481,17 +479,17 @@ async fn unknown_format_is_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_of_bad_inputs_then_one_good_yields_one_case() {
-    let d = common::start_with(|cfg, _| cfg.http.max_body_bytes = 4096).await;
+    let d = support::start_with(|cfg, _| cfg.http.max_body_bytes = 4096).await;
     assert_eq!(d.head(), 0);
     let mut unknown = fixture_json("cordon.json");
     unknown["extra"] = json!(1);
     let mut bad_severity = fixture_json("cordon.json");
     bad_severity["severity"] = json!("extreme");
     let bad: Vec<(&str, Vec<u8>)> = vec![
-        ("/v1/alerts", common::fixture("bad/malformed.json")),
+        ("/v1/alerts", support::fixture("bad/malformed.json")),
         (
             "/v1/alerts",
-            common::fixture("bad/cordon_unknown_field.json"),
+            support::fixture("bad/cordon_unknown_field.json"),
         ),
         ("/v1/alerts", unknown.to_string().into_bytes()),
         ("/v1/alerts", bad_severity.to_string().into_bytes()),
@@ -499,13 +497,13 @@ async fn burst_of_bad_inputs_then_one_good_yields_one_case() {
         ("/v1/alerts", cordon_of_len("big", 8192).into_bytes()),
         (
             "/v1/alerts/splunk",
-            common::fixture("bad/splunk_missing_sid.json"),
+            support::fixture("bad/splunk_missing_sid.json"),
         ),
         (
             "/v1/alerts/ocsf",
-            common::fixture("bad/ocsf_wrong_class.json"),
+            support::fixture("bad/ocsf_wrong_class.json"),
         ),
-        ("/v1/alerts/arcsight", common::fixture("cordon.json")),
+        ("/v1/alerts/arcsight", support::fixture("cordon.json")),
         ("/v1/alerts/elastic", b"{\"kibana.alert.uuid\": 5".to_vec()),
     ];
     // Concurrently, several times over: the engine sees none of it.

@@ -4,40 +4,22 @@
 //! chat channel, across a restart; and bad input to every new endpoint refused with a clear
 //! error and no change.
 
-use cordon::api::client::{self, ClientOptions, Clients};
 use cordon::api::pb;
-use cordon::config::{ApproverToken, Config};
+use cordon::config::Config;
 use cordon::engine::{ExecOp, ExecReply, VoteCast};
-use cordon::secret::{Secret, SecretRef};
 use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::chat::{Chat, SLACK_TOKEN, configure_chat};
-use crate::common::{self, TestClock, TestDaemon, eventually};
-use crate::fakes::chat::FakeSlack;
-use crate::grpc::{USERS, sha, token_of};
-use crate::live::{self, Vendors};
+use crate::support::fakes::chat::FakeSlack;
+use crate::support::live::{self, Vendors};
+use crate::support::{self, TestClock, TestDaemon, eventually};
+use crate::support::{USERS, token_of};
 
 /// Every user of the shipped entity files gets the approver token `<user>-token`.
 fn configure_tokens(cfg: &mut Config) {
-    cfg.grpc.approvers = USERS
-        .iter()
-        .map(|u| ApproverToken {
-            user: u.to_string(),
-            token: SecretRef::Sha256(sha(&token_of(u))),
-        })
-        .collect();
+    cfg.grpc.approvers = support::approvers(&USERS);
     cfg.policy.watch = false;
-}
-
-async fn as_user(d: &TestDaemon, user: &str) -> Clients {
-    client::connect(&ClientOptions {
-        addr: format!("http://{}", d.running().grpc_addr),
-        token: Some(Secret::new(token_of(user))),
-        ..Default::default()
-    })
-    .await
-    .expect("connect to the gRPC API")
 }
 
 fn close_req(case_id: &str, disposition: &str) -> pb::CloseCaseRequest {
@@ -101,9 +83,9 @@ async fn http_op(d: &TestDaemon, path: &str, token: Option<&str>, body: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_may_not_close_is_refused_and_closing_with_a_running_action_is_refused() {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
-    let d = common::start_in(dir, cfg, None).await;
+    let d = support::start_in(dir, cfg, None).await;
     let case_id = live::post_alert(
         &d,
         live::alert(
@@ -119,7 +101,7 @@ async fn a_user_who_may_not_close_is_refused_and_closing_with_a_running_action_i
     assert_eq!(iso["state"], json!("awaiting_approval"));
 
     // A user in no group may not close: PERMISSION_DENIED with the reason, recorded.
-    let mut mallory = as_user(&d, "mallory").await;
+    let mut mallory = d.grpc_as("mallory").await;
     expect_code(
         mallory
             .cases
@@ -144,7 +126,7 @@ async fn a_user_who_may_not_close_is_refused_and_closing_with_a_running_action_i
     assert_eq!(refused[1]["channel"], json!("http"));
 
     // A request awaiting approval: refused unless the closer cancels it.
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
     expect_code(
         alice
             .cases
@@ -214,9 +196,9 @@ async fn a_user_who_may_not_close_is_refused_and_closing_with_a_running_action_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_with_cancel_pending_cancels_requests_and_reopen_and_notes_are_recorded() {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
-    let d = common::start_in(dir, cfg, None).await;
+    let d = support::start_in(dir, cfg, None).await;
     let case_id = live::post_alert(
         &d,
         live::alert(
@@ -231,8 +213,8 @@ async fn closing_with_cancel_pending_cancels_requests_and_reopen_and_notes_are_r
         .as_str()
         .unwrap()
         .to_string();
-    let mut alice = as_user(&d, "alice").await;
-    let mut bob = as_user(&d, "bob").await;
+    let mut alice = d.grpc_as("alice").await;
+    let mut bob = d.grpc_as("bob").await;
 
     let r = alice
         .cases
@@ -370,7 +352,7 @@ async fn a_case_is_recovered_when_its_host_is_released_then_closed_true_positive
     );
 
     // Release the host: the rollback goes through policy and approval like any request.
-    let mut carol = as_user(&d, "carol").await;
+    let mut carol = d.grpc_as("carol").await;
     let rb = carol
         .approvals
         .request_rollback(pb::RollbackRequest {
@@ -401,7 +383,7 @@ async fn a_case_is_recovered_when_its_host_is_released_then_closed_true_positive
     assert!(case["case"]["handoffs"]["recovered"].is_string());
 
     // Closed as a true positive crediting the intel that motivated the rule.
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
     let mut req = close_req(&case_id, "true_positive");
     req.helped_intel_ref = "CTI-2026-0142".into();
     req.helped_rule = "rule-Malware EncodedCommand".into();
@@ -453,7 +435,7 @@ async fn a_case_is_recovered_when_its_host_is_released_then_closed_true_positive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sla_breach_is_escalated_once_to_the_playbook_owners_chat_channel_across_a_restart() {
     let slack = FakeSlack::start(SLACK_TOKEN).await;
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
     configure_chat(
         &mut cfg,
@@ -483,7 +465,7 @@ async fn an_sla_breach_is_escalated_once_to_the_playbook_owners_chat_channel_acr
     assert_ne!(ours, text, "the shipped playbook declares its route");
     std::fs::write(&pb, ours).unwrap();
     let clock = TestClock::new();
-    let mut d = common::start_in(dir, cfg.clone(), Some(clock.clone())).await;
+    let mut d = support::start_in(dir, cfg.clone(), Some(clock.clone())).await;
     let case_id = live::post_alert(
         &d,
         live::alert(
@@ -511,7 +493,7 @@ async fn an_sla_breach_is_escalated_once_to_the_playbook_owners_chat_channel_acr
     let running = d.running.take().unwrap();
     assert_eq!(running.shutdown().await, 0);
     clock.advance_secs(31 * 60);
-    let d = common::start_in(d.dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(d.dir, cfg, Some(clock.clone())).await;
     d.running().engine.tick().await;
     d.running().engine.tick().await;
     let esc: Vec<Value> = case_records(&d, "escalation", &case_id)
@@ -568,9 +550,9 @@ async fn an_sla_breach_is_escalated_once_to_the_playbook_owners_chat_channel_acr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_to_every_case_endpoint_gets_a_clear_error_and_changes_nothing() {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
-    let d = common::start_in(dir, cfg, None).await;
+    let d = support::start_in(dir, cfg, None).await;
     let case_id = live::post_alert(
         &d,
         live::alert(
@@ -801,7 +783,7 @@ async fn bad_input_to_every_case_endpoint_gets_a_clear_error_and_changes_nothing
         assert!(v["message"].as_str().unwrap().contains(says), "{q}: {v}");
     }
     // gRPC: the same checks, INVALID_ARGUMENT.
-    let mut a = as_user(&d, "alice").await;
+    let mut a = d.grpc_as("alice").await;
     expect_code(
         a.cases.close_case(close_req(&case_id, "")).await,
         Code::InvalidArgument,
@@ -877,32 +859,14 @@ async fn bad_input_to_every_case_endpoint_gets_a_clear_error_and_changes_nothing
 
 /// Runs the real `cordon cases …` binary against the daemon as `user`.
 async fn cases_cli(d: &TestDaemon, user: &str, args: &[&str]) -> (i32, String, String) {
-    let grpc = d.running().grpc_addr;
-    let token = token_of(user);
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
-            .arg("cases")
-            .args(&args)
-            .env("CORDON_GRPC_URL", format!("http://{grpc}"))
-            .env("CORDON_TOKEN", token)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    support::cli_as(&d.grpc_url(), &token_of(user), "cases", args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cases_cli_assigns_notes_closes_and_shows_refusals() {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
-    let d = common::start_in(dir, cfg, None).await;
+    let d = support::start_in(dir, cfg, None).await;
     let case_id = live::post_alert(
         &d,
         live::alert(

@@ -8,7 +8,7 @@ use cordon::config::Suppression;
 use cordon::store::AuditRecord;
 use serde_json::{Value, json};
 
-use crate::common::{self, TestClock, TestDaemon};
+use crate::support::{self, TestClock, TestDaemon};
 
 async fn start_with_clock() -> (TestDaemon, TestClock) {
     start_with_clock_in(cordon::config::CorrelationMode::SharedEntity).await
@@ -16,14 +16,14 @@ async fn start_with_clock() -> (TestDaemon, TestClock) {
 
 async fn start_with_clock_in(mode: cordon::config::CorrelationMode) -> (TestDaemon, TestClock) {
     let clock = TestClock::new();
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     cfg.correlation.mode = mode;
-    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg, Some(clock.clone())).await;
     (d, clock)
 }
 
 fn elastic_with_uuid(uuid: &str) -> Vec<u8> {
-    let mut v: Value = serde_json::from_slice(&common::fixture("elastic.json")).unwrap();
+    let mut v: Value = serde_json::from_slice(&support::fixture("elastic.json")).unwrap();
     v["kibana.alert.uuid"] = json!(uuid);
     serde_json::to_vec(&v).unwrap()
 }
@@ -93,12 +93,12 @@ fn native(source_alert_id: &str, rule_id: &str, host: &str, ips: &[&str]) -> Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_alert_twice_is_a_duplicate_with_the_original_ids() {
     let (d, clock) = start_with_clock().await;
-    let (a1, c1, dup) = post_ok(&d, "/v1/alerts/elastic", common::fixture("elastic.json")).await;
+    let (a1, c1, dup) = post_ok(&d, "/v1/alerts/elastic", support::fixture("elastic.json")).await;
     assert!(!dup);
-    let actions_before = common::actions(&d.case(&c1).await).len();
+    let actions_before = support::actions(&d.case(&c1).await).len();
     assert_eq!(actions_before, 7);
 
-    let (a2, c2, dup) = post_ok(&d, "/v1/alerts/elastic", common::fixture("elastic.json")).await;
+    let (a2, c2, dup) = post_ok(&d, "/v1/alerts/elastic", support::fixture("elastic.json")).await;
     assert!(dup, "a SIEM retry is a duplicate");
     assert_eq!(
         (a2.as_str(), c2.as_str()),
@@ -114,7 +114,7 @@ async fn same_alert_twice_is_a_duplicate_with_the_original_ids() {
     );
     assert_eq!(case["case"]["duplicate_count"], json!(1));
     assert_eq!(
-        common::actions(&case).len(),
+        support::actions(&case).len(),
         actions_before,
         "a retry proposes nothing new"
     );
@@ -125,12 +125,12 @@ async fn same_alert_twice_is_a_duplicate_with_the_original_ids() {
     assert_eq!(recv[1].body.data["duplicate_of"], json!(a1));
     assert_eq!(
         recv[1].body.data["raw"].as_str().unwrap().as_bytes(),
-        common::fixture("elastic.json").as_slice()
+        support::fixture("elastic.json").as_slice()
     );
 
     // A retry long after every window is still the same alert.
     clock.advance_secs(2 * 86_400);
-    let (a3, c3, dup) = post_ok(&d, "/v1/alerts/elastic", common::fixture("elastic.json")).await;
+    let (a3, c3, dup) = post_ok(&d, "/v1/alerts/elastic", support::fixture("elastic.json")).await;
     assert!(dup);
     assert_eq!((a3, c3), (a1.clone(), c1.clone()));
     assert_eq!(d.case(&c1).await["case"]["duplicate_count"], json!(2));
@@ -169,7 +169,7 @@ async fn same_content_within_the_dedup_window_is_a_duplicate_in_the_same_case() 
     let case = d.case(&c1).await;
     assert_eq!(case["case"]["duplicate_count"], json!(1));
     assert_eq!(case["case"]["alert_ids"], json!([a1, a2]));
-    assert_eq!(common::actions(&case).len(), 7);
+    assert_eq!(support::actions(&case).len(), 7);
     let stored = alert(&d, &a2).await;
     assert_eq!(stored["duplicate_of"], json!(a1));
     assert_eq!(stored["case_id"], json!(c1));
@@ -196,7 +196,7 @@ async fn same_content_within_the_dedup_window_is_a_duplicate_in_the_same_case() 
     assert_eq!(case["case"]["alert_ids"], json!([a1, a2, a3]));
     assert_eq!(case["case"]["duplicate_count"], json!(1));
     assert_eq!(
-        common::actions(&case).len(),
+        support::actions(&case).len(),
         7,
         "the same targets are not proposed twice in a case"
     );
@@ -301,7 +301,7 @@ async fn in_rule_and_entity_mode_same_rule_and_host_correlate_within_the_window(
 /// (the engine's own rule: "approved once nothing awaits a human").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlated_alert_with_a_pending_action_does_not_leave_the_case_approved() {
-    let d = common::start().await;
+    let d = support::start().await;
     let dc = |id: &str, ips: &[&str]| {
         let mut entities = vec![json!({"kind": "host", "value": "dc-01"})];
         entities.extend(ips.iter().map(|ip| json!({"kind": "ip", "value": ip})));
@@ -320,7 +320,7 @@ async fn correlated_alert_with_a_pending_action_does_not_leave_the_case_approved
     // isolate is denied (never-isolate), everything else is automatic: approved.
     assert_eq!(case["case"]["state"], json!("approved"), "{case}");
     assert!(
-        common::actions(&case)
+        support::actions(&case)
             .iter()
             .all(|(_, _, s, _)| s != "awaiting_approval")
     );
@@ -329,7 +329,7 @@ async fn correlated_alert_with_a_pending_action_does_not_leave_the_case_approved
     assert!(!dup);
     assert_eq!(c2, c1, "correlates into the case");
     let case = d.case(&c1).await;
-    let acts = common::actions(&case);
+    let acts = support::actions(&case);
     assert!(
         acts.contains(&(
             "block_ioc".into(),
@@ -365,12 +365,12 @@ fn suppression(expires: DateTime<Utc>) -> Suppression {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suppression_makes_the_case_suppressed_without_actions() {
-    let d = common::start_with(|cfg, _| {
+    let d = support::start_with(|cfg, _| {
         cfg.suppressions
             .push(suppression(Utc::now() + chrono::Duration::days(1)))
     })
     .await;
-    let (a1, c1, dup) = post_ok(&d, "/v1/alerts/elastic", common::fixture("elastic.json")).await;
+    let (a1, c1, dup) = post_ok(&d, "/v1/alerts/elastic", support::fixture("elastic.json")).await;
     assert!(!dup);
     let case = d.case(&c1).await;
     assert_eq!(case["case"]["state"], json!("suppressed"), "{case}");
@@ -415,7 +415,7 @@ async fn suppression_makes_the_case_suppressed_without_actions() {
     );
 
     // An alert that does not name ws-042 is not suppressed.
-    let (_, c2, _) = post_ok(&d, "/v1/alerts/sentinel", common::fixture("sentinel.json")).await;
+    let (_, c2, _) = post_ok(&d, "/v1/alerts/sentinel", support::fixture("sentinel.json")).await;
     let other = d.case(&c2).await;
     assert_eq!(other["case"]["state"], json!("recommended"));
     assert!(
@@ -429,26 +429,26 @@ async fn suppression_makes_the_case_suppressed_without_actions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_suppression_does_not_apply() {
-    let d = common::start_with(|cfg, _| {
+    let d = support::start_with(|cfg, _| {
         cfg.suppressions
             .push(suppression(Utc::now() - chrono::Duration::hours(1)))
     })
     .await;
-    let (a1, c1, _) = post_ok(&d, "/v1/alerts/elastic", common::fixture("elastic.json")).await;
+    let (a1, c1, _) = post_ok(&d, "/v1/alerts/elastic", support::fixture("elastic.json")).await;
     let case = d.case(&c1).await;
     assert_eq!(case["case"]["state"], json!("recommended"), "{case}");
     assert!(case["case"].get("suppressed_by").is_none_or(Value::is_null));
-    assert_eq!(common::actions(&case).len(), 7);
+    assert_eq!(support::actions(&case).len(), 7);
     assert!(alert(&d, &a1).await.get("suppressed_by").is_none());
     assert!(records(&d, "alert_suppressed", &a1).is_empty());
     assert_eq!(d.stop().await, 0);
 
     // Expiry is judged at the daemon's "now": suppressed before, not after.
     let clock = TestClock::new();
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     cfg.suppressions
         .push(suppression(clock.now() + chrono::Duration::hours(1)));
-    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg, Some(clock.clone())).await;
     let (_, c1, _) = post_ok(&d, "/v1/alerts/elastic", elastic_with_uuid("before")).await;
     assert_eq!(d.case(&c1).await["case"]["state"], json!("suppressed"));
     clock.advance_secs(2 * 3600);
@@ -478,8 +478,8 @@ fn fact<'a>(alert: &'a Value, source_prefix: &str, key: &str) -> Option<&'a Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrichment_facts_say_where_and_when() {
-    let d = common::start().await;
-    let (a1, _, _) = post_ok(&d, "/v1/alerts/elastic", common::fixture("elastic.json")).await;
+    let d = support::start().await;
+    let (a1, _, _) = post_ok(&d, "/v1/alerts/elastic", support::fixture("elastic.json")).await;
     let al = alert(&d, &a1).await;
     let assets = d.dir.path().join("enrichment/assets.toml");
     let host = fact(&al, "assets", "host:ws-042")
@@ -517,7 +517,7 @@ async fn enrichment_facts_say_where_and_when() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrichment_failure_is_recorded_and_the_alert_is_kept() {
-    let d = common::start().await;
+    let d = support::start().await;
     let intel = d.dir.path().join("enrichment/intel.toml");
     let good = std::fs::read(&intel).unwrap();
     std::fs::write(&intel, "[[indicator]\nvalue = \"203.0.113.77\"\n").unwrap();
@@ -528,7 +528,7 @@ async fn enrichment_failure_is_recorded_and_the_alert_is_kept() {
         .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
         .unwrap();
 
-    let (a1, c1, dup) = post_ok(&d, "/v1/alerts/elastic", common::fixture("elastic.json")).await;
+    let (a1, c1, dup) = post_ok(&d, "/v1/alerts/elastic", support::fixture("elastic.json")).await;
     assert!(!dup);
     let failed = records(&d, "enrichment_failed", &a1);
     assert_eq!(failed.len(), 1, "one enrichment_failed record");
@@ -560,7 +560,7 @@ async fn enrichment_failure_is_recorded_and_the_alert_is_kept() {
     );
     let case = d.case(&c1).await;
     assert_eq!(case["case"]["alert_ids"], json!([a1]));
-    assert_eq!(common::actions(&case).len(), 7);
+    assert_eq!(support::actions(&case).len(), 7);
 
     // Fixed: the next alert enriches cleanly.
     std::fs::write(&intel, good).unwrap();
@@ -570,7 +570,7 @@ async fn enrichment_failure_is_recorded_and_the_alert_is_kept() {
         .unwrap()
         .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(10))
         .unwrap();
-    let (a2, _, _) = post_ok(&d, "/v1/alerts/sentinel", common::fixture("sentinel.json")).await;
+    let (a2, _, _) = post_ok(&d, "/v1/alerts/sentinel", support::fixture("sentinel.json")).await;
     assert!(records(&d, "enrichment_failed", &a2).is_empty());
     assert_eq!(alert(&d, &a2).await["enrichment"]["failures"], json!([]));
     assert_eq!(d.stop().await, 0);
@@ -580,7 +580,7 @@ async fn enrichment_failure_is_recorded_and_the_alert_is_kept() {
 /// also when many cases open within the same millisecond.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_list_is_in_creation_order() {
-    let d = common::start().await;
+    let d = support::start().await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let (url, client) = (format!("{}/v1/alerts", d.base), d.client.clone());

@@ -11,13 +11,13 @@ use cordon::config::Config;
 use cordon::secret::SecretRef;
 use serde_json::{Value, json};
 
-use crate::common::{self, TestClock, TestDaemon, eventually};
-use crate::fakes::chat::{
+use crate::support::fakes::chat::{
     BadJwt, Down, FakeBotFramework, FakeMattermost, FakeSlack, MmPost, SlackCallback,
     SlackInteraction, SlackMessage, mint_bad_jwt, mint_jwt, mm_token, send_mm, send_teams,
     teams_invoke, write_jwks,
 };
-use crate::live::{self, Vendors};
+use crate::support::live::{self, Vendors};
+use crate::support::{self, TestClock, TestDaemon, eventually};
 
 pub(crate) const SLACK_TOKEN: &str = "xoxb-cordon-test-bot-token-8";
 const SLACK_SECRET: &str = "slack-signing-secret-9";
@@ -112,7 +112,7 @@ pub(crate) fn configure_chat(cfg: &mut Config, root: &Path, c: &Chat) {
 
 /// A daemon (executor off) wired to the given fakes.
 async fn start_chat(c: Chat<'_>) -> TestDaemon {
-    common::start_with(|cfg, root| configure_chat(cfg, root, &c)).await
+    support::start_with(|cfg, root| configure_chat(cfg, root, &c)).await
 }
 
 fn malware_alert(id: &str, host: &str) -> String {
@@ -1309,7 +1309,7 @@ async fn with_slack_down_approvals_still_work_over_grpc_and_posts_land_once_it_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn escalation_and_expiry_notices_are_posted_to_the_slack_thread() {
     let slack = FakeSlack::start(SLACK_TOKEN).await;
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     cfg.policy.watch = false;
     configure_chat(
         &mut cfg,
@@ -1320,7 +1320,7 @@ async fn escalation_and_expiry_notices_are_posted_to_the_slack_thread() {
         },
     );
     let clock = TestClock::new();
-    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg, Some(clock.clone())).await;
     let id = pending(
         &d,
         malware_alert("chat-exp-1", "ws-chat-exp-1"),

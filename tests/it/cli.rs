@@ -1,296 +1,11 @@
 //! The `cordon` binary's own tools as a user runs them: `policy validate`, `policy test`,
 //! `serve`/`check` refusing a bad configuration with exit 64 and every problem listed, and
-//! `serve` on embedded defaults plus environment overrides. Also hosts the child-process harness
-//! (`Daemon`, `run`) that `crash`, `audit_tamper` and `secrets` share.
+//! `serve` on embedded defaults plus environment overrides.
 
-use std::fs::File;
-use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use crate::common;
-
-// ---------------------------------------------------------------------------------------------
-// Child-process harness (shared with crash.rs, audit_tamper.rs and secrets.rs).
-// ---------------------------------------------------------------------------------------------
-
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_cordon");
-
-/// A port that was free a moment ago on 127.0.0.1.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An HTTP client that never goes through a proxy (the daemon is on 127.0.0.1).
-pub(crate) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
-}
-
-/// A `cordon` command with no inherited cordon settings from the test's environment.
-pub(crate) fn cordon() -> Command {
-    let mut c = Command::new(BIN);
-    for k in [
-        "CORDON_CONFIG",
-        "CORDON_DATA_DIR",
-        "CORDON_HTTP_ADDR",
-        "CORDON_GRPC_ADDR",
-    ] {
-        c.env_remove(k);
-    }
-    c.env("RUST_LOG", "info").stdin(Stdio::null());
-    c
-}
-
-/// Runs a one-shot `cordon` command to completion (at most 30 s, then it is killed and the test
-/// fails) and returns its output.
-pub(crate) fn run(cmd: Command) -> Output {
-    run_within(cmd, 30)
-}
-
-/// [`run`] with a time limit of `secs` (for tools whose work grows with the store, such as
-/// `cordon audit export` after a long crash loop).
-pub(crate) fn run_within(mut cmd: Command, secs: u64) -> Output {
-    let mut out = tempfile::tempfile().unwrap();
-    let mut err = tempfile::tempfile().unwrap();
-    cmd.stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap());
-    let mut child = cmd.spawn().expect("spawn cordon");
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not exit within {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let read = |f: &mut File| {
-        let mut v = Vec::new();
-        f.rewind().unwrap();
-        f.read_to_end(&mut v).unwrap();
-        v
-    };
-    Output {
-        status,
-        stdout: read(&mut out),
-        stderr: read(&mut err),
-    }
-}
-
-pub(crate) fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A `cordon serve` child process with stdout/stderr in files. Dropping it kills (SIGKILL) and
-/// reaps the process, so no daemon outlives a failing test.
-pub(crate) struct Daemon {
-    child: Option<std::process::Child>,
-    pub base: String,
-    /// The gRPC endpoint, `http://127.0.0.1:<port>`.
-    pub grpc: String,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
-}
-
-impl Daemon {
-    /// Spawns `cordon` configured by `configure` (args, env, working directory) with
-    /// `CORDON_HTTP_ADDR`/`CORDON_GRPC_ADDR` set to free loopback ports, logs to
-    /// `<logs>/<name>.stdout|stderr`, and waits until `GET /readyz` answers 200.
-    pub async fn start(logs: &Path, name: &str, configure: impl Fn(&mut Command)) -> Daemon {
-        for attempt in 0..3 {
-            let (http, grpc) = (free_port(), free_port());
-            let stdout = logs.join(format!("{name}.stdout"));
-            let stderr = logs.join(format!("{name}.stderr"));
-            let mut cmd = cordon();
-            configure(&mut cmd);
-            cmd.env("CORDON_HTTP_ADDR", format!("127.0.0.1:{http}"))
-                .env("CORDON_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
-                .stdout(File::create(&stdout).unwrap())
-                .stderr(File::create(&stderr).unwrap());
-            let child = cmd.spawn().expect("spawn cordon serve");
-            let mut d = Daemon {
-                child: Some(child),
-                base: format!("http://127.0.0.1:{http}"),
-                grpc: format!("http://127.0.0.1:{grpc}"),
-                stdout,
-                stderr,
-            };
-            match d.wait_ready(30).await {
-                Ok(()) => return d,
-                // Someone took the port between our probe and the child's bind: try another.
-                Err(_) if attempt < 2 && d.logs().contains("cannot listen") => continue,
-                Err(status) => panic!(
-                    "cordon {name} exited with {status} before it was ready:\n{}",
-                    d.logs()
-                ),
-            }
-        }
-        unreachable!()
-    }
-
-    async fn wait_ready(&mut self, secs: u64) -> Result<(), ExitStatus> {
-        let c = client();
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Err(s);
-            }
-            if let Ok(r) = c
-                .get(format!("{}/readyz", self.base))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                && r.status() == 200
-            {
-                return Ok(());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cordon not ready within {secs}s:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// The exit status, if the process already ended on its own.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
-    }
-
-    /// SIGKILL, then reap.
-    pub fn kill9(&mut self) {
-        let mut c = self.child.take().unwrap();
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-
-    /// SIGTERM, then wait (at most 30 s) for the exit status.
-    pub async fn terminate(&mut self) -> ExitStatus {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cordon did not exit within 30 s of SIGTERM:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Everything the process wrote to stdout and stderr so far.
-    pub fn logs(&self) -> String {
-        let r = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        format!("{}{}", r(&self.stdout), r(&self.stderr))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The arguments of `cordon serve --config <cfg>`, for [`Daemon::start`].
-pub(crate) fn serve_args(cfg: &Path) -> impl Fn(&mut Command) + '_ {
-    move |c| {
-        c.arg("serve").arg("--config").arg(cfg);
-    }
-}
-
-/// Posts a JSON body; `Err` when the connection failed (e.g. the daemon was killed).
-pub(crate) async fn post_json(
-    c: &reqwest::Client,
-    url: &str,
-    body: Vec<u8>,
-) -> Result<(u16, serde_json::Value), reqwest::Error> {
-    let r = c
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    let status = r.status().as_u16();
-    let text = r.text().await?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-    ))
-}
-
-/// `GET base+path` as JSON (a body that is not JSON comes back as a string); panics when the
-/// daemon cannot be reached.
-pub(crate) async fn get_json(base: &str, path: &str) -> (u16, serde_json::Value) {
-    get_json_with(&client(), base, path).await
-}
-
-/// [`get_json`] on a client the caller keeps (building a client reads the system's root
-/// certificates: too slow to do per request in a loop).
-pub(crate) async fn get_json_with(
-    c: &reqwest::Client,
-    base: &str,
-    path: &str,
-) -> (u16, serde_json::Value) {
-    let r = c
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = r.status().as_u16();
-    let body = r.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-    )
-}
-
-/// A TOML string literal for a path.
-pub(crate) fn toml_path(p: &Path) -> String {
-    toml::Value::String(p.display().to_string()).to_string()
-}
-
-/// A config file for a child daemon on `root` (a `common::workspace()` dir), with `extra` TOML
-/// appended; returns its path.
-pub(crate) fn write_config(root: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        "data_dir = {}\npolicies_dir = {}\nplaybooks_dir = {}\nconnectors_dir = {}\n{extra}\n",
-        toml_path(&root.join("data")),
-        toml_path(&root.join("policies")),
-        toml_path(&root.join("playbooks")),
-        toml_path(&root.join("connectors")),
-    );
-    let path = root.join("cordon.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use crate::support::{self, Daemon, cordon, free_port, http_client, run, text, write_config};
 
 // ---------------------------------------------------------------------------------------------
 // policy validate
@@ -306,7 +21,7 @@ fn policy(sub: &str, dir: &Path) -> Output {
 fn policies_copy() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("policies");
-    common::copy_dir(&common::repo().join("policies"), &p);
+    support::copy_dir(&support::repo().join("policies"), &p);
     (t, p)
 }
 
@@ -325,7 +40,7 @@ fn lines_named(stderr: &str, file: &Path) -> Vec<usize> {
 
 #[test]
 fn policy_validate_accepts_the_shipped_policies() {
-    let out = policy("validate", &common::repo().join("policies"));
+    let out = policy("validate", &support::repo().join("policies"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("ok: "), "{stdout}");
@@ -431,7 +146,7 @@ fn policy_validate_refuses_an_empty_directory() {
 
     // A schema alone is still no policy set.
     std::fs::copy(
-        common::repo().join("policies/cordon.cedarschema"),
+        support::repo().join("policies/cordon.cedarschema"),
         t.path().join("cordon.cedarschema"),
     )
     .unwrap();
@@ -449,7 +164,7 @@ fn policy_validate_refuses_an_empty_directory() {
 // ---------------------------------------------------------------------------------------------
 
 fn shipped_test_count() -> usize {
-    let dir = common::repo().join("policies/tests");
+    let dir = support::repo().join("policies/tests");
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -461,7 +176,7 @@ fn shipped_test_count() -> usize {
 fn policy_test_passes_the_shipped_tests() {
     let n = shipped_test_count();
     assert!(n > 0);
-    let out = policy("test", &common::repo().join("policies"));
+    let out = policy("test", &support::repo().join("policies"));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(
@@ -560,7 +275,7 @@ fn problem_lines(stderr: &str) -> Vec<&str> {
 
 #[test]
 fn serve_and_check_refuse_an_unknown_config_key() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let cfg = write_config(
         dir.path(),
         "[http]\naddr = \"127.0.0.1:1\"\nmax_body_byte = 5\n",
@@ -589,7 +304,7 @@ fn serve_and_check_refuse_an_unknown_config_key() {
 /// Bug: a config with two unknown keys (and a broken playbook) lists only the first unknown key.
 #[test]
 fn serve_and_check_list_every_problem_even_with_unknown_keys() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let cfg = write_config(
         root,
@@ -615,7 +330,7 @@ fn serve_and_check_list_every_problem_even_with_unknown_keys() {
 /// A config with a bad value, a playbook naming an unknown connector and a connector file with
 /// an unknown key.
 fn three_problems() -> (tempfile::TempDir, PathBuf) {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let cfg = write_config(root, "[log]\nformat = \"xml\"\n");
     let pb = std::fs::read_to_string(root.join("playbooks/malware_execution.toml")).unwrap();
@@ -703,7 +418,7 @@ fn a_bad_connector_file_does_not_make_the_valid_connectors_unknown() {
 
 #[test]
 fn check_accepts_a_good_config() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let cfg = write_config(dir.path(), "");
     let mut c = cordon();
     c.arg("check").arg("--config").arg(&cfg);
@@ -722,7 +437,7 @@ fn check_accepts_a_good_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_on_embedded_defaults_with_env_overrides_and_stops_on_sigterm() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let data = root.join("elsewhere/data");
     let mut d = Daemon::start(root, "serve-defaults", |c| {
@@ -731,7 +446,7 @@ async fn serve_runs_on_embedded_defaults_with_env_overrides_and_stops_on_sigterm
             .env("CORDON_DATA_DIR", &data);
     })
     .await;
-    let c = client();
+    let c = http_client();
     let h = c.get(format!("{}/healthz", d.base)).send().await.unwrap();
     assert_eq!(h.status(), 200);
     let r = c.get(format!("{}/readyz", d.base)).send().await.unwrap();
@@ -759,7 +474,7 @@ async fn serve_runs_on_embedded_defaults_with_env_overrides_and_stops_on_sigterm
 
 #[test]
 fn serve_refuses_to_start_without_a_policies_directory() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     std::fs::remove_dir_all(root.join("policies")).unwrap();
     let mut c = cordon();

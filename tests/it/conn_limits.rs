@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::cli::{Daemon, client, post_json, serve_args, write_config};
-use crate::common;
+use crate::support;
+use crate::support::{Daemon, http_client, post_json, serve_args, write_config};
 
 /// The soft and hard descriptor limit of the daemon under test.
 const NOFILE: libc::rlim_t = 1024;
@@ -42,10 +42,8 @@ fn config(root: &Path, extra: &str) -> std::path::PathBuf {
     write_config(
         root,
         &format!(
-            "[policy]\nwatch = false\n[executor]\nenabled = false\n[enrichment]\nassets = {}\nidentities = {}\nintel = {}\n{extra}",
-            crate::cli::toml_path(&root.join("enrichment/assets.toml")),
-            crate::cli::toml_path(&root.join("enrichment/identities.toml")),
-            crate::cli::toml_path(&root.join("enrichment/intel.toml")),
+            "[policy]\nwatch = false\n[executor]\nenabled = false\n{}{extra}",
+            crate::support::enrichment_toml(root),
         ),
     )
 }
@@ -121,7 +119,7 @@ fn sample(metrics: &str, name: &str) -> f64 {
 }
 
 async fn metrics_text(base: &str) -> String {
-    let r = client()
+    let r = http_client()
         .get(format!("{base}/metrics"))
         .send()
         .await
@@ -133,7 +131,7 @@ async fn metrics_text(base: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_flood_under_1024_descriptors_stops_neither_requests_nor_writes() {
     raise_own_limit(2_400);
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let cfg = config(
         root,
@@ -153,21 +151,21 @@ async fn an_idle_flood_under_1024_descriptors_stops_neither_requests_nor_writes(
 
     // A normal request, a store write, is answered while the flood is connected.
     let (status, body) = post_json(
-        &client(),
+        &http_client(),
         &format!("{}/v1/alerts", d.base),
-        common::fixture("cordon.json"),
+        support::fixture("cordon.json"),
     )
     .await
     .expect("POST /v1/alerts during the flood");
     assert_eq!(status, 202, "{body}");
     let case = body["case_id"].as_str().expect("case_id").to_string();
-    let r = client()
+    let r = http_client()
         .get(format!("{}/readyz", d.base))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (status, _) = crate::cli::get_json(&d.base, &format!("/v1/cases/{case}")).await;
+    let (status, _) = crate::support::get_json(&d.base, &format!("/v1/cases/{case}")).await;
     assert_eq!(status, 200, "the acknowledged case cannot be read back");
 
     // Every idle connection is closed by the server: the oldest ones to make room for newer
@@ -197,7 +195,7 @@ async fn an_idle_flood_under_1024_descriptors_stops_neither_requests_nor_writes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off_and_a_full_cap_refuses_new_connections() {
     raise_own_limit(256);
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     // The idle timeout is long: only the header-read timeout can cut the slow header off.
     let cfg = config(
@@ -275,7 +273,10 @@ async fn slow_headers_are_cut_off_and_a_full_cap_refuses_new_connections() {
     drop(busy);
     let deadline = Instant::now() + Duration::from_secs(20);
     let m = loop {
-        if let Ok(r) = client().get(format!("{}/metrics", d.base)).send().await
+        if let Ok(r) = http_client()
+            .get(format!("{}/metrics", d.base))
+            .send()
+            .await
             && r.status() == 200
         {
             break r.text().await.unwrap();

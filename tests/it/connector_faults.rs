@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{self, TestDaemon};
-use crate::fakes::{Fault, FaultKind, Faults, RequestLog};
-use crate::live::{self, Vendors};
+use crate::support::fakes::{Fault, FaultKind, Faults, RequestLog};
+use crate::support::live::{self, Vendors};
+use crate::support::{self, TestDaemon};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -110,7 +110,7 @@ fn evidence(d: &TestDaemon, id: &str) -> String {
 /// The action of `kind` in the case (on `target`: the target id itself or `<kind>:<target>`),
 /// once the policy decided it.
 async fn action_in_case(d: &TestDaemon, case_id: &str, kind: &str, target: Option<&str>) -> Value {
-    common::eventually(10, || async {
+    support::eventually(10, || async {
         let case = d.case(case_id).await;
         case["actions"]
             .as_array()

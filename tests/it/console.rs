@@ -7,14 +7,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use cordon::config::{ApproverToken, Config};
-use cordon::secret::SecretRef;
+use cordon::config::Config;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
-use crate::common::{self, TestDaemon};
-use crate::fakes::oidc::{FakeIdp, Tamper};
-use crate::grpc::{USERS, sha, token_of};
+use crate::support::fakes::oidc::{FakeIdp, Tamper};
+use crate::support::{self, TestDaemon};
+use crate::support::{USERS, token_of};
 
 /// Starts the daemon with every shipped user as a token approver; `f` sees the config and the
 /// console's base URL (known before start: the listener is bound first).
@@ -27,28 +26,10 @@ pub async fn start_console_with(
     opts: cordon::daemon::StartOptions,
     f: impl FnOnce(&mut Config, &Path, &str),
 ) -> TestDaemon {
-    let (dir, mut cfg) = common::workspace();
-    cfg.grpc.approvers = USERS
-        .iter()
-        .map(|u| ApproverToken {
-            user: u.to_string(),
-            token: SecretRef::Sha256(sha(&token_of(u))),
-        })
-        .collect();
+    let (dir, mut cfg) = support::workspace();
+    cfg.grpc.approvers = support::approvers(&USERS);
     cfg.policy.watch = false;
-    let listeners = cordon::daemon::Listeners::loopback().await.unwrap();
-    let base = format!("http://{}", listeners.http.local_addr().unwrap());
-    f(&mut cfg, dir.path(), &base);
-    let v = cordon::daemon::validate(cfg.clone(), "test config")
-        .unwrap_or_else(|p| panic!("config does not validate: {p:#?}"));
-    let running = cordon::daemon::start(v, listeners, opts).await.unwrap();
-    TestDaemon {
-        base: format!("http://{}", running.http_addr),
-        running: Some(running),
-        dir,
-        config: cfg,
-        client: reqwest::Client::new(),
-    }
+    support::start_bound(dir, cfg, opts, f).await
 }
 
 /// A browser without JavaScript: follows no redirect by itself, keeps cookies.
@@ -729,7 +710,7 @@ async fn a_store_written_before_the_queue_index_gets_it_at_start_and_the_audit_p
         );
         store.flush().unwrap();
     }
-    let d = common::start_in(d.dir, cfg, None).await;
+    let d = support::start_in(d.dir, cfg, None).await;
     let web = Web::new(&d.base);
     web.sign_in("alice").await;
     let q = web.get("/ui").await;

@@ -11,10 +11,10 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
-use crate::common::{TestDaemon, eventually};
 use crate::console::start_console;
-use crate::fakes::oidc::{FakeIdp, Tamper};
-use crate::live::{self, Vendors};
+use crate::support::fakes::oidc::{FakeIdp, Tamper};
+use crate::support::live::{self, Vendors};
+use crate::support::{TestDaemon, eventually};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -321,7 +321,7 @@ async fn a_second_approver_completes_a_two_person_request_from_the_live_inbox() 
     b.c.find(Locator::Css("#token"))
         .await
         .unwrap()
-        .send_keys(&crate::grpc::token_of("dave"))
+        .send_keys(&crate::support::token_of("dave"))
         .await
         .unwrap();
     b.click("#token-sign-in").await;
@@ -402,7 +402,7 @@ async fn a_second_approver_completes_a_two_person_request_from_the_live_inbox() 
     b.c.find(Locator::Css("#token"))
         .await
         .unwrap()
-        .send_keys(&crate::grpc::token_of("mallory"))
+        .send_keys(&crate::support::token_of("mallory"))
         .await
         .unwrap();
     b.click("#token-sign-in").await;

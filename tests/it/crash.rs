@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::cli::{Daemon, client, cordon, post_json, run, serve_args, text, write_config};
-use crate::common;
+use crate::support;
+use crate::support::{Daemon, cordon, http_client, post_json, run, serve_args, text, write_config};
 
 #[derive(Debug, Clone, PartialEq)]
 struct Ack {
@@ -56,13 +56,13 @@ fn ack(body: &Value, what: &str) -> Ack {
 /// daemon as soon as the first of those is answered, while the rest are in flight. Returns every
 /// ack that reached the client, before or after the kill.
 async fn burst_then_kill(d: &mut Daemon, cycle: usize) -> Vec<Ack> {
-    let c = client();
+    let c = http_client();
     let mut set = JoinSet::new();
     for (path, file) in FIXTURES {
         let (c, url, body) = (
             c.clone(),
             format!("{}{path}", d.base),
-            common::fixture(file),
+            support::fixture(file),
         );
         set.spawn(async move { (file.to_string(), post_json(&c, &url, body).await) });
     }
@@ -110,7 +110,7 @@ async fn burst_then_kill(d: &mut Daemon, cycle: usize) -> Vec<Ack> {
 
 /// Every acknowledged alert is readable with its case, and the case lists it.
 async fn assert_all_present(d: &Daemon, acks: &[Ack]) {
-    let c = client();
+    let c = http_client();
     let mut cases: BTreeMap<String, Value> = BTreeMap::new();
     for a in acks {
         let r = c
@@ -156,15 +156,13 @@ async fn assert_all_present(d: &Daemon, acks: &[Ack]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_alerts_survive_kill_9_and_the_chain_verifies() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let cfg = write_config(
         root,
         &format!(
-            "[policy]\nwatch = false\n[enrichment]\nassets = {}\nidentities = {}\nintel = {}\n",
-            crate::cli::toml_path(&root.join("enrichment/assets.toml")),
-            crate::cli::toml_path(&root.join("enrichment/identities.toml")),
-            crate::cli::toml_path(&root.join("enrichment/intel.toml")),
+            "[policy]\nwatch = false\n{}",
+            crate::support::enrichment_toml(root)
         ),
     );
     let mut acked: Vec<Ack> = Vec::new();

@@ -34,22 +34,21 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cordon::api::client::{self as grpc_client, ClientOptions, Clients};
+use cordon::api::client::Clients;
 use cordon::api::pb;
-use cordon::secret::Secret;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::{JoinError, JoinSet};
 use tonic::Code;
 
-use crate::cli::{
-    Daemon, client, cordon, get_json_with, post_json, run_within, serve_args, text, toml_path,
+use crate::support;
+use crate::support::fakes::{Fault, FaultKind, lock};
+use crate::support::live::{Vendors, idempotency_label};
+use crate::support::{
+    Daemon, cordon, get_json_with, http_client, post_json, run_within, serve_args, text,
     write_config,
 };
-use crate::common;
-use crate::fakes::{Fault, FaultKind, lock};
-use crate::grpc::{USERS, sha, token_of};
-use crate::live::{Vendors, idempotency_label};
+use crate::support::{USERS, token_of};
 
 /// Action states nothing moves on from (in this test: no rollbacks are requested).
 const DONE: [&str; 7] = [
@@ -422,12 +421,7 @@ async fn deliver(
 ) -> Option<Ack> {
     if p.grpc {
         if alerts.is_none() {
-            *alerts = grpc_client::connect(&ClientOptions {
-                addr: grpc.to_string(),
-                ..Default::default()
-            })
-            .await
-            .ok();
+            *alerts = support::try_grpc(grpc, None).await.ok();
         }
         let c = alerts.as_mut()?;
         let r = c
@@ -637,13 +631,7 @@ async fn vote_all(grpc: String, mut rng: fastrand::Rng, ctl: Arc<RunCtl>, run: u
                 if clients.contains_key(u) {
                     continue;
                 }
-                if let Ok(c) = grpc_client::connect(&ClientOptions {
-                    addr: grpc.clone(),
-                    token: Some(Secret::new(token_of(u))),
-                    ..Default::default()
-                })
-                .await
-                {
+                if let Ok(c) = support::try_grpc(&grpc, Some(&token_of(u))).await {
                     clients.insert(u, c);
                 }
             }
@@ -1221,19 +1209,12 @@ fn cpu_seconds() -> (f64, f64) {
 }
 
 fn config(root: &Path) -> PathBuf {
-    let mut extra = format!(
+    let extra = format!(
         "[policy]\nwatch = false\n[executor]\nenabled = true\nconcurrency = 64\n\
-         reconcile_interval_secs = 1\n[enrichment]\nassets = {}\nidentities = {}\nintel = {}\n",
-        toml_path(&root.join("enrichment/assets.toml")),
-        toml_path(&root.join("enrichment/identities.toml")),
-        toml_path(&root.join("enrichment/intel.toml")),
+         reconcile_interval_secs = 1\n{}{}",
+        support::enrichment_toml(root),
+        support::approvers_toml(&USERS),
     );
-    for u in USERS {
-        extra.push_str(&format!(
-            "[[grpc.approvers]]\nuser = \"{u}\"\ntoken = {{ sha256 = \"{}\" }}\n",
-            sha(&token_of(u))
-        ));
-    }
     write_config(root, &extra)
 }
 
@@ -1472,7 +1453,7 @@ async fn kill_9_loop_loses_no_ack_vote_or_audit_record_and_never_repeats_an_effe
     eprintln!("crash_loop: replay with {replay}");
     let started = Instant::now();
     let v = Vendors::start().await;
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = &dir.path().to_path_buf();
     // CORDON_CRASH_KEEP=1 keeps the data dir, the exports and the daemons' logs for a
     // post-mortem.
@@ -1519,7 +1500,7 @@ async fn kill_9_loop_loses_no_ack_vote_or_audit_record_and_never_repeats_an_effe
     let mut snapshot: Vec<u64> = Vec::new();
     let mut snapshots = 0;
     // One HTTP client for the whole test (building one reads the system's root certificates).
-    let http = client();
+    let http = http_client();
     let mut tracker = Tracker::new(http.clone());
     let mut busy_runs = 0;
     let mut problems: Vec<String> = Vec::new();

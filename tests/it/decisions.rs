@@ -6,7 +6,7 @@
 use cordon::store::AuditRecord;
 use serde_json::{Value, json};
 
-use crate::common::{self, TestDaemon};
+use crate::support::{self, TestDaemon};
 
 async fn post_ok(d: &TestDaemon, path: &str, body: impl Into<reqwest::Body>) -> (String, String) {
     let (s, ack) = d.post(path, body).await;
@@ -31,7 +31,7 @@ fn action<'a>(case: &'a Value, kind: &str, target: &str) -> &'a Value {
         1,
         "expected one {kind} on {target}, got {}: {:?}",
         found.len(),
-        common::actions(case)
+        support::actions(case)
     );
     found[0]
 }
@@ -161,8 +161,8 @@ const HASH_B: &str = "file_hash:86f51b17077aee2d7885528286a00aa632489cfee188cc99
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malware_execution_tiers() {
-    let d = common::start().await;
-    let (_, case_id) = post_ok(&d, "/v1/alerts/elastic", common::fixture("elastic.json")).await;
+    let d = support::start().await;
+    let (_, case_id) = post_ok(&d, "/v1/alerts/elastic", support::fixture("elastic.json")).await;
     let case = d.case(&case_id).await;
     for kind in ["enrich", "summarize_case", "create_ticket"] {
         check(
@@ -206,7 +206,7 @@ async fn malware_execution_tiers() {
     }
     // The host's own internal address is not an indicator: nothing proposes to block it.
     assert!(
-        !common::actions(&case)
+        !support::actions(&case)
             .iter()
             .any(|a| a.1 == "ip:10.20.30.42"),
         "internal IPs are never block_ioc targets"
@@ -230,9 +230,9 @@ async fn malware_execution_tiers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_abuse_emergency_revocation_and_expired_intel() {
-    let d = common::start().await;
+    let d = support::start().await;
     let (alert_id, case_id) =
-        post_ok(&d, "/v1/alerts/splunk", common::fixture("splunk.json")).await;
+        post_ok(&d, "/v1/alerts/splunk", support::fixture("splunk.json")).await;
     let case = d.case(&case_id).await;
     check(
         &d,
@@ -309,7 +309,7 @@ async fn credential_abuse_emergency_revocation_and_expired_intel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_abuse_without_the_emergency_needs_an_approver() {
-    let d = common::start().await;
+    let d = support::start().await;
     // A user no intel names.
     let body = native(
         "frank-1",
@@ -369,8 +369,8 @@ const PROD_VM: &str = "/subscriptions/3f2b8c1d-6e4a-4b7f-9c2d-8e1f0a3b5c7d/resou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_admin_production_containment_needs_two_people() {
-    let d = common::start().await;
-    let (_, case_id) = post_ok(&d, "/v1/alerts/sentinel", common::fixture("sentinel.json")).await;
+    let d = support::start().await;
+    let (_, case_id) = post_ok(&d, "/v1/alerts/sentinel", support::fixture("sentinel.json")).await;
     let case = d.case(&case_id).await;
     let contain = action(&case, "contain_cloud_resource", PROD_VM);
     assert_eq!(contain["tier"], json!("two_person"), "{contain}");
@@ -425,7 +425,7 @@ async fn cloud_admin_production_containment_needs_two_people() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_isolate_host_is_denied() {
-    let d = common::start().await;
+    let d = support::start().await;
     let body = native(
         "dc-1",
         ("ps-dc", "Suspicious PowerShell on a server"),
@@ -465,7 +465,7 @@ async fn never_isolate_host_is_denied() {
         "a forbid independent of approvals is final at the first probe: {probes:?}"
     );
     assert!(
-        cordon::policy::load_dir(&common::repo().join("policies"))
+        cordon::policy::load_dir(&support::repo().join("policies"))
             .unwrap_or_else(|p| panic!("{p:?}"))
             .meta("never-isolate-tagged-hosts")
             .is_some_and(|m| !m.uses_approvals)
@@ -509,8 +509,8 @@ async fn never_isolate_host_is_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_exfiltration_tiers() {
-    let d = common::start().await;
-    let (_, case_id) = post_ok(&d, "/v1/alerts/ocsf", common::fixture("ocsf.json")).await;
+    let d = support::start().await;
+    let (_, case_id) = post_ok(&d, "/v1/alerts/ocsf", support::fixture("ocsf.json")).await;
     let case = d.case(&case_id).await;
     check(
         &d,
@@ -551,9 +551,9 @@ async fn data_exfiltration_tiers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_record_holds_everything_needed_to_replay() {
-    let d = common::start().await;
+    let d = support::start().await;
     let (alert_id, case_id) =
-        post_ok(&d, "/v1/alerts/elastic", common::fixture("elastic.json")).await;
+        post_ok(&d, "/v1/alerts/elastic", support::fixture("elastic.json")).await;
     let case = d.case(&case_id).await;
     let isolate = action(&case, "isolate_host", "ws-042").clone();
     let action_id = isolate["action_id"].as_str().unwrap();

@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::cli::{
-    Daemon, client, cordon, get_json, run, serve_args, text, toml_path, write_config,
-};
-use crate::common;
-use crate::fakes::{Fault, FaultKind, LoggedRequest};
-use crate::live::{Vendors, idempotency_label};
+use crate::support;
+use crate::support::fakes::{Fault, FaultKind, LoggedRequest};
+use crate::support::live::{Vendors, idempotency_label};
+use crate::support::{Daemon, cordon, get_json, http_client, run, serve_args, text, write_config};
 
 /// How long a slowed vendor holds its answer after applying the effect (cordon gives up on the
 /// answer after `timeout_ms = 1500`, as `Vendors::wire` sets it).
@@ -231,7 +229,7 @@ async fn post_all(d: &Daemon, alerts: &[Planned]) -> BTreeMap<String, String> {
     let mut set = JoinSet::new();
     for p in alerts {
         let (c, url, body, tag) = (
-            client(),
+            http_client(),
             format!("{}/v1/alerts", d.base),
             p.body(),
             p.tag.clone(),
@@ -381,7 +379,7 @@ async fn all_actions(d: &Daemon) -> Vec<Value> {
 async fn kill_9_mid_execution_never_duplicates_a_vendor_effect() {
     let started = Instant::now();
     let v = Vendors::start().await;
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     v.wire(root, true);
     // The held writes time out by design; cordon's circuit breaker would otherwise stop calling
@@ -438,10 +436,8 @@ async fn kill_9_mid_execution_never_duplicates_a_vendor_effect() {
         root,
         &format!(
             "[policy]\nwatch = false\n[executor]\nenabled = true\nconcurrency = 16\n\
-             reconcile_interval_secs = 1\n[enrichment]\nassets = {}\nidentities = {}\nintel = {}\n",
-            toml_path(&root.join("enrichment/assets.toml")),
-            toml_path(&root.join("enrichment/identities.toml")),
-            toml_path(&root.join("enrichment/intel.toml")),
+             reconcile_interval_secs = 1\n{}",
+            support::enrichment_toml(root),
         ),
     );
 
@@ -551,7 +547,7 @@ async fn kill_9_mid_execution_never_duplicates_a_vendor_effect() {
     last.push(limbo.clone());
     let new = post_all(&d, &last).await;
     note_cases(new, &mut cases, &mut okta_case);
-    common::eventually(20, || async {
+    support::eventually(20, || async {
         (v.okta
             .log()
             .count_matching("DELETE", &format!("/users/{limbo_id}/sessions"))

@@ -4,16 +4,16 @@
 
 use serde_json::json;
 
-use crate::common;
-use crate::live::{self, Vendors};
+use crate::support;
+use crate::support::live::{self, Vendors};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_sends_nothing_and_records_the_rendered_requests() {
     let v = Vendors::start().await;
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     v.wire(dir.path(), false);
     cfg.executor.enabled = true;
-    let d = common::start_in(dir, cfg, None).await;
+    let d = support::start_in(dir, cfg, None).await;
     let case_id = live::post_alert(
         &d,
         live::alert(
@@ -65,7 +65,7 @@ async fn dry_run_sends_nothing_and_records_the_rendered_requests() {
     let write = reqs.iter().find(|r| r["phase"] == json!("write")).unwrap();
     assert_eq!(write["method"], json!("POST"));
     assert_eq!(write["body"]["ids"], json!(["<vendor.aid>"]));
-    let case = common::eventually(10, || async {
+    let case = support::eventually(10, || async {
         let c = d.case(&case_id).await;
         (c["case"]["state"] == json!("executed")).then_some(c)
     })
@@ -119,7 +119,7 @@ async fn crowdstrike_isolation_runs_probe_write_poll_verify_once() {
 }
 
 /// Approves whatever of the case awaits approval, then waits for every action to settle.
-async fn run_case(d: &common::TestDaemon, case_id: &str) -> Vec<serde_json::Value> {
+async fn run_case(d: &support::TestDaemon, case_id: &str) -> Vec<serde_json::Value> {
     let case = d.case(case_id).await;
     let mut out = Vec::new();
     for a in case["actions"].as_array().unwrap() {

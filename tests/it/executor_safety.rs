@@ -8,20 +8,19 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cordon::config::Config;
 use serde_json::{Value, json};
 
-use crate::cli::{self, Daemon, cordon, run, text, toml_path, write_config};
-use crate::common::{self, TestDaemon};
-use crate::fakes::crowdstrike::FakeCrowdStrike;
-use crate::fakes::defender::FakeDefender;
-use crate::fakes::entra::FakeEntra;
-use crate::fakes::jira::FakeJira;
-use crate::fakes::okta::FakeOkta;
-use crate::fakes::thehive::FakeTheHive;
-use crate::fakes::webhook::FakeWebhook;
-use crate::fakes::{self, FakeServer, Fault, FaultKind};
-use crate::live::{self, Vendors};
+use crate::support::fakes::crowdstrike::FakeCrowdStrike;
+use crate::support::fakes::defender::FakeDefender;
+use crate::support::fakes::entra::FakeEntra;
+use crate::support::fakes::jira::FakeJira;
+use crate::support::fakes::okta::FakeOkta;
+use crate::support::fakes::thehive::FakeTheHive;
+use crate::support::fakes::webhook::FakeWebhook;
+use crate::support::fakes::{FakeServer, Fault, FaultKind};
+use crate::support::live::{self, Vendors};
+use crate::support::{self, TestDaemon};
+use crate::support::{Daemon, cordon, run, text, write_config};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -91,33 +90,6 @@ fn audit_trail(d: &TestDaemon, id: &str) -> Vec<(String, Value)> {
         .filter(|r| r.body.action_id.as_deref() == Some(id))
         .map(|r| (r.body.kind.clone(), r.body.data))
         .collect()
-}
-
-/// A workspace at `root` (copies of the shipped policies, playbooks, connectors and the example
-/// enrichment) and a config pointing at it — like `common::workspace`, but the caller owns the
-/// directory, so two daemons can run one after the other on the same data dir.
-fn workspace_at(root: &Path) -> Config {
-    for d in ["policies", "playbooks", "connectors"] {
-        common::copy_dir(&common::repo().join(d), &root.join(d));
-    }
-    common::copy_dir(
-        &common::repo().join("deploy/enrichment"),
-        &root.join("enrichment"),
-    );
-    let mut cfg = Config {
-        data_dir: root.join("data"),
-        policies_dir: root.join("policies"),
-        playbooks_dir: root.join("playbooks"),
-        connectors_dir: root.join("connectors"),
-        ..Config::default()
-    };
-    cfg.http.addr = "127.0.0.1:0".into();
-    cfg.grpc.addr = "127.0.0.1:0".into();
-    cfg.executor.enabled = false;
-    cfg.enrichment.assets = Some(root.join("enrichment/assets.toml"));
-    cfg.enrichment.identities = Some(root.join("enrichment/identities.toml"));
-    cfg.enrichment.intel = Some(root.join("enrichment/intel.toml"));
-    cfg
 }
 
 /// Appends TOML to a connector file of the workspace.
@@ -258,12 +230,12 @@ async fn approved_action_is_denied_when_the_policy_changed_before_execution() {
     let v = Vendors::start().await;
     v.cs.add_host("ws-recheck", "aid-recheck");
     let root = tempfile::tempdir().unwrap();
-    let mut cfg = workspace_at(root.path());
+    let mut cfg = support::workspace_at(root.path());
     v.wire(root.path(), true);
 
     // Decide and approve with the executor off: the action waits, approved.
     cfg.executor.enabled = false;
-    let d = common::start_in(tempfile::tempdir().unwrap(), cfg.clone(), None).await;
+    let d = support::start_in(tempfile::tempdir().unwrap(), cfg.clone(), None).await;
     let id = approved_isolation(&d, "recheck-1", "ws-recheck").await;
     let (s, a) = d.get(&format!("/v1/actions/{id}")).await;
     assert_eq!(s, 200, "{a}");
@@ -286,7 +258,7 @@ async fn approved_action_is_denied_when_the_policy_changed_before_execution() {
 
     // Restart on the same data dir with the executor on.
     cfg.executor.enabled = true;
-    let d = common::start_in(tempfile::tempdir().unwrap(), cfg, None).await;
+    let d = support::start_in(tempfile::tempdir().unwrap(), cfg, None).await;
     let done = live::settled(&d, &id).await;
     assert_eq!(
         done["state"],
@@ -342,7 +314,7 @@ async fn start_for_unknown(v: &Vendors) -> TestDaemon {
 /// After the action is `unknown`, waits for the periodic reconciliation to look at it again
 /// (and give up again), so "no resend" also covers reconciliation.
 async fn wait_for_reconciliation(d: &TestDaemon, id: &str) {
-    common::eventually(20, || async {
+    support::eventually(20, || async {
         (!live::records(d, "reconcile_unresolved", id).is_empty()).then_some(())
     })
     .await;
@@ -412,7 +384,7 @@ async fn unknown_write_outcome_with_an_unmapped_state_ends_unknown_without_a_res
     let d = start_for_unknown(&v).await;
     let id = approved_isolation(&d, "weird-1", "ws-weird").await;
     // While cordon waits for the answer, the host's state becomes one no probe list maps.
-    common::eventually(20, || async {
+    support::eventually(20, || async {
         (v.cs.effects().count("contain:aid-weird") == 1).then_some(())
     })
     .await;
@@ -484,7 +456,7 @@ async fn connector_credentials_never_reach_logs_audit_or_http_answers() {
     let okta_token = canary("okta");
     let jira_token = canary("jira");
     let hive_key = canary("hive");
-    let jira_basic = fakes::base64(&format!("{}:{jira_token}", live::JIRA_EMAIL));
+    let jira_basic = support::auth::base64(&format!("{}:{jira_token}", live::JIRA_EMAIL));
     // Succeeds: CrowdStrike (OAuth2 client secret) and Jira (basic auth). Refused: Okta (SSWS
     // token) and TheHive (bearer key).
     let v = Vendors {
@@ -501,7 +473,7 @@ async fn connector_credentials_never_reach_logs_audit_or_http_answers() {
     v.okta.fail_auth(true);
     v.hive.fail_auth(true);
 
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     v.wire(root, true);
     for (var, value) in [
@@ -515,10 +487,8 @@ async fn connector_credentials_never_reach_logs_audit_or_http_answers() {
     let cfg = write_config(
         root,
         &format!(
-            "[executor]\nenabled = true\n\n[enrichment]\nassets = {}\nidentities = {}\nintel = {}\n",
-            toml_path(&root.join("enrichment/assets.toml")),
-            toml_path(&root.join("enrichment/identities.toml")),
-            toml_path(&root.join("enrichment/intel.toml")),
+            "[executor]\nenabled = true\n\n{}",
+            support::enrichment_toml(root),
         ),
     );
     let mut d = Daemon::start(root, "canary", |c| {
@@ -528,7 +498,7 @@ async fn connector_credentials_never_reach_logs_audit_or_http_answers() {
             .env("RUST_LOG", "debug");
     })
     .await;
-    let c = cli::client();
+    let c = support::http_client();
     let mut bodies: Vec<(String, String)> = Vec::new();
     async fn call(
         bodies: &mut Vec<(String, String)>,
@@ -592,7 +562,7 @@ async fn connector_credentials_never_reach_logs_audit_or_http_answers() {
             .find(|(_, k, c)| k == kind && c == connector)
             .unwrap_or_else(|| panic!("no {kind} on {connector}: {actions:?}"));
         let url = format!("{}/v1/actions/{id}", d.base);
-        let a = common::eventually(30, || async {
+        let a = support::eventually(30, || async {
             let r = c.get(&url).send().await.ok()?;
             let a: Value = r.json().await.ok()?;
             live::TERMINAL
@@ -783,8 +753,8 @@ async fn alert_data_cannot_move_requests_to_another_destination() {
             let path = e["path"].as_str().unwrap_or("");
             if e["phase"] == json!("resolve") {
                 let expected = match *connector {
-                    "crowdstrike" => format!("{prefix}%27{}%27", fakes::enc(value)),
-                    _ => format!("{prefix}{}", fakes::enc(value)),
+                    "crowdstrike" => format!("{prefix}%27{}%27", support::fakes::enc(value)),
+                    _ => format!("{prefix}{}", support::fakes::enc(value)),
                 };
                 if path != expected {
                     problems.push(format!(
@@ -925,7 +895,7 @@ fn env_refs(text: &str) -> Vec<String> {
 
 #[test]
 fn every_shipped_connector_file_validates_dry_run_and_live() {
-    let shipped: Vec<_> = std::fs::read_dir(common::repo().join("connectors"))
+    let shipped: Vec<_> = std::fs::read_dir(support::repo().join("connectors"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -933,7 +903,7 @@ fn every_shipped_connector_file_validates_dry_run_and_live() {
     assert!(shipped.len() >= 7, "{shipped:?}");
 
     // As shipped (dry run).
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let cfg = write_config(dir.path(), "");
     let out = check(dir.path(), &cfg, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -944,7 +914,7 @@ fn every_shipped_connector_file_validates_dry_run_and_live() {
     );
 
     // Live, with every secret reference resolvable: the runtime side validates too.
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let mut env = Vec::new();
     for p in &shipped {
         let name = p.file_name().unwrap();
@@ -977,7 +947,7 @@ fn every_shipped_connector_file_validates_dry_run_and_live() {
 
 #[test]
 fn broken_connector_files_are_refused_with_file_key_and_reason() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let conn = root.join("connectors");
     let okta = std::fs::read_to_string(conn.join("okta.toml")).unwrap();

@@ -5,24 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cordon::action::ActionState;
-use cordon::daemon::{self, StartOptions};
+use cordon::daemon::StartOptions;
 use cordon::ingest::IngestFormat;
 
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_request_expires_when_its_deadline_passes() {
-    let (_dir, mut cfg) = crate::common::workspace();
+    let (dir, mut cfg) = crate::support::workspace();
     cfg.policy.watch = false;
-    let v = daemon::validate(cfg, "test").unwrap();
     let base = chrono::Utc::now();
     let start = tokio::time::Instant::now();
     let opts = StartOptions {
         clock: Arc::new(move || base + (tokio::time::Instant::now() - start)),
         expiry_timer: true,
     };
-    let running = daemon::start(v, daemon::Listeners::loopback().await.unwrap(), opts)
-        .await
-        .unwrap();
-    let payload = std::fs::read(crate::common::repo().join("tests/fixtures/elastic.json")).unwrap();
+    let d = crate::support::start_opts(dir, cfg, opts).await;
+    let running = d.running();
+    let payload =
+        std::fs::read(crate::support::repo().join("tests/fixtures/elastic.json")).unwrap();
     let fields = IngestFormat::Elastic.parse(&payload, base).unwrap();
     let ack = running
         .engine
@@ -87,5 +86,5 @@ async fn an_unanswered_request_expires_when_its_deadline_passes() {
         matches!(late, Err(cordon::engine::VoteError::Expired(_))),
         "{late:?}"
     );
-    assert_eq!(running.shutdown().await, 0);
+    assert_eq!(d.stop().await, 0);
 }

@@ -4,14 +4,12 @@
 //! file, both votes with channel and identity, the re-checks, the vendor exchange, the outcome);
 //! the HTTP and gRPC forms give the same facts.
 
-use cordon::api::client::{self, ClientOptions};
 use cordon::api::pb;
-use cordon::secret::Secret;
 use serde_json::{Value, json};
 
-use crate::cli::{cordon, run, text};
-use crate::common;
 use crate::replay::{OLD_REASON, recorded_run};
+use crate::support;
+use crate::support::{cordon, run, text};
 
 fn line_of(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.contains(needle)).unwrap() + 1
@@ -157,7 +155,7 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
 
     // HTTP and gRPC give the same facts (the daemon restarted on the same store).
     let vendors = r.vendors;
-    let d = common::start_in(r.dir, r.config, None).await;
+    let d = support::start_in(r.dir, r.config, None).await;
     let (s, http) = d.get(&format!("/v1/actions/{id}/explain")).await;
     assert_eq!(s, 200, "{http}");
     assert_eq!(http, story);
@@ -168,13 +166,7 @@ async fn an_executed_two_person_action_is_explained_from_the_policy_set_of_its_t
     let (s, _) = d.get("/v1/actions/01NOSUCHACTION/explain").await;
     assert_eq!(s, 404);
 
-    let mut c = client::connect(&ClientOptions {
-        addr: format!("http://{}", d.running().grpc_addr),
-        token: Some(Secret::new(crate::grpc::token_of("alice"))),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut c = d.grpc_as("alice").await;
     let g = c
         .explanations
         .explain(pb::ExplainRequest { id: id.clone() })

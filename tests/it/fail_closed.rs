@@ -1,11 +1,11 @@
 //! Fail closed: a policy that errors during evaluation, and a store that cannot record the
 //! decision, both leave the step not runnable.
 
-use crate::common;
+use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_that_errors_denies_the_step() {
-    let d = common::start_with(|cfg, _| {
+    let d = support::start_with(|cfg, _| {
         cfg.policy.watch = false;
         // Cedar skips a policy that errors — including a forbid — which would let the permit
         // through. cordon must deny instead. This forbid overflows on every evaluation.
@@ -24,7 +24,7 @@ async fn a_policy_that_errors_denies_the_step() {
     let (s, ack) = d.post("/v1/alerts", alert.to_string()).await;
     assert_eq!(s, 202, "{ack}");
     let case = d.case(ack["case_id"].as_str().unwrap()).await;
-    let isolate = common::actions(&case)
+    let isolate = support::actions(&case)
         .into_iter()
         .find(|a| a.0 == "isolate_host")
         .unwrap();
@@ -34,7 +34,7 @@ async fn a_policy_that_errors_denies_the_step() {
     );
     // Steps the broken policy does not touch are decided normally.
     assert!(
-        common::actions(&case)
+        support::actions(&case)
             .iter()
             .any(|a| a.0 == "enrich" && a.3 == "auto")
     );
@@ -58,11 +58,11 @@ async fn a_policy_that_errors_denies_the_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_record_leaves_nothing_runnable() {
-    let d = common::start().await;
+    let d = support::start().await;
     let head = d.head();
     d.running().store.fail_for_tests();
     let (s, body) = d
-        .post("/v1/alerts/elastic", common::fixture("elastic.json"))
+        .post("/v1/alerts/elastic", support::fixture("elastic.json"))
         .await;
     assert_eq!(s, 503, "{body}");
     assert_eq!(body["code"], "store_unavailable");

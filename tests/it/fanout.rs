@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::chat::{Chat, SLACK_TOKEN, configure_chat};
-use crate::common::{self, TestDaemon};
-use crate::fakes::chat::FakeSlack;
-use crate::fakes::{Fault, FaultKind};
+use crate::support::fakes::chat::FakeSlack;
+use crate::support::fakes::{Fault, FaultKind};
+use crate::support::{self, TestDaemon};
 
 /// A malware alert naming `hosts` (the first one is its primary entity).
 fn alert(id: &str, hosts: impl Iterator<Item = String>) -> String {
@@ -36,7 +36,7 @@ fn case_records(d: &TestDaemon, kind: &str, case_id: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_thousand_entity_alert_is_bounded_and_escalated_once() {
     let slack = FakeSlack::start(SLACK_TOKEN).await;
-    let d = common::start_with(|cfg, root| {
+    let d = support::start_with(|cfg, root| {
         configure_chat(
             cfg,
             root,
@@ -81,7 +81,7 @@ async fn a_ten_thousand_entity_alert_is_bounded_and_escalated_once() {
     assert_eq!(escalations.len(), 3, "{escalations:?}");
 
     // Chat gets at most the per-case number of requests, and nothing stays owed.
-    common::eventually(30, || async {
+    support::eventually(30, || async {
         cordon::engine::read::chat_owed(&d.running().store)
             .unwrap()
             .is_empty()
@@ -124,7 +124,7 @@ async fn a_chat_backlog_does_not_hold_up_shutdown() {
         kind: FaultKind::TimeoutAfterEffect(Duration::from_secs(30)),
         times: usize::MAX,
     });
-    let d = common::start_with(|cfg, root| {
+    let d = support::start_with(|cfg, root| {
         configure_chat(
             cfg,
             root,
@@ -146,7 +146,7 @@ async fn a_chat_backlog_does_not_hold_up_shutdown() {
         .await;
     assert_eq!(s, 202, "{ack}");
     // Posts are in flight (and more are waiting for them).
-    common::eventually(30, || async { (slack.log().count() >= 4).then_some(()) }).await;
+    support::eventually(30, || async { (slack.log().count() >= 4).then_some(()) }).await;
     assert!(
         cordon::engine::read::chat_owed(&d.running().store)
             .unwrap()

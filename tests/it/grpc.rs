@@ -10,72 +10,40 @@ use std::time::Duration;
 use cordon::api::client::{self, ClientOptions, Clients};
 use cordon::api::pb;
 use cordon::config::{ApproverToken, CertUser, Config, GrpcTls};
-use cordon::secret::{Secret, SecretRef};
+use cordon::secret::Secret;
 use cordon::store::AuditRecord;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use serde_json::{Value, json};
-use sha2::Digest;
 use tonic::Code;
 
-use crate::common::{self, TestClock, TestDaemon};
+use crate::support::{self, TestClock, TestDaemon, USERS, token_of};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
 
-/// Everyone in `policies/people.entities.json`; each gets the bearer token `<user>-token`.
-pub(crate) const USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "mallory"];
 const INGEST_TOKEN: &str = "siem-ingest-token";
-
-pub(crate) fn sha(t: &str) -> String {
-    hex::encode(sha2::Sha256::digest(t.as_bytes()))
-}
-
-pub(crate) fn token_of(user: &str) -> String {
-    format!("{user}-token")
-}
 
 /// Approver tokens for every known user (as SHA-256 hashes only), one ingest token, no policy
 /// file watcher (reloads happen when a test asks for them).
 fn configure_tokens(cfg: &mut Config) {
-    cfg.grpc.approvers = USERS
-        .iter()
-        .map(|u| ApproverToken {
-            user: u.to_string(),
-            token: SecretRef::Sha256(sha(&token_of(u))),
-        })
-        .collect();
+    cfg.grpc.approvers = support::approvers(&USERS);
     cfg.grpc
         .ingest_tokens
-        .insert("siem".into(), SecretRef::Sha256(sha(INGEST_TOKEN)));
+        .insert("siem".into(), support::sha_ref(INGEST_TOKEN));
     cfg.policy.watch = false;
 }
 
 /// A daemon with token approvers and a hand-driven clock.
 async fn start_tokens() -> (TestDaemon, TestClock) {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
     let clock = TestClock::new();
-    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg, Some(clock.clone())).await;
     (d, clock)
-}
-
-async fn connect_plain(d: &TestDaemon, token: Option<&str>) -> Clients {
-    client::connect(&ClientOptions {
-        addr: format!("http://{}", d.running().grpc_addr),
-        token: token.map(|t| Secret::new(t.to_string())),
-        ..Default::default()
-    })
-    .await
-    .expect("connect to the gRPC API")
-}
-
-/// Clients authenticated as `user` with their bearer token, over plain HTTP/2.
-async fn as_user(d: &TestDaemon, user: &str) -> Clients {
-    connect_plain(d, Some(&token_of(user))).await
 }
 
 /// Posts a fixture over HTTP; returns the case id.
@@ -282,7 +250,7 @@ struct TlsDaemon {
 }
 
 async fn start_tls() -> TlsDaemon {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
@@ -311,7 +279,7 @@ async fn start_tls() -> TlsDaemon {
             user: "dave".into(),
         },
     ];
-    let d = common::start_in(dir, cfg, Some(TestClock::new())).await;
+    let d = support::start_in(dir, cfg, Some(TestClock::new())).await;
     TlsDaemon { d, pki }
 }
 
@@ -342,7 +310,7 @@ impl TlsDaemon {
 async fn token_approver_approves_a_one_approver_request_end_to_end() {
     let (d, _clock) = start_tokens().await;
     let case_id = post_fixture(&d, "elastic", "elastic.json").await;
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
 
     let a = pending_of(&mut alice, &case_id, "isolate_host").await;
     let id = a.approval_id.clone();
@@ -569,12 +537,7 @@ async fn mtls_identities_are_verified_and_mapped() {
     assert_eq!(get(&mut carol, &a.approval_id).await.approvals_given, 0);
 
     // Plain HTTP/2 to the TLS port fails.
-    let plain = client::connect(&ClientOptions {
-        addr: format!("http://{}", t.d.running().grpc_addr),
-        token: Some(Secret::new(token_of("carol"))),
-        ..Default::default()
-    })
-    .await;
+    let plain = support::try_grpc(&t.d.grpc_url(), Some(&token_of("carol"))).await;
     if let Ok(mut c) = plain {
         let r = c
             .approvals
@@ -591,7 +554,7 @@ async fn mtls_identities_are_verified_and_mapped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
     // A requester can never be an approver: an approver named like a playbook requester is a
     // configuration error (the engine and the policies also refuse the requester's own vote;
@@ -599,7 +562,7 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
     let mut bad = cfg.clone();
     bad.grpc.approvers.push(ApproverToken {
         user: "playbook:malware_execution".into(),
-        token: SecretRef::Sha256(sha("playbook-token")),
+        token: support::sha_ref("playbook-token"),
     });
     let problems = cordon::daemon::validate(bad, "test")
         .err()
@@ -609,14 +572,14 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
             == "grpc.approvers[".to_string() + &(cfg.grpc.approvers.len()).to_string() + "].user"),
         "{problems:?}"
     );
-    let d = common::start_in(dir, cfg, Some(TestClock::new())).await;
+    let d = support::start_in(dir, cfg, Some(TestClock::new())).await;
     let case_id = post_fixture(&d, "elastic", "elastic.json").await;
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
     let a = pending_of(&mut alice, &case_id, "isolate_host").await;
     let id = a.approval_id.clone();
 
     // mallory is in no group: PERMISSION_DENIED, and the refusal is recorded.
-    let mut mallory = as_user(&d, "mallory").await;
+    let mut mallory = d.grpc_as("mallory").await;
     expect_code(
         approve(&mut mallory, &id, &a.request_hash).await,
         Code::PermissionDenied,
@@ -647,7 +610,7 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
 
     // Unknown token, no credentials: UNAUTHENTICATED, and nothing is recorded for them.
     let before = d.audit().len();
-    let mut unknown = connect_plain(&d, Some("guessed-token")).await;
+    let mut unknown = d.grpc(Some("guessed-token")).await;
     expect_code(
         approve(&mut unknown, &id, "").await,
         Code::Unauthenticated,
@@ -661,7 +624,7 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
         Code::Unauthenticated,
         "unknown token lists",
     );
-    let mut anon = connect_plain(&d, None).await;
+    let mut anon = d.grpc(None).await;
     expect_code(
         approve(&mut anon, &id, "").await,
         Code::Unauthenticated,
@@ -680,7 +643,7 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
         anon.alerts
             .submit_alert(pb::SubmitAlertRequest {
                 format: "elastic".into(),
-                payload: common::fixture("elastic.json"),
+                payload: support::fixture("elastic.json"),
             })
             .await,
         Code::Unauthenticated,
@@ -693,7 +656,7 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
     );
 
     // Roles do not mix: an ingest token cannot vote, an approver token cannot submit.
-    let mut siem = connect_plain(&d, Some(INGEST_TOKEN)).await;
+    let mut siem = d.grpc(Some(INGEST_TOKEN)).await;
     expect_code(
         approve(&mut siem, &id, "").await,
         Code::PermissionDenied,
@@ -711,7 +674,7 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
             .alerts
             .submit_alert(pb::SubmitAlertRequest {
                 format: "elastic".into(),
-                payload: common::fixture("elastic.json"),
+                payload: support::fixture("elastic.json"),
             })
             .await,
         Code::PermissionDenied,
@@ -722,7 +685,7 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
         .alerts
         .submit_alert(pb::SubmitAlertRequest {
             format: "elastic".into(),
-            payload: common::fixture("elastic.json"),
+            payload: support::fixture("elastic.json"),
         })
         .await
         .expect("ingest token submits")
@@ -768,7 +731,7 @@ async fn refused_votes_and_wrong_credentials_get_the_right_codes() {
 async fn one_authorised_deny_rejects_and_later_votes_fail() {
     let (d, _clock) = start_tokens().await;
     let case_id = post_fixture(&d, "elastic", "elastic.json").await;
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
     let a = pending_of(&mut alice, &case_id, "isolate_host").await;
     let id = a.approval_id.clone();
 
@@ -784,7 +747,7 @@ async fn one_authorised_deny_rejects_and_later_votes_fail() {
     assert!(!pending_ids(&mut alice).await.contains(&id));
 
     // Nobody can approve it afterwards.
-    let mut carol = as_user(&d, "carol").await;
+    let mut carol = d.grpc_as("carol").await;
     expect_code(
         approve(&mut carol, &id, "").await,
         Code::FailedPrecondition,
@@ -828,7 +791,7 @@ async fn one_authorised_deny_rejects_and_later_votes_fail() {
 async fn escalation_then_expiry_with_a_test_clock() {
     let (d, clock) = start_tokens().await;
     let case_id = post_fixture(&d, "elastic", "elastic.json").await;
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
     let a = pending_of(&mut alice, &case_id, "isolate_host").await;
     let id = a.approval_id.clone();
     // High severity and the policy's own @approval_timeout_mins: 60 minutes.
@@ -899,7 +862,7 @@ async fn escalation_then_expiry_with_a_test_clock() {
 async fn a_vote_after_the_deadline_is_refused_before_the_expiry_pass_runs() {
     let (d, clock) = start_tokens().await;
     let case_id = post_fixture(&d, "elastic", "elastic.json").await;
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
     let a = pending_of(&mut alice, &case_id, "isolate_host").await;
     clock.advance_secs(61 * 60);
     // No tick: the vote itself must notice the deadline.
@@ -923,8 +886,8 @@ async fn a_vote_after_the_deadline_is_refused_before_the_expiry_pass_runs() {
 async fn a_policy_reload_changes_the_request_and_drops_earlier_approvals() {
     let (d, _clock) = start_tokens().await;
     let case_id = post_fixture(&d, "sentinel", "sentinel.json").await;
-    let mut bob = as_user(&d, "bob").await;
-    let mut dave = as_user(&d, "dave").await;
+    let mut bob = d.grpc_as("bob").await;
+    let mut dave = d.grpc_as("dave").await;
     let a = pending_of(&mut bob, &case_id, "contain_cloud_resource").await;
     let id = a.approval_id.clone();
     let old_hash = a.request_hash.clone();
@@ -986,7 +949,7 @@ async fn a_policy_reload_changes_the_request_and_drops_earlier_approvals() {
 async fn a_decided_request_keeps_its_counted_votes_after_a_policy_reload() {
     let (d, _clock) = start_tokens().await;
     let case_id = post_fixture(&d, "elastic", "elastic.json").await;
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
     let a = pending_of(&mut alice, &case_id, "isolate_host").await;
     let r = approve(&mut alice, &a.approval_id, &a.request_hash)
         .await
@@ -1028,8 +991,8 @@ async fn a_decided_request_keeps_its_counted_votes_after_a_policy_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_pushes_new_and_changed_requests() {
     let (d, _clock) = start_tokens().await;
-    let mut alice = as_user(&d, "alice").await;
-    let mut anon = connect_plain(&d, None).await;
+    let mut alice = d.grpc_as("alice").await;
+    let mut anon = d.grpc(None).await;
     match anon
         .approvals
         .watch_approvals(pb::WatchApprovalsRequest {})
@@ -1090,12 +1053,12 @@ async fn watch_pushes_new_and_changed_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_watch_stream_does_not_block_a_clean_shutdown() {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
     // A clean drain takes well under a second; the bound only keeps a failure short.
     cfg.shutdown.drain_timeout_secs = 5;
-    let d = common::start_in(dir, cfg, Some(TestClock::new())).await;
-    let mut alice = as_user(&d, "alice").await;
+    let d = support::start_in(dir, cfg, Some(TestClock::new())).await;
+    let mut alice = d.grpc_as("alice").await;
     let mut watch = alice
         .approvals
         .watch_approvals(pb::WatchApprovalsRequest {})
@@ -1129,7 +1092,7 @@ async fn list_pending_pages_oldest_first() {
     let (d, _clock) = start_tokens().await;
     post_fixture(&d, "elastic", "elastic.json").await;
     post_fixture(&d, "sentinel", "sentinel.json").await;
-    let mut carol = as_user(&d, "carol").await;
+    let mut carol = d.grpc_as("carol").await;
     let all = pending_ids(&mut carol).await;
     assert!(all.len() >= 2, "{all:?}");
     let mut sorted = all.clone();
@@ -1178,7 +1141,7 @@ async fn list_pending_pages_oldest_first() {
 async fn pending_requests_and_votes_survive_a_restart() {
     let (d, clock) = start_tokens().await;
     let case_id = post_fixture(&d, "sentinel", "sentinel.json").await;
-    let mut bob = as_user(&d, "bob").await;
+    let mut bob = d.grpc_as("bob").await;
     let a = pending_of(&mut bob, &case_id, "contain_cloud_resource").await;
     let id = a.approval_id.clone();
     assert_eq!(
@@ -1195,9 +1158,9 @@ async fn pending_requests_and_votes_survive_a_restart() {
     let code = d.running.take().unwrap().shutdown().await;
     assert_eq!(code, 0);
     let TestDaemon { dir, config, .. } = d;
-    let d = common::start_in(dir, config, Some(clock)).await;
+    let d = support::start_in(dir, config, Some(clock)).await;
 
-    let mut dave = as_user(&d, "dave").await;
+    let mut dave = d.grpc_as("dave").await;
     let p = pending_of(&mut dave, &case_id, "contain_cloud_resource").await;
     assert_eq!(p.approval_id, id);
     assert_eq!(p.request_hash, a.request_hash);
@@ -1212,7 +1175,7 @@ async fn pending_requests_and_votes_survive_a_restart() {
         ("bob", "token", true)
     );
     // bob is still counted once, not twice.
-    let mut bob = as_user(&d, "bob").await;
+    let mut bob = d.grpc_as("bob").await;
     assert_eq!(
         approve(&mut bob, &id, &a.request_hash)
             .await
@@ -1239,44 +1202,28 @@ fn child_grpc_addr(logs: &str) -> Option<String> {
     Some(addr)
 }
 
-async fn child_clients(d: &crate::cli::Daemon, user: &str) -> Clients {
+async fn child_clients(d: &crate::support::Daemon, user: &str) -> Clients {
     // `/readyz` may answer a moment before the "serving" line is written.
-    let addr = common::eventually(10, || async { child_grpc_addr(&d.logs()) }).await;
-    client::connect(&ClientOptions {
-        addr: format!("http://{addr}"),
-        token: Some(Secret::new(token_of(user))),
-        ..Default::default()
-    })
-    .await
-    .expect("connect to the child's gRPC API")
+    let addr = support::eventually(10, || async { child_grpc_addr(&d.logs()) }).await;
+    support::grpc(&format!("http://{addr}"), Some(&token_of(user))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_votes_survive_kill_9() {
-    use crate::cli::{Daemon, client as http_client, toml_path, write_config};
-    let (dir, _) = common::workspace();
+    use crate::support::{Daemon, http_client, write_config};
+    let (dir, _) = support::workspace();
     let root = dir.path();
-    let mut extra = format!(
-        "[policy]\nwatch = false\n[enrichment]\nassets = {}\nidentities = {}\nintel = {}\n",
-        toml_path(&root.join("enrichment/assets.toml")),
-        toml_path(&root.join("enrichment/identities.toml")),
-        toml_path(&root.join("enrichment/intel.toml")),
+    let extra = format!(
+        "[policy]\nwatch = false\n{}{}",
+        support::enrichment_toml(root),
+        support::approvers_toml(&USERS),
     );
-    for u in USERS {
-        extra.push_str(&format!(
-            "[[grpc.approvers]]\nuser = \"{u}\"\ntoken = {{ sha256 = \"{}\" }}\n",
-            sha(&token_of(u))
-        ));
-    }
     let cfg = write_config(root, &extra);
-    let args = |c: &mut std::process::Command| {
-        c.arg("serve").arg("--config").arg(&cfg);
-    };
 
-    let mut d = Daemon::start(root, "grpc-first", args).await;
+    let mut d = Daemon::start(root, "grpc-first", support::serve_args(&cfg)).await;
     let r = http_client()
         .post(format!("{}/v1/alerts/sentinel", d.base))
-        .body(common::fixture("sentinel.json"))
+        .body(support::fixture("sentinel.json"))
         .send()
         .await
         .unwrap();
@@ -1293,7 +1240,7 @@ async fn acknowledged_votes_survive_kill_9() {
     d.kill9();
     drop(bob);
 
-    let d = Daemon::start(root, "grpc-second", args).await;
+    let d = Daemon::start(root, "grpc-second", support::serve_args(&cfg)).await;
     let mut dave = child_clients(&d, "dave").await;
     let p = pending_of(&mut dave, &case_id, "contain_cloud_resource").await;
     assert_eq!(p.approval_id, a.approval_id);
@@ -1382,7 +1329,7 @@ async fn health_and_reflection_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_watcher_gets_a_resync_marker() {
     let (d, _clock) = start_tokens().await;
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
     let mut watch = alice
         .approvals
         .watch_approvals(pb::WatchApprovalsRequest {})
@@ -1437,7 +1384,7 @@ async fn a_slow_watcher_gets_a_resync_marker() {
 async fn the_requesters_vote_is_refused() {
     let (d, _clock) = start_tokens().await;
     let case_id = post_fixture(&d, "elastic", "elastic.json").await;
-    let mut alice = as_user(&d, "alice").await;
+    let mut alice = d.grpc_as("alice").await;
     let a = pending_of(&mut alice, &case_id, "isolate_host").await;
     let out = d
         .running()
@@ -1468,25 +1415,25 @@ async fn the_requesters_vote_is_refused() {
 /// `after` = the last id returns every request exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pending_pages_fit_the_message_limit() {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     configure_tokens(&mut cfg);
     cfg.grpc.max_message_bytes = 8 * 1024;
-    let d = common::start_in(dir, cfg, None).await;
+    let d = support::start_in(dir, cfg, None).await;
     let mut expected = Vec::new();
     for i in 0..12 {
         let host = format!("ws-page-{i}");
-        let body = crate::live::alert(
+        let body = crate::support::live::alert(
             &format!("page-{i}"),
             "Malware EncodedCommand",
             &["T1059"],
             &[("host", host.as_str())],
         );
-        let case_id = crate::live::post_alert(&d, body).await;
-        let a = crate::live::find_action(&d, &case_id, "isolate_host", None).await;
+        let case_id = crate::support::live::post_alert(&d, body).await;
+        let a = crate::support::live::find_action(&d, &case_id, "isolate_host", None).await;
         assert_eq!(a["state"], json!("awaiting_approval"), "{a}");
         expected.push(a["action_id"].as_str().unwrap().to_string());
     }
-    let mut c = as_user(&d, "alice").await;
+    let mut c = d.grpc_as("alice").await;
     let mut seen = Vec::new();
     let mut after = String::new();
     let mut pages = 0;

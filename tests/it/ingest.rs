@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::common::{self, TestDaemon};
+use crate::support::{self, TestDaemon};
 
 /// What one fixture must normalize to, and what its case must hold.
 struct Want {
@@ -65,13 +65,13 @@ fn received_records(d: &TestDaemon, alert_id: &str) -> Vec<cordon::store::AuditR
 
 /// Posts the fixture and checks the ack, the stored alert, the case and the audit record.
 async fn check_format(w: &Want) {
-    let d = common::start().await;
+    let d = support::start().await;
     let path = if w.format == "cordon" {
         "/v1/alerts".to_string()
     } else {
         format!("/v1/alerts/{}", w.format)
     };
-    let bytes = common::fixture(w.file);
+    let bytes = support::fixture(w.file);
     let (status, ack) = d.post(&path, bytes.clone()).await;
     assert_eq!(status, 202, "{}: {ack}", w.format);
     let obj = ack
@@ -140,7 +140,7 @@ async fn check_format(w: &Want) {
         "{}: case entities",
         w.format
     );
-    let mut got: Vec<(String, String)> = common::actions(&case)
+    let mut got: Vec<(String, String)> = support::actions(&case)
         .into_iter()
         .map(|(k, t, _, _)| (k, t))
         .collect();
@@ -353,7 +353,7 @@ async fn ocsf_format_is_ingested() {
 /// are not re-serialized.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_payload_is_kept_verbatim() {
-    let d = common::start().await;
+    let d = support::start().await;
     let body = "  {\"severity\":\t\"LOW\" ,\r\n \"title\": \"caf\\u00e9 \u{00e9}t\u{00e9} \\\"quoted\\\" \\/slash\",\n\
                 \"rule\" : {\"name\": \"Verbatim rule\", \"id\": \"verbatim-1\"},\n\
                 \"source_alert_id\": \"v-1\", \"confidence\": 10 ,\"entities\": [{\"value\": \"WS-900.\", \"kind\": \"host\"}]}\n\n"
@@ -383,17 +383,16 @@ async fn raw_payload_is_kept_verbatim() {
 const SPLUNK_TOKEN: &str = "splunk-hec-7c1e0d2b";
 
 async fn with_splunk_token() -> TestDaemon {
-    common::start_with(|cfg, _| {
-        cfg.ingest.tokens.insert(
-            "splunk".into(),
-            cordon::secret::SecretRef::Sha256(sha256_hex(SPLUNK_TOKEN.as_bytes())),
-        );
+    support::start_with(|cfg, _| {
+        cfg.ingest
+            .tokens
+            .insert("splunk".into(), crate::support::sha_ref(SPLUNK_TOKEN));
     })
     .await
 }
 
 fn splunk_with_sid(sid: &str) -> Vec<u8> {
-    let mut v: Value = serde_json::from_slice(&common::fixture("splunk.json")).unwrap();
+    let mut v: Value = serde_json::from_slice(&support::fixture("splunk.json")).unwrap();
     v["sid"] = json!(sid);
     serde_json::to_vec(&v).unwrap()
 }
@@ -404,7 +403,7 @@ async fn splunk_token_in_query_parameter() {
     let (status, ack) = d
         .post(
             &format!("/v1/alerts/splunk?token={SPLUNK_TOKEN}"),
-            common::fixture("splunk.json"),
+            support::fixture("splunk.json"),
         )
         .await;
     assert_eq!(status, 202, "{ack}");

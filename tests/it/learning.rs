@@ -7,23 +7,16 @@
 
 use std::path::{Path, PathBuf};
 
-use cordon::config::{ApproverToken, Config};
-use cordon::secret::SecretRef;
+use cordon::config::Config;
 use serde_json::{Value, json};
 
-use crate::cli::{cordon, run, text};
-use crate::common::{self, TestDaemon};
-use crate::grpc::{USERS, sha, token_of};
-use crate::live::{self, Vendors};
+use crate::support::live::{self, Vendors};
+use crate::support::{self, TestDaemon};
+use crate::support::{USERS, token_of};
+use crate::support::{cordon, run, text};
 
 fn approvers(cfg: &mut Config, dir: &Path) {
-    cfg.grpc.approvers = USERS
-        .iter()
-        .map(|u| ApproverToken {
-            user: u.to_string(),
-            token: SecretRef::Sha256(sha(&token_of(u))),
-        })
-        .collect();
+    cfg.grpc.approvers = support::approvers(&USERS);
     cfg.learning.proposals_dir = dir.join("proposals");
 }
 
@@ -189,7 +182,7 @@ async fn a_true_positive_goes_from_alert_to_learned() {
     let written = PathBuf::from(v["proposal"]["resolution"]["written"][0].as_str().unwrap());
     assert!(written.starts_with(d.config.learning.proposals_dir.clone()));
     let policies = tempfile::tempdir().unwrap();
-    common::copy_dir(&d.config.policies_dir, policies.path());
+    support::copy_dir(&d.config.policies_dir, policies.path());
     std::fs::copy(&written, policies.path().join("tests/regression.toml")).unwrap();
     let mut c = cordon();
     c.args(["policy", "test"]).arg(policies.path());
@@ -276,9 +269,9 @@ async fn a_true_positive_goes_from_alert_to_learned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_false_positives_on_one_host_give_one_tuning_that_hides_only_them() {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     approvers(&mut cfg, dir.path());
-    let d = common::start_in(dir, cfg, None).await;
+    let d = support::start_in(dir, cfg, None).await;
     let rule = "Odd admin logon";
     let mut fps = Vec::new();
     let mut fp_cases = Vec::new();
@@ -354,10 +347,7 @@ async fn ten_false_positives_on_one_host_give_one_tuning_that_hides_only_them() 
         let mut c = cordon();
         c.arg("learn")
             .args(args)
-            .env(
-                "CORDON_GRPC_URL",
-                format!("http://{}", d.running().grpc_addr),
-            )
+            .env("CORDON_GRPC_URL", d.grpc_url())
             .env("CORDON_TOKEN", token_of(user));
         run(c)
     };

@@ -3,13 +3,11 @@
 //! cordon's own; every line it writes starts with its own timestamp and the outside values appear
 //! escaped, on the line that names them.
 
-use cordon::api::client::{self, ClientOptions};
 use cordon::api::pb;
-use cordon::secret::Secret;
 use serde_json::{Value, json};
 
-use crate::cli::{Daemon, client as http_client, post_json, serve_args, toml_path, write_config};
-use crate::common;
+use crate::support;
+use crate::support::{Daemon, http_client, post_json, serve_args, write_config};
 
 /// What an attacker wants to read as a line of cordon's log.
 const FORGED: &str = "2026-01-01T00:00:00.000000Z  INFO cordon::daemon: forged";
@@ -41,17 +39,14 @@ fn starts_with_timestamp(line: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outside_values_never_start_a_line_in_the_text_log() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let cfg = write_config(
         root,
         &format!(
-            "[log]\nformat = \"text\"\n[policy]\nwatch = false\n[enrichment]\nassets = {}\nidentities = {}\nintel = {}\n[[grpc.approvers]]\nuser = \"alice\"\ntoken = {{ sha256 = \"{}\" }}\n[[grpc.approvers]]\nuser = \"bob\"\ntoken = {{ sha256 = \"{}\" }}\n",
-            toml_path(&root.join("enrichment/assets.toml")),
-            toml_path(&root.join("enrichment/identities.toml")),
-            toml_path(&root.join("enrichment/intel.toml")),
-            crate::grpc::sha("alice-token"),
-            crate::grpc::sha("bob-token"),
+            "[log]\nformat = \"text\"\n[policy]\nwatch = false\n{}{}",
+            support::enrichment_toml(root),
+            support::approvers_toml(&["alice", "bob"]),
         ),
     );
     let d = Daemon::start(root, "log_escape", serve_args(&cfg)).await;
@@ -100,15 +95,7 @@ async fn outside_values_never_start_a_line_in_the_text_log() {
     let case_id = ack["case_id"].as_str().unwrap().to_string();
     let mut approvers = Vec::new();
     for u in ["alice", "bob"] {
-        approvers.push(
-            client::connect(&ClientOptions {
-                addr: d.grpc.clone(),
-                token: Some(Secret::new(format!("{u}-token"))),
-                ..Default::default()
-            })
-            .await
-            .expect("connect to the gRPC API"),
-        );
+        approvers.push(support::grpc(&d.grpc, Some(&support::token_of(u))).await);
     }
     let pending = approvers[0]
         .approvals
@@ -164,7 +151,7 @@ async fn outside_values_never_start_a_line_in_the_text_log() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // The executor logs after the engine recorded the outcome: wait for the lines themselves.
-    common::eventually(30, || async {
+    support::eventually(30, || async {
         let logs = d.logs();
         (logs.contains("kind=revoke_sessions") && logs.contains("escalation:")).then_some(())
     })

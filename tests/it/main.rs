@@ -1,10 +1,8 @@
 //! Integration tests: the real daemon in-process on 127.0.0.1:0, driven over real HTTP (and the
 //! real binary as a child process where a crash or an exit status is the point).
 
-mod common;
-mod fakes;
 mod learning;
-mod live;
+mod support;
 
 mod agents;
 mod approvals_cli;

@@ -4,13 +4,11 @@
 //! sees), add a finding, read the action's records; agent credentials only; every tool call
 //! recorded in the audit store with the agent's identity; refusals are tool errors.
 
-use cordon::api::client::{self, ClientOptions};
 use cordon::api::pb;
-use cordon::secret::Secret;
 use serde_json::{Value, json};
 
 use crate::agents::{COPILOT, TRIAGE, calls_of, start};
-use crate::common::TestDaemon;
+use crate::support::TestDaemon;
 
 async fn rpc(
     d: &TestDaemon,
@@ -163,13 +161,7 @@ async fn an_mcp_client_reads_cases_proposes_and_adds_a_finding() {
     );
 
     // The approver sees the agent's hypothesis and citations.
-    let mut alice = client::connect(&ClientOptions {
-        addr: format!("http://{}", d.running().grpc_addr),
-        token: Some(Secret::new("alice-token".into())),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mut alice = d.grpc_as("alice").await;
     let view = alice
         .approvals
         .get_approval(pb::GetApprovalRequest {
@@ -311,7 +303,7 @@ async fn cordon_mcp_relays_stdio_to_the_daemon_with_the_agents_token() {
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "get_case", "arguments": {"case_id": case_id}}}),
     ];
     let out = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
+        let mut child = std::process::Command::new(crate::support::BIN)
             .args(["mcp", "--url", &url])
             .env("CORDON_TOKEN", COPILOT)
             .stdin(std::process::Stdio::piped())
@@ -356,8 +348,8 @@ async fn cordon_mcp_relays_stdio_to_the_daemon_with_the_agents_token() {
 fn mcp_python() -> std::path::PathBuf {
     use std::process::Command;
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => crate::common::repo().join(d),
-        _ => crate::common::repo().join("target"),
+        Some(d) if !d.is_empty() => crate::support::repo().join(d),
+        _ => crate::support::repo().join("target"),
     };
     let venv = target.join("mcpenv");
     let python = venv.join("bin/python");
@@ -376,7 +368,7 @@ fn mcp_python() -> std::path::PathBuf {
         .output()
         .unwrap();
     assert!(o.status.success(), "python3 -m venv: {o:?}");
-    let reqs = crate::common::repo().join("tests/python/mcp-requirements.txt");
+    let reqs = crate::support::repo().join("tests/python/mcp-requirements.txt");
     let o = Command::new(venv.join("bin/pip"))
         .args(["install", "--disable-pip-version-check", "-q", "-r"])
         .arg(&reqs)
@@ -401,7 +393,7 @@ async fn the_official_python_mcp_client_drives_a_proposal_to_execution() {
     let case_id = ack["case_id"].as_str().unwrap().to_string();
     let alert_id = ack["alert_id"].as_str().unwrap().to_string();
     let python = tokio::task::spawn_blocking(mcp_python).await.unwrap();
-    let script = crate::common::repo().join("tests/python/mcp_agent.py");
+    let script = crate::support::repo().join("tests/python/mcp_agent.py");
     let url = format!("{}/mcp", d.base);
     let (c, a) = (case_id.clone(), alert_id.clone());
     let out = tokio::task::spawn_blocking(move || {
@@ -442,13 +434,7 @@ async fn the_official_python_mcp_client_drives_a_proposal_to_execution() {
 
     // Two approvers approve over gRPC; the executor runs it (connectors in dry_run).
     for user in ["alice", "bob"] {
-        let mut c = client::connect(&ClientOptions {
-            addr: format!("http://{}", d.running().grpc_addr),
-            token: Some(Secret::new(format!("{user}-token"))),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let mut c = d.grpc_as(user).await;
         let view = c
             .approvals
             .get_approval(pb::GetApprovalRequest {
@@ -467,7 +453,7 @@ async fn the_official_python_mcp_client_drives_a_proposal_to_execution() {
             .await
             .unwrap();
     }
-    crate::common::eventually(20, || async {
+    crate::support::eventually(20, || async {
         let (_, a) = d.get(&format!("/v1/actions/{id}")).await;
         (a["state"] == json!("dry_run")).then_some(())
     })

@@ -11,7 +11,7 @@ use serde_json::json;
 fn shipped() -> &'static PolicyEngine {
     static E: OnceLock<PolicyEngine> = OnceLock::new();
     E.get_or_init(|| {
-        load_dir(&crate::common::repo().join("policies")).unwrap_or_else(|p| panic!("{p:#?}"))
+        load_dir(&crate::support::repo().join("policies")).unwrap_or_else(|p| panic!("{p:#?}"))
     })
 }
 
@@ -146,7 +146,7 @@ proptest! {
         // Shipped policies plus one forbid on this action kind whose condition does not mention
         // approvals (sometimes with a severity guard, sometimes unconditional).
         let dir = tempfile::tempdir().unwrap();
-        crate::common::copy_dir(&crate::common::repo().join("policies"), dir.path());
+        crate::support::copy_dir(&crate::support::repo().join("policies"), dir.path());
         let cond = if guarded { format!(" when {{ context.alert.severity_id >= {threshold} }}") } else { String::new() };
         std::fs::write(
             dir.path().join("zz_forbid.cedar"),

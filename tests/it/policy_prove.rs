@@ -9,8 +9,8 @@ use std::process::Output;
 use cordon::policy::prove::{Counterexample, recheck};
 use serde_json::Value;
 
-use crate::cli::{cordon, run};
-use crate::common;
+use crate::support;
+use crate::support::{cordon, run};
 
 fn prove(dir: &Path, json: bool) -> Output {
     let mut c = cordon();
@@ -28,7 +28,7 @@ fn text(b: &[u8]) -> String {
 /// A copy of the shipped policy directory, with `edit` applied to `file`.
 fn policies_with(file: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    let src = common::repo().join("policies");
+    let src = support::repo().join("policies");
     for sub in ["", "properties", "tests"] {
         std::fs::create_dir_all(tmp.path().join(sub)).unwrap();
         for e in std::fs::read_dir(src.join(sub)).unwrap() {
@@ -62,7 +62,7 @@ fn json_lines(out: &Output) -> Vec<Value> {
 
 #[test]
 fn shipped_properties_are_proven() {
-    let out = prove(&common::repo().join("policies"), false);
+    let out = prove(&support::repo().join("policies"), false);
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -103,7 +103,7 @@ fn removing_the_production_two_person_forbid_fails_with_a_confirmed_counterexamp
     let cexs = refuted[0]["counterexamples"].as_array().unwrap();
     assert!(!cexs.is_empty());
     let weak_engine = cordon::policy::load_dir(weak.path()).unwrap();
-    let shipped_engine = cordon::policy::load_dir(&common::repo().join("policies")).unwrap();
+    let shipped_engine = cordon::policy::load_dir(&support::repo().join("policies")).unwrap();
     for c in cexs {
         let cex: Counterexample = serde_json::from_value(c.clone()).unwrap();
         assert_eq!(cex.action, r#"Cordon::Action::"contain_cloud_resource""#);
@@ -191,7 +191,7 @@ fn a_bad_property_file_is_refused_with_file_key_and_reason() {
 
 #[test]
 fn a_missing_cvc5_is_a_clear_error() {
-    let dir = common::repo().join("policies");
+    let dir = support::repo().join("policies");
     let mut c = cordon();
     c.args(["policy", "prove"])
         .arg(&dir)

@@ -3,17 +3,17 @@
 //! without a restart and its hash appears in later decision records. Triggers: HTTP, file
 //! change, SIGHUP.
 
-use crate::common::{self, eventually};
+use crate::support::{self, eventually};
 use serde_json::Value;
 
-async fn policy_hash(d: &common::TestDaemon) -> String {
+async fn policy_hash(d: &support::TestDaemon) -> String {
     let (s, v) = d.get("/readyz").await;
     assert_eq!(s, 200);
     v["policies"]["hash"].as_str().unwrap().to_string()
 }
 
 /// The tier and policy hash of the isolate_host action of the case `ack` names.
-async fn isolate_decision(d: &common::TestDaemon, ack: &Value) -> (String, String) {
+async fn isolate_decision(d: &support::TestDaemon, ack: &Value) -> (String, String) {
     let case = d.case(ack["case_id"].as_str().unwrap()).await;
     let a = case["actions"]
         .as_array()
@@ -43,7 +43,7 @@ fn cordon_alert(id: &str, host: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_policy_keeps_the_last_good_set() {
-    let d = common::start_with(|cfg, _| cfg.policy.watch = false).await;
+    let d = support::start_with(|cfg, _| cfg.policy.watch = false).await;
     let h1 = policy_hash(&d).await;
     let ack = d.post("/v1/alerts", cordon_alert("a1", "ws-042")).await.1;
     assert_eq!(
@@ -111,7 +111,7 @@ async fn bad_policy_keeps_the_last_good_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_policy_takes_effect_without_restart() {
-    let d = common::start_with(|cfg, _| cfg.policy.watch = false).await;
+    let d = support::start_with(|cfg, _| cfg.policy.watch = false).await;
     let h1 = policy_hash(&d).await;
     // SOC engineers decide isolation of corporate workstations is automatic at critical severity.
     std::fs::write(
@@ -158,7 +158,7 @@ async fn good_policy_takes_effect_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_change_reloads_by_itself() {
-    let d = common::start().await; // watch = true by default
+    let d = support::start().await; // watch = true by default
     let h1 = policy_hash(&d).await;
     std::fs::write(
         d.config.policies_dir.join("extra.cedar"),
@@ -181,43 +181,13 @@ async fn file_change_reloads_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_real_binary() {
-    let (dir, _) = common::workspace();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let (dir, _) = support::workspace();
     let root = dir.path();
-    std::fs::write(
-        root.join("cordon.toml"),
-        format!(
-            "data_dir = {:?}\npolicies_dir = {:?}\nplaybooks_dir = {:?}\nconnectors_dir = {:?}\n[http]\naddr = \"127.0.0.1:{port}\"\n[policy]\nwatch = false\n",
-            root.join("data"),
-            root.join("policies"),
-            root.join("playbooks"),
-            root.join("connectors")
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(root.join("log.txt")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
-        .args(["serve", "--config"])
-        .arg(root.join("cordon.toml"))
-        .env("CORDON_GRPC_ADDR", "127.0.0.1:0")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let pid = child.id().to_string();
-    let guard = Kill(&mut child);
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/readyz");
+    let cfg = support::write_config(root, "[policy]\nwatch = false\n");
+    let mut d = support::Daemon::start(root, "sighup", support::serve_args(&cfg)).await;
+    let pid = d.pid().to_string();
+    let client = support::http_client();
+    let url = format!("{}/readyz", d.base);
     let ready = |client: reqwest::Client, url: String| async move {
         let r = client.get(&url).send().await.ok()?;
         let v: Value = r.json().await.ok()?;
@@ -239,13 +209,8 @@ async fn sighup_reloads_the_real_binary() {
         async move { ready(c, u).await.filter(|h| *h != h1) }
     })
     .await;
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let status = guard.0.wait().unwrap();
+    let status = d.terminate().await;
     assert_eq!(status.code(), Some(0));
-    let log = std::fs::read_to_string(root.join("log.txt")).unwrap();
+    let log = d.logs();
     assert!(log.contains("SIGHUP"), "{log}");
 }

@@ -8,22 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cordon::config::ApproverToken;
-use cordon::secret::SecretRef;
-use sha2::{Digest, Sha256};
 
-use crate::common;
+use crate::support;
 
 const APPROVER_TOKEN: &str = "alice-python-approver-token-0123456789";
 const INGEST_TOKEN: &str = "python-ingest-token-9876543210";
 
-fn sha256_ref(token: &str) -> SecretRef {
-    SecretRef::Sha256(hex::encode(Sha256::digest(token.as_bytes())))
-}
-
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => common::repo().join(d),
-        _ => common::repo().join("target"),
+        Some(d) if !d.is_empty() => support::repo().join(d),
+        _ => support::repo().join("target"),
     }
 }
 
@@ -62,7 +56,7 @@ fn python_env() -> PathBuf {
         venv.display(),
         show(&o)
     );
-    let reqs = common::repo().join("tests/python/requirements.txt");
+    let reqs = support::repo().join("tests/python/requirements.txt");
     let o = run(Command::new(venv.join("bin/pip"))
         .args(["install", "--disable-pip-version-check", "-r"])
         .arg(&reqs));
@@ -84,19 +78,19 @@ fn python_env() -> PathBuf {
 async fn python_grpc_client_approves_host_isolation() {
     let python = tokio::task::spawn_blocking(python_env).await.unwrap();
 
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     cfg.grpc.approvers = vec![ApproverToken {
         user: "alice".into(),
-        token: sha256_ref(APPROVER_TOKEN),
+        token: support::sha_ref(APPROVER_TOKEN),
     }];
     cfg.grpc
         .ingest_tokens
-        .insert("python".into(), sha256_ref(INGEST_TOKEN));
-    let d = common::start_in(dir, cfg, None).await;
+        .insert("python".into(), support::sha_ref(INGEST_TOKEN));
+    let d = support::start_in(dir, cfg, None).await;
     let addr = d.running().grpc_addr.to_string();
     let stubs = d.dir.path().join("pystubs");
 
-    let repo = common::repo();
+    let repo = support::repo();
     let mut cmd = Command::new(&python);
     cmd.arg(repo.join("tests/python/approve_flow.py"))
         .arg("--proto-dir")
@@ -160,7 +154,7 @@ async fn python_grpc_client_approves_host_isolation() {
 
     // And the HTTP view of the case agrees.
     let case = d.case(&case_id).await;
-    let isolate: Vec<_> = common::actions(&case)
+    let isolate: Vec<_> = support::actions(&case)
         .into_iter()
         .filter(|a| a.0 == "isolate_host")
         .collect();

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::cli::{cordon, run, text};
-use crate::common;
-use crate::live::{self, Vendors};
+use crate::support;
+use crate::support::live::{self, Vendors};
+use crate::support::{cordon, run, text};
 
 /// A stopped daemon's data directory after a recorded run.
 pub(crate) struct Run {
@@ -40,15 +40,7 @@ pub(crate) async fn recorded_run(two_person: bool) -> Run {
     v.cs.add_host("ws-r2", "aid-r2");
     let mut d = live::start_live(&v, |cfg, _| {
         cfg.policy.watch = false;
-        cfg.grpc.approvers = crate::grpc::USERS
-            .iter()
-            .map(|u| cordon::config::ApproverToken {
-                user: u.to_string(),
-                token: cordon::secret::SecretRef::Sha256(crate::grpc::sha(&crate::grpc::token_of(
-                    u,
-                ))),
-            })
-            .collect();
+        cfg.grpc.approvers = support::approvers(&support::USERS);
         if two_person {
             let f = cfg.policies_dir.join("blast_radius.cedar");
             let t = std::fs::read_to_string(&f).unwrap();
@@ -154,7 +146,7 @@ pub(crate) fn replay_json(data: &Path, extra: &[&str]) -> (i32, Value, String) {
 /// what was decided; returns the copy and the record's seq.
 fn with_tampered_decision(src: &Path) -> (tempfile::TempDir, u64) {
     let dst = tempfile::tempdir().unwrap();
-    common::copy_dir(src, dst.path());
+    support::copy_dir(src, dst.path());
     let db = sled::open(dst.path()).unwrap();
     let mut hit = None;
     for item in db.scan_prefix(b"a/") {
@@ -240,7 +232,7 @@ async fn every_decision_replays_identically_across_a_reload_and_a_tampered_one_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_without_kept_policy_texts_says_so_and_a_running_store_is_refused() {
-    let d = common::start().await;
+    let d = support::start().await;
     d.ingest_fixture("cordon", "cordon.json").await;
     // The daemon holds the store: replay says why it cannot open it.
     let (code, _, err) = replay_json(&d.config.data_dir, &[]);

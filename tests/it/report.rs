@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
-use crate::common;
+use crate::support;
 
 fn t0() -> DateTime<Utc> {
     "2026-11-02T00:00:00Z".parse().unwrap()
@@ -284,17 +284,15 @@ async fn seed_store(data: &Path) {
 
 /// Runs `cordon report` once sled has let go of the store (a moment after its last handle).
 async fn report(config: &Path, since: &str, until: &str, json: bool) -> String {
-    common::eventually(10, || async {
-        let mut c = std::process::Command::new(crate::cli::BIN);
+    support::eventually(10, || async {
+        let mut c = support::cordon();
         c.args(["report", "--config"])
             .arg(config)
-            .args(["--since", since, "--until", until])
-            .env_remove("CORDON_CONFIG")
-            .env_remove("CORDON_DATA_DIR");
+            .args(["--since", since, "--until", until]);
         if json {
             c.arg("--json");
         }
-        let out = c.output().unwrap();
+        let out = support::run(c);
         match out.status.code() {
             Some(0) => Some(String::from_utf8(out.stdout).unwrap()),
             Some(74) => None, // the store is still locked by the last handle
@@ -313,13 +311,13 @@ fn close(a: &Value, b: f64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
-    let (dir, cfg) = common::workspace();
+    let (dir, cfg) = support::workspace();
     let root = dir.path();
     let pb = root.join("playbooks/malware_execution.toml");
     let text = std::fs::read_to_string(&pb).unwrap() + RULES;
     std::fs::write(&pb, text).unwrap();
     seed_store(&cfg.data_dir).await;
-    let config = crate::cli::write_config(root, "");
+    let config = crate::support::write_config(root, "");
 
     let out = report(&config, "2026-11-01", &at(7 * D), true).await;
     let b: Value = serde_json::from_str(&out).unwrap();
@@ -433,7 +431,7 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
         clock: Arc::new(move || now),
         expiry_timer: false,
     };
-    let mut d = crate::schedule::start_when_unlocked(dir, cfg, opts).await;
+    let mut d = support::restart_when_unlocked(dir, cfg, opts).await;
     d.running().scheduler.refresh_metrics().await.unwrap();
     let (s, text) = d.get("/metrics").await;
     assert_eq!(s, 200);
@@ -516,8 +514,8 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
 
 #[test]
 fn bad_time_bounds_are_refused_with_a_clear_error() {
-    let (dir, _) = common::workspace();
-    let config = crate::cli::write_config(dir.path(), "");
+    let (dir, _) = support::workspace();
+    let config = crate::support::write_config(dir.path(), "");
     for (args, want) in [
         (
             vec!["--since", "last week"],
@@ -528,12 +526,9 @@ fn bad_time_bounds_are_refused_with_a_clear_error() {
             "--since must be before --until",
         ),
     ] {
-        let out = std::process::Command::new(crate::cli::BIN)
-            .args(["report", "--config"])
-            .arg(&config)
-            .args(&args)
-            .output()
-            .unwrap();
+        let mut c = support::cordon();
+        c.args(["report", "--config"]).arg(&config).args(&args);
+        let out = support::run(c);
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");

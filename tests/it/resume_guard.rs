@@ -4,53 +4,27 @@
 
 use serde_json::{Value, json};
 
-use crate::common;
-use crate::live::{self, Vendors};
+use crate::support;
+use crate::support::live::{self, Vendors};
 
 /// Opens the store at `data` once sled has let go of the directory lock (it does so from its
 /// flusher thread a moment after the last handle drops): waits for that condition.
 async fn open_when_unlocked(data: &std::path::Path) -> cordon::store::Store {
     let opts = cordon::store::StoreOptions::default();
-    common::eventually(10, || {
+    support::eventually(10, || {
         let r = cordon::store::Store::open(data, &opts);
         async move { r.ok() }
     })
     .await
 }
 
-/// Starts the daemon again on `d`'s data directory once sled has let go of its lock.
-async fn start_when_unlocked(d: common::TestDaemon) -> common::TestDaemon {
-    use cordon::daemon;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let v = daemon::validate(d.config.clone(), "test config").unwrap();
-        let listeners = daemon::Listeners::loopback().await.unwrap();
-        match daemon::start(v, listeners, daemon::StartOptions::default()).await {
-            Ok(running) => {
-                return common::TestDaemon {
-                    base: format!("http://{}", running.http_addr),
-                    running: Some(running),
-                    dir: d.dir,
-                    config: d.config,
-                    client: d.client,
-                };
-            }
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "the daemon did not start again: {e}"
-            ),
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
 /// Stops the daemon, rewrites action `id`'s stored record with `edit` and queues it for the
 /// executor, then starts the daemon again on the same data directory.
 async fn restart_with_action(
-    mut d: common::TestDaemon,
+    mut d: support::TestDaemon,
     id: &str,
     edit: impl FnOnce(&mut Value),
-) -> common::TestDaemon {
+) -> support::TestDaemon {
     assert_eq!(d.running.take().unwrap().shutdown().await, 0);
     let store = open_when_unlocked(&d.config.data_dir).await;
     let key = cordon::engine::keys::action(id);
@@ -61,12 +35,12 @@ async fn restart_with_action(
     t.put(cordon::engine::keys::runnable(id), vec![]);
     store.commit(t).await.unwrap();
     drop(store);
-    start_when_unlocked(d).await
+    support::restart_when_unlocked(d.dir, d.config, Default::default()).await
 }
 
 /// Waits for the first escalation of action `id`; returns them all.
-async fn escalations(d: &common::TestDaemon, id: &str) -> Vec<Value> {
-    common::eventually(20, || async {
+async fn escalations(d: &support::TestDaemon, id: &str) -> Vec<Value> {
+    support::eventually(20, || async {
         let e = live::records(d, "escalation", id);
         (!e.is_empty()).then_some(e)
     })
@@ -172,10 +146,12 @@ async fn the_write_budget_of_an_unknown_action_holds_across_restarts() {
 async fn a_call_dropped_at_shutdown_is_written_down() {
     let v = Vendors::start().await;
     v.cs.add_host("ws-slow", "aid-slow");
-    v.cs.faults().arm(crate::fakes::Fault {
+    v.cs.faults().arm(crate::support::fakes::Fault {
         method: Some(axum::http::Method::POST),
         path_contains: "action_name=contain".into(),
-        kind: crate::fakes::FaultKind::TimeoutAfterEffect(std::time::Duration::from_secs(120)),
+        kind: crate::support::fakes::FaultKind::TimeoutAfterEffect(std::time::Duration::from_secs(
+            120,
+        )),
         times: 1,
     });
     let mut d = live::start_live(&v, |_, root| {
@@ -198,7 +174,7 @@ async fn a_call_dropped_at_shutdown_is_written_down() {
     let id = a["action_id"].as_str().unwrap().to_string();
     live::approve(&d, &id, &["alice"]).await;
     // The write is out and its answer is held back.
-    common::eventually(30, || async {
+    support::eventually(30, || async {
         (v.cs.effects().count("contain:aid-slow") == 1).then_some(())
     })
     .await;

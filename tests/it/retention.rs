@@ -12,8 +12,8 @@ use cordon::config::{CheckpointsConfig, Suppression};
 use cordon::secret::SecretRef;
 use serde_json::{Value, json};
 
-use crate::cli::{cordon, run, text};
-use crate::common::{self, TestClock};
+use crate::support::{self, TestClock};
+use crate::support::{cordon, run, text};
 
 const ORIGIN: &str = "soc.example/cordon";
 
@@ -76,11 +76,8 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
     // then one open case with actions.
     let clock = TestClock::new();
     clock.advance_secs(-30 * 86_400);
-    let (dir, mut cfg) = common::workspace();
-    cfg.grpc.approvers = vec![cordon::config::ApproverToken {
-        user: "alice".into(),
-        token: SecretRef::Sha256(crate::grpc::sha(&crate::grpc::token_of("alice"))),
-    }];
+    let (dir, mut cfg) = support::workspace();
+    cfg.grpc.approvers = support::approvers(&["alice"]);
     cfg.suppressions
         .push(suppression(clock.now() + chrono::Duration::days(1)));
     cfg.audit.checkpoints = Some(CheckpointsConfig {
@@ -89,15 +86,15 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
         origin: ORIGIN.into(),
         interval_secs: 300,
     });
-    let d = common::start_in(dir, cfg.clone(), Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg.clone(), Some(clock.clone())).await;
     let (code, body) = d
-        .post("/v1/alerts/elastic", common::fixture("elastic.json"))
+        .post("/v1/alerts/elastic", support::fixture("elastic.json"))
         .await;
     assert_eq!(code, 202, "{body}");
     let settled = body["case_id"].as_str().unwrap().to_string();
     assert_eq!(d.case(&settled).await["case"]["state"], json!("suppressed"));
     let (code, body) = d
-        .post("/v1/alerts/sentinel", common::fixture("sentinel.json"))
+        .post("/v1/alerts/sentinel", support::fixture("sentinel.json"))
         .await;
     assert_eq!(code, 202, "{body}");
     let closed = body["case_id"].as_str().unwrap().to_string();
@@ -107,14 +104,14 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
             json!({"disposition": "false_positive", "reason": "lab", "cancel_pending": true})
                 .to_string(),
             |r| {
-                r.bearer_auth(crate::grpc::token_of("alice"))
+                r.bearer_auth(crate::support::token_of("alice"))
                     .header("content-type", "application/json")
             },
         )
         .await;
     assert_eq!(code, 200, "{body}");
     let (code, body) = d
-        .post("/v1/alerts/ocsf", common::fixture("ocsf.json"))
+        .post("/v1/alerts/ocsf", support::fixture("ocsf.json"))
         .await;
     assert_eq!(code, 202, "{body}");
     let open = body["case_id"].as_str().unwrap().to_string();
@@ -234,9 +231,9 @@ async fn archive_moves_settled_cases_out_and_both_sides_still_verify() {
     assert_eq!(export(&["--data-dir", s(&data)]), after);
 
     // The daemon starts on the cut store and the chain goes on from it.
-    let d = common::start_in(workspace, cfg.clone(), Some(clock.clone())).await;
+    let d = support::start_in(workspace, cfg.clone(), Some(clock.clone())).await;
     let (code, body) = d
-        .post("/v1/alerts/splunk", common::fixture("splunk.json"))
+        .post("/v1/alerts/splunk", support::fixture("splunk.json"))
         .await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(d.case(&open).await["case"]["state"], json!("recommended"));

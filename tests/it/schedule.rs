@@ -6,61 +6,13 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::common::{self, TestClock, TestDaemon};
-use crate::live::{self, Vendors};
-
-/// Starts the daemon on `dir` once sled has let go of the data directory (it does so from its
-/// flusher thread a moment after the last handle of a stopped daemon drops).
-pub async fn start_when_unlocked(
-    dir: tempfile::TempDir,
-    cfg: cordon::config::Config,
-    opts: cordon::daemon::StartOptions,
-) -> TestDaemon {
-    use cordon::daemon;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut opts = Some(opts);
-    loop {
-        let v = daemon::validate(cfg.clone(), "test config").unwrap();
-        let listeners = daemon::Listeners::loopback().await.unwrap();
-        let o = opts.take().unwrap();
-        let (clock, timer) = (o.clock.clone(), o.expiry_timer);
-        match daemon::start(v, listeners, o).await {
-            Ok(running) => {
-                return TestDaemon {
-                    base: format!("http://{}", running.http_addr),
-                    running: Some(running),
-                    dir,
-                    config: cfg,
-                    client: reqwest::Client::new(),
-                };
-            }
-            Err(e) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the daemon did not start again: {e}"
-                );
-                opts = Some(daemon::StartOptions {
-                    clock,
-                    expiry_timer: timer,
-                });
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-fn clocked(clock: &TestClock) -> cordon::daemon::StartOptions {
-    let c = clock.clone();
-    cordon::daemon::StartOptions {
-        clock: std::sync::Arc::new(move || c.now()),
-        expiry_timer: false,
-    }
-}
+use crate::support::live::{self, Vendors};
+use crate::support::{self, TestClock, TestDaemon};
 
 /// Stops `d` and starts it again on the same data directory and clock.
 async fn restart(mut d: TestDaemon, clock: &TestClock) -> TestDaemon {
     assert_eq!(d.running.take().unwrap().shutdown().await, 0);
-    start_when_unlocked(d.dir, d.config, clocked(clock)).await
+    support::restart_when_unlocked(d.dir, d.config, clock.start_options()).await
 }
 
 fn records(d: &TestDaemon, kind: &str) -> Vec<Value> {
@@ -80,7 +32,7 @@ fn edit(path: &Path, from: &str, to: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_with_a_one_hour_expiry_is_proposed_for_unblocking_at_expiry_across_a_restart() {
     let v = Vendors::start().await;
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     v.wire(dir.path(), true);
     cfg.executor.enabled = true;
     edit(
@@ -89,7 +41,7 @@ async fn a_block_with_a_one_hour_expiry_is_proposed_for_unblocking_at_expiry_acr
         "target = \"file_hash\"\nparameters = { expires_after_mins = 60 }\n",
     );
     let clock = TestClock::new();
-    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg, Some(clock.clone())).await;
     let hash = "c0ffee11".repeat(8);
     let case_id = live::post_alert(
         &d,
@@ -165,15 +117,15 @@ async fn a_block_with_a_one_hour_expiry_is_proposed_for_unblocking_at_expiry_acr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_down_over_three_weekly_fires_runs_the_report_once() {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     let out = dir.path().join("reports");
     let (config, unknown) = cordon::config::Config::parse(
         "test",
         &format!(
             "[[schedules]]\nname = \"weekly\"\ncron = \"0 0 8 * * Mon\"\nkind = \"report\"\noutput_dir = {}\n\
              [[schedules]]\nname = \"shift\"\ncron = \"0 0 6,14,22 * * *\"\nkind = \"cti_digest\"\noutput_dir = {}\n",
-            crate::cli::toml_path(&out),
-            crate::cli::toml_path(&out),
+            crate::support::toml_path(&out),
+            crate::support::toml_path(&out),
         ),
     )
     .unwrap();
@@ -188,7 +140,7 @@ async fn a_daemon_down_over_three_weekly_fires_runs_the_report_once() {
     let clock = TestClock::new();
     let start: chrono::DateTime<chrono::Utc> = "2026-11-04T12:00:00Z".parse().unwrap();
     clock.advance_secs((start - clock.now()).num_seconds());
-    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg, Some(clock.clone())).await;
     let pass = d.running().scheduler.run_once().await.unwrap();
     assert_eq!(pass.delivered, 0);
     assert!(records(&d, "schedule_fired").is_empty());
@@ -228,7 +180,7 @@ async fn a_daemon_down_over_three_weekly_fires_runs_the_report_once() {
     assert_eq!(d.running.take().unwrap().shutdown().await, 0);
     let back: chrono::DateTime<chrono::Utc> = "2026-11-24T12:00:00Z".parse().unwrap();
     clock.advance_secs((back - clock.now()).num_seconds());
-    let d = start_when_unlocked(d.dir, d.config, clocked(&clock)).await;
+    let d = support::restart_when_unlocked(d.dir, d.config, clock.start_options()).await;
     let pass = d.running().scheduler.run_once().await.unwrap();
     assert_eq!(
         pass.delivered, 2,
@@ -266,7 +218,7 @@ async fn a_daemon_down_over_three_weekly_fires_runs_the_report_once() {
 
 #[test]
 fn bad_schedules_are_refused_with_every_problem() {
-    let (dir, cfg) = common::workspace();
+    let (dir, cfg) = support::workspace();
     let (parsed, unknown) = cordon::config::Config::parse(
         "cordon.toml",
         "[[schedules]]\nname = \"nightly\"\ncron = \"0 0 2 * * *\"\nkind = \"playbook\"\nplaybook = \"no_such_playbook\"\n\
@@ -301,7 +253,7 @@ fn bad_schedules_are_refused_with_every_problem() {
 async fn a_nightly_playbook_runs_against_the_contained_hosts() {
     let v = Vendors::start().await;
     v.cs.add_host("ws-night", "aid-night");
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     v.wire(dir.path(), true);
     cfg.executor.enabled = true;
     std::fs::write(
@@ -321,7 +273,7 @@ async fn a_nightly_playbook_runs_against_the_contained_hosts() {
     let clock = TestClock::new();
     let start: chrono::DateTime<chrono::Utc> = "2026-11-04T12:00:00Z".parse().unwrap();
     clock.advance_secs((start - clock.now()).num_seconds());
-    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg, Some(clock.clone())).await;
     let case_id = live::post_alert(
         &d,
         live::alert(
@@ -385,9 +337,9 @@ async fn a_nightly_playbook_runs_against_the_contained_hosts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shift_digest_is_posted_to_the_cti_channel() {
-    use crate::fakes::chat::FakeSlack;
+    use crate::support::fakes::chat::FakeSlack;
     let slack = FakeSlack::start(crate::chat::SLACK_TOKEN).await;
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     crate::chat::configure_chat(
         &mut cfg,
         dir.path(),
@@ -410,7 +362,7 @@ async fn the_shift_digest_is_posted_to_the_cti_channel() {
     let clock = TestClock::new();
     let start: chrono::DateTime<chrono::Utc> = "2026-11-04T12:00:00Z".parse().unwrap();
     clock.advance_secs((start - clock.now()).num_seconds());
-    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg, Some(clock.clone())).await;
     d.running().scheduler.run_once().await.unwrap();
     let raw = live::alert(
         "cti-1",
@@ -454,7 +406,7 @@ async fn the_shift_digest_is_posted_to_the_cti_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_expires_when_the_intel_that_named_the_indicator_does() {
     let v = Vendors::start().await;
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     v.wire(dir.path(), true);
     cfg.executor.enabled = true;
     let clock = TestClock::new();
@@ -467,7 +419,7 @@ async fn a_block_expires_when_the_intel_that_named_the_indicator_does() {
             expires.to_rfc3339()
         );
     std::fs::write(&intel, text).unwrap();
-    let d = common::start_in(dir, cfg, Some(clock.clone())).await;
+    let d = support::start_in(dir, cfg, Some(clock.clone())).await;
     let case_id = live::post_alert(
         &d,
         live::alert(

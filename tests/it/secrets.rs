@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::cli::{Daemon, client, cordon, run, text, toml_path, write_config};
-use crate::common;
+use crate::support;
+use crate::support::{Daemon, cordon, http_client, run, text, toml_path, write_config};
 
 /// The configured token (from an environment variable).
 const CANARY: &str = "canary-5f1e-do-not-log";
@@ -51,7 +51,7 @@ fn cordon_alert(tag: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_never_reach_logs_errors_or_the_audit_store() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let token_file = root.join("elastic.token");
     std::fs::write(&token_file, format!("{FILE_CANARY}\n")).unwrap();
@@ -70,14 +70,14 @@ async fn tokens_never_reach_logs_errors_or_the_audit_store() {
             .env("RUST_LOG", "debug");
     })
     .await;
-    let c = client();
+    let c = http_client();
     let url = |p: &str| format!("{}{p}", d.base);
 
     // Accepted: the right token as ?token= and as a Bearer header.
     let mut accepted = Vec::new();
     let r = c
         .post(url(&format!("/v1/alerts/splunk?token={CANARY}")))
-        .body(common::fixture("splunk.json"))
+        .body(support::fixture("splunk.json"))
         .send()
         .await
         .unwrap();
@@ -93,7 +93,7 @@ async fn tokens_never_reach_logs_errors_or_the_audit_store() {
     let r = c
         .post(url("/v1/alerts/elastic"))
         .bearer_auth(FILE_CANARY)
-        .body(common::fixture("elastic.json"))
+        .body(support::fixture("elastic.json"))
         .send()
         .await
         .unwrap();
@@ -115,7 +115,7 @@ async fn tokens_never_reach_logs_errors_or_the_audit_store() {
             "wrong bearer",
             c.post(url("/v1/alerts/splunk"))
                 .bearer_auth(WRONG)
-                .body(common::fixture("splunk.json")),
+                .body(support::fixture("splunk.json")),
         )
         .await,
         send(
@@ -128,13 +128,13 @@ async fn tokens_never_reach_logs_errors_or_the_audit_store() {
             "token of another source",
             c.post(url("/v1/alerts/elastic"))
                 .bearer_auth(CANARY)
-                .body(common::fixture("elastic.json")),
+                .body(support::fixture("elastic.json")),
         )
         .await,
         send(
             "no token",
             c.post(url("/v1/alerts/splunk"))
-                .body(common::fixture("splunk.json")),
+                .body(support::fixture("splunk.json")),
         )
         .await,
         send(
@@ -167,7 +167,7 @@ async fn tokens_never_reach_logs_errors_or_the_audit_store() {
             "the right token twice",
             c.post(url("/v1/alerts/splunk?token=") + CANARY)
                 .bearer_auth(CANARY)
-                .body(common::fixture("splunk.json")),
+                .body(support::fixture("splunk.json")),
         )
         .await,
     ];
@@ -237,7 +237,7 @@ async fn tokens_never_reach_logs_errors_or_the_audit_store() {
 
 #[test]
 fn config_problems_never_print_the_secret() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let cfg = write_config(
         root,

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::cli::{cordon, run, text};
 use crate::replay::{recorded_run, replay_json};
+use crate::support::{cordon, run, text};
 
 fn simulate(data: &Path, policies: &Path, extra: &[&str]) -> (i32, String, String) {
     let mut c = cordon();
@@ -29,7 +29,7 @@ fn simulate(data: &Path, policies: &Path, extra: &[&str]) -> (i32, String, Strin
 async fn an_automatic_isolation_candidate_reports_the_isolate_steps_and_fails_the_looser_gate() {
     let r = recorded_run(false).await;
     let cand = tempfile::tempdir().unwrap();
-    crate::common::copy_dir(&r.policies, cand.path());
+    crate::support::copy_dir(&r.policies, cand.path());
     let f = cand.path().join("blast_radius.cedar");
     let t = std::fs::read_to_string(&f).unwrap();
     let t = t.replace(
@@ -116,9 +116,9 @@ async fn an_automatic_isolation_candidate_reports_the_isolate_steps_and_fails_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_set_is_decided_beside_the_set_in_force_and_read_back_by_simulate_shadow() {
-    let (dir, mut cfg) = crate::common::workspace();
+    let (dir, mut cfg) = crate::support::workspace();
     let shadow = dir.path().join("shadow-policies");
-    crate::common::copy_dir(&cfg.policies_dir, &shadow);
+    crate::support::copy_dir(&cfg.policies_dir, &shadow);
     let f = shadow.join("blast_radius.cedar");
     let t = std::fs::read_to_string(&f).unwrap().replace(
         "permit (principal, action == Cordon::Action::\"isolate_host\", resource)\nwhen { context.approvals >= 1 };",
@@ -126,10 +126,10 @@ async fn a_shadow_set_is_decided_beside_the_set_in_force_and_read_back_by_simula
     );
     std::fs::write(&f, t).unwrap();
     cfg.policy.shadow = Some(cordon::policy::shadow::ShadowConfig { dir: shadow });
-    let mut d = crate::common::start_in(dir, cfg, None).await;
-    let case_id = crate::live::post_alert(
+    let mut d = crate::support::start_in(dir, cfg, None).await;
+    let case_id = crate::support::live::post_alert(
         &d,
-        crate::live::alert(
+        crate::support::live::alert(
             "sh-1",
             "Malware EncodedCommand",
             &["T1059"],
@@ -138,7 +138,7 @@ async fn a_shadow_set_is_decided_beside_the_set_in_force_and_read_back_by_simula
     )
     .await;
     // What runs is decided by the set in force only.
-    let iso = crate::live::find_action(&d, &case_id, "isolate_host", Some("ws-sh1")).await;
+    let iso = crate::support::live::find_action(&d, &case_id, "isolate_host", Some("ws-sh1")).await;
     assert_eq!(iso["state"], json!("awaiting_approval"), "{iso}");
     assert_eq!(iso["tier"], json!("one_approver"));
     let shadows: Vec<Value> = d

@@ -7,13 +7,12 @@ use std::path::Path;
 
 use cordon::ingest::mapped::{self, Printed};
 use serde_json::{Value, json};
-use sha2::Digest;
 
-use crate::cli::{cordon, run, toml_path, write_config};
-use crate::common::{self, TestDaemon};
+use crate::support::{self, TestDaemon};
+use crate::support::{cordon, run, toml_path, write_config};
 
 fn shipped() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(common::repo().join("sources"))
+    let mut names: Vec<String> = std::fs::read_dir(support::repo().join("sources"))
         .unwrap()
         .filter_map(|e| {
             let p = e.unwrap().path();
@@ -49,7 +48,7 @@ fn each_shipped_mapping_turns_its_documented_payload_into_the_expected_alert() {
     ] {
         assert!(names.iter().any(|n| n == want), "{want} is not shipped");
     }
-    let repo = common::repo();
+    let repo = support::repo();
     for name in &names {
         // Loading validates the file and checks every path against its sample payload.
         let m = mapped::load_file(&repo.join(format!("sources/{name}.toml")))
@@ -63,7 +62,7 @@ fn each_shipped_mapping_turns_its_documented_payload_into_the_expected_alert() {
             fields: &fields,
         })
         .unwrap();
-        let expected = common::fixture(&format!("sources/{name}.expected.json"));
+        let expected = support::fixture(&format!("sources/{name}.expected.json"));
         let expected: Value = serde_json::from_slice(&expected).unwrap();
         assert_eq!(
             comparable(got.clone()),
@@ -76,10 +75,10 @@ fn each_shipped_mapping_turns_its_documented_payload_into_the_expected_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_each_shipped_mapping_on_its_own_endpoint() {
-    let d = common::start().await;
+    let d = support::start().await;
     for name in shipped() {
         let payload =
-            std::fs::read(common::repo().join(format!("sources/samples/{name}.json"))).unwrap();
+            std::fs::read(support::repo().join(format!("sources/samples/{name}.json"))).unwrap();
         let (status, ack) = d.post(&format!("/v1/alerts/{name}"), payload.clone()).await;
         assert_eq!(status, 202, "{name}: {ack}");
         let id = ack["alert_id"].as_str().unwrap();
@@ -87,7 +86,7 @@ async fn the_daemon_serves_each_shipped_mapping_on_its_own_endpoint() {
         assert_eq!(status, 200, "{alert}");
         assert_eq!(alert["source"], json!(name));
         let expected: Value =
-            serde_json::from_slice(&common::fixture(&format!("sources/{name}.expected.json")))
+            serde_json::from_slice(&support::fixture(&format!("sources/{name}.expected.json")))
                 .unwrap();
         assert_eq!(alert["entities"], expected["entities"], "{name}");
         assert_eq!(alert["rule"], expected["rule"], "{name}");
@@ -158,7 +157,7 @@ fn check(root: &Path) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_written_only_as_a_file_is_checked_and_served() {
-    let (dir, cfg) = common::workspace();
+    let (dir, cfg) = support::workspace();
     let root = dir.path().to_path_buf();
     write_new_mapping(&root, NEW_MAPPING);
 
@@ -218,7 +217,7 @@ target = "case"
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("title | rule.name (title)"), "{stderr}");
 
-    let d = common::start_in(dir, cfg, None).await;
+    let d = support::start_in(dir, cfg, None).await;
     let (status, ack) = d.post("/v1/alerts/acme_edr", NEW_PAYLOAD).await;
     assert_eq!(status, 202, "{ack}");
     let case = d.case(ack["case_id"].as_str().unwrap()).await;
@@ -283,7 +282,7 @@ target = "case"
 
 #[test]
 fn a_typo_or_a_path_that_never_matches_the_sample_is_refused_with_file_key_and_reason() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
 
     let file = write_new_mapping(root, &NEW_MAPPING.replace("rule_name =", "rule_nmae ="));
@@ -332,11 +331,11 @@ fn a_typo_or_a_path_that_never_matches_the_sample_is_refused_with_file_key_and_r
 
 /// A config whose body limit fits 1,000 alerts.
 async fn start_big() -> TestDaemon {
-    common::start_with(|cfg, _| cfg.http.max_body_bytes = 8 << 20).await
+    support::start_with(|cfg, _| cfg.http.max_body_bytes = 8 << 20).await
 }
 
 fn wazuh_line(i: usize) -> String {
-    let sample = std::fs::read(common::repo().join("sources/samples/wazuh.json")).unwrap();
+    let sample = std::fs::read(support::repo().join("sources/samples/wazuh.json")).unwrap();
     let mut v: Value = serde_json::from_slice(&sample).unwrap();
     v["id"] = json!(format!("1718097241.{i}"));
     v["data"]["srcip"] = json!(format!("203.0.{}.{}", i / 250, i % 250 + 1));
@@ -419,14 +418,13 @@ async fn a_body_with_one_bad_line_is_refused_whole_with_its_line_number() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapped_source_takes_its_own_token() {
-    let d = common::start_with(|cfg, _| {
-        cfg.ingest.tokens.insert(
-            "wazuh".into(),
-            cordon::secret::SecretRef::Sha256(hex::encode(sha2::Sha256::digest(b"wazuh-secret"))),
-        );
+    let d = support::start_with(|cfg, _| {
+        cfg.ingest
+            .tokens
+            .insert("wazuh".into(), crate::support::sha_ref("wazuh-secret"));
     })
     .await;
-    let payload = std::fs::read(common::repo().join("sources/samples/wazuh.json")).unwrap();
+    let payload = std::fs::read(support::repo().join("sources/samples/wazuh.json")).unwrap();
     let (status, body) = d.post("/v1/alerts/wazuh", payload.clone()).await;
     assert_eq!(status, 401, "{body}");
     let (status, body) = d
@@ -444,11 +442,10 @@ async fn a_mapped_source_takes_its_own_token() {
     d.stop().await;
 
     // A token for a source that is neither built in nor mapped is refused at start.
-    let (_dir, mut cfg) = common::workspace();
-    cfg.ingest.tokens.insert(
-        "wazhu".into(),
-        cordon::secret::SecretRef::Sha256(hex::encode(sha2::Sha256::digest(b"x"))),
-    );
+    let (_dir, mut cfg) = support::workspace();
+    cfg.ingest
+        .tokens
+        .insert("wazhu".into(), crate::support::sha_ref("x"));
     let problems = cordon::daemon::validate(cfg, "cordon.toml").err().unwrap();
     assert!(
         problems

@@ -39,8 +39,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::cli::{Daemon, client, cordon, post_json, run, serve_args, text, write_config};
-use crate::common;
+use crate::support;
+use crate::support::{Daemon, cordon, http_client, post_json, run, serve_args, text, write_config};
 
 /// Exit status for a store that cannot be opened (`daemon::EXIT_STORE`).
 const EXIT_STORE: i32 = 74;
@@ -131,7 +131,7 @@ fn reasons_for(file: &Path) -> &'static [&'static str] {
 /// stopped with SIGTERM; a copy of it as the first run left it (no sled snapshot yet) is
 /// returned.
 async fn real_stores(root: &Path, cfg: &Path) -> tempfile::TempDir {
-    let c = client();
+    let c = http_client();
     let after_one_run = tempfile::tempdir().unwrap();
     for (run_no, fixtures) in [
         [
@@ -149,7 +149,7 @@ async fn real_stores(root: &Path, cfg: &Path) -> tempfile::TempDir {
         let mut d = Daemon::start(root, &format!("run{run_no}"), serve_args(cfg)).await;
         for (route, file) in fixtures {
             let (status, body) =
-                post_json(&c, &format!("{}{route}", d.base), common::fixture(file))
+                post_json(&c, &format!("{}{route}", d.base), support::fixture(file))
                     .await
                     .unwrap();
             assert_eq!(status, 202, "{file}: {body}");
@@ -163,7 +163,7 @@ async fn real_stores(root: &Path, cfg: &Path) -> tempfile::TempDir {
         let status = d.terminate().await;
         assert_eq!(status.code(), Some(0), "{}", d.logs());
         if run_no == 0 {
-            common::copy_dir(&root.join("data"), after_one_run.path());
+            support::copy_dir(&root.join("data"), after_one_run.path());
         }
     }
     after_one_run
@@ -210,7 +210,7 @@ fn serve(cfg: &Path, data: &Path) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_damaged_file_of_a_store_is_refused_by_every_command() {
-    let (dir, _) = common::workspace();
+    let (dir, _) = support::workspace();
     let root = dir.path();
     let cfg = write_config(root, "[policy]\nwatch = false\n");
     let after_one_run = real_stores(root, &cfg).await;
@@ -230,7 +230,7 @@ async fn every_damaged_file_of_a_store_is_refused_by_every_command() {
 fn copy_of(data: &Path, copies: &Path, n: &mut usize) -> PathBuf {
     *n += 1;
     let copy = copies.join(format!("data{n}"));
-    common::copy_dir(data, &copy);
+    support::copy_dir(data, &copy);
     copy
 }
 

@@ -5,16 +5,12 @@
 
 use std::time::Duration;
 
-use cordon::api::client::{self, ClientOptions, Clients};
 use cordon::api::pb;
-use cordon::config::ApproverToken;
-use cordon::secret::{Secret, SecretRef};
 use serde_json::{Value, json};
-use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-use crate::common::{self, TestDaemon};
+use crate::support::{self, TestDaemon};
 
 const ROUTES: [(&str, &str, &str); 5] = [
     ("cordon", "/v1/alerts", "cordon.json"),
@@ -24,10 +20,6 @@ const ROUTES: [(&str, &str, &str); 5] = [
     ("ocsf", "/v1/alerts/ocsf", "ocsf.json"),
 ];
 
-fn sha(t: &str) -> SecretRef {
-    SecretRef::Sha256(hex::encode(sha2::Sha256::digest(t.as_bytes())))
-}
-
 fn token_of(source: &str) -> String {
     format!("{source}-ingest-token")
 }
@@ -36,20 +28,17 @@ const ADMIN: &str = "operator-admin-token";
 
 /// A daemon with a token for every source, an admin token and an approver token for alice.
 async fn start_with_tokens(query_token_sources: Option<&[&str]>) -> TestDaemon {
-    common::start_with(|cfg, _| {
+    support::start_with(|cfg, _| {
         for (source, _, _) in ROUTES {
             cfg.ingest
                 .tokens
-                .insert(source.into(), sha(&token_of(source)));
+                .insert(source.into(), support::sha_ref(&token_of(source)));
         }
         if let Some(q) = query_token_sources {
             cfg.ingest.query_token_sources = q.iter().map(|s| s.to_string()).collect();
         }
-        cfg.http.admin_token = Some(sha(ADMIN));
-        cfg.grpc.approvers = vec![ApproverToken {
-            user: "alice".into(),
-            token: sha("alice-token"),
-        }];
+        cfg.http.admin_token = Some(support::sha_ref(ADMIN));
+        cfg.grpc.approvers = support::approvers(&["alice"]);
     })
     .await
 }
@@ -92,7 +81,7 @@ async fn more_than_one_credential_is_refused_on_every_ingest_endpoint() {
     for (source, route, fixture) in ROUTES {
         let url = format!("{}{route}", d.base);
         let good = token_of(source);
-        let body = || common::fixture(fixture);
+        let body = || support::fixture(fixture);
         // The valid token first or second: either way the request is refused.
         for (a, b) in [(good.as_str(), "wrong"), ("wrong", good.as_str())] {
             refused(
@@ -140,7 +129,7 @@ async fn more_than_one_credential_is_refused_on_every_ingest_endpoint() {
             "{}/v1/alerts/splunk?token={splunk}&token=wrong",
             d.base
         ))
-        .body(common::fixture("splunk.json")),
+        .body(support::fixture("splunk.json")),
         401,
         "ambiguous_credentials",
     )
@@ -151,7 +140,7 @@ async fn more_than_one_credential_is_refused_on_every_ingest_endpoint() {
             source,
             c.post(format!("{}{route}", d.base))
                 .bearer_auth(token_of(source))
-                .body(common::fixture(fixture)),
+                .body(support::fixture(fixture)),
         )
         .await;
     }
@@ -166,7 +155,7 @@ async fn query_token_only_on_the_sources_configured_for_it() {
     for (source, route, fixture) in ROUTES {
         let rb = c
             .post(format!("{}{route}?token={}", d.base, token_of(source)))
-            .body(common::fixture(fixture));
+            .body(support::fixture(fixture));
         if source == "splunk" {
             accepted(source, rb).await;
         } else {
@@ -222,7 +211,7 @@ async fn query_token_only_on_the_sources_configured_for_it() {
                 d.base,
                 token_of("elastic")
             ))
-            .body(common::fixture("elastic.json")),
+            .body(support::fixture("elastic.json")),
     )
     .await;
     refused(
@@ -234,7 +223,7 @@ async fn query_token_only_on_the_sources_configured_for_it() {
                 d.base,
                 token_of("splunk")
             ))
-            .body(common::fixture("splunk.json")),
+            .body(support::fixture("splunk.json")),
         401,
         "query_token_not_allowed",
     )
@@ -244,7 +233,7 @@ async fn query_token_only_on_the_sources_configured_for_it() {
 
 #[test]
 fn an_unknown_query_token_source_is_a_config_problem() {
-    let (_, mut cfg) = common::workspace();
+    let (_, mut cfg) = support::workspace();
     cfg.ingest.query_token_sources = vec!["splunk".into(), "splunkk".into()];
     // A well-spelled name may be a mapped source: known once `sources_dir` is loaded.
     let problems = cordon::daemon::validate(cfg, "c.toml")
@@ -258,21 +247,11 @@ fn an_unknown_query_token_source_is_a_config_problem() {
     );
 }
 
-async fn grpc(d: &TestDaemon, token: Option<&str>) -> Clients {
-    client::connect(&ClientOptions {
-        addr: format!("http://{}", d.running().grpc_addr),
-        token: token.map(|t| Secret::new(t.to_string())),
-        ..Default::default()
-    })
-    .await
-    .expect("connect to the gRPC API")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_refuses_more_than_one_authorization_entry() {
     let d = start_with_tokens(None).await;
     // No token on the channel: each request carries its own metadata.
-    let mut c = grpc(&d, None).await;
+    let mut c = d.grpc(None).await;
     for pair in [
         ["Bearer alice-token", "Bearer wrong"],
         ["Bearer wrong", "Bearer alice-token"],
@@ -297,16 +276,16 @@ async fn grpc_refuses_more_than_one_authorization_entry() {
 
 /// `fixture` with `"dup": 1, "dup": 2` (or `extra`) added at the start of its top-level object.
 fn with_leading(fixture: &str, extra: &str) -> String {
-    let text = String::from_utf8(common::fixture(fixture)).unwrap();
+    let text = String::from_utf8(support::fixture(fixture)).unwrap();
     let i = text.find('{').unwrap();
     format!("{}{{{extra},{}", &text[..i], &text[i + 1..])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_json_keys_are_refused_at_any_depth() {
-    let d = common::start().await;
+    let d = support::start().await;
     let c = &d.client;
-    let ocsf = String::from_utf8(common::fixture("ocsf.json")).unwrap();
+    let ocsf = String::from_utf8(support::fixture("ocsf.json")).unwrap();
     assert!(ocsf.contains("\"class_uid\": 2004,"));
     // Another class first, then 2004: a last-wins parser sees a Detection Finding, a first-wins
     // SIEM saw something else.
@@ -352,7 +331,7 @@ async fn duplicate_json_keys_are_refused_at_any_depth() {
         .await;
     }
     // gRPC SubmitAlert parses the same way.
-    let mut g = grpc(&d, None).await;
+    let mut g = d.grpc(None).await;
     let err = g
         .alerts
         .submit_alert(pb::SubmitAlertRequest {
@@ -373,7 +352,7 @@ async fn duplicate_json_keys_are_refused_at_any_depth() {
         accepted(
             source,
             c.post(format!("{}{route}", d.base))
-                .body(common::fixture(fixture)),
+                .body(support::fixture(fixture)),
         )
         .await;
     }
@@ -382,7 +361,7 @@ async fn duplicate_json_keys_are_refused_at_any_depth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_methods_and_unknown_paths_answer_a_json_code() {
-    let d = common::start().await;
+    let d = support::start().await;
     for (method, path, allow) in [
         (reqwest::Method::PUT, "/v1/alerts", "POST"),
         (reqwest::Method::DELETE, "/v1/cases/x", "GET"),
@@ -448,7 +427,7 @@ async fn raw_http(addr: std::net::SocketAddr, request: &[u8]) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_chunked_body_is_400_not_413() {
-    let d = common::start().await;
+    let d = support::start().await;
     let addr = d.running().http_addr;
     let before = d.head();
     for path in ["/v1/alerts", "/v1/alerts/ocsf"] {
@@ -474,7 +453,7 @@ async fn a_malformed_chunked_body_is_400_not_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_errors_clip_what_they_echo() {
-    let d = common::start().await;
+    let d = support::start().await;
     // URIs are capped at 64 KiB by the client: 50,000 bytes of id in the path.
     let long = "A".repeat(50_000);
     for path in [
@@ -529,7 +508,7 @@ async fn http_errors_clip_what_they_echo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_errors_clip_what_they_echo() {
     let d = start_with_tokens(None).await;
-    let mut c = grpc(&d, Some("alice-token")).await;
+    let mut c = d.grpc_as("alice").await;
     let long = "B".repeat(100_000);
     let err = c
         .approvals
@@ -565,7 +544,7 @@ async fn grpc_errors_clip_what_they_echo() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{:?}", err.code());
     assert!(err.message().len() < 2048, "{}", err.message().len());
-    let mut ingest = grpc(&d, None).await;
+    let mut ingest = d.grpc(None).await;
     let err = ingest
         .alerts
         .submit_alert(pb::SubmitAlertRequest {

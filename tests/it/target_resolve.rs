@@ -5,8 +5,8 @@
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 
-use crate::common::TestDaemon;
-use crate::live::{self, Vendors};
+use crate::support::TestDaemon;
+use crate::support::live::{self, Vendors};
 
 /// Posts a malware alert naming `host`, approves its isolation, and waits for it to settle.
 async fn isolate(d: &TestDaemon, alert_id: &str, host: &str) -> (String, Value) {
@@ -87,7 +87,7 @@ async fn a_wildcard_host_name_never_reaches_the_vendor_filter() {
     }
     // No filter holding a wildcard left cordon, and nothing was contained.
     for r in v.cs.log().all() {
-        let q = crate::fakes::percent_decode(&r.query, true);
+        let q = crate::support::fakes::percent_decode(&r.query, true);
         assert!(
             !q.contains('*'),
             "a wildcard reached CrowdStrike: {}",

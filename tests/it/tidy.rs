@@ -18,13 +18,13 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 fn sources() -> Vec<(String, String)> {
     let mut files = Vec::new();
-    rust_files(&crate::common::repo().join("src"), &mut files);
+    rust_files(&crate::support::repo().join("src"), &mut files);
     files.sort();
     files
         .into_iter()
         .map(|p| {
             let rel = p
-                .strip_prefix(crate::common::repo())
+                .strip_prefix(crate::support::repo())
                 .unwrap()
                 .display()
                 .to_string();

@@ -13,9 +13,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::{
-    AuthMode, Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock,
-    uuidish,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock, uuidish,
 };
+use crate::support::auth::{AuthMode, Refusal};
 
 pub const RUNNING: &str = "running";
 pub const CONTAINED: &str = "contained";
@@ -111,19 +111,11 @@ impl FakeWebhook {
     }
     /// When on, every call answers 401.
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, every call answers 403.
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 
@@ -139,11 +131,14 @@ async fn handle(State(f): State<Arc<Inner>>, req: Request) -> Response {
 impl Inner {
     fn handle(&self, r: Req) -> Response {
         let mut st = lock(&self.st);
-        if r.bearer() != Some(self.token.as_str()) || st.mode == AuthMode::Unauthorized {
-            return werr(401, "unauthorized", "missing or invalid bearer token");
-        }
-        if st.mode == AuthMode::Forbidden {
-            return werr(403, "forbidden", "token lacks the containment scope");
+        match st.mode.check(r.bearer() == Some(self.token.as_str())) {
+            Err(Refusal::Unauthorized) => {
+                return werr(401, "unauthorized", "missing or invalid bearer token");
+            }
+            Err(Refusal::Forbidden) => {
+                return werr(403, "forbidden", "token lacks the containment scope");
+            }
+            Ok(()) => {}
         }
         let segs = r.segs();
         match (r.method.as_str(), segs.as_slice()) {

@@ -1,7 +1,6 @@
-//! Shared harness: starts the daemon in-process on 127.0.0.1:0 with a private copy of the
-//! shipped policies, playbooks, connectors and source mappings, and the example enrichment files.
-
-#![allow(dead_code)]
+//! The daemon under test, in-process: a private workspace (copies of the shipped policies,
+//! playbooks, connectors and source mappings, and the example enrichment files), a settable
+//! clock, and starting, restarting and stopping `cordon::daemon` on 127.0.0.1:0.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -37,7 +36,13 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// A workspace with copies of everything the daemon reads, and a config pointing at it.
 pub fn workspace() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let cfg = workspace_at(dir.path());
+    (dir, cfg)
+}
+
+/// [`workspace`] in a directory the caller owns (so two daemons can run one after the other on
+/// the same files, each with its own data dir).
+pub fn workspace_at(root: &Path) -> Config {
     for d in ["policies", "playbooks", "connectors", "sources"] {
         copy_dir(&repo().join(d), &root.join(d));
     }
@@ -57,7 +62,7 @@ pub fn workspace() -> (tempfile::TempDir, Config) {
     cfg.enrichment.assets = Some(root.join("enrichment/assets.toml"));
     cfg.enrichment.identities = Some(root.join("enrichment/identities.toml"));
     cfg.enrichment.intel = Some(root.join("enrichment/intel.toml"));
-    (dir, cfg)
+    cfg
 }
 
 /// A settable clock for window and expiry tests.
@@ -74,6 +79,15 @@ impl TestClock {
     }
     pub fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap()
+    }
+    /// Start options on this clock. Time is driven by hand: expiry runs when the test calls
+    /// `tick`.
+    pub fn start_options(&self) -> StartOptions {
+        let c = self.clone();
+        StartOptions {
+            clock: Arc::new(move || c.now()),
+            expiry_timer: false,
+        }
     }
 }
 
@@ -97,85 +111,72 @@ pub async fn start_with(f: impl FnOnce(&mut Config, &Path)) -> TestDaemon {
 }
 
 pub async fn start_in(dir: tempfile::TempDir, cfg: Config, clock: Option<TestClock>) -> TestDaemon {
+    let opts = clock.map(|c| c.start_options()).unwrap_or_default();
+    start_opts(dir, cfg, opts).await
+}
+
+/// Starts the daemon on `dir` with `cfg` and the given start options.
+pub async fn start_opts(dir: tempfile::TempDir, cfg: Config, opts: StartOptions) -> TestDaemon {
+    start_bound(dir, cfg, opts, |_, _, _| {}).await
+}
+
+/// Binds the loopback listeners first, lets `f` see the config, the workspace and the HTTP base
+/// URL the daemon will answer on (for settings that name cordon's own address), then starts.
+pub async fn start_bound(
+    dir: tempfile::TempDir,
+    mut cfg: Config,
+    opts: StartOptions,
+    f: impl FnOnce(&mut Config, &Path, &str),
+) -> TestDaemon {
+    let listeners = daemon::Listeners::loopback().await.unwrap();
+    let base = format!("http://{}", listeners.http.local_addr().unwrap());
+    f(&mut cfg, dir.path(), &base);
     let v = daemon::validate(cfg.clone(), "test config")
         .unwrap_or_else(|p| panic!("config does not validate: {p:#?}"));
-    let mut opts = StartOptions::default();
-    if let Some(c) = clock {
-        opts.clock = Arc::new(move || c.now());
-        // Time is driven by hand: expiry runs when the test calls `tick`.
-        opts.expiry_timer = false;
-    }
-    let listeners = daemon::Listeners::loopback().await.unwrap();
     let running = daemon::start(v, listeners, opts).await.unwrap();
-    let base = format!("http://{}", running.http_addr);
-    TestDaemon {
-        running: Some(running),
-        dir,
-        config: cfg,
-        base,
-        client: reqwest::Client::new(),
+    TestDaemon::new(running, dir, cfg)
+}
+
+/// Starts the daemon on `dir` again once sled has let go of the data directory (it does so from
+/// its flusher thread a moment after the last handle of a stopped daemon drops): retries the
+/// start for up to 10 s.
+pub async fn restart_when_unlocked(
+    dir: tempfile::TempDir,
+    cfg: Config,
+    opts: StartOptions,
+) -> TestDaemon {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let v = daemon::validate(cfg.clone(), "test config").unwrap();
+        let listeners = daemon::Listeners::loopback().await.unwrap();
+        let o = StartOptions {
+            clock: opts.clock.clone(),
+            expiry_timer: opts.expiry_timer,
+        };
+        match daemon::start(v, listeners, o).await {
+            Ok(running) => return TestDaemon::new(running, dir, cfg),
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the daemon did not start again: {e}"
+            ),
+        }
+        tokio::task::yield_now().await;
     }
 }
 
 impl TestDaemon {
+    fn new(running: Running, dir: tempfile::TempDir, config: Config) -> TestDaemon {
+        TestDaemon {
+            base: format!("http://{}", running.http_addr),
+            running: Some(running),
+            dir,
+            config,
+            client: reqwest::Client::new(),
+        }
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().unwrap()
-    }
-
-    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-        self.post_with(path, body, |b| b).await
-    }
-
-    pub async fn post_with(
-        &self,
-        path: &str,
-        body: impl Into<reqwest::Body>,
-        f: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    ) -> (u16, Value) {
-        let r = f(self.client.post(format!("{}{path}", self.base)).body(body))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// Posts a fixture and asserts it was accepted; returns the ack.
-    pub async fn ingest_fixture(&self, format: &str, file: &str) -> Value {
-        let path = if format == "cordon" {
-            "/v1/alerts".to_string()
-        } else {
-            format!("/v1/alerts/{format}")
-        };
-        let (status, body) = self.post(&path, fixture(file)).await;
-        assert_eq!(status, 202, "{format}: {body}");
-        body
-    }
-
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// The case and its actions.
-    pub async fn case(&self, id: &str) -> Value {
-        let (s, v) = self.get(&format!("/v1/cases/{id}")).await;
-        assert_eq!(s, 200, "{v}");
-        v
     }
 
     pub fn head(&self) -> u64 {

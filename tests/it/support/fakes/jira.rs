@@ -14,9 +14,9 @@ use regex::Regex;
 use serde_json::{Value, json};
 
 use super::{
-    AuthMode, Effects, FakeServer, Faults, Req, RequestLog, base64, default_header, json_response,
-    lock, rand_hex,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock, rand_hex,
 };
+use crate::support::auth::{AuthMode, Refusal, base64};
 
 #[derive(Clone)]
 struct Issue {
@@ -113,19 +113,11 @@ impl FakeJira {
     }
     /// When on, every call answers 401 (bad or revoked API token).
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, every call answers 403 (no permission in the project).
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 
@@ -161,7 +153,10 @@ impl Inner {
 
     fn handle(&self, r: Req) -> Response {
         let mut st = lock(&self.st);
-        if r.auth_param("Basic") != Some(self.basic.as_str()) || st.mode == AuthMode::Unauthorized {
+        let refusal = st
+            .mode
+            .check(r.auth_param("Basic") == Some(self.basic.as_str()));
+        if refusal == Err(Refusal::Unauthorized) {
             let mut resp = jerr(
                 401,
                 &["Client must be authenticated to access this resource."],
@@ -175,7 +170,7 @@ impl Inner {
             );
             return resp;
         }
-        if st.mode == AuthMode::Forbidden {
+        if refusal == Err(Refusal::Forbidden) {
             return jerr(
                 403,
                 &["You do not have permission to perform this operation."],

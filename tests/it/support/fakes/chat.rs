@@ -24,22 +24,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use hmac::{Hmac, KeyInit, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 use super::{
-    AadApp, AuthMode, FakeServer, Faults, Req, RequestLog, Tokens, enc, json_response, lock,
-    rand_alnum, rand_hex, set_header,
+    FakeServer, Faults, Req, RequestLog, enc, json_response, lock, rand_alnum, rand_hex, set_header,
 };
-
-/// `hex(HMAC_SHA256(key, msg))`.
-pub fn hmac_hex(key: &str, msg: &str) -> String {
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes()).expect("hmac key");
-    m.update(msg.as_bytes());
-    hex::encode(m.finalize().into_bytes())
-}
+use crate::support::auth::{AadApp, AuthMode, Tokens, hmac_hex};
 
 /// How a switched-down platform answers its API calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1288,12 +1279,11 @@ impl BfInner {
     fn handle(&self, r: Req) -> Response {
         let mut st = lock(&self.st);
         let segs = r.segs();
-        match (r.method.as_str(), segs.as_slice()) {
-            ("GET", ["v1", ".well-known", "keys"]) => return json_response(200, jwks()),
-            ("POST", [tenant, "oauth2", "v2.0", "token"]) => {
-                return self.app.token(&mut st.tokens, AuthMode::Ok, tenant, &r);
-            }
-            _ => {}
+        if let ("GET", ["v1", ".well-known", "keys"]) = (r.method.as_str(), segs.as_slice()) {
+            return json_response(200, jwks());
+        }
+        if let Some(resp) = self.app.serve_token(&mut st.tokens, AuthMode::Ok, &r) {
+            return resp;
         }
         if st.down.is_some() {
             return bf_err(503, "ServiceError", "The service is unavailable.");
@@ -1366,6 +1356,7 @@ impl BfInner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::support::auth::{aad_form, access_token, request_token};
 
     #[test]
     fn slack_signature_matches_slacks_documented_example() {
@@ -1710,21 +1701,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 401);
-        let tok: Value = c
-            .post(bf.token_url())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", app),
-                ("client_secret", "pw"),
-                ("scope", "https://api.botframework.com/.default"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let at = tok["access_token"].as_str().unwrap();
+        let form = aad_form(app, "pw", "https://api.botframework.com/.default");
+        let at = &access_token(&request_token(&c, &bf.token_url(), &form).await.1);
         assert_eq!(bf.tokens_issued(), 1);
         let conv = "19:abc@thread.tacv2";
         let card = json!({"type": "message", "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive",

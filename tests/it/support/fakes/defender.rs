@@ -14,9 +14,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{
-    AadApp, AuthMode, Effects, FakeServer, Faults, Req, RequestLog, Tokens, default_header,
-    empty_response, json_response, lock, rfc3339_micros, uuidish,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, empty_response, json_response,
+    lock, rfc3339_micros, uuidish,
 };
+use crate::support::auth::{AadApp, AuthMode, Refusal, Tokens};
 
 const INDICATOR_TYPES: &[&str] = &[
     "FileSha1",
@@ -271,19 +272,11 @@ impl FakeDefender {
     }
     /// When on, the token endpoint answers 401 invalid_client and every API call 401.
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, tokens are issued but every API call answers 403 (missing application role).
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 
@@ -334,10 +327,8 @@ impl Inner {
         let cx = Ctx { rid: uuidish() };
         let mut st = lock(&self.st);
         let segs = r.segs();
-        if let ("POST", [tenant, "oauth2", "v2.0", "token"]) = (r.method.as_str(), segs.as_slice())
-        {
-            let mode = st.mode;
-            let mut resp = self.app.token(&mut st.tokens, mode, tenant, &r);
+        let mode = st.mode;
+        if let Some(mut resp) = self.app.serve_token(&mut st.tokens, mode, &r) {
             default_header(&mut resp, "x-ms-request-id", &cx.rid);
             return resp;
         }
@@ -360,21 +351,24 @@ impl Inner {
                     "The access token audience is not valid for this API.",
                 );
             }
-            _ if st.mode == AuthMode::Unauthorized => {
+            _ => {}
+        }
+        match st.mode.check(true) {
+            Err(Refusal::Unauthorized) => {
                 return cx.err(
                     401,
                     "Unauthorized",
                     "Authorization has been denied for this request.",
                 );
             }
-            _ if st.mode == AuthMode::Forbidden => {
+            Err(Refusal::Forbidden) => {
                 return cx.err(
                     403,
                     "Forbidden",
                     "The application does not have any of the required application roles to access the resource.",
                 );
             }
-            _ => {}
+            Ok(()) => {}
         }
         match (r.method.as_str(), &segs[1..]) {
             ("GET", ["machines"]) => {
@@ -929,28 +923,19 @@ mod odata_filter {
 mod tests {
     use super::super::enc;
     use super::*;
+    use crate::support::auth::{aad_form, access_token, request_token};
 
     const SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
 
     async fn token(c: &reqwest::Client, url: &str) -> String {
-        let body = format!(
-            "grant_type=client_credentials&client_id=app&client_secret=s3cret&scope={}",
-            enc(SCOPE)
-        );
-        let r = c
-            .post(format!("{url}/tid/oauth2/v2.0/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        let v: Value = r.json().await.unwrap();
+        let url = format!("{url}/tid/oauth2/v2.0/token");
+        let (st, v) = request_token(c, &url, &aad_form("app", "s3cret", SCOPE)).await;
+        assert_eq!(st, 200);
         assert_eq!(
             (v["token_type"].as_str(), v["expires_in"].as_u64()),
             (Some("Bearer"), Some(3599))
         );
-        v["access_token"].as_str().unwrap().to_owned()
+        access_token(&v)
     }
 
     struct Api {
@@ -1101,22 +1086,9 @@ mod tests {
         assert_eq!(d.actions().len(), 1);
 
         // Wrong audience: a Graph token is refused.
-        let body = format!(
-            "grant_type=client_credentials&client_id=app&client_secret=s3cret&scope={}",
-            enc("https://graph.microsoft.com/.default")
-        );
-        let r = api
-            .c
-            .post(format!("{}/tid/oauth2/v2.0/token", api.url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let graph_tok = r.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let token_url = format!("{}/tid/oauth2/v2.0/token", api.url);
+        let graph = aad_form("app", "s3cret", "https://graph.microsoft.com/.default");
+        let graph_tok = access_token(&request_token(&api.c, &token_url, &graph).await.1);
         let r = api
             .c
             .get(format!("{}/api/machines", api.url))
@@ -1126,16 +1098,10 @@ mod tests {
             .unwrap();
         assert_eq!(r.status().as_u16(), 401);
         // Bad secret.
-        let r = api
-            .c
-            .post(format!("{}/tid/oauth2/v2.0/token", api.url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("grant_type=client_credentials&client_id=app&client_secret=bad&scope=x/.default")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 401);
-        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+        let bad = aad_form("app", "bad", "x/.default");
+        let (st, v) = request_token(&api.c, &token_url, &bad).await;
+        assert_eq!(st, 401);
+        assert_eq!(v["error"], "invalid_client");
         assert_eq!(d.tokens_issued(), 2);
     }
 

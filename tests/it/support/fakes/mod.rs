@@ -1,8 +1,8 @@
 //! Shared infrastructure for the stateful in-process fake vendor APIs: a loopback-only HTTP server
 //! wrapper ([`FakeServer`]) that logs every request ([`RequestLog`]), injects armed faults
 //! ([`Faults`]) and decorates every answer with the vendor's headers, plus the effect counter
-//! ([`Effects`]) each fake exposes and small helpers (query/form parsing, ids, the Microsoft
-//! identity platform token endpoint shared by the Defender and Entra fakes).
+//! ([`Effects`]) each fake exposes and small helpers (query/form parsing, ids). Vendor auth (issued
+//! tokens, the auth switch, the Microsoft identity platform token endpoint) is in `support::auth`.
 //!
 //! Everything binds `127.0.0.1:0`; no fake ever talks to another host.
 
@@ -18,7 +18,7 @@ pub mod okta;
 pub mod thehive;
 pub mod webhook;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -765,177 +765,6 @@ pub(crate) fn rfc3339_micros(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Standard base64 (with padding), for Basic auth.
-pub fn base64(input: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = input.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        out.push(A[(n >> 18) as usize & 63] as char);
-        out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            A[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            A[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
-/// Issued bearer tokens, each with the audience it was minted for.
-#[derive(Default, Debug)]
-pub(crate) struct Tokens {
-    valid: HashMap<String, String>,
-    pub issued: usize,
-}
-
-impl Tokens {
-    pub fn issue(&mut self, prefix: &str, audience: &str) -> String {
-        let t = format!("{prefix}{}", rand_alnum(48));
-        self.valid.insert(t.clone(), audience.to_owned());
-        self.issued += 1;
-        t
-    }
-    /// The audience of a valid token.
-    pub fn audience(&self, token: &str) -> Option<&str> {
-        self.valid.get(token).map(String::as_str)
-    }
-    /// Expires every issued token (the next API call with one gets a 401).
-    pub fn expire_all(&mut self) {
-        self.valid.clear();
-    }
-}
-
-/// How an API credential check should answer (test switches).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum AuthMode {
-    #[default]
-    Ok,
-    /// Token endpoint and every API call answer 401.
-    Unauthorized,
-    /// Credentials are accepted but the API answers 403 (missing permission / scope).
-    Forbidden,
-}
-
-/// The Microsoft identity platform (Entra ID) client-credentials token endpoint,
-/// `POST /{tenant}/oauth2/v2.0/token`, as the Defender and Graph fakes share it.
-pub(crate) struct AadApp {
-    pub tenant: String,
-    pub client_id: String,
-    pub client_secret: String,
-}
-
-fn aad_error(status: u16, error: &str, code: u32, description: &str) -> Response {
-    let trace = uuidish();
-    let corr = uuidish();
-    let ts = Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
-    json_response(
-        status,
-        json!({
-            "error": error,
-            "error_description": format!("AADSTS{code}: {description} Trace ID: {trace} Correlation ID: {corr} Timestamp: {ts}"),
-            "error_codes": [code],
-            "timestamp": ts,
-            "trace_id": trace,
-            "correlation_id": corr,
-            "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
-        }),
-    )
-}
-
-impl AadApp {
-    /// Handles a token request for `tenant` (from the path). The audience recorded with the token
-    /// is the scope without its "/.default" suffix.
-    pub fn token(&self, tokens: &mut Tokens, mode: AuthMode, tenant: &str, req: &Req) -> Response {
-        if tenant != self.tenant {
-            return aad_error(
-                400,
-                "invalid_request",
-                90002,
-                &format!("Tenant '{tenant}' not found."),
-            );
-        }
-        let ct = req.header("content-type").unwrap_or("");
-        if !ct.starts_with("application/x-www-form-urlencoded") {
-            return aad_error(
-                400,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'grant_type'.",
-            );
-        }
-        let form = req.form();
-        let Some(grant) = form.get("grant_type") else {
-            return aad_error(
-                400,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'grant_type'.",
-            );
-        };
-        if grant != "client_credentials" {
-            return aad_error(
-                400,
-                "unsupported_grant_type",
-                70003,
-                &format!("The app requested an unsupported grant type '{grant}'."),
-            );
-        }
-        let client_id = form.get("client_id").unwrap_or("");
-        if client_id != self.client_id {
-            return aad_error(
-                400,
-                "unauthorized_client",
-                700016,
-                &format!(
-                    "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
-                ),
-            );
-        }
-        if form.get("client_secret") != Some(self.client_secret.as_str())
-            || mode == AuthMode::Unauthorized
-        {
-            return aad_error(
-                401,
-                "invalid_client",
-                7000215,
-                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
-            );
-        }
-        let Some(scope) = form.get("scope") else {
-            return aad_error(
-                400,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'scope'.",
-            );
-        };
-        let Some(audience) = scope.strip_suffix("/.default") else {
-            return aad_error(
-                400,
-                "invalid_scope",
-                1002012,
-                &format!(
-                    "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
-                ),
-            );
-        };
-        let token = tokens.issue("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.", audience);
-        json_response(
-            200,
-            json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}),
-        )
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Self-tests of the infrastructure
 // ---------------------------------------------------------------------------------------------
@@ -1127,11 +956,6 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(
-            base64("Aladdin:open sesame"),
-            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
-        );
-        assert_eq!(base64("ab"), "YWI=");
         assert_eq!(percent_decode("a%20b+c%2B", true), "a b c+");
         assert_eq!(percent_decode("a+b%", false), "a+b%");
         assert_eq!(enc("type:'x'+y"), "type%3A%27x%27%2By");

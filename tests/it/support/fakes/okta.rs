@@ -15,9 +15,10 @@ use regex::Regex;
 use serde_json::{Value, json};
 
 use super::{
-    AuthMode, Effects, FakeServer, Faults, Req, RequestLog, default_header, empty_response,
-    json_response, lock, rand_alnum, rfc3339_ms, uuidish,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, empty_response, json_response,
+    lock, rand_alnum, rfc3339_ms, uuidish,
 };
+use crate::support::auth::{AuthMode, Refusal};
 
 const RATE_LIMIT: u64 = 600;
 
@@ -138,19 +139,11 @@ impl FakeOkta {
     }
     /// When on, every call answers 401 E0000011 (revoked / invalid API token).
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, every call answers 403 E0000006 (token's admin lacks the permission).
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 
@@ -190,17 +183,21 @@ impl Inner {
 
     fn handle(&self, r: Req) -> Response {
         let mut st = lock(&self.st);
-        if r.auth_param("SSWS") != Some(self.api_token.as_str())
-            || st.mode == AuthMode::Unauthorized
+        match st
+            .mode
+            .check(r.auth_param("SSWS") == Some(self.api_token.as_str()))
         {
-            return okta_err(401, "E0000011", "Invalid token provided");
-        }
-        if st.mode == AuthMode::Forbidden {
-            return okta_err(
-                403,
-                "E0000006",
-                "You do not have permission to perform the requested action",
-            );
+            Err(Refusal::Unauthorized) => {
+                return okta_err(401, "E0000011", "Invalid token provided");
+            }
+            Err(Refusal::Forbidden) => {
+                return okta_err(
+                    403,
+                    "E0000006",
+                    "You do not have permission to perform the requested action",
+                );
+            }
+            Ok(()) => {}
         }
         let segs = r.segs();
         match (r.method.as_str(), segs.as_slice()) {

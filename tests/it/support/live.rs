@@ -9,14 +9,14 @@ use std::path::Path;
 use cordon::config::Config;
 use serde_json::{Value, json};
 
-use crate::common::{self, TestDaemon};
-use crate::fakes::crowdstrike::FakeCrowdStrike;
-use crate::fakes::defender::FakeDefender;
-use crate::fakes::entra::FakeEntra;
-use crate::fakes::jira::FakeJira;
-use crate::fakes::okta::FakeOkta;
-use crate::fakes::thehive::FakeTheHive;
-use crate::fakes::webhook::FakeWebhook;
+use crate::support::fakes::crowdstrike::FakeCrowdStrike;
+use crate::support::fakes::defender::FakeDefender;
+use crate::support::fakes::entra::FakeEntra;
+use crate::support::fakes::jira::FakeJira;
+use crate::support::fakes::okta::FakeOkta;
+use crate::support::fakes::thehive::FakeTheHive;
+use crate::support::fakes::webhook::FakeWebhook;
+use crate::support::{self, TestDaemon};
 
 pub const TENANT: &str = "tenant-1";
 pub const CS_ID: &str = "cs-client";
@@ -193,11 +193,11 @@ impl Vendors {
 
 /// A daemon with the executor on and every connector live against `v`.
 pub async fn start_live(v: &Vendors, f: impl FnOnce(&mut Config, &Path)) -> TestDaemon {
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     v.wire(dir.path(), true);
     cfg.executor.enabled = true;
     f(&mut cfg, dir.path());
-    common::start_in(dir, cfg, None).await
+    support::start_in(dir, cfg, None).await
 }
 
 /// A native alert.
@@ -298,7 +298,7 @@ pub const TERMINAL: &[&str] = &[
 
 /// Waits until the action is in a terminal (or unknown) state; returns it.
 pub async fn settled(d: &TestDaemon, action_id: &str) -> Value {
-    common::eventually(30, || async {
+    support::eventually(30, || async {
         let (s, a) = d.get(&format!("/v1/actions/{action_id}")).await;
         (s == 200 && TERMINAL.contains(&a["state"].as_str().unwrap_or(""))).then_some(a)
     })

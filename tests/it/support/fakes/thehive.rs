@@ -13,9 +13,9 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::{
-    AuthMode, Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock,
-    rand_hex,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock, rand_hex,
 };
+use crate::support::auth::{AuthMode, Refusal};
 
 const TLP: &[&str] = &["WHITE", "GREEN", "AMBER", "AMBER+STRICT", "RED"];
 const PAP: &[&str] = &["WHITE", "GREEN", "AMBER", "RED"];
@@ -90,19 +90,11 @@ impl FakeTheHive {
     }
     /// When on, every call answers 401 AuthenticationError.
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, every call answers 403 AuthorizationError.
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 
@@ -118,15 +110,18 @@ async fn handle(State(f): State<Arc<Inner>>, req: Request) -> Response {
 impl Inner {
     fn handle(&self, r: Req) -> Response {
         let mut st = lock(&self.st);
-        if r.bearer() != Some(self.api_key.as_str()) || st.mode == AuthMode::Unauthorized {
-            return herr(401, "AuthenticationError", "Authentication failure");
-        }
-        if st.mode == AuthMode::Forbidden {
-            return herr(
-                403,
-                "AuthorizationError",
-                "Your are not authorized to perform this operation",
-            );
+        match st.mode.check(r.bearer() == Some(self.api_key.as_str())) {
+            Err(Refusal::Unauthorized) => {
+                return herr(401, "AuthenticationError", "Authentication failure");
+            }
+            Err(Refusal::Forbidden) => {
+                return herr(
+                    403,
+                    "AuthorizationError",
+                    "Your are not authorized to perform this operation",
+                );
+            }
+            Ok(()) => {}
         }
         let segs = r.segs();
         match (r.method.as_str(), segs.as_slice()) {

@@ -17,9 +17,10 @@ use regex::Regex;
 use serde_json::{Value, json};
 
 use super::{
-    AuthMode, Effects, FakeServer, Faults, Req, RequestLog, Tokens, default_header, json_response,
-    lock, rand_hex, rfc3339_ms, uuidish,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, json_response, lock, rand_hex,
+    rfc3339_ms, uuidish,
 };
+use crate::support::auth::{AuthMode, Refusal, Tokens};
 
 pub const CONTAIN: &str = "contain";
 pub const LIFT: &str = "lift_containment";
@@ -165,19 +166,11 @@ impl FakeCrowdStrike {
     }
     /// When on, the token endpoint and every API call answer 401.
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, tokens are issued but every API call answers 403 (missing API scope).
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 
@@ -298,12 +291,12 @@ impl Inner {
         if r.method == "POST" && segs == ["oauth2", "token"] {
             return self.token(&mut st, &cx, &r);
         }
-        let valid = r.bearer().is_some_and(|t| st.tokens.audience(t).is_some());
-        if !valid || st.mode == AuthMode::Unauthorized {
-            return cx.err(401, "access denied, invalid bearer token");
-        }
-        if st.mode == AuthMode::Forbidden {
-            return cx.err(403, "access denied, authorization failed");
+        match st.mode.check(st.tokens.is_valid(r.bearer())) {
+            Err(Refusal::Unauthorized) => {
+                return cx.err(401, "access denied, invalid bearer token");
+            }
+            Err(Refusal::Forbidden) => return cx.err(403, "access denied, authorization failed"),
+            Ok(()) => {}
         }
         match (r.method.as_str(), segs.as_slice()) {
             ("GET", ["devices", "queries", "devices", "v1"]) => query_devices(&st, &cx, &r),
@@ -357,7 +350,7 @@ impl Inner {
         let form = r.form();
         let good = form.get("client_id") == Some(self.client_id.as_str())
             && form.get("client_secret") == Some(self.client_secret.as_str());
-        if !good || st.mode == AuthMode::Unauthorized {
+        if st.mode.check(good) == Err(Refusal::Unauthorized) {
             return cx.err(401, "access denied, invalid bearer token");
         }
         let token = st.tokens.issue("", "falcon");
@@ -657,20 +650,15 @@ fn get_devices(st: &mut CsState, cx: &Ctx, ids: Vec<String>) -> Response {
 mod tests {
     use super::super::{Fault, FaultKind, enc};
     use super::*;
+    use crate::support::auth::{access_token, request_token};
 
     async fn token(c: &reqwest::Client, url: &str) -> String {
-        let r = c
-            .post(format!("{url}/oauth2/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("client_id=cid&client_secret=sek%2Fret")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-        let v: Value = r.json().await.unwrap();
+        let form = [("client_id", "cid"), ("client_secret", "sek/ret")];
+        let (st, v) = request_token(c, &format!("{url}/oauth2/token"), &form).await;
+        assert_eq!(st, 201);
         assert_eq!(v["token_type"], "bearer");
         assert_eq!(v["expires_in"], 1799);
-        v["access_token"].as_str().unwrap().to_owned()
+        access_token(&v)
     }
 
     async fn call(
@@ -699,14 +687,9 @@ mod tests {
         let url = cs.url();
 
         // Bad credentials and missing token.
-        let bad = c
-            .post(format!("{url}/oauth2/token"))
-            .body("client_id=cid&client_secret=nope")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(bad.status().as_u16(), 401);
-        let v: Value = bad.json().await.unwrap();
+        let form = [("client_id", "cid"), ("client_secret", "nope")];
+        let (st, v) = request_token(&c, &format!("{url}/oauth2/token"), &form).await;
+        assert_eq!(st, 401);
         assert_eq!(
             v["errors"][0]["message"],
             "access denied, invalid bearer token"

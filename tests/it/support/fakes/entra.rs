@@ -15,9 +15,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 
 use super::{
-    AadApp, AuthMode, Effects, FakeServer, Faults, Req, RequestLog, Tokens, default_header,
-    empty_response, json_response, lock, rfc3339_secs, uuidish,
+    Effects, FakeServer, Faults, Req, RequestLog, default_header, empty_response, json_response,
+    lock, rfc3339_secs, uuidish,
 };
+use crate::support::auth::{AadApp, AuthMode, Refusal, Tokens};
 
 const GRAPH: &str = "https://graph.microsoft.com/v1.0";
 const DEFAULT_PROPS: &[&str] = &[
@@ -152,19 +153,11 @@ impl FakeEntra {
     }
     /// When on, the token endpoint answers 401 invalid_client and Graph 401.
     pub fn fail_auth(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Unauthorized
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Unauthorized);
     }
     /// When on, Graph answers 403 Authorization_RequestDenied (missing User.RevokeSessions.All).
     pub fn forbid(&self, on: bool) {
-        lock(&self.inner.st).mode = if on {
-            AuthMode::Forbidden
-        } else {
-            AuthMode::Ok
-        };
+        lock(&self.inner.st).mode.switch(on, AuthMode::Forbidden);
     }
 }
 
@@ -217,10 +210,8 @@ impl Inner {
         let cx = Ctx { rid, crid };
         let mut st = lock(&self.st);
         let segs = r.segs();
-        if let ("POST", [tenant, "oauth2", "v2.0", "token"]) = (r.method.as_str(), segs.as_slice())
-        {
-            let mode = st.mode;
-            let resp = self.app.token(&mut st.tokens, mode, tenant, &r);
+        let mode = st.mode;
+        if let Some(resp) = self.app.serve_token(&mut st.tokens, mode, &r) {
             return cx.finish(resp);
         }
         match r.bearer().map(|t| st.tokens.audience(t)) {
@@ -239,21 +230,24 @@ impl Inner {
                     "Access token validation failure. Invalid audience.",
                 );
             }
-            _ if st.mode == AuthMode::Unauthorized => {
+            _ => {}
+        }
+        match st.mode.check(true) {
+            Err(Refusal::Unauthorized) => {
                 return cx.err(
                     401,
                     "InvalidAuthenticationToken",
                     "Access token validation failure.",
                 );
             }
-            _ if st.mode == AuthMode::Forbidden => {
+            Err(Refusal::Forbidden) => {
                 return cx.err(
                     403,
                     "Authorization_RequestDenied",
                     "Insufficient privileges to complete the operation.",
                 );
             }
-            _ => {}
+            Ok(()) => {}
         }
         let not_found = |x: &str| {
             cx.err(
@@ -346,19 +340,12 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::super::enc;
     use super::*;
+    use crate::support::auth::{aad_form, access_token, request_token};
 
-    async fn token(c: &reqwest::Client, url: &str, scope: &str) -> reqwest::Response {
-        c.post(format!("{url}/tid/oauth2/v2.0/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "grant_type=client_credentials&client_id=app&client_secret=s3cret&scope={}",
-                enc(scope)
-            ))
-            .send()
-            .await
-            .unwrap()
+    async fn token(c: &reqwest::Client, url: &str, scope: &str) -> (u16, Value) {
+        let url = format!("{url}/tid/oauth2/v2.0/token");
+        request_token(c, &url, &aad_form("app", "s3cret", scope)).await
     }
 
     #[tokio::test]
@@ -367,12 +354,9 @@ mod tests {
         e.add_user("alice@contoso.com", "11111111-2222-3333-4444-555555555555");
         let c = reqwest::Client::new();
         let url = e.url();
-        let r = token(&c, &url, "https://graph.microsoft.com/.default").await;
-        assert_eq!(r.status().as_u16(), 200);
-        let tok = r.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (st, v) = token(&c, &url, "https://graph.microsoft.com/.default").await;
+        assert_eq!(st, 200);
+        let tok = access_token(&v);
         assert_eq!(e.tokens_issued(), 1);
 
         let sel = "/v1.0/users/alice@contoso.com?$select=signInSessionsValidFromDateTime";
@@ -459,14 +443,11 @@ mod tests {
         let e = FakeEntra::start("tid", "app", "s3cret").await;
         let c = reqwest::Client::new();
         let url = e.url();
-        let tok = token(&c, &url, "https://graph.microsoft.com/.default")
-            .await
-            .json::<Value>()
-            .await
-            .unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let tok = access_token(
+            &token(&c, &url, "https://graph.microsoft.com/.default")
+                .await
+                .1,
+        );
         let r = c
             .post(format!(
                 "{url}/v1.0/users/nobody@contoso.com/revokeSignInSessions"
@@ -486,13 +467,8 @@ mod tests {
             &url,
             "https://api.securitycenter.microsoft.com/.default",
         )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        .await;
+        let mde = access_token(&mde.1);
         let r = c
             .get(format!("{url}/v1.0/users/x"))
             .bearer_auth(&mde)
@@ -506,15 +482,15 @@ mod tests {
         );
 
         e.fail_auth(true);
-        let r = token(&c, &url, "https://graph.microsoft.com/.default").await;
-        assert_eq!(r.status().as_u16(), 401);
-        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
-        let r = token(&c, &url, "https://graph.microsoft.com").await;
-        assert_eq!(r.status().as_u16(), 401, "secret is checked before scope");
+        let (st, v) = token(&c, &url, "https://graph.microsoft.com/.default").await;
+        assert_eq!(st, 401);
+        assert_eq!(v["error"], "invalid_client");
+        let (st, _) = token(&c, &url, "https://graph.microsoft.com").await;
+        assert_eq!(st, 401, "secret is checked before scope");
         e.fail_auth(false);
-        let r = token(&c, &url, "https://graph.microsoft.com").await;
-        assert_eq!(r.status().as_u16(), 400);
-        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_scope");
+        let (st, v) = token(&c, &url, "https://graph.microsoft.com").await;
+        assert_eq!(st, 400);
+        assert_eq!(v["error"], "invalid_scope");
         assert_eq!(e.effects.total(), 0);
     }
 }
