@@ -629,6 +629,10 @@ impl Engine {
     }
 }
 
+/// Smallest shared part worth its own record: below this, a part costs less repeated in each
+/// decision than stored once in a record of its own (whose envelope is ~300 bytes).
+const SHARE_AT_BYTES: usize = 384;
+
 /// The shared parts of one alert's step requests (see [`policy::SharedRefs`]): each is written
 /// as a `decision_input` record before the first decision that names it, once per alert.
 pub(super) struct ShareState {
@@ -660,7 +664,9 @@ impl ShareState {
             .get_or_insert_with(|| policy::SharedPart::context(&self.context))
             .clone();
         let entity = policy::SharedPart::entity(&step.target, &step.resource_attrs);
-        for part in [&ctx, &entity] {
+        // A part smaller than the record that would hold it is cheaper repeated.
+        let entity = (entity.size >= SHARE_AT_BYTES).then_some(entity);
+        for part in std::iter::once(&ctx).chain(entity.as_ref()) {
             if self.written.insert(part.hash.clone()) {
                 txn.audit(
                     AuditKind::DecisionInput,
@@ -672,7 +678,7 @@ impl ShareState {
         }
         Ok(policy::SharedRefs {
             context: Some((ctx.hash, self.context.clone())),
-            resource: Some(entity.hash),
+            resource: entity.map(|e| e.hash),
         })
     }
 }

@@ -204,6 +204,8 @@ pub struct SharedRefs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedPart {
     pub hash: String,
+    /// Bytes of the part's JSON.
+    pub size: usize,
     /// The `decision_input` record's data: `{"hash", "context"}` or `{"hash", "entity"}`.
     pub data: Value,
 }
@@ -233,6 +235,7 @@ impl SharedPart {
         data.insert(key.into(), part);
         SharedPart {
             hash,
+            size: bytes.len(),
             data: Value::Object(data),
         }
     }

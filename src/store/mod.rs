@@ -65,6 +65,22 @@ const AUDIT_PREFIX: &[u8] = b"a/";
 /// Hash that the first record links to.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// zstd level of a compressed store's pages: the fastest; JSON audit chunks still shrink ~3x.
+const COMPRESSION_LEVEL: i32 = 1;
+
+/// sled's configuration for the store at `path` (public so tamper tests open it as the daemon
+/// does): a new store compresses its pages with zstd; an existing one keeps the setting it was
+/// created with, which sled records in its `conf` file and refuses to change.
+pub fn sled_config(path: &Path) -> sled::Config {
+    let uncompressed = std::fs::read(path.join("conf"))
+        .map(|conf| conf.windows(22).any(|w| w == b"use_compression: false"))
+        .unwrap_or(false);
+    sled::Config::new()
+        .path(path)
+        .use_compression(!uncompressed)
+        .compression_factor(COMPRESSION_LEVEL)
+}
+
 /// Key of audit record `seq` (public so tamper tests can address a record).
 pub fn audit_key(seq: u64) -> Vec<u8> {
     let mut k = AUDIT_PREFIX.to_vec();
@@ -609,8 +625,7 @@ fn open_checked(
         })?;
     }
     dir::guarded(path, "opening it", || {
-        let db = sled::Config::new()
-            .path(path)
+        let db = sled_config(path)
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(200))
             .open()
@@ -1303,6 +1318,44 @@ mod tests {
         );
         drop(store);
         assert_eq!(once_unlocked(|| verify(dir.path())).records, 10);
+    }
+
+    /// A new store compresses its pages; a store created before compression (sled refuses to
+    /// change the setting of an existing database) opens as it is, continues and verifies.
+    #[tokio::test]
+    async fn an_uncompressed_store_opens_as_it_was_created_and_a_new_one_is_compressed() {
+        let conf = |p: &Path| {
+            String::from_utf8_lossy(&std::fs::read(p.join("conf")).unwrap()).into_owned()
+        };
+        let fresh = tempfile::tempdir().unwrap();
+        drop(Store::open(fresh.path(), &StoreOptions::default()).unwrap());
+        assert!(conf(fresh.path()).contains("use_compression: true"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .use_compression(false)
+            .open()
+            .unwrap();
+        db.insert(KEY_FORMAT, FORMAT_VERSION.to_string().as_bytes())
+            .unwrap();
+        db.flush().unwrap();
+        drop(db);
+        for round in 0..2 {
+            let store = once_unlocked(|| Store::open(dir.path(), &StoreOptions::default()));
+            let mut t = store.begin();
+            t.audit(
+                AuditKind::Retry,
+                Links::default(),
+                at(),
+                serde_json::json!({"round": round}),
+            )
+            .unwrap();
+            store.commit(t).await.unwrap();
+            assert_eq!(store.head().seq, round + 1);
+        }
+        assert!(conf(dir.path()).contains("use_compression: false"));
+        assert_eq!(once_unlocked(|| verify(dir.path())).records, 2);
     }
 
     /// A transaction begun on a commit in flight reads that commit's writes (puts and deletes)

@@ -158,7 +158,7 @@ fn verify(data: &Path, with: Option<(&Path, &Path)>) -> (Option<i32>, String, St
 fn rewritten(src: &Path, f: impl FnOnce(&sled::Db) -> Head) -> tempfile::TempDir {
     let dst = tempfile::tempdir().unwrap();
     support::copy_dir(src, dst.path());
-    let db = sled::open(dst.path()).unwrap();
+    let db = cordon::store::sled_config(dst.path()).open().unwrap();
     let chunks: Vec<(u64, Vec<u8>)> = db
         .scan_prefix(b"a/")
         .map(|item| {

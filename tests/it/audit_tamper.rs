@@ -62,7 +62,7 @@ fn tampered(src: &Path, f: impl FnOnce(&sled::Db)) -> tempfile::TempDir {
 fn tampered_in_chunks(src: &Path, f: impl FnOnce(&sled::Db)) -> tempfile::TempDir {
     let dst = tempfile::tempdir().unwrap();
     support::copy_dir(src, dst.path());
-    let db = sled::open(dst.path()).unwrap();
+    let db = cordon::store::sled_config(dst.path()).open().unwrap();
     f(&db);
     db.flush().unwrap();
     drop(db);

@@ -147,7 +147,7 @@ pub(crate) fn replay_json(data: &Path, extra: &[&str]) -> (i32, Value, String) {
 fn with_tampered_decision(src: &Path) -> (tempfile::TempDir, u64) {
     let dst = tempfile::tempdir().unwrap();
     support::copy_dir(src, dst.path());
-    let db = sled::open(dst.path()).unwrap();
+    let db = cordon::store::sled_config(dst.path()).open().unwrap();
     let mut hit = None;
     for item in db.scan_prefix(b"a/") {
         let (k, v) = item.unwrap();
@@ -242,7 +242,7 @@ async fn a_store_without_kept_policy_texts_says_so_and_a_running_store_is_refuse
     let mut d = d;
     assert_eq!(d.running.take().unwrap().shutdown().await, 0);
     // As a store written before policy sets were kept: remove them.
-    let db = sled::open(&data).unwrap();
+    let db = cordon::store::sled_config(&data).open().unwrap();
     let keys: Vec<_> = db.scan_prefix(b"ps/").map(|i| i.unwrap().0).collect();
     assert!(!keys.is_empty(), "the policy set in force is kept");
     for k in keys {
