@@ -45,12 +45,13 @@ mod lifecycle;
 mod propose;
 mod reload;
 mod schedule;
+mod sla;
 mod tick;
 mod vote;
 
 pub use cases::{
-    CaseOp, CaseOpError, CaseOpKind, CaseOpOutcome, ChatEscalation, CloseCase, MAX_REF_BYTES,
-    MAX_TEXT_BYTES, check_case_id, check_proposal_id,
+    CaseOp, CaseOpError, CaseOpKind, CaseOpOutcome, CloseCase, MAX_REF_BYTES, MAX_TEXT_BYTES,
+    check_case_id, check_proposal_id,
 };
 pub use chat::{ChatCallback, ChatDelivery, ChatOp, ChatReply};
 pub use exec::{ExecNote, ExecOp, ExecReply, ExecUpdate, RunnableRx, RunnableTx, runnable_channel};
@@ -60,6 +61,7 @@ pub use propose::{
 };
 pub use reload::ReloadOutcome;
 pub use schedule::{Delivery, EXPIRY_REQUESTER, ScheduleOp, ScheduleReply};
+pub use sla::ChatEscalation;
 pub use vote::{VoteCast, VoteError, VoteOutcome};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
