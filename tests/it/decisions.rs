@@ -89,10 +89,26 @@ fn decision_of(d: &TestDaemon, action: &Value) -> AuditRecord {
     let seq = action["decision_seq"]
         .as_u64()
         .unwrap_or_else(|| panic!("no decision_seq: {action}"));
-    d.audit()
+    whole(d, seq)
+}
+
+/// Audit record `seq` with its decision's request put back together from the shared inputs
+/// (`decision_input`) recorded before it, as `replay` reads it.
+fn whole(d: &TestDaemon, seq: u64) -> AuditRecord {
+    let mut shared = cordon::policy::SharedInputs::default();
+    let mut rec = d
+        .audit()
         .into_iter()
+        .inspect(|r| shared.note(&r.body.kind, &r.body.data))
         .find(|r| r.body.seq == seq)
-        .unwrap_or_else(|| panic!("no audit record {seq}"))
+        .unwrap_or_else(|| panic!("no audit record {seq}"));
+    if rec.body.kind == "policy_decision" && rec.body.data.get("request").is_some() {
+        let mut record: cordon::policy::DecisionRecord =
+            serde_json::from_value(rec.body.data.clone()).unwrap();
+        shared.expand(&mut record).unwrap();
+        rec.body.data = serde_json::to_value(&record).unwrap();
+    }
+    rec
 }
 
 /// Every action of the case links to a `policy_decision` record about it that agrees with it.
@@ -567,7 +583,20 @@ async fn decision_record_holds_everything_needed_to_replay() {
         })
         .collect();
     assert_eq!(recs.len(), 1);
-    let rec = &recs[0];
+    // As stored, the request names the context its alert's steps share by hash: a
+    // `decision_input` record of the same case, before it, holds it.
+    let stored = &recs[0].body.data["request"];
+    let context_ref = stored["context_ref"].as_str().expect("a shared context");
+    assert!(stored["context"].get("alert").is_none(), "{stored}");
+    let input = d
+        .audit()
+        .into_iter()
+        .find(|r| r.body.kind == "decision_input" && r.body.data["hash"] == json!(context_ref))
+        .expect("the shared context is recorded");
+    assert!(input.body.seq < recs[0].body.seq);
+    assert_eq!(input.body.case_id, recs[0].body.case_id);
+    // Put back together, it is the whole request.
+    let rec = &whole(&d, recs[0].body.seq);
     assert_eq!(isolate["decision_seq"], json!(rec.body.seq));
     assert_eq!(rec.body.case_id.as_deref(), Some(case_id.as_str()));
     assert_eq!(rec.body.alert_id.as_deref(), Some(alert_id.as_str()));
