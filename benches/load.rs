@@ -27,7 +27,8 @@
 //! limit of `million`, default 25), `LOAD_RECORDS` (record goal of `million`), and for
 //! attributing memory and time: `LOAD_EXECUTOR=off` (no executor), `LOAD_SYNC=off` (no
 //! `fdatasync`), `LOAD_CACHE_MIB` (sled's page cache instead of the shipped default),
-//! `LOAD_CLIENTS` (the closed-loop ingest levels, e.g. `64,256`, instead of the mode's).
+//! `LOAD_CLIENTS` (the closed-loop ingest levels, e.g. `64,256`, instead of the mode's), and
+//! `LOAD_BIN` (drive another build of the daemon, e.g. the one before a change).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -317,6 +318,12 @@ struct Daemon {
     web: reqwest::Client,
 }
 
+/// The daemon binary to drive: this build's, or `LOAD_BIN` (another build of cordon, e.g. the
+/// one before a change, driven by the same load generator).
+fn daemon_binary() -> String {
+    std::env::var("LOAD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cordon").to_string())
+}
+
 fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
@@ -372,7 +379,7 @@ enabled = {exec}
         std::fs::write(&cfg_path, cfg).expect("write config");
         let log = dir.path().join("cordon.log");
         let out = std::fs::File::create(&log).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
+        let child = std::process::Command::new(daemon_binary())
             .arg("serve")
             .arg("--config")
             .arg(&cfg_path)
@@ -1513,7 +1520,7 @@ async fn run(mode: Mode) {
     rep.set("date", json!(chrono::Utc::now().to_rfc3339()));
     rep.set("command", json!(command));
     rep.set("argv", json!(std::env::args().collect::<Vec<_>>()));
-    rep.set("daemon_binary", json!(env!("CARGO_BIN_EXE_cordon")));
+    rep.set("daemon_binary", json!(daemon_binary()));
     rep.set("machine", machine(dir.path()));
     say(format!(
         "mode {}, data dir {}",

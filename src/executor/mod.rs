@@ -301,6 +301,42 @@ impl From<EngineError> for Halt {
 async fn drive(s: &Arc<Shared>, peek: &ActionRequest, mode: &str) -> Drive {
     let id = peek.action_id.as_str();
     let conn = s.parts.connectors.connectors.get(&peek.connector);
+    // A run that sends nothing is made whole first and recorded with its claim in one commit.
+    match run::unsent(s, peek, mode) {
+        Ok(Some(u)) => {
+            let finished = s
+                .parts
+                .engine
+                .exec(ExecOp::ClaimAndFinish {
+                    action_id: id.to_string(),
+                    mode: mode.to_string(),
+                    notes: u.notes,
+                    to: u.to,
+                    outcome: u.outcome.clone(),
+                    escalate: u.escalate,
+                })
+                .await;
+            match finished {
+                Ok(ExecReply::Finished) => {
+                    tracing::info!(action_id = %id, kind = %peek.kind, target = %peek.target.id, state = %u.to, outcome = %u.outcome, "action finished");
+                }
+                Ok(ExecReply::Busy(holder)) => return Drive::Busy(holder),
+                Ok(ExecReply::Refused(why)) => {
+                    tracing::info!(action_id = %id, reason = %why, "not executed");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(action_id = %id, error = %e, "could not record the run of an action that sends nothing; it stays queued");
+                }
+            }
+            return Drive::Done;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(action_id = %id, error = ?e, "could not prepare the run of an action that sends nothing; it stays queued");
+            return Drive::Done;
+        }
+    }
     let claimed = s
         .parts
         .engine

@@ -539,3 +539,56 @@ async fn built_in_actions_do_not_wait_for_a_vendor_permit() {
         json!("succeeded")
     );
 }
+
+/// A run that sends nothing (a dry run, a built-in action) is recorded with its claim in one
+/// commit: claim with the policy re-check, intent, the rendered requests and the outcome. Under
+/// an alert storm every automatic action of the load mix is such a run, and each commit it
+/// waits for sits behind a batch of alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_sends_nothing_is_claimed_and_finished_in_one_commit() {
+    let v = Vendors::start().await;
+    let (dir, mut cfg) = common::workspace();
+    v.wire(dir.path(), false);
+    cfg.executor.enabled = true;
+    let d = common::start_in(dir, cfg, None).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "one-commit-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-one")],
+        ),
+    )
+    .await;
+    for a in d.case(&case_id).await["actions"].as_array().unwrap() {
+        if a["state"] != json!("awaiting_approval") {
+            live::settled(&d, a["action_id"].as_str().unwrap()).await;
+        }
+    }
+    let isolate = live::find_action(&d, &case_id, "isolate_host", Some("ws-one")).await;
+    let id = isolate["action_id"].as_str().unwrap().to_string();
+    let store = d.running().store.clone();
+    let before = store.durable_commits();
+    live::approve(&d, &id, &["alice"]).await;
+    let done = live::settled(&d, &id).await;
+    assert_eq!(done["state"], json!("dry_run"), "{done}");
+    let commits = store.durable_commits() - before;
+    assert_eq!(commits, 2, "the vote and the dry run took {commits} commits");
+    let kinds: Vec<String> = d
+        .audit()
+        .into_iter()
+        .filter(|r| r.body.action_id.as_deref() == Some(id.as_str()))
+        .map(|r| r.body.kind)
+        .collect();
+    let at = |k: &str| kinds.iter().rposition(|x| x == k).unwrap();
+    assert!(
+        at("execution_intent") < at("dry_run") && at("dry_run") < kinds.len() - 1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("action_transition"),
+        "{kinds:?}"
+    );
+}
