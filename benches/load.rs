@@ -1051,7 +1051,10 @@ async fn automatic_terminal(d: &Daemon, acks: &[Ack], deadline: Instant) -> Term
     let mut seen = std::collections::HashSet::new();
     let client = web_client(8);
     loop {
-        let chunks: Vec<Vec<String>> = todo.chunks(todo.len().div_ceil(8).max(1)).map(<[String]>::to_vec).collect();
+        let chunks: Vec<Vec<String>> = todo
+            .chunks(todo.len().div_ceil(8).max(1))
+            .map(<[String]>::to_vec)
+            .collect();
         let mut tasks = Vec::new();
         for chunk in chunks {
             let (client, base, acked) = (client.clone(), d.url("/v1/cases/"), acked.clone());
@@ -1070,7 +1073,9 @@ async fn automatic_terminal(d: &Daemon, acks: &[Ack], deadline: Instant) -> Term
                     };
                     let mut open = false;
                     for a in v["actions"].as_array().into_iter().flatten() {
-                        let Some(alert) = a["alert_id"].as_str() else { continue };
+                        let Some(alert) = a["alert_id"].as_str() else {
+                            continue;
+                        };
                         if a["tier"] != json!("auto") || !acked.contains_key(alert) {
                             continue;
                         }
@@ -1111,7 +1116,8 @@ async fn automatic_terminal(d: &Daemon, acks: &[Ack], deadline: Instant) -> Term
                 *out.by_state.entry(state).or_default() += 1;
                 *out.by_kind.entry(kind).or_default() += 1;
                 if let (Some(at), Some(acked_at)) = (at, acked.get(&alert)) {
-                    out.lat.push((at - *acked_at).to_std().unwrap_or(Duration::ZERO));
+                    out.lat
+                        .push((at - *acked_at).to_std().unwrap_or(Duration::ZERO));
                     out.last_finished = out.last_finished.max(Some(at));
                 }
             }
@@ -1135,7 +1141,9 @@ async fn automatic_terminal(d: &Daemon, acks: &[Ack], deadline: Instant) -> Term
                     .flatten()
                     .filter(|a| {
                         a["tier"] == json!("auto")
-                            && a["alert_id"].as_str().is_some_and(|x| acked.contains_key(x))
+                            && a["alert_id"]
+                                .as_str()
+                                .is_some_and(|x| acked.contains_key(x))
                             && !TERMINAL.contains(&a["state"].as_str().unwrap_or(""))
                     })
                     .count();
@@ -1842,14 +1850,27 @@ async fn full(d: &Daemon, feed: &Gen, rep: &mut Report, mode: Mode, fsync: f64) 
     let probe = Probe::start(d).await;
     let o = http_open(d.http, feed, rate, secs, None, 0).await;
     let sent_done = Instant::now();
-    let t = automatic_terminal(d, &o.acks, sent_done + Duration::from_secs(if quick { 60 } else { 180 })).await;
+    let t = automatic_terminal(
+        d,
+        &o.acks,
+        sent_done + Duration::from_secs(if quick { 60 } else { 180 }),
+    )
+    .await;
     let stats = probe.end(d, o.ok).await;
     let mut tl = t.lat.clone();
     let tj = lat_json(&mut tl);
-    let over = t.lat.iter().filter(|l| **l > Duration::from_secs(5)).count();
-    let tail_s = t
-        .last_finished
-        .and_then(|f| o.acks.iter().map(|a| a.at).max().map(|a| (f - a).num_milliseconds() as f64 / 1e3));
+    let over = t
+        .lat
+        .iter()
+        .filter(|l| **l > Duration::from_secs(5))
+        .count();
+    let tail_s = t.last_finished.and_then(|f| {
+        o.acks
+            .iter()
+            .map(|a| a.at)
+            .max()
+            .map(|a| (f - a).num_milliseconds() as f64 / 1e3)
+    });
     say(format!(
         "{rate}/s open loop for {secs} s (executor idle before: {settled}, waited {settle_s:.1} s): {} ok, {} errors, {} shed; {} automatic actions {:?} {:?}: alert 202 → terminal p50 {:.0} p99 {:.0} max {:.0} ms, {over} over 5 s, {} not terminal; the last finished {:.1} s after the last 202; {} case reads ({} errors)",
         o.ok,

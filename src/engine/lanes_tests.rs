@@ -68,7 +68,10 @@ async fn pending_request(store: &Store, dir: &Path) -> String {
     let (eng, handle) = engine_on(store, dir);
     let task = tokio::spawn(eng.run());
     let (format, fields, raw) = alert("pending-1", "ws-pending");
-    let ack = handle.ingest(format, fields, raw, Utc::now()).await.unwrap();
+    let ack = handle
+        .ingest(format, fields, raw, Utc::now())
+        .await
+        .unwrap();
     drop(handle);
     task.await.unwrap();
     let case = read::case(store, &ack.case_id).unwrap().unwrap();
@@ -126,14 +129,22 @@ async fn a_vote_queued_behind_alerts_is_decided_in_the_first_batch() {
     // Wait (bounded) until all twelve wait in the engine's queue, then queue the vote.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while eng.lanes.queued() != (0, 12) {
-        assert!(std::time::Instant::now() < deadline, "{:?}", eng.lanes.queued());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            eng.lanes.queued()
+        );
         tokio::task::yield_now().await;
     }
     let h = handle.clone();
     let v = vote_on(&id);
     let vote = tokio::spawn(async move { h.vote(v).await });
     while eng.lanes.queued().0 + eng.lanes.queued().1 != 13 {
-        assert!(std::time::Instant::now() < deadline, "{:?}", eng.lanes.queued());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            eng.lanes.queued()
+        );
         tokio::task::yield_now().await;
     }
     let task = tokio::spawn(eng.run());

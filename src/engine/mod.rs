@@ -249,9 +249,7 @@ impl EngineHandle {
         } else {
             &self.tx
         };
-        lane.send(ev)
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
+        lane.send(ev).await.map_err(|_| EngineError::ShuttingDown)?;
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 

@@ -508,10 +508,7 @@ async fn built_in_actions_do_not_wait_for_a_vendor_permit() {
     let isolate = live::find_action(&d, &first, "isolate_host", Some("ws-slow")).await;
     let isolate = isolate["action_id"].as_str().unwrap().to_string();
     live::approve(&d, &isolate, &["alice"]).await;
-    common::eventually(30, || async {
-        (v.cs.faults().fired() == 1).then_some(())
-    })
-    .await;
+    common::eventually(30, || async { (v.cs.faults().fired() == 1).then_some(()) }).await;
     let second = live::post_alert(
         &d,
         live::alert(
@@ -574,7 +571,10 @@ async fn a_run_that_sends_nothing_is_claimed_and_finished_in_one_commit() {
     let done = live::settled(&d, &id).await;
     assert_eq!(done["state"], json!("dry_run"), "{done}");
     let commits = store.durable_commits() - before;
-    assert_eq!(commits, 2, "the vote and the dry run took {commits} commits");
+    assert_eq!(
+        commits, 2,
+        "the vote and the dry run took {commits} commits"
+    );
     let kinds: Vec<String> = d
         .audit()
         .into_iter()
