@@ -27,6 +27,17 @@ pub enum ExecOp {
         outcome: String,
         escalate: Option<String>,
     },
+    /// Claim an action whose run sends nothing to a vendor (a dry run, a built-in action) and,
+    /// if it is claimed, record that run's evidence and outcome in the same commit: one round
+    /// trip instead of two. Refused or busy, nothing but the claim's own records is kept.
+    ClaimAndFinish {
+        action_id: String,
+        mode: String,
+        notes: Vec<ExecNote>,
+        to: ActionState,
+        outcome: String,
+        escalate: Option<String>,
+    },
     /// Propose the inverse of a succeeded, reversible action for `user`.
     Rollback {
         action_id: String,
@@ -157,6 +168,22 @@ impl Engine {
             } => match self.exec_record(txn, &action_id, notes)? {
                 ExecReply::Recorded(_) => self.exec_finish(txn, &action_id, to, &outcome, escalate),
                 refused => Ok(refused),
+            },
+            ExecOp::ClaimAndFinish {
+                action_id,
+                mode,
+                notes,
+                to,
+                outcome,
+                escalate,
+            } => match self.exec_claim(txn, &action_id, &mode)? {
+                ExecReply::Claimed(_) => match self.exec_record(txn, &action_id, notes)? {
+                    ExecReply::Recorded(_) => {
+                        self.exec_finish(txn, &action_id, to, &outcome, escalate)
+                    }
+                    refused => Ok(refused),
+                },
+                other => Ok(other),
             },
             ExecOp::Rollback {
                 action_id,

@@ -41,6 +41,7 @@ mod chat;
 mod correlate;
 mod exec;
 mod ingest;
+mod lanes;
 mod lifecycle;
 mod propose;
 mod reload;
@@ -164,6 +165,8 @@ struct Escalated {
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Event>,
+    /// Votes and chat callbacks: decided ahead of queued alerts (see `lanes`).
+    urgent: mpsc::Sender<Event>,
     watch: tokio::sync::broadcast::Sender<ApprovalUpdate>,
 }
 
@@ -203,7 +206,7 @@ impl EngineHandle {
 
     pub async fn vote(&self, vote: VoteCast) -> Result<VoteOutcome, VoteError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.urgent
             .send(Event::Vote { vote, reply })
             .await
             .map_err(|_| VoteError::Store("shutting down".into()))?;
@@ -242,10 +245,13 @@ impl EngineHandle {
     /// Records a chat step or handles a chat callback; answers once it is durable.
     pub async fn chat(&self, op: ChatOp) -> Result<ChatReply, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Event::Chat { op, reply })
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
+        let ev = Event::Chat { op, reply };
+        let lane = if lanes::is_urgent(&ev) {
+            &self.urgent
+        } else {
+            &self.tx
+        };
+        lane.send(ev).await.map_err(|_| EngineError::ShuttingDown)?;
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
@@ -336,7 +342,7 @@ pub struct EngineParts {
 
 pub struct Engine {
     parts: EngineParts,
-    rx: mpsc::Receiver<Event>,
+    lanes: lanes::Lanes,
     /// Action requests changed by the batch being processed, announced after it commits.
     changed: Vec<ActionRequest>,
     escalations: Vec<Escalated>,
@@ -356,16 +362,18 @@ pub struct Engine {
 /// reaches HTTP clients as latency, never as unbounded memory).
 pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
     let (tx, rx) = mpsc::channel(queue);
+    let (urgent, urgent_rx) = mpsc::channel(queue);
     // Bounded: a slow watcher lags (and is told to resync) instead of growing memory.
     let (watch, _) = tokio::sync::broadcast::channel(1024);
     let handle = EngineHandle {
         tx,
+        urgent,
         watch: watch.clone(),
     };
     (
         Engine {
             parts,
-            rx,
+            lanes: lanes::Lanes::new(urgent_rx, rx),
             ids: ulid::Generator::new(),
             changed: vec![],
             escalations: vec![],
@@ -460,18 +468,18 @@ impl Engine {
                         }
                         continue;
                     }
-                    ev = self.rx.recv() => ev,
+                    ev = self.lanes.next() => ev,
                 },
-                None => self.rx.recv().await,
+                None => self.lanes.next().await,
             };
             let Some(first) = next else {
                 break;
             };
             batch.push(first);
             while batch.len() < self.parts.max_batch {
-                match self.rx.try_recv() {
-                    Ok(ev) => batch.push(ev),
-                    Err(_) => break,
+                match self.lanes.try_next() {
+                    Some(ev) => batch.push(ev),
+                    None => break,
                 }
             }
             // A policy reload takes effect only once it is durable: the batch after it is
@@ -489,10 +497,7 @@ impl Engine {
             {
                 self.finish(prepared, result);
             }
-            let (txn, prepared) = self.prepare(
-                std::mem::take(&mut batch),
-                inflight.as_ref().map(|(c, _)| c),
-            );
+            let (txn, prepared) = self.prepare(std::mem::take(&mut batch), &mut inflight);
             if let Some(f) = inflight.take() {
                 self.settle(f).await;
             }
@@ -504,16 +509,21 @@ impl Engine {
         tracing::info!("engine drained its queue and stopped");
     }
 
-    /// Decides one batch into a transaction on top of `after` (the commit in flight, if any).
-    /// What is to happen once it is durable (answers, announcements, metrics, a policy reload)
-    /// is returned with it and done by [`Engine::finish`].
+    /// Decides one batch into a transaction on top of the commit in flight, if any. What is to
+    /// happen once it is durable (answers, announcements, metrics, a policy reload) is returned
+    /// with it and done by [`Engine::finish`]. Between events it answers the commit in flight as
+    /// soon as that resolves, and it cuts the batch short when a vote arrives (see `lanes`): the
+    /// vote is decided next, in this batch, and the undecided rest waits for the next batch.
     fn prepare(
         &mut self,
         batch: Vec<Event>,
-        after: Option<&crate::store::InFlight>,
+        inflight: &mut Option<(crate::store::InFlight, Prepared)>,
     ) -> (Txn, Prepared) {
         self.parts.enricher.refresh();
-        let mut txn = self.parts.store.begin_after(after);
+        let mut txn = self
+            .parts
+            .store
+            .begin_after(inflight.as_ref().map(|(c, _)| c));
         // The set in force is kept before anything is decided with it (once per hash).
         if let Err(e) =
             Self::keep_policy_set(&self.parts.store, &mut txn, &self.parts.policies.current())
@@ -526,164 +536,28 @@ impl Engine {
             tracing::error!(error = %e, "the shadow policy set could not be kept in the store");
         }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
-        let events = batch.len();
-        for ev in batch {
-            match ev {
-                Event::Ingest {
-                    format,
-                    fields,
-                    raw,
-                    received_at,
-                    reply,
-                } => {
-                    let r = self.undoable(&mut txn, "alert", |e, t| {
-                        e.ingest(t, format, &fields, raw, received_at)
-                    });
-                    match r {
-                        Ok(ack) => {
-                            let source = format.as_str();
-                            let outcome = if ack.duplicate {
-                                "duplicate"
-                            } else {
-                                "accepted"
-                            };
-                            let metrics = self.parts.metrics.clone();
-                            replies.push(Box::new(move |r| {
-                                match &r {
-                                    Ok(()) => metrics.alert(source, outcome),
-                                    Err(_) => metrics.alert(source, "store_unavailable"),
-                                }
-                                let _ = reply.send(r.map(|()| ack));
-                            }));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                        }
-                    }
-                }
-                Event::Vote { vote, reply } => {
-                    match self.undoable(&mut txn, "vote", |e, t| e.vote(t, &vote)) {
-                        Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
-                            let _ = reply.send(
-                                r.map(|()| outcome)
-                                    .map_err(|e| VoteError::Store(e.to_string())),
-                            );
-                        })),
-                        Ok(Err(refusal)) => {
-                            // Refusals are recorded too (the audit entry stays in the batch),
-                            // but the caller hears the refusal only once it is durable.
-                            replies.push(Box::new(move |r| {
-                                let _ = reply.send(match r {
-                                    Ok(()) => Err(refusal),
-                                    Err(e) => Err(VoteError::Store(e.to_string())),
-                                });
-                            }));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(VoteError::Store(e.to_string())));
-                        }
-                    }
-                }
-                Event::Tick { reply } => {
-                    // A failed pass is undone and logged; the next tick tries again.
-                    let _ = self.undoable(&mut txn, "expiry pass", |e, t| e.tick(t));
-                    if let Some(reply) = reply {
-                        replies.push(Box::new(move |_| {
-                            let _ = reply.send(());
-                        }));
-                    }
-                }
-                Event::Exec { op, reply } => {
-                    match self.undoable(&mut txn, "executor step", |e, t| e.exec(t, op)) {
-                        Ok(r) => replies.push(Box::new(move |c| {
-                            let _ = reply.send(c.map(|()| r));
-                        })),
-                        Err(e) => {
-                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                        }
-                    }
-                }
-                Event::Chat { op, reply } => {
-                    match self.undoable(&mut txn, "chat step", |e, t| e.chat(t, op)) {
-                        Ok(r) => replies.push(Box::new(move |c| {
-                            let _ = reply.send(c.map(|()| r));
-                        })),
-                        Err(e) => {
-                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                        }
-                    }
-                }
-                Event::Schedule { op, reply } => {
-                    match self.undoable(&mut txn, "scheduler step", |e, t| e.schedule(t, op)) {
-                        Ok(r) => replies.push(Box::new(move |c| {
-                            let _ = reply.send(c.map(|()| r));
-                        })),
-                        Err(e) => {
-                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                        }
-                    }
-                }
-                Event::Checkpoint { note, reply } => {
-                    let now = (self.parts.clock)();
-                    let r = self.undoable(&mut txn, "audit checkpoint", |_, t| {
-                        t.audit(crate::checkpoint::RECORD_KIND, Links::default(), now, &note)?;
-                        Ok(t.head().clone())
-                    });
-                    match r {
-                        Ok(head) => replies.push(Box::new(move |c| {
-                            let _ = reply.send(c.map(|()| head));
-                        })),
-                        Err(e) => {
-                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                        }
-                    }
-                }
-                Event::CaseOp { op, reply } => {
-                    match self.undoable(&mut txn, "case operation", |e, t| e.case_op(t, &op)) {
-                        // Refusals are recorded too; the caller hears either once durable.
-                        Ok(result) => replies.push(Box::new(move |r| {
-                            let _ = reply.send(match r {
-                                Ok(()) => result,
-                                Err(e) => Err(CaseOpError::Store(e.to_string())),
-                            });
-                        })),
-                        Err(e) => {
-                            let _ = reply.send(Err(CaseOpError::Store(e.to_string())));
-                        }
-                    }
-                }
-                Event::Agent { op, reply } => {
-                    match self.undoable(&mut txn, "agent call", |e, t| e.agent(t, op)) {
-                        Ok(r) => replies.push(Box::new(move |c| {
-                            let _ = reply.send(c.map(|()| r));
-                        })),
-                        Err(e) => {
-                            let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                        }
-                    }
-                }
-                Event::ReloadPolicies { trigger, reply } => {
-                    if let Ok(outcome) =
-                        self.undoable(&mut txn, "policy reload", |e, t| e.reload(t, &trigger))
-                    {
-                        replies.push(Box::new(move |r| {
-                            if let Some(reply) = reply {
-                                let _ = reply.send(match r {
-                                    Ok(()) => outcome,
-                                    Err(e) => ReloadOutcome {
-                                        ok: false,
-                                        policy_hash: outcome.policy_hash,
-                                        problems: vec![PolicyProblem {
-                                            file: "store".into(),
-                                            line: 0,
-                                            column: 0,
-                                            message: e.to_string(),
-                                        }],
-                                    },
-                                });
-                            }
-                        }));
-                    }
+        let mut pending: std::collections::VecDeque<Event> = batch.into();
+        let mut events = 0;
+        let mut normal_decided = false;
+        while let Some(ev) = pending.pop_front() {
+            normal_decided |= !lanes::is_urgent(&ev);
+            self.decide(&mut txn, ev, &mut replies);
+            events += 1;
+            // The commit in flight may have resolved meanwhile: answer its callers now, not
+            // after the rest of this batch.
+            if let Some((commit, _)) = inflight.as_mut()
+                && let Some(result) = commit.try_result()
+                && let Some((_, prepared)) = inflight.take()
+            {
+                self.finish(prepared, result);
+            }
+            // A vote (or chat callback) arrived: it joins this batch and the undecided rest of
+            // the batch waits for the next one, so the vote waits for one event, not a batch.
+            if normal_decided && self.lanes.cut(&mut pending) {
+                while events + pending.len() < self.parts.max_batch.max(1)
+                    && let Some(ev) = self.lanes.try_urgent()
+                {
+                    pending.push_back(ev);
                 }
             }
         }
@@ -705,6 +579,169 @@ impl Engine {
             escalation_owed: std::mem::take(&mut self.escalation_owed),
         };
         (txn, prepared)
+    }
+
+    /// Decides one event into the batch's transaction; its answer waits in `replies` for the
+    /// commit (an event that could not be recorded is answered with the error now).
+    fn decide(&mut self, txn: &mut Txn, ev: Event, replies: &mut Vec<Reply>) {
+        match ev {
+            Event::Ingest {
+                format,
+                fields,
+                raw,
+                received_at,
+                reply,
+            } => {
+                let r = self.undoable(txn, "alert", |e, t| {
+                    e.ingest(t, format, &fields, raw, received_at)
+                });
+                match r {
+                    Ok(ack) => {
+                        let source = format.as_str();
+                        let outcome = if ack.duplicate {
+                            "duplicate"
+                        } else {
+                            "accepted"
+                        };
+                        let metrics = self.parts.metrics.clone();
+                        replies.push(Box::new(move |r| {
+                            match &r {
+                                Ok(()) => metrics.alert(source, outcome),
+                                Err(_) => metrics.alert(source, "store_unavailable"),
+                            }
+                            let _ = reply.send(r.map(|()| ack));
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                    }
+                }
+            }
+            Event::Vote { vote, reply } => {
+                match self.undoable(txn, "vote", |e, t| e.vote(t, &vote)) {
+                    Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
+                        let _ = reply.send(
+                            r.map(|()| outcome)
+                                .map_err(|e| VoteError::Store(e.to_string())),
+                        );
+                    })),
+                    Ok(Err(refusal)) => {
+                        // Refusals are recorded too (the audit entry stays in the batch),
+                        // but the caller hears the refusal only once it is durable.
+                        replies.push(Box::new(move |r| {
+                            let _ = reply.send(match r {
+                                Ok(()) => Err(refusal),
+                                Err(e) => Err(VoteError::Store(e.to_string())),
+                            });
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(VoteError::Store(e.to_string())));
+                    }
+                }
+            }
+            Event::Tick { reply } => {
+                // A failed pass is undone and logged; the next tick tries again.
+                let _ = self.undoable(txn, "expiry pass", |e, t| e.tick(t));
+                if let Some(reply) = reply {
+                    replies.push(Box::new(move |_| {
+                        let _ = reply.send(());
+                    }));
+                }
+            }
+            Event::Exec { op, reply } => {
+                match self.undoable(txn, "executor step", |e, t| e.exec(t, op)) {
+                    Ok(r) => replies.push(Box::new(move |c| {
+                        let _ = reply.send(c.map(|()| r));
+                    })),
+                    Err(e) => {
+                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                    }
+                }
+            }
+            Event::Chat { op, reply } => {
+                match self.undoable(txn, "chat step", |e, t| e.chat(t, op)) {
+                    Ok(r) => replies.push(Box::new(move |c| {
+                        let _ = reply.send(c.map(|()| r));
+                    })),
+                    Err(e) => {
+                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                    }
+                }
+            }
+            Event::Schedule { op, reply } => {
+                match self.undoable(txn, "scheduler step", |e, t| e.schedule(t, op)) {
+                    Ok(r) => replies.push(Box::new(move |c| {
+                        let _ = reply.send(c.map(|()| r));
+                    })),
+                    Err(e) => {
+                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                    }
+                }
+            }
+            Event::Checkpoint { note, reply } => {
+                let now = (self.parts.clock)();
+                let r = self.undoable(txn, "audit checkpoint", |_, t| {
+                    t.audit(crate::checkpoint::RECORD_KIND, Links::default(), now, &note)?;
+                    Ok(t.head().clone())
+                });
+                match r {
+                    Ok(head) => replies.push(Box::new(move |c| {
+                        let _ = reply.send(c.map(|()| head));
+                    })),
+                    Err(e) => {
+                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                    }
+                }
+            }
+            Event::CaseOp { op, reply } => {
+                match self.undoable(txn, "case operation", |e, t| e.case_op(t, &op)) {
+                    // Refusals are recorded too; the caller hears either once durable.
+                    Ok(result) => replies.push(Box::new(move |r| {
+                        let _ = reply.send(match r {
+                            Ok(()) => result,
+                            Err(e) => Err(CaseOpError::Store(e.to_string())),
+                        });
+                    })),
+                    Err(e) => {
+                        let _ = reply.send(Err(CaseOpError::Store(e.to_string())));
+                    }
+                }
+            }
+            Event::Agent { op, reply } => {
+                match self.undoable(txn, "agent call", |e, t| e.agent(t, op)) {
+                    Ok(r) => replies.push(Box::new(move |c| {
+                        let _ = reply.send(c.map(|()| r));
+                    })),
+                    Err(e) => {
+                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                    }
+                }
+            }
+            Event::ReloadPolicies { trigger, reply } => {
+                if let Ok(outcome) =
+                    self.undoable(txn, "policy reload", |e, t| e.reload(t, &trigger))
+                {
+                    replies.push(Box::new(move |r| {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(match r {
+                                Ok(()) => outcome,
+                                Err(e) => ReloadOutcome {
+                                    ok: false,
+                                    policy_hash: outcome.policy_hash,
+                                    problems: vec![PolicyProblem {
+                                        file: "store".into(),
+                                        line: 0,
+                                        column: 0,
+                                        message: e.to_string(),
+                                    }],
+                                },
+                            });
+                        }
+                    }));
+                }
+            }
+        }
     }
 
     /// Waits for a commit in flight and finishes its batch.
@@ -742,8 +779,11 @@ impl Engine {
             }
         }
         if result.is_ok() {
-            self.reloaded = reloaded;
+            // The batch being decided may have recorded a reload of its own (this may run
+            // between its events): keep it aside while this batch's reload is put in force.
+            let deciding = std::mem::replace(&mut self.reloaded, reloaded);
             self.apply_reload();
+            self.reloaded = deciding;
             for t in tallies {
                 match t {
                     Tally::Decision(tier) => {
@@ -816,3 +856,6 @@ fn secs(s: u64) -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lanes_tests;

@@ -188,38 +188,49 @@ fn spawn(
     }
     let s = shared.clone();
     tasks.spawn(async move {
-        // Waiting for a permit or for the target is abandoned at shutdown: the action stays
-        // queued (`xq/`) and resumes on the next start, so a drain waits only for actions
-        // already talking to a vendor.
-        // The target first, then a permit: actions queued behind one target do not hold
-        // permits other targets could use.
-        let lock = action_lock(&s, &id);
-        let ready = async {
-            let guard = match &lock {
-                Some((_, l)) => Some(l.clone().lock_owned().await),
-                None => None,
+        // The action is read once here; the claim reads it again inside the engine.
+        let peek = engine::read::action(&s.parts.store, &id).ok().flatten();
+        if let Some(peek) = peek {
+            // Waiting for a permit or for the target is abandoned at shutdown: the action stays
+            // queued (`xq/`) and resumes on the next start, so a drain waits only for actions
+            // already talking to a vendor.
+            // The target first, then a permit: actions queued behind one target do not hold
+            // permits other targets could use.
+            let (key, lock) = target_lock(&s, &peek);
+            let mode = mode_of(&s, &peek);
+            let ready = async {
+                let guard = lock.clone().lock_owned().await;
+                // Permits bound the runs that talk to vendors; a dry run or a built-in action
+                // sends nothing and takes none (the in-hand cap still bounds them), so they do
+                // not queue behind slow vendors, nor behind each other's engine round trips.
+                let permit = if mode == "live" {
+                    match s.permits.acquire().await {
+                        Ok(p) => Some(Some(p)),
+                        Err(_) => None,
+                    }
+                } else {
+                    Some(None)
+                };
+                (permit, guard)
             };
-            (s.permits.acquire().await.ok(), guard)
-        };
-        let (permit, guard) = tokio::select! {
-            r = ready => r,
-            _ = s.cancel.cancelled() => (None, None),
-        };
-        if permit.is_some()
-            && let Drive::Busy(holder) = drive(&s, &id).await
-        {
-                // Another action holds the target (an unknown outcome still being reconciled,
-                // or a lease left by a previous run). Nothing is held while waiting: the
-                // periodic rescan tries again.
-                tracing::info!(action_id = %id, holder = %holder, "target is leased by another action; retrying at the next rescan");
-        }
-        drop(guard);
-        drop(permit);
-        if let Some((key, l)) = lock {
+            let ready = tokio::select! {
+                r = ready => Some(r),
+                _ = s.cancel.cancelled() => None,
+            };
+            if let Some((Some(permit), guard)) = ready {
+                if let Drive::Busy(holder) = drive(&s, &peek, mode).await {
+                    // Another action holds the target (an unknown outcome still being
+                    // reconciled, or a lease left by a previous run). Nothing is held while
+                    // waiting: the periodic rescan tries again.
+                    tracing::info!(action_id = %id, holder = %holder, "target is leased by another action; retrying at the next rescan");
+                }
+                drop(guard);
+                drop(permit);
+            }
             // Forget the lock once nobody else waits on it (the map would otherwise grow by one
             // entry per target ever acted on).
             let mut m = s.targets.lock().unwrap_or_else(|p| p.into_inner());
-            if Arc::strong_count(&l) == 2 {
+            if Arc::strong_count(&lock) == 2 {
                 m.remove(&key);
             }
         }
@@ -234,8 +245,7 @@ fn spawn(
 /// The per-target lock for an action, keyed like the engine's durable lease (connector and
 /// target), so actions on one target wait for each other here instead of finding the lease
 /// taken (case-level steps of one connector, such as enrich and summarize, share a target).
-fn action_lock(s: &Shared, id: &str) -> Option<(String, Arc<tokio::sync::Mutex<()>>)> {
-    let a = engine::read::action(&s.parts.store, id).ok().flatten()?;
+fn target_lock(s: &Shared, a: &ActionRequest) -> (String, Arc<tokio::sync::Mutex<()>>) {
     let key = format!("{}/{}:{}", a.connector, a.target.kind.as_str(), a.target.id);
     let l = s
         .targets
@@ -244,7 +254,20 @@ fn action_lock(s: &Shared, id: &str) -> Option<(String, Arc<tokio::sync::Mutex<(
         .entry(key.clone())
         .or_default()
         .clone();
-    Some((key, l))
+    (key, l)
+}
+
+/// How an action runs: `builtin` (cordon itself), `live` (a connector that talks to its vendor)
+/// or `dry_run` (rendered and recorded, nothing sent; also an unknown connector, which fails
+/// without sending anything).
+fn mode_of(s: &Shared, a: &ActionRequest) -> &'static str {
+    if a.connector == BUILTIN {
+        return "builtin";
+    }
+    match s.parts.connectors.connectors.get(&a.connector) {
+        Some(c) if c.mode == Mode::Live => "live",
+        _ => "dry_run",
+    }
 }
 
 /// Sleeps unless shutdown comes first; `false` on shutdown.
@@ -276,19 +299,45 @@ impl From<EngineError> for Halt {
     }
 }
 
-async fn drive(s: &Arc<Shared>, id: &str) -> Drive {
-    let Ok(Some(peek)) = engine::read::action(&s.parts.store, id) else {
-        return Drive::Done;
-    };
+async fn drive(s: &Arc<Shared>, peek: &ActionRequest, mode: &str) -> Drive {
+    let id = peek.action_id.as_str();
     let conn = s.parts.connectors.connectors.get(&peek.connector);
-    let mode = if peek.connector == BUILTIN {
-        "builtin"
-    } else {
-        match conn.map(|c| c.mode) {
-            Some(Mode::Live) => "live",
-            _ => "dry_run",
+    // A run that sends nothing is made whole first and recorded with its claim in one commit.
+    match run::unsent(s, peek, mode) {
+        Ok(Some(u)) => {
+            let finished = s
+                .parts
+                .engine
+                .exec(ExecOp::ClaimAndFinish {
+                    action_id: id.to_string(),
+                    mode: mode.to_string(),
+                    notes: u.notes,
+                    to: u.to,
+                    outcome: u.outcome.clone(),
+                    escalate: u.escalate,
+                })
+                .await;
+            match finished {
+                Ok(ExecReply::Finished) => {
+                    tracing::info!(action_id = %id, kind = %peek.kind, target = %peek.target.id, state = %u.to, outcome = %u.outcome, "action finished");
+                }
+                Ok(ExecReply::Busy(holder)) => return Drive::Busy(holder),
+                Ok(ExecReply::Refused(why)) => {
+                    tracing::info!(action_id = %id, reason = %why, "not executed");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(action_id = %id, error = %e, "could not record the run of an action that sends nothing; it stays queued");
+                }
+            }
+            return Drive::Done;
         }
-    };
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(action_id = %id, error = ?e, "could not prepare the run of an action that sends nothing; it stays queued");
+            return Drive::Done;
+        }
+    }
     let claimed = s
         .parts
         .engine

@@ -123,49 +123,16 @@ impl Run {
 
     /// Enrichment and case summaries: cordon's own actions.
     pub(super) async fn builtin(&mut self) -> Result<(), Halt> {
-        match self.a.kind {
-            ActionKind::SummarizeCase => {
-                let case = engine::read::case(&self.s.parts.store, &self.a.case_id)
-                    .map_err(|e| Halt::Store(e.to_string()))?;
-                let actions = case
-                    .as_ref()
-                    .map(|c| engine::read::actions_of(&self.s.parts.store, c))
-                    .transpose()
-                    .map_err(|e| Halt::Store(e.to_string()))?
-                    .unwrap_or_default();
-                let summary = case.map(|c| {
-                    json!({
-                        "title": c.title, "severity": c.severity, "rule_id": c.rule_id,
-                        "alerts": c.alert_ids.len(), "duplicates": c.duplicate_count,
-                        "entities": c.entities, "timeline": c.history,
-                        "actions": actions.iter().map(|x| json!({"id": x.action_id, "kind": x.kind, "target": x.target.id, "state": x.state, "tier": x.tier})).collect::<Vec<_>>(),
-                    })
-                });
-                self.note(
-                    AuditKind::CaseSummary,
-                    json!({"summary": summary}),
-                    ExecUpdate::default(),
-                );
-                self.finish(ActionState::Succeeded, "case summary written", None)
-                    .await
-            }
-            ActionKind::Enrich => {
-                self.finish(
-                    ActionState::Succeeded,
-                    "enrichment attached at ingest (see the case's enrichment records)",
-                    None,
-                )
-                .await
-            }
-            k => {
-                self.finish(
-                    ActionState::Failed,
-                    "not a built-in action",
-                    Some(format!("the built-in connector does not perform {k}")),
-                )
-                .await
-            }
+        let u = builtin(&self.s.parts.store, &self.a)?;
+        self.settle(u).await
+    }
+
+    /// Records the evidence of a run that sent nothing, then its outcome.
+    async fn settle(&mut self, u: Unsent) -> Result<(), Halt> {
+        for n in u.notes {
+            self.note(n.kind, n.body, n.update);
         }
+        self.finish(u.to, &u.outcome, u.escalate).await
     }
 
     pub(super) async fn connector(&mut self, c: &Connector) -> Result<(), Halt> {
@@ -213,59 +180,8 @@ impl Run {
 
     /// Renders every request the action would send and records them; sends nothing.
     pub(super) async fn dry_run(&mut self, c: &Connector, spec: &ActionSpec) -> Result<(), Halt> {
-        let mut vars = self.vars.clone();
-        let mut placeholders: Vec<String> = c
-            .spec
-            .resolve
-            .values()
-            .flat_map(|l| l.capture.keys().cloned())
-            .collect();
-        if let Some(p) = &spec.probe {
-            placeholders.extend(p.capture.keys().cloned());
-        }
-        for n in placeholders {
-            vars.set(format!("vendor.{n}"), format!("<vendor.{n}>"));
-        }
-        for n in spec.request.capture.keys() {
-            vars.set(format!("write.{n}"), format!("<write.{n}>"));
-        }
-        let mut requests = Vec::new();
-        let mut problems = Vec::new();
-        let mut add = |phase: &str, r: &RequestSpec| match c.render(r, &vars) {
-            Ok(x) => {
-                let mut d = x.describe();
-                d["phase"] = json!(phase);
-                requests.push(d);
-            }
-            Err(e) => problems.push(format!("{phase}: {e}")),
-        };
-        if let Some(l) = c.spec.resolve.get(self.a.target.kind.as_str()) {
-            add("resolve", &l.request);
-        }
-        if let Some(p) = &spec.probe {
-            add("probe", &p.request);
-        }
-        add("write", &spec.request.request);
-        if let Some(p) = &spec.poll {
-            add("poll", &p.request);
-        }
-        let body = json!({"mode": "dry_run", "requests": requests, "problems": problems, "note": "rendered and recorded; nothing was sent"});
-        self.note(AuditKind::DryRun, body, ExecUpdate::default());
-        if problems.is_empty() {
-            self.finish(
-                ActionState::DryRun,
-                "dry run: every request rendered and recorded, none sent",
-                None,
-            )
-            .await
-        } else {
-            self.finish(
-                ActionState::Failed,
-                "dry run: a request could not be rendered",
-                Some(problems.join("; ")),
-            )
-            .await
-        }
+        let u = dry_run(c, spec, &self.vars, self.a.target.kind);
+        self.settle(u).await
     }
 
     pub(super) async fn fail_closed(&mut self, outcome: &str, why: String) -> Result<(), Halt> {
@@ -276,4 +192,169 @@ impl Run {
         };
         self.finish(to, outcome, Some(why)).await
     }
+}
+
+/// The whole run of an action that sends nothing to a vendor (a built-in action, a dry run):
+/// the evidence it records and how it ends.
+pub(super) struct Unsent {
+    pub(super) notes: Vec<ExecNote>,
+    pub(super) to: ActionState,
+    pub(super) outcome: String,
+    pub(super) escalate: Option<String>,
+}
+
+impl Unsent {
+    fn new(to: ActionState, outcome: &str, escalate: Option<String>) -> Unsent {
+        Unsent {
+            notes: Vec::new(),
+            to,
+            outcome: outcome.to_string(),
+            escalate,
+        }
+    }
+
+    fn note(mut self, kind: AuditKind, body: Value) -> Unsent {
+        self.notes.push(ExecNote {
+            kind,
+            body,
+            update: ExecUpdate::default(),
+        });
+        self
+    }
+}
+
+/// A fresh (approved, never claimed) action whose run sends nothing, made whole before its
+/// claim, so the engine records the claim, the evidence and the outcome in one commit
+/// (`ExecOp::ClaimAndFinish`) instead of two round trips. `None` when it is not such an action
+/// (a live connector, an unknown connector, or a resumed run): it runs the usual way.
+pub(super) fn unsent(s: &Shared, a: &ActionRequest, mode: &str) -> Result<Option<Unsent>, Halt> {
+    if a.state != ActionState::Approved || mode == "live" {
+        return Ok(None);
+    }
+    if a.connector == BUILTIN {
+        return builtin(&s.parts.store, a).map(Some);
+    }
+    let Some(c) = s.parts.connectors.connectors.get(&a.connector) else {
+        return Ok(None);
+    };
+    let Some(spec) = c.action(a.kind) else {
+        return Ok(Some(Unsent::new(
+            ActionState::Failed,
+            "connector lacks this action",
+            Some(format!("connector {} does not perform {}", c.name, a.kind)),
+        )));
+    };
+    // Templates see the intent time the claim is about to record (to within the claim's wait).
+    let mut claimed = a.clone();
+    claimed.execution = Some(crate::action::Execution {
+        connector: a.connector.clone(),
+        mode: mode.to_string(),
+        intent_at: Utc::now(),
+        phase: ExecPhase::Claimed,
+        writes_sent: 0,
+        retries: 0,
+        vendor: Default::default(),
+        outcome: None,
+        escalation: None,
+        finished_at: None,
+    });
+    match build_vars(&s.parts.store, &claimed, c) {
+        Ok(vars) => Ok(Some(dry_run(c, spec, &vars, a.target.kind))),
+        Err(e) => Ok(Some(Unsent::new(
+            ActionState::Failed,
+            "cannot build the request",
+            Some(format!("{e}; nothing was sent")),
+        ))),
+    }
+}
+
+/// Enrichment and case summaries: cordon's own actions.
+fn builtin(store: &Store, a: &ActionRequest) -> Result<Unsent, Halt> {
+    Ok(match a.kind {
+        ActionKind::SummarizeCase => {
+            let case =
+                engine::read::case(store, &a.case_id).map_err(|e| Halt::Store(e.to_string()))?;
+            let actions = case
+                .as_ref()
+                .map(|c| engine::read::actions_of(store, c))
+                .transpose()
+                .map_err(|e| Halt::Store(e.to_string()))?
+                .unwrap_or_default();
+            let summary = case.map(|c| {
+                json!({
+                    "title": c.title, "severity": c.severity, "rule_id": c.rule_id,
+                    "alerts": c.alert_ids.len(), "duplicates": c.duplicate_count,
+                    "entities": c.entities, "timeline": c.history,
+                    "actions": actions.iter().map(|x| json!({"id": x.action_id, "kind": x.kind, "target": x.target.id, "state": x.state, "tier": x.tier})).collect::<Vec<_>>(),
+                })
+            });
+            Unsent::new(ActionState::Succeeded, "case summary written", None)
+                .note(AuditKind::CaseSummary, json!({"summary": summary}))
+        }
+        ActionKind::Enrich => Unsent::new(
+            ActionState::Succeeded,
+            "enrichment attached at ingest (see the case's enrichment records)",
+            None,
+        ),
+        k => Unsent::new(
+            ActionState::Failed,
+            "not a built-in action",
+            Some(format!("the built-in connector does not perform {k}")),
+        ),
+    })
+}
+
+/// Renders every request the action would send; sends nothing.
+fn dry_run(c: &Connector, spec: &ActionSpec, vars: &Vars, target: TargetKind) -> Unsent {
+    let mut vars = vars.clone();
+    let mut placeholders: Vec<String> = c
+        .spec
+        .resolve
+        .values()
+        .flat_map(|l| l.capture.keys().cloned())
+        .collect();
+    if let Some(p) = &spec.probe {
+        placeholders.extend(p.capture.keys().cloned());
+    }
+    for n in placeholders {
+        vars.set(format!("vendor.{n}"), format!("<vendor.{n}>"));
+    }
+    for n in spec.request.capture.keys() {
+        vars.set(format!("write.{n}"), format!("<write.{n}>"));
+    }
+    let mut requests = Vec::new();
+    let mut problems = Vec::new();
+    let mut add = |phase: &str, r: &RequestSpec| match c.render(r, &vars) {
+        Ok(x) => {
+            let mut d = x.describe();
+            d["phase"] = json!(phase);
+            requests.push(d);
+        }
+        Err(e) => problems.push(format!("{phase}: {e}")),
+    };
+    if let Some(l) = c.spec.resolve.get(target.as_str()) {
+        add("resolve", &l.request);
+    }
+    if let Some(p) = &spec.probe {
+        add("probe", &p.request);
+    }
+    add("write", &spec.request.request);
+    if let Some(p) = &spec.poll {
+        add("poll", &p.request);
+    }
+    let body = json!({"mode": "dry_run", "requests": requests, "problems": problems, "note": "rendered and recorded; nothing was sent"});
+    let u = if problems.is_empty() {
+        Unsent::new(
+            ActionState::DryRun,
+            "dry run: every request rendered and recorded, none sent",
+            None,
+        )
+    } else {
+        Unsent::new(
+            ActionState::Failed,
+            "dry run: a request could not be rendered",
+            Some(problems.join("; ")),
+        )
+    };
+    u.note(AuditKind::DryRun, body)
 }

@@ -465,3 +465,130 @@ async fn a_live_action_on_the_common_path_commits_at_most_four_times() {
     );
     assert_eq!(v.cs.effects().count("contain:aid-count"), 1);
 }
+
+/// Built-in and dry-run actions send nothing to a vendor and take no vendor permit: with the
+/// only permit held by a live write whose answer the vendor holds back, a new case's enrichment
+/// and summary still finish while that write waits (they used to queue for the permit behind
+/// the slowest vendor, which under an alert storm left automatic actions minutes behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_actions_do_not_wait_for_a_vendor_permit() {
+    use crate::fakes::{Fault, FaultKind};
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-slow", "aid-slow");
+    v.cs.set_pending_polls(0);
+    let d = live::start_live(&v, |cfg, root| {
+        cfg.executor.concurrency = 1;
+        // The client waits for the held answer instead of timing out and probing.
+        let p = root.join("connectors/crowdstrike.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replace("timeout_ms = 1500", "timeout_ms = 60000")).unwrap();
+    })
+    .await;
+    let first = live::post_alert(
+        &d,
+        live::alert(
+            "permit-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-slow")],
+        ),
+    )
+    .await;
+    for a in d.case(&first).await["actions"].as_array().unwrap() {
+        if a["state"] != json!("awaiting_approval") {
+            live::settled(&d, a["action_id"].as_str().unwrap()).await;
+        }
+    }
+    // The isolation's write reaches the vendor, which holds its answer: the permit stays taken.
+    v.cs.faults().arm(Fault::on(
+        "POST",
+        "action_name=contain",
+        FaultKind::TimeoutAfterEffect(std::time::Duration::from_secs(10)),
+    ));
+    let isolate = live::find_action(&d, &first, "isolate_host", Some("ws-slow")).await;
+    let isolate = isolate["action_id"].as_str().unwrap().to_string();
+    live::approve(&d, &isolate, &["alice"]).await;
+    common::eventually(30, || async { (v.cs.faults().fired() == 1).then_some(()) }).await;
+    let second = live::post_alert(
+        &d,
+        live::alert(
+            "permit-2",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-other")],
+        ),
+    )
+    .await;
+    for a in d.case(&second).await["actions"].as_array().unwrap() {
+        if a["connector"] == json!("cordon") {
+            let done = live::settled(&d, a["action_id"].as_str().unwrap()).await;
+            assert_eq!(done["state"], json!("succeeded"), "{done}");
+        }
+    }
+    let (_, held) = d.get(&format!("/v1/actions/{isolate}")).await;
+    assert_eq!(
+        held["state"],
+        json!("executing"),
+        "the built-in actions finished only after the held write: {held}"
+    );
+    assert_eq!(
+        live::settled(&d, &isolate).await["state"],
+        json!("succeeded")
+    );
+}
+
+/// A run that sends nothing (a dry run, a built-in action) is recorded with its claim in one
+/// commit: claim with the policy re-check, intent, the rendered requests and the outcome. Under
+/// an alert storm every automatic action of the load mix is such a run, and each commit it
+/// waits for sits behind a batch of alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_sends_nothing_is_claimed_and_finished_in_one_commit() {
+    let v = Vendors::start().await;
+    let (dir, mut cfg) = common::workspace();
+    v.wire(dir.path(), false);
+    cfg.executor.enabled = true;
+    let d = common::start_in(dir, cfg, None).await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "one-commit-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-one")],
+        ),
+    )
+    .await;
+    for a in d.case(&case_id).await["actions"].as_array().unwrap() {
+        if a["state"] != json!("awaiting_approval") {
+            live::settled(&d, a["action_id"].as_str().unwrap()).await;
+        }
+    }
+    let isolate = live::find_action(&d, &case_id, "isolate_host", Some("ws-one")).await;
+    let id = isolate["action_id"].as_str().unwrap().to_string();
+    let store = d.running().store.clone();
+    let before = store.durable_commits();
+    live::approve(&d, &id, &["alice"]).await;
+    let done = live::settled(&d, &id).await;
+    assert_eq!(done["state"], json!("dry_run"), "{done}");
+    let commits = store.durable_commits() - before;
+    assert_eq!(
+        commits, 2,
+        "the vote and the dry run took {commits} commits"
+    );
+    let kinds: Vec<String> = d
+        .audit()
+        .into_iter()
+        .filter(|r| r.body.action_id.as_deref() == Some(id.as_str()))
+        .map(|r| r.body.kind)
+        .collect();
+    let at = |k: &str| kinds.iter().rposition(|x| x == k).unwrap();
+    assert!(
+        at("execution_intent") < at("dry_run") && at("dry_run") < kinds.len() - 1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("action_transition"),
+        "{kinds:?}"
+    );
+}
