@@ -1,11 +1,12 @@
 //! The engine: the one task that owns case and action state.
 //!
-//! Owns: the closed [`Event`] enum read from one channel, the handle callers send events with,
-//! the event loop and group commit: each batch of events is one store transaction, one flush,
+//! Owns: the closed [`Event`] enum (sent by `EngineHandle`, in `handle.rs`, on two lanes, see
+//! `lanes.rs`), the event loop and group commit: each batch of events is one store transaction, one flush,
 //! and only then are the callers answered (pipelined: the next batch is decided while the
 //! previous one is written, see [`Engine::run`]). Nothing is acknowledged before it is durable,
 //! and a failed commit acknowledges nothing. One file per event kind holds what that event does
-//! (`ingest`, `vote`, `tick`, `chat`, `exec`, `reload`); `lifecycle` moves cases and actions
+//! (`ingest`, `vote`, `tick`, `chat`, `exec`, `reload`, …; `dispatch` routes an event there);
+//! `lifecycle` moves cases and actions
 //! between states; `queue` indexes open cases; `keys` is the key layout of engine state and `read` the typed reads of it.
 
 use std::path::PathBuf;
@@ -39,7 +40,9 @@ pub use learn::LearningConfig;
 mod cases;
 mod chat;
 mod correlate;
+mod dispatch;
 mod exec;
+mod handle;
 mod ingest;
 mod lanes;
 mod lifecycle;
@@ -168,142 +171,6 @@ pub struct EngineHandle {
     /// Votes and chat callbacks: decided ahead of queued alerts (see `lanes`).
     urgent: mpsc::Sender<Event>,
     watch: tokio::sync::broadcast::Sender<ApprovalUpdate>,
-}
-
-impl EngineHandle {
-    pub async fn ingest(
-        &self,
-        format: IngestFormat,
-        fields: AlertFields,
-        raw: String,
-        received_at: DateTime<Utc>,
-    ) -> Result<IngestAck, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Event::Ingest {
-                format,
-                fields: Box::new(fields),
-                raw,
-                received_at,
-                reply,
-            })
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
-        rx.await.map_err(|_| EngineError::ShuttingDown)?
-    }
-
-    pub async fn reload_policies(&self, trigger: &str) -> Option<ReloadOutcome> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Event::ReloadPolicies {
-                trigger: trigger.to_string(),
-                reply: Some(reply),
-            })
-            .await
-            .ok()?;
-        rx.await.ok()
-    }
-
-    pub async fn vote(&self, vote: VoteCast) -> Result<VoteOutcome, VoteError> {
-        let (reply, rx) = oneshot::channel();
-        self.urgent
-            .send(Event::Vote { vote, reply })
-            .await
-            .map_err(|_| VoteError::Store("shutting down".into()))?;
-        rx.await
-            .map_err(|_| VoteError::Store("shutting down".into()))?
-    }
-
-    /// Runs expiry and escalation now and waits until the result is durable.
-    pub async fn tick(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Event::Tick { reply: Some(reply) })
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
-    }
-
-    /// Asks for an expiry pass without waiting (the daemon's timer).
-    pub fn request_tick(&self) {
-        let _ = self.tx.try_send(Event::Tick { reply: None });
-    }
-
-    /// Records an executor step; answers once it is durable.
-    pub async fn exec(&self, op: ExecOp) -> Result<ExecReply, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Event::Exec { op, reply })
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
-        rx.await.map_err(|_| EngineError::ShuttingDown)?
-    }
-
-    /// Records a chat step or handles a chat callback; answers once it is durable.
-    pub async fn chat(&self, op: ChatOp) -> Result<ChatReply, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        let ev = Event::Chat { op, reply };
-        let lane = if lanes::is_urgent(&ev) {
-            &self.urgent
-        } else {
-            &self.tx
-        };
-        lane.send(ev).await.map_err(|_| EngineError::ShuttingDown)?;
-        rx.await.map_err(|_| EngineError::ShuttingDown)?
-    }
-
-    /// Records a checkpoint's announcement; answers with the head ending at it once durable.
-    pub async fn checkpoint(
-        &self,
-        note: crate::checkpoint::Announcement,
-    ) -> Result<crate::store::Head, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Event::Checkpoint { note, reply })
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
-        rx.await.map_err(|_| EngineError::ShuttingDown)?
-    }
-
-    /// Fires what is due or records a delivery; answers once it is durable.
-    pub async fn schedule(&self, op: ScheduleOp) -> Result<ScheduleReply, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Event::Schedule { op, reply })
-            .await
-            .map_err(|_| EngineError::ShuttingDown)?;
-        rx.await.map_err(|_| EngineError::ShuttingDown)?
-    }
-
-    /// Performs an analyst's case operation; answers once it (or its refusal) is durable.
-    pub async fn case_op(&self, op: CaseOp) -> Result<CaseOpOutcome, CaseOpError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Event::CaseOp {
-                op: Box::new(op),
-                reply,
-            })
-            .await
-            .map_err(|_| CaseOpError::Store("shutting down".into()))?;
-        rx.await
-            .map_err(|_| CaseOpError::Store("shutting down".into()))?
-    }
-
-    /// Approval changes, as they become durable.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ApprovalUpdate> {
-        self.watch.subscribe()
-    }
-
-    /// Asks for a reload without waiting for it (signal and file-watch triggers).
-    pub fn request_reload(&self, trigger: &str) {
-        let _ = self.tx.try_send(Event::ReloadPolicies {
-            trigger: trigger.to_string(),
-            reply: None,
-        });
-    }
 }
 
 /// A source of "now", injectable for tests of windows and expiry.
@@ -579,169 +446,6 @@ impl Engine {
             escalation_owed: std::mem::take(&mut self.escalation_owed),
         };
         (txn, prepared)
-    }
-
-    /// Decides one event into the batch's transaction; its answer waits in `replies` for the
-    /// commit (an event that could not be recorded is answered with the error now).
-    fn decide(&mut self, txn: &mut Txn, ev: Event, replies: &mut Vec<Reply>) {
-        match ev {
-            Event::Ingest {
-                format,
-                fields,
-                raw,
-                received_at,
-                reply,
-            } => {
-                let r = self.undoable(txn, "alert", |e, t| {
-                    e.ingest(t, format, &fields, raw, received_at)
-                });
-                match r {
-                    Ok(ack) => {
-                        let source = format.as_str();
-                        let outcome = if ack.duplicate {
-                            "duplicate"
-                        } else {
-                            "accepted"
-                        };
-                        let metrics = self.parts.metrics.clone();
-                        replies.push(Box::new(move |r| {
-                            match &r {
-                                Ok(()) => metrics.alert(source, outcome),
-                                Err(_) => metrics.alert(source, "store_unavailable"),
-                            }
-                            let _ = reply.send(r.map(|()| ack));
-                        }));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                    }
-                }
-            }
-            Event::Vote { vote, reply } => {
-                match self.undoable(txn, "vote", |e, t| e.vote(t, &vote)) {
-                    Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
-                        let _ = reply.send(
-                            r.map(|()| outcome)
-                                .map_err(|e| VoteError::Store(e.to_string())),
-                        );
-                    })),
-                    Ok(Err(refusal)) => {
-                        // Refusals are recorded too (the audit entry stays in the batch),
-                        // but the caller hears the refusal only once it is durable.
-                        replies.push(Box::new(move |r| {
-                            let _ = reply.send(match r {
-                                Ok(()) => Err(refusal),
-                                Err(e) => Err(VoteError::Store(e.to_string())),
-                            });
-                        }));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(VoteError::Store(e.to_string())));
-                    }
-                }
-            }
-            Event::Tick { reply } => {
-                // A failed pass is undone and logged; the next tick tries again.
-                let _ = self.undoable(txn, "expiry pass", |e, t| e.tick(t));
-                if let Some(reply) = reply {
-                    replies.push(Box::new(move |_| {
-                        let _ = reply.send(());
-                    }));
-                }
-            }
-            Event::Exec { op, reply } => {
-                match self.undoable(txn, "executor step", |e, t| e.exec(t, op)) {
-                    Ok(r) => replies.push(Box::new(move |c| {
-                        let _ = reply.send(c.map(|()| r));
-                    })),
-                    Err(e) => {
-                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                    }
-                }
-            }
-            Event::Chat { op, reply } => {
-                match self.undoable(txn, "chat step", |e, t| e.chat(t, op)) {
-                    Ok(r) => replies.push(Box::new(move |c| {
-                        let _ = reply.send(c.map(|()| r));
-                    })),
-                    Err(e) => {
-                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                    }
-                }
-            }
-            Event::Schedule { op, reply } => {
-                match self.undoable(txn, "scheduler step", |e, t| e.schedule(t, op)) {
-                    Ok(r) => replies.push(Box::new(move |c| {
-                        let _ = reply.send(c.map(|()| r));
-                    })),
-                    Err(e) => {
-                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                    }
-                }
-            }
-            Event::Checkpoint { note, reply } => {
-                let now = (self.parts.clock)();
-                let r = self.undoable(txn, "audit checkpoint", |_, t| {
-                    t.audit(crate::checkpoint::RECORD_KIND, Links::default(), now, &note)?;
-                    Ok(t.head().clone())
-                });
-                match r {
-                    Ok(head) => replies.push(Box::new(move |c| {
-                        let _ = reply.send(c.map(|()| head));
-                    })),
-                    Err(e) => {
-                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                    }
-                }
-            }
-            Event::CaseOp { op, reply } => {
-                match self.undoable(txn, "case operation", |e, t| e.case_op(t, &op)) {
-                    // Refusals are recorded too; the caller hears either once durable.
-                    Ok(result) => replies.push(Box::new(move |r| {
-                        let _ = reply.send(match r {
-                            Ok(()) => result,
-                            Err(e) => Err(CaseOpError::Store(e.to_string())),
-                        });
-                    })),
-                    Err(e) => {
-                        let _ = reply.send(Err(CaseOpError::Store(e.to_string())));
-                    }
-                }
-            }
-            Event::Agent { op, reply } => {
-                match self.undoable(txn, "agent call", |e, t| e.agent(t, op)) {
-                    Ok(r) => replies.push(Box::new(move |c| {
-                        let _ = reply.send(c.map(|()| r));
-                    })),
-                    Err(e) => {
-                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
-                    }
-                }
-            }
-            Event::ReloadPolicies { trigger, reply } => {
-                if let Ok(outcome) =
-                    self.undoable(txn, "policy reload", |e, t| e.reload(t, &trigger))
-                {
-                    replies.push(Box::new(move |r| {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(match r {
-                                Ok(()) => outcome,
-                                Err(e) => ReloadOutcome {
-                                    ok: false,
-                                    policy_hash: outcome.policy_hash,
-                                    problems: vec![PolicyProblem {
-                                        file: "store".into(),
-                                        line: 0,
-                                        column: 0,
-                                        message: e.to_string(),
-                                    }],
-                                },
-                            });
-                        }
-                    }));
-                }
-            }
-        }
     }
 
     /// Waits for a commit in flight and finishes its batch.

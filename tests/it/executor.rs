@@ -472,7 +472,7 @@ async fn a_live_action_on_the_common_path_commits_at_most_four_times() {
 /// the slowest vendor, which under an alert storm left automatic actions minutes behind).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn built_in_actions_do_not_wait_for_a_vendor_permit() {
-    use crate::fakes::{Fault, FaultKind};
+    use crate::support::fakes::{Fault, FaultKind};
     let v = Vendors::start().await;
     v.cs.add_host("ws-slow", "aid-slow");
     v.cs.set_pending_polls(0);
@@ -508,7 +508,7 @@ async fn built_in_actions_do_not_wait_for_a_vendor_permit() {
     let isolate = live::find_action(&d, &first, "isolate_host", Some("ws-slow")).await;
     let isolate = isolate["action_id"].as_str().unwrap().to_string();
     live::approve(&d, &isolate, &["alice"]).await;
-    common::eventually(30, || async { (v.cs.faults().fired() == 1).then_some(()) }).await;
+    support::eventually(30, || async { (v.cs.faults().fired() == 1).then_some(()) }).await;
     let second = live::post_alert(
         &d,
         live::alert(
@@ -544,10 +544,10 @@ async fn built_in_actions_do_not_wait_for_a_vendor_permit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_sends_nothing_is_claimed_and_finished_in_one_commit() {
     let v = Vendors::start().await;
-    let (dir, mut cfg) = common::workspace();
+    let (dir, mut cfg) = support::workspace();
     v.wire(dir.path(), false);
     cfg.executor.enabled = true;
-    let d = common::start_in(dir, cfg, None).await;
+    let d = support::start_in(dir, cfg, None).await;
     let case_id = live::post_alert(
         &d,
         live::alert(
