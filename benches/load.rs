@@ -26,7 +26,8 @@
 //! Env: `LOAD_LOG` (daemon log level, default `info` as shipped), `LOAD_MILLION_MINS` (time
 //! limit of `million`, default 25), `LOAD_RECORDS` (record goal of `million`), and for
 //! attributing memory and time: `LOAD_EXECUTOR=off` (no executor), `LOAD_SYNC=off` (no
-//! `fdatasync`), `LOAD_CACHE_MIB` (sled's page cache instead of the shipped default),
+//! `fdatasync`), `LOAD_COMPRESSION=on` (`[store] compression`), `LOAD_CACHE_MIB` (sled's page
+//! cache instead of the shipped default),
 //! `LOAD_CLIENTS` (the closed-loop ingest levels, e.g. `64,256`, instead of the mode's), and
 //! `LOAD_BIN` (drive another build of the daemon, e.g. the one before a change),
 //! `LOAD_AUTO_SECS` (how long phase 5 offers 800 alerts/s; `quick` 5, `full` 60).
@@ -362,11 +363,13 @@ intel = "{r}/deploy/enrichment/intel.toml"
 [log]
 level = "{level}"
 [store]
-sync_data = {sync}{cache}
+sync_data = {sync}
+compression = {compression}{cache}
 [executor]
 enabled = {exec}
 "#,
             sync = std::env::var("LOAD_SYNC").map_or(true, |v| v != "off"),
+            compression = std::env::var("LOAD_COMPRESSION").is_ok_and(|v| v == "on"),
             cache = std::env::var("LOAD_CACHE_MIB")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())

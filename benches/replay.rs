@@ -7,7 +7,8 @@
 //! and `policy::replay::simulate` (every step decision under the shipped set) over that store,
 //! with the time they would take for a million audit records.
 //!
-//! Run: `cargo bench --bench replay` (env: BENCH_ALERTS=4000)
+//! Run: `cargo bench --bench replay` (env: BENCH_ALERTS=4000, BENCH_COMPRESSION=on for a store
+//! with `[store] compression`)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,6 +53,7 @@ async fn ingest(data: &std::path::Path, alerts: u64) {
     cfg.enrichment.intel = Some(repo.join("deploy/enrichment/intel.toml"));
     cfg.policy.watch = false;
     cfg.executor.enabled = false;
+    cfg.store.compression = std::env::var("BENCH_COMPRESSION").is_ok_and(|v| v == "on");
     let v = daemon::validate(cfg, "bench").expect("valid config");
     let listeners = daemon::Listeners::loopback().await.expect("bind");
     let running = daemon::start(v, listeners, StartOptions::default())

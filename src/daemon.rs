@@ -307,6 +307,7 @@ pub async fn start(
         &StoreOptions {
             cache_capacity_bytes: cfg.store.cache_capacity_bytes,
             sync_data: cfg.store.sync_data,
+            compression: cfg.store.compression,
         },
     )?;
     let checkpoints = match (v.checkpoints, &cfg.audit.checkpoints) {

@@ -72,6 +72,7 @@ pub fn report(config: Option<&Path>, since: Option<&str>, until: Option<&str>, j
         &crate::store::StoreOptions {
             cache_capacity_bytes: cfg.store.cache_capacity_bytes,
             sync_data: cfg.store.sync_data,
+            compression: cfg.store.compression,
         },
     ) {
         Ok(s) => s,

@@ -68,16 +68,23 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// zstd level of a compressed store's pages: the fastest; JSON audit chunks still shrink ~3x.
 const COMPRESSION_LEVEL: i32 = 1;
 
-/// sled's configuration for the store at `path` (public so tamper tests open it as the daemon
-/// does): a new store compresses its pages with zstd; an existing one keeps the setting it was
-/// created with, which sled records in its `conf` file and refuses to change.
+/// sled's configuration for the existing store at `path` (public so tamper tests open it as the
+/// daemon does): compressed or not as its `conf` file says it was created (sled refuses to
+/// change the setting of an existing database); a new store is uncompressed.
 pub fn sled_config(path: &Path) -> sled::Config {
-    let uncompressed = std::fs::read(path.join("conf"))
-        .map(|conf| conf.windows(22).any(|w| w == b"use_compression: false"))
-        .unwrap_or(false);
+    sled_config_for(path, false)
+}
+
+/// sled's configuration for the store at `path`: an existing store keeps the compression it
+/// was created with; a new one compresses its pages with zstd when `compress_new`.
+fn sled_config_for(path: &Path, compress_new: bool) -> sled::Config {
+    let compressed = match std::fs::read(path.join("conf")) {
+        Ok(conf) => conf.windows(21).any(|w| w == b"use_compression: true"),
+        Err(_) => compress_new,
+    };
     sled::Config::new()
         .path(path)
-        .use_compression(!uncompressed)
+        .use_compression(compressed)
         .compression_factor(COMPRESSION_LEVEL)
 }
 
@@ -140,6 +147,8 @@ pub struct StoreOptions {
     /// After each commit's flush, `fdatasync` the data file too (survives power loss, not just
     /// a process kill).
     pub sync_data: bool,
+    /// A new store compresses its pages (zstd); an existing store keeps what it was created with.
+    pub compression: bool,
 }
 
 impl Default for StoreOptions {
@@ -147,6 +156,7 @@ impl Default for StoreOptions {
         StoreOptions {
             cache_capacity_bytes: 32 << 20,
             sync_data: true,
+            compression: false,
         }
     }
 }
@@ -252,7 +262,13 @@ impl Store {
     /// format this build does not read. Never panics on what it finds on disk.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
         let damaged = |reason: &str| dir::damaged(path, reason);
-        let opened = match open_checked(path, opts.cache_capacity_bytes, true, true)? {
+        let opened = match open_checked(
+            path,
+            opts.cache_capacity_bytes,
+            true,
+            true,
+            opts.compression,
+        )? {
             Some(o) => o,
             None => return Err(damaged("it vanished while it was being created")),
         };
@@ -613,6 +629,7 @@ fn open_checked(
     cache_bytes: u64,
     create: bool,
     check_chain: bool,
+    compress_new: bool,
 ) -> Result<Option<Opened>, StoreError> {
     let found = dir::inspect(path)?;
     if matches!(found, dir::Found::New) {
@@ -625,7 +642,7 @@ fn open_checked(
         })?;
     }
     dir::guarded(path, "opening it", || {
-        let db = sled_config(path)
+        let db = sled_config_for(path, compress_new)
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(200))
             .open()
@@ -1320,42 +1337,39 @@ mod tests {
         assert_eq!(once_unlocked(|| verify(dir.path())).records, 10);
     }
 
-    /// A new store compresses its pages; a store created before compression (sled refuses to
-    /// change the setting of an existing database) opens as it is, continues and verifies.
+    /// `[store] compression` applies to a new store only: sled refuses to change the setting of
+    /// an existing database, so a store opens as it was created, continues and verifies.
     #[tokio::test]
-    async fn an_uncompressed_store_opens_as_it_was_created_and_a_new_one_is_compressed() {
+    async fn a_store_keeps_the_compression_it_was_created_with() {
         let conf = |p: &Path| {
             String::from_utf8_lossy(&std::fs::read(p.join("conf")).unwrap()).into_owned()
         };
-        let fresh = tempfile::tempdir().unwrap();
-        drop(Store::open(fresh.path(), &StoreOptions::default()).unwrap());
-        assert!(conf(fresh.path()).contains("use_compression: true"));
-
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .use_compression(false)
-            .open()
-            .unwrap();
-        db.insert(KEY_FORMAT, FORMAT_VERSION.to_string().as_bytes())
-            .unwrap();
-        db.flush().unwrap();
-        drop(db);
-        for round in 0..2 {
-            let store = once_unlocked(|| Store::open(dir.path(), &StoreOptions::default()));
-            let mut t = store.begin();
-            t.audit(
-                AuditKind::Retry,
-                Links::default(),
-                at(),
-                serde_json::json!({"round": round}),
-            )
-            .unwrap();
-            store.commit(t).await.unwrap();
-            assert_eq!(store.head().seq, round + 1);
+        let with = |compression| StoreOptions {
+            compression,
+            ..StoreOptions::default()
+        };
+        for created in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            for (round, asked) in [created, !created, created].into_iter().enumerate() {
+                let store = once_unlocked(|| Store::open(dir.path(), &with(asked)));
+                let mut t = store.begin();
+                t.audit(
+                    AuditKind::Retry,
+                    Links::default(),
+                    at(),
+                    serde_json::json!({"round": round}),
+                )
+                .unwrap();
+                store.commit(t).await.unwrap();
+                assert_eq!(store.head().seq, round as u64 + 1);
+                drop(store);
+                assert!(
+                    conf(dir.path()).contains(&format!("use_compression: {created}")),
+                    "created {created}, opened with {asked}"
+                );
+            }
+            assert_eq!(once_unlocked(|| verify(dir.path())).records, 3);
         }
-        assert!(conf(dir.path()).contains("use_compression: false"));
-        assert_eq!(once_unlocked(|| verify(dir.path())).records, 2);
     }
 
     /// A transaction begun on a commit in flight reads that commit's writes (puts and deletes)

@@ -23,7 +23,7 @@ impl Store {
     /// the audit records from 1 to the head without a gap). Nothing is written: not the format
     /// key, not the witness, and every commit on the handle is refused (it is failed closed).
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
-        let opened = match open_checked(path, 64 << 20, false, true) {
+        let opened = match open_checked(path, 64 << 20, false, true, false) {
             Ok(Some(o)) => o,
             Ok(None) => {
                 return Err(StoreError::Damaged {

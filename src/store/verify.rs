@@ -50,7 +50,7 @@ impl VerifyError {
 
 /// Opens an existing store for reading, checked as the daemon checks it (see `dir`).
 fn open_existing(path: &Path, check_chain: bool) -> Result<sled::Db, VerifyError> {
-    match super::open_checked(path, 64 << 20, false, check_chain)? {
+    match super::open_checked(path, 64 << 20, false, check_chain, false)? {
         Some(o) => Ok(o.db),
         None => Err(VerifyError::Missing(path.display().to_string())),
     }
