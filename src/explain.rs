@@ -103,12 +103,12 @@ pub fn read_bounded(
     Ok(Some((story, cut)))
 }
 
+/// What a subject is (`action` or `case`), the seq its records can start at, and its alerts.
+type Start = (&'static str, u64, BTreeSet<String>);
+
 /// What the subject is, where its records can start (its case's first alert's arrival) and the
 /// alerts known to be its, when the action or case is on record.
-fn start_of(
-    store: &Store,
-    id: &str,
-) -> Result<Option<(&'static str, u64, BTreeSet<String>)>, StoreError> {
+fn start_of(store: &Store, id: &str) -> Result<Option<Start>, StoreError> {
     use crate::engine::read;
     let (kind, case_id, mut alerts) = if let Some(a) = read::action(store, id)? {
         (

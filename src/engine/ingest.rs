@@ -494,6 +494,7 @@ impl Engine {
     /// Decides a freshly proposed action: records the decision, moves it to `approved`,
     /// `awaiting_approval` (with its deadline and escalation) or `denied`, and queues it for the
     /// executor when it may run. The caller stores it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn decide_new(
         &mut self,
         txn: &mut Txn,

@@ -10,6 +10,9 @@ use super::*;
 /// request keeps its parts typed and is written out as that JSON when the record is serialized
 /// (building the JSON tree per step, then copying it again to store it, was a fifth of a
 /// decision); a record read back is plain JSON.
+// Built once per decision and moved into its record; boxing the step would cost an allocation
+// per decision for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum RequestRecord {
     Step(TypedStep),
