@@ -328,3 +328,81 @@ impl SharedInputs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A decision that leaves its shared context and resource entity to `decision_input`
+    /// records stores less, and reads back (through the parts) as exactly the full request.
+    #[test]
+    fn a_shared_step_request_is_stored_by_reference_and_reads_back_whole() {
+        let shared: Map<String, Value> = json!({
+            "alert": {"severity": "high", "techniques": ["T1059"], "rule_name": "r"},
+            "case": {"id": "c1", "alert_count": 1, "entity_count": 2},
+            "intel_matches": 0,
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        let step = |kind, id: &str| StepRequest {
+            playbook: "malware_execution".into(),
+            family: "malware_execution".into(),
+            step: "isolate".into(),
+            kind,
+            target: Target {
+                kind: TargetKind::Host,
+                id: id.into(),
+            },
+            resource_attrs: default_attrs(TargetKind::Host, id),
+            context: with_step(
+                &shared,
+                StepInfo {
+                    playbook: "malware_execution",
+                    step: "isolate",
+                    kind,
+                },
+            ),
+        };
+        let engine =
+            load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap();
+        let req = step(ActionKind::IsolateHost, "ws-1");
+        let full = engine.decide_step(req.clone());
+        let full_json = serde_json::to_value(&full).unwrap();
+        let ctx = SharedPart::context(&shared);
+        let ent = SharedPart::entity(&req.target, &req.resource_attrs);
+        let mut lean = engine.decide_step(req);
+        lean.share(SharedRefs {
+            context: Some((ctx.hash.clone(), Arc::new(shared.clone()))),
+            resource: Some(ent.hash.clone()),
+        });
+        let lean_json = serde_json::to_value(&lean).unwrap();
+        let stored = serde_json::to_string(&lean_json).unwrap();
+        assert!(stored.len() < serde_json::to_string(&full_json).unwrap().len());
+        assert!(!stored.contains("rule_name"), "{stored}");
+        assert_eq!(lean_json["request"]["context_ref"], json!(ctx.hash));
+        assert_eq!(
+            lean_json["request"]["context"],
+            json!({"playbook": "malware_execution", "step": "isolate", "reversible": true, "approvals": 1})
+        );
+        // Read back through the parts: the full request, key order included.
+        let mut parts = SharedInputs::default();
+        parts.note("decision_input", &ctx.data);
+        parts.note("decision_input", &ent.data);
+        let mut back: DecisionRecord = serde_json::from_value(lean_json.clone()).unwrap();
+        parts.expand(&mut back).unwrap();
+        assert_eq!(
+            serde_json::to_string(&back).unwrap(),
+            serde_json::to_string(&full_json).unwrap()
+        );
+        // Without the parts it is an error, not a different request.
+        let mut orphan: DecisionRecord = serde_json::from_value(lean_json).unwrap();
+        let e = SharedInputs::default().expand(&mut orphan).unwrap_err();
+        assert!(e.contains(&ctx.hash), "{e}");
+        // A record that names no part (older stores, re-checks) reads as it is.
+        let mut old: DecisionRecord = serde_json::from_value(full_json.clone()).unwrap();
+        SharedInputs::default().expand(&mut old).unwrap();
+        assert_eq!(serde_json::to_value(&old).unwrap(), full_json);
+    }
+}
