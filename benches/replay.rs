@@ -7,7 +7,7 @@
 //! and `policy::replay::simulate` (every step decision under the shipped set) over that store,
 //! with the time they would take for a million audit records.
 //!
-//! Run: `cargo bench --bench replay` (env: BENCH_ALERTS=4000, BENCH_COMPRESSION=on for a store
+//! Run: `cargo bench --bench replay` (env: BENCH_ALERTS=4000, BENCH_DATA=DIR to keep the store, BENCH_COMPRESSION=on for a store
 //! with `[store] compression`)
 
 use std::sync::Arc;
@@ -33,7 +33,11 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
+    // BENCH_DATA=DIR keeps the store there for a look afterwards (it must not exist yet).
+    let data = match std::env::var_os("BENCH_DATA") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => dir.path().join("data"),
+    };
     rt.block_on(ingest(&data, alerts));
     measure(&data, alerts);
 }
@@ -148,7 +152,9 @@ fn measure(data: &std::path::Path, alerts: u64) {
         opened_records / cases_n,
         size as f64 / cases_n / 1024.0
     );
-    println!("  keys and bytes per case by key family (key + value, before sled's own overhead):");
+    println!(
+        "  keys and bytes per case by key family (key + value as stored, packed; before sled's own overhead):"
+    );
     let usage = store.usage().expect("usage");
     let logical: u64 = usage.values().map(|(_, b)| b).sum();
     for (family, (n, b)) in &usage {

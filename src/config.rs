@@ -399,9 +399,10 @@ pub struct StoreConfig {
     pub sync_data: bool,
     /// Most events folded into one group commit.
     pub max_batch: usize,
-    /// A new store compresses its pages with zstd: ~4x less disk (the load mix: ~12 instead of
-    /// ~45 KiB per alert) for about twice the daemon's CPU per alert (BENCHMARKS.md). Applies
-    /// when the store is created; an existing store keeps what it was created with.
+    /// A new store also compresses sled's pages with zstd, on top of the per-value packing every
+    /// store does (`store::codec`): sled compresses every page it rewrites, about twice the
+    /// daemon's CPU per alert (BENCHMARKS.md). Applies when the store is created; an existing
+    /// store keeps what it was created with.
     pub compression: bool,
 }
 

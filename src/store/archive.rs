@@ -146,7 +146,8 @@ impl Store {
         let mut held_back = None;
         let mut cases = BTreeSet::new();
         'scan: for item in db.scan_prefix(AUDIT_PREFIX) {
-            let (_, v) = item.map_err(StoreError::from)?;
+            let (k, v) = item.map_err(StoreError::from)?;
+            let v = super::unpack_value(&k, &v)?;
             for part in chunk_parts(&v) {
                 let (hash, body) = part.map_err(|e| {
                     ArchiveError::Chain(format!("record {}: unreadable: {e}", end.seq + 1))
@@ -201,6 +202,7 @@ impl Store {
                 continue;
             };
             batch.remove(k.to_vec());
+            let v = super::unpack_value(&k, &v)?;
             let parts: Vec<(&[u8], &[u8])> = chunk_parts(&v).filter_map(Result::ok).collect();
             let last = first + parts.len() as u64 - 1;
             if last > end.seq {
@@ -214,7 +216,7 @@ impl Store {
                     chunk.push(b'\n');
                     chunk.extend_from_slice(b);
                 }
-                batch.insert(audit_key(end.seq + 1), chunk);
+                batch.insert(audit_key(end.seq + 1), &*super::codec::pack(&chunk));
             }
         }
         batch.insert(
@@ -435,7 +437,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let store = Store::open(&data, &StoreOptions::default()).unwrap();
-        let filler = "x".repeat(1500);
+        let filler = "x".repeat(crate::store::AUDIT_CHUNK_BYTES / 5);
         let mut t = store.begin();
         for i in 0..12 {
             let c = if i < 7 { "a" } else { "b" };

@@ -11,7 +11,7 @@
 //!   flushes at shutdown) names a chain head the store reached and the snapshot sled had then.
 //!   The audit chain only grows, so the store's head must be at or after it, with the same hash
 //!   at that seq: a `db` recovered to an earlier state, or emptied, is refused. Its presence is
-//!   also what makes a directory an existing store (format version 3): a store without it that
+//!   also what makes a directory an existing store (format version 3 and later): a store without it that
 //!   has ever committed is damaged.
 //! - [`guarded`] runs sled calls under `catch_unwind`, and a panic hook keeps a panic raised
 //!   inside sled from being printed raw: it becomes [`StoreError::Damaged`].
@@ -53,7 +53,7 @@ pub(super) enum Found {
     /// sled's files without a witness: a store of format version 1 or 2, one whose very first
     /// start was cut short, or something that is not cordon's (told apart once sled is open).
     Unmarked,
-    /// A cordon store (format version 3) and its witness.
+    /// A cordon store (format version 3 or later) and its witness.
     Marked(Witness),
 }
 

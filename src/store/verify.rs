@@ -116,6 +116,10 @@ fn walk(
                 ),
             });
         }
+        let v = super::unpack_value(&k, &v).map_err(|e| VerifyError::Broken {
+            seq: expected_seq,
+            reason: format!("unreadable: {e}"),
+        })?;
         for part in chunk_parts(&v) {
             let pos = expected_seq;
             let unreadable = |e: &str| VerifyError::Broken {
@@ -218,6 +222,7 @@ fn write_all(path: &Path, db: &sled::Db, out: &mut dyn Write) -> Result<u64, Exp
     let mut n = 0;
     for item in db.scan_prefix(AUDIT_PREFIX) {
         let (k, v) = item.map_err(|e| VerifyError::Store(sled_error(path, e)))?;
+        let v = super::unpack_value(&k, &v).map_err(VerifyError::Store)?;
         for rec in parse_chunk(&k, &v).map_err(VerifyError::Store)? {
             let rec = rec.map_err(VerifyError::Store)?;
             serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::other)?;

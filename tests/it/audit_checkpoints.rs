@@ -163,7 +163,8 @@ fn rewritten(src: &Path, f: impl FnOnce(&sled::Db) -> Head) -> tempfile::TempDir
         .scan_prefix(b"a/")
         .map(|item| {
             let (k, v) = item.unwrap();
-            (u64::from_be_bytes(k[2..].try_into().unwrap()), v.to_vec())
+            let v = cordon::store::unpack_value(&k, &v).unwrap().into_owned();
+            (u64::from_be_bytes(k[2..].try_into().unwrap()), v)
         })
         .collect();
     for (first, v) in chunks {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cordon::store::{GENESIS_HASH, audit_key};
+use cordon::store::{GENESIS_HASH, audit_key, pack_value, unpack_value};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -69,12 +69,13 @@ fn tampered_in_chunks(src: &Path, f: impl FnOnce(&sled::Db)) -> tempfile::TempDi
     dst
 }
 
-/// Every audit chunk as its first seq and its records (`<hash>\n<body>` each).
+/// Every audit chunk as its first seq and its records (`<hash>\n<body>` each), unpacked.
 fn chunks(db: &sled::Db) -> Vec<(u64, Vec<Vec<u8>>)> {
     db.scan_prefix(b"a/")
         .map(|item| {
             let (k, v) = item.unwrap();
             let first = u64::from_be_bytes(k[2..].try_into().unwrap());
+            let v = unpack_value(&k, &v).unwrap();
             let lines: Vec<&[u8]> = v.split(|b| *b == b'\n').collect();
             let records = lines.chunks(2).map(|p| p.join(&b'\n')).collect();
             (first, records)
@@ -91,10 +92,11 @@ fn a_chunk_of_three(db: &sled::Db) -> (u64, Vec<Vec<u8>>) {
 }
 
 fn get(db: &sled::Db, seq: u64) -> Vec<u8> {
-    db.get(audit_key(seq))
+    let v = db
+        .get(audit_key(seq))
         .unwrap()
-        .unwrap_or_else(|| panic!("no audit record {seq}"))
-        .to_vec()
+        .unwrap_or_else(|| panic!("no audit record {seq}"));
+    unpack_value(&audit_key(seq), &v).unwrap().into_owned()
 }
 
 /// `(hash line, body)` of a stored record.
@@ -250,7 +252,8 @@ async fn tampering_inside_a_chunk_is_named() {
         let (hash, mut body) = split(&records[1]);
         edit_body(&mut body);
         records[1] = [hash, b"\n".to_vec(), body].concat();
-        db.insert(audit_key(f), records.join(&b'\n')).unwrap();
+        db.insert(audit_key(f), pack_value(&records.join(&b'\n')))
+            .unwrap();
     });
     let stderr = assert_broken_at(edited.path(), first + 1);
     assert!(stderr.contains("edited"), "{stderr}");
@@ -258,7 +261,8 @@ async fn tampering_inside_a_chunk_is_named() {
     let cut = tampered_in_chunks(&p.data, |db| {
         let (f, mut records) = a_chunk_of_three(db);
         records.remove(1);
-        db.insert(audit_key(f), records.join(&b'\n')).unwrap();
+        db.insert(audit_key(f), pack_value(&records.join(&b'\n')))
+            .unwrap();
     });
     let stderr = assert_broken_at(cut.path(), first + 1);
     assert!(stderr.contains("deleted"), "{stderr}");
@@ -266,18 +270,32 @@ async fn tampering_inside_a_chunk_is_named() {
     let swapped = tampered_in_chunks(&p.data, |db| {
         let (f, mut records) = a_chunk_of_three(db);
         records.swap(1, 2);
-        db.insert(audit_key(f), records.join(&b'\n')).unwrap();
+        db.insert(audit_key(f), pack_value(&records.join(&b'\n')))
+            .unwrap();
     });
     let stderr = assert_broken_at(swapped.path(), first + 1);
     assert!(stderr.contains("reordered"), "{stderr}");
 
     let overlapping = tampered_in_chunks(&p.data, |db| {
         let (f, records) = a_chunk_of_three(db);
-        db.insert(audit_key(f + 1), records[1..].join(&b'\n'))
+        db.insert(audit_key(f + 1), pack_value(&records[1..].join(&b'\n')))
             .unwrap();
     });
     let stderr = assert_broken_at(overlapping.path(), first + 1);
     assert!(stderr.contains("stored twice"), "{stderr}");
+
+    // The daemon packs its chunks (format version 4); one byte changed inside a packed chunk
+    // makes it unreadable, named at the chunk's first record.
+    let damaged = tampered_in_chunks(&p.data, |db| {
+        let (f, _) = a_chunk_of_three(db);
+        let mut v = db.get(audit_key(f)).unwrap().unwrap().to_vec();
+        assert_eq!(v[0], 0xc1, "a chunk of three is stored packed");
+        let last = v.len() - 1;
+        v[last] ^= 0xff;
+        db.insert(audit_key(f), v).unwrap();
+    });
+    let stderr = assert_broken_at(damaged.path(), first);
+    assert!(stderr.contains("unreadable"), "{stderr}");
 }
 
 #[test]

@@ -151,6 +151,7 @@ fn with_tampered_decision(src: &Path) -> (tempfile::TempDir, u64) {
     let mut hit = None;
     for item in db.scan_prefix(b"a/") {
         let (k, v) = item.unwrap();
+        let v = cordon::store::unpack_value(&k, &v).unwrap();
         let lines: Vec<&[u8]> = v.split(|b| *b == b'\n').collect();
         let mut out: Vec<Vec<u8>> = Vec::new();
         for pair in lines.chunks(2) {
@@ -168,7 +169,8 @@ fn with_tampered_decision(src: &Path) -> (tempfile::TempDir, u64) {
             out.push(serde_json::to_vec(&body).unwrap());
         }
         if hit.is_some() {
-            db.insert(k, out.join(&b'\n')).unwrap();
+            db.insert(&k, cordon::store::pack_value(&out.join(&b'\n')))
+                .unwrap();
             break;
         }
     }
