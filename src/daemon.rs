@@ -259,6 +259,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("cannot start the engine's thread: {0}")]
+    EngineThread(std::io::Error),
 }
 
 /// The sockets the daemon serves on, already bound (tests bind `127.0.0.1:0`).
@@ -295,6 +297,34 @@ impl Listeners {
 }
 
 /// Opens the store and spawns every task on the given listeners.
+/// Runs the engine on a thread of its own, in a single-threaded runtime; the returned future
+/// resolves when the engine has stopped. Deciding a batch is synchronous CPU work: on the shared
+/// runtime it would hold one of its workers for the batch, and HTTP and gRPC requests (a vote
+/// among them) would wait behind it there; on its own thread the operating system shares the
+/// cores between them.
+fn engine_thread(
+    eng: crate::engine::Engine,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let (done, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("cordon-engine".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(eng.run()),
+                Err(e) => {
+                    tracing::error!(error = %e, "the engine's runtime could not be built; nothing can be decided");
+                }
+            }
+            let _ = done.send(());
+        })?;
+    Ok(async move {
+        let _ = stopped.await;
+    })
+}
+
 pub async fn start(
     v: Validated,
     listeners: Listeners,
@@ -378,7 +408,7 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let draining = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
-    let engine_task = tracker.spawn(eng.run());
+    let engine_task = tracker.spawn(engine_thread(eng).map_err(StartError::EngineThread)?);
     if let Some(rx) = runnable_rx {
         let parts = crate::executor::ExecutorParts {
             engine: handle.clone(),

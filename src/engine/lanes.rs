@@ -6,8 +6,11 @@
 //! short, then new normal events, each lane first in, first out. A batch being decided is cut
 //! short when an urgent event arrives ([`Lanes::cut`]), so a vote waits for at most one event's
 //! decision instead of a whole batch of alerts; the rest of the batch goes back to the front of
-//! the normal lane. Every caller waits for its answer before it sends again, so taking urgent
-//! events ahead of others never reorders the events of one caller.
+//! the normal lane. A batch that decides an urgent event first ends with its urgent events (the
+//! normal events behind them wait for the next batch), so the commit a person waits for is
+//! small; never two batches in a row, so urgent events cannot starve the normal lane. Every
+//! caller waits for its answer before it sends again, so taking urgent events ahead of others
+//! never reorders the events of one caller.
 
 use std::collections::VecDeque;
 
@@ -22,6 +25,10 @@ pub(super) struct Lanes {
     deferred: VecDeque<Event>,
     urgent_open: bool,
     normal_open: bool,
+    /// The batch being decided was ended after its urgent events ([`Lanes::end_after_urgent`]).
+    ending_early: bool,
+    /// The batch before it was.
+    ended_early: bool,
 }
 
 impl Lanes {
@@ -32,6 +39,8 @@ impl Lanes {
             deferred: VecDeque::new(),
             urgent_open: true,
             normal_open: true,
+            ending_early: false,
+            ended_early: false,
         }
     }
 
@@ -49,6 +58,17 @@ impl Lanes {
     /// The next urgent event without waiting.
     pub(super) fn try_urgent(&mut self) -> Option<Event> {
         self.urgent.try_recv().ok()
+    }
+
+    /// Waits for the next urgent event; never resolves once the urgent lane is closed.
+    pub(super) async fn next_urgent(&mut self) -> Event {
+        if self.urgent_open {
+            match self.urgent.recv().await {
+                Some(ev) => return ev,
+                None => self.urgent_open = false,
+            }
+        }
+        std::future::pending().await
     }
 
     /// Whether an urgent event waits.
@@ -95,6 +115,28 @@ impl Lanes {
             self.deferred.push_front(ev);
         }
         true
+    }
+
+    /// An urgent event of the batch being decided was just decided and `rest` of the batch is
+    /// not: the normal events among `rest` go back to the front of the normal lane (in order), so
+    /// the commit a person waits for carries little else; urgent ones stay. Not in two batches in
+    /// a row, so a stream of urgent events cannot starve the normal lane.
+    pub(super) fn end_after_urgent(&mut self, rest: &mut VecDeque<Event>) {
+        if self.ended_early || rest.iter().all(is_urgent) {
+            return;
+        }
+        let (urgent, normal): (VecDeque<Event>, VecDeque<Event>) =
+            rest.drain(..).partition(is_urgent);
+        *rest = urgent;
+        for ev in normal.into_iter().rev() {
+            self.deferred.push_front(ev);
+        }
+        self.ending_early = true;
+    }
+
+    /// The batch being decided is complete: whether it ended early decides whether the next may.
+    pub(super) fn sealed(&mut self) {
+        self.ended_early = std::mem::take(&mut self.ending_early);
     }
 }
 

@@ -255,6 +255,13 @@ pub fn new(parts: EngineParts, queue: usize) -> (Engine, EngineHandle) {
 
 type Reply = Box<dyn FnOnce(Result<(), EngineError>) + Send>;
 
+/// A batch being decided: its transaction and the callers to answer once it is durable.
+struct Open {
+    txn: Txn,
+    replies: Vec<Reply>,
+    events: usize,
+}
+
 /// A decided batch waiting for its commit: what to do once it is durable (or has failed).
 struct Prepared {
     replies: Vec<Reply>,
@@ -364,10 +371,12 @@ impl Engine {
             {
                 self.finish(prepared, result);
             }
-            let (txn, prepared) = self.prepare(std::mem::take(&mut batch), &mut inflight);
+            let mut open = self.open(&inflight);
+            self.decide_batch(&mut open, std::mem::take(&mut batch), &mut inflight);
             if let Some(f) = inflight.take() {
-                self.settle(f).await;
+                self.settle_joining(f, &mut open).await;
             }
+            let (txn, prepared) = self.seal(open);
             inflight = Some((self.parts.store.start_commit(txn), prepared));
         }
         if let Some(f) = inflight.take() {
@@ -376,16 +385,27 @@ impl Engine {
         tracing::info!("engine drained its queue and stopped");
     }
 
-    /// Decides one batch into a transaction on top of the commit in flight, if any. What is to
-    /// happen once it is durable (answers, announcements, metrics, a policy reload) is returned
-    /// with it and done by [`Engine::finish`]. Between events it answers the commit in flight as
-    /// soon as that resolves, and it cuts the batch short when a vote arrives (see `lanes`): the
-    /// vote is decided next, in this batch, and the undecided rest waits for the next batch.
+    /// Decides one batch into a transaction on top of the commit in flight, if any: [`open`],
+    /// [`decide_batch`], [`seal`] (what `run` does, minus urgent events joining while the commit
+    /// in flight finishes).
+    ///
+    /// [`open`]: Engine::open
+    /// [`decide_batch`]: Engine::decide_batch
+    /// [`seal`]: Engine::seal
+    #[cfg(test)]
     fn prepare(
         &mut self,
         batch: Vec<Event>,
         inflight: &mut Option<(crate::store::InFlight, Prepared)>,
     ) -> (Txn, Prepared) {
+        let mut open = self.open(inflight);
+        self.decide_batch(&mut open, batch, inflight);
+        self.seal(open)
+    }
+
+    /// Starts a batch: a transaction on top of the commit in flight, if any, that holds the
+    /// policy sets decisions will name.
+    fn open(&mut self, inflight: &Option<(crate::store::InFlight, Prepared)>) -> Open {
         self.parts.enricher.refresh();
         let mut txn = self
             .parts
@@ -402,14 +422,37 @@ impl Engine {
         {
             tracing::error!(error = %e, "the shadow policy set could not be kept in the store");
         }
-        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        Open {
+            txn,
+            replies: Vec::new(),
+            events: 0,
+        }
+    }
+
+    /// Decides `batch` into the open batch. What is to happen once it is durable (answers,
+    /// announcements, metrics, a policy reload) is kept for [`Engine::seal`] and done by
+    /// [`Engine::finish`]. Between events it answers the commit in flight as soon as that
+    /// resolves. Urgent events (see `lanes`) keep their commit small: when one arrives, the batch
+    /// is cut short after the event being decided and the urgent event is decided next; and an
+    /// urgent event that starts a batch ends it, the normal events behind it waiting for the next.
+    fn decide_batch(
+        &mut self,
+        open: &mut Open,
+        batch: Vec<Event>,
+        inflight: &mut Option<(crate::store::InFlight, Prepared)>,
+    ) {
+        let Open {
+            txn,
+            replies,
+            events,
+        } = open;
         let mut pending: std::collections::VecDeque<Event> = batch.into();
-        let mut events = 0;
         let mut normal_decided = false;
         while let Some(ev) = pending.pop_front() {
-            normal_decided |= !lanes::is_urgent(&ev);
-            self.decide(&mut txn, ev, &mut replies);
-            events += 1;
+            let urgent = lanes::is_urgent(&ev);
+            normal_decided |= !urgent;
+            self.decide(txn, ev, replies);
+            *events += 1;
             // The commit in flight may have resolved meanwhile: answer its callers now, not
             // after the rest of this batch.
             if let Some((commit, _)) = inflight.as_mut()
@@ -421,13 +464,51 @@ impl Engine {
             // A vote (or chat callback) arrived: it joins this batch and the undecided rest of
             // the batch waits for the next one, so the vote waits for one event, not a batch.
             if normal_decided && self.lanes.cut(&mut pending) {
-                while events + pending.len() < self.parts.max_batch.max(1)
+                while *events + pending.len() < self.parts.max_batch.max(1)
                     && let Some(ev) = self.lanes.try_urgent()
                 {
                     pending.push_back(ev);
                 }
+            } else if urgent {
+                self.lanes.end_after_urgent(&mut pending);
             }
         }
+    }
+
+    /// Waits for the commit in flight and finishes its batch. Meanwhile an urgent event joins
+    /// `open`, the batch that commits next, instead of waiting for the one after it: a vote cast
+    /// while a commit is being written is answered with the next commit.
+    async fn settle_joining(
+        &mut self,
+        (mut commit, prepared): (crate::store::InFlight, Prepared),
+        open: &mut Open,
+    ) {
+        let mut prepared = Some(prepared);
+        loop {
+            let room = open.events < self.parts.max_batch.max(1);
+            tokio::select! {
+                biased;
+                result = &mut commit => {
+                    if let Some(p) = prepared.take() {
+                        self.finish(p, result);
+                    }
+                    return;
+                }
+                ev = self.lanes.next_urgent(), if room => {
+                    self.decide_batch(open, vec![ev], &mut None);
+                }
+            }
+        }
+    }
+
+    /// Closes the open batch: the transaction to commit and what to do once it has.
+    fn seal(&mut self, open: Open) -> (Txn, Prepared) {
+        let Open {
+            mut txn,
+            replies,
+            events,
+        } = open;
+        self.lanes.sealed();
         if self.parts.chat {
             self.mark_chat_owed(&mut txn);
         }

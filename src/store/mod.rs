@@ -254,6 +254,11 @@ struct Inner {
     fail_next_write: std::sync::atomic::AtomicBool,
     /// Commits written durably since the store was opened.
     durable_commits: std::sync::atomic::AtomicU64,
+    /// Test hook: while set, durable writes wait ([`Store::hold_writes_for_tests`]).
+    hold: Mutex<bool>,
+    hold_released: std::sync::Condvar,
+    /// Writes waiting on `hold`.
+    held: std::sync::atomic::AtomicUsize,
 }
 
 /// Result of a durable commit.
@@ -311,6 +316,9 @@ impl Store {
                 failed: std::sync::atomic::AtomicBool::new(false),
                 fail_next_write: std::sync::atomic::AtomicBool::new(false),
                 durable_commits: std::sync::atomic::AtomicU64::new(0),
+                hold: Mutex::new(false),
+                hold_released: std::sync::Condvar::new(),
+                held: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -617,12 +625,41 @@ impl Store {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Test hook: durable writes wait (on their blocking thread, before anything reaches sled)
+    /// until the returned guard is dropped, so a test can act while a commit is in flight.
+    #[doc(hidden)]
+    pub fn hold_writes_for_tests(&self) -> WriteHold {
+        *lock(&self.inner.hold) = true;
+        WriteHold {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Test hook: how many durable writes wait on [`Store::hold_writes_for_tests`].
+    #[doc(hidden)]
+    pub fn writes_held_for_tests(&self) -> usize {
+        self.inner.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Test hook: makes the next commits fail as a broken disk would.
     #[doc(hidden)]
     pub fn fail_for_tests(&self) {
         self.inner
             .failed
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// See [`Store::hold_writes_for_tests`]; dropping it lets the held writes go on.
+#[doc(hidden)]
+pub struct WriteHold {
+    inner: Arc<Inner>,
+}
+
+impl Drop for WriteHold {
+    fn drop(&mut self) {
+        *lock(&self.inner.hold) = false;
+        self.inner.hold_released.notify_all();
     }
 }
 
@@ -868,6 +905,19 @@ fn write_durably(inner: &Inner, w: &Pending) -> Result<(), StoreError> {
             prepared_on: w.base.seq,
             at: at.seq,
         });
+    }
+    {
+        let mut held = lock(&inner.hold);
+        if *held {
+            inner.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            while *held {
+                held = inner
+                    .hold_released
+                    .wait(held)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            inner.held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
     }
     if inner
         .fail_next_write

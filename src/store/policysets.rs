@@ -50,6 +50,9 @@ impl Store {
                 failed: std::sync::atomic::AtomicBool::new(true),
                 fail_next_write: std::sync::atomic::AtomicBool::new(false),
                 durable_commits: std::sync::atomic::AtomicU64::new(0),
+                hold: Mutex::new(false),
+                hold_released: std::sync::Condvar::new(),
+                held: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
