@@ -201,6 +201,9 @@ pub struct StartOptions {
     /// Run the once-a-second expiry/escalation timer (tests that drive time by hand turn it off
     /// and call `EngineHandle::tick`).
     pub expiry_timer: bool,
+    /// Run the engine on a thread of its own (see `engine_thread`). A test whose runtime pauses
+    /// time turns it off, so the engine's timers and clock follow that runtime's time.
+    pub engine_thread: bool,
 }
 
 impl Default for StartOptions {
@@ -208,6 +211,7 @@ impl Default for StartOptions {
         StartOptions {
             clock: engine::system_clock(),
             expiry_timer: true,
+            engine_thread: true,
         }
     }
 }
@@ -408,7 +412,11 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let draining = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
-    let engine_task = tracker.spawn(engine_thread(eng).map_err(StartError::EngineThread)?);
+    let engine_task = if opts.engine_thread {
+        tracker.spawn(engine_thread(eng).map_err(StartError::EngineThread)?)
+    } else {
+        tracker.spawn(eng.run())
+    };
     if let Some(rx) = runnable_rx {
         let parts = crate::executor::ExecutorParts {
             engine: handle.clone(),

@@ -17,6 +17,8 @@ async fn an_unanswered_request_expires_when_its_deadline_passes() {
     let opts = StartOptions {
         clock: Arc::new(move || base + (tokio::time::Instant::now() - start)),
         expiry_timer: true,
+        // The engine on this (paused) runtime, so its clock follows the paused time.
+        engine_thread: false,
     };
     let d = crate::support::start_opts(dir, cfg, opts).await;
     let running = d.running();

@@ -430,6 +430,7 @@ async fn the_report_on_a_seeded_store_has_the_values_computed_by_hand() {
     let opts = cordon::daemon::StartOptions {
         clock: Arc::new(move || now),
         expiry_timer: false,
+        ..Default::default()
     };
     let mut d = support::restart_when_unlocked(dir, cfg, opts).await;
     d.running().scheduler.refresh_metrics().await.unwrap();

@@ -87,6 +87,7 @@ impl TestClock {
         StartOptions {
             clock: Arc::new(move || c.now()),
             expiry_timer: false,
+            ..Default::default()
         }
     }
 }
@@ -152,6 +153,7 @@ pub async fn restart_when_unlocked(
         let o = StartOptions {
             clock: opts.clock.clone(),
             expiry_timer: opts.expiry_timer,
+            engine_thread: opts.engine_thread,
         };
         match daemon::start(v, listeners, o).await {
             Ok(running) => return TestDaemon::new(running, dir, cfg),
