@@ -17,7 +17,7 @@
 //!   inside sled from being printed raw: it becomes [`StoreError::Damaged`].
 //!
 //! What is checked once sled has opened the directory (format version, witness, every page
-//! readable, no gap in the audit records) is in the parent module's `open_checked`.
+//! readable, no gap in the audit records) is in `store::open`.
 
 use std::cell::Cell;
 use std::io::Write;

@@ -1,0 +1,132 @@
+//! A commit on its way to disk: the writes handed to the blocking thread, the durable write
+//! itself (one atomic batch, flush, `fdatasync`), and the future that resolves to its outcome.
+
+use std::sync::Arc;
+
+use super::{
+    AUDIT_CHUNK_BYTES, Committed, Head, Inner, KEY_HEAD, Store, StoreError, audit_key, codec,
+    encode, lock, txn::Writes,
+};
+
+/// The writes of a transaction handed to [`Store::start_commit`].
+pub(super) struct Pending {
+    /// The chain head the transaction was begun on.
+    pub(super) base: Head,
+    pub(super) head: Head,
+    pub(super) puts: Writes,
+    pub(super) audit: Vec<(u64, Vec<u8>)>,
+}
+
+/// One atomic `apply_batch` of `w` plus the head, then flush and (when configured)
+/// `fdatasync`. Runs on a blocking thread.
+pub(super) fn write_durably(inner: &Inner, w: &Pending) -> Result<(), StoreError> {
+    let at = lock(&inner.head).clone();
+    if at != w.base {
+        return Err(StoreError::OutOfOrder {
+            prepared_on: w.base.seq,
+            at: at.seq,
+        });
+    }
+    {
+        let mut held = lock(&inner.hold);
+        if *held {
+            inner.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            while *held {
+                held = inner
+                    .hold_released
+                    .wait(held)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            inner.held.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    if inner
+        .fail_next_write
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        return Err(StoreError::Io(sled::Error::Io(std::io::Error::other(
+            "injected write failure (test hook)",
+        ))));
+    }
+    let mut batch = sled::Batch::default();
+    let mut chunk: Option<(u64, Vec<u8>)> = None;
+    for (seq, bytes) in &w.audit {
+        match &mut chunk {
+            Some((_, c)) if c.len() + 1 + bytes.len() <= AUDIT_CHUNK_BYTES => {
+                c.push(b'\n');
+                c.extend_from_slice(bytes);
+            }
+            _ => {
+                if let Some((first, c)) = chunk.take() {
+                    batch.insert(audit_key(first), &*codec::pack(&c));
+                }
+                let mut c = Vec::with_capacity(AUDIT_CHUNK_BYTES.max(bytes.len()));
+                c.extend_from_slice(bytes);
+                chunk = Some((*seq, c));
+            }
+        }
+    }
+    if let Some((first, c)) = chunk {
+        batch.insert(audit_key(first), &*codec::pack(&c));
+    }
+    for (k, v) in &w.puts {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), &*codec::pack(v)),
+            None => batch.remove(k.as_slice()),
+        }
+    }
+    batch.insert(KEY_HEAD, encode(&w.head)?);
+    inner.db.apply_batch(batch)?;
+    inner.db.flush()?;
+    if let Some(f) = &inner.data_file {
+        f.sync_data().map_err(StoreError::Fsync)?;
+    }
+    Ok(())
+}
+
+/// A commit under way (see [`Store::start_commit`]); resolves to its outcome. Dropping it does
+/// not cancel the write.
+pub struct InFlight {
+    /// `None` when there was nothing to write (or the store had already failed).
+    pub(super) writes: Option<Arc<Pending>>,
+    pub(super) rx: tokio::sync::oneshot::Receiver<Result<Committed, StoreError>>,
+    pub(super) store: Store,
+}
+
+impl InFlight {
+    /// The outcome, if the commit has already resolved (without waiting).
+    pub fn try_result(&mut self) -> Option<Result<Committed, StoreError>> {
+        match self.rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                self.store
+                    .inner
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Some(Err(StoreError::FailedClosed))
+            }
+        }
+    }
+}
+
+impl std::future::Future for InFlight {
+    type Output = Result<Committed, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                // The writing thread died without an answer (a panic inside sled): what is on
+                // disk is unknown, so the store fails closed.
+                self.store
+                    .inner
+                    .failed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Err(StoreError::FailedClosed)
+            })
+        })
+    }
+}
