@@ -76,27 +76,47 @@ pub fn actions_of(store: &Store, case: &Case) -> Result<Vec<ActionRequest>, Stor
     Ok(out)
 }
 
-/// Every stored alert, case and action request: what `crate::report` is computed from.
-#[allow(clippy::type_complexity)]
+/// Every stored alert, case and action request, one at a time: what `crate::report` is
+/// computed from. Read in pages of [`REPORT_PAGE`] records, so at most one page is in memory
+/// (the caller keeps what it needs of each) and no read holds the store for the whole scan.
+/// `stop` is asked before each page: once it says yes, the scan ends and answers `false`
+/// (`true`: every record was read).
 pub fn report_rows(
     store: &Store,
-) -> Result<(Vec<StoredAlert>, Vec<Case>, Vec<ActionRequest>), StoreError> {
-    let alerts = store
-        .scan_json::<StoredAlert>(keys::ALERT_PREFIX, None, usize::MAX)?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect();
-    let cases = store
-        .scan_json::<Case>(keys::CASE_PREFIX, None, usize::MAX)?
-        .into_iter()
-        .map(|(_, c)| c)
-        .collect();
-    let actions = store
-        .scan_json::<ActionRequest>(keys::ACTION_PREFIX, None, usize::MAX)?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect();
-    Ok((alerts, cases, actions))
+    stop: &dyn Fn() -> bool,
+    mut alert: impl FnMut(StoredAlert),
+    mut case: impl FnMut(Case),
+    mut action: impl FnMut(ActionRequest),
+) -> Result<bool, StoreError> {
+    Ok(each_page(store, keys::ALERT_PREFIX, stop, &mut alert)?
+        && each_page(store, keys::CASE_PREFIX, stop, &mut case)?
+        && each_page(store, keys::ACTION_PREFIX, stop, &mut action)?)
+}
+
+/// Records per page of [`report_rows`].
+pub const REPORT_PAGE: usize = 256;
+
+fn each_page<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    prefix: &[u8],
+    stop: &dyn Fn() -> bool,
+    f: &mut impl FnMut(T),
+) -> Result<bool, StoreError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        if stop() {
+            return Ok(false);
+        }
+        let page = store.scan_json::<T>(prefix, after.as_deref(), REPORT_PAGE)?;
+        let full = page.len() == REPORT_PAGE;
+        for (k, v) in page {
+            f(v);
+            after = Some(k);
+        }
+        if !full {
+            return Ok(true);
+        }
+    }
 }
 
 /// Escalation messages owed to chat, oldest first, at most `limit`.

@@ -537,3 +537,109 @@ fn bad_time_bounds_are_refused_with_a_clear_error() {
     // Nothing was created: no store appeared.
     assert!(!dir.path().join("data").exists());
 }
+
+/// The report's input is read a page at a time: every record of a store larger than a page
+/// arrives once, as a row with what the report reads; and a read asked to stop gives up before
+/// its next page (the daemon's shutdown does not wait for a whole read of a large store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_input_is_read_by_pages_and_stops_when_asked() {
+    use cordon::engine::keys;
+    use cordon::engine::read::REPORT_PAGE;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        cordon::store::Store::open(dir.path(), &cordon::store::StoreOptions::default()).unwrap();
+    let n = 2 * REPORT_PAGE + 7;
+    let mut t = store.begin();
+    for i in 0..n {
+        let (a, c, x) = (format!("a{i:05}"), format!("c{i:05}"), format!("x{i:05}"));
+        let intel = (i % 3 == 0).then_some("CTI-9");
+        t.put_json(
+            keys::alert(&a),
+            &alert(&a, "splunk", "rule-p", 10, 5, &c, None, intel),
+        )
+        .unwrap();
+        let mut cv = case(&c, "rule-p", &format!("h{}", i % 4), 10, &[&a], &[&x]);
+        if i % 2 == 0 {
+            cv = closed(cv, "false_positive", 100 + i as i64, None);
+        }
+        t.put_json(keys::case(&c), &cv).unwrap();
+        t.put_json(
+            keys::action(&x),
+            &action(
+                &x,
+                &c,
+                "isolate_host",
+                "one_approver",
+                "approved",
+                10,
+                &[("alice", "approve", 70)],
+                3600,
+            ),
+        )
+        .unwrap();
+    }
+    store.commit(t).await.unwrap();
+
+    let input = cordon::report::Input::read(&store).unwrap();
+    assert_eq!(
+        (input.alerts.len(), input.cases.len(), input.actions.len()),
+        (n, n, n)
+    );
+    let ids: std::collections::BTreeSet<&str> =
+        input.alerts.iter().map(|a| a.alert_id.as_str()).collect();
+    assert_eq!(ids.len(), n, "an alert was read twice or skipped");
+    let a0 = &input.alerts[0];
+    assert_eq!(
+        (
+            a0.alert_id.as_str(),
+            a0.rule_id.as_str(),
+            a0.case_id.as_str(),
+            a0.intel_source.as_deref(),
+            a0.duplicate
+        ),
+        ("a00000", "rule-p", "c00000", Some("CTI-9"), false)
+    );
+    assert_eq!(a0.time, t0() + Duration::seconds(5));
+    let c0 = &input.cases[0];
+    assert_eq!(c0.first_alert.as_deref(), Some("a00000"));
+    assert_eq!(c0.enriched_at, Some(t0() + Duration::seconds(10)));
+    assert_eq!(
+        c0.closure.as_ref().map(|c| c.disposition.as_str()),
+        Some("false_positive")
+    );
+    assert_eq!(
+        input.actions[0].approval,
+        Some((
+            t0() + Duration::seconds(3600),
+            vec![t0() + Duration::seconds(70)]
+        ))
+    );
+
+    // What the metrics count over those rows: every alert, a third tagged, every other case a
+    // false positive, and each of those after the first on its host (4 hosts) a repeat.
+    let m = cordon::report::metrics(
+        &input,
+        &cordon::report::Catalog::default(),
+        t0(),
+        t0() + Duration::days(1),
+    );
+    assert_eq!(m.intel_tagged_overall.alerts, n as u64);
+    assert_eq!(m.intel_tagged_overall.tagged, n.div_ceil(3) as u64);
+    let fps = n.div_ceil(2) as u64;
+    let row = &m.heat_map[0];
+    assert_eq!(
+        (row.alerts, row.closed, row.false_positives),
+        (n as u64, fps, fps)
+    );
+    // False positives fall on hosts 0 and 2 only (even i): two first ones, the rest repeats.
+    assert_eq!(row.repeat_false_positives, fps - 2);
+
+    // Asked to stop after the first page: no input, and no page beyond the second question.
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let got = cordon::report::Input::read_unless(&store, &|| {
+        asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .unwrap();
+    assert!(got.is_none());
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
