@@ -1803,9 +1803,11 @@ async fn full(d: &Daemon, feed: &Gen, rep: &mut Report, mode: Mode, fsync: f64) 
         tokio::spawn(async move { http_open(http, &feed, bg_rate, 600.0, Some(stop), 0).await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let probe = Probe::start(d).await;
     let (mut lat2, outcomes2) = approve_all(&mut c, load_ids).await;
     stop.store(true, Ordering::Relaxed);
     let bg = bg.await.expect("background ingest");
+    let approve_stats = probe.end(d, bg.ok).await;
     let loaded = lat_json(&mut lat2);
     let mut bg_lat = bg.lat;
     let bg_lat = lat_json(&mut bg_lat);
@@ -1825,7 +1827,7 @@ async fn full(d: &Daemon, feed: &Gen, rep: &mut Report, mode: Mode, fsync: f64) 
         "approve",
         json!({"idle": idle.clone(), "idle_outcomes": outcomes, "under_load": loaded.clone(), "background_alerts_per_s": bg_rate,
                "under_load_outcomes": outcomes2, "background_ingest_latency": bg_lat,
-               "background_errors": bg.errors, "background_shed": bg.shed,
+               "background_errors": bg.errors, "background_shed": bg.shed, "stats": approve_stats,
                "executor_settled_before": settled, "executor_settle_wait_s": settle_s}),
     );
     let under = format!("under {bg_rate} alerts/s ingest");

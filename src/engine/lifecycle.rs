@@ -200,14 +200,15 @@ impl Engine {
         }
         let store = &self.parts.store;
         let (mut awaiting, mut approved) = (false, false);
-        /// Only the state of a stored action request: reading it skips the rest of the record.
-        #[derive(Deserialize)]
-        struct StateOf {
-            state: ActionState,
-        }
-        for id in &case.action_ids {
+        // Newest first, and no further than the first request awaiting a human: that one
+        // decides it, and the newest are the likeliest to await (a case that keeps its
+        // requests pending would otherwise read every one of them on each alert it takes).
+        for id in case.action_ids.iter().rev() {
             if let Some(a) = txn.get_json::<StateOf>(store, &keys::action(id))? {
-                awaiting |= a.state == ActionState::AwaitingApproval;
+                if a.state == ActionState::AwaitingApproval {
+                    awaiting = true;
+                    break;
+                }
                 approved |= a.state == ActionState::Approved;
             }
         }
@@ -240,8 +241,9 @@ impl Engine {
             return Ok(());
         }
         let mut counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
-        for id in &case.action_ids {
-            let Some(x) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+        // Newest first: an action still to finish is likelier among them.
+        for id in case.action_ids.iter().rev() {
+            let Some(x) = txn.get_json::<StateOf>(&store, &keys::action(id))? else {
                 continue;
             };
             if matches!(
@@ -444,4 +446,10 @@ pub(super) fn case_links(case: &Case) -> Links {
         alert_id: None,
         action_id: None,
     }
+}
+
+/// Only the state of a stored action request: reading it skips the rest of the record.
+#[derive(Deserialize)]
+struct StateOf {
+    state: ActionState,
 }
