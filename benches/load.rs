@@ -541,6 +541,8 @@ struct Prom {
     tiers: std::collections::BTreeMap<String, f64>,
     alerts: std::collections::BTreeMap<String, f64>,
     executions: std::collections::BTreeMap<String, f64>,
+    /// `cordon_store_write_seconds` buckets: (upper bound in seconds, cumulative count).
+    write_buckets: Vec<(f64, f64)>,
 }
 
 impl Prom {
@@ -556,6 +558,18 @@ impl Prom {
                 "cordon_store_write_seconds_count" => p.write_count = v,
                 "cordon_store_batch_events_sum" => p.batch_sum = v,
                 "cordon_store_batch_events_count" => p.batch_count = v,
+                _ if name.starts_with("cordon_store_write_seconds_bucket") => {
+                    let le = name
+                        .split_once("le=\"")
+                        .and_then(|(_, r)| r.split_once('"'))
+                        .map(|(v, _)| v);
+                    let le = match le {
+                        Some("+Inf") => f64::INFINITY,
+                        Some(x) => x.parse().unwrap_or(f64::INFINITY),
+                        None => continue,
+                    };
+                    p.write_buckets.push((le, v));
+                }
                 _ => {
                     let label = |k: &str| {
                         name.split_once(&format!("{k}=\""))
@@ -596,13 +610,36 @@ impl Prom {
             tiers: sub(&self.tiers, &before.tiers),
             alerts: sub(&self.alerts, &before.alerts),
             executions: sub(&self.executions, &before.executions),
+            write_buckets: self
+                .write_buckets
+                .iter()
+                .map(|(le, n)| {
+                    let was = before
+                        .write_buckets
+                        .iter()
+                        .find(|(b, _)| b == le)
+                        .map_or(0.0, |(_, n)| *n);
+                    (*le, n - was)
+                })
+                .collect(),
         }
+    }
+
+    /// The bucket bound (ms) under which a share `q` of the commits finished.
+    fn commit_ms_at(&self, q: f64) -> f64 {
+        let want = q * self.write_count;
+        self.write_buckets
+            .iter()
+            .find(|(_, n)| *n >= want)
+            .map_or(f64::NAN, |(le, _)| le * 1e3)
     }
 
     fn json(&self) -> Value {
         json!({
             "commits": self.write_count,
             "mean_commit_ms": 1e3 * self.write_sum / self.write_count.max(1.0),
+            "commit_ms_p90_at_most": self.commit_ms_at(0.9),
+            "commit_ms_p99_at_most": self.commit_ms_at(0.99),
             "mean_events_per_commit": self.batch_sum / self.batch_count.max(1.0),
             "decisions_by_tier": self.tiers,
             "alerts_by_outcome": self.alerts,
