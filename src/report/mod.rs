@@ -1,19 +1,25 @@
 //! Loop and operator metrics, the weekly board (`cordon report`) and the SOC→CTI digest.
 //!
-//! Owns: the rule catalog (`[[rules]]` in playbooks: which rule an intel finding motivated and
-//! when the finding was made), every metric definition (what counts, over which window), the
-//! board and digest documents (JSON and Markdown), and setting the `cordon_loop_*` gauges.
+//! Owns: every metric definition (what counts, over which window), the board and digest
+//! documents (JSON and Markdown), and setting the `cordon_loop_*` gauges; `catalog` the rule
+//! catalog (`[[rules]]` in playbooks: which rule an intel finding motivated and when the
+//! finding was made), `input` the lean rows the report reads of the store.
 //! Pure: fed by typed reads of the store ([`Input::read`]), so the same store always gives the
 //! same numbers (replayable). Windows are half-open, `[since, until)`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::action::{ActionRequest, ActionState, Tier};
-use crate::case::{Case, CaseState};
-use crate::engine::StoredAlert;
+use crate::action::{ActionState, Tier};
+use crate::case::CaseState;
+
+mod catalog;
+mod input;
+
+pub use catalog::{Catalog, RuleMeta, check_rules};
+pub use input::{ActionRow, AlertRow, CaseRow, Closure, Input};
 
 /// Repeat false positives count an earlier false positive of the same rule and entity within
 /// this many days.
@@ -21,257 +27,6 @@ pub const REPEAT_FP_DAYS: i64 = 14;
 
 /// Intel priorities, most urgent first (the board's sections).
 pub const PRIORITIES: [&str; 4] = ["critical", "high", "medium", "low"];
-
-/// One detection rule's metadata, declared in a playbook's `[[rules]]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleMeta {
-    /// The rule id alerts carry (`rule.id`).
-    pub id: String,
-    /// The intel finding that motivated the rule (a CTI report or finding id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intel_ref: Option<String>,
-    /// When the finding was made (RFC 3339): the start of the finding → detection lead time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intel_finding_at: Option<DateTime<Utc>>,
-    /// `critical`, `high`, `medium` or `low`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intel_priority: Option<String>,
-    /// `production` (the default) or `tuning`.
-    #[serde(default = "production")]
-    pub status: String,
-}
-
-fn production() -> String {
-    "production".into()
-}
-
-/// Problems in a playbook's `[[rules]]` as (key, reason).
-pub fn check_rules(rules: &[RuleMeta]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut ids = BTreeSet::new();
-    for (i, r) in rules.iter().enumerate() {
-        let key = |k: &str| format!("rules[{i}].{k}");
-        if r.id.trim().is_empty() {
-            out.push((key("id"), "must not be empty".into()));
-        } else if !ids.insert(r.id.clone()) {
-            out.push((key("id"), format!("duplicate rule id {:?}", r.id)));
-        }
-        if r.intel_ref.is_some() != r.intel_finding_at.is_some() {
-            out.push((
-                key("intel_finding_at"),
-                "intel_ref and intel_finding_at go together (the lead time needs both)".into(),
-            ));
-        }
-        if r.intel_ref.as_deref().is_some_and(|s| s.trim().is_empty()) {
-            out.push((key("intel_ref"), "must not be empty".into()));
-        }
-        if let Some(p) = &r.intel_priority {
-            if !PRIORITIES.contains(&p.as_str()) {
-                out.push((
-                    key("intel_priority"),
-                    format!("{p:?} is not one of {PRIORITIES:?}"),
-                ));
-            }
-            if r.intel_ref.is_none() {
-                out.push((key("intel_priority"), "needs an intel_ref".into()));
-            }
-        }
-        if !matches!(r.status.as_str(), "production" | "tuning") {
-            out.push((
-                key("status"),
-                format!("{:?} is not `production` or `tuning`", r.status),
-            ));
-        }
-    }
-    out
-}
-
-/// Every rule declared by the loaded playbooks, by id (the first declaration wins).
-#[derive(Debug, Clone, Default)]
-pub struct Catalog {
-    pub rules: BTreeMap<String, RuleMeta>,
-}
-
-impl Catalog {
-    pub fn from_playbooks(playbooks: &[crate::playbook::Playbook]) -> Catalog {
-        let mut rules = BTreeMap::new();
-        for pb in playbooks {
-            for r in &pb.rules {
-                rules.entry(r.id.clone()).or_insert_with(|| r.clone());
-            }
-        }
-        Catalog { rules }
-    }
-
-    /// The intel finding behind a rule, if any.
-    pub fn intel_ref(&self, rule_id: &str) -> Option<&str> {
-        self.rules.get(rule_id).and_then(|r| r.intel_ref.as_deref())
-    }
-
-    /// Whether an alert is tagged with the intel that motivated its rule: its rule carries an
-    /// `intel_ref`, or the source tagged the alert itself (`intel_source`).
-    pub fn intel_tagged(&self, a: &AlertRow) -> bool {
-        self.intel_ref(&a.rule_id).is_some() || a.intel_source.is_some()
-    }
-}
-
-/// How a case was closed, as far as the report needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Closure {
-    /// `true_positive`, `benign_true_positive`, `false_positive`, `duplicate`.
-    pub disposition: String,
-    pub at: DateTime<Utc>,
-    /// The intel reference the closure credits (what helped find a true positive), if any.
-    pub intel_credit: Option<String>,
-}
-
-/// A stored alert, as far as the report reads it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertRow {
-    pub alert_id: String,
-    pub received_at: DateTime<Utc>,
-    /// When the detection fired (source time).
-    pub time: DateTime<Utc>,
-    /// The ingest format that delivered it.
-    pub source: String,
-    pub rule_id: String,
-    /// The intelligence source the SIEM tagged the alert with, if any.
-    pub intel_source: Option<String>,
-    pub case_id: String,
-    /// A SIEM re-delivery of an earlier alert.
-    pub duplicate: bool,
-}
-
-impl AlertRow {
-    pub fn new(a: StoredAlert) -> AlertRow {
-        AlertRow {
-            alert_id: a.alert.alert_id,
-            received_at: a.alert.received_at,
-            time: a.alert.fields.time,
-            source: a.alert.source,
-            rule_id: a.alert.fields.rule.id,
-            intel_source: a.alert.fields.intel_source,
-            case_id: a.case_id,
-            duplicate: a.duplicate_of.is_some(),
-        }
-    }
-}
-
-/// A stored case, as far as the report reads it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CaseRow {
-    pub case_id: String,
-    pub state: CaseState,
-    pub title: String,
-    pub rule_id: String,
-    pub primary_entity: Option<String>,
-    pub severity: crate::alert::Severity,
-    pub first_alert: Option<String>,
-    pub created_at: DateTime<Utc>,
-    /// Its first transition to `enriched`.
-    pub enriched_at: Option<DateTime<Utc>>,
-    /// Every transition to `learned` (a reopened case can learn again).
-    pub learned_at: Vec<DateTime<Utc>>,
-    pub closure: Option<Closure>,
-    /// Human actions recorded on the case itself (assignment is not timed; notes, an
-    /// analyst's closure and recovery, and the first human action the engine stamped), besides
-    /// votes on its actions.
-    pub human_marks: Vec<DateTime<Utc>>,
-}
-
-impl CaseRow {
-    pub fn new(case: Case) -> CaseRow {
-        let closure = case.closure.as_ref().map(|c| Closure {
-            disposition: c.disposition.as_str().to_string(),
-            at: c.at,
-            intel_credit: c.helped.as_ref().and_then(|h| h.intel_ref.clone()),
-        });
-        let mut human_marks: Vec<DateTime<Utc>> = case.notes.iter().map(|n| n.at).collect();
-        human_marks.extend(case.handoffs.first_human_action);
-        human_marks.extend(case.closure.as_ref().map(|c| c.at));
-        human_marks.extend(
-            case.recovery
-                .as_ref()
-                .filter(|r| r.by.is_some())
-                .map(|r| r.at),
-        );
-        let reached = |state: CaseState| case.history.iter().filter(move |t| t.to == state);
-        CaseRow {
-            enriched_at: reached(CaseState::Enriched).next().map(|t| t.at),
-            learned_at: reached(CaseState::Learned).map(|t| t.at).collect(),
-            first_alert: case.alert_ids.into_iter().next(),
-            case_id: case.case_id,
-            state: case.state,
-            title: case.title,
-            rule_id: case.rule_id,
-            primary_entity: case.primary_entity,
-            severity: case.severity,
-            created_at: case.created_at,
-            closure,
-            human_marks,
-        }
-    }
-}
-
-/// A stored action request, as far as the report reads it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActionRow {
-    pub case_id: String,
-    pub state: ActionState,
-    pub tier: Option<Tier>,
-    pub created_at: DateTime<Utc>,
-    /// When it needed approval: its deadline and the times of its votes, in order.
-    pub approval: Option<(DateTime<Utc>, Vec<DateTime<Utc>>)>,
-}
-
-impl ActionRow {
-    pub fn new(a: ActionRequest) -> ActionRow {
-        ActionRow {
-            approval: a
-                .approval
-                .map(|ap| (ap.deadline, ap.votes.iter().map(|v| v.at).collect())),
-            case_id: a.case_id,
-            state: a.state,
-            tier: a.tier,
-            created_at: a.created_at,
-        }
-    }
-}
-
-/// Everything the report is computed from: a row per stored alert, case and action request,
-/// each with only what the report reads (a store of 225,000 alerts read whole took ~4 GiB; as
-/// rows, ~2 % of that).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Input {
-    pub alerts: Vec<AlertRow>,
-    pub cases: Vec<CaseRow>,
-    pub actions: Vec<ActionRow>,
-}
-
-impl Input {
-    /// Reads the committed store, a page at a time.
-    pub fn read(store: &crate::store::Store) -> Result<Input, crate::store::StoreError> {
-        Ok(Input::read_unless(store, &|| false)?.unwrap_or_default())
-    }
-
-    /// Reads the committed store, a page at a time, unless `stop` says so before a page
-    /// (`None`: stopped).
-    pub fn read_unless(
-        store: &crate::store::Store,
-        stop: &dyn Fn() -> bool,
-    ) -> Result<Option<Input>, crate::store::StoreError> {
-        let mut input = Input::default();
-        let whole = crate::engine::read::report_rows(
-            store,
-            stop,
-            |a| input.alerts.push(AlertRow::new(a)),
-            |c| input.cases.push(CaseRow::new(c)),
-            |a| input.actions.push(ActionRow::new(a)),
-        )?;
-        Ok(whole.then_some(input))
-    }
-}
 
 /// Intel-tagged alerts of one source (or `all`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
