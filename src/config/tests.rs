@@ -1,3 +1,5 @@
+//! Unit tests of the config: defaults, environment overrides and validation.
+
 use super::*;
 
 #[test]

@@ -1,3 +1,5 @@
+//! Unit tests of mapped sources: paths, transforms, checks against the sample, and body splitting.
+
 use serde_json::json;
 
 use super::*;
