@@ -627,6 +627,9 @@ impl Prom {
 
     /// The bucket bound (ms) under which a share `q` of the commits finished.
     fn commit_ms_at(&self, q: f64) -> f64 {
+        if self.write_count < 1.0 {
+            return f64::NAN;
+        }
         let want = q * self.write_count;
         self.write_buckets
             .iter()

@@ -141,13 +141,14 @@ impl Scheduler {
         .await;
         // A failed pass waits too: the store is not read whole again every second.
         let took = started.elapsed();
+        let next_in = METRICS_EVERY.max(took * METRICS_SPACING);
         if let Ok(mut due) = self.metrics_due.lock() {
-            *due = Some(Instant::now() + METRICS_EVERY.max(took * METRICS_SPACING));
+            *due = Some(Instant::now() + next_in);
         }
         if took > METRICS_EVERY / 4 {
             tracing::info!(
                 seconds = took.as_secs_f64(),
-                next_in_seconds = METRICS_EVERY.max(took * METRICS_SPACING).as_secs(),
+                next_in_seconds = next_in.as_secs(),
                 "The loop metrics took long to compute; they are recomputed less often."
             );
         }
