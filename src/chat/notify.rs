@@ -263,6 +263,13 @@ impl Notifier {
                 }
             }
         }
+        // The action may have changed while this pass ran, at a moment it owed chat nothing
+        // (a vote decided before the post was recorded: no marker, no kick). The pass counts
+        // only if the action still renders as what it delivered; otherwise another pass runs.
+        if all && let Ok(Some(now)) = engine::read::action(&self.store, id) {
+            let case = engine::read::case(&self.store, &now.case_id).ok().flatten();
+            all = View::of(&now, case.as_ref(), &self.policies.current().hash).hash() == rendered;
+        }
         all
     }
 }
