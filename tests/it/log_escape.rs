@@ -151,9 +151,16 @@ async fn outside_values_never_start_a_line_in_the_text_log() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     // The executor logs after the engine recorded the outcome: wait for the lines themselves.
+    // Both lines: the engine's escalation can be written before the executor's own line.
     support::eventually(30, || async {
         let logs = d.logs();
-        (logs.contains("kind=revoke_sessions") && logs.contains("escalation:")).then_some(())
+        ["action finished", "escalation:"]
+            .iter()
+            .all(|what| {
+                logs.lines()
+                    .any(|l| l.contains(what) && l.contains("kind=revoke_sessions"))
+            })
+            .then_some(())
     })
     .await;
 
