@@ -9,7 +9,8 @@
 //! 2. alert-to-decision latency at a fixed open-loop offered rate (1,000 alerts/s): the engine
 //!    decides every proposed step in the same group commit as the alert, so a `202` already
 //!    means "decided and durable" (checked on samples: every action of the case has a tier);
-//! 3. `Approve` RPC latency (idle, and under 800 alerts/s of ingest, offered open loop);
+//! 3. `Approve` RPC latency (idle, and under 800 alerts/s of ingest, offered open loop), with the
+//!    engine's split of the votes under ingest (`cordon_vote_seconds`: queued, deciding, durable);
 //! 4. a 50,000-alert backlog: every request written at once, pipelined over 500 HTTP/1.1
 //!    connections, so they wait in the daemon's sockets; drain rate vs the empty-queue rate;
 //! 5. alert → automatic action terminal: 800 alerts/s open loop (60 s in `full`, 5 s in
@@ -543,6 +544,73 @@ struct Prom {
     executions: std::collections::BTreeMap<String, f64>,
     /// `cordon_store_write_seconds` buckets: (upper bound in seconds, cumulative count).
     write_buckets: Vec<(f64, f64)>,
+    /// `cordon_vote_seconds` by stage.
+    vote: std::collections::BTreeMap<String, Hist>,
+}
+
+/// One Prometheus histogram: sum, count and cumulative buckets (upper bound in seconds, count).
+#[derive(Default, Clone, Debug)]
+struct Hist {
+    sum: f64,
+    count: f64,
+    buckets: Vec<(f64, f64)>,
+}
+
+impl Hist {
+    fn minus(&self, before: Option<&Hist>) -> Hist {
+        let Some(b) = before else {
+            return self.clone();
+        };
+        Hist {
+            sum: self.sum - b.sum,
+            count: self.count - b.count,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, n)| {
+                    let was = b
+                        .buckets
+                        .iter()
+                        .find(|(x, _)| x == le)
+                        .map_or(0.0, |(_, n)| *n);
+                    (*le, n - was)
+                })
+                .collect(),
+        }
+    }
+
+    /// The bucket bound (ms) under which a share `q` of the observations fell.
+    fn ms_at(&self, q: f64) -> f64 {
+        if self.count < 1.0 {
+            return f64::NAN;
+        }
+        let want = q * self.count;
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= want)
+            .map_or(f64::NAN, |(le, _)| le * 1e3)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "n": self.count,
+            "mean_ms": 1e3 * self.sum / self.count.max(1.0),
+            "p50_ms_at_most": self.ms_at(0.5),
+            "p99_ms_at_most": self.ms_at(0.99),
+        })
+    }
+}
+
+/// The bucket bound in a `le="…"` label, in seconds.
+fn bucket_le(name: &str) -> Option<f64> {
+    match name
+        .split_once("le=\"")
+        .and_then(|(_, r)| r.split_once('"'))
+        .map(|(v, _)| v)?
+    {
+        "+Inf" => Some(f64::INFINITY),
+        x => Some(x.parse().unwrap_or(f64::INFINITY)),
+    }
 }
 
 impl Prom {
@@ -558,17 +626,27 @@ impl Prom {
                 "cordon_store_write_seconds_count" => p.write_count = v,
                 "cordon_store_batch_events_sum" => p.batch_sum = v,
                 "cordon_store_batch_events_count" => p.batch_count = v,
-                _ if name.starts_with("cordon_store_write_seconds_bucket") => {
-                    let le = name
-                        .split_once("le=\"")
+                _ if name.starts_with("cordon_vote_seconds") => {
+                    let Some(stage) = name
+                        .split_once("stage=\"")
                         .and_then(|(_, r)| r.split_once('"'))
-                        .map(|(v, _)| v);
-                    let le = match le {
-                        Some("+Inf") => f64::INFINITY,
-                        Some(x) => x.parse().unwrap_or(f64::INFINITY),
-                        None => continue,
+                        .map(|(v, _)| v.to_string())
+                    else {
+                        continue;
                     };
-                    p.write_buckets.push((le, v));
+                    let h = p.vote.entry(stage).or_default();
+                    if name.starts_with("cordon_vote_seconds_sum") {
+                        h.sum = v;
+                    } else if name.starts_with("cordon_vote_seconds_count") {
+                        h.count = v;
+                    } else if let Some(le) = bucket_le(name) {
+                        h.buckets.push((le, v));
+                    }
+                }
+                _ if name.starts_with("cordon_store_write_seconds_bucket") => {
+                    if let Some(le) = bucket_le(name) {
+                        p.write_buckets.push((le, v));
+                    }
                 }
                 _ => {
                     let label = |k: &str| {
@@ -622,6 +700,11 @@ impl Prom {
                     (*le, n - was)
                 })
                 .collect(),
+            vote: self
+                .vote
+                .iter()
+                .map(|(k, h)| (k.clone(), h.minus(before.vote.get(k))))
+                .collect(),
         }
     }
 
@@ -647,6 +730,7 @@ impl Prom {
             "decisions_by_tier": self.tiers,
             "alerts_by_outcome": self.alerts,
             "executions_by_state": self.executions,
+            "vote_stages": self.vote.iter().map(|(k, h)| (k.clone(), h.json())).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -1862,6 +1946,21 @@ async fn full(d: &Daemon, feed: &Gen, rep: &mut Report, mode: Mode, fsync: f64) 
         loaded["p50_ms"].as_f64().unwrap_or(0.0),
         loaded["p99_ms"].as_f64().unwrap_or(0.0),
         bg_lat["p99_ms"].as_f64().unwrap_or(0.0),
+    ));
+    // Where the votes under ingest spent their time inside the engine (bucket bounds).
+    let stage = |k: &str, q: &str| {
+        approve_stats["engine"]["vote_stages"][k][q]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    say(format!(
+        "  votes under ingest, inside the engine, p50 / p99 at most (ms): queued {} / {}, deciding {} / {}, until durable and answered {} / {}",
+        stage("queued", "p50_ms_at_most"),
+        stage("queued", "p99_ms_at_most"),
+        stage("deciding", "p50_ms_at_most"),
+        stage("deciding", "p99_ms_at_most"),
+        stage("durable", "p50_ms_at_most"),
+        stage("durable", "p99_ms_at_most"),
     ));
     rep.set(
         "approve",

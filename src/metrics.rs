@@ -45,6 +45,17 @@ pub struct SourceLabels {
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
+/// Labels of `cordon_vote_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `queued` (handed to the engine until it takes the vote up), `deciding`, or `durable`
+    /// (decided until its commit is durable and the caller is answered).
+    pub stage: String,
+}
+
+/// A histogram family whose members share one bucket layout.
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
 /// The SOC↔CTI loop and operator metrics (`crate::report`), computed from the whole store and
 /// set by the scheduler; `NaN` while there is nothing to measure.
 #[derive(Clone, Default)]
@@ -153,6 +164,8 @@ pub struct Metrics {
     pub loop_metrics: LoopGauges,
     /// Shadow decisions (`[policy.shadow]`) by action kind and whether they agreed.
     pub shadow_decisions: Family<ShadowLabels, Counter>,
+    /// Where a vote's time goes inside the engine, by stage (see [`StageLabels`]).
+    pub vote_seconds: HistogramFamily<StageLabels>,
 }
 
 /// Labels of `cordon_shadow_decisions_total`.
@@ -277,9 +290,17 @@ impl Metrics {
             "Step decisions of the shadow policy set by action kind and agreement with the set in force",
             shadow_decisions.clone(),
         );
+        let vote_seconds: HistogramFamily<StageLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)));
+        r.register(
+            "cordon_vote_seconds",
+            "Votes cast through the approval API or the console, inside the engine: queued until taken up, deciding, and until durable and answered",
+            vote_seconds.clone(),
+        );
         let loop_metrics = LoopGauges::default();
         loop_metrics.register(&mut r);
         Metrics {
+            vote_seconds,
             shadow_decisions,
             loop_metrics,
             http_connections,
@@ -309,7 +330,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Prometheus text exposition.
+    /// One stage of a vote (`queued`, `deciding`, `durable`) took `d`.
+    pub fn vote_stage(&self, stage: &str, d: std::time::Duration) {
+        self.vote_seconds
+            .get_or_create(&StageLabels {
+                stage: stage.to_string(),
+            })
+            .observe(d.as_secs_f64());
+    }
+
     pub fn chat(family: &Family<ChatLabels, Counter>, platform: &str, outcome: &str) {
         family
             .get_or_create(&ChatLabels {
@@ -319,6 +348,7 @@ impl Metrics {
             .inc();
     }
 
+    /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

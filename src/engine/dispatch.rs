@@ -43,9 +43,17 @@ impl Engine {
                     }
                 }
             }
-            Event::Vote { vote, reply } => {
-                match self.undoable(txn, "vote", |e, t| e.vote(t, &vote)) {
+            Event::Vote { vote, reply, sent } => {
+                let taken = std::time::Instant::now();
+                let metrics = self.parts.metrics.clone();
+                metrics.vote_stage("queued", taken.duration_since(sent));
+                let decided = self.undoable(txn, "vote", |e, t| e.vote(t, &vote));
+                let done = std::time::Instant::now();
+                metrics.vote_stage("deciding", done.duration_since(taken));
+                let durable = move || metrics.vote_stage("durable", done.elapsed());
+                match decided {
                     Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
+                        durable();
                         let _ = reply.send(
                             r.map(|()| outcome)
                                 .map_err(|e| VoteError::Store(e.to_string())),
@@ -55,6 +63,7 @@ impl Engine {
                         // Refusals are recorded too (the audit entry stays in the batch),
                         // but the caller hears the refusal only once it is durable.
                         replies.push(Box::new(move |r| {
+                            durable();
                             let _ = reply.send(match r {
                                 Ok(()) => Err(refusal),
                                 Err(e) => Err(VoteError::Store(e.to_string())),

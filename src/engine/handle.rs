@@ -43,7 +43,11 @@ impl EngineHandle {
     pub async fn vote(&self, vote: VoteCast) -> Result<VoteOutcome, VoteError> {
         let (reply, rx) = oneshot::channel();
         self.urgent
-            .send(Event::Vote { vote, reply })
+            .send(Event::Vote {
+                vote,
+                reply,
+                sent: std::time::Instant::now(),
+            })
             .await
             .map_err(|_| VoteError::Store("shutting down".into()))?;
         rx.await

@@ -192,6 +192,7 @@ async fn a_batch_is_cut_short_for_a_vote_and_the_rest_decided_next() {
         .try_send(Event::Vote {
             vote: vote_on(&id),
             reply,
+            sent: std::time::Instant::now(),
         })
         .unwrap();
     let (txn, prepared) = eng.prepare(batch, &mut None);
@@ -245,6 +246,7 @@ async fn a_vote_that_starts_a_batch_ends_it_but_not_two_batches_in_a_row() {
     batch.push(Event::Vote {
         vote: vote_on(&first),
         reply,
+        sent: std::time::Instant::now(),
     });
     let mut acks = Vec::new();
     for i in 0..MAX_BATCH - 1 {
@@ -265,6 +267,7 @@ async fn a_vote_that_starts_a_batch_ends_it_but_not_two_batches_in_a_row() {
     let mut batch = vec![Event::Vote {
         vote: vote_on(&second),
         reply,
+        sent: std::time::Instant::now(),
     }];
     batch.extend(std::iter::from_fn(|| eng.lanes.try_next()));
     assert_eq!(batch.len(), MAX_BATCH);
@@ -321,6 +324,7 @@ async fn a_vote_cast_during_a_commit_joins_the_batch_waiting_for_it() {
         .try_send(Event::Vote {
             vote: vote_on(&id),
             reply,
+            sent: std::time::Instant::now(),
         })
         .unwrap();
     while wait_for("the vote to be taken", &|| queued(&handle.urgent) == 0) {

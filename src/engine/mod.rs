@@ -97,6 +97,8 @@ pub enum Event {
     Vote {
         vote: VoteCast,
         reply: oneshot::Sender<Result<VoteOutcome, VoteError>>,
+        /// When the caller handed it over (`cordon_vote_seconds{stage="queued"}`).
+        sent: std::time::Instant,
     },
     /// Expire requests past their deadline and raise due escalations.
     Tick { reply: Option<oneshot::Sender<()>> },

@@ -44,6 +44,7 @@ struct Harness {
     store: Store,
     now: Arc<Mutex<DateTime<Utc>>>,
     task: tokio::task::JoinHandle<()>,
+    metrics: Metrics,
 }
 
 type Built = (
@@ -104,6 +105,7 @@ fn engine(f: impl FnOnce(&mut Config)) -> Built {
 impl Harness {
     async fn new(f: impl FnOnce(&mut Config)) -> Harness {
         let (dir, eng, handle, store, now) = engine(f);
+        let metrics = eng.parts.metrics.clone();
         let task = tokio::spawn(eng.run());
         Harness {
             _dir: dir,
@@ -111,6 +113,7 @@ impl Harness {
             store,
             now,
             task,
+            metrics,
         }
     }
 
@@ -379,6 +382,37 @@ async fn votes_count_once_bind_to_the_request_hash_and_one_deny_rejects() {
         ",
     )
     .await;
+}
+
+/// Each vote is timed in three stages (`cordon_vote_seconds`), refusals included: queued for
+/// the engine, deciding, and until durable and answered.
+#[tokio::test]
+async fn every_vote_is_timed_queued_deciding_and_durable() {
+    let h = Harness::new(|_| {}).await;
+    let count = |stage: &str| {
+        let needle = format!("cordon_vote_seconds_count{{stage=\"{stage}\"}} ");
+        h.metrics
+            .render()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(needle.as_str())
+                    .map(|n| n.parse::<u64>().unwrap())
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(count("queued"), 0);
+    h.run(&Ev::Alert("t-1", MALWARE, &["T1059"], &[("host", "ws-1")]))
+        .await;
+    for (user, approve) in [("alice", true), ("alice", true), ("mallory", true)] {
+        h.run(&Ev::Vote("isolate_host", "ws-1", user, approve, None))
+            .await;
+    }
+    for stage in ["queued", "deciding", "durable"] {
+        assert_eq!(count(stage), 3, "{stage}:\n{}", h.metrics.render());
+    }
+    let Harness { handle, task, .. } = h;
+    drop(handle);
+    task.await.unwrap();
 }
 
 #[tokio::test]
