@@ -54,7 +54,7 @@ pub struct StageLabels {
 }
 
 /// A histogram family whose members share one bucket layout.
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// The SOC↔CTI loop and operator metrics (`crate::report`), computed from the whole store and
 /// set by the scheduler; `NaN` while there is nothing to measure.
@@ -331,8 +331,8 @@ impl Metrics {
     }
 
     /// One stage of a vote (`queued`, `deciding`, `durable`) took `d`.
-    pub fn vote_stage(&self, stage: &str, d: std::time::Duration) {
-        self.vote_seconds
+    pub fn vote_stage(family: &HistogramFamily<StageLabels>, stage: &str, d: std::time::Duration) {
+        family
             .get_or_create(&StageLabels {
                 stage: stage.to_string(),
             })

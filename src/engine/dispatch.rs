@@ -44,13 +44,14 @@ impl Engine {
                 }
             }
             Event::Vote { vote, reply, sent } => {
+                use crate::metrics::Metrics;
                 let taken = std::time::Instant::now();
-                let metrics = self.parts.metrics.clone();
-                metrics.vote_stage("queued", taken.duration_since(sent));
+                let stages = self.parts.metrics.vote_seconds.clone();
+                Metrics::vote_stage(&stages, "queued", taken.duration_since(sent));
                 let decided = self.undoable(txn, "vote", |e, t| e.vote(t, &vote));
                 let done = std::time::Instant::now();
-                metrics.vote_stage("deciding", done.duration_since(taken));
-                let durable = move || metrics.vote_stage("durable", done.elapsed());
+                Metrics::vote_stage(&stages, "deciding", done.duration_since(taken));
+                let durable = move || Metrics::vote_stage(&stages, "durable", done.elapsed());
                 match decided {
                     Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
                         durable();
