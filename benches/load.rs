@@ -535,15 +535,13 @@ fn proc_cpu_secs(path: &str) -> f64 {
 /// A few counters from `/metrics`.
 #[derive(Default, Clone, Debug)]
 struct Prom {
-    write_sum: f64,
-    write_count: f64,
+    /// `cordon_store_write_seconds`: one observation per commit.
+    write: Hist,
     batch_sum: f64,
     batch_count: f64,
     tiers: std::collections::BTreeMap<String, f64>,
     alerts: std::collections::BTreeMap<String, f64>,
     executions: std::collections::BTreeMap<String, f64>,
-    /// `cordon_store_write_seconds` buckets: (upper bound in seconds, cumulative count).
-    write_buckets: Vec<(f64, f64)>,
     /// `cordon_vote_seconds` by stage.
     vote: std::collections::BTreeMap<String, Hist>,
 }
@@ -622,8 +620,8 @@ impl Prom {
             };
             let Ok(v) = v.parse::<f64>() else { continue };
             match name {
-                "cordon_store_write_seconds_sum" => p.write_sum = v,
-                "cordon_store_write_seconds_count" => p.write_count = v,
+                "cordon_store_write_seconds_sum" => p.write.sum = v,
+                "cordon_store_write_seconds_count" => p.write.count = v,
                 "cordon_store_batch_events_sum" => p.batch_sum = v,
                 "cordon_store_batch_events_count" => p.batch_count = v,
                 _ if name.starts_with("cordon_vote_seconds") => {
@@ -645,7 +643,7 @@ impl Prom {
                 }
                 _ if name.starts_with("cordon_store_write_seconds_bucket") => {
                     if let Some(le) = bucket_le(name) {
-                        p.write_buckets.push((le, v));
+                        p.write.buckets.push((le, v));
                     }
                 }
                 _ => {
@@ -681,25 +679,12 @@ impl Prom {
                 .collect()
         };
         Prom {
-            write_sum: self.write_sum - before.write_sum,
-            write_count: self.write_count - before.write_count,
+            write: self.write.minus(Some(&before.write)),
             batch_sum: self.batch_sum - before.batch_sum,
             batch_count: self.batch_count - before.batch_count,
             tiers: sub(&self.tiers, &before.tiers),
             alerts: sub(&self.alerts, &before.alerts),
             executions: sub(&self.executions, &before.executions),
-            write_buckets: self
-                .write_buckets
-                .iter()
-                .map(|(le, n)| {
-                    let was = before
-                        .write_buckets
-                        .iter()
-                        .find(|(b, _)| b == le)
-                        .map_or(0.0, |(_, n)| *n);
-                    (*le, n - was)
-                })
-                .collect(),
             vote: self
                 .vote
                 .iter()
@@ -708,24 +693,12 @@ impl Prom {
         }
     }
 
-    /// The bucket bound (ms) under which a share `q` of the commits finished.
-    fn commit_ms_at(&self, q: f64) -> f64 {
-        if self.write_count < 1.0 {
-            return f64::NAN;
-        }
-        let want = q * self.write_count;
-        self.write_buckets
-            .iter()
-            .find(|(_, n)| *n >= want)
-            .map_or(f64::NAN, |(le, _)| le * 1e3)
-    }
-
     fn json(&self) -> Value {
         json!({
-            "commits": self.write_count,
-            "mean_commit_ms": 1e3 * self.write_sum / self.write_count.max(1.0),
-            "commit_ms_p90_at_most": self.commit_ms_at(0.9),
-            "commit_ms_p99_at_most": self.commit_ms_at(0.99),
+            "commits": self.write.count,
+            "mean_commit_ms": 1e3 * self.write.sum / self.write.count.max(1.0),
+            "commit_ms_p90_at_most": self.write.ms_at(0.9),
+            "commit_ms_p99_at_most": self.write.ms_at(0.99),
             "mean_events_per_commit": self.batch_sum / self.batch_count.max(1.0),
             "decisions_by_tier": self.tiers,
             "alerts_by_outcome": self.alerts,
