@@ -51,10 +51,13 @@ impl Engine {
                 let decided = self.undoable(txn, "vote", |e, t| e.vote(t, &vote));
                 let done = std::time::Instant::now();
                 Metrics::vote_stage(&stages, "deciding", done.duration_since(taken));
+                // Only a vote whose commit is durable is timed as `durable`.
                 let durable = move || Metrics::vote_stage(&stages, "durable", done.elapsed());
                 match decided {
                     Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
-                        durable();
+                        if r.is_ok() {
+                            durable();
+                        }
                         let _ = reply.send(
                             r.map(|()| outcome)
                                 .map_err(|e| VoteError::Store(e.to_string())),
@@ -64,7 +67,9 @@ impl Engine {
                         // Refusals are recorded too (the audit entry stays in the batch),
                         // but the caller hears the refusal only once it is durable.
                         replies.push(Box::new(move |r| {
-                            durable();
+                            if r.is_ok() {
+                                durable();
+                            }
                             let _ = reply.send(match r {
                                 Ok(()) => Err(refusal),
                                 Err(e) => Err(VoteError::Store(e.to_string())),

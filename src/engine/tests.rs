@@ -403,10 +403,17 @@ async fn every_vote_is_timed_queued_deciding_and_durable() {
     assert_eq!(count("queued"), 0);
     h.run(&Ev::Alert("t-1", MALWARE, &["T1059"], &[("host", "ws-1")]))
         .await;
-    for (user, approve) in [("alice", true), ("alice", true), ("mallory", true)] {
-        h.run(&Ev::Vote("isolate_host", "ws-1", user, approve, None))
-            .await;
+    let mut outcomes = Vec::new();
+    for user in ["mallory", "alice", "alice"] {
+        outcomes.push(
+            h.run(&Ev::Vote("isolate_host", "ws-1", user, true, None))
+                .await,
+        );
     }
+    // A refused voter, an approval and a repeat vote: all three are timed.
+    assert!(outcomes[0].contains("refused"), "{outcomes:?}");
+    assert!(outcomes[1].ends_with("-> approved"), "{outcomes:?}");
+    assert!(outcomes[2].contains("not pending"), "{outcomes:?}");
     for stage in ["queued", "deciding", "durable"] {
         assert_eq!(count(stage), 3, "{stage}:\n{}", h.metrics.render());
     }
