@@ -294,7 +294,7 @@ impl Metrics {
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)));
         r.register(
             "cordon_vote_seconds",
-            "Votes cast through the approval API or the console, inside the engine: queued until taken up, deciding, and until durable and answered",
+            "Votes (approval API, console and chat callbacks), inside the engine: queued until taken up, deciding, and until durable and answered",
             vote_seconds.clone(),
         );
         let loop_metrics = LoopGauges::default();

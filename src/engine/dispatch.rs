@@ -44,15 +44,9 @@ impl Engine {
                 }
             }
             Event::Vote { vote, reply, sent } => {
-                use crate::metrics::Metrics;
                 let taken = std::time::Instant::now();
-                let stages = self.parts.metrics.vote_seconds.clone();
-                Metrics::vote_stage(&stages, "queued", taken.duration_since(sent));
                 let decided = self.undoable(txn, "vote", |e, t| e.vote(t, &vote));
-                let done = std::time::Instant::now();
-                Metrics::vote_stage(&stages, "deciding", done.duration_since(taken));
-                // Only a vote whose commit is durable is timed as `durable`.
-                let durable = move || Metrics::vote_stage(&stages, "durable", done.elapsed());
+                let durable = self.time_vote(sent, taken);
                 match decided {
                     Ok(Ok(outcome)) => replies.push(Box::new(move |r| {
                         if r.is_ok() {
@@ -100,11 +94,20 @@ impl Engine {
                     }
                 }
             }
-            Event::Chat { op, reply } => {
+            Event::Chat { op, reply, sent } => {
+                let taken = std::time::Instant::now();
                 match self.undoable(txn, "chat step", |e, t| e.chat(t, op)) {
-                    Ok(r) => replies.push(Box::new(move |c| {
-                        let _ = reply.send(c.map(|()| r));
-                    })),
+                    Ok(r) => {
+                        // A callback that reached the vote is timed as a vote.
+                        let durable =
+                            matches!(r, ChatReply::Voted(_)).then(|| self.time_vote(sent, taken));
+                        replies.push(Box::new(move |c| {
+                            if let (Ok(()), Some(durable)) = (&c, durable) {
+                                durable();
+                            }
+                            let _ = reply.send(c.map(|()| r));
+                        }))
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(EngineError::Store(e.to_string())));
                     }
@@ -183,5 +186,21 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Times a vote the engine took up at `taken` and has just decided (`cordon_vote_seconds`):
+    /// `queued` since the caller handed it over at `sent`, and `deciding`. Returns what times
+    /// the `durable` stage, to be called only once the vote's commit is durable.
+    fn time_vote(
+        &self,
+        sent: std::time::Instant,
+        taken: std::time::Instant,
+    ) -> impl FnOnce() + Send + 'static {
+        use crate::metrics::Metrics;
+        let done = std::time::Instant::now();
+        let stages = self.parts.metrics.vote_seconds.clone();
+        Metrics::vote_stage(&stages, "queued", taken.duration_since(sent));
+        Metrics::vote_stage(&stages, "deciding", done.duration_since(taken));
+        move || Metrics::vote_stage(&stages, "durable", done.elapsed())
     }
 }

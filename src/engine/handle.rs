@@ -85,7 +85,11 @@ impl EngineHandle {
     /// Records a chat step or handles a chat callback; answers once it is durable.
     pub async fn chat(&self, op: ChatOp) -> Result<ChatReply, EngineError> {
         let (reply, rx) = oneshot::channel();
-        let ev = Event::Chat { op, reply };
+        let ev = Event::Chat {
+            op,
+            reply,
+            sent: std::time::Instant::now(),
+        };
         let lane = if lanes::is_urgent(&ev) {
             &self.urgent
         } else {

@@ -111,6 +111,8 @@ pub enum Event {
     Chat {
         op: ChatOp,
         reply: oneshot::Sender<Result<ChatReply, EngineError>>,
+        /// When the caller handed it over (a callback that is a vote is timed like one).
+        sent: std::time::Instant,
     },
     /// Records the announcement of a signed audit checkpoint; answers, once it is durable, with
     /// the head that ends at it (the head the checkpoint signs).

@@ -417,6 +417,54 @@ async fn every_vote_is_timed_queued_deciding_and_durable() {
     for stage in ["queued", "deciding", "durable"] {
         assert_eq!(count(stage), 3, "{stage}:\n{}", h.metrics.render());
     }
+    // A chat callback that becomes a vote is timed like one; a callback refused before any
+    // vote (here: an unmapped chat user) is not a vote and is not timed.
+    h.run(&Ev::Alert("t-2", MALWARE, &["T1059"], &[("host", "ws-2")]))
+        .await;
+    let a = h
+        .action_of("isolate_host", "ws-2")
+        .expect("a request for ws-2");
+    let callback = |verdict| {
+        ChatOp::Callback(crate::engine::ChatCallback {
+            platform: "slack",
+            replay_key: None,
+            replay_ttl: Duration::minutes(5),
+            platform_user: "U1".into(),
+            approval_id: a.action_id.clone(),
+            decision: "approve".into(),
+            verdict,
+            detail: json!({}),
+        })
+    };
+    let refused = h
+        .handle
+        .chat(callback(Err(("unmapped_user", "no such user".into()))))
+        .await
+        .unwrap();
+    assert!(matches!(refused, ChatReply::Refused(..)), "{refused:?}");
+    for stage in ["queued", "deciding", "durable"] {
+        assert_eq!(count(stage), 3, "{stage}: a refused callback is no vote");
+    }
+    let voted = h
+        .handle
+        .chat(callback(Ok(VoteCast {
+            approval_id: a.action_id.clone(),
+            user: "alice".into(),
+            channel: "slack".into(),
+            identity: "slack".into(),
+            approve: true,
+            request_hash: None,
+            comment: String::new(),
+        })))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&voted, ChatReply::Voted(r) if r.as_ref().as_ref().is_ok_and(|o| o.outcome == "approved")),
+        "{voted:?}"
+    );
+    for stage in ["queued", "deciding", "durable"] {
+        assert_eq!(count(stage), 4, "{stage}:\n{}", h.metrics.render());
+    }
     let Harness { handle, task, .. } = h;
     drop(handle);
     task.await.unwrap();
