@@ -600,10 +600,58 @@ pub struct Board {
     pub audit: AuditState,
 }
 
-/// The board: open proposals, the loop metrics (as `cordon report` computes them, from
-/// `engine::read::report_rows`) and the audit chain's state.
+/// The rows the board's loop metrics are computed from (`report::Input`, the whole committed
+/// store as rows), shared by every view of the board: only one whole read runs at a time
+/// (views that arrive meanwhile wait for it instead of starting their own), and a view with no
+/// commit since the last read began reuses its rows (they are current). So many analysts on the
+/// board, or one refreshing it, cost at most one read per commit, never one per view at once.
+/// Holds the last read's rows (about 2 % of the records' size) until a view after the next
+/// commit replaces them.
+#[derive(Default)]
+pub struct BoardRows {
+    /// The store's durable commit count when the last read began, and its rows.
+    last: tokio::sync::Mutex<Option<(u64, std::sync::Arc<crate::report::Input>)>>,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl BoardRows {
+    /// The rows as of now or later: those of the last read if nothing was committed since it
+    /// began (`Store::durable_commits`), else a new read (on a blocking thread).
+    pub async fn current(
+        &self,
+        store: &Store,
+    ) -> Result<std::sync::Arc<crate::report::Input>, StoreError> {
+        let mut last = self.last.lock().await;
+        // Taken before the rows are read: rows read after it have at least every commit it
+        // counts (a caller is answered only after its commit is counted here).
+        let commits = store.durable_commits();
+        if let Some((seen, rows)) = last.as_ref()
+            && *seen == commits
+        {
+            return Ok(rows.clone());
+        }
+        let s = store.clone();
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rows = tokio::task::spawn_blocking(move || crate::report::Input::read(&s))
+            .await
+            .map_err(|e| StoreError::Aborted(format!("the board's read stopped: {e}")))??;
+        let rows = std::sync::Arc::new(rows);
+        *last = Some((commits, rows.clone()));
+        Ok(rows)
+    }
+
+    /// How many whole reads the board has made.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The board: open proposals, the loop metrics (as `cordon report` computes them, over `input`:
+/// see [`BoardRows`]) and the audit chain's state.
 pub fn board(
     store: &Store,
+    input: &crate::report::Input,
     catalog: &crate::report::Catalog,
     checkpoints: Option<(&std::path::Path, &crate::checkpoint::PublicKey)>,
     now: DateTime<Utc>,
@@ -615,9 +663,8 @@ pub fn board(
         |p| p.state == ProposalState::Open,
         BOARD_PROPOSALS,
     )?;
-    let input = crate::report::Input::read(store)?;
     let since = now - chrono::Duration::days(BOARD_WINDOW_DAYS);
-    let metrics = crate::report::metrics(&input, catalog, since, now);
+    let metrics = crate::report::metrics(input, catalog, since, now);
     let weekly_tagged = (0..BOARD_WEEKS)
         .rev()
         .map(|w| {
@@ -625,7 +672,7 @@ pub fn board(
             let since = until - chrono::Duration::weeks(1);
             WeekShare {
                 since,
-                share: crate::report::metrics(&input, catalog, since, until).intel_tagged_overall,
+                share: crate::report::metrics(input, catalog, since, until).intel_tagged_overall,
             }
         })
         .collect();

@@ -538,6 +538,69 @@ fn bad_time_bounds_are_refused_with_a_clear_error() {
     assert!(!dir.path().join("data").exists());
 }
 
+/// The console board reads the store whole at most once per commit, one read at a time: views
+/// with no commit between them reuse the rows, views that arrive together after a commit share
+/// one new read, and that read has what the commit wrote (commits here carry no audit record:
+/// the chain head alone would not show them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_reads_the_store_once_per_commit_and_one_read_at_a_time() {
+    use cordon::console::view::BoardRows;
+    use cordon::engine::keys;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        cordon::store::Store::open(dir.path(), &cordon::store::StoreOptions::default()).unwrap();
+    let write = |i: usize| {
+        let mut t = store.begin();
+        let (a, c, x) = (format!("a{i:05}"), format!("c{i:05}"), format!("x{i:05}"));
+        t.put_json(
+            keys::alert(&a),
+            &alert(&a, "splunk", "rule-p", 10, 5, &c, None, None),
+        )
+        .unwrap();
+        t.put_json(keys::case(&c), &case(&c, "rule-p", "h", 10, &[&a], &[&x]))
+            .unwrap();
+        t.put_json(
+            keys::action(&x),
+            &action(&x, &c, "isolate_host", "auto", "succeeded", 10, &[], 3600),
+        )
+        .unwrap();
+        t
+    };
+    for i in 0..3 {
+        store.commit(write(i)).await.unwrap();
+    }
+    let rows = Arc::new(BoardRows::default());
+    let first = rows.current(&store).await.unwrap();
+    assert_eq!(first.cases.len(), 3);
+    assert_eq!(rows.reads(), 1);
+    let again = rows.current(&store).await.unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "a view with no commit since read again"
+    );
+    assert_eq!(rows.reads(), 1);
+
+    store.commit(write(3)).await.unwrap();
+    let mut views = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (rows, store) = (rows.clone(), store.clone());
+        views.spawn(async move { rows.current(&store).await.unwrap() });
+    }
+    while let Some(seen) = views.join_next().await {
+        let seen = seen.unwrap();
+        assert_eq!(
+            (seen.alerts.len(), seen.cases.len(), seen.actions.len()),
+            (4, 4, 4),
+            "a view after the commit missed it"
+        );
+    }
+    assert_eq!(
+        rows.reads(),
+        2,
+        "views after one commit read the store more than once"
+    );
+}
+
 /// The report's input is read a page at a time: every record of a store larger than a page
 /// arrives once, as a row with what the report reads; and a read asked to stop gives up before
 /// its next page (the daemon's shutdown does not wait for a whole read of a large store).

@@ -83,6 +83,8 @@ pub struct Console {
     shutdown: CancellationToken,
     /// The rules of the loaded playbooks, for the loop metrics on the board.
     catalog: Arc<crate::report::Catalog>,
+    /// The rows the board's loop metrics are computed from, one whole read at a time.
+    board_rows: Arc<view::BoardRows>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,6 +124,7 @@ impl Console {
             checkpoints,
             shutdown,
             catalog: Arc::new(catalog),
+            board_rows: Arc::default(),
         })
     }
 
@@ -775,9 +778,14 @@ async fn learning(State(st): State<HttpState>, headers: HeaderMap) -> Response {
     let store = st.store.clone();
     let cps = c.checkpoints.clone();
     let catalog = c.catalog.clone();
+    let input = match c.board_rows.current(&store).await {
+        Ok(rows) => rows,
+        Err(e) => return store_error(e),
+    };
     let r = tokio::task::spawn_blocking(move || {
         view::board(
             &store,
+            &input,
             &catalog,
             cps.as_ref().map(|(d, k)| (d.as_path(), k)),
             chrono::Utc::now(),
