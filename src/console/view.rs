@@ -616,7 +616,8 @@ pub struct BoardRows {
 
 impl BoardRows {
     /// The rows as of now or later: those of the last read if nothing was committed since it
-    /// began (`Store::durable_commits`), else a new read (on a blocking thread).
+    /// began (`Store::durable_commits`), else a new read (on a low-priority thread of its own,
+    /// as the loop gauges' reads: `report::in_background`).
     pub async fn current(
         &self,
         store: &Store,
@@ -633,9 +634,7 @@ impl BoardRows {
         let s = store.clone();
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let rows = tokio::task::spawn_blocking(move || crate::report::Input::read(&s))
-            .await
-            .map_err(|e| StoreError::Aborted(format!("the board's read stopped: {e}")))??;
+        let rows = crate::report::in_background(move || crate::report::Input::read(&s)).await?;
         let rows = std::sync::Arc::new(rows);
         *last = Some((commits, rows.clone()));
         Ok(rows)

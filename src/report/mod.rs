@@ -19,7 +19,7 @@ mod catalog;
 mod input;
 
 pub use catalog::{Catalog, RuleMeta, check_rules};
-pub use input::{ActionRow, AlertRow, CaseRow, Closure, Input};
+pub use input::{ActionRow, AlertRow, CaseRow, Closure, Input, in_background};
 
 /// Repeat false positives count an earlier false positive of the same rule and entity within
 /// this many days.

@@ -26,11 +26,6 @@ const METRICS_EVERY: Duration = Duration::from_secs(60);
 /// however large the store grows (a 3.9 GiB store of 225,000 alerts took ~30 s).
 const METRICS_SPACING: u32 = 20;
 
-/// The operating system priority (`nice`) of the threads that read the whole store for a
-/// report or the loop gauges: they yield the cores to deciding and acknowledging.
-#[cfg(target_os = "linux")]
-const BACKGROUND_NICE: libc::c_int = 10;
-
 /// Fires schedules and delivers their reports. Cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -198,33 +193,13 @@ impl Scheduler {
     }
 }
 
-/// Runs `work` on a thread of its own at a low operating system priority and waits for it:
-/// reading the whole store for a report must not take a core from deciding alerts and votes.
+/// [`crate::report::in_background`], its failure as the engine's.
 async fn background<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, EngineError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("cordon-report".into())
-        .spawn(move || {
-            lower_priority();
-            let _ = tx.send(work());
-        })
-        .map_err(|e| EngineError::Store(format!("cannot start a report thread: {e}")))?;
-    rx.await
-        .map_err(|_| EngineError::Store("the report thread ended without an answer".into()))?
+    crate::report::in_background(work)
+        .await
         .map_err(|e| EngineError::Store(e.to_string()))
-}
-
-/// Lowers the calling thread's scheduling priority (Linux: per thread); elsewhere, nothing.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread's own id; raising one's own `nice` is
-    // always permitted, and a failure only leaves the priority as it was.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS as _, tid as libc::id_t, BACKGROUND_NICE);
-    }
 }
 
 /// Writes `body` to `path` whole or not at all (temporary file, sync, rename).
