@@ -233,6 +233,25 @@ async fn a_signed_out_browser_reads_nothing_and_every_answer_carries_the_securit
     assert_eq!(js.status, 200);
     assert!(js.header("content-type").starts_with("text/javascript"));
     assert_eq!(js.header("x-content-type-options"), "nosniff");
+    // An unknown path under /ui is the console's page, with the console's headers, for any
+    // method (not the JSON API's answer).
+    for path in [
+        "/ui/nonexistent",
+        "/ui/cases/x/y/z",
+        "/ui/assets/nope/deeper",
+    ] {
+        let r = web.get(path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.header("content-type").starts_with("text/html"), "{path}");
+        assert_eq!(r.header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(r.header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(r.header("cache-control"), "no-store", "{path}");
+        assert!(
+            r.header("content-security-policy")
+                .contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+    }
     d.stop().await;
 }
 

@@ -266,6 +266,9 @@ pub fn router(state: HttpState) -> Option<Router> {
             .route("/ui/learning/{id}/op", post(proposal_op))
             .route("/ui/events", get(events))
             .route("/ui/assets/{name}", get(asset))
+            // Any other path under `/ui` is the console's own "not found" page, with the
+            // console's headers (not the JSON API's answer).
+            .route("/ui/{*rest}", axum::routing::any(no_such_page))
             .layer(axum::middleware::map_response(security_headers))
             .with_state(state),
     )
@@ -329,6 +332,13 @@ async fn asset(PathOf(name): PathOf<String>) -> Response {
             page::message("Not found", None, "no such file", "/ui"),
         ),
     }
+}
+
+async fn no_such_page() -> Response {
+    html(
+        StatusCode::NOT_FOUND,
+        page::message("Not found", None, "no such page", "/ui"),
+    )
 }
 
 async fn queue(State(st): State<HttpState>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
