@@ -688,6 +688,7 @@ fn connection_limits(cfg: &Config) -> crate::listener::HttpLimits {
     crate::listener::HttpLimits {
         header_read_timeout: Duration::from_secs(cfg.http.header_read_timeout_secs),
         idle_timeout: Duration::from_secs(cfg.http.idle_timeout_secs),
+        body_read_timeout: Duration::from_secs(cfg.http.body_read_timeout_secs),
         max_connections,
     }
 }

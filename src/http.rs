@@ -37,6 +37,7 @@ use crate::secret::TokenHash;
 use crate::store::Store;
 
 mod agents;
+mod deadline;
 mod mcp;
 
 /// Shared state of the HTTP handlers.
@@ -247,7 +248,7 @@ pub async fn serve(
                 app.clone(),
                 move |mut req: axum::extract::Request<_>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    req
+                    req.map(|body| deadline::Deadline::new(body, limits.body_read_timeout))
                 },
             )
         },
@@ -550,12 +551,16 @@ async fn ingest(
     }
 }
 
-/// Reads the whole body: over `max` bytes is `413 body_too_large`; a body that cannot be read
-/// (a malformed chunk, a connection cut mid-body) is `400 malformed_body`.
+/// Reads the whole body: over `max` bytes is `413 body_too_large`; one not whole within
+/// `http.body_read_timeout_secs` of its header is `408 body_timeout` (see `deadline`); a body
+/// that cannot be read (a malformed chunk, a connection cut mid-body) is `400 malformed_body`.
 async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, max).await.map_err(|e| {
         let e = e.into_inner();
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
+        if let Some(t) = deadline::timed_out(&*e) {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", t.to_string())
+        } else if e
+            .downcast_ref::<http_body_util::LengthLimitError>()
             .is_some()
         {
             ApiError::new(

@@ -110,6 +110,9 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// A request's body must arrive whole within this long of its header (enforced by `http`,
+    /// which reads bodies; a request in flight is never cut off here).
+    pub body_read_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
 }

@@ -203,6 +203,8 @@ pub struct HttpConfig {
     pub header_read_timeout_secs: u64,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout_secs: u64,
+    /// A request's body must arrive whole within this long of its header (`408 body_timeout`).
+    pub body_read_timeout_secs: u64,
     /// Most connections open at once; lowered at start to fit under the descriptor limit.
     pub max_connections: usize,
 }
@@ -215,6 +217,7 @@ impl Default for HttpConfig {
             admin_token: None,
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
+            body_read_timeout_secs: 30,
             max_connections: 512,
         }
     }

@@ -108,7 +108,7 @@ fn checkpoints_are_validated() {
 fn connection_limits_are_bounded() {
     let (c, unknown) = Config::parse(
         "c.toml",
-        "[http]\nheader_read_timeout_secs = 0\nidle_timeout_secs = 0\nmax_connections = 0\n[grpc]\nmax_connections = 0\nkeepalive_interval_secs = 30\nkeepalive_timeout_secs = 10\nidle_timeout_secs = 40\nmax_concurrent_streams = 0\nconcurrency_limit_per_connection = 1000000\n",
+        "[http]\nheader_read_timeout_secs = 0\nidle_timeout_secs = 0\nbody_read_timeout_secs = 0\nmax_connections = 0\n[grpc]\nmax_connections = 0\nkeepalive_interval_secs = 30\nkeepalive_timeout_secs = 10\nidle_timeout_secs = 40\nmax_concurrent_streams = 0\nconcurrency_limit_per_connection = 1000000\n",
     )
     .unwrap();
     assert!(unknown.is_empty(), "{unknown:?}");
@@ -119,6 +119,7 @@ fn connection_limits_are_bounded() {
         vec![
             "http.header_read_timeout_secs",
             "http.idle_timeout_secs",
+            "http.body_read_timeout_secs",
             "http.max_connections",
             "grpc.max_connections",
             "grpc.max_concurrent_streams",

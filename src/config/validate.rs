@@ -80,6 +80,12 @@ impl Config {
             300,
         );
         range("http.idle_timeout_secs", h.idle_timeout_secs, 1, 3600);
+        range(
+            "http.body_read_timeout_secs",
+            h.body_read_timeout_secs,
+            1,
+            3600,
+        );
         range("http.max_connections", h.max_connections as u64, 8, 1 << 20);
         range("grpc.max_connections", g.max_connections as u64, 4, 1 << 16);
         range(

@@ -293,3 +293,103 @@ async fn slow_headers_are_cut_off_and_a_full_cap_refuses_new_connections() {
         "{m}"
     );
 }
+
+/// Reads one HTTP answer from `s` (up to 4 KiB, until the server has sent its body or closed).
+fn answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A body must arrive whole within `http.body_read_timeout_secs` of its header: one withheld
+/// after part of it, and one trickled a byte at a time (each byte well inside any idle timer),
+/// are both answered `408 body_timeout` once the deadline passes, nothing is recorded, and the
+/// daemon goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withheld_or_trickled_body_is_refused_once_its_deadline_passes() {
+    let (dir, _) = support::workspace();
+    let root = dir.path();
+    let cfg = config(root, "[http]\nbody_read_timeout_secs = 1\n");
+    let d = Daemon::start(root, "body-deadline", serve_args(&cfg)).await;
+    let to = addr(&d.base);
+    let received = |m: &str| sample(m, "cordon_alerts_received_total");
+    let before = received(&metrics_text(&d.base).await);
+
+    // Part of the body, then nothing.
+    let mut withheld = TcpStream::connect(to).unwrap();
+    withheld
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        withheld,
+        "POST /v1/alerts HTTP/1.1\r\nHost: {to}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"a\":"
+    )
+    .unwrap();
+    let a = answer(&mut withheld);
+    assert!(a.starts_with("HTTP/1.1 408"), "{a:?}");
+    assert!(a.contains("\"body_timeout\""), "{a:?}");
+
+    // A byte every 200 ms: it never stalls, but it is not whole within the deadline.
+    let mut trickle = TcpStream::connect(to).unwrap();
+    trickle
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        trickle,
+        "POST /v1/alerts HTTP/1.1\r\nHost: {to}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let text = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a trickled body was still being read after 20 s"
+        );
+        // Once the server has answered and closed, the write fails; what it sent is read.
+        let _ = trickle.write_all(b" ");
+        match trickle.read(&mut buf) {
+            Ok(0) => break String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                let t = String::from_utf8_lossy(&got).into_owned();
+                if t.trim_end().ends_with('}') {
+                    break t;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break String::from_utf8_lossy(&got).into_owned(),
+        }
+    };
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(text.contains("\"body_timeout\""), "{text:?}");
+
+    // Nothing was recorded, and a whole request is still answered.
+    let m = metrics_text(&d.base).await;
+    assert_eq!(received(&m), before, "{m}");
+    let (status, body) = post_json(
+        &http_client(),
+        &format!("{}/v1/alerts", d.base),
+        serde_json::json!({"source_alert_id": "after-408", "title": "t", "rule": {"id": "r", "name": "r"}, "severity": "low"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{body}");
+}
