@@ -5,8 +5,10 @@
 //! hand or a script; and `cordon mcp`, the stdio transport for local assistants: it relays each
 //! JSON-RPC line from stdin to the daemon's `/mcp` endpoint with the agent's bearer token and
 //! prints the answer on stdout, so the daemon authenticates, checks and records every call as
-//! for any MCP client.
+//! for any MCP client. The text output of `agents` escapes every string from the daemon
+//! ([`shown`]); `--json` and the MCP relay print JSON.
 
+use super::logging::shown;
 use super::*;
 
 #[derive(Debug, Subcommand)]
@@ -57,7 +59,11 @@ fn token(file: Option<&PathBuf>) -> Result<Option<crate::secret::Secret>, i32> {
         (Some(f), _) => match std::fs::read_to_string(f) {
             Ok(t) => Ok(Some(crate::secret::Secret::new(t.trim().to_string()))),
             Err(e) => {
-                eprintln!("cannot read {}: {e}", f.display());
+                eprintln!(
+                    "cannot read {}: {}",
+                    shown(&f.display().to_string()),
+                    shown(&e.to_string())
+                );
                 Err(2)
             }
         },
@@ -84,7 +90,7 @@ pub(super) async fn agents(conn: Conn, json: bool, command: AgentsCommand) -> i3
     let mut c = match connect(&opts).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cordon agents: {e}");
+            eprintln!("cordon agents: {}", shown(&e.to_string()));
             return 2;
         }
     };
@@ -128,10 +134,13 @@ pub(super) async fn agents(conn: Conn, json: bool, command: AgentsCommand) -> i3
                 };
                 println!(
                     "{}  {}  {}  {}{again}",
-                    a.action_id, a.action, a.tier, a.state
+                    shown(&a.action_id),
+                    shown(&a.action),
+                    shown(&a.tier),
+                    shown(&a.state)
                 );
                 for reason in &a.reasons {
-                    println!("  reason: {reason}");
+                    println!("  reason: {}", shown(reason));
                 }
             }
         }),
@@ -165,7 +174,7 @@ pub(super) async fn agents(conn: Conn, json: bool, command: AgentsCommand) -> i3
     match result {
         Ok(()) => 0,
         Err(refused) => {
-            eprintln!("cordon agents: {refused}");
+            eprintln!("cordon agents: {}", shown(&refused.to_string()));
             refused.agent_exit_status()
         }
     }

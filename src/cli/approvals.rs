@@ -2,7 +2,12 @@
 //!
 //! Owns: connecting with the caller's identity (token file, `CORDON_TOKEN`, or mTLS), the
 //! list/show/approve/deny/rollback commands, and printing their answers as text or JSON.
+//! Text output passes every string from the daemon (case titles, targets, entities, reasons,
+//! evidence, the agent's hypothesis and citations, votes, error messages) through [`shown`], so
+//! none of it can start a line of its own or drive the approver's terminal; `--json` prints the
+//! answer as it is.
 
+use super::logging::shown;
 use super::*;
 
 /// The client options for `conn`: the token from `--token-file` or `CORDON_TOKEN`. `Err` is
@@ -13,7 +18,11 @@ pub(super) fn client_options(conn: Conn) -> Result<crate::api::client::ClientOpt
         (Some(f), _) => match std::fs::read_to_string(f) {
             Ok(t) => Some(crate::secret::Secret::new(t.trim().to_string())),
             Err(e) => {
-                eprintln!("cannot read {}: {e}", f.display());
+                eprintln!(
+                    "cannot read {}: {}",
+                    shown(&f.display().to_string()),
+                    shown(&e.to_string())
+                );
                 return Err(2);
             }
         },
@@ -40,7 +49,7 @@ pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand)
     let mut c = match connect(&opts).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cordon approvals: {e}");
+            eprintln!("cordon approvals: {}", shown(&e.to_string()));
             return 2;
         }
     };
@@ -60,13 +69,13 @@ pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand)
                     for a in &list {
                         println!(
                             "{}  {:<22} {:<40} {:<12} {}/{} approvals  expires {}",
-                            a.approval_id,
-                            a.action,
+                            shown(&a.approval_id),
+                            shown(&a.action),
                             a.target
                                 .as_ref()
-                                .map(|t| format!("{}:{}", t.kind, t.id))
+                                .map(|t| format!("{}:{}", shown(&t.kind), shown(&t.id)))
                                 .unwrap_or_default(),
-                            a.tier,
+                            shown(&a.tier),
                             a.approvals_given,
                             a.approvals_needed,
                             when(a.deadline_unix_ms)
@@ -77,7 +86,7 @@ pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand)
                         eprintln!(
                             "{} shown, oldest first; the next page: cordon approvals list --after {}",
                             list.len(),
-                            last.approval_id
+                            shown(&last.approval_id)
                         );
                     }
                 }
@@ -112,7 +121,10 @@ pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand)
                 } else {
                     println!(
                         "rollback {} proposed: {} is {} (tier {})",
-                        a.action_id, a.action, a.state, a.tier
+                        shown(&a.action_id),
+                        shown(&a.action),
+                        shown(&a.state),
+                        shown(&a.tier)
                     );
                 }
             })
@@ -127,7 +139,7 @@ pub(super) async fn approvals(conn: Conn, json: bool, command: ApprovalsCommand)
                     serde_json::json!({"error": refused.code_name(), "message": refused.message})
                 );
             }
-            eprintln!("cordon approvals: {refused}");
+            eprintln!("cordon approvals: {}", shown(&refused.to_string()));
             1
         }
     }
@@ -162,24 +174,34 @@ fn show(a: &crate::api::calls::Approval, json: bool) {
     let target = a
         .target
         .as_ref()
-        .map(|t| format!("{} {}", t.kind, t.id))
+        .map(|t| format!("{} {}", shown(&t.kind), shown(&t.id)))
         .unwrap_or_default();
-    println!("approval {}  ({})", a.approval_id, a.state);
-    println!("  action:    {} on {}", a.action, target);
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|i| shown(i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("approval {}  ({})", shown(&a.approval_id), shown(&a.state));
+    println!("  action:    {} on {}", shown(&a.action), target);
     println!(
         "  tier:      {} ({}/{} approvals)",
-        a.tier, a.approvals_given, a.approvals_needed
+        shown(&a.tier),
+        a.approvals_given,
+        a.approvals_needed
     );
     for r in &a.reasons {
-        println!("  reason:    {r}");
+        println!("  reason:    {}", shown(r));
     }
     if let Some(p) = &a.agent_proposal {
         println!(
             "  proposed:  by AI agent {} (AI-generated, confidence {}%)",
-            p.agent, p.confidence
+            shown(&p.agent),
+            p.confidence
         );
-        println!("  hypothesis: {}", p.hypothesis);
-        println!("  citations: {}", p.citations.join(", "));
+        println!("  hypothesis: {}", shown(&p.hypothesis));
+        println!("  citations: {}", list(&p.citations));
     }
     if let Some(b) = &a.blast_radius {
         println!(
@@ -190,36 +212,41 @@ fn show(a: &crate::api::calls::Approval, json: bool) {
             } else {
                 "IRREVERSIBLE"
             },
-            b.criticality,
-            b.environment
+            shown(&b.criticality),
+            shown(&b.environment)
         );
     }
     if let Some(c) = &a.case {
         println!(
             "  case:      {} {} [{} {}]",
-            c.case_id, c.title, c.severity, c.state
+            shown(&c.case_id),
+            shown(&c.title),
+            shown(&c.severity),
+            shown(&c.state)
         );
-        println!("  entities:  {}", c.entities.join(", "));
+        println!("  entities:  {}", list(&c.entities));
     }
     println!("  deadline:  {}", when(a.deadline_unix_ms));
     println!(
         "  requester: {}  (playbook {} step {})",
-        a.requester, a.playbook, a.step
+        shown(&a.requester),
+        shown(&a.playbook),
+        shown(&a.step)
     );
-    println!("  hash:      {}", a.request_hash);
+    println!("  hash:      {}", shown(&a.request_hash));
     for v in &a.votes {
         println!(
             "  vote:      {} {} via {} ({}) at {}{}",
-            v.user,
-            v.decision,
-            v.channel,
-            v.identity,
+            shown(&v.user),
+            shown(&v.decision),
+            shown(&v.channel),
+            shown(&v.identity),
             when(v.at_unix_ms),
             if v.counted { "" } else { " [not counted]" }
         );
     }
     for e in &a.evidence {
-        println!("  evidence:  {}: {}", e.source, e.data_json);
+        println!("  evidence:  {}: {}", shown(&e.source), shown(&e.data_json));
     }
 }
 
@@ -233,7 +260,11 @@ fn voted(r: crate::api::calls::Voted, json: bool) {
         let a = r.approval.unwrap_or_default();
         println!(
             "{}: {} (now {}, {}/{} approvals)",
-            a.approval_id, r.outcome, a.state, a.approvals_given, a.approvals_needed
+            shown(&a.approval_id),
+            shown(&r.outcome),
+            shown(&a.state),
+            a.approvals_given,
+            a.approvals_needed
         );
     }
 }

@@ -2,8 +2,12 @@
 //!
 //! Owns: the `list | show | assign | note | close | reopen | recover` subcommands, calling the
 //! daemon through `api::cases::call` (no protobuf here), and printing the answers as text or
-//! JSON. A refusal prints the daemon's code and message and exits 1.
+//! JSON. A refusal prints the daemon's code and message and exits 1. Text output is formatted
+//! from the answer with every string in it escaped once ([`shown_json`]): titles, notes,
+//! closure reasons and owners come from outside and must not start a line or drive the
+//! terminal. `--json` prints the answer as it is.
 
+use super::logging::{shown, shown_json};
 use super::*;
 use crate::api::cases::{CasesCall, call};
 
@@ -80,7 +84,7 @@ pub(super) async fn cases(conn: Conn, json: bool, command: CasesCommand) -> i32 
     let mut c = match crate::api::client::connect(&opts).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cordon cases: {e}");
+            eprintln!("cordon cases: {}", shown(&e.to_string()));
             return 2;
         }
     };
@@ -134,6 +138,7 @@ pub(super) async fn cases(conn: Conn, json: bool, command: CasesCommand) -> i32 
             0
         }
         Ok(v) if is_list => {
+            let v = shown_json(v);
             let list = v["cases"].as_array().cloned().unwrap_or_default();
             if list.is_empty() {
                 println!("no cases");
@@ -147,6 +152,7 @@ pub(super) async fn cases(conn: Conn, json: bool, command: CasesCommand) -> i32 
             0
         }
         Ok(v) => {
+            let v = shown_json(v);
             let case = if v.get("case").is_some() {
                 &v["case"]
             } else {
@@ -174,12 +180,13 @@ pub(super) async fn cases(conn: Conn, json: bool, command: CasesCommand) -> i32 
             0
         }
         Err(e) => {
-            eprintln!("cordon cases: {e}");
+            eprintln!("cordon cases: {}", shown(&e.to_string()));
             1
         }
     }
 }
 
+/// One case on one line; `c` is already [`shown_json`].
 fn line(c: &serde_json::Value) -> String {
     let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
     format!(

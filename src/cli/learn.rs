@@ -2,8 +2,12 @@
 //!
 //! Owns: the `list | show | accept | dismiss` subcommands, calling the daemon through
 //! `api::learning::call` (no protobuf here), and printing the answers as text or JSON. A
-//! refusal prints the daemon's code and message and exits 1.
+//! refusal prints the daemon's code and message and exits 1. Text output is formatted from the
+//! answer with every string in it escaped once ([`shown_json`]); a proposed file's contents keep
+//! their own line breaks but each line is escaped and indented, so no line of it can pass for
+//! the command's own. `--json` prints the answer as it is.
 
+use super::logging::{shown, shown_json};
 use super::*;
 use crate::api::learning::{LearnCall, call};
 
@@ -47,7 +51,7 @@ pub(super) async fn learn(conn: Conn, json: bool, command: LearnCommand) -> i32 
     let mut c = match crate::api::client::connect(&opts).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cordon learn: {e}");
+            eprintln!("cordon learn: {}", shown(&e.to_string()));
             return 2;
         }
     };
@@ -85,7 +89,8 @@ pub(super) async fn learn(conn: Conn, json: bool, command: LearnCommand) -> i32 
             println!("{v}");
             0
         }
-        Ok(v) => {
+        Ok(raw) => {
+            let v = shown_json(raw.clone());
             if let Some(list) = v["proposals"].as_array() {
                 if list.is_empty() {
                     println!("no proposals");
@@ -96,9 +101,11 @@ pub(super) async fn learn(conn: Conn, json: bool, command: LearnCommand) -> i32 
             } else if show {
                 println!("{}", line(&v));
                 println!("  {}", v["rationale"].as_str().unwrap_or_default());
-                for f in v["files"].as_array().into_iter().flatten() {
-                    println!("--- {}", f["name"].as_str().unwrap_or_default());
-                    print!("{}", f["contents"].as_str().unwrap_or_default());
+                for f in raw["files"].as_array().into_iter().flatten() {
+                    println!("--- {}", shown(f["name"].as_str().unwrap_or_default()));
+                    for l in f["contents"].as_str().unwrap_or_default().lines() {
+                        println!("    {}", shown(l));
+                    }
                 }
             } else {
                 println!("{}", line(&v["proposal"]));
@@ -114,12 +121,13 @@ pub(super) async fn learn(conn: Conn, json: bool, command: LearnCommand) -> i32 
             0
         }
         Err(e) => {
-            eprintln!("cordon learn: {}: {}", e.code(), e.message());
+            eprintln!("cordon learn: {}: {}", e.code(), shown(e.message()));
             1
         }
     }
 }
 
+/// One proposal on one line; `p` is already [`shown_json`].
 fn line(p: &serde_json::Value) -> String {
     let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
     format!(

@@ -1,5 +1,10 @@
 //! The log format: text lines escape every value and the message (nothing from outside can
 //! forge a line), or JSON lines; the level from the config or `RUST_LOG`.
+//!
+//! The same escaping rule serves the commands' text output: [`shown`] for one value and
+//! [`shown_json`] for every string in an answer, so that an alert title, a note or a daemon's
+//! error message printed by `cordon cases|approvals|learn|agents` can neither start a line of its
+//! own nor drive the approver's terminal.
 
 /// Sets up logging to stderr: `RUST_LOG` wins, else `level`; `json` or human text (every field
 /// value and the message escaped by [`EscapedFields`]).
@@ -83,13 +88,18 @@ impl tracing::field::Visit for EscapingVisitor<'_> {
     }
 }
 
-/// Writes `s` with every character that could end a line, reorder it or reach the terminal as a
-/// control sequence replaced by an escape.
+/// Whether `c` could end a line, reorder the text around it or reach the terminal as (part of) a
+/// control sequence: C0 controls (`\n`, `\r`, `\t`, NUL, ESC, ...), DEL and the C1 controls
+/// U+0080–U+009F (`char::is_control`), the line and paragraph separators and the bidi
+/// embeddings, overrides and isolates.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Writes `s` with every [`unsafe_char`] replaced by an escape (`\n`, `\r`, `\t`, `\0`, else
+/// `\u{..}`).
 fn write_escaped(w: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
     if !s.chars().any(unsafe_char) {
         return w.write_str(s);
     }
@@ -104,6 +114,31 @@ fn write_escaped(w: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
         }
     }
     Ok(())
+}
+
+/// `s` as the CLI's text output prints a value that came from outside: escaped as the text log
+/// escapes it, borrowed unchanged when there is nothing to escape.
+pub(super) fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    // Writing to a `String` cannot fail.
+    let _ = write_escaped(&mut out, s);
+    std::borrow::Cow::Owned(out)
+}
+
+/// `v` with every string in it (at any depth) [`shown`]: a daemon's answer made safe to format as
+/// text in one step, whatever field of it a command prints. Keys are left as they are (the
+/// commands print values only); `--json` output uses the answer unchanged.
+pub(super) fn shown_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s.chars().any(unsafe_char) => Value::String(shown(&s).into_owned()),
+        Value::Array(a) => Value::Array(a.into_iter().map(shown_json).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, shown_json(v))).collect()),
+        other => other,
+    }
 }
 
 #[cfg(test)]
@@ -124,6 +159,63 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn shown_escapes_what_could_end_a_line_or_drive_a_terminal() {
+        for (input, want) in [
+            ("", ""),
+            ("Malware on ws-042", "Malware on ws-042"),
+            ("naïve café — ünïcode ✓", "naïve café — ünïcode ✓"),
+            ("a\nb", "a\\nb"),
+            ("a\r\nFAKE LINE", "a\\r\\nFAKE LINE"),
+            ("a\tb", "a\\tb"),
+            ("nul\0", "nul\\0"),
+            ("\u{1b}[2J\u{1b}[31mRED", "\\u{1b}[2J\\u{1b}[31mRED"),
+            ("\u{1b}]0;pwned\u{7}", "\\u{1b}]0;pwned\\u{7}"),
+            ("del\u{7f}", "del\\u{7f}"),
+            ("csi\u{9b}2J", "csi\\u{9b}2J"),
+            ("c1\u{80}\u{85}\u{9f}", "c1\\u{80}\\u{85}\\u{9f}"),
+            ("evil\u{202e}fdp.exe", "evil\\u{202e}fdp.exe"),
+            (
+                "\u{202a}\u{202d}\u{2066}\u{2069}",
+                "\\u{202a}\\u{202d}\\u{2066}\\u{2069}",
+            ),
+            ("ls\u{2028}ps\u{2029}", "ls\\u{2028}ps\\u{2029}"),
+        ] {
+            let got = shown(input);
+            assert_eq!(got, want, "shown({input:?})");
+            assert!(
+                !got.chars().any(unsafe_char),
+                "shown({input:?}) = {got:?} still holds a control"
+            );
+        }
+        // Nothing to escape: the value itself, not a copy.
+        let plain = "Credential dumping: LSASS memory read";
+        assert!(matches!(shown(plain), std::borrow::Cow::Borrowed(s) if std::ptr::eq(s, plain)));
+    }
+
+    #[test]
+    fn shown_json_escapes_every_string_at_any_depth_and_nothing_else() {
+        let v = serde_json::json!({
+            "title": "T\u{1b}[2J\r\nFAKE",
+            "n": 3,
+            "ok": true,
+            "none": null,
+            "notes": [{"by": "bob", "text": "line one\nline two"}],
+            "nested": {"deep": ["\u{9b}x", "plain"]},
+        });
+        assert_eq!(
+            shown_json(v),
+            serde_json::json!({
+                "title": "T\\u{1b}[2J\\r\\nFAKE",
+                "n": 3,
+                "ok": true,
+                "none": null,
+                "notes": [{"by": "bob", "text": "line one\\nline two"}],
+                "nested": {"deep": ["\\u{9b}x", "plain"]},
+            })
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod case_ops;
 mod cases;
 mod chat;
 mod cli;
+mod cli_escape;
 mod conn_limits;
 mod connector_faults;
 mod console;
