@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::IngestError;
 use super::value::{
-    Epoch, Required, add_entities, first_text, get, get_text, get_texts, invalid, list, percent,
-    tactic_name, techniques, time_at,
+    Epoch, Required, add_entities, first_text, get, get_text, get_texts, invalid, list,
+    one_spelling, percent, tactic_name, techniques, time_at,
 };
 use crate::alert::{AlertFields, EntityKind, Rule, Severity};
 
@@ -53,6 +53,7 @@ pub(super) fn parse(body: &Value, received_at: DateTime<Utc>) -> Result<AlertFie
         },
         Some(_) => return Err(invalid("alerts", "expected an array of alert documents")),
     };
+    one_spelling(doc, prefix)?;
     let mut req = Required::new(doc, prefix);
     let uuid = req.text("kibana.alert.uuid");
     let rule_name = req.text("kibana.alert.rule.name");
@@ -279,6 +280,31 @@ mod tests {
         let mut bad_time = doc.clone();
         bad_time["@timestamp"] = json!("soon");
         assert_eq!(invalid(bad_time).0, "@timestamp");
+        // One field under two spellings with two values: which one the SIEM meant is a guess.
+        let mut two = doc.clone();
+        two["kibana.alert.severity"] = json!("low");
+        two["kibana"] = json!({"alert": {"severity": "critical"}});
+        assert_eq!(
+            invalid(two.clone()),
+            (
+                "kibana.alert.severity".into(),
+                "given twice with different values: as a dotted key and nested".into()
+            )
+        );
+        assert_eq!(
+            invalid(
+                json!({"alerts": [{"kibana.alert.uuid": "u", "kibana.alert.rule.name": "R",
+                "kibana": {"alert": {"rule": {"name": "S"}}}}]})
+            )
+            .0,
+            "alerts[0].kibana.alert.rule.name"
+        );
+        // The same value under both spellings is one field, and is accepted.
+        let mut same = doc.clone();
+        same["kibana.alert.severity"] = json!("high");
+        same["kibana"] = json!({"alert": {"severity": "high"}});
+        let got = parse(IngestFormat::Elastic, &same.to_string()).unwrap();
+        assert_eq!(got.severity, Severity::High);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::value::{
 use crate::alert::{AlertFields, Entity, EntityKind, Rule, Severity};
 
 pub(super) fn parse(body: &Value, received_at: DateTime<Utc>) -> Result<AlertFields, IngestError> {
+    super::value::one_spelling(body, "")?;
     let mut req = Required::new(body, "");
     req.text("class_uid");
     let uid = req.text("finding_info.uid");

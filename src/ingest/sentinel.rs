@@ -20,6 +20,7 @@ pub(super) fn parse(body: &Value, received_at: DateTime<Utc>) -> Result<AlertFie
         Some(obj) if obj.is_object() => (obj, "object."),
         _ => (body, ""),
     };
+    super::value::one_spelling(incident, prefix)?;
     let mut req = Required::new(incident, prefix);
     let name = req.text("name");
     let title = req.text("properties.title");

@@ -46,6 +46,7 @@ const TECHNIQUE_FIELDS: [&str; 4] = [
 const TACTIC_FIELDS: [&str; 2] = ["mitre_tactic", "annotations.mitre_attack.mitre_tactic"];
 
 pub(super) fn parse(body: &Value, received_at: DateTime<Utc>) -> Result<AlertFields, IngestError> {
+    super::value::one_spelling(body, "")?;
     let mut req = Required::new(body, "");
     let sid = req.text("sid");
     let search_name = req.text("search_name");

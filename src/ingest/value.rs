@@ -5,6 +5,7 @@
 //! at once; and the small normalizers the format parsers share (entities, technique ids,
 //! tactic names). Pure: no I/O.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -27,6 +28,49 @@ pub(super) fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.match_indices('.').find_map(|(i, _)| {
         obj.get(&path[..i])
             .and_then(|inner| get(inner, &path[i + 1..]))
+    })
+}
+
+/// Refuses a document that gives one field two different values under two spellings: as a
+/// dotted key (`"kibana.alert.severity"`) and nested (`"kibana": {"alert": {"severity"}}`), or
+/// any mix of the two. [`get`] reads either spelling, so which one wins would be a guess, and
+/// the SIEM may have meant the other (a `low` over a `critical`). The same value under both
+/// spellings is accepted. `prefix` is put before the field name in the error.
+pub(super) fn one_spelling(doc: &Value, prefix: &str) -> Result<(), IngestError> {
+    fn walk<'a>(
+        v: &'a Value,
+        path: &mut String,
+        seen: &mut BTreeMap<String, &'a Value>,
+    ) -> Result<(), String> {
+        let Some(obj) = v.as_object() else {
+            return Ok(());
+        };
+        for (k, child) in obj {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(k);
+            if child.is_object() {
+                walk(child, path, seen)?;
+            } else if !child.is_null() {
+                match seen.get(path.as_str()) {
+                    Some(other) if *other != child => return Err(path.clone()),
+                    Some(_) => {}
+                    None => {
+                        seen.insert(path.clone(), child);
+                    }
+                }
+            }
+            path.truncate(len);
+        }
+        Ok(())
+    }
+    walk(doc, &mut String::new(), &mut BTreeMap::new()).map_err(|field| {
+        invalid(
+            format!("{prefix}{field}"),
+            "given twice with different values: as a dotted key and nested",
+        )
     })
 }
 
@@ -402,6 +446,33 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// Every spelling `get` reads is compared: flat, nested and mixed; nulls are absent;
+    /// arrays are values; the same value twice is one field.
+    #[test]
+    fn a_field_spelled_twice_with_two_values_is_refused() {
+        let field = |doc: Value| match one_spelling(&doc, "p.") {
+            Ok(()) => None,
+            Err(IngestError::InvalidField { field, .. }) => Some(field),
+            Err(e) => panic!("{e:?}"),
+        };
+        for (doc, want) in [
+            (json!({"a.b.c": 1, "a": {"b": {"c": 2}}}), Some("p.a.b.c")),
+            (json!({"a.b.c": 1, "a.b": {"c": 2}}), Some("p.a.b.c")),
+            (
+                json!({"a": {"b.c": "x"}, "a.b": {"c": "y"}}),
+                Some("p.a.b.c"),
+            ),
+            (json!({"a.b": [1, 2], "a": {"b": [1]}}), Some("p.a.b")),
+            (json!({"a.b.c": 1, "a": {"b": {"c": 1}}}), None),
+            (json!({"a.b": null, "a": {"b": 2}}), None),
+            (json!({"a.b": 1, "a": {"c": 2}}), None),
+            (json!({"a": "x", "a.b": 1}), None),
+            (json!(["not", "an", "object"]), None),
+        ] {
+            assert_eq!(field(doc.clone()).as_deref(), want, "{doc}");
+        }
+    }
 
     #[test]
     fn get_finds_nested_flat_and_mixed_paths() {

@@ -775,6 +775,7 @@ impl SourceMapping {
                 "each alert must be a JSON object".to_string(),
             ));
         }
+        super::value::one_spelling(value, "")?;
         super::finish(self.apply(value, received_at)?)
     }
 }
