@@ -96,7 +96,7 @@ pub fn archive(
     let store = match Store::open(data_dir, &StoreOptions::default()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("cannot archive: {e}");
+            eprintln!("cannot archive: {}", super::in_use(data_dir, e));
             return EXIT_STORE;
         }
     };
@@ -193,8 +193,9 @@ pub fn replay_archives(
     filter: &crate::policy::replay::Filter,
     json: bool,
 ) -> i32 {
-    use crate::policy::replay::{KeptSets, ReplayReport, recorded_in, replay_one};
+    use crate::policy::replay::{KeptSets, Named, ReplayReport, recorded_in, replay_one};
     let mut out = ReplayReport::default();
+    let mut named = Named::default();
     // Shared decision inputs carry over from one archive file to the next.
     let mut shared = crate::policy::SharedInputs::default();
     for f in files {
@@ -214,6 +215,7 @@ pub fn replay_archives(
             .collect();
         let mut sets = KeptSets::carried(sets);
         let r = crate::store::read_archive(f, &mut |rec| {
+            named.note(filter, rec);
             if let Some(d) = recorded_in(&mut shared, filter, rec) {
                 replay_one(&mut sets, &mut out, rec, d);
             }
@@ -222,6 +224,14 @@ pub fn replay_archives(
             eprintln!("archive {}: {e}", f.display());
             return 1;
         }
+    }
+    let place = if files.len() == 1 {
+        "the archive"
+    } else {
+        "the archives"
+    };
+    if super::replay::refuse_unknown(&named.missing(filter), place) {
+        return super::replay::EXIT_NOT_FOUND;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());

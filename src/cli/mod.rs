@@ -29,6 +29,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::daemon::{self, EXIT_CONFIG, EXIT_STORE};
+use crate::store::StoreError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,10 +75,10 @@ pub enum Command {
     Replay {
         #[command(flatten)]
         range: replay::Range,
-        /// Only this action's decisions.
+        /// Only this action's decisions (exit 1 when no audit record names the action).
         #[arg(long)]
         action: Option<String>,
-        /// Only this alert's decisions.
+        /// Only this alert's decisions (exit 1 when no audit record names the alert).
         #[arg(long)]
         alert: Option<String>,
         /// Replay archive files (`audit archive`) instead of the store, each with the policy
@@ -615,7 +616,7 @@ pub fn run(cli: Cli) -> i32 {
         } => keygen(&out, public_out.as_deref()),
         Command::Audit {
             command: AuditCommand::Verify { data_dir, .. },
-        } => match crate::store::verify(&data_dir) {
+        } => match crate::store::verify(&data_dir).map_err(|e| verify_in_use(&data_dir, e)) {
             Ok(r) => {
                 println!(
                     "ok: {} audit records, chain head {} at seq {}",
@@ -644,7 +645,13 @@ pub fn run(cli: Cli) -> i32 {
                     .map_err(crate::store::ExportError::Write)
                     .and_then(|f| crate::store::export(&data_dir, &mut std::io::BufWriter::new(f))),
                 None => crate::store::export(&data_dir, &mut std::io::stdout().lock()),
-            };
+            }
+            .map_err(|e| match e {
+                crate::store::ExportError::Verify(e) => {
+                    crate::store::ExportError::Verify(verify_in_use(&data_dir, e))
+                }
+                e => e,
+            });
             match result {
                 Ok(n) => {
                     eprintln!("exported {n} audit records");
@@ -688,7 +695,9 @@ fn verify_checkpoints(data_dir: &Path, dir: &Path, key: &Path) -> i32 {
         }
     };
     let seqs = checkpoint::pinned_seqs(files.iter().filter_map(|(_, r)| r.as_ref().ok()));
-    let (report, hashes) = match crate::store::verify_pinned(data_dir, &seqs) {
+    let (report, hashes) = match crate::store::verify_pinned(data_dir, &seqs)
+        .map_err(|e| verify_in_use(data_dir, e))
+    {
         Ok(r) => r,
         Err(e) => {
             match e.bad_seq() {
@@ -783,6 +792,30 @@ fn store_exit(e: &crate::store::VerifyError) -> i32 {
     match e {
         crate::store::VerifyError::Store(_) => EXIT_STORE,
         _ => 1,
+    }
+}
+
+/// `e`, with sled's refusal of a directory another process holds said as `replay`, `explain`
+/// and `simulate` say it ([`StoreError::InUse`]: "… is in use by a running cordon …") rather
+/// than as a raw lock error. The exit status stays [`EXIT_STORE`].
+fn in_use(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Open { source, .. }
+            if source.to_string().contains("could not acquire lock") =>
+        {
+            StoreError::InUse {
+                path: path.to_path_buf(),
+            }
+        }
+        e => e,
+    }
+}
+
+/// [`in_use`] for `audit verify|export`.
+fn verify_in_use(path: &Path, e: crate::store::VerifyError) -> crate::store::VerifyError {
+    match e {
+        crate::store::VerifyError::Store(e) => crate::store::VerifyError::Store(in_use(path, e)),
+        e => e,
     }
 }
 

@@ -23,15 +23,21 @@ pub struct Range {
     /// give a copy of the directory).
     #[arg(long, env = "CORDON_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Only this case's decisions.
+    /// Only this case's decisions (exit 1 when no audit record names the case).
     #[arg(long = "case")]
     pub case_id: Option<String>,
-    /// Only records from this time on (RFC 3339).
-    #[arg(long)]
+    /// Only records from this time on (RFC 3339, or YYYY-MM-DD: midnight UTC).
+    #[arg(long, value_parser = parse_bound)]
     pub since: Option<DateTime<Utc>>,
-    /// Only records before this time (RFC 3339).
-    #[arg(long)]
+    /// Only records before this time (RFC 3339, or YYYY-MM-DD: midnight UTC).
+    #[arg(long, value_parser = parse_bound)]
     pub until: Option<DateTime<Utc>>,
+}
+
+/// A time bound as `cordon report` reads one (RFC 3339, or a date: midnight UTC), or any other
+/// form chrono reads as a UTC time (what these flags took before dates were).
+fn parse_bound(s: &str) -> Result<DateTime<Utc>, String> {
+    super::report::parse_time(s).or_else(|e| s.parse::<DateTime<Utc>>().map_err(|_| e))
 }
 
 impl Range {
@@ -65,6 +71,18 @@ fn store_error(what: &str, e: &StoreError) -> i32 {
     EXIT_STORE
 }
 
+/// Exit status for an id that names nothing in the store, as `cordon explain` exits for one.
+pub(super) const EXIT_NOT_FOUND: i32 = 1;
+
+/// Says which of the given ids no record in `place` names (`no case "X" in the audit store`);
+/// true when there is one, and the command must stop (a typo must not pass as "0 decisions").
+pub(super) fn refuse_unknown(unknown: &[(&'static str, String)], place: &str) -> bool {
+    for (what, id) in unknown {
+        eprintln!("no {what} {id:?} in {place}");
+    }
+    !unknown.is_empty()
+}
+
 /// `cordon replay`: exit 0 only if every replayed decision is identical.
 pub fn replay_cmd(range: &Range, action: Option<String>, alert: Option<String>, json: bool) -> i32 {
     let store = match open(&range.data_dir) {
@@ -80,6 +98,9 @@ pub fn replay_cmd(range: &Range, action: Option<String>, alert: Option<String>, 
         Ok(r) => r,
         Err(e) => return store_error("cannot read the audit store", &e),
     };
+    if refuse_unknown(&report.unknown, "the audit store") {
+        return EXIT_NOT_FOUND;
+    }
     if json {
         println!(
             "{}",
@@ -148,7 +169,7 @@ pub fn explain_cmd(data_dir: &Path, id: &str, json: bool) -> i32 {
         }
         Ok(None) => {
             eprintln!("no action or case {id:?} in the audit store");
-            1
+            EXIT_NOT_FOUND
         }
         Err(e) => store_error("cannot read the audit store", &e),
     }
@@ -190,6 +211,10 @@ pub fn simulate_cmd(
         Ok(r) => r,
         Err(e) => return store_error("cannot read the audit store", &e),
     };
+    // Nothing is recorded for a run over an id that is not there.
+    if refuse_unknown(&report.unknown, "the audit store") {
+        return EXIT_NOT_FOUND;
+    }
     if let Err(e) = record(&store, &candidate, range, &report) {
         return store_error("cannot record the simulation", &e);
     }
@@ -231,6 +256,9 @@ pub fn shadow_cmd(range: &Range, fail_on: Option<FailOn>, format: Format) -> i32
         Ok(r) => r,
         Err(e) => return store_error("cannot read the audit store", &e),
     };
+    if refuse_unknown(&report.unknown, "the audit store") {
+        return EXIT_NOT_FOUND;
+    }
     let label = Path::new("[policy.shadow]");
     match format {
         Format::Json => println!(
@@ -250,9 +278,7 @@ fn record(
     range: &Range,
     r: &SimulationReport,
 ) -> Result<(), StoreError> {
-    let who = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+    let who = os_user();
     let mut txn = store.begin();
     txn.audit(
         AuditKind::Simulation,
@@ -271,6 +297,48 @@ fn record(
         .map_err(|e| StoreError::Aborted(e.to_string()))?;
     rt.block_on(async { store.start_commit(txn).await })?;
     store.flush()
+}
+
+/// The OS user running the command: `USER`, else `LOGNAME`, else the name the user database
+/// gives the process's real uid, else `uid N` (as root from cron or a container, neither
+/// variable may be set).
+fn os_user() -> String {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(u) = env("USER").or_else(|| env("LOGNAME")) {
+        return u;
+    }
+    uid_user().unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(unix)]
+fn uid_user() -> Option<String> {
+    // SAFETY: getuid cannot fail; getpwuid_r writes only into `pwd` and `buf`, which outlive
+    // the call, and `pw_name` (checked non-null) points into `buf`, NUL-terminated.
+    let uid = unsafe { libc::getuid() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if rc == libc::ERANGE && buf.len() < (1 << 20) {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        let name = (rc == 0 && !found.is_null() && !pwd.pw_name.is_null())
+            .then(|| {
+                unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| !n.is_empty());
+        return Some(name.unwrap_or_else(|| format!("uid {uid}")));
+    }
+}
+
+#[cfg(not(unix))]
+fn uid_user() -> Option<String> {
+    None
 }
 
 fn simulate_text(r: &SimulationReport, dir: &Path) -> String {

@@ -77,6 +77,7 @@ pub fn report(config: Option<&Path>, since: Option<&str>, until: Option<&str>, j
     ) {
         Ok(s) => s,
         Err(e) => {
+            let e = super::in_use(&cfg.data_dir, e);
             eprintln!("cordon report: cannot open the store: {e}");
             return EXIT_STORE;
         }

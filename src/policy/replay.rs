@@ -267,6 +267,45 @@ pub struct Filter {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// Which of a filter's ids (case, action, alert) some audit record names as such, whatever the
+/// record's kind or time. An id that no record names is not in the store (a typo, or an id of
+/// another kind), which the commands refuse rather than report nothing to replay.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Named {
+    case: bool,
+    action: bool,
+    alert: bool,
+}
+
+impl Named {
+    /// Takes note of the ids of `filter` that `r` names.
+    pub fn note(&mut self, filter: &Filter, r: &AuditRecord) {
+        let b = &r.body;
+        let names = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_some_and(|w| have.as_ref() == Some(w))
+        };
+        self.case |= names(&filter.case_id, &b.case_id);
+        self.action |= names(&filter.action_id, &b.action_id);
+        self.alert |= names(&filter.alert_id, &b.alert_id);
+    }
+
+    /// The ids `filter` gives that no noted record names, each with what it was given as
+    /// (`"case"`, `"action"`, `"alert"`).
+    pub fn missing(&self, filter: &Filter) -> Vec<(&'static str, String)> {
+        [
+            ("case", &filter.case_id, self.case),
+            ("action", &filter.action_id, self.action),
+            ("alert", &filter.alert_id, self.alert),
+        ]
+        .into_iter()
+        .filter_map(|(what, id, seen)| match id {
+            Some(id) if !seen => Some((what, id.clone())),
+            _ => None,
+        })
+        .collect()
+    }
+}
+
 impl Filter {
     pub fn takes(&self, r: &AuditRecord) -> bool {
         let b = &r.body;
@@ -314,6 +353,10 @@ pub struct ReplayReport {
     /// Decisions that could not be replayed (unreadable record, a kept set that does not load
     /// or does not hash to its key), each with why.
     pub failed: Vec<(u64, String)>,
+    /// The filter's ids that no audit record names (see [`Named`]), each with what it was
+    /// given as: nothing was replayed for them, and the commands refuse the run.
+    #[serde(skip)]
+    pub unknown: Vec<(&'static str, String)>,
 }
 
 impl ReplayReport {
@@ -405,6 +448,16 @@ impl<'a> KeptSets<'a> {
 pub fn each_decision(
     store: &Store,
     filter: &Filter,
+    f: impl FnMut(&AuditRecord, Result<Recorded, String>),
+) -> Result<(), crate::store::StoreError> {
+    each_decision_noting(store, filter, &mut Named::default(), f)
+}
+
+/// [`each_decision`], also taking note in `named` of the filter's ids the records name.
+fn each_decision_noting(
+    store: &Store,
+    filter: &Filter,
+    named: &mut Named,
     mut f: impl FnMut(&AuditRecord, Result<Recorded, String>),
 ) -> Result<(), crate::store::StoreError> {
     let mut shared = SharedInputs::default();
@@ -416,6 +469,7 @@ pub fn each_decision(
         };
         from = last.body.seq + 1;
         for r in &batch {
+            named.note(filter, r);
             if let Some(d) = recorded_in(&mut shared, filter, r) {
                 f(r, d);
             }
@@ -456,7 +510,11 @@ fn place(r: &AuditRecord, d: &Recorded) -> Place {
 pub fn replay(store: &Store, filter: &Filter) -> Result<ReplayReport, crate::store::StoreError> {
     let mut sets = KeptSets::new(store);
     let mut out = ReplayReport::default();
-    each_decision(store, filter, |r, d| replay_one(&mut sets, &mut out, r, d))?;
+    let mut named = Named::default();
+    each_decision_noting(store, filter, &mut named, |r, d| {
+        replay_one(&mut sets, &mut out, r, d)
+    })?;
+    out.unknown = named.missing(filter);
     Ok(out)
 }
 
@@ -540,6 +598,9 @@ pub struct SimulationReport {
     pub candidate_micros_per_decision: f64,
     /// Step records that could not be read, with why.
     pub failed: Vec<(u64, String)>,
+    /// The filter's ids that no audit record names (see [`Named`]).
+    #[serde(skip)]
+    pub unknown: Vec<(&'static str, String)>,
 }
 
 fn outcome_words(from: Tier, to: Tier) -> String {
@@ -627,6 +688,7 @@ pub fn shadow_report(
     let mut out = SimulationReport::default();
     let mut cases = std::collections::BTreeSet::new();
     let mut shared = SharedInputs::default();
+    let mut named = Named::default();
     let mut from = 1;
     loop {
         let batch = store.audit_records(from, 4096)?;
@@ -635,6 +697,7 @@ pub fn shadow_report(
         };
         from = last.body.seq + 1;
         for r in batch.iter() {
+            named.note(filter, r);
             shared.note(&r.body.kind, &r.body.data);
             if r.body.kind != "shadow_decision" || !filter.takes(r) {
                 continue;
@@ -671,6 +734,7 @@ pub fn shadow_report(
         }
     }
     out.cases = cases.into_iter().collect();
+    out.unknown = named.missing(filter);
     Ok(out)
 }
 
@@ -689,7 +753,8 @@ pub fn simulate(
     let mut cases = std::collections::BTreeSet::new();
     let (mut cand_time, mut rec_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let mut rec_n = 0u64;
-    each_decision(store, filter, |r, d| {
+    let mut named = Named::default();
+    each_decision_noting(store, filter, &mut named, |r, d| {
         let d = match d {
             Ok(d) if d.phase == Phase::Step => d,
             Ok(_) => return,
@@ -711,6 +776,7 @@ pub fn simulate(
         note(&mut out, &mut cases, r, &d, &again);
     })?;
     out.cases = cases.into_iter().collect();
+    out.unknown = named.missing(filter);
     let micros = |t: std::time::Duration, n: u64| t.as_secs_f64() * 1e6 / n.max(1) as f64;
     out.candidate_micros_per_decision = micros(cand_time, out.decisions);
     out.recorded_micros_per_decision = (rec_n > 0).then(|| micros(rec_time, rec_n));

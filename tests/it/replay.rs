@@ -2,6 +2,9 @@
 //! policy reload, re-decides identically from the store alone after the daemon stopped; a
 //! tampered decision is reported as diverged with exit 1; a running daemon's store is refused
 //! with a clear message. Also hosts the recorded run that `explain` and `simulate` share.
+//! The command line around them: an id no record names is refused (exit 1, nothing recorded);
+//! `--since`/`--until` take a plain date as midnight UTC; `simulate` names who ran it without
+//! `USER`; `audit verify|export|archive` on a held store say it is in use, as replay does.
 
 use std::path::{Path, PathBuf};
 
@@ -261,4 +264,259 @@ async fn a_store_without_kept_policy_texts_says_so_and_a_running_store_is_refuse
     let t = text(&run(c).stdout);
     assert!(t.contains("policy text not recorded"), "{t}");
     drop(d.dir);
+}
+
+/// A stopped daemon's store holding one ingested alert (its case, its step decisions); returns
+/// the daemon's workspace, the data directory, the policy directory, and the alert's ack.
+async fn one_alert_store() -> (tempfile::TempDir, PathBuf, PathBuf, Value) {
+    let mut d = support::start().await;
+    let ack = d.ingest_fixture("cordon", "cordon.json").await;
+    let (data, policies) = (d.config.data_dir.clone(), d.config.policies_dir.clone());
+    assert_eq!(d.running.take().unwrap().shutdown().await, 0);
+    (d.dir, data, policies, ack)
+}
+
+/// The audit records `cordon audit export` prints for `data`.
+fn exported(data: &Path) -> Vec<Value> {
+    let mut c = cordon();
+    c.args(["audit", "export", "--data-dir"]).arg(data);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `cordon simulate --data-dir DATA --policies POLICIES EXTRA…`: exit code, stdout, stderr.
+fn simulate_with(data: &Path, policies: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut c = cordon();
+    c.args(["simulate", "--data-dir"])
+        .arg(data)
+        .arg("--policies")
+        .arg(policies)
+        .args(extra);
+    let out = run(c);
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_no_record_names_is_refused_by_replay_and_simulate_and_nothing_is_recorded() {
+    let (_dir, data, policies, ack) = one_alert_store().await;
+    let case_id = ack["case_id"].as_str().unwrap().to_string();
+    let alert_id = ack["alert_id"].as_str().unwrap().to_string();
+
+    // A typo, or an id of another kind, is not "0 decisions replayed".
+    for (flag, id, what) in [
+        ("--case", "NOPE", "case"),
+        ("--action", "NOPE", "action"),
+        ("--alert", "NOPE", "alert"),
+        ("--action", case_id.as_str(), "action"),
+    ] {
+        let mut c = cordon();
+        c.args(["replay", "--data-dir"]).arg(&data).args([flag, id]);
+        let out = run(c);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{flag} {id}: {stdout}\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("no {what} {id:?} in the audit store")),
+            "{flag} {id}: {stderr}"
+        );
+        assert!(!stdout.contains("replayed"), "{flag} {id}: {stdout}");
+    }
+    // The ids that are there still replay.
+    let (code, report, err) = replay_json(&data, &["--case", &case_id]);
+    assert_eq!(code, 0, "{report:#}\n{err}");
+    assert!(report["replayed"].as_u64().unwrap() >= 1, "{report:#}");
+    let (code, report, err) = replay_json(&data, &["--alert", &alert_id]);
+    assert_eq!(code, 0, "{report:#}\n{err}");
+
+    // simulate --case NOPE: refused, and no `simulation` record appended.
+    let before = exported(&data).len();
+    let (code, out, err) = simulate_with(&data, &policies, &["--case", "NOPE"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("no case \"NOPE\" in the audit store"), "{err}");
+    let (code, out, err) = simulate_with(&data, &policies, &["--case", &alert_id, "--json"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.is_empty(), "{out}");
+    let mut c = cordon();
+    c.args(["simulate", "--shadow", "--case", "NOPE", "--data-dir"])
+        .arg(&data);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no case \"NOPE\" in the audit store"),
+        "{}",
+        text(&out.stderr)
+    );
+    let after = exported(&data);
+    assert_eq!(after.len(), before, "nothing is recorded");
+    assert!(!after.iter().any(|r| r["kind"] == json!("simulation")));
+    // The case that is there is simulated, and recorded.
+    let (code, out, err) = simulate_with(&data, &policies, &["--case", &case_id]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(exported(&data).len(), before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_date_bounds_replay_and_simulate_at_midnight_utc() {
+    let (_dir, data, policies, _) = one_alert_store().await;
+    let (code, all, err) = replay_json(&data, &[]);
+    assert_eq!(code, 0, "{all:#}\n{err}");
+    let n = all["replayed"].as_u64().unwrap();
+    assert!(n >= 1, "{all:#}");
+    // Every decision was made before 2030 and after 2020.
+    let (code, later, err) = replay_json(&data, &["--since", "2030-01-01"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(later["replayed"], json!(0), "{later:#}");
+    let (code, earlier, err) =
+        replay_json(&data, &["--since", "2020-01-01", "--until", "2030-01-01"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(earlier["replayed"], json!(n), "{earlier:#}");
+    // RFC 3339 still reads; a date that is not one is a usage error naming both forms.
+    let (code, _, err) = replay_json(&data, &["--until", "2030-01-01T00:00:00Z"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = replay_json(&data, &["--since", "2030-13-01"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("YYYY-MM-DD"), "{err}");
+    let mut c = cordon();
+    c.args(["replay", "--help"]);
+    let help = text(&run(c).stdout);
+    assert!(help.contains("YYYY-MM-DD"), "{help}");
+
+    // simulate takes dates too, and records the bounds as midnight UTC.
+    let (code, out, err) = simulate_with(
+        &data,
+        &policies,
+        &["--json", "--since", "2020-01-01", "--until", "2030-01-01"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let rep: Value = serde_json::from_str(&out).unwrap();
+    assert!(rep["decisions"].as_u64().unwrap() >= 1, "{rep:#}");
+    let sim = simulation_record(&data);
+    assert_eq!(sim["since"], json!("2020-01-01T00:00:00Z"), "{sim:#}");
+    assert_eq!(sim["until"], json!("2030-01-01T00:00:00Z"), "{sim:#}");
+}
+
+/// The data of the one `simulation` record in `data`.
+fn simulation_record(data: &Path) -> Value {
+    let sims: Vec<Value> = exported(data)
+        .into_iter()
+        .filter(|r| r["kind"] == json!("simulation"))
+        .collect();
+    assert_eq!(sims.len(), 1, "{sims:#?}");
+    sims[0]["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_run_without_user_or_logname_records_the_uids_user_not_unknown() {
+    let (_dir, data, policies, _) = one_alert_store().await;
+    // As root from cron or a container: neither USER nor LOGNAME is set.
+    let mut c = cordon();
+    c.args(["simulate", "--data-dir"])
+        .arg(&data)
+        .arg("--policies")
+        .arg(&policies)
+        .env_remove("USER")
+        .env_remove("LOGNAME");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let sim = simulation_record(&data);
+    let user = sim["user"].as_str().unwrap_or_default();
+    assert!(!user.is_empty() && user != "unknown", "{sim:#}");
+    // The name the user database gives this uid (else `uid N`).
+    let id = std::process::Command::new("id").arg("-un").output();
+    match id.ok().filter(|o| o.status.success()) {
+        Some(id) => assert_eq!(user, text(&id.stdout).trim(), "{sim:#}"),
+        None => assert!(user.starts_with("uid "), "{sim:#}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_export_archive_and_report_say_a_held_store_is_in_use() {
+    let (dir, data, _, _) = one_alert_store().await;
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let mut c = cordon();
+    c.args(["audit", "keygen", "--out"])
+        .arg(keys.join("checkpoint.pem"))
+        .arg("--public-out")
+        .arg(keys.join("checkpoint.pub"));
+    assert_eq!(run(c).status.code(), Some(0));
+    let config = dir.path().join("archive.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {}\n[audit.checkpoints]\ndir = {}\nsigning_key = {{ file = {} }}\norigin = \"test/cordon\"\n",
+            support::toml_path(&data),
+            support::toml_path(&keys.join("checkpoints")),
+            support::toml_path(&keys.join("checkpoint.pem")),
+        ),
+    )
+    .unwrap();
+
+    // Another process (this test) holds the store, as a running daemon does.
+    let held = cordon::store::Store::open(&data, &cordon::store::StoreOptions::default()).unwrap();
+    let archive = dir.path().join("a.jsonl");
+    let commands: [Vec<std::ffi::OsString>; 4] = [
+        vec![
+            "audit".into(),
+            "verify".into(),
+            "--data-dir".into(),
+            data.clone().into(),
+        ],
+        vec![
+            "audit".into(),
+            "export".into(),
+            "--data-dir".into(),
+            data.clone().into(),
+        ],
+        vec![
+            "audit".into(),
+            "archive".into(),
+            "--config".into(),
+            config.clone().into(),
+            "--before".into(),
+            "2020-01-01".into(),
+            "--output".into(),
+            archive.clone().into(),
+        ],
+        vec!["report".into(), "--config".into(), config.clone().into()],
+    ];
+    for args in &commands {
+        let mut c = cordon();
+        c.args(args);
+        let out = run(c);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(74), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "data directory {} is in use by a running cordon",
+                data.display()
+            )) && err.contains("stop the daemon, or point the command at a copy"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("WouldBlock") && !err.contains("could not acquire lock"),
+            "{args:?}: {err}"
+        );
+        assert!(text(&out.stdout).is_empty(), "{args:?}");
+    }
+    assert!(!archive.exists());
+    // As replay says it.
+    let (code, _, err) = replay_json(&data, &[]);
+    assert_eq!(code, 74, "{err}");
+    assert!(err.contains("is in use by a running cordon"), "{err}");
+    drop(held);
+    let mut c = cordon();
+    c.args(["audit", "verify", "--data-dir"]).arg(&data);
+    assert_eq!(run(c).status.code(), Some(0));
 }
