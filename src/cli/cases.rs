@@ -167,12 +167,50 @@ pub(super) async fn cases(conn: Conn, json: bool, command: CasesCommand) -> i32 
                     c["reason"].as_str().unwrap_or_default()
                 );
             }
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            if let Some(at) = case["sla_deadline"].as_str() {
+                let escalated = if case["sla_escalated"].as_bool() == Some(true) {
+                    " (breached: escalated)"
+                } else {
+                    ""
+                };
+                println!("  SLA: act by {at}{escalated}");
+            }
+            if let Some(how) = case["recovered_how"].as_str().filter(|h| !h.is_empty()) {
+                println!("  recovered ({how}): {}", text(&case["recovered_reason"]));
+            }
             for n in case["notes"].as_array().into_iter().flatten() {
                 println!(
                     "  note by {}: {}",
                     n["by"].as_str().unwrap_or_default(),
                     n["text"].as_str().unwrap_or_default()
                 );
+            }
+            for a in case["actions"].as_array().into_iter().flatten() {
+                println!(
+                    "  action {}  {} on {}  {} {}",
+                    text(&a["action_id"]),
+                    text(&a["action"]),
+                    text(&a["target"]),
+                    text(&a["tier"]),
+                    text(&a["state"])
+                );
+            }
+            if let Some(h) = case["handoffs"].as_object() {
+                let stamped: Vec<String> = [
+                    ("opened", "opened"),
+                    ("first_human_action", "first human action"),
+                    ("ir_escalation", "escalated"),
+                    ("closed", "closed"),
+                    ("recovered", "recovered"),
+                    ("learning_done", "learning done"),
+                ]
+                .iter()
+                .filter_map(|(k, name)| Some(format!("{name} {}", h.get(*k)?.as_str()?)))
+                .collect();
+                if !stamped.is_empty() {
+                    println!("  handoffs: {}", stamped.join(", "));
+                }
             }
             for id in v["cancelled"].as_array().into_iter().flatten() {
                 println!("  cancelled {}", id.as_str().unwrap_or_default());

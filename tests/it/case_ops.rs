@@ -927,6 +927,29 @@ async fn the_cases_cli_assigns_notes_closes_and_shows_refusals() {
     assert_eq!(v["owner"], json!("bob"));
     assert_eq!(v["notes"][0]["text"], json!("installer confirmed"));
     assert!(v["handoffs"]["closed"].is_string(), "{v}");
+    // The text form shows the SLA, the actions and the handoffs too.
+    let (code, out, err) = cases_cli(&d, "alice", &["show", &case_id]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("closed benign_true_positive by bob: admin tool"),
+        "{out}"
+    );
+    assert!(out.contains("note by bob: installer confirmed"), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("  SLA: act by ")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("  action ")), "{out}");
+    let handoffs = out
+        .lines()
+        .find(|l| l.starts_with("  handoffs: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        handoffs.contains("opened ")
+            && handoffs.contains("first human action ")
+            && handoffs.contains("closed "),
+        "{handoffs}"
+    );
     let (code, out, err) = cases_cli(
         &d,
         "alice",
