@@ -25,6 +25,10 @@ use crate::secret::{SecretRef, TokenHash};
 /// is carried as `agent:<name>` in an action request's `playbook` and `requester`.
 pub const PRINCIPAL_PREFIX: &str = "agent:";
 
+/// The playbook family an agent's proposal is decided as (the agent principal itself has no
+/// attributes; policies tell agents apart by principal type).
+pub const FAMILY: &str = "agent";
+
 /// The agent's name if `playbook` (an action request's proposer) is an agent.
 pub fn agent_of(playbook: &str) -> Option<&str> {
     playbook.strip_prefix(PRINCIPAL_PREFIX)

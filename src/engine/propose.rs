@@ -367,7 +367,7 @@ impl Engine {
         let policy_engine = self.parts.policies.current();
         let step_req = StepRequest {
             playbook: principal.clone(),
-            family: "agent".into(),
+            family: crate::agent::FAMILY.into(),
             step: step.clone(),
             kind: p.kind,
             target: target.clone(),

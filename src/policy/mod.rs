@@ -614,13 +614,17 @@ impl PolicyEngine {
             };
         };
         let resp = self.authorizer.is_authorized(request, set, entities);
-        let determining: Vec<String> = resp
+        // Cedar gives both as sets (in no fixed order): sorted, a decision reads, and replays,
+        // the same every time.
+        let mut determining: Vec<String> = resp
             .diagnostics()
             .reason()
             // The id as given (`Display` escapes it, and would not match `meta` for every id).
             .map(|id| AsRef::<str>::as_ref(id).to_owned())
             .collect();
-        let errors: Vec<String> = resp.diagnostics().errors().map(|e| e.to_string()).collect();
+        determining.sort_unstable();
+        let mut errors: Vec<String> = resp.diagnostics().errors().map(|e| e.to_string()).collect();
+        errors.sort_unstable();
         let decision = match resp.decision() {
             CedarDecision::Allow => "allow",
             CedarDecision::Deny => "deny",

@@ -133,9 +133,20 @@ pub fn compare(recorded: &DecisionRecord, replayed: &DecisionRecord) -> Vec<Diff
         )
     };
     check("decision", decisions(recorded), decisions(replayed));
-    let ids = |d: &DecisionRecord| json!(d.determining.iter().map(|d| &d.id).collect::<Vec<_>>());
+    // Determining policies and errors are sets: records written before they were sorted may
+    // hold them in any order.
+    let ids = |d: &DecisionRecord| {
+        let mut ids: Vec<&str> = d.determining.iter().map(|d| d.id.as_str()).collect();
+        ids.sort_unstable();
+        json!(ids)
+    };
     check("determining", ids(recorded), ids(replayed));
-    check("errors", json!(recorded.errors), json!(replayed.errors));
+    let errors = |d: &DecisionRecord| {
+        let mut e: Vec<&String> = d.errors.iter().collect();
+        e.sort_unstable();
+        json!(e)
+    };
+    check("errors", errors(recorded), errors(replayed));
     out
 }
 
@@ -172,7 +183,8 @@ fn step_request(req: &Value) -> Result<StepRequest, String> {
         kind: target_kind(rtype).ok_or_else(|| format!("unknown resource type {rtype:?}"))?,
         id: str_at(req, &["resource", "id"])?.to_string(),
     };
-    let playbook = str_at(req, &["principal", "id"])?.to_string();
+    let principal_type = str_at(req, &["principal", "type"])?;
+    let principal_id = str_at(req, &["principal", "id"])?;
     let entities = req
         .get("entities")
         .and_then(Value::as_array)
@@ -183,9 +195,18 @@ fn step_request(req: &Value) -> Result<StepRequest, String> {
             .find(|e| e["uid"]["type"].as_str() == Some(ty))
             .and_then(|e| e["attrs"].as_object().cloned())
     };
-    let family = attrs_of(&format!("{NS}::Playbook"))
-        .and_then(|a| a.get("family").and_then(Value::as_str).map(str::to_string))
-        .ok_or("the request has no playbook family")?;
+    // An agent's proposal has the agent as principal (no attributes), as the engine asked it.
+    let (playbook, family) = if principal_type == format!("{NS}::Agent") {
+        (
+            format!("{}{principal_id}", crate::agent::PRINCIPAL_PREFIX),
+            crate::agent::FAMILY.to_string(),
+        )
+    } else {
+        let family = attrs_of(&format!("{NS}::Playbook"))
+            .and_then(|a| a.get("family").and_then(Value::as_str).map(str::to_string))
+            .ok_or("the request has no playbook family")?;
+        (principal_id.to_string(), family)
+    };
     let resource_attrs = attrs_of(rtype).ok_or("the request has no resource entity")?;
     let mut context = req
         .get("context")
@@ -827,5 +848,45 @@ mod tests {
         let diff = compare(&tampered.record, &again);
         assert_eq!(diff.len(), 1, "{diff:?}");
         assert_eq!(diff[0].field, "tier");
+    }
+
+    /// An agent's proposal (the agent as principal, no playbook family) re-decides identically;
+    /// determining policies and errors compare as sets (Cedar gives them in no fixed order, and
+    /// older records kept that order), but a missing or extra one still differs.
+    #[test]
+    fn an_agent_decision_replays_and_determining_policies_compare_as_a_set() {
+        let engine = shipped();
+        let rec = engine.decide_step(StepRequest {
+            playbook: format!("{}soc-copilot", crate::agent::PRINCIPAL_PREFIX),
+            family: crate::agent::FAMILY.into(),
+            step: "agent".into(),
+            kind: ActionKind::IsolateHost,
+            target: Target {
+                kind: TargetKind::Host,
+                id: "ws-1".into(),
+            },
+            resource_attrs: default_attrs(TargetKind::Host, "ws-1"),
+            context: Map::new(),
+        });
+        assert!(rec.determining.len() >= 2, "{:?}", rec.determining);
+        let data = serde_json::to_value(&rec).unwrap();
+        assert_eq!(data["request"]["principal"]["type"], "Cordon::Agent");
+        let r = recorded_decision("policy_decision", &data)
+            .unwrap()
+            .unwrap();
+        let again = redecide(&engine, &r).unwrap();
+        assert!(compare(&r.record, &again).is_empty());
+        assert_eq!(again.tier, rec.tier);
+        let mut reordered = r.clone();
+        reordered.record.determining.reverse();
+        reordered.record.errors = vec!["b".into(), "a".into()];
+        let mut errs = again.clone();
+        errs.errors = vec!["a".into(), "b".into()];
+        assert!(compare(&reordered.record, &errs).is_empty());
+        let mut fewer = r.clone();
+        fewer.record.determining.pop();
+        let diff = compare(&fewer.record, &again);
+        assert_eq!(diff.len(), 1, "{diff:?}");
+        assert_eq!(diff[0].field, "determining");
     }
 }

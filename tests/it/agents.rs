@@ -220,7 +220,23 @@ async fn a_proposal_becomes_an_approved_and_executed_request_and_twice_is_one() 
         json!([format!("alert:{alert_id}")])
     );
     assert_eq!(told["facts"]["ai_generated"], json!(true));
-    assert_eq!(d.stop().await, 0);
+    let data = d.config.data_dir.clone();
+    let (_dir, code) = (d.dir, {
+        let mut d = d.running;
+        d.take().unwrap().shutdown().await
+    });
+    assert_eq!(code, 0);
+
+    // Replay re-decides the agent's decisions from the store alone, the agent as principal:
+    // its proposal, the approvals reached, the pre-execution re-check, and this action's alone.
+    for filter in [vec![], vec!["--action", id.as_str()]] {
+        let (code, report, err) = crate::replay::replay_json(&data, &filter);
+        assert_eq!(code, 0, "{filter:?}: {report:#}\n{err}");
+        let replayed = report["replayed"].as_u64().unwrap();
+        assert!(replayed >= 3, "{filter:?}: {report:#}");
+        assert_eq!(report["identical"].as_u64(), Some(replayed), "{report:#}");
+        assert_eq!(report["failed"], json!([]), "{report:#}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
