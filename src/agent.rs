@@ -297,6 +297,8 @@ impl ProposalInput {
                 "parameters are larger than 16 KiB".into(),
             ));
         }
+        // The parameters a playbook step may not have, an agent may not propose either.
+        crate::schedule::block_expiry(kind, &self.parameters).map_err(AgentError::Invalid)?;
         Ok(Proposal {
             kind,
             target: self.target,

@@ -102,6 +102,8 @@ pub struct Approval {
     pub case_id: String,
     pub action: String,
     pub target: Option<Target>,
+    /// The parameters the action runs with, as JSON (an object; `{}` when none).
+    pub parameters_json: String,
     pub tier: String,
     pub state: String,
     pub reasons: Vec<String>,
@@ -181,6 +183,7 @@ impl From<pb::Approval> for Approval {
                 kind: t.kind,
                 id: t.id,
             }),
+            parameters_json: a.parameters_json,
             tier: a.tier,
             state: a.state,
             reasons: a.reasons,

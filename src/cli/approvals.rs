@@ -155,6 +155,7 @@ fn approval_json(a: &crate::api::calls::Approval) -> serde_json::Value {
     serde_json::json!({
         "approval_id": a.approval_id, "case_id": a.case_id, "action": a.action,
         "target": a.target.as_ref().map(|t| serde_json::json!({"kind": t.kind, "id": t.id})),
+        "parameters": serde_json::from_str::<serde_json::Value>(&a.parameters_json).unwrap_or_default(),
         "tier": a.tier, "state": a.state, "reasons": a.reasons, "determining_policies": a.determining_policies,
         "approvals_needed": a.approvals_needed, "approvals_given": a.approvals_given,
         "deadline": when(a.deadline_unix_ms), "request_hash": a.request_hash, "requester": a.requester,
@@ -185,6 +186,10 @@ fn show(a: &crate::api::calls::Approval, json: bool) {
     };
     println!("approval {}  ({})", shown(&a.approval_id), shown(&a.state));
     println!("  action:    {} on {}", shown(&a.action), target);
+    // What the action will be run with is part of what the approver votes on.
+    if !matches!(a.parameters_json.trim(), "" | "{}" | "null") {
+        println!("  parameters: {}", shown(&a.parameters_json));
+    }
     println!(
         "  tier:      {} ({}/{} approvals)",
         shown(&a.tier),

@@ -590,6 +590,15 @@ async fn bad_input_to_the_agent_endpoints_gets_a_clear_error_and_changes_nothing
     bad_connector["connector"] = json!("sentinelone");
     let mut bad_confidence = isolate(alert_id);
     bad_confidence["confidence"] = json!(101);
+    // The parameters a playbook step may not have: an expiry out of range, or on another action.
+    let mut zero_expiry = isolate(alert_id);
+    zero_expiry["action"] = json!("block_ioc");
+    zero_expiry["target"] = json!("ip:203.0.113.77");
+    zero_expiry["parameters"] = json!({"expires_after_mins": 0});
+    let mut huge_expiry = zero_expiry.clone();
+    huge_expiry["parameters"] = json!({"expires_after_mins": 99_999_999});
+    let mut misplaced_expiry = isolate(alert_id);
+    misplaced_expiry["parameters"] = json!({"expires_after_mins": 60});
     let bodies: Vec<(String, u16, &str)> = vec![
         ("{not json".into(), 400, "malformed_json"),
         (
@@ -602,6 +611,9 @@ async fn bad_input_to_the_agent_endpoints_gets_a_clear_error_and_changes_nothing
         (bad_target.to_string(), 422, "bad_target"),
         (bad_connector.to_string(), 422, "invalid_field"),
         (bad_confidence.to_string(), 422, "invalid_field"),
+        (zero_expiry.to_string(), 422, "invalid_field"),
+        (huge_expiry.to_string(), 422, "invalid_field"),
+        (misplaced_expiry.to_string(), 422, "invalid_field"),
     ];
     for (body, status, code) in bodies {
         let (s, v) = d

@@ -88,6 +88,8 @@ async fn list_show_approve_deny() {
         "criticality medium",
         "requester: playbook:malware_execution",
         "evidence:  assets:",
+        // What the action runs with is part of what is approved.
+        r#"parameters: {"comment":"cordon: malware execution"}"#,
     ] {
         assert!(out.contains(want), "show lacks {want:?}:\n{out}");
     }
@@ -99,6 +101,11 @@ async fn list_show_approve_deny() {
 
     // approve with the reviewed hash (--json), deny the other.
     let (_, out, _) = cli(grpc, "alice-token", &["show", &id, "--json"]).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["parameters"],
+        serde_json::json!({"comment": "cordon: malware execution"}),
+        "{out}"
+    );
     let hash = serde_json::from_str::<serde_json::Value>(&out).unwrap()["request_hash"]
         .as_str()
         .unwrap()
