@@ -63,14 +63,107 @@ fn default_open_proposals() -> u32 {
 pub struct McpConfig {
     /// `Host` values the endpoint answers (DNS-rebinding guard); loopback names by default.
     pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host:port`, `:*` for any port, or `null`) a request with an
+    /// `Origin` header may come from. Empty (the default): any request carrying `Origin` is
+    /// refused, so no web page can drive `/mcp` with a token it got hold of; MCP clients
+    /// outside a browser send no `Origin`.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for McpConfig {
     fn default() -> Self {
         McpConfig {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: Vec::new(),
         }
     }
+}
+
+/// Checks `[mcp]`: every problem at once.
+pub fn validate_mcp(file: &str, mcp: &McpConfig) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if mcp.allowed_hosts.is_empty() {
+        out.push(Problem::new(
+            file,
+            "mcp.allowed_hosts",
+            "must name at least one host (an empty list refuses every request)",
+        ));
+    }
+    for (i, h) in mcp.allowed_hosts.iter().enumerate() {
+        if !valid_host(h) {
+            out.push(Problem::new(
+                file,
+                format!("mcp.allowed_hosts[{i}]"),
+                format!("{h:?} is not a host name or address, with an optional :port"),
+            ));
+        }
+    }
+    for (i, o) in mcp.allowed_origins.iter().enumerate() {
+        if !valid_origin(o) {
+            out.push(Problem::new(
+                file,
+                format!("mcp.allowed_origins[{i}]"),
+                format!("{o:?} is not an origin: http(s)://host:port, http(s)://host:* or null"),
+            ));
+        }
+    }
+    out
+}
+
+/// A `Host` value: a DNS name, an IPv4 address or an IPv6 address (bare or in brackets),
+/// with an optional port; nothing else (no spaces, user info, path or scheme).
+fn valid_host(h: &str) -> bool {
+    if h.parse::<std::net::Ipv6Addr>().is_ok() {
+        return true;
+    }
+    let Ok(a) = h.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    if a.as_str() != h || h.contains('@') {
+        return false;
+    }
+    let host = a.host();
+    if let Some(v6) = host.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    valid_dns_name(host)
+}
+
+fn valid_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// An allowed origin: `null`, or `http`/`https` `://` host, then `:port` or `:*` (a port must
+/// be given: a bare host would match every port).
+fn valid_origin(o: &str) -> bool {
+    if o == "null" {
+        return true;
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme, "http" | "https") {
+        return false;
+    }
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port == "*" || port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = match host.strip_prefix('[').and_then(|x| x.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => valid_dns_name(host),
+    };
+    port_ok && host_ok
 }
 
 fn valid_name(n: &str) -> bool {
@@ -80,12 +173,23 @@ fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// Checks `[[agents]]` against itself and the approvers' tokens: every problem at once.
-pub fn validate(file: &str, agents: &[AgentConfig], approvers: &[SecretRef]) -> Vec<Problem> {
+/// Checks `[[agents]]` against itself, the approvers' tokens and every other token the daemon
+/// takes (`others`: config key and reference — ingest, gRPC ingest, admin): every problem at
+/// once. A token shared with another role would let one caller act as the other.
+pub fn validate(
+    file: &str,
+    agents: &[AgentConfig],
+    approvers: &[SecretRef],
+    others: &[(String, &SecretRef)],
+) -> Vec<Problem> {
     let mut out = Vec::new();
     let approver_hashes: Vec<TokenHash> = approvers
         .iter()
         .filter_map(|r| TokenHash::from_ref(r).ok())
+        .collect();
+    let other_hashes: Vec<(&str, TokenHash)> = others
+        .iter()
+        .filter_map(|(k, r)| TokenHash::from_ref(r).ok().map(|h| (k.as_str(), h)))
         .collect();
     let mut names = BTreeSet::new();
     let mut hashes: Vec<TokenHash> = Vec::new();
@@ -112,6 +216,13 @@ pub fn validate(file: &str, agents: &[AgentConfig], approvers: &[SecretRef]) -> 
                         file,
                         key("token"),
                         "is also an approver token: an agent token can never approve",
+                    ));
+                }
+                for (other, _) in other_hashes.iter().filter(|(_, o)| *o == h) {
+                    out.push(Problem::new(
+                        file,
+                        key("token"),
+                        format!("is also {other}: an agent needs a token of its own"),
                     ));
                 }
                 if hashes.contains(&h) {
@@ -685,6 +796,59 @@ mod tests {
                 "{want}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_agent_token_shared_with_any_other_role_and_a_bad_mcp_section_are_problems() {
+        let t = |b: u8| hex::encode([b; 32]);
+        let text = format!(
+            "[http]\nadmin_token = {{ sha256 = \"{c}\" }}\n\
+             [ingest.tokens]\nsplunk = {{ sha256 = \"{a}\" }}\n\
+             [grpc.ingest_tokens]\nsoar = {{ sha256 = \"{b}\" }}\n\
+             [[agents]]\nname = \"one\"\ntoken = {{ sha256 = \"{a}\" }}\n\
+             [[agents]]\nname = \"two\"\ntoken = {{ sha256 = \"{b}\" }}\n\
+             [[agents]]\nname = \"three\"\ntoken = {{ sha256 = \"{c}\" }}\n\
+             [[agents]]\nname = \"four\"\ntoken = {{ sha256 = \"{d}\" }}\n\
+             [mcp]\nallowed_hosts = [\"localhost\", \"evil .com\", \"\", \"a@b\", \"[::1]:8080\", \"::1\", \"mcp.example.com:443\"]\n\
+             allowed_origins = [\"https://app.example.com:443\", \"http://localhost:*\", \"null\", \"https://app.example.com\", \"ftp://x:1\", \"*\"]\n",
+            a = t(1),
+            b = t(2),
+            c = t(3),
+            d = t(4),
+        );
+        let (cfg, unknown) = crate::config::Config::parse("cordon.toml", &text).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let problems: Vec<String> = cfg
+            .validate("cordon.toml")
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.reason))
+            .collect();
+        let want = [
+            "agents[0].token: is also ingest.tokens.splunk",
+            "agents[1].token: is also grpc.ingest_tokens.soar",
+            "agents[2].token: is also http.admin_token",
+            "mcp.allowed_hosts[1]",
+            "mcp.allowed_hosts[2]",
+            "mcp.allowed_hosts[3]",
+            "mcp.allowed_origins[3]",
+            "mcp.allowed_origins[4]",
+            "mcp.allowed_origins[5]",
+        ];
+        for w in want {
+            assert!(
+                problems.iter().any(|p| p.starts_with(w)),
+                "{w}: {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), want.len(), "{problems:?}");
+
+        let (cfg, _) =
+            crate::config::Config::parse("cordon.toml", "[mcp]\nallowed_hosts = []\n").unwrap();
+        let problems = cfg.validate("cordon.toml");
+        assert!(
+            problems.iter().any(|p| p.key == "mcp.allowed_hosts"),
+            "{problems:?}"
+        );
     }
 
     #[test]

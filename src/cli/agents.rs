@@ -192,6 +192,15 @@ fn answer_of(body: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A JSON-RPC answer (a result or an error), which the relay passes on whatever the HTTP
+/// status: the daemon answers a line it cannot read with `400` and a JSON-RPC error.
+fn is_rpc_answer(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| {
+        v.get("jsonrpc").and_then(|j| j.as_str()) == Some("2.0")
+            && (v.get("result").is_some() || v.get("error").is_some())
+    })
+}
+
 /// `cordon mcp`: relays stdin's JSON-RPC lines to `url` and prints each answer on one line.
 pub(super) async fn mcp_stdio(url: String, token_file: Option<PathBuf>) -> i32 {
     use std::io::{BufRead, Write};
@@ -234,7 +243,7 @@ pub(super) async fn mcp_stdio(url: String, token_file: Option<PathBuf>) -> i32 {
                 let status = r.status();
                 let body = r.text().await.unwrap_or_default();
                 match answer_of(&body) {
-                    Some(a) if status.is_success() => Some(a),
+                    Some(a) if status.is_success() || is_rpc_answer(&a) => Some(a),
                     // A notification's 202 has no answer.
                     None if status.is_success() => None,
                     _ => id.map(|id| {

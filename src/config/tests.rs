@@ -129,3 +129,31 @@ fn connection_limits_are_bounded() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_log_level_the_filter_would_read_as_a_target_is_a_problem() {
+    for good in [
+        "info",
+        "WARN",
+        "off",
+        "cordon=debug",
+        "info,cordon::engine=trace",
+        "warn,tower=error",
+    ] {
+        assert!(validate::log_level(good).is_ok(), "{good}");
+    }
+    for bad in [
+        "verbose",
+        "",
+        "info,",
+        "cordon=loud",
+        "inf o",
+        "=debug,x",
+        "warn, tower=error",
+    ] {
+        assert!(validate::log_level(bad).is_err(), "{bad:?}");
+    }
+    let (c, _) = Config::parse("c.toml", "[log]\nlevel = \"verbose\"\n").unwrap();
+    let keys: Vec<_> = c.validate("c.toml").into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, vec!["log.level".to_string()]);
+}

@@ -56,7 +56,20 @@ impl Config {
             .iter()
             .map(|a| a.token.clone())
             .collect();
-        for problem in crate::agent::validate(file, &self.agents, &approver_tokens) {
+        let mut other_tokens: Vec<(String, &crate::secret::SecretRef)> = Vec::new();
+        for (source, r) in &self.ingest.tokens {
+            other_tokens.push((format!("ingest.tokens.{source}"), r));
+        }
+        for (name, r) in &self.grpc.ingest_tokens {
+            other_tokens.push((format!("grpc.ingest_tokens.{name}"), r));
+        }
+        if let Some(r) = &self.http.admin_token {
+            other_tokens.push(("http.admin_token".into(), r));
+        }
+        for problem in crate::agent::validate(file, &self.agents, &approver_tokens, &other_tokens) {
+            p(&problem.key, problem.reason);
+        }
+        for problem in crate::agent::validate_mcp(file, &self.mcp) {
             p(&problem.key, problem.reason);
         }
         for (name, r) in &self.grpc.ingest_tokens {
@@ -257,6 +270,9 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             p("log.format", "must be `text` or `json`".into());
         }
+        if let Err(why) = log_level(&self.log.level) {
+            p("log.level", why);
+        }
         for (field, path) in [
             ("enrichment.assets", &self.enrichment.assets),
             ("enrichment.identities", &self.enrichment.identities),
@@ -327,4 +343,30 @@ impl Config {
         out.extend(self.console.validate(file));
         out
     }
+}
+
+/// `[log] level`: a level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or a list of
+/// `target=level` directives with at most one bare level. A bare word is a target to the
+/// filter, so a misspelt level (`verbose`) would otherwise leave the daemon logging nothing.
+pub(super) fn log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |w: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(w.trim()));
+    let directives: Vec<&str> = level.split(',').map(str::trim).collect();
+    if directives.iter().any(|d| d.is_empty()) {
+        return Err(format!("{level:?} has an empty directive"));
+    }
+    for d in &directives {
+        let wanted = d.rsplit_once('=').map_or(*d, |(_, l)| l);
+        if !is_level(wanted) {
+            return Err(format!(
+                "{:?} is not a level ({}) or target=level",
+                crate::ingest::clip(d, 64),
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map(drop)
+        .map_err(|e| format!("{level:?} is not a filter directive: {e}"))
 }

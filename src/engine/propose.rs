@@ -575,7 +575,10 @@ impl AgentFront {
         self.refuse(Self::caller(a, via), what, None, e).await
     }
 
-    /// A refusal of bad input seen by the transport (a malformed body, a bad `parameters_json`).
+    /// A refusal of bad input seen by the transport (a malformed body, a bad `parameters_json`,
+    /// arguments that do not fit a tool's schema, an unknown tool, a case or action that does
+    /// not exist). It counts against the rate window like any call, so malformed calls cannot
+    /// flood the audit store: over the limit, the rate refusal is what is recorded.
     pub async fn refuse_input(
         &self,
         a: &agent::Agent,
@@ -584,7 +587,10 @@ impl AgentFront {
         case_id: Option<&str>,
         why: String,
     ) -> FrontError {
-        let caller = Self::caller(a, via);
+        let caller = match self.admit(a, via, call, case_id).await {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
         self.refuse(caller, call, case_id, AgentError::Invalid(why))
             .await
     }

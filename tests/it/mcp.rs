@@ -290,6 +290,135 @@ async fn mcp_takes_agent_credentials_only_and_refusals_are_tool_errors() {
     assert_eq!(d.stop().await, 0);
 }
 
+/// Posts `body` as is to `/mcp` with the copilot's token and `extra` headers.
+async fn raw(d: &TestDaemon, body: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = d
+        .client
+        .post(format!("{}/mcp", d.base))
+        .bearer_auth(COPILOT)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_protocol_input_gets_jsonrpc_errors_and_every_bad_tool_call_is_a_recorded_refusal() {
+    let d = start().await;
+    let ack = d.ingest_fixture("elastic", "elastic.json").await;
+    let case_id = ack["case_id"].as_str().unwrap().to_string();
+
+    // Not JSON: 400 with a JSON-RPC parse error (no id can be known).
+    let (s, v) = raw(&d, "{\"jsonrpc\": \"2.0\", \"id\": 1, ", &[]).await;
+    assert_eq!(
+        (s, &v["error"]["code"], &v["id"]),
+        (400, &json!(-32700), &Value::Null),
+        "{v}"
+    );
+    // JSON, not JSON-RPC: invalid request, with the id it carried.
+    let (s, v) = raw(&d, r#"{"hello": "world", "id": 5}"#, &[]).await;
+    assert_eq!(
+        (s, &v["error"]["code"], &v["id"]),
+        (400, &json!(-32600), &json!(5)),
+        "{v}"
+    );
+    // A standard method with params that do not fit, and a method that does not exist.
+    let (_, v) = rpc(&d, Some(COPILOT), 3, "tools/call", json!({"arguments": {}})).await;
+    assert_eq!(v["error"]["code"], json!(-32602), "{v}");
+    let (_, v) = rpc(&d, Some(COPILOT), 4, "tools/frobnicate", json!({})).await;
+    assert_eq!(v["error"]["code"], json!(-32601), "{v}");
+    // A browser page's request (it carries Origin) is refused; the same request without
+    // Origin is answered.
+    let list = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list", "params": {}}).to_string();
+    let (s, _) = raw(&d, &list, &[("origin", "https://evil.example")]).await;
+    assert_eq!(s, 403);
+    let (s, v) = raw(&d, &list, &[]).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["result"]["tools"].is_array(), "{v}");
+    assert!(
+        calls_of(&d, "soc-copilot").is_empty(),
+        "protocol errors are not tool calls"
+    );
+
+    // Tool calls whose arguments do not fit the tool's schema, an unknown tool, and a case
+    // that does not exist: each is refused, changes nothing and leaves one refused record.
+    let bad: Vec<(&str, Value)> = vec![
+        ("list_cases", json!({"limit": 0})),
+        ("list_cases", json!({"limit": 1000})),
+        ("list_cases", json!({"limit": "5"})),
+        ("list_cases", json!({"limit": 5, "verbose": true})),
+        ("get_case", json!({})),
+        ("get_case", json!({"case_id": 7})),
+        ("get_case", json!({"case_id": "01NOSUCHCASE"})),
+        ("get_action", json!({"action_id": "01NOSUCHACTION"})),
+        (
+            "propose_action",
+            json!({"case_id": case_id, "action": "reboot_everything",
+            "connector": "crowdstrike", "hypothesis": "h", "confidence": 1,
+            "citations": ["alert:x"]}),
+        ),
+        (
+            "propose_action",
+            json!({"case_id": case_id, "action": "isolate_host",
+            "connector": "crowdstrike", "hypothesis": "h", "confidence": 101,
+            "citations": ["alert:x"]}),
+        ),
+        (
+            "add_finding",
+            json!({"case_id": case_id, "kind": "summary", "text": "t",
+            "citations": [1]}),
+        ),
+    ];
+    let actions_before = d.case(&case_id).await["actions"].as_array().unwrap().len();
+    for (name, args) in &bad {
+        let r = tool(&d, COPILOT, name, args.clone()).await;
+        assert_eq!(r["isError"], json!(true), "{name} {args}: {r}");
+    }
+    let (_, v) = rpc(
+        &d,
+        Some(COPILOT),
+        9,
+        "tools/call",
+        json!({"name": "drop_tables", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], json!(-32602), "{v}");
+    let calls = calls_of(&d, "soc-copilot");
+    assert_eq!(calls.len(), bad.len() + 1, "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .all(|r| r.body.data["outcome"] == json!("refused")),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.last().unwrap().body.data["call"],
+        json!("drop_tables")
+    );
+    assert_eq!(
+        d.case(&case_id).await["actions"].as_array().unwrap().len(),
+        actions_before,
+        "no refused call made a request"
+    );
+    // A good call is still answered and recorded as such.
+    let r = tool(&d, COPILOT, "list_cases", json!({"limit": 5})).await;
+    assert_ne!(r["isError"], json!(true), "{r}");
+    assert_eq!(
+        calls_of(&d, "soc-copilot").last().unwrap().body.data["outcome"],
+        json!("ok")
+    );
+    assert_eq!(d.stop().await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordon_mcp_relays_stdio_to_the_daemon_with_the_agents_token() {
     use std::io::{BufRead, Write};
@@ -301,6 +430,9 @@ async fn cordon_mcp_relays_stdio_to_the_daemon_with_the_agents_token() {
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "get_case", "arguments": {"case_id": case_id}}}),
+        // Not JSON (sent as is below): answered with a parse error, and the relay goes on.
+        json!(null),
+        json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}),
     ];
     let out = tokio::task::spawn_blocking(move || {
         let mut child = std::process::Command::new(crate::support::BIN)
@@ -316,9 +448,13 @@ async fn cordon_mcp_relays_stdio_to_the_daemon_with_the_agents_token() {
         let mut answers = stdout.lines();
         let mut got = Vec::new();
         for l in &lines {
-            writeln!(stdin, "{l}").unwrap();
+            if l.is_null() {
+                writeln!(stdin, "this is not json {{").unwrap();
+            } else {
+                writeln!(stdin, "{l}").unwrap();
+            }
             stdin.flush().unwrap();
-            if l.get("id").is_some() {
+            if l.is_null() || l.get("id").is_some() {
                 got.push(answers.next().unwrap().unwrap());
             }
         }
@@ -337,6 +473,15 @@ async fn cordon_mcp_relays_stdio_to_the_daemon_with_the_agents_token() {
     let case: Value = serde_json::from_str(&out[1]).unwrap();
     assert_eq!(case["id"], json!(2));
     assert_ne!(case["result"]["isError"], json!(true), "{case}");
+    let parse: Value = serde_json::from_str(&out[2]).unwrap();
+    assert_eq!(
+        (&parse["id"], &parse["error"]["code"]),
+        (&Value::Null, &json!(-32700)),
+        "{parse}"
+    );
+    let pong: Value = serde_json::from_str(&out[3]).unwrap();
+    assert_eq!(pong["id"], json!(3), "{pong}");
+    assert!(pong.get("result").is_some(), "{pong}");
     let calls = calls_of(&d, "soc-copilot");
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].body.data["call"], json!("get_case"));
