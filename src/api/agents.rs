@@ -38,10 +38,11 @@ pub fn front_status(e: FrontError) -> Status {
         FrontError::Refused(e) => {
             let code = match &e {
                 AgentError::CaseNotFound(_) => Code::NotFound,
-                AgentError::RateLimited { .. } => Code::ResourceExhausted,
-                AgentError::TooManyOpen { .. } | AgentError::CaseNotOpen(_) => {
-                    Code::FailedPrecondition
+                // Quotas (HTTP 429): the call rate and the open proposals per case.
+                AgentError::RateLimited { .. } | AgentError::TooManyOpen { .. } => {
+                    Code::ResourceExhausted
                 }
+                AgentError::CaseNotOpen(_) => Code::FailedPrecondition,
                 AgentError::NotForAgents(_) => Code::PermissionDenied,
                 _ => Code::InvalidArgument,
             };

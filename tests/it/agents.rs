@@ -511,6 +511,23 @@ async fn per_agent_rate_and_open_proposal_limits_refuse_and_record() {
         (429, Some("too_many_open_proposals")),
         "{v}"
     );
+    // The same quota over gRPC is RESOURCE_EXHAUSTED, as HTTP's 429 is.
+    let mut narrow = d.grpc(Some(NARROW)).await;
+    let e = narrow
+        .agents
+        .propose_action(pb::ProposeActionRequest {
+            case_id: case_id.clone(),
+            action: "isolate_host".into(),
+            target: "ws-042".into(),
+            connector: "crowdstrike".into(),
+            parameters_json: r#"{"comment": "a third way"}"#.into(),
+            hypothesis: "h".into(),
+            confidence: 80,
+            citations: vec![format!("alert:{alert_id}")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
     assert_eq!(footprint(&d, &d.case(&case_id).await), before);
     assert_eq!(d.stop().await, 0);
 }
