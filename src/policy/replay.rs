@@ -822,13 +822,12 @@ mod tests {
         assert_eq!(again.meta, engine.meta);
     }
 
-    #[test]
-    fn a_step_decision_replays_identically_and_a_changed_one_differs() {
-        let engine = shipped();
-        let rec = engine.decide_step(StepRequest {
-            playbook: "malware_execution".into(),
-            family: "malware_execution".into(),
-            step: "isolate".into(),
+    /// A step request to isolate host `ws-1`.
+    fn isolate_ws1(playbook: &str, family: &str, step: &str) -> StepRequest {
+        StepRequest {
+            playbook: playbook.into(),
+            family: family.into(),
+            step: step.into(),
             kind: ActionKind::IsolateHost,
             target: Target {
                 kind: TargetKind::Host,
@@ -836,7 +835,17 @@ mod tests {
             },
             resource_attrs: default_attrs(TargetKind::Host, "ws-1"),
             context: Map::new(),
-        });
+        }
+    }
+
+    #[test]
+    fn a_step_decision_replays_identically_and_a_changed_one_differs() {
+        let engine = shipped();
+        let rec = engine.decide_step(isolate_ws1(
+            "malware_execution",
+            "malware_execution",
+            "isolate",
+        ));
         let data = serde_json::to_value(&rec).unwrap();
         let r = recorded_decision("policy_decision", &data)
             .unwrap()
@@ -856,18 +865,11 @@ mod tests {
     #[test]
     fn an_agent_decision_replays_and_determining_policies_compare_as_a_set() {
         let engine = shipped();
-        let rec = engine.decide_step(StepRequest {
-            playbook: format!("{}soc-copilot", crate::agent::PRINCIPAL_PREFIX),
-            family: crate::agent::FAMILY.into(),
-            step: "agent".into(),
-            kind: ActionKind::IsolateHost,
-            target: Target {
-                kind: TargetKind::Host,
-                id: "ws-1".into(),
-            },
-            resource_attrs: default_attrs(TargetKind::Host, "ws-1"),
-            context: Map::new(),
-        });
+        let rec = engine.decide_step(isolate_ws1(
+            &format!("{}soc-copilot", crate::agent::PRINCIPAL_PREFIX),
+            crate::agent::FAMILY,
+            "agent",
+        ));
         assert!(rec.determining.len() >= 2, "{:?}", rec.determining);
         let data = serde_json::to_value(&rec).unwrap();
         assert_eq!(data["request"]["principal"]["type"], "Cordon::Agent");

@@ -54,6 +54,20 @@ async fn propose(d: &TestDaemon, token: &str, case_id: &str, body: Value) -> (u1
     .await
 }
 
+/// A gRPC proposal to isolate `ws-042` on `case_id`, citing `alert_id`, with `parameters_json`.
+fn grpc_isolate(case_id: &str, alert_id: &str, parameters_json: &str) -> pb::ProposeActionRequest {
+    pb::ProposeActionRequest {
+        case_id: case_id.into(),
+        action: "isolate_host".into(),
+        target: "ws-042".into(),
+        connector: "crowdstrike".into(),
+        parameters_json: parameters_json.into(),
+        hypothesis: "h".into(),
+        confidence: 80,
+        citations: vec![format!("alert:{alert_id}")],
+    }
+}
+
 fn isolate(alert_id: &str) -> Value {
     json!({
         "action": "isolate_host",
@@ -515,16 +529,11 @@ async fn per_agent_rate_and_open_proposal_limits_refuse_and_record() {
     let mut narrow = d.grpc(Some(NARROW)).await;
     let e = narrow
         .agents
-        .propose_action(pb::ProposeActionRequest {
-            case_id: case_id.clone(),
-            action: "isolate_host".into(),
-            target: "ws-042".into(),
-            connector: "crowdstrike".into(),
-            parameters_json: r#"{"comment": "a third way"}"#.into(),
-            hypothesis: "h".into(),
-            confidence: 80,
-            citations: vec![format!("alert:{alert_id}")],
-        })
+        .propose_action(grpc_isolate(
+            &case_id,
+            alert_id,
+            r#"{"comment": "a third way"}"#,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
@@ -671,16 +680,7 @@ async fn bad_input_to_the_agent_endpoints_gets_a_clear_error_and_changes_nothing
     let mut agent = d.grpc(Some(COPILOT)).await;
     let e = agent
         .agents
-        .propose_action(pb::ProposeActionRequest {
-            case_id: case_id.clone(),
-            action: "isolate_host".into(),
-            target: "ws-042".into(),
-            connector: "crowdstrike".into(),
-            parameters_json: "[1]".into(),
-            hypothesis: "h".into(),
-            confidence: 1,
-            citations: vec![format!("alert:{alert_id}")],
-        })
+        .propose_action(grpc_isolate(&case_id, alert_id, "[1]"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");

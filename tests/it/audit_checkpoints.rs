@@ -122,14 +122,7 @@ async fn signed(interval_secs: u64) -> Signed {
 
 /// Every audit record, as `cordon audit export` writes them.
 fn export(data: &Path) -> Vec<Value> {
-    let mut c = cordon();
-    c.args(["audit", "export", "--data-dir"]).arg(data);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    crate::support::audit_export(&["--data-dir".as_ref(), data.as_os_str()])
 }
 
 /// `cordon audit verify` on `data`, with `--checkpoints` and `--public-key` when given.

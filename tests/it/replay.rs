@@ -278,30 +278,7 @@ async fn one_alert_store() -> (tempfile::TempDir, PathBuf, PathBuf, Value) {
 
 /// The audit records `cordon audit export` prints for `data`.
 fn exported(data: &Path) -> Vec<Value> {
-    let mut c = cordon();
-    c.args(["audit", "export", "--data-dir"]).arg(data);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// `cordon simulate --data-dir DATA --policies POLICIES EXTRA…`: exit code, stdout, stderr.
-fn simulate_with(data: &Path, policies: &Path, extra: &[&str]) -> (i32, String, String) {
-    let mut c = cordon();
-    c.args(["simulate", "--data-dir"])
-        .arg(data)
-        .arg("--policies")
-        .arg(policies)
-        .args(extra);
-    let out = run(c);
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
+    crate::support::audit_export(&["--data-dir".as_ref(), data.as_os_str()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,10 +318,11 @@ async fn an_id_that_no_record_names_is_refused_by_replay_and_simulate_and_nothin
 
     // simulate --case NOPE: refused, and no `simulation` record appended.
     let before = exported(&data).len();
-    let (code, out, err) = simulate_with(&data, &policies, &["--case", "NOPE"]);
+    let (code, out, err) = crate::support::simulate(&data, &policies, &["--case", "NOPE"]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(err.contains("no case \"NOPE\" in the audit store"), "{err}");
-    let (code, out, err) = simulate_with(&data, &policies, &["--case", &alert_id, "--json"]);
+    let (code, out, err) =
+        crate::support::simulate(&data, &policies, &["--case", &alert_id, "--json"]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.is_empty(), "{out}");
     let mut c = cordon();
@@ -361,7 +339,7 @@ async fn an_id_that_no_record_names_is_refused_by_replay_and_simulate_and_nothin
     assert_eq!(after.len(), before, "nothing is recorded");
     assert!(!after.iter().any(|r| r["kind"] == json!("simulation")));
     // The case that is there is simulated, and recorded.
-    let (code, out, err) = simulate_with(&data, &policies, &["--case", &case_id]);
+    let (code, out, err) = crate::support::simulate(&data, &policies, &["--case", &case_id]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(exported(&data).len(), before + 1);
 }
@@ -393,7 +371,7 @@ async fn a_plain_date_bounds_replay_and_simulate_at_midnight_utc() {
     assert!(help.contains("YYYY-MM-DD"), "{help}");
 
     // simulate takes dates too, and records the bounds as midnight UTC.
-    let (code, out, err) = simulate_with(
+    let (code, out, err) = crate::support::simulate(
         &data,
         &policies,
         &["--json", "--since", "2020-01-01", "--until", "2030-01-01"],

@@ -33,14 +33,8 @@ fn suppression(expires: chrono::DateTime<Utc>) -> Suppression {
 }
 
 fn export(args: &[&str]) -> Vec<Value> {
-    let mut c = cordon();
-    c.args(["audit", "export"]).args(args);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    crate::support::audit_export(&args)
 }
 
 /// Runs `cordon audit …`, retrying while sled's lock of a just-closed store is let go.

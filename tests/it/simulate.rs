@@ -3,27 +3,10 @@
 //! `--fail-on looser` fails; the set in force reports no change; every run is recorded in the
 //! audit store, which still verifies and replays identically.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
 use crate::replay::{recorded_run, replay_json};
-use crate::support::{cordon, run, text};
-
-fn simulate(data: &Path, policies: &Path, extra: &[&str]) -> (i32, String, String) {
-    let mut c = cordon();
-    c.args(["simulate", "--data-dir"])
-        .arg(data)
-        .arg("--policies")
-        .arg(policies)
-        .args(extra);
-    let out = run(c);
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
-}
+use crate::support::{cordon, run, simulate, text};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_automatic_isolation_candidate_reports_the_isolate_steps_and_fails_the_looser_gate() {

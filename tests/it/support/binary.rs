@@ -80,6 +80,34 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `cordon audit export ARGS…` (exit 0 or the test fails): each line as JSON.
+pub fn audit_export(args: &[&std::ffi::OsStr]) -> Vec<serde_json::Value> {
+    let mut c = cordon();
+    c.args(["audit", "export"]).args(args);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `cordon simulate --data-dir DATA --policies POLICIES EXTRA…`: exit code, stdout, stderr.
+pub fn simulate(data: &Path, policies: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut c = cordon();
+    c.args(["simulate", "--data-dir"])
+        .arg(data)
+        .arg("--policies")
+        .arg(policies)
+        .args(extra);
+    let out = run(c);
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
 /// A `cordon serve` child process with stdout/stderr in files. Dropping it kills (SIGKILL) and
 /// reaps the process, so no daemon outlives a failing test.
 pub struct Daemon {
