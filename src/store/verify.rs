@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     AUDIT_PREFIX, AuditBody, GENESIS_HASH, Head, KEY_HEAD, StoreError, chunk_parts, dir,
-    parse_chunk, seq_of_key, sled_error,
+    seq_of_key, sled_error,
 };
 
 /// A verified chain.
@@ -72,20 +72,52 @@ pub fn verify_pinned(
     let db = open_existing(path, false)?;
     let mut pinned = BTreeMap::new();
     let report = dir::guarded(path, "reading the audit chain", || {
-        walk(path, &db, &mut |seq, hash| {
+        walk(path, &db, &mut |seq, hash, _| {
             if seqs.contains(&seq) {
                 pinned.insert(seq, hash.to_string());
             }
+            Ok(())
         })
+    })
+    .map_err(|e| match e {
+        ExportError::Verify(e) => e,
+        // Only export's visitor writes.
+        ExportError::Write(e) => VerifyError::Missing(e.to_string()),
     })?;
     Ok((report, pinned))
 }
 
-/// Checks the chain; `seen` is called with each record's seq and hash once it has checked out.
+/// Checks the chain; `seen` is called with each record's seq, hash and body once it has checked
+/// out, and may stop the walk with a write error.
 fn walk(
     path: &Path,
     db: &sled::Db,
-    seen: &mut dyn FnMut(u64, &str),
+    seen: &mut dyn FnMut(u64, &str, AuditBody) -> std::io::Result<()>,
+) -> Result<VerifyReport, ExportError> {
+    let mut failed = None;
+    let r = walk_checked(
+        path,
+        db,
+        &mut |seq, hash, body| match seen(seq, hash, body) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        },
+    );
+    match failed {
+        Some(e) => Err(ExportError::Write(e)),
+        None => Ok(r?),
+    }
+}
+
+/// [`walk`]'s checks; a `seen` that answers `false` stops the walk (with an error `walk`
+/// replaces by the visitor's).
+fn walk_checked(
+    path: &Path,
+    db: &sled::Db,
+    seen: &mut dyn FnMut(u64, &str, AuditBody) -> bool,
 ) -> Result<VerifyReport, VerifyError> {
     // After an archive the chain kept starts at the base (the last archived record).
     let base = super::archive::read_base(db).map_err(VerifyError::Store)?;
@@ -156,7 +188,12 @@ fn walk(
                     ),
                 });
             }
-            seen(pos, hash);
+            if !seen(pos, hash, rec) {
+                return Err(VerifyError::Broken {
+                    seq: pos,
+                    reason: "not written".into(),
+                });
+            }
             prev = hash.to_string();
             expected_seq += 1;
         }
@@ -210,25 +247,34 @@ impl From<StoreError> for ExportError {
 }
 
 /// Writes every audit record as one JSON line (`{"hash":..,"seq":..,"prev":..,...}`) in chain
-/// order. Returns the number of records written.
+/// order, checking the chain as [`verify`] does while it writes: at the first bad record it
+/// stops with that record's error, having written only the records before it. A record is
+/// written once the next one links to it (or, for the last, once the chain head matches it),
+/// since a record edited and re-hashed shows only there. Returns the number of records written.
 pub fn export(path: &Path, out: &mut dyn Write) -> Result<u64, ExportError> {
     let db = open_existing(path, true)?;
-    dir::guarded(path, "reading the audit chain", || {
-        write_all(path, &db, out)
-    })
-}
-
-fn write_all(path: &Path, db: &sled::Db, out: &mut dyn Write) -> Result<u64, ExportError> {
     let mut n = 0;
-    for item in db.scan_prefix(AUDIT_PREFIX) {
-        let (k, v) = item.map_err(|e| VerifyError::Store(sled_error(path, e)))?;
-        let v = super::unpack_value(&k, &v).map_err(VerifyError::Store)?;
-        for rec in parse_chunk(&k, &v).map_err(VerifyError::Store)? {
-            let rec = rec.map_err(VerifyError::Store)?;
-            serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::other)?;
-            out.write_all(b"\n")?;
-            n += 1;
-        }
+    let mut write = |rec: &super::AuditRecord, out: &mut dyn Write| -> std::io::Result<()> {
+        serde_json::to_writer(&mut *out, rec).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+        n += 1;
+        Ok(())
+    };
+    let mut held: Option<super::AuditRecord> = None;
+    dir::guarded(path, "reading the audit chain", || {
+        walk(path, &db, &mut |_, hash, body| {
+            let rec = super::AuditRecord {
+                hash: hash.to_string(),
+                body,
+            };
+            match held.replace(rec) {
+                Some(linked) => write(&linked, out),
+                None => Ok(()),
+            }
+        })
+    })?;
+    if let Some(last) = held {
+        write(&last, out)?;
     }
     out.flush()?;
     Ok(n)

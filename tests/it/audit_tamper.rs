@@ -133,7 +133,9 @@ fn verify(dir: &Path) -> (Option<i32>, String, String) {
     }
 }
 
-/// Verify exits 1 and names `seq` as the first bad record.
+/// Verify exits 1 and names `seq` as the first bad record; export refuses the store too: it
+/// exits 1 naming the same record having written only the records before it, or refuses to
+/// open it (74).
 fn assert_broken_at(dir: &Path, seq: u64) -> String {
     let (code, stdout, stderr) = verify(dir);
     assert_eq!(
@@ -146,6 +148,29 @@ fn assert_broken_at(dir: &Path, seq: u64) -> String {
         "verify does not name seq {seq}: {stderr}"
     );
     assert!(!stdout.starts_with("ok"), "{stdout}");
+    let mut c = cordon();
+    c.args(["audit", "export", "--data-dir"]).arg(dir);
+    let out = run(c);
+    let (err, written) = (text(&out.stderr), text(&out.stdout));
+    match out.status.code() {
+        Some(1) => {
+            assert!(
+                err.contains(&format!("audit record {seq}:")),
+                "export does not name seq {seq}: {err}"
+            );
+            let last = written.lines().last().map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            });
+            assert!(
+                last.is_none_or(|l| l < seq),
+                "export wrote past the bad record {seq}: {last:?}"
+            );
+        }
+        Some(74) => assert!(written.is_empty(), "{written}"),
+        other => panic!("export of a tampered store exited {other:?}: {err}"),
+    }
     stderr
 }
 
