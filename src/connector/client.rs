@@ -329,6 +329,41 @@ impl std::fmt::Debug for Runtime {
 
 const MAX_EVIDENCE_BODY: usize = 16 * 1024;
 
+/// The largest vendor answer read (vendor APIs answer in kilobytes; a page of search results is
+/// well under this). A longer one is not read to the end: its request's outcome is uncertain,
+/// and nothing is concluded from it, so a vendor or proxy streaming without end cannot exhaust
+/// the daemon's memory.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// Why an answer's body was not read whole.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the answer is larger than {0} bytes; not read")]
+    TooLarge(usize),
+    #[error("the answer was cut off ({0})")]
+    CutOff(String),
+}
+
+/// Reads an answer's body, at most `max` bytes.
+async fn body_within(mut res: reqwest::Response, max: usize) -> Result<Vec<u8>, BodyError> {
+    if res.content_length().is_some_and(|n| n > max as u64) {
+        return Err(BodyError::TooLarge(max));
+    }
+    let mut out = Vec::new();
+    loop {
+        match res.chunk().await {
+            Ok(Some(c)) => {
+                if out.len() + c.len() > max {
+                    return Err(BodyError::TooLarge(max));
+                }
+                out.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(BodyError::CutOff(transport_error(&e))),
+        }
+    }
+}
+
 impl Runtime {
     pub fn new(
         timeout: Duration,
@@ -596,13 +631,10 @@ impl Runtime {
                 if !ids.is_empty() {
                     ev["vendor_request_ids"] = Value::Object(ids);
                 }
-                match res.bytes().await {
-                    Err(e) => {
-                        ev["error"] = json!(format!("answer cut off: {}", transport_error(&e)));
-                        Outcome::Uncertain(format!(
-                            "the answer was cut off ({})",
-                            transport_error(&e)
-                        ))
+                match body_within(res, MAX_ANSWER_BYTES).await {
+                    Err(why) => {
+                        ev["error"] = json!(why.to_string());
+                        Outcome::Uncertain(why.to_string())
                     }
                     Ok(bytes) => {
                         let json: Value = if bytes.is_empty() {

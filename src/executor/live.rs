@@ -20,15 +20,17 @@ impl Run {
                 .keys()
                 .any(|k| !self.exec().vendor.contains_key(k));
             if missing {
-                let ans = match self.read(c, rt, "resolve", &l.request).await? {
-                    Ok(a) => a,
+                let (status, resolution) = match self.read(c, rt, "resolve", &l.request).await? {
+                    Ok(a) => (a.status, resolve::pick(l, &a.json)),
+                    // A fetch by key answered 404: the vendor does not know the target.
+                    Err(ReadError::Refused { status: 404 }) => (404, Resolution::NotFound),
                     Err(e) => {
                         return self
                             .fail_closed("target lookup failed", e.to_string())
                             .await;
                     }
                 };
-                match resolve::pick(l, &ans.json) {
+                match resolution {
                     Resolution::One { vendor, candidates } => {
                         for (k, v) in &vendor {
                             self.vars.set(format!("vendor.{k}"), v.clone());
@@ -57,7 +59,7 @@ impl Run {
                                     self.a.target.kind.as_str(),
                                     self.a.target.id,
                                     c.name,
-                                    ans.status
+                                    status
                                 ),
                             )
                             .await;

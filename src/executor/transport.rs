@@ -20,6 +20,34 @@ pub enum ReadError {
     /// The retry budget ran out; the last reason.
     #[error("gave up: {0}")]
     GaveUp(String),
+    /// A status that is not an answer to read (a 4xx other than 429; 401 and 403 are `Auth`):
+    /// an error page says nothing about the target's state.
+    #[error("the vendor answered {status}, not a state to read: nothing is concluded from it")]
+    Refused { status: u16 },
+    /// A 2xx whose body is not a JSON object or list (an HTML page from a proxy, plain text,
+    /// an empty body): nothing is concluded from it.
+    #[error("the vendor answered {status} with {what}, not JSON: nothing is concluded from it")]
+    NotJson { status: u16, what: String },
+}
+
+/// What a read answer is, when it is not something to read state from: a status outside 2xx
+/// (429 and 5xx are retried before this) or a body that is not a JSON object or list.
+fn unreadable(a: &Answer) -> Option<ReadError> {
+    if !(200..300).contains(&a.status) {
+        return Some(ReadError::Refused { status: a.status });
+    }
+    if a.json.is_object() || a.json.is_array() {
+        return None;
+    }
+    let content_type = a.header("content-type").unwrap_or("no content type");
+    let what = match &a.json {
+        serde_json::Value::Null => format!("an empty body ({content_type})"),
+        _ => format!("a body of type {:?}", crate::ingest::clip(content_type, 64)),
+    };
+    Some(ReadError::NotJson {
+        status: a.status,
+        what,
+    })
 }
 
 impl Run {
@@ -119,7 +147,12 @@ impl Run {
                 Outcome::Answer(a) if a.status == 429 || a.status >= 500 => {
                     (format!("{phase} answered {}", a.status), ex.wait)
                 }
-                Outcome::Answer(a) => return Ok(Ok(a)),
+                Outcome::Answer(a) => {
+                    return Ok(match unreadable(&a) {
+                        None => Ok(a),
+                        Some(e) => Err(e),
+                    });
+                }
                 Outcome::NotSent(r) | Outcome::Uncertain(r) => (format!("{phase}: {r}"), ex.wait),
                 Outcome::AuthFailed(r) => return Ok(Err(ReadError::Auth(r))),
                 Outcome::Redirect { status, location } => {

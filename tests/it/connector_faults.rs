@@ -847,3 +847,107 @@ async fn circuit_breaker_stops_hammering_a_failing_vendor() {
     assert_eq!(esc.len(), 1, "one escalation:\n{trail}");
     assert!(done["execution"]["escalation"].is_string(), "{done}");
 }
+
+/// A probe answer that is not a state — a vendor error (404, 400), a proxy's HTML page with a
+/// 200 — is never read as one: the action fails closed with nothing sent (Defender's probe
+/// template renders such answers as ":", which its `not_done` list would otherwise read as
+/// "never isolated" and send an isolate). An answer that never ends is not read to its end:
+/// the read is retried, the daemon stays up, and the action then runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_answer_that_is_not_a_state_is_never_read_as_one() {
+    let v = Vendors::start().await;
+    let d = live::start_live(&v, |_, _| {}).await;
+    let mut c = Checks::default();
+    let raw = |status, content_type, body: &str| FaultKind::Raw {
+        status,
+        content_type,
+        body: body.into(),
+    };
+    let refusals = [
+        raw(
+            404,
+            "application/json",
+            r#"{"error":{"code":"NotFound","message":"no such machine"}}"#,
+        ),
+        raw(
+            400,
+            "application/json",
+            r#"{"error":{"code":"InvalidRequest","message":"bad $orderby"}}"#,
+        ),
+        raw(
+            200,
+            "text/html",
+            "<html><body>Access denied by WAF</body></html>",
+        ),
+        raw(200, "application/json", ""),
+    ];
+    for (i, fault) in refusals.into_iter().enumerate() {
+        let (host, machine) = (format!("nf-mde-host-{i}"), format!("m-nf-{i}"));
+        v.mde.add_machine(&host, &machine);
+        let label = format!("defender isolate_host, probe answers {fault:?}");
+        let isolates = v
+            .mde
+            .log()
+            .count_matching("POST", &format!("/{machine}/isolate"));
+        v.mde
+            .faults()
+            .arm(Fault::on("GET", "/api/machineactions", fault));
+        let alert = live::alert(
+            &format!("nf-mde-{i}"),
+            "Exfil to paste site",
+            &["T1048"],
+            &[("host", &host)],
+        );
+        let (id, done) = drive(&d, alert, "isolate_host", Some(&host)).await;
+        c.eq(done["state"].clone(), json!("failed"), || {
+            format!("[{label}] final state; evidence:\n{}", evidence(&d, &id))
+        });
+        c.check(
+            done["execution"]["escalation"]
+                .as_str()
+                .is_some_and(|e| e.contains("nothing is concluded")),
+            || format!("[{label}] escalation: {}", done["execution"]["escalation"]),
+        );
+        c.eq(
+            v.mde
+                .log()
+                .count_matching("POST", &format!("/{machine}/isolate")),
+            isolates,
+            || format!("[{label}] isolate requests sent"),
+        );
+        c.check(!v.mde.is_isolated(&machine), || {
+            format!("[{label}] the machine was isolated")
+        });
+        v.mde.faults().disarm_all();
+    }
+
+    v.mde.add_machine("nf-mde-endless", "m-nf-endless");
+    v.mde
+        .faults()
+        .arm(Fault::on("GET", "/api/machineactions", FaultKind::Endless));
+    let alert = live::alert(
+        "nf-mde-endless",
+        "Exfil to paste site",
+        &["T1048"],
+        &[("host", "nf-mde-endless")],
+    );
+    let (id, done) = drive(&d, alert, "isolate_host", Some("nf-mde-endless")).await;
+    c.eq(done["state"].clone(), json!("succeeded"), || {
+        format!(
+            "[endless probe] final state; evidence:\n{}",
+            evidence(&d, &id)
+        )
+    });
+    c.check(evidence(&d, &id).contains("larger than"), || {
+        format!(
+            "[endless probe] no record of the answer left unread:\n{}",
+            evidence(&d, &id)
+        )
+    });
+    c.eq(v.mde.effects().count("isolate:m-nf-endless"), 1, || {
+        "[endless probe] isolate effects".into()
+    });
+    let (s, _) = d.get("/healthz").await;
+    c.eq(s, 200, || "[endless probe] the daemon answers".into());
+    c.finish();
+}

@@ -192,6 +192,16 @@ pub enum FaultKind {
     DropAfterEffect,
     /// Answer `status` (a 3xx) with a `Location: <location>` header; the handler never runs.
     Redirect { status: u16, location: String },
+    /// Answer `status` with this body and content type (a proxy's HTML page, a vendor's JSON
+    /// error, plain text); the handler never runs.
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        body: String,
+    },
+    /// Answer 200 with a JSON-looking body that never ends (chunked, no length); the handler
+    /// never runs.
+    Endless,
 }
 
 /// An armed fault: fires on the next `times` requests matching `method` (None = any) and whose
@@ -561,6 +571,28 @@ async fn intercept(State(sh): State<Shared>, req: Request, next: Next) -> Respon
         Some(FaultKind::Redirect { status, location }) => {
             let mut r = json_response(status, fault_body(status, "Redirect"));
             set_header(&mut r, "location", &location);
+            r
+        }
+        Some(FaultKind::Raw {
+            status,
+            content_type,
+            body,
+        }) => {
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = StatusCode::from_u16(status).expect("status");
+            set_header(&mut r, "content-type", content_type);
+            r
+        }
+        Some(FaultKind::Endless) => {
+            let chunk = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
+            let head = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"resources\": ["))
+            });
+            let rest = futures_util::stream::repeat_with(move || Ok(chunk.clone()));
+            let mut r = Response::new(Body::from_stream(futures_util::StreamExt::chain(
+                head, rest,
+            )));
+            set_header(&mut r, "content-type", "application/json");
             r
         }
     };
