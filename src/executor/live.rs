@@ -129,7 +129,16 @@ impl Run {
                     return self.finish(ActionState::Succeeded, outcome, None).await;
                 }
                 Plan::Wait => return self.complete(c, spec, rt).await,
-                Plan::Refuse(outcome, why) => return self.fail_closed(outcome, why.into()).await,
+                Plan::Refuse(outcome, why) => {
+                    let why = match &self.observed {
+                        Some(o) if !o.is_empty() => format!(
+                            "{why} (the vendor reads {:?})",
+                            crate::ingest::clip(o, 200)
+                        ),
+                        _ => why.to_string(),
+                    };
+                    return self.fail_closed(outcome, why).await;
+                }
                 Plan::StayUnknown => {
                     return self
                         .finish(

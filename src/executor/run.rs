@@ -18,6 +18,9 @@ pub(super) struct Run {
     /// intent, a retry's pause, a wait for completion, the outcome).
     notes: Vec<ExecNote>,
     pub(super) vars: Vars,
+    /// What the last probe read (its state template rendered, or whether the object exists):
+    /// named when the run refuses on it.
+    pub(super) observed: Option<String>,
 }
 
 /// How the attempt loop continues.
@@ -42,6 +45,7 @@ impl Run {
             exec,
             notes: Vec::new(),
             vars: Vars::default(),
+            observed: None,
         })
     }
 

@@ -184,6 +184,7 @@ impl Run {
         for (k, v) in &vendor {
             self.vars.set(format!("vendor.{k}"), v.clone());
         }
+        self.observed = Some(observed.clone());
         self.note(
             AuditKind::ProbeResult,
             json!({"phase": phase, "state": state, "observed": observed, "status": ans.status}),

@@ -1050,3 +1050,88 @@ fn broken_connector_files_are_refused_with_file_key_and_reason() {
         );
     }
 }
+
+/// Someone else's indicator is never overwritten or deleted. A Defender indicator of the value
+/// with another action (an admin's `Allowed`) makes a block refuse and escalate with nothing
+/// sent (the block is an upsert and would overwrite it). A CrowdStrike `prevent` indicator
+/// someone else made counts as blocked (nothing sent), but undoing that block refuses to delete
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn someone_elses_indicator_is_never_overwritten_or_deleted() {
+    use cordon::engine::{ExecOp, ExecReply};
+    let v = Vendors::start().await;
+    let ip = "192.0.2.77";
+    v.mde.seed_indicator(ip, "IpAddress", "Allowed");
+    let hash = "ab".repeat(32);
+    v.cs.seed_ioc("sha256", &hash, "prevent");
+    let d = live::start_live(&v, |_, _| {}).await;
+
+    let case_id = live::post_alert(
+        &d,
+        live::alert("own-mde", MALWARE, &["T1059"], &[("ip", ip)]),
+    )
+    .await;
+    let block = live::find_action(&d, &case_id, "block_ioc", None).await;
+    let block_id = block["action_id"].as_str().unwrap().to_string();
+    if block["state"] == json!("awaiting_approval") {
+        live::approve_any(&d, &block_id).await;
+    }
+    let done = live::settled(&d, &block_id).await;
+    assert_eq!(done["state"], json!("failed"), "{done}");
+    assert!(
+        done["execution"]["escalation"]
+            .as_str()
+            .is_some_and(|e| e.contains("Allowed")),
+        "{done}"
+    );
+    assert_eq!(v.mde.log().count_matching("POST", "/api/indicators"), 0);
+    let ind = v.mde.indicators();
+    assert_eq!(ind.len(), 1, "{ind:?}");
+    assert_eq!(ind[0]["action"], json!("Allowed"), "{ind:?}");
+
+    let case_id = live::post_alert(
+        &d,
+        live::alert("own-cs", MALWARE, &["T1059"], &[("file_hash", &hash)]),
+    )
+    .await;
+    let block = live::find_action(&d, &case_id, "block_ioc", None).await;
+    let block_id = block["action_id"].as_str().unwrap().to_string();
+    if block["state"] == json!("awaiting_approval") {
+        live::approve_any(&d, &block_id).await;
+    }
+    let done = live::settled(&d, &block_id).await;
+    assert_eq!(done["state"], json!("succeeded"), "{done}");
+    assert_eq!(
+        v.cs.log()
+            .count_matching("POST", "/iocs/entities/indicators/v1"),
+        0
+    );
+    let reply = d
+        .running()
+        .engine
+        .exec(ExecOp::Rollback {
+            action_id: block_id.clone(),
+            user: "carol".into(),
+            reason: "false positive".into(),
+        })
+        .await
+        .unwrap();
+    let ExecReply::RollbackProposed(rb) = reply else {
+        panic!("rollback not proposed: {reply:?}")
+    };
+    if rb.state == cordon::action::ActionState::AwaitingApproval {
+        live::approve_any(&d, &rb.action_id).await;
+    }
+    let undone = live::settled(&d, &rb.action_id).await;
+    assert_eq!(undone["state"], json!("failed"), "{undone}");
+    assert_eq!(
+        v.cs.log()
+            .count_matching("DELETE", "/iocs/entities/indicators/v1"),
+        0
+    );
+    assert!(
+        v.cs.iocs().iter().any(|i| i["value"] == json!(hash)),
+        "the analyst's indicator was deleted"
+    );
+    assert_eq!(d.stop().await, 0);
+}

@@ -186,6 +186,22 @@ impl FakeDefender {
         &self.effects
     }
 
+    /// Seeds an indicator someone else made (no effect counted); returns its id.
+    pub fn seed_indicator(&self, value: &str, itype: &str, action: &str) -> String {
+        let mut st = lock(&self.inner.st);
+        st.next_indicator += 1;
+        let id = st.next_indicator.to_string();
+        let now = rfc3339_micros(Utc::now());
+        st.indicators.push(json!({
+            "id": id, "indicatorValue": value, "indicatorType": itype, "action": action,
+            "title": "allow-listed by an admin", "description": "seeded",
+            "createdBy": "admin@example.com", "createdBySource": "Portal",
+            "creationTimeDateTimeUtc": now, "lastUpdateTime": now, "expirationTime": null,
+            "severity": "Informational", "rbacGroupNames": [], "generateAlert": false,
+        }));
+        id
+    }
+
     pub fn add_machine(&self, dns_name: &str, machine_id: &str) {
         lock(&self.inner.st).machines.push(Machine {
             id: machine_id.into(),
