@@ -180,6 +180,17 @@ impl Registry {
     }
 }
 
+/// Whether `u` names this machine (`localhost`, `127.0.0.0/8`, `::1`): the only hosts a
+/// connector or its token endpoint may be reached over plain `http`.
+pub(crate) fn loopback(u: &reqwest::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Validates one parsed connector file (`file` names it in problems, `name` is the connector's
 /// name): [`Registry::load`] calls this for each file; the fuzz target `connector` calls it
 /// directly.
@@ -191,11 +202,11 @@ pub fn validate(
     let mut problems = Vec::new();
     let base_url = match reqwest::Url::parse(&cf.base_url) {
         Ok(u) => {
-            if !matches!(u.scheme(), "https" | "http") {
+            if !(u.scheme() == "https" || u.scheme() == "http" && loopback(&u)) {
                 problems.push(Problem::new(
                     file,
                     "base_url",
-                    "scheme must be https (or http for loopback tests)",
+                    "scheme must be https (http only for a loopback host: credentials would cross the network in the clear)",
                 ));
             }
             if u.host_str().is_none_or(str::is_empty) {
@@ -395,6 +406,17 @@ mod tests {
                     "[actions.isolate_host.probe]\nexists = \"/x\"",
                 ),
             ),
+            (
+                "k.toml",
+                &MIN.replace("https://api.crowdstrike.com", "http://api.crowdstrike.com"),
+            ),
+            (
+                "l.toml",
+                &MIN.replace(
+                    "base_url",
+                    "auth = { type = \"oauth2_client_credentials\", token_url = \"http://auth.example.com/token\", client_id = { env = \"A\" }, client_secret = { env = \"B\" } }\nbase_url",
+                ),
+            ),
         ])
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
@@ -417,6 +439,13 @@ mod tests {
         );
         has("i.toml: auth: live mode needs credentials");
         has("j.toml: actions.isolate_host.probe: give exactly one of");
+        has("k.toml: base_url: scheme must be https (http only for a loopback host");
+        has("l.toml: auth.token_url: must be an absolute https URL");
+        // Plain http to this machine (the tests' fake vendors) loads.
+        for host in ["127.0.0.1:9", "localhost:9", "[::1]:9"] {
+            let text = MIN.replace("https://api.crowdstrike.com", &format!("http://{host}"));
+            assert!(load(&[("m.toml", &text)]).is_ok(), "{host}");
+        }
     }
 
     #[test]

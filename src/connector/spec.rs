@@ -619,8 +619,12 @@ pub fn check(file: &str, cf: &ConnectorFile) -> (Vec<ActionKind>, Vec<Problem>) 
     };
     if let AuthSpec::Oauth2ClientCredentials { token_url, .. } = &cf.auth {
         match reqwest::Url::parse(token_url) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {}
-            _ => c.problem("auth.token_url", "must be an absolute http(s) URL"),
+            Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+            Ok(u) if u.scheme() == "http" && super::loopback(&u) => {}
+            _ => c.problem(
+                "auth.token_url",
+                "must be an absolute https URL (http only for a loopback host)",
+            ),
         }
         if token_url.contains('{') {
             c.problem("auth.token_url", "must not contain templates");

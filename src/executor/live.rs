@@ -131,10 +131,9 @@ impl Run {
                 Plan::Wait => return self.complete(c, spec, rt).await,
                 Plan::Refuse(outcome, why) => {
                     let why = match &self.observed {
-                        Some(o) if !o.is_empty() => format!(
-                            "{why} (the vendor reads {:?})",
-                            crate::ingest::clip(o, 200)
-                        ),
+                        Some(o) if !o.is_empty() => {
+                            format!("{why} (the vendor reads {:?})", crate::ingest::clip(o, 200))
+                        }
                         _ => why.to_string(),
                     };
                     return self.fail_closed(outcome, why).await;
