@@ -401,6 +401,11 @@ pub struct Execution {
     /// Vendor ids learned on the way (agent id, machine action id...).
     #[serde(default)]
     pub vendor: std::collections::BTreeMap<String, String>,
+    /// The vendor accepted a write for this idempotency key (its answer arrived and read as
+    /// accepted or already done). A later probe reading "not done" then means the effect was
+    /// reversed or dropped at the vendor, never that the write did not land: it is not resent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accepted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -62,6 +62,8 @@ pub struct ExecUpdate {
     pub write_sent: bool,
     pub retry: bool,
     pub vendor: std::collections::BTreeMap<String, String>,
+    /// The vendor accepted the write (see `Execution::accepted`).
+    pub accepted: bool,
 }
 
 impl ExecUpdate {
@@ -76,6 +78,9 @@ impl ExecUpdate {
         }
         if self.retry {
             e.retries += 1;
+        }
+        if self.accepted {
+            e.accepted = true;
         }
         e.vendor
             .extend(self.vendor.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -346,6 +351,7 @@ impl Engine {
             writes_sent: 0,
             retries: 0,
             vendor: Default::default(),
+            accepted: false,
             outcome: None,
             escalation: None,
             finished_at: None,

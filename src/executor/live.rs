@@ -119,6 +119,7 @@ impl Run {
             let known = plan::Known {
                 state,
                 uncertain,
+                accepted: self.exec().accepted,
                 writes_sent: self.exec().writes_sent,
                 resend_safe: spec.resend_safe,
                 attempts: self.exec().writes_sent,
@@ -137,6 +138,11 @@ impl Run {
                         _ => why.to_string(),
                     };
                     return self.fail_closed(outcome, why).await;
+                }
+                Plan::Fail(outcome, why) => {
+                    return self
+                        .finish(ActionState::Failed, outcome, Some(why.into()))
+                        .await;
                 }
                 Plan::StayUnknown => {
                     return self
@@ -222,6 +228,7 @@ impl Run {
                             json!({"class": class, "status": ans.status, "captured": caps}),
                             ExecUpdate {
                                 phase: Some(ExecPhase::Polling),
+                                accepted: true,
                                 vendor: caps
                                     .iter()
                                     .map(|(k, v)| (format!("write.{k}"), v.clone()))

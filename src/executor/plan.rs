@@ -4,7 +4,9 @@
 //! operation pending = wait for it; another operation in flight, a vendor-reported failure or an
 //! answer that matches no known state = refuse and escalate; after a write whose outcome is
 //! unknown, only a probe showing "no effect" (or a vendor that deduplicates, `resend_safe`)
-//! allows another write, and without either the action stays `unknown`; attempts are bounded.
+//! allows another write, and without either the action stays `unknown`; after a write the vendor
+//! accepted, "not done" means reversed or dropped at the vendor: fail, never resend; attempts
+//! are bounded.
 
 use crate::connector::client::ProbeState;
 
@@ -17,6 +19,8 @@ pub enum Plan {
     Wait,
     /// Refuse to act and escalate: (outcome, reason).
     Refuse(&'static str, &'static str),
+    /// End `failed` and escalate, whatever the earlier write's uncertainty: (outcome, reason).
+    Fail(&'static str, &'static str),
     /// An earlier write may have taken effect and nothing can tell: stay `unknown`.
     StayUnknown,
     /// Send the write. `reconciled` says why an earlier uncertain write may be repeated.
@@ -32,6 +36,8 @@ pub struct Known {
     pub state: Option<ProbeState>,
     /// A write may already have reached the vendor.
     pub uncertain: bool,
+    /// The vendor accepted an earlier write for this key.
+    pub accepted: bool,
     /// Writes sent so far (on record).
     pub writes_sent: u32,
     /// The vendor deduplicates this write, so repeating it is harmless.
@@ -70,6 +76,15 @@ pub fn plan(k: Known) -> Plan {
                 "the probe's answer matches no known state; refusing to act",
             );
         }
+        // The vendor took the write and the target reads as if it never had: the effect was
+        // reversed (a person released the host at the vendor's console) or dropped. Sending it
+        // again would override that person; it is not sent again.
+        Some(ProbeState::NotDone) if k.accepted => {
+            return Plan::Fail(
+                "reversed at the vendor",
+                "the vendor accepted the write, but the target now reads not done: it was reversed or dropped at the vendor; it is not sent again",
+            );
+        }
         Some(ProbeState::NotDone) | None => {}
     }
     let reconciled = if k.uncertain {
@@ -97,6 +112,7 @@ mod tests {
         Known {
             state,
             uncertain,
+            accepted: false,
             writes_sent: u32::from(uncertain),
             resend_safe,
             attempts: 0,
@@ -176,6 +192,26 @@ mod tests {
                 *want,
                 "{state:?} uncertain={uncertain} resend_safe={resend_safe}"
             );
+        }
+    }
+
+    /// After the vendor accepted a write: done succeeds, pending waits, "not done" fails
+    /// (reversed or dropped at the vendor) instead of writing again, uncertain or not.
+    #[test]
+    fn an_accepted_write_is_never_sent_again() {
+        for uncertain in [false, true] {
+            let mut k = known(Some(NotDone), uncertain, true);
+            k.accepted = true;
+            k.writes_sent = 1;
+            assert!(
+                matches!(plan(k), Plan::Fail("reversed at the vendor", _)),
+                "{:?}",
+                plan(k)
+            );
+            k.state = Some(Pending);
+            assert_eq!(plan(k), Plan::Wait);
+            k.state = Some(Done);
+            assert_eq!(plan(k), Plan::Succeed("done; confirmed by probe"));
         }
     }
 

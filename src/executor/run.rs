@@ -258,6 +258,7 @@ pub(super) fn unsent(s: &Shared, a: &ActionRequest, mode: &str) -> Result<Option
         writes_sent: 0,
         retries: 0,
         vendor: Default::default(),
+        accepted: false,
         outcome: None,
         escalation: None,
         finished_at: None,

@@ -592,3 +592,57 @@ async fn a_run_that_sends_nothing_is_claimed_and_finished_in_one_commit() {
         "{kinds:?}"
     );
 }
+
+/// After the vendor accepted a write, "not done" means the effect was reversed or dropped at the
+/// vendor, never that the write did not land. A contain accepted for an offline laptop stays
+/// pending past the completion wait (`unknown`); an analyst lifts containment in the vendor's
+/// console; the next reconcile pass ends the action `failed` ("reversed at the vendor") instead
+/// of sending the contain again over the person's release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_vendor_accepted_is_not_sent_again_over_a_persons_reversal() {
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-rev", "aid-rev");
+    v.cs.set_pending_polls(usize::MAX);
+    let d = live::start_live(&v, |cfg, root| {
+        cfg.executor.reconcile_interval_secs = 1;
+        let p = root.join("connectors/crowdstrike.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let short = text.replace("max_wait_secs = 10 }", "max_wait_secs = 1 }");
+        assert_ne!(short, text, "the test's completion wait is where it was");
+        std::fs::write(&p, short).unwrap();
+    })
+    .await;
+    let case_id = live::post_alert(
+        &d,
+        live::alert(
+            "rev-1",
+            "Malware EncodedCommand",
+            &["T1059"],
+            &[("host", "ws-rev")],
+        ),
+    )
+    .await;
+    let iso = live::find_action(&d, &case_id, "isolate_host", Some("ws-rev")).await;
+    let id = iso["action_id"].as_str().unwrap().to_string();
+    live::approve_any(&d, &id).await;
+    let pending = live::settled(&d, &id).await;
+    assert_eq!(pending["state"], json!("unknown"), "{pending}");
+    assert_eq!(pending["execution"]["accepted"], json!(true), "{pending}");
+    assert_eq!(v.cs.host_status("aid-rev"), "containment_pending");
+
+    // The analyst lifts containment in the Falcon console.
+    v.cs.set_host_status("aid-rev", "normal");
+    let done = support::eventually(30, || async {
+        let (_, a) = d.get(&format!("/v1/actions/{id}")).await;
+        (a["state"] == json!("failed")).then_some(a)
+    })
+    .await;
+    assert_eq!(
+        done["execution"]["outcome"],
+        json!("reversed at the vendor"),
+        "{done}"
+    );
+    assert_eq!(v.cs.effects().count("contain:aid-rev"), 1);
+    assert_eq!(v.cs.host_status("aid-rev"), "normal");
+    assert_eq!(d.stop().await, 0);
+}
