@@ -127,6 +127,13 @@ pub enum Ambiguity {
     Tie { count: usize, ptr: String },
     #[error("the newest candidate lacks a captured value")]
     NewestUncaptured,
+    /// The answer is one page of more (`@odata.nextLink`, a pagination total above the list,
+    /// a next-page token): the candidates seen are not all there are.
+    #[error("the answer is one page of more ({0}); the candidates seen are not all there are")]
+    MorePages(String),
+    /// The vendor reported errors next to the list (a partial answer).
+    #[error("the vendor reported {0} error(s) next to the list: a partial answer")]
+    Partial(usize),
 }
 
 /// Why a step or a proposal cannot use a connector for an action.

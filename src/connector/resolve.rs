@@ -6,8 +6,9 @@
 //! records; a name can match many accounts) unless the connector declares a tie-break
 //! (`tie_break = { newest = "/pointer" }`: the one candidate with the strictly newest RFC 3339
 //! time there, e.g. the most recently seen device). Every candidate is returned for the
-//! evidence either way. A lookup without `list` reads one object (a fetch by unique key).
-//! Pure.
+//! evidence either way. A list answer that is one page of more, or carries vendor errors next
+//! to the list, is refused too: it cannot show that there is exactly one. A lookup without
+//! `list` reads one object (a fetch by unique key). Pure.
 
 use std::collections::BTreeMap;
 
@@ -59,6 +60,12 @@ pub fn pick(l: &Lookup, json: &Value) -> Resolution {
             };
         }
     };
+    if let Some(why) = incomplete(json, items.len()) {
+        return Resolution::Ambiguous {
+            candidates: evidence(items, l),
+            why,
+        };
+    }
     match items {
         [] => Resolution::NotFound,
         [one] => match capture(&l.capture, one) {
@@ -90,6 +97,37 @@ pub fn pick(l: &Lookup, json: &Value) -> Resolution {
                 },
             }
         }
+    }
+}
+
+/// Why a list answer cannot be all the candidates there are, from the signals vendors use: a
+/// next page (OData `@odata.nextLink`, Jira `nextPageToken` or `isLast: false`, a Falcon
+/// `meta.pagination.total` above the list's length) or errors reported next to the list (Falcon's
+/// `errors`, a partial answer). "Exactly one" cannot be read from such an answer.
+fn incomplete(json: &Value, len: usize) -> Option<Ambiguity> {
+    if json.get("@odata.nextLink").is_some_and(|v| !v.is_null()) {
+        return Some(Ambiguity::MorePages("@odata.nextLink".into()));
+    }
+    if json
+        .get("nextPageToken")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+        || json.get("isLast") == Some(&Value::Bool(false))
+    {
+        return Some(Ambiguity::MorePages("a next-page token".into()));
+    }
+    if let Some(total) = json
+        .pointer("/meta/pagination/total")
+        .and_then(Value::as_u64)
+        && total > len as u64
+    {
+        return Some(Ambiguity::MorePages(format!(
+            "{total} in total, {len} listed"
+        )));
+    }
+    match json.get("errors").and_then(Value::as_array) {
+        Some(errors) if !errors.is_empty() => Some(Ambiguity::Partial(errors.len())),
+        _ => None,
     }
 }
 
@@ -178,6 +216,59 @@ mod tests {
                 .collect(),
             candidates: None,
         }
+    }
+
+    /// One candidate on a page of more, or next to vendor errors, is not "exactly one".
+    #[test]
+    fn a_partial_or_paged_answer_never_resolves() {
+        let cs = lookup(Some("/resources"), &[("aid", "")], None);
+        let mde = lookup(Some("/value"), &[("id", "/id")], None);
+        let refused = |l: &Lookup, v: Value, want: &str| match pick(l, &v) {
+            Resolution::Ambiguous { why, .. } => {
+                assert!(why.to_string().contains(want), "{v}: {why}")
+            }
+            other => panic!("{v} resolved: {other:?}"),
+        };
+        refused(
+            &cs,
+            json!({"meta": {"pagination": {"total": 2}}, "resources": ["aid-1"], "errors": []}),
+            "2 in total, 1 listed",
+        );
+        refused(
+            &cs,
+            json!({"meta": {"pagination": {"total": 1}}, "resources": ["aid-1"], "errors": [{"code": 500}]}),
+            "1 error(s)",
+        );
+        refused(
+            &cs,
+            json!({"resources": [], "errors": [{"code": 500, "message": "partial"}]}),
+            "partial answer",
+        );
+        refused(
+            &mde,
+            json!({"value": [{"id": "m1"}], "@odata.nextLink": "https://api/next"}),
+            "@odata.nextLink",
+        );
+        refused(
+            &mde,
+            json!({"value": [{"id": "m1"}], "nextPageToken": "t2"}),
+            "next-page token",
+        );
+        // The ordinary answers still resolve.
+        assert_eq!(
+            pick(
+                &cs,
+                &json!({"meta": {"pagination": {"total": 1}}, "resources": ["aid-1"], "errors": []})
+            ),
+            one(&[("aid", "aid-1")])
+        );
+        assert_eq!(
+            pick(
+                &mde,
+                &json!({"value": [{"id": "m1"}], "@odata.nextLink": null})
+            ),
+            one(&[("id", "m1")])
+        );
     }
 
     #[test]
