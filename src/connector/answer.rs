@@ -178,18 +178,119 @@ fn matches(m: &Matcher, a: &Answer) -> bool {
     true
 }
 
+/// A success status whose body reports errors and no result: Falcon's
+/// `{"resources": [], "errors": [{"code": 404, ...}]}` answers a contain of an unknown device
+/// with 200 and nothing done.
+fn errors_without_result(json: &Value) -> bool {
+    let errors = json
+        .get("errors")
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty());
+    let result = match json.get("resources") {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(r)) => !r.is_empty(),
+        Some(_) => true,
+    };
+    errors && !result
+}
+
+/// How a write's answer reads. A success status is `Accepted` only when the body is the
+/// vendor's: errors with no result are `Rejected` (nothing was done), and a body that is not JSON
+/// (a proxy's or firewall's HTML page) is a `ServerError` (whether the write reached the vendor
+/// is unknown: the probe decides). An empty body is accepted (204).
 pub fn classify_write(w: &WriteSpec, a: &Answer) -> WriteClass {
     if w.already_done.iter().any(|m| matches(m, a)) {
         WriteClass::AlreadyDone
     } else if w.busy.iter().any(|m| matches(m, a)) {
         WriteClass::Busy
     } else if w.success.contains(&a.status) {
-        WriteClass::Accepted
+        if errors_without_result(&a.json) {
+            WriteClass::Rejected
+        } else if a.json.is_string() {
+            WriteClass::ServerError
+        } else {
+            WriteClass::Accepted
+        }
     } else if a.status == 429 {
         WriteClass::Throttled
     } else if a.status >= 500 || a.status == 408 {
         WriteClass::ServerError
     } else {
         WriteClass::Rejected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connector::spec::RequestSpec;
+
+    fn spec() -> WriteSpec {
+        WriteSpec {
+            request: RequestSpec {
+                method: "POST".into(),
+                path: "/x".into(),
+                body: None,
+                form: Default::default(),
+                headers: Default::default(),
+            },
+            success: vec![200, 202, 204],
+            already_done: vec![Matcher {
+                status: Some(400),
+                pointer: Some("/errors/0/message".into()),
+                equals: None,
+                contains: Some("Duplicate".into()),
+            }],
+            busy: vec![],
+            capture: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_success_status_is_accepted_only_with_the_vendors_answer() {
+        let answer = |status, json: Value| Answer {
+            status,
+            json,
+            headers: vec![],
+        };
+        let table: &[(u16, Value, WriteClass)] = &[
+            (
+                202,
+                serde_json::json!({"resources": [{"id": "a"}], "errors": []}),
+                WriteClass::Accepted,
+            ),
+            (204, Value::Null, WriteClass::Accepted),
+            (200, serde_json::json!({"id": "x"}), WriteClass::Accepted),
+            (
+                200,
+                serde_json::json!({"resources": [], "errors": [{"code": 404, "message": "No matching device"}]}),
+                WriteClass::Rejected,
+            ),
+            (
+                200,
+                serde_json::json!({"errors": [{"code": 500}]}),
+                WriteClass::Rejected,
+            ),
+            (
+                200,
+                Value::String("<html>blocked by policy</html>".into()),
+                WriteClass::ServerError,
+            ),
+            (
+                400,
+                serde_json::json!({"resources": [], "errors": [{"message": "Duplicate type"}]}),
+                WriteClass::AlreadyDone,
+            ),
+            (400, serde_json::json!({"errors": []}), WriteClass::Rejected),
+            (503, Value::Null, WriteClass::ServerError),
+            (429, Value::Null, WriteClass::Throttled),
+        ];
+        for (status, json, want) in table {
+            assert_eq!(
+                classify_write(&spec(), &answer(*status, json.clone())),
+                *want,
+                "{status} {json}"
+            );
+        }
     }
 }
