@@ -448,7 +448,7 @@ impl Run {
                     )
                     .await;
             }
-            if !pause(&self.s.cancel, interval).await {
+            if !self.pause_unpermitted(interval).await {
                 return Err(Halt::Shutdown);
             }
         }

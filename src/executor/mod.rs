@@ -63,7 +63,10 @@ struct Shared {
     active: Mutex<HashSet<String>>,
     /// One lock per connector and target: one in-flight write per target.
     targets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    permits: Semaphore,
+    /// Runs talking to vendors at once. A run lets its permit go while it waits between polls
+    /// for a vendor to complete (an offline host stays pending for as long as the completion
+    /// wait), so such waits cannot hold every permit.
+    permits: Arc<Semaphore>,
 }
 
 /// Actions in hand at once (driving, or waiting for their target or a permit): a few per
@@ -83,7 +86,7 @@ pub fn announce_capacity(concurrency: usize) -> usize {
 /// and re-probes `unknown` actions periodically.
 pub async fn run(parts: ExecutorParts, mut rx: RunnableRx, cancel: CancellationToken) {
     let every = parts.reconcile_every;
-    let permits = Semaphore::new(parts.concurrency.max(1));
+    let permits = Arc::new(Semaphore::new(parts.concurrency.max(1)));
     let slots = Arc::new(Semaphore::new(in_hand_cap(parts.concurrency)));
     let shared = Arc::new(Shared {
         parts,
@@ -204,7 +207,7 @@ fn spawn(
                 // sends nothing and takes none (the in-hand cap still bounds them), so they do
                 // not queue behind slow vendors, nor behind each other's engine round trips.
                 let permit = if mode == "live" {
-                    match s.permits.acquire().await {
+                    match s.permits.clone().acquire_owned().await {
                         Ok(p) => Some(Some(p)),
                         Err(_) => None,
                     }
@@ -218,14 +221,13 @@ fn spawn(
                 _ = s.cancel.cancelled() => None,
             };
             if let Some((Some(permit), guard)) = ready {
-                if let Drive::Busy(holder) = drive(&s, &peek, mode).await {
+                if let Drive::Busy(holder) = drive(&s, &peek, mode, permit).await {
                     // Another action holds the target (an unknown outcome still being
                     // reconciled, or a lease left by a previous run). Nothing is held while
                     // waiting: the periodic rescan tries again.
                     tracing::info!(action_id = %id, holder = %holder, "target is leased by another action; retrying at the next rescan");
                 }
                 drop(guard);
-                drop(permit);
             }
             // Forget the lock once nobody else waits on it (the map would otherwise grow by one
             // entry per target ever acted on).
@@ -299,7 +301,12 @@ impl From<EngineError> for Halt {
     }
 }
 
-async fn drive(s: &Arc<Shared>, peek: &ActionRequest, mode: &str) -> Drive {
+async fn drive(
+    s: &Arc<Shared>,
+    peek: &ActionRequest,
+    mode: &str,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Drive {
     let id = peek.action_id.as_str();
     let conn = s.parts.connectors.connectors.get(&peek.connector);
     // A run that sends nothing is made whole first and recorded with its claim in one commit.
@@ -363,6 +370,7 @@ async fn drive(s: &Arc<Shared>, peek: &ActionRequest, mode: &str) -> Drive {
         tracing::error!(action_id = %id, "a claimed action came without an intent record; not executing");
         return Drive::Done;
     };
+    run.permit = permit;
     let result = match (run.a.connector == BUILTIN, conn) {
         (true, _) => run.builtin().await,
         (false, None) => {

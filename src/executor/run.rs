@@ -21,6 +21,8 @@ pub(super) struct Run {
     /// What the last probe read (its state template rendered, or whether the object exists):
     /// named when the run refuses on it.
     pub(super) observed: Option<String>,
+    /// The vendor permit this run holds (live runs), let go while it waits for completion.
+    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// How the attempt loop continues.
@@ -46,7 +48,30 @@ impl Run {
             notes: Vec::new(),
             vars: Vars::default(),
             observed: None,
+            permit: None,
         })
+    }
+
+    /// Waits `d` between completion polls without holding a vendor permit (other targets use it
+    /// meanwhile), then takes one again; `false` at shutdown.
+    pub(super) async fn pause_unpermitted(&mut self, d: Duration) -> bool {
+        let Some(held) = self.permit.take() else {
+            return pause(&self.s.cancel, d).await;
+        };
+        drop(held);
+        if !pause(&self.s.cancel, d).await {
+            return false;
+        }
+        tokio::select! {
+            _ = self.s.cancel.cancelled() => false,
+            p = self.s.permits.clone().acquire_owned() => match p {
+                Ok(p) => {
+                    self.permit = Some(p);
+                    true
+                }
+                Err(_) => false,
+            },
+        }
     }
 
     pub(super) fn exec(&self) -> &crate::action::Execution {

@@ -646,3 +646,64 @@ async fn a_write_the_vendor_accepted_is_not_sent_again_over_a_persons_reversal()
     assert_eq!(v.cs.host_status("aid-rev"), "normal");
     assert_eq!(d.stop().await, 0);
 }
+
+/// A run waiting for a vendor to complete lets its permit go between polls: with one permit,
+/// a contain accepted for an offline laptop (pending for the whole completion wait) does not
+/// hold back the isolation of another host, which succeeds while the first still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_completion_holds_no_vendor_permit() {
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-offline", "aid-offline");
+    v.cs.add_host("ws-online", "aid-online");
+    v.cs.set_pending_polls(usize::MAX);
+    let d = live::start_live(&v, |cfg, root| {
+        cfg.executor.concurrency = 1;
+        let p = root.join("connectors/crowdstrike.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        // Long enough that the second isolation could only finish inside it.
+        let long = text.replace("max_wait_secs = 10 }", "max_wait_secs = 60 }");
+        assert_ne!(long, text, "the test's completion wait is where it was");
+        std::fs::write(&p, long).unwrap();
+    })
+    .await;
+    let isolate = |tag: &'static str, host: &'static str| {
+        let d = &d;
+        async move {
+            let case_id = live::post_alert(
+                d,
+                live::alert(tag, "Malware EncodedCommand", &["T1059"], &[("host", host)]),
+            )
+            .await;
+            let a = live::find_action(d, &case_id, "isolate_host", Some(host)).await;
+            let id = a["action_id"].as_str().unwrap().to_string();
+            live::approve_any(d, &id).await;
+            id
+        }
+    };
+    let first = isolate("permit-off", "ws-offline").await;
+    support::eventually(10, || async {
+        (v.cs.host_status("aid-offline") == "containment_pending").then_some(())
+    })
+    .await;
+    let second = isolate("permit-on", "ws-online").await;
+    // The second host's sensor checks in: its contain completes (it needed the permit to be
+    // sent at all).
+    support::eventually(30, || async {
+        (v.cs.host_status("aid-online") == "containment_pending").then_some(())
+    })
+    .await;
+    v.cs.set_host_status("aid-online", "contained");
+    let done = support::eventually(30, || async {
+        let (_, a) = d.get(&format!("/v1/actions/{second}")).await;
+        (a["state"] == json!("succeeded")).then_some(a)
+    })
+    .await;
+    assert_eq!(done["state"], json!("succeeded"), "{done}");
+    let (_, waiting) = d.get(&format!("/v1/actions/{first}")).await;
+    assert_eq!(
+        waiting["state"],
+        json!("executing"),
+        "the first is still waiting for its vendor: {waiting}"
+    );
+    assert_eq!(v.cs.host_status("aid-online"), "contained");
+}
