@@ -494,9 +494,11 @@ pub async fn start(
         agents: Arc::new(crate::agent::Agents::from_config(&cfg.agents)),
     });
 
+    let http_limits = connection_limits(&cfg);
     let console = if cfg.console.enabled {
         Some(Arc::new(http::console::Console::new(
             cfg.console.clone(),
+            http_limits.max_connections,
             &cfg.grpc.approvers,
             checkpoints
                 .as_ref()
@@ -537,7 +539,6 @@ pub async fn start(
 
         console,
     };
-    let http_limits = connection_limits(&cfg);
     let http_shutdown = shutdown.clone();
     let http_task = tracker.spawn(http::serve(http_listener, state, http_limits, async move {
         http_shutdown.cancelled().await

@@ -800,6 +800,101 @@ async fn the_event_stream_announces_durable_changes_and_ends_at_sign_out_and_shu
     assert_eq!(stop.await.unwrap(), 0);
 }
 
+/// Opens `/ui/events` for `web`'s session; the answer is left unread.
+async fn open_events(web: &Web) -> reqwest::Response {
+    web.http
+        .get(format!("{}/ui/events", web.base))
+        .header("cookie", web.cookie_header())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Reads a live-update stream until the daemon ends it (within 10 s, or the test fails).
+async fn ends(mut events: reqwest::Response) {
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream was not ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_update_streams_are_capped_per_session_and_in_all_so_ingest_keeps_connections() {
+    // 24 connections: at most 6 streams in all (a quarter), 4 per session.
+    let d = start_console(|cfg, _, _| cfg.http.max_connections = 24).await;
+    let alice = Web::new(&d.base);
+    let alice_csrf = alice.sign_in("alice").await;
+    let bob = Web::new(&d.base);
+    bob.sign_in("bob").await;
+
+    // One session trying to hold every connection gets 4 streams; the rest are refused.
+    let mut alice_streams = Vec::new();
+    for _ in 0..24 {
+        let r = open_events(&alice).await;
+        match r.status().as_u16() {
+            200 => alice_streams.push(r),
+            429 => {
+                let why = r.text().await.unwrap();
+                assert!(why.contains("already has 4 live-update streams"), "{why}");
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(alice_streams.len(), 4);
+    // Another session gets what is left of the share of all connections.
+    let mut bob_streams = Vec::new();
+    for _ in 0..24 {
+        let r = open_events(&bob).await;
+        match r.status().as_u16() {
+            200 => bob_streams.push(r),
+            429 => {
+                let why = r.text().await.unwrap();
+                assert!(why.contains("too many live-update streams"), "{why}");
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(bob_streams.len(), 2);
+
+    // Ingest and the health check still get through, on connections of their own.
+    let (s, ack) = d
+        .post(
+            "/v1/alerts",
+            json!({
+                "source_alert_id": "sse-1",
+                "title": "Encoded PowerShell",
+                "rule": {"id": "rule-console", "name": "Malware EncodedCommand"},
+                "severity": "high",
+                "entities": [{"kind": "host", "value": "ws-042"}],
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(s, 202, "{ack}");
+    let health = reqwest::get(format!("{}/healthz", d.base)).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    // Sign-out ends the session's streams at once (no event needed) and gives their places back.
+    assert_eq!(
+        alice
+            .post("/ui/logout", &[("csrf", &alice_csrf)])
+            .await
+            .status,
+        303
+    );
+    for s in alice_streams {
+        ends(s).await;
+    }
+    for _ in 0..2 {
+        let r = open_events(&bob).await;
+        assert_eq!(r.status().as_u16(), 200);
+        bob_streams.push(r);
+    }
+    assert_eq!(open_events(&bob).await.status().as_u16(), 429);
+    d.stop().await;
+}
+
 /// The `<tr>` of `case_id` in a queue page, if it is there.
 fn queue_row<'a>(page: &'a str, case_id: &str) -> Option<&'a str> {
     let at = page.find(&format!("data-case=\"{case_id}\""))?;

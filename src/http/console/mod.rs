@@ -54,6 +54,11 @@ const OIDC_PENDING_SECS: u64 = 600;
 const OIDC_PENDING_MAX: usize = 1_000;
 /// Most requests the approvals inbox shows.
 const INBOX_MAX: usize = 200;
+/// Most live-update streams (`/ui/events`) one session holds open at once (a few tabs).
+const STREAMS_PER_SESSION: usize = 4;
+/// Most live-update streams open at once, as a share of the HTTP connection cap: each holds a
+/// connection for as long as its session lives, and the rest must stay free for ingest.
+const STREAMS_SHARE_OF_CONNECTIONS: usize = 4;
 const COMMENT_MAX: usize = 500;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -64,6 +69,36 @@ struct Session {
     identity: String,
     csrf: String,
     expires: Instant,
+    /// Cancelled when the session ends (sign-out, expiry, eviction) or at shutdown: its
+    /// live-update streams end with it.
+    ended: CancellationToken,
+}
+
+/// The live-update streams open now, in all and per session.
+#[derive(Default)]
+struct Streams {
+    total: usize,
+    per_session: HashMap<[u8; 32], usize>,
+}
+
+/// One open live-update stream's place in the counts; given back when the stream is dropped
+/// (it ended, or the browser went away).
+struct StreamSlot {
+    console: Arc<Console>,
+    key: [u8; 32],
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut s = lock(&self.console.streams);
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_session.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.per_session.remove(&self.key);
+            }
+        }
+    }
 }
 
 struct Pending {
@@ -78,6 +113,9 @@ pub struct Console {
     approver_tokens: Vec<(TokenHash, String)>,
     oidc: Option<Oidc>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    streams: Mutex<Streams>,
+    /// Most live-update streams open at once (a share of the HTTP connection cap).
+    max_streams: usize,
     pending: Mutex<HashMap<String, Pending>>,
     checkpoints: Option<(PathBuf, crate::checkpoint::PublicKey)>,
     shutdown: CancellationToken,
@@ -103,6 +141,7 @@ impl Console {
     /// Builds the console from validated config: approver tokens as hashes, the OIDC client.
     pub fn new(
         cfg: ConsoleConfig,
+        http_max_connections: usize,
         approvers: &[crate::config::ApproverToken],
         checkpoints: Option<(PathBuf, crate::checkpoint::PublicKey)>,
         shutdown: CancellationToken,
@@ -120,6 +159,8 @@ impl Console {
             cfg,
             oidc,
             sessions: Mutex::new(HashMap::new()),
+            streams: Mutex::default(),
+            max_streams: (http_max_connections / STREAMS_SHARE_OF_CONNECTIONS).max(1),
             pending: Mutex::new(HashMap::new()),
             checkpoints,
             shutdown,
@@ -132,12 +173,18 @@ impl Console {
         let id = random_token();
         let now = Instant::now();
         let mut s = lock(&self.sessions);
-        s.retain(|_, v| v.expires > now);
+        s.retain(|_, v| {
+            let live = v.expires > now;
+            if !live {
+                v.ended.cancel();
+            }
+            live
+        });
         while s.len() >= self.cfg.max_sessions {
             let Some(oldest) = s.iter().min_by_key(|(_, v)| v.expires).map(|(k, _)| *k) else {
                 break;
             };
-            s.remove(&oldest);
+            end_session(&mut s, &oldest);
         }
         s.insert(
             session_key(&id),
@@ -146,6 +193,7 @@ impl Console {
                 identity: identity.to_string(),
                 csrf: random_token(),
                 expires: now + Duration::from_secs(self.cfg.session_ttl_secs),
+                ended: self.shutdown.child_token(),
             },
         );
         id
@@ -158,7 +206,7 @@ impl Console {
         let mut s = lock(&self.sessions);
         let live = s.get(&key).is_some_and(|v| v.expires > Instant::now());
         if !live {
-            s.remove(&key);
+            end_session(&mut s, &key);
             return None;
         }
         let v = s.get(&key)?;
@@ -176,6 +224,46 @@ impl Console {
         lock(&self.sessions)
             .get(key)
             .is_some_and(|v| v.expires > Instant::now())
+    }
+
+    /// Ends the session `key` (sign-out): its live-update streams end with it.
+    fn end_session(&self, key: &[u8; 32]) {
+        end_session(&mut lock(&self.sessions), key);
+    }
+
+    /// A place for one more live-update stream of the session `key`: the stream's slot, the
+    /// token cancelled when the session ends and when it expires; `Err` says why there is none.
+    fn open_stream(
+        self: &Arc<Self>,
+        key: &[u8; 32],
+    ) -> Result<(StreamSlot, CancellationToken, Instant), &'static str> {
+        let (ended, expires) = {
+            let s = lock(&self.sessions);
+            let v = s.get(key).ok_or("sign in first")?;
+            (v.ended.clone(), v.expires)
+        };
+        let mut st = lock(&self.streams);
+        let mine = st.per_session.get(key).copied().unwrap_or(0);
+        if mine >= STREAMS_PER_SESSION {
+            return Err(
+                "this session already has 4 live-update streams open; close a tab (the pages work without them)",
+            );
+        }
+        if st.total >= self.max_streams {
+            return Err(
+                "too many live-update streams are open; the pages work without them, reload later",
+            );
+        }
+        st.total += 1;
+        *st.per_session.entry(*key).or_insert(0) += 1;
+        Ok((
+            StreamSlot {
+                console: self.clone(),
+                key: *key,
+            },
+            ended,
+            expires,
+        ))
     }
 
     fn cookie_attrs(&self, path: &str, same_site: &str, max_age: u64) -> String {
@@ -202,6 +290,13 @@ impl Console {
             self.cookie_attrs(path, same_site, max_age)
         );
         HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("x=; Max-Age=0"))
+    }
+}
+
+/// Removes a session and ends its live-update streams.
+fn end_session(s: &mut HashMap<[u8; 32], Session>, key: &[u8; 32]) {
+    if let Some(v) = s.remove(key) {
+        v.ended.cancel();
     }
 }
 
@@ -590,22 +685,32 @@ async fn vote(
 
 /// Server-sent events: `change` (data: the action id) whenever an approval request changes
 /// durably, from the same broadcast as gRPC's `WatchApprovals`; `resync` when this stream fell
-/// behind. Ends at sign-out, at the session's expiry and at shutdown.
+/// behind. Ends at sign-out, at the session's expiry and at shutdown. Each stream holds an HTTP
+/// connection, so a session holds at most `STREAMS_PER_SESSION` and all sessions together a
+/// quarter of the connection cap (`429` beyond): ingest always keeps connections.
 async fn events(State(st): State<HttpState>, headers: HeaderMap) -> Response {
-    let c = console(&st);
+    let Some(c) = st.console.clone() else {
+        return (StatusCode::NOT_FOUND, "the console is off").into_response();
+    };
     let Some((_, _, key)) = c.session(&headers) else {
         return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
     };
+    let (slot, ended, expires) = match c.open_stream(&key) {
+        Ok(x) => x,
+        Err(why) => {
+            tracing::info!("A console live-update stream was refused: {why}.");
+            return (StatusCode::TOO_MANY_REQUESTS, why).into_response();
+        }
+    };
     let rx = st.engine.subscribe();
-    let until = tokio::time::Instant::now() + Duration::from_secs(c.cfg.session_ttl_secs);
-    let shutdown = c.shutdown.clone();
+    let until = tokio::time::Instant::from_std(expires);
     let st2 = st.clone();
-    let stream = futures_util::stream::unfold(rx, move |mut rx| {
-        let shutdown = shutdown.clone();
+    let stream = futures_util::stream::unfold((rx, slot), move |(mut rx, slot)| {
+        let ended = ended.clone();
         let st = st2.clone();
         async move {
             let ev = tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = ended.cancelled() => return None,
                 _ = tokio::time::sleep_until(until) => return None,
                 r = rx.recv() => r,
             };
@@ -626,7 +731,7 @@ async fn events(State(st): State<HttpState>, headers: HeaderMap) -> Response {
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             };
-            Some((Ok::<_, Infallible>(ev), rx))
+            Some((Ok::<_, Infallible>(ev), (rx, slot)))
         }
     });
     Sse::new(stream)

@@ -98,7 +98,7 @@ pub(super) async fn logout(
             "/ui",
         );
     }
-    lock(&c.sessions).remove(&key);
+    c.end_session(&key);
     let mut resp = to_login();
     resp.headers_mut().append(
         header::SET_COOKIE,
