@@ -4,7 +4,8 @@
 //! the issuer's signing keys (JWKS, fetched again once when a token names a key not seen yet),
 //! the authorization URL (state, nonce, S256 code challenge), the token exchange and the ID
 //! token's verification (RS256 or ES256 only; issuer, audience, expiry, nonce), and reading who
-//! signed in (the configured claim) and whether `amr` shows MFA. The one outbound HTTP client
+//! signed in (the configured claim; `email` only with `email_verified: true`) and whether `amr`
+//! shows MFA. The one outbound HTTP client
 //! outside `connector` and `chat`, and it only talks to the configured issuer's endpoints.
 //! Sessions and cookies are `http::console`'s.
 
@@ -263,6 +264,13 @@ impl Oidc {
             .filter(|c| !c.is_empty())
             .ok_or_else(|| refused(format!("no {} claim", self.cfg.user_claim)))?
             .to_string();
+        // An address the provider has not verified may be anyone's (many providers let a
+        // person type any address into a profile): it names no one.
+        if self.cfg.user_claim == "email" && claims.get("email_verified") != Some(&true.into()) {
+            return Err(refused(
+                "the identity provider has not verified this email address (email_verified is not true)".into(),
+            ));
+        }
         let mfa = claims
             .get("amr")
             .and_then(|a| a.as_array())

@@ -488,7 +488,7 @@ fn load_with(
                         let Some(pid) = item["attrs"][attr].as_str() else {
                             continue;
                         };
-                        let key = (platform.to_string(), pid.to_string());
+                        let key = (platform.to_string(), id_key(platform, pid));
                         if let Some(other) = chat_ids.insert(key, id.to_string())
                             && other != id
                         {
@@ -587,6 +587,16 @@ pub const CHAT_ID_ATTRS: [(&str, &str); 4] = [
     ("teams", "teams_id"),
     ("oidc", "email"),
 ];
+
+/// How a platform's user id is looked up: email addresses (`oidc`) in ASCII lowercase, since
+/// providers do not keep the case the entity files wrote; chat ids as they are.
+pub(crate) fn id_key(platform: &str, id: &str) -> String {
+    if platform == "oidc" {
+        id.to_ascii_lowercase()
+    } else {
+        id.to_string()
+    }
+}
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty()

@@ -246,10 +246,11 @@ impl PolicyEngine {
         self.meta.get(id)
     }
 
-    /// The cordon user a chat platform's user id maps to (`slack`, `mattermost`, `teams`).
+    /// The cordon user a chat platform's user id maps to (`slack`, `mattermost`, `teams`;
+    /// `oidc`: an email address, compared in ASCII lowercase).
     pub fn chat_user(&self, platform: &str, platform_user: &str) -> Option<&str> {
         self.chat_ids
-            .get(&(platform.to_string(), platform_user.to_string()))
+            .get(&(platform.to_string(), load::id_key(platform, platform_user)))
             .map(String::as_str)
     }
 

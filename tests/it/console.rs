@@ -700,6 +700,46 @@ async fn openid_connect_signs_in_mapped_users_with_their_mfa_and_refuses_bad_tok
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openid_connect_trusts_only_a_verified_email_and_compares_it_in_any_case() {
+    let idp = FakeIdp::start().await;
+    let d = oidc_console(&idp).await;
+    // An address the provider has not verified (false, or not said) signs no one in.
+    for (tamper, why) in [
+        (Tamper::EmailUnverified, "email_verified false"),
+        (Tamper::EmailVerifiedAbsent, "email_verified absent"),
+    ] {
+        idp.next("alice@example.com", &["mfa"], Algorithm::ES256, tamper);
+        let web = Web::new(&d.base);
+        let r = oidc_sign_in(&web).await;
+        assert_eq!(r.status, 401, "{why}: {}", r.body);
+        assert!(
+            r.body
+                .contains("the identity provider has not verified this email address"),
+            "{why}: {}",
+            r.body
+        );
+        assert!(
+            !web.cookies.lock().unwrap().contains_key("cordon_session"),
+            "{why}"
+        );
+        assert_eq!(web.get("/ui").await.status, 303, "{why}");
+    }
+    // A verified address is the entity file's in another case: the same person.
+    idp.next(
+        "Alice@EXAMPLE.com",
+        &["pwd"],
+        Algorithm::RS256,
+        Tamper::None,
+    );
+    let web = Web::new(&d.base);
+    let r = oidc_sign_in(&web).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(web.get("/ui").await.body.contains("alice (oidc)"));
+    assert_eq!(idp.tokens_issued(), 3);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_written_before_the_queue_index_gets_it_at_start_and_the_audit_page_shows_the_head()
 {
     let mut d = start_console(|_, _, _| {}).await;

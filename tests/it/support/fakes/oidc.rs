@@ -1,7 +1,8 @@
 //! A small OpenID Connect provider on loopback: discovery, JWKS, an authorization endpoint that
 //! signs in whoever the test names (no login form) and a token endpoint that checks the PKCE
 //! verifier and answers with an ID token signed ES256 or RS256. Tests can make it misbehave
-//! (another audience, another nonce, an expired token, an unknown key).
+//! (another audience, another nonce, an expired token, an unknown key, an email address it
+//! has not verified).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,10 @@ pub enum Tamper {
     Nonce,
     Expired,
     UnknownKey,
+    /// `email_verified: false`.
+    EmailUnverified,
+    /// No `email_verified` claim.
+    EmailVerifiedAbsent,
 }
 
 #[derive(Clone)]
@@ -229,7 +234,7 @@ async fn token(State(st): State<Arc<Inner>>, RawForm(body): RawForm) -> Response
     }
     let now = chrono::Utc::now().timestamp();
     let w = &grant.who;
-    let claims = json!({
+    let mut claims = json!({
         "iss": st.issuer,
         "sub": format!("sub-{}", w.email),
         "aud": if w.tamper == Tamper::Audience { "someone-else" } else { CLIENT_ID },
@@ -239,6 +244,10 @@ async fn token(State(st): State<Arc<Inner>>, RawForm(body): RawForm) -> Response
         "iat": now,
         "exp": if w.tamper == Tamper::Expired { now - 3600 } else { now + 300 },
     });
+    match w.tamper {
+        Tamper::EmailVerifiedAbsent => {}
+        t => claims["email_verified"] = json!(t != Tamper::EmailUnverified),
+    }
     let (key, kid) = match w.alg {
         Algorithm::RS256 => (&st.rs.0, "rs-1"),
         _ => (&st.es.0, "es-1"),
