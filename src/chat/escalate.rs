@@ -91,7 +91,7 @@ impl Escalations {
             attempt += 1;
             let mut posted = false;
             for p in &self.chat.platforms {
-                let result = p.post_text(&self.chat.http, &m.channel, &m.text).await;
+                let result = p.post_plain(&self.chat.http, &m.channel, &m.text).await;
                 if let Err(e) = &result {
                     tracing::warn!(platform = p.name, case_id = %m.case_id, attempt, error = %e, "Escalation post failed; it will be retried.");
                 }

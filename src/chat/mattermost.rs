@@ -8,7 +8,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::view::View;
+use super::view::{View, markdown_text as escape};
 use super::{ChatError, Delivered, Refusal, post_json, send_json};
 use crate::secret::Secret;
 
@@ -45,10 +45,11 @@ impl Mattermost {
         })
     }
 
+    /// Markdown; every outside value escaped (`view::markdown_text`).
     fn message(v: &View) -> String {
-        let mut s = format!("**{}** `{}`\n", v.action, v.target);
+        let mut s = format!("**{}** {}\n", escape(&v.action), escape(&v.target));
         for (k, val) in v.lines() {
-            s.push_str(&format!("**{k}:** {val}\n"));
+            s.push_str(&format!("**{k}:** {}\n", escape(&val)));
         }
         s
     }
@@ -64,8 +65,8 @@ impl Mattermost {
             }})
         };
         json!({"attachments": [{
-            "fallback": v.headline(),
-            "text": format!("Tier {} — {}", v.tier, v.status),
+            "fallback": escape(&v.headline()),
+            "text": format!("Tier {} — {}", escape(&v.tier), escape(&v.status)),
             "actions": [button("approve", "Approve", "good"), button("deny", "Deny", "danger")],
         }]})
     }
@@ -111,7 +112,8 @@ impl Mattermost {
         send_json(req, &body).await.map(|_| ())
     }
 
-    /// Posts a plain-text message (an escalation) to `channel`.
+    /// Posts a message to `channel` as it is written (Markdown: a report; plain text is
+    /// escaped by `Platform::post_plain` first).
     pub async fn post_text(
         &self,
         http: &reqwest::Client,
@@ -135,7 +137,7 @@ impl Mattermost {
         post_id: &str,
         text: &str,
     ) -> Result<(), ChatError> {
-        let body = json!({"channel_id": channel, "root_id": post_id, "message": text});
+        let body = json!({"channel_id": channel, "root_id": post_id, "message": escape(text)});
         post_json(
             http.post(self.api("posts"))
                 .bearer_auth(self.bot_token.expose()),

@@ -171,6 +171,22 @@ impl Platform {
         }
     }
 
+    /// Posts plain text (an escalation) to `channel`, made inert in the platform's markup
+    /// first: it carries outside values (a case title) that must not mention, link or format.
+    async fn post_plain(
+        &self,
+        http: &reqwest::Client,
+        channel: &str,
+        text: &str,
+    ) -> Result<String, ChatError> {
+        let text = match &self.kind {
+            Kind::Slack(_) => slack::escape(text),
+            Kind::Mattermost(_) | Kind::Teams(_) => view::markdown_text(text),
+        };
+        self.post_text(http, channel, &text).await
+    }
+
+    /// Posts a notice (plain text, escaped by each platform) to the thread of `reference`.
     async fn thread(
         &self,
         http: &reqwest::Client,

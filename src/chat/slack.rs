@@ -47,8 +47,9 @@ fn blocks(v: &View) -> Value {
     Value::Array(blocks)
 }
 
-/// Slack's mrkdwn control characters.
-fn escape(s: &str) -> String {
+/// Slack's mrkdwn control characters: with `&`, `<` and `>` escaped no outside value can make
+/// a mention (`<!channel>`, `<@U…>`) or a link with a label of its own (`<url|label>`).
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -82,7 +83,7 @@ impl Slack {
         v: &View,
     ) -> Result<Delivered, ChatError> {
         let a = self
-            .call(http, "chat.postMessage", json!({"channel": channel, "text": clip(&v.headline(), TEXT_LIMIT), "blocks": blocks(v)}))
+            .call(http, "chat.postMessage", json!({"channel": channel, "text": clip(&escape(&v.headline()), TEXT_LIMIT), "blocks": blocks(v)}))
             .await?;
         let ts = a["ts"].as_str().ok_or(ChatError::NoReference {
             platform: "slack chat.postMessage",
@@ -94,7 +95,8 @@ impl Slack {
         })
     }
 
-    /// Posts a plain-text message (an escalation) to `channel`.
+    /// Posts a message to `channel` as it is written (mrkdwn: a report; plain text is escaped
+    /// by `Platform::post_plain` first).
     pub async fn post_text(
         &self,
         http: &reqwest::Client,
@@ -118,7 +120,7 @@ impl Slack {
         ts: &str,
         v: &View,
     ) -> Result<(), ChatError> {
-        self.call(http, "chat.update", json!({"channel": channel, "ts": ts, "text": clip(&v.headline(), TEXT_LIMIT), "blocks": blocks(v)}))
+        self.call(http, "chat.update", json!({"channel": channel, "ts": ts, "text": clip(&escape(&v.headline()), TEXT_LIMIT), "blocks": blocks(v)}))
             .await
             .map(|_| ())
     }
@@ -133,7 +135,7 @@ impl Slack {
         self.call(
             http,
             "chat.postMessage",
-            json!({"channel": channel, "thread_ts": ts, "text": clip(text, TEXT_LIMIT)}),
+            json!({"channel": channel, "thread_ts": ts, "text": clip(&escape(text), TEXT_LIMIT)}),
         )
         .await
         .map(|_| ())

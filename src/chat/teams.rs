@@ -12,7 +12,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
-use super::view::View;
+use super::view::{View, markdown_text as escape};
 use super::{ChatError, Delivered, Refusal, post_json, send_json};
 use crate::secret::Secret;
 
@@ -210,14 +210,14 @@ impl Teams {
         let facts: Vec<Value> = v
             .lines()
             .into_iter()
-            .map(|(k, val)| json!({"title": k, "value": val}))
+            .map(|(k, val)| json!({"title": k, "value": escape(&val)}))
             .collect();
         let mut card = json!({
             "type": "AdaptiveCard",
             "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "version": "1.5",
             "body": [
-                {"type": "TextBlock", "text": format!("{} {}", v.action, v.target), "weight": "Bolder", "size": "Medium", "wrap": true},
+                {"type": "TextBlock", "text": format!("{} {}", escape(&v.action), escape(&v.target)), "weight": "Bolder", "size": "Medium", "wrap": true},
                 {"type": "FactSet", "facts": facts},
             ],
         });
@@ -227,7 +227,7 @@ impl Teams {
                 {"type": "Action.Execute", "title": "Deny", "verb": "deny", "style": "destructive", "data": {"approval_id": v.action_id}},
             ]);
         }
-        json!({"type": "message", "summary": v.headline(), "attachments": [
+        json!({"type": "message", "summary": escape(&v.headline()), "attachments": [
             {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
         ]})
     }
@@ -269,7 +269,8 @@ impl Teams {
             .map(|_| ())
     }
 
-    /// Posts a plain-text message (an escalation) to `conversation`.
+    /// Posts a message to `conversation` as it is written (Markdown: a report; plain text is
+    /// escaped by `Platform::post_plain` first).
     pub async fn post_text(
         &self,
         http: &reqwest::Client,
@@ -297,7 +298,7 @@ impl Teams {
         let url = format!("{}/{}", self.activities(conversation), urlenc(id));
         post_json(
             http.post(url).bearer_auth(t.expose()),
-            &json!({"type": "message", "text": text, "replyToId": id}),
+            &json!({"type": "message", "text": escape(text), "replyToId": id}),
         )
         .await
         .map(|_| ())

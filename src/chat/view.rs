@@ -288,6 +288,39 @@ impl View {
     }
 }
 
+/// An outside value made inert in Markdown (Mattermost, Teams): every character that can start
+/// emphasis, a link or image, code, a heading, a quote, a table or raw HTML is backslash-escaped
+/// (and a leading `-`, `+` or `1.`, which would start a list), `@` is followed by a zero-width
+/// space (no `@all`, `@channel`, `@here` or `@user` mention) and line breaks become spaces (no
+/// value starts a line of its own).
+pub fn markdown_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 4);
+    let mut leading_digits = true;
+    for (i, c) in s.chars().enumerate() {
+        let at_start = i == 0;
+        match c {
+            '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '(' | ')' | '{' | '}' | '#' | '<' | '>'
+            | '!' | '|' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '-' | '+' if at_start => {
+                out.push('\\');
+                out.push(c);
+            }
+            '.' if leading_digits && !at_start => {
+                out.push('\\');
+                out.push(c);
+            }
+            '@' => out.push_str("@\u{200B}"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+        leading_digits &= c.is_ascii_digit();
+    }
+    out
+}
+
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
 pub fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -344,6 +377,17 @@ mod tests {
                 .unwrap()
                 .contains("agent_proposal")
         );
+    }
+
+    #[test]
+    fn markdown_values_are_inert() {
+        let s = markdown_text("@all [x](https://e.example) ![i](u) <!channel> **b**\n# h-1");
+        assert_eq!(
+            s,
+            "@\u{200B}all \\[x\\]\\(https://e.example\\) \\!\\[i\\]\\(u\\) \\<\\!channel\\> \\*\\*b\\*\\* \\# h-1"
+        );
+        assert_eq!(markdown_text("- a"), "\\- a");
+        assert_eq!(markdown_text("12. a.b"), "12\\. a.b");
     }
 
     #[test]

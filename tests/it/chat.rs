@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::support::fakes::chat::{
     BadJwt, Down, FakeBotFramework, FakeMattermost, FakeSlack, MmPost, SlackCallback,
-    SlackInteraction, SlackMessage, mint_bad_jwt, mint_jwt, mm_token, send_mm, send_teams,
-    teams_invoke, write_jwks,
+    SlackInteraction, SlackMessage, markdown_shown, mint_bad_jwt, mint_jwt, mm_token, send_mm,
+    send_teams, teams_invoke, write_jwks,
 };
 use crate::support::live::{self, Vendors};
 use crate::support::{self, TestClock, TestDaemon, eventually};
@@ -335,7 +335,7 @@ async fn an_approval_request_is_posted_with_its_evidence_to_slack_mattermost_and
     let p = mm_post(&mm, &id).await;
     assert_eq!(p.channel_id, MM_CHANNEL);
     assert!(p.root_id.is_empty());
-    let text = p.all_text();
+    let text = p.shown();
     for e in ["isolate_host", "db-07", "one_approver", reason.as_str()] {
         assert!(text.contains(e), "Mattermost post lacks {e:?}:\n{text}");
     }
@@ -361,7 +361,7 @@ async fn an_approval_request_is_posted_with_its_evidence_to_slack_mattermost_and
     assert_eq!(act.body["type"], json!("message"));
     let card = act.card().expect("an adaptive card");
     assert_eq!(card["type"], json!("AdaptiveCard"));
-    let text = act.all_text();
+    let text = act.shown();
     for e in ["isolate_host", "db-07", "one_approver", reason.as_str()] {
         assert!(text.contains(e), "Teams card lacks {e:?}:\n{text}");
     }
@@ -1379,6 +1379,181 @@ async fn escalation_and_expiry_notices_are_posted_to_the_slack_thread() {
     })
     .await;
     assert_eq!(d.stop().await, 0);
+}
+
+/// Chat markup an attacker can put in an alert: a mass mention, a labelled link, an image that
+/// loads from outside, Slack's channel mention and a Slack link with a label of its own.
+const MARKUP: &str = "@all [x](https://evil.example) ![i](https://evil.example/p.png) <!channel> <https://evil.example|approve>";
+
+/// Every text an outside value reaches (the request message and its updates, the thread notices,
+/// the owner's escalation with the case title) carries that markup inert, on every platform.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_values_cannot_mention_link_or_embed_in_any_chat_message() {
+    for platform in ["slack", "mattermost", "teams"] {
+        let slack = FakeSlack::start(SLACK_TOKEN).await;
+        let mm = FakeMattermost::start(MM_TOKEN).await;
+        let bf = FakeBotFramework::start(TEAMS_APP, TEAMS_PASSWORD).await;
+        let (dir, mut cfg) = support::workspace();
+        cfg.policy.watch = false;
+        cfg.cases.sla.high_mins = 30;
+        configure_chat(
+            &mut cfg,
+            dir.path(),
+            &Chat {
+                slack: (platform == "slack").then_some(&slack),
+                mattermost: (platform == "mattermost").then_some(&mm),
+                teams: (platform == "teams").then_some(&bf),
+                ..Chat::default()
+            },
+        );
+        // The malware playbook's escalations go to a chat channel.
+        let pb = dir.path().join("playbooks/malware_execution.toml");
+        let text = std::fs::read_to_string(&pb).unwrap();
+        let ours: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("escalation_route") {
+                    "escalation_route = \"chat:C0IRENDPOINT\""
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(ours, text, "the shipped playbook declares its route");
+        std::fs::write(&pb, ours).unwrap();
+        let clock = TestClock::new();
+        let d = support::start_in(dir, cfg, Some(clock.clone())).await;
+        let host = format!("ws-{}", MARKUP.replace(' ', ""));
+        let alert = json!({
+            "source_alert_id": format!("markup-{platform}"),
+            "title": MARKUP,
+            "rule": {"id": "rule-markup", "name": format!("Malware EncodedCommand {MARKUP}")},
+            "severity": "high",
+            "techniques": ["T1059"],
+            "entities": [{"kind": "host", "value": host}],
+        });
+        let id = pending(&d, alert.to_string(), "isolate_host").await;
+        let posted = |purpose: &'static str, n: usize| {
+            let d = &d;
+            let id = id.clone();
+            async move {
+                eventually(20, || async {
+                    let all = d.audit();
+                    let count = all
+                        .iter()
+                        .filter(|r| r.body.kind == "chat_post")
+                        .filter(|r| {
+                            r.body.data["purpose"] == json!(purpose)
+                                && r.body.data["outcome"] == json!("posted")
+                        })
+                        .filter(|r| purpose == "escalation" || about_id(&r.body, &id))
+                        .count();
+                    (count >= n).then_some(())
+                })
+                .await
+            }
+        };
+        posted("request", 1).await;
+        // Past the SLA and half the approval deadline: the owner's escalations and the thread
+        // notice; past the deadline: the expiry notice and the message's last update.
+        clock.advance_secs(31 * 60);
+        d.running().engine.tick().await;
+        d.running().engine.tick().await;
+        posted("escalation", 2).await;
+        clock.advance_secs(30 * 60);
+        d.running().engine.tick().await;
+        assert_eq!(state(&d, &id).await, "expired");
+        posted("thread", 2).await;
+        posted("update", 1).await;
+
+        let log = match platform {
+            "slack" => slack.log().all(),
+            "mattermost" => mm.log().all(),
+            _ => bf.log().all(),
+        };
+        // Every string each message carried, JSON-decoded.
+        let bodies: Vec<String> = log
+            .into_iter()
+            .filter(|r| r.method == "POST" || r.method == "PUT")
+            .filter(|r| !r.path.contains("token"))
+            .map(|r| {
+                let mut out = String::new();
+                strings(&r.json().expect("a JSON body"), &mut out);
+                out
+            })
+            .collect();
+        assert!(bodies.len() >= 5, "{platform}: {bodies:?}");
+        let active: &[&str] = match platform {
+            // Slack's mrkdwn: mentions and labelled links are `<…>`; `[x](…)` is text there.
+            "slack" => &[
+                "<!channel>",
+                "<https://evil.example|approve>",
+                "<https://evil",
+            ],
+            _ => &[
+                "@all",
+                "[x](",
+                "![i](",
+                "<!channel>",
+                "<https://evil",
+                "](https://evil",
+            ],
+        };
+        for b in &bodies {
+            // A backslash-escaped character is literal text in Markdown.
+            let live = match platform {
+                "slack" => b.clone(),
+                _ => without_escaped(b),
+            };
+            for a in active {
+                assert!(!live.contains(a), "{platform} received {a:?} active: {b}");
+            }
+        }
+        // The text is still there for a reader to see.
+        let seen = match platform {
+            "slack" => bodies.join("\n").replace("&lt;", "<").replace("&gt;", ">"),
+            _ => markdown_shown(&bodies.join("\n")),
+        };
+        assert!(seen.contains(MARKUP), "{platform}: {seen}");
+        assert!(
+            bodies.iter().any(|b| b.contains("SLA breached")),
+            "{platform}: the escalation was posted"
+        );
+        assert_eq!(d.stop().await, 0);
+    }
+}
+
+/// Every string in `v`, one a line.
+fn strings(v: &Value, out: &mut String) {
+    match v {
+        Value::String(s) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+/// Markdown with each backslash-escaped character replaced by `§` (it cannot start anything).
+fn without_escaped(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\\' && it.peek().is_some_and(|n| n.is_ascii_punctuation()) {
+            it.next();
+            out.push('§');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn about_id(r: &cordon::store::AuditBody, id: &str) -> bool {
+    r.action_id.as_deref() == Some(id) || r.data["action_id"] == json!(id)
 }
 
 /// Anyone can send a callback that fails verification, so their recording is bounded: at most

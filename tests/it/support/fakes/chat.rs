@@ -583,6 +583,10 @@ impl MmPost {
         visible_text(&self.props, &mut s);
         s
     }
+    /// `all_text` as a reader sees it: Markdown escapes undone.
+    pub fn shown(&self) -> String {
+        markdown_shown(&self.all_text())
+    }
     /// Every attachment action (button).
     pub fn buttons(&self) -> Vec<&Value> {
         self.props["attachments"]
@@ -1004,6 +1008,23 @@ impl BadJwt {
 }
 
 /// A JWT that is wrong in exactly the way `bad` says (otherwise like [`mint_jwt`]).
+/// Markdown text as a reader sees it: a backslash before ASCII punctuation is dropped (it only
+/// keeps the character literal), and so is a zero-width space.
+pub fn markdown_shown(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' if it.peek().is_some_and(|n| n.is_ascii_punctuation()) => {
+                out.push(it.next().unwrap_or_default());
+            }
+            '\u{200B}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn mint_bad_jwt(bad: BadJwt, app_id: &str, issuer: &str, service_url: &str) -> String {
     let mut c = BotClaims::valid(app_id, issuer, service_url);
     let now = chrono::Utc::now().timestamp();
@@ -1161,6 +1182,10 @@ impl BfActivity {
         let mut s = String::new();
         visible_text(&self.body, &mut s);
         s
+    }
+    /// `all_text` as a reader sees it: Markdown escapes undone.
+    pub fn shown(&self) -> String {
+        markdown_shown(&self.all_text())
     }
     pub fn is_about(&self, approval_id: &str) -> bool {
         self.executes()
