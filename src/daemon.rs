@@ -499,6 +499,7 @@ pub async fn start(
         Some(Arc::new(http::console::Console::new(
             cfg.console.clone(),
             http_limits.max_connections,
+            policies.clone(),
             &cfg.grpc.approvers,
             checkpoints
                 .as_ref()

@@ -246,6 +246,11 @@ impl PolicyEngine {
         self.meta.get(id)
     }
 
+    /// `user` is a user of the entity files (`Cordon::User`).
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.contains(user)
+    }
+
     /// The cordon user a chat platform's user id maps to (`slack`, `mattermost`, `teams`;
     /// `oidc`: an email address, compared in ASCII lowercase).
     pub fn chat_user(&self, platform: &str, platform_user: &str) -> Option<&str> {

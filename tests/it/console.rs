@@ -840,6 +840,58 @@ async fn the_event_stream_announces_durable_changes_and_ends_at_sign_out_and_shu
     assert_eq!(stop.await.unwrap(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_its_user_is_removed_from_the_entity_files_and_policies_reload() {
+    let d = start_console(|_, _, _| {}).await;
+    let mallory = Web::new(&d.base);
+    mallory.sign_in("mallory").await;
+    let alice = Web::new(&d.base);
+    alice.sign_in("alice").await;
+    let stream = open_events(&mallory).await;
+    assert_eq!(stream.status().as_u16(), 200);
+
+    // Mallory leaves the entity files; the reload puts that in force.
+    let people = d.config.policies_dir.join("people.entities.json");
+    let mut entities: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&people).unwrap()).unwrap();
+    let before = entities.len();
+    entities.retain(|e| e["uid"]["id"] != json!("mallory"));
+    assert_eq!(entities.len(), before - 1);
+    std::fs::write(&people, serde_json::to_string(&entities).unwrap()).unwrap();
+    let (s, body) = d.post("/v1/policies/reload", "").await;
+    assert_eq!(s, 200, "{body}");
+
+    // Her next request finds no session: sent to sign in, and the session is gone for good.
+    let q = mallory.get("/ui").await;
+    assert_eq!(q.status, 303);
+    assert_eq!(q.header("location"), "/ui/login");
+    assert_eq!(
+        mallory.get("/ui/approvals").await.header("location"),
+        "/ui/login"
+    );
+    // Her token no longer signs her in.
+    let page = mallory.get("/ui/login").await;
+    let r = mallory
+        .post(
+            "/ui/login",
+            &[("csrf", &page.csrf()), ("token", &token_of("mallory"))],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("not a user of the policy entity files"),
+        "{}",
+        r.body
+    );
+    assert_eq!(mallory.get("/ui").await.status, 303);
+    // Her live-update stream ends at the next change.
+    isolate_case(&d, "gone-1", "Encoded PowerShell", "ws-042").await;
+    ends(stream).await;
+    // Alice, still a user, is still signed in.
+    assert_eq!(alice.get("/ui").await.status, 200);
+    d.stop().await;
+}
+
 /// Opens `/ui/events` for `web`'s session; the answer is left unread.
 async fn open_events(web: &Web) -> reqwest::Response {
     web.http

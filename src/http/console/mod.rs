@@ -2,8 +2,9 @@
 //! and the live-update stream.
 //!
 //! Owns: sessions (in memory, keyed by the SHA-256 of a random session id that only the
-//! browser's `HttpOnly`, `SameSite=Strict` cookie holds; they end at `console.session_ttl_secs`
-//! or sign-out, and a restart signs everyone out), the per-session CSRF token every form carries
+//! browser's `HttpOnly`, `SameSite=Strict` cookie holds; they end at `console.session_ttl_secs`,
+//! at sign-out, or when their user is no longer a user of the policy set in force, and a
+//! restart signs everyone out), the per-session CSRF token every form carries
 //! (and a pre-session one for the sign-in form), the sign-in flows (an approver's
 //! `grpc.approvers` token, or OpenID Connect through `oidc`), the security headers of every
 //! `/ui` answer (a CSP without inline script, `frame-ancestors 'none'`, `nosniff`, no caching),
@@ -113,6 +114,8 @@ pub struct Console {
     approver_tokens: Vec<(TokenHash, String)>,
     oidc: Option<Oidc>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// The policy set in force: a session lasts only while its user is one of its users.
+    policies: crate::policy::Policies,
     streams: Mutex<Streams>,
     /// Most live-update streams open at once (a share of the HTTP connection cap).
     max_streams: usize,
@@ -142,6 +145,7 @@ impl Console {
     pub fn new(
         cfg: ConsoleConfig,
         http_max_connections: usize,
+        policies: crate::policy::Policies,
         approvers: &[crate::config::ApproverToken],
         checkpoints: Option<(PathBuf, crate::checkpoint::PublicKey)>,
         shutdown: CancellationToken,
@@ -159,6 +163,7 @@ impl Console {
             cfg,
             oidc,
             sessions: Mutex::new(HashMap::new()),
+            policies,
             streams: Mutex::default(),
             max_streams: (http_max_connections / STREAMS_SHARE_OF_CONNECTIONS).max(1),
             pending: Mutex::new(HashMap::new()),
@@ -204,9 +209,7 @@ impl Console {
         let id = cookie(headers, SESSION_COOKIE)?;
         let key = session_key(&id);
         let mut s = lock(&self.sessions);
-        let live = s.get(&key).is_some_and(|v| v.expires > Instant::now());
-        if !live {
-            end_session(&mut s, &key);
+        if !self.still_live(&mut s, &key) {
             return None;
         }
         let v = s.get(&key)?;
@@ -221,9 +224,20 @@ impl Console {
     }
 
     fn session_live(&self, key: &[u8; 32]) -> bool {
-        lock(&self.sessions)
-            .get(key)
-            .is_some_and(|v| v.expires > Instant::now())
+        self.still_live(&mut lock(&self.sessions), key)
+    }
+
+    /// The session `key` exists, has not expired and its user is still a user of the policy
+    /// set in force (one removed from the entity files and reloaded is signed out); a session
+    /// that fails this is ended.
+    fn still_live(&self, s: &mut HashMap<[u8; 32], Session>, key: &[u8; 32]) -> bool {
+        let live = s.get(key).is_some_and(|v| {
+            v.expires > Instant::now() && self.policies.current().has_user(&v.user)
+        });
+        if !live {
+            end_session(s, key);
+        }
+        live
     }
 
     /// Ends the session `key` (sign-out): its live-update streams end with it.

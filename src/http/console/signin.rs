@@ -75,6 +75,14 @@ pub(super) async fn login(State(st): State<HttpState>, headers: HeaderMap, body:
             Some("that is not an approver's token"),
         );
     };
+    if !c.policies.current().has_user(&user) {
+        tracing::info!(user = %user, "A console sign-in with a token was refused: the user is not in the entity files.");
+        return login_form(
+            c,
+            StatusCode::FORBIDDEN,
+            Some("that token's user is not a user of the policy entity files"),
+        );
+    }
     tracing::info!(user = %user, "An approver signed in to the console with a token.");
     let id = c.new_session(user, "token");
     signed_in(c, &id, Redirect::to("/ui").into_response())
