@@ -740,6 +740,39 @@ async fn openid_connect_trusts_only_a_verified_email_and_compares_it_in_any_case
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_started_sign_ins_cannot_lock_a_person_out() {
+    let idp = FakeIdp::start().await;
+    let d = oidc_console(&idp).await;
+    idp.next(
+        "alice@example.com",
+        &["mfa"],
+        Algorithm::ES256,
+        Tamper::None,
+    );
+    // A sign-in started before the flood...
+    let early = Web::new(&d.base);
+    let start = early.get("/ui/oidc/start").await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let early_at_idp = early.get(&start.header("location")).await;
+    // ...then as many unauthenticated starts as there is room for.
+    let flood = Web::new(&d.base);
+    for _ in 0..cordon::http::console::OIDC_PENDING_MAX {
+        assert_eq!(flood.get("/ui/oidc/start").await.status, 303);
+    }
+    // A fresh start still works, through to a session.
+    let web = Web::new(&d.base);
+    let back = oidc_sign_in(&web).await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert!(web.get("/ui").await.body.contains("alice (oidc_mfa)"));
+    // The oldest one under way made room: its callback is refused and signs no one in.
+    let r = early.get(&early_at_idp.header("location")).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("unknown, expired"), "{}", r.body);
+    assert!(!early.cookies.lock().unwrap().contains_key("cordon_session"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_written_before_the_queue_index_gets_it_at_start_and_the_audit_page_shows_the_head()
 {
     let mut d = start_console(|_, _, _| {}).await;

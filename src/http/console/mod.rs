@@ -52,7 +52,8 @@ const PRESESSION_COOKIE: &str = "cordon_signin";
 const OIDC_COOKIE: &str = "cordon_oidc";
 /// An OpenID Connect sign-in must come back within this long.
 const OIDC_PENDING_SECS: u64 = 600;
-const OIDC_PENDING_MAX: usize = 1_000;
+/// Most OpenID Connect sign-ins under way; beyond it the oldest is dropped.
+pub const OIDC_PENDING_MAX: usize = 1_000;
 /// Most requests the approvals inbox shows.
 const INBOX_MAX: usize = 200;
 /// Most live-update streams (`/ui/events`) one session holds open at once (a few tabs).

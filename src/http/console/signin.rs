@@ -134,12 +134,18 @@ pub(super) async fn oidc_start(State(st): State<HttpState>) -> Response {
     {
         let mut p = lock(&c.pending);
         p.retain(|_, v| v.started.elapsed() < Duration::from_secs(OIDC_PENDING_SECS));
-        if p.len() >= OIDC_PENDING_MAX {
-            return login_form(
-                c,
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("too many sign-ins under way; try again in a few minutes"),
-            );
+        // At the cap the oldest sign-in under way is dropped (its callback is then refused as
+        // unknown): anyone can start sign-ins, so refusing new ones would let a stranger lock
+        // everyone out; this way a person's fresh start always works.
+        while p.len() >= OIDC_PENDING_MAX {
+            let Some(oldest) = p
+                .iter()
+                .min_by_key(|(_, v)| v.started)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            p.remove(&oldest);
         }
         p.insert(
             start.state.clone(),
