@@ -234,6 +234,7 @@ pub fn chat_teams(data: &[u8]) {
             "http://127.0.0.1:9/".into(),
             "https://api.botframework.com".into(),
             None,
+            Some("fuzz-tenant".into()),
             keys,
         );
         (t, reqwest::Client::new())
@@ -243,6 +244,7 @@ pub fn chat_teams(data: &[u8]) {
     let body = parts.next().unwrap_or_default();
     let activity: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let _ = now_or_never(t.verify(http, auth, &activity));
+    let _ = t.check_origin(&activity);
     if let Ok(i) = teams::parse_invoke(&activity) {
         assert!(!i.approval_id.is_empty() && !i.user.is_empty());
     }

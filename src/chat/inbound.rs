@@ -343,6 +343,13 @@ impl Inbound {
         if let Err(r) = t.verify(&self.chat.http, authorization, &activity).await {
             return self.refuse("teams", r, None, Value::Null).await;
         }
+        if let Err(r) = t.check_origin(&activity) {
+            let said = |v: &Value| v.as_str().map(|s| super::view::clip(s, 200));
+            let detail = json!({"channel_id": said(&activity["channelId"]),
+                                "service_url": said(&activity["serviceUrl"]),
+                                "tenant": said(&activity["channelData"]["tenant"]["id"])});
+            return self.refuse("teams", r, None, detail).await;
+        }
         let inv = match teams::parse_invoke(&activity) {
             Ok(i) => i,
             Err(r) => return self.refuse("teams", r, None, Value::Null).await,

@@ -304,6 +304,7 @@ impl Chat {
                         t.service_url.clone(),
                         t.issuer.clone(),
                         t.jwks_url.clone(),
+                        t.tenant_id.clone(),
                         keys,
                     )),
                 });

@@ -3,7 +3,8 @@
 //! JWT on inbound invoke activities: RS256 signature against the configured keys (a JWKS file,
 //! or a JWKS URL refreshed when an unknown key id appears), issuer, audience (the bot's App
 //! ID), expiry and not-before with 5 minutes of leeway, and the `serviceUrl` claim matching the
-//! activity.
+//! activity; then the activity's origin: channel `msteams`, the configured `service_url`, and
+//! the configured tenant when one is set.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ pub struct Teams {
     pub service_url: String,
     pub issuer: String,
     pub jwks_url: Option<String>,
+    /// The Entra tenant callbacks must come from, when configured.
+    pub tenant_id: Option<String>,
     keys: Mutex<(JwkSet, Option<Instant>)>,
     token: tokio::sync::Mutex<Option<(Secret, Instant)>>,
 }
@@ -47,6 +50,7 @@ impl Teams {
         service_url: String,
         issuer: String,
         jwks_url: Option<String>,
+        tenant_id: Option<String>,
         keys: JwkSet,
     ) -> Teams {
         Teams {
@@ -56,6 +60,7 @@ impl Teams {
             service_url,
             issuer,
             jwks_url,
+            tenant_id,
             keys: Mutex::new((keys, None)),
             token: tokio::sync::Mutex::new(None),
         }
@@ -99,6 +104,34 @@ impl Teams {
         let k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         k.0.find(kid)
             .and_then(|jwk| DecodingKey::from_jwk(jwk).ok())
+    }
+
+    /// Checks that a verified activity comes from this bot's Teams: channel `msteams`, the
+    /// configured `service_url` (a token the Bot Framework issued for another service, or for
+    /// Web Chat or the emulator, is not one of ours) and the configured tenant, if any. Refused
+    /// as `wrong_team`, like a Slack callback from another workspace.
+    pub fn check_origin(&self, activity: &Value) -> Result<(), Refusal> {
+        let wrong = |m: String| Refusal::new("wrong_team", m);
+        if activity["channelId"].as_str() != Some("msteams") {
+            return Err(wrong(
+                "only Microsoft Teams activities (channelId msteams) are accepted".into(),
+            ));
+        }
+        let trim = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
+        if activity["serviceUrl"].as_str().map(trim) != Some(trim(&self.service_url)) {
+            return Err(wrong(
+                "the activity's serviceUrl is not the configured service_url".into(),
+            ));
+        }
+        if let Some(want) = &self.tenant_id {
+            let got = activity["channelData"]["tenant"]["id"].as_str();
+            if !got.is_some_and(|g| g.eq_ignore_ascii_case(want)) {
+                return Err(wrong(format!(
+                    "callbacks are accepted from tenant {want} only"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Verifies the bearer token of an inbound activity.

@@ -702,6 +702,12 @@ impl ChatConfig {
             if t.app_id.trim().is_empty() {
                 p("chat.teams.app_id", "must not be empty".into());
             }
+            if t.tenant_id.as_deref().is_some_and(|x| x.trim().is_empty()) {
+                p(
+                    "chat.teams.tenant_id",
+                    "must not be empty (leave it out to accept any tenant)".into(),
+                );
+            }
             match (&t.jwks_url, &t.jwks_file) {
                 (Some(u), None) => http_url(p, "chat.teams.jwks_url", u),
                 (None, Some(_)) => {}
@@ -771,6 +777,9 @@ pub struct TeamsConfig {
     pub jwks_url: Option<String>,
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
+    /// The Entra tenant callbacks must come from (`channelData.tenant.id`); any when unset.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
     #[serde(default)]
     pub routes: Vec<ChatRoute>,
 }

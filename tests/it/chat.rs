@@ -46,6 +46,8 @@ pub(crate) struct Chat<'a> {
     pub(crate) teams: Option<&'a FakeBotFramework>,
     /// Teams keys from a JWKS file instead of the fake's JWKS URL.
     pub(crate) teams_jwks_file: bool,
+    /// `chat.teams.tenant_id`.
+    pub(crate) teams_tenant: Option<&'static str>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -101,6 +103,7 @@ pub(crate) fn configure_chat(cfg: &mut Config, root: &Path, c: &Chat) {
             issuer: BF_ISSUER.into(),
             jwks_url: (!c.teams_jwks_file).then(|| t.jwks_url()),
             jwks_file: c.teams_jwks_file.then_some(file),
+            tenant_id: c.teams_tenant.map(String::from),
             routes: vec![],
         }
     });
@@ -957,6 +960,59 @@ async fn teams_callbacks_need_a_valid_bot_framework_jwt() {
             .cloned()
     })
     .await;
+    assert_eq!(d.stop().await, 0);
+}
+
+/// A valid Bot Framework token is not enough: the activity must come from Teams (`msteams`),
+/// through the configured service URL, from the configured tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_callbacks_from_another_channel_service_or_tenant_are_refused() {
+    let bf = FakeBotFramework::start(TEAMS_APP, TEAMS_PASSWORD).await;
+    let d = start_chat(Chat {
+        teams: Some(&bf),
+        teams_tenant: Some("tenant-1"),
+        ..Chat::default()
+    })
+    .await;
+    let id = pending(
+        &d,
+        malware_alert("chat-teams-origin", "ws-chat-teams-origin"),
+        "isolate_host",
+    )
+    .await;
+    eventually(15, || async { bf.post_for(&id) }).await;
+    let svc = bf.service_url();
+    let other_svc = "https://smba.evil.example/emea/";
+    let mut webchat = teams_invoke(&svc, TEAMS_CONV, "aad-alice", "approve", &id);
+    webchat["channelId"] = json!("webchat");
+    let other_service = teams_invoke(other_svc, TEAMS_CONV, "aad-alice", "approve", &id);
+    let mut other_tenant = teams_invoke(&svc, TEAMS_CONV, "aad-alice", "approve", &id);
+    other_tenant["channelData"]["tenant"]["id"] = json!("tenant-2");
+    let mut no_tenant = teams_invoke(&svc, TEAMS_CONV, "aad-alice", "approve", &id);
+    no_tenant["channelData"] = json!({});
+    for (what, activity, token_svc) in [
+        ("channel webchat", webchat, svc.as_str()),
+        ("another service URL", other_service, other_svc),
+        ("another tenant", other_tenant, svc.as_str()),
+        ("no tenant", no_tenant, svc.as_str()),
+    ] {
+        // The token is valid for the activity it comes with.
+        let jwt = mint_jwt(TEAMS_APP, BF_ISSUER, token_svc);
+        let before = callbacks(&d).len();
+        let answer = send_teams(&d.client, &d.base, Some(&jwt), &activity).await;
+        expect_401(&d, &id, "teams", "wrong_team", what, answer, before).await;
+    }
+    // From the configured tenant, service and channel, the same vote counts.
+    let activity = teams_invoke(&svc, TEAMS_CONV, "aad-alice", "approve", &id);
+    let (s, body) = send_teams(
+        &d.client,
+        &d.base,
+        Some(&mint_jwt(TEAMS_APP, BF_ISSUER, &svc)),
+        &activity,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(state(&d, &id).await, "approved");
     assert_eq!(d.stop().await, 0);
 }
 
