@@ -38,6 +38,13 @@ pub enum ExecOp {
         outcome: String,
         escalate: Option<String>,
     },
+    /// Before a write is sent again (a probe showed the earlier one had no effect): record
+    /// the evidence, then re-check the policy in force with the approvals given, as the claim
+    /// did. Denied, the action fails with an escalation and nothing is sent again.
+    Recheck {
+        action_id: String,
+        notes: Vec<ExecNote>,
+    },
     /// Propose the inverse of a succeeded, reversible action for `user`.
     Rollback {
         action_id: String,
@@ -190,12 +197,117 @@ impl Engine {
                 },
                 other => Ok(other),
             },
+            ExecOp::Recheck { action_id, notes } => {
+                match self.exec_record(txn, &action_id, notes)? {
+                    ExecReply::Recorded(a) => self.exec_recheck(txn, *a),
+                    refused => Ok(refused),
+                }
+            }
             ExecOp::Rollback {
                 action_id,
                 user,
                 reason,
             } => self.exec_rollback(txn, &action_id, &user, &reason),
         }
+    }
+
+    /// The re-check before a resend ([`ExecOp::Recheck`]).
+    fn exec_recheck(
+        &mut self,
+        txn: &mut Txn,
+        mut a: ActionRequest,
+    ) -> Result<ExecReply, StoreError> {
+        let now = (self.parts.clock)();
+        match self.policy_recheck(txn, &a, now, "pre_resend")? {
+            Ok(_) => Ok(ExecReply::Recorded(Box::new(a))),
+            Err(why) => {
+                let why = format!("{why}; the write is not sent again");
+                self.refuse_run(txn, &mut a, now, &why)?;
+                Ok(ExecReply::Refused(why))
+            }
+        }
+    }
+
+    /// Ends a run the policy no longer allows: `denied` if it had not started, else `failed`;
+    /// escalated, out of the queue, its target lease let go.
+    fn refuse_run(
+        &mut self,
+        txn: &mut Txn,
+        a: &mut ActionRequest,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        let to = if a.state == ActionState::Approved {
+            ActionState::Denied
+        } else {
+            ActionState::Failed
+        };
+        Self::move_action(txn, a, to, now, Some(why), json!({}))?;
+        let escalation = format!("not run: {why}");
+        if let Some(e) = a.execution.as_mut() {
+            e.phase = crate::action::ExecPhase::Finished;
+            e.outcome = Some(why.to_string());
+            e.escalation = Some(escalation.clone());
+            e.finished_at = Some(now);
+        }
+        self.escalate(txn, a, now, &escalation)?;
+        txn.delete(keys::runnable(&a.action_id));
+        txn.delete(keys::lease(&a.connector, &a.target));
+        txn.put_json(keys::action(&a.action_id), a)?;
+        self.changed.push(a.clone());
+        self.refresh_after_execution(txn, a, now)
+    }
+
+    /// The policy in force, asked again with the approvals actually given, on the action's
+    /// stored decision input; recorded (`phase`). `Ok(seq)` of the Allow, or why not.
+    fn policy_recheck(
+        &mut self,
+        txn: &mut Txn,
+        a: &ActionRequest,
+        now: DateTime<Utc>,
+        phase: &str,
+    ) -> Result<Result<u64, String>, StoreError> {
+        let approvals = Self::approvals_given(a);
+        let recorded = a.decision_seq.is_some()
+            && match a.tier {
+                Some(Tier::Auto) => true,
+                Some(t) => t.approvals_needed().is_some_and(|n| approvals >= n),
+                None => false,
+            };
+        Ok(match (&a.decision_input, recorded) {
+            (Some(input), true) => {
+                let step = StepRequest {
+                    playbook: a.playbook.clone(),
+                    family: input.family.clone(),
+                    step: a.step.clone(),
+                    kind: a.kind,
+                    target: a.target.clone(),
+                    resource_attrs: input.resource_attrs.clone(),
+                    context: input.context.clone(),
+                };
+                let (allowed, rec) = self.parts.policies.current().recheck(step, approvals);
+                let seq = txn.audit(
+                    AuditKind::PolicyDecision,
+                    Self::links(a),
+                    now,
+                    json!({"phase": phase, "approvals": approvals, "allowed": allowed, "record": rec}),
+                )?;
+                if allowed {
+                    Ok(seq)
+                } else {
+                    Err(format!(
+                        "the policy re-check right before {} denied it",
+                        if phase == "pre_resend" {
+                            "sending it again"
+                        } else {
+                            "execution"
+                        }
+                    ))
+                }
+            }
+            (None, _) => Err("no stored decision input to re-check".to_string()),
+            (_, false) => Err("no recorded Allow with enough approvals".to_string()),
+        })
     }
 
     pub(super) fn escalate(
@@ -273,58 +385,10 @@ impl Engine {
         }
         // Nothing runs without a recorded Allow, and the policy in force now must still allow
         // it with the approvals actually given.
-        let approvals = Self::approvals_given(&a);
-        let recorded = a.decision_seq.is_some()
-            && match a.tier {
-                Some(Tier::Auto) => true,
-                Some(t) => t.approvals_needed().is_some_and(|n| approvals >= n),
-                None => false,
-            };
-        let check = match (&a.decision_input, recorded) {
-            (Some(input), true) => {
-                let step = StepRequest {
-                    playbook: a.playbook.clone(),
-                    family: input.family.clone(),
-                    step: a.step.clone(),
-                    kind: a.kind,
-                    target: a.target.clone(),
-                    resource_attrs: input.resource_attrs.clone(),
-                    context: input.context.clone(),
-                };
-                let (allowed, rec) = self.parts.policies.current().recheck(step, approvals);
-                let seq = txn.audit(
-                    AuditKind::PolicyDecision,
-                    Self::links(&a),
-                    now,
-                    json!({"phase": "pre_execution", "approvals": approvals, "allowed": allowed, "record": rec}),
-                )?;
-                Ok(seq).and_then(|seq| {
-                    if allowed {
-                        Ok(seq)
-                    } else {
-                        Err("the policy re-check right before execution denied it".to_string())
-                    }
-                })
-            }
-            (None, _) => Err("no stored decision input to re-check".to_string()),
-            (_, false) => Err("no recorded Allow with enough approvals".to_string()),
-        };
-        let seq = match check {
+        let seq = match self.policy_recheck(txn, &a, now, "pre_execution")? {
             Ok(seq) => seq,
             Err(why) => {
-                let from = a.state;
-                let to = if from == ActionState::Approved {
-                    ActionState::Denied
-                } else {
-                    ActionState::Failed
-                };
-                Self::move_action(txn, &mut a, to, now, Some(&why), json!({}))?;
-                self.escalate(txn, &a, now, &format!("not run: {why}"))?;
-                txn.delete(keys::runnable(id));
-                txn.delete(keys::lease(&a.connector, &a.target));
-                txn.put_json(keys::action(id), &a)?;
-                self.changed.push(a.clone());
-                self.refresh_after_execution(txn, &a, now)?;
+                self.refuse_run(txn, &mut a, now, &why)?;
                 return Ok(ExecReply::Refused(why));
             }
         };
@@ -360,7 +424,7 @@ impl Engine {
             AuditKind::ExecutionIntent,
             Self::links(&a),
             now,
-            json!({"idempotency_key": a.idempotency_key, "connector": a.connector, "mode": mode, "kind": a.kind, "target": a.target, "approvals": approvals, "pre_execution_decision_seq": seq}),
+            json!({"idempotency_key": a.idempotency_key, "connector": a.connector, "mode": mode, "kind": a.kind, "target": a.target, "approvals": Self::approvals_given(&a), "pre_execution_decision_seq": seq}),
         )?;
         Self::move_action(
             txn,

@@ -177,6 +177,11 @@ impl Run {
                     )
                     .await;
             }
+            // Sending again (the earlier write had no effect): the policy in force must still
+            // allow it, as at the claim; what was found is recorded with that check.
+            if reconciled.is_some() && !self.recheck().await? {
+                return Ok(());
+            }
             match self.write(c, spec, rt).await? {
                 Next::Stop => return Ok(()),
                 Next::Again => continue,

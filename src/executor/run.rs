@@ -98,6 +98,41 @@ impl Run {
     }
 
     /// Makes every note durable (nothing to do without notes).
+    /// Records the notes and re-checks the policy before a write is sent again
+    /// ([`ExecOp::Recheck`]): `false` when the policy no longer allows it (the engine has
+    /// ended the action and escalated).
+    pub(super) async fn recheck(&mut self) -> Result<bool, Halt> {
+        let notes = std::mem::take(&mut self.notes);
+        match self
+            .s
+            .parts
+            .engine
+            .exec(ExecOp::Recheck {
+                action_id: self.id(),
+                notes,
+            })
+            .await?
+        {
+            ExecReply::Recorded(a) => match a.execution.clone() {
+                Some(exec) => {
+                    self.exec = exec;
+                    self.a = *a;
+                    Ok(true)
+                }
+                None => Err(Halt::Store(
+                    "the engine returned the action without its intent record".into(),
+                )),
+            },
+            ExecReply::Refused(why) => {
+                tracing::warn!(action_id = %self.a.action_id, reason = %why, "not sent again");
+                Ok(false)
+            }
+            other => Err(Halt::Store(format!(
+                "unexpected reply to a re-check: {other:?}"
+            ))),
+        }
+    }
+
     pub(super) async fn flush(&mut self) -> Result<(), Halt> {
         if self.notes.is_empty() {
             return Ok(());

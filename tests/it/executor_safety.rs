@@ -292,6 +292,81 @@ async fn approved_action_is_denied_when_the_policy_changed_before_execution() {
     drop(root);
 }
 
+/// A write is sent again only after a probe showed the earlier one had no effect, and only if
+/// the policy in force still allows it. An isolation whose contain answered 503 and whose
+/// probes then failed is left `unknown`; host isolation is then forbidden and the daemon restarted: the resumed run probes,
+/// finds no effect, re-checks the policy (`pre_resend`), and ends `failed` with an escalation
+/// instead of sending the contain again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_not_sent_again_once_the_policy_forbids_it() {
+    let v = Vendors::start().await;
+    v.cs.add_host("ws-resend", "aid-resend");
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = support::workspace_at(root.path());
+    v.wire(root.path(), true);
+    append_connector(
+        root.path(),
+        "crowdstrike",
+        "\n[circuit_breaker]\nfailures = 1000\nopen_secs = 1\n",
+    );
+    cfg.executor.enabled = true;
+    // The pre-write probe passes, the contain answers 503 (it may or may not have landed), and
+    // every probe after it fails: the outcome stays unknown.
+    v.cs.faults().arm(Fault::on(
+        "GET",
+        CS_PROBE,
+        FaultKind::TimeoutAfterEffect(Duration::ZERO),
+    ));
+    v.cs.faults()
+        .arm(Fault::on("GET", CS_PROBE, FaultKind::Status(500)).times(1000));
+    v.cs.faults()
+        .arm(Fault::on("POST", CS_WRITE, FaultKind::Status(503)));
+    let d = support::start_in(tempfile::tempdir().unwrap(), cfg.clone(), None).await;
+    let id = approved_isolation(&d, "resend-1", "ws-resend").await;
+    let first = live::settled(&d, &id).await;
+    assert_eq!(first["state"], json!("unknown"), "{first:#}");
+    d.stop().await;
+    v.cs.faults().disarm_all();
+    let sent = v.cs.log().count_matching("POST", CS_WRITE);
+    assert_eq!(sent, 1);
+
+    std::fs::write(
+        root.path().join("policies/zz_forbid_isolation.cedar"),
+        "@id(\"test-forbid-isolation\")\n\
+         @reason(\"host isolation is suspended (test)\")\n\
+         forbid (principal, action == Cordon::Action::\"isolate_host\", resource);\n",
+    )
+    .unwrap();
+    let d = support::start_in(tempfile::tempdir().unwrap(), cfg, None).await;
+    let done = support::eventually(30, || async {
+        let (_, a) = d.get(&format!("/v1/actions/{id}")).await;
+        (a["state"] == json!("failed")).then_some(a)
+    })
+    .await;
+    assert!(
+        done["execution"]["outcome"]
+            .as_str()
+            .is_some_and(|o| o.contains("not sent again")),
+        "{done:#}"
+    );
+    let resend_checks: Vec<Value> = live::records(&d, "policy_decision", &id)
+        .into_iter()
+        .filter(|r| r["phase"] == json!("pre_resend"))
+        .collect();
+    assert!(
+        resend_checks.iter().any(|r| r["allowed"] == json!(false)),
+        "{resend_checks:#?}"
+    );
+    assert!(!escalations(&d, &id).is_empty());
+    assert_eq!(
+        v.cs.log().count_matching("POST", CS_WRITE),
+        sent,
+        "the contain was sent again"
+    );
+    assert_eq!(v.cs.host_status("aid-resend"), "normal");
+    drop(root);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Fail closed: an unknown outcome the probe cannot resolve
 // ---------------------------------------------------------------------------------------------
