@@ -33,6 +33,10 @@ pub struct ConsoleConfig {
     pub max_sessions: usize,
     /// Enrichment facts older than this are flagged stale in the queue and on the case page.
     pub stale_after_secs: u64,
+    /// The origin browsers reach the console at (`https://cordon.example.org`), when a proxy in
+    /// front rewrites `Host`: a POST's `Origin` must then be exactly this. Unset: the `Origin`'s
+    /// host must be the request's `Host`.
+    pub public_origin: Option<String>,
     /// Sign-in with OpenID Connect (authorization code with PKCE).
     pub oidc: Option<OidcConfig>,
 }
@@ -46,6 +50,7 @@ impl Default for ConsoleConfig {
             token_sign_in: true,
             max_sessions: 10_000,
             stale_after_secs: 24 * 3600,
+            public_origin: None,
             oidc: None,
         }
     }
@@ -105,6 +110,20 @@ pub(crate) fn check_url(key: &str, v: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// A configured origin in the form browsers send it (`scheme://host[:port]`, lowercase, no
+/// trailing slash): an `http`/`https` URL with a host and nothing after it.
+pub fn origin_of(v: &str) -> Result<String, String> {
+    let u = url::Url::parse(v).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        return Err("must be an http or https origin (scheme://host[:port])".into());
+    }
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty()
+    {
+        return Err("must be an origin only: scheme, host and port, no path".into());
+    }
+    Ok(u.origin().ascii_serialization())
+}
+
 impl ConsoleConfig {
     /// Pure checks; every problem at once.
     pub fn validate(&self, file: &str) -> Vec<Problem> {
@@ -126,6 +145,11 @@ impl ConsoleConfig {
                 "console.stale_after_secs".into(),
                 "must be at least 1".into(),
             ));
+        }
+        if let Some(o) = &self.public_origin
+            && let Err(e) = origin_of(o)
+        {
+            out.push(("console.public_origin".into(), e));
         }
         if let Some(o) = &self.oidc {
             check_url("console.oidc.issuer", &o.issuer, &mut out);
@@ -192,6 +216,31 @@ mod tests {
                 "{key} not reported in {p:#?}"
             );
         }
+    }
+
+    #[test]
+    fn a_public_origin_is_an_origin_and_nothing_more() {
+        assert_eq!(
+            origin_of("https://Cordon.Example.org/").unwrap(),
+            "https://cordon.example.org"
+        );
+        assert_eq!(
+            origin_of("https://cordon.example.org:8443").unwrap(),
+            "https://cordon.example.org:8443"
+        );
+        for bad in [
+            "cordon.example.org",
+            "ftp://x.example",
+            "https://x.example/ui",
+            "nope",
+        ] {
+            assert!(origin_of(bad).is_err(), "{bad}");
+        }
+        let p = problems("[console]\npublic_origin = \"https://x.example/ui\"\n");
+        assert!(
+            p.iter().any(|x| x.contains("console.public_origin:")),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -139,6 +139,22 @@ impl Web {
         .await
     }
 
+    /// `post` as a browser at `origin` sends it (its `Origin` header).
+    pub async fn post_from(&self, origin: &str, path: &str, form: &[(&str, &str)]) -> Answer {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("origin", origin)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(form)
+                        .finish(),
+                ),
+        )
+        .await
+    }
+
     /// Signs in with `user`'s approver token; returns the session's CSRF token.
     pub async fn sign_in(&self, user: &str) -> String {
         let page = self.get("/ui/login").await;
@@ -922,6 +938,70 @@ async fn a_session_ends_when_its_user_is_removed_from_the_entity_files_and_polic
     ends(stream).await;
     // Alice, still a user, is still signed in.
     assert_eq!(alice.get("/ui").await.status, 200);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_that_rewrites_host_the_public_origin_is_the_one_forms_may_come_from() {
+    const PUBLIC: &str = "https://cordon.example.org";
+    let d = start_console(|cfg, _, _| cfg.console.public_origin = Some(format!("{PUBLIC}/"))).await;
+    let web = Web::new(&d.base);
+    // The browser is at the public origin; the proxy sent the request on to 127.0.0.1.
+    let page = web.get("/ui/login").await;
+    let r = web
+        .post_from(
+            PUBLIC,
+            "/ui/login",
+            &[("csrf", &page.csrf()), ("token", &token_of("alice"))],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let csrf = web.get("/ui").await.csrf();
+    // An Origin naming the listener itself is not the console's origin any more.
+    let r = web
+        .post_from(&d.base, "/ui/logout", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("the request came from another origin"),
+        "{}",
+        r.body
+    );
+    assert_eq!(web.get("/ui").await.status, 200, "still signed in");
+    let r = web
+        .post_from(PUBLIC, "/ui/logout", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(web.get("/ui").await.status, 303, "signed out");
+    d.stop().await;
+
+    // Without it, the Origin's host must be the request's Host; another site is told so.
+    let d = start_console(|_, _, _| {}).await;
+    let web = Web::new(&d.base);
+    let page = web.get("/ui/login").await;
+    let r = web
+        .post_from(
+            "https://evil.example",
+            "/ui/login",
+            &[("csrf", &page.csrf()), ("token", &token_of("alice"))],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains("the request came from another origin"),
+        "{}",
+        r.body
+    );
+    assert!(!web.cookies.lock().unwrap().contains_key("cordon_session"));
+    // The refusal came with a fresh form; from the console's own origin it signs in.
+    let r = web
+        .post_from(
+            &d.base,
+            "/ui/login",
+            &[("csrf", &r.csrf()), ("token", &token_of("alice"))],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
     d.stop().await;
 }
 

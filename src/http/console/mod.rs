@@ -115,6 +115,8 @@ pub struct Console {
     approver_tokens: Vec<(TokenHash, String)>,
     oidc: Option<Oidc>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// `console.public_origin`, as browsers send it.
+    public_origin: Option<String>,
     /// The policy set in force: a session lasts only while its user is one of its users.
     policies: crate::policy::Policies,
     streams: Mutex<Streams>,
@@ -156,6 +158,10 @@ impl Console {
             Some(o) => Some(Oidc::new(o.clone())?),
             None => None,
         };
+        let public_origin = cfg
+            .public_origin
+            .as_deref()
+            .and_then(|o| crate::console::origin_of(o).ok());
         Ok(Console {
             approver_tokens: approvers
                 .iter()
@@ -164,6 +170,7 @@ impl Console {
             cfg,
             oidc,
             sessions: Mutex::new(HashMap::new()),
+            public_origin,
             policies,
             streams: Mutex::default(),
             max_streams: (http_max_connections / STREAMS_SHARE_OF_CONNECTIONS).max(1),
@@ -560,21 +567,32 @@ async fn form(body: Body, max: usize) -> Result<HashMap<String, String>, String>
     Ok(out)
 }
 
-/// A browser's POST names its origin; one that names another site is refused (the cookies are
-/// `SameSite=Strict` already; this holds for browsers that send `Origin` but not `SameSite`).
-fn cross_site(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let o = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .unwrap_or(origin);
-    !o.eq_ignore_ascii_case(host)
+/// Why a POST from another origin is refused.
+const OTHER_ORIGIN: &str = "the request came from another origin; nothing was recorded";
+
+impl Console {
+    /// A browser's POST names its origin; one that is not the console's is refused (the cookies
+    /// are `SameSite=Strict` already; this holds for browsers that send `Origin` but not
+    /// `SameSite`). The console's origin is `console.public_origin` when set (behind a proxy
+    /// that rewrites `Host`), else whatever host the request was sent to.
+    fn cross_site(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let origin = origin.trim_end_matches('/');
+        if let Some(public) = &self.public_origin {
+            return !origin.eq_ignore_ascii_case(public);
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let o = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or(origin);
+        !o.eq_ignore_ascii_case(host)
+    }
 }
 
 async fn vote(
@@ -603,7 +621,10 @@ async fn vote(
         Ok(f) => f,
         Err(e) => return refused(StatusCode::BAD_REQUEST, me, &e, &back_default),
     };
-    if cross_site(&headers) || !same(&csrf, f.get("csrf").map(String::as_str).unwrap_or_default()) {
+    if c.cross_site(&headers) {
+        return refused(StatusCode::FORBIDDEN, me, OTHER_ORIGIN, &back_default);
+    }
+    if !same(&csrf, f.get("csrf").map(String::as_str).unwrap_or_default()) {
         return refused(
             StatusCode::FORBIDDEN,
             me,
@@ -781,7 +802,15 @@ async fn checked_form(
             ));
         }
     };
-    if cross_site(headers) || !same(&csrf, f.get("csrf").map(String::as_str).unwrap_or_default()) {
+    if c.cross_site(headers) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            Some((&viewer, &csrf)),
+            OTHER_ORIGIN,
+            back,
+        ));
+    }
+    if !same(&csrf, f.get("csrf").map(String::as_str).unwrap_or_default()) {
         return Err(refused(
             StatusCode::FORBIDDEN,
             Some((&viewer, &csrf)),

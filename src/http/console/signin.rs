@@ -54,7 +54,10 @@ pub(super) async fn login(State(st): State<HttpState>, headers: HeaderMap, body:
     };
     let expected = cookie(&headers, PRESESSION_COOKIE).unwrap_or_default();
     let sent = f.get("csrf").map(String::as_str).unwrap_or_default();
-    if cross_site(&headers) || expected.is_empty() || !same(&expected, sent) {
+    if c.cross_site(&headers) {
+        return login_form(c, StatusCode::FORBIDDEN, Some(OTHER_ORIGIN));
+    }
+    if expected.is_empty() || !same(&expected, sent) {
         return login_form(
             c,
             StatusCode::FORBIDDEN,
@@ -98,7 +101,15 @@ pub(super) async fn logout(
         return to_login();
     };
     let f = form(body, st.max_body_bytes).await.unwrap_or_default();
-    if cross_site(&headers) || !same(&csrf, f.get("csrf").map(String::as_str).unwrap_or_default()) {
+    if c.cross_site(&headers) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            Some((&viewer, &csrf)),
+            OTHER_ORIGIN,
+            "/ui",
+        );
+    }
+    if !same(&csrf, f.get("csrf").map(String::as_str).unwrap_or_default()) {
         return refused(
             StatusCode::FORBIDDEN,
             Some((&viewer, &csrf)),
