@@ -106,6 +106,10 @@ kinds! {
     ChatCallback = "chat_callback",
     /// A signed checkpoint of the chain head ending at this record was taken.
     AuditCheckpoint = "audit_checkpoint",
+    /// A console sign-in (token or OpenID Connect), accepted or refused.
+    ConsoleSignIn = "console_sign_in",
+    /// A console sign-out.
+    ConsoleSignOut = "console_sign_out",
     /// A schedule fired (once, however many periods passed while the daemon was down).
     ScheduleFired = "schedule_fired",
     /// What a schedule's fire produced (a report, a digest) was delivered, or could not be.

@@ -123,6 +123,20 @@ impl Engine {
                     }
                 }
             }
+            Event::Console { note, reply } => {
+                let now = (self.parts.clock)();
+                let r = self.undoable(txn, "console record", |_, t| {
+                    t.audit(note.kind, Links::default(), now, &note.data)
+                });
+                match r {
+                    Ok(_) => replies.push(Box::new(move |c| {
+                        let _ = reply.send(c);
+                    })),
+                    Err(e) => {
+                        let _ = reply.send(Err(EngineError::Store(e.to_string())));
+                    }
+                }
+            }
             Event::Checkpoint { note, reply } => {
                 let now = (self.parts.clock)();
                 let r = self.undoable(txn, "audit checkpoint", |_, t| {

@@ -99,6 +99,16 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
+    /// Records a console sign-in or sign-out; answers once it is durable.
+    pub async fn console(&self, note: ConsoleNote) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Console { note, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
     /// Records a checkpoint's announcement; answers with the head ending at it once durable.
     pub async fn checkpoint(
         &self,

@@ -136,6 +136,19 @@ pub enum Event {
         op: AgentOp,
         reply: oneshot::Sender<Result<AgentReply, EngineError>>,
     },
+    /// A console sign-in (accepted or refused) or sign-out, recorded as it is (no state).
+    Console {
+        note: ConsoleNote,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+}
+
+/// What the console records: a sign-in (accepted or refused) or a sign-out.
+#[derive(Debug, Clone)]
+pub struct ConsoleNote {
+    /// `ConsoleSignIn` or `ConsoleSignOut`.
+    pub kind: crate::audit::AuditKind,
+    pub data: serde_json::Value,
 }
 
 /// A change announced to watchers after it is durable.

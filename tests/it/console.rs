@@ -752,6 +752,33 @@ async fn openid_connect_trusts_only_a_verified_email_and_compares_it_in_any_case
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(web.get("/ui").await.body.contains("alice (oidc)"));
     assert_eq!(idp.tokens_issued(), 3);
+    // Each attempt is on record, with why the refused ones were refused.
+    let records = sign_in_records(&d, "console_sign_in");
+    let seen: Vec<(&Value, &Value, &Value)> = records
+        .iter()
+        .map(|r| (&r["method"], &r["outcome"], &r["reason"]))
+        .collect();
+    let (oidc, refused, accepted, why) = (
+        json!("oidc"),
+        json!("refused"),
+        json!("accepted"),
+        json!("token_refused"),
+    );
+    assert_eq!(
+        seen,
+        vec![
+            (&oidc, &refused, &why),
+            (&oidc, &refused, &why),
+            (&oidc, &accepted, &Value::Null)
+        ],
+        "{records:?}"
+    );
+    assert!(
+        records[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has not verified this email address")
+    );
     d.stop().await;
 }
 
@@ -1002,6 +1029,81 @@ async fn behind_a_proxy_that_rewrites_host_the_public_origin_is_the_one_forms_ma
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
+    d.stop().await;
+}
+
+/// The `console_sign_in` / `console_sign_out` records, in order.
+fn sign_in_records(d: &TestDaemon, kind: &str) -> Vec<Value> {
+    d.audit()
+        .into_iter()
+        .filter(|r| r.body.kind == kind)
+        .map(|r| r.body.data)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_and_sign_outs_are_recorded_and_refused_sign_ins_at_a_bounded_rate() {
+    let d = start_console(|_, _, _| {}).await;
+    let web = Web::new(&d.base);
+    let csrf = web.sign_in("alice").await;
+    let r = web.post("/ui/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 303);
+    let ins = sign_in_records(&d, "console_sign_in");
+    assert_eq!(ins.len(), 1, "{ins:?}");
+    assert_eq!(
+        (
+            &ins[0]["outcome"],
+            &ins[0]["method"],
+            &ins[0]["user"],
+            &ins[0]["identity"]
+        ),
+        (
+            &json!("accepted"),
+            &json!("token"),
+            &json!("alice"),
+            &json!("token")
+        ),
+        "{ins:?}"
+    );
+    assert_eq!(ins[0]["peer"], json!("127.0.0.1"));
+    let outs = sign_in_records(&d, "console_sign_out");
+    assert_eq!(outs.len(), 1, "{outs:?}");
+    assert_eq!(outs[0]["user"], json!("alice"));
+
+    // Refused sign-ins are recorded with why, never with what was typed; anyone can send them,
+    // so at most 60 a minute are.
+    const TYPED: &str = "not-a-token-but-a-canary-7f3a";
+    let mut page = web.get("/ui/login").await;
+    for _ in 0..70 {
+        let r = web
+            .post("/ui/login", &[("csrf", &page.csrf()), ("token", TYPED)])
+            .await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        page = r;
+    }
+    let refused: Vec<Value> = sign_in_records(&d, "console_sign_in")
+        .into_iter()
+        .filter(|r| r["outcome"] == json!("refused"))
+        .collect();
+    assert_eq!(refused.len(), 60);
+    assert!(
+        refused.iter().all(|r| r["reason"] == json!("bad_token")),
+        "{refused:?}"
+    );
+    assert!(
+        d.audit()
+            .iter()
+            .all(|r| !serde_json::to_string(&r.body.data).unwrap().contains(TYPED)),
+        "the typed token reached the audit store"
+    );
+    // An accepted sign-in is recorded whatever the rate of refusals.
+    let web = Web::new(&d.base);
+    web.sign_in("bob").await;
+    let last = sign_in_records(&d, "console_sign_in").pop().unwrap();
+    assert_eq!(
+        (&last["outcome"], &last["user"]),
+        (&json!("accepted"), &json!("bob"))
+    );
     d.stop().await;
 }
 

@@ -56,6 +56,9 @@ const OIDC_PENDING_SECS: u64 = 600;
 pub const OIDC_PENDING_MAX: usize = 1_000;
 /// Most requests the approvals inbox shows.
 const INBOX_MAX: usize = 200;
+/// Refused sign-ins recorded per minute at most: anyone can send them (the rest are counted and
+/// noted in the next record).
+const REFUSED_SIGN_INS_PER_MIN: u32 = 60;
 /// Most live-update streams (`/ui/events`) one session holds open at once (a few tabs).
 const STREAMS_PER_SESSION: usize = 4;
 /// Most live-update streams open at once, as a share of the HTTP connection cap: each holds a
@@ -74,6 +77,13 @@ struct Session {
     /// Cancelled when the session ends (sign-out, expiry, eviction) or at shutdown: its
     /// live-update streams end with it.
     ended: CancellationToken,
+}
+
+/// How many refused sign-ins this minute were recorded, and how many were not.
+struct RefusalWindow {
+    started: Instant,
+    recorded: u32,
+    suppressed: u64,
 }
 
 /// The live-update streams open now, in all and per session.
@@ -115,6 +125,7 @@ pub struct Console {
     approver_tokens: Vec<(TokenHash, String)>,
     oidc: Option<Oidc>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    refusals: Mutex<RefusalWindow>,
     /// `console.public_origin`, as browsers send it.
     public_origin: Option<String>,
     /// The policy set in force: a session lasts only while its user is one of its users.
@@ -170,6 +181,11 @@ impl Console {
             cfg,
             oidc,
             sessions: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(RefusalWindow {
+                started: Instant::now(),
+                recorded: 0,
+                suppressed: 0,
+            }),
             public_origin,
             policies,
             streams: Mutex::default(),
@@ -229,6 +245,22 @@ impl Console {
             v.csrf.clone(),
             key,
         ))
+    }
+
+    /// Whether one more refused sign-in may be recorded this minute; `Some(n)`: yes, and `n`
+    /// were not recorded since the last one that was.
+    fn may_record_refusal(&self) -> Option<u64> {
+        let mut w = lock(&self.refusals);
+        if w.started.elapsed() >= Duration::from_secs(60) {
+            w.started = Instant::now();
+            w.recorded = 0;
+        }
+        if w.recorded >= REFUSED_SIGN_INS_PER_MIN {
+            w.suppressed += 1;
+            return None;
+        }
+        w.recorded += 1;
+        Some(std::mem::take(&mut w.suppressed))
     }
 
     fn session_live(&self, key: &[u8; 32]) -> bool {

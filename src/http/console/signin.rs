@@ -1,8 +1,78 @@
 //! The console's sign-in: the sign-in page and form (an approver's `grpc.approvers` token,
 //! checked in constant time), OpenID Connect (start and callback, through `oidc`), starting a
-//! session (its cookie) and signing out.
+//! session (its cookie) and signing out, and the audit record of each (`console_sign_in`,
+//! refused ones at most `REFUSED_SIGN_INS_PER_MIN` a minute; `console_sign_out`).
 
 use super::*;
+use serde_json::json;
+
+use crate::audit::AuditKind;
+use crate::engine::ConsoleNote;
+
+/// How a sign-in went, for its record.
+pub(super) enum Attempt<'a> {
+    Accepted {
+        user: &'a str,
+        identity: &'a str,
+    },
+    Refused {
+        reason: &'static str,
+        message: &'a str,
+    },
+}
+
+/// Records a sign-in (`method`: `token` or `oidc`) before its answer. An accepted one must be
+/// on record before its session exists (`Err`: it could not be recorded, so no session); a
+/// refused one is recorded at most `REFUSED_SIGN_INS_PER_MIN` times a minute, and never holds up
+/// the answer. Nothing a person typed (a token) is recorded.
+pub(super) async fn record_sign_in(
+    st: &HttpState,
+    method: &str,
+    peer: SocketAddr,
+    attempt: Attempt<'_>,
+) -> Result<(), ()> {
+    let c = console(st);
+    let mut data = json!({"method": method, "peer": peer.ip().to_string()});
+    match attempt {
+        Attempt::Accepted { user, identity } => {
+            data["outcome"] = json!("accepted");
+            data["user"] = json!(user);
+            data["identity"] = json!(identity);
+        }
+        Attempt::Refused { reason, message } => {
+            let Some(unrecorded) = c.may_record_refusal() else {
+                return Ok(());
+            };
+            data["outcome"] = json!("refused");
+            data["reason"] = json!(reason);
+            data["message"] = json!(crate::ingest::clip(message, 300));
+            if unrecorded > 0 {
+                data["unrecorded_refusals_before"] = json!(unrecorded);
+            }
+        }
+    }
+    let accepted = data["outcome"] == json!("accepted");
+    let note = ConsoleNote {
+        kind: AuditKind::ConsoleSignIn,
+        data,
+    };
+    match st.engine.console(note).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, "A console sign-in could not be recorded.");
+            if accepted { Err(()) } else { Ok(()) }
+        }
+    }
+}
+
+/// The answer when an accepted sign-in could not be recorded: no session.
+fn not_recorded(c: &Console) -> Response {
+    login_form(
+        c,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some("the sign-in could not be recorded, so it did not happen; try again"),
+    )
+}
 
 pub(super) async fn login_page(State(st): State<HttpState>, headers: HeaderMap) -> Response {
     let c = console(&st);
@@ -39,8 +109,20 @@ pub(super) fn signed_in(c: &Console, id: &str, resp: Response) -> Response {
     resp
 }
 
-pub(super) async fn login(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn login(
+    State(st): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let c = console(&st);
+    let refuse = |reason: &'static str, status: StatusCode, message: &'static str| {
+        let st = st.clone();
+        async move {
+            let _ = record_sign_in(&st, "token", peer, Attempt::Refused { reason, message }).await;
+            login_form(console(&st), status, Some(message))
+        }
+    };
     if !c.cfg.token_sign_in {
         return login_form(
             c,
@@ -50,19 +132,32 @@ pub(super) async fn login(State(st): State<HttpState>, headers: HeaderMap, body:
     }
     let f = match form(body, st.max_body_bytes).await {
         Ok(f) => f,
-        Err(e) => return login_form(c, StatusCode::BAD_REQUEST, Some(&e)),
+        Err(e) => {
+            let _ = record_sign_in(
+                &st,
+                "token",
+                peer,
+                Attempt::Refused {
+                    reason: "malformed",
+                    message: &e,
+                },
+            )
+            .await;
+            return login_form(c, StatusCode::BAD_REQUEST, Some(&e));
+        }
     };
     let expected = cookie(&headers, PRESESSION_COOKIE).unwrap_or_default();
     let sent = f.get("csrf").map(String::as_str).unwrap_or_default();
     if c.cross_site(&headers) {
-        return login_form(c, StatusCode::FORBIDDEN, Some(OTHER_ORIGIN));
+        return refuse("other_origin", StatusCode::FORBIDDEN, OTHER_ORIGIN).await;
     }
     if expected.is_empty() || !same(&expected, sent) {
-        return login_form(
-            c,
+        return refuse(
+            "csrf",
             StatusCode::FORBIDDEN,
-            Some("the sign-in form expired or did not come from this page; try again"),
-        );
+            "the sign-in form expired or did not come from this page; try again",
+        )
+        .await;
     }
     let token = f.get("token").map(|t| t.trim()).unwrap_or_default();
     let user = c
@@ -72,19 +167,28 @@ pub(super) async fn login(State(st): State<HttpState>, headers: HeaderMap, body:
         .map(|(_, u)| u.clone());
     let Some(user) = user else {
         tracing::info!("A console sign-in with a token was refused: not an approver's token.");
-        return login_form(
-            c,
+        return refuse(
+            "bad_token",
             StatusCode::UNAUTHORIZED,
-            Some("that is not an approver's token"),
-        );
+            "that is not an approver's token",
+        )
+        .await;
     };
     if !c.policies.current().has_user(&user) {
         tracing::info!(user = %user, "A console sign-in with a token was refused: the user is not in the entity files.");
-        return login_form(
-            c,
+        return refuse(
+            "unknown_user",
             StatusCode::FORBIDDEN,
-            Some("that token's user is not a user of the policy entity files"),
-        );
+            "that token's user is not a user of the policy entity files",
+        )
+        .await;
+    }
+    let accepted = Attempt::Accepted {
+        user: &user,
+        identity: "token",
+    };
+    if record_sign_in(&st, "token", peer, accepted).await.is_err() {
+        return not_recorded(c);
     }
     tracing::info!(user = %user, "An approver signed in to the console with a token.");
     let id = c.new_session(user, "token");
@@ -116,6 +220,14 @@ pub(super) async fn logout(
             "the form's CSRF token is missing or wrong; reload the page and try again",
             "/ui",
         );
+    }
+    // Recorded before the session ends; a sign-out that cannot be recorded still signs out.
+    let note = ConsoleNote {
+        kind: AuditKind::ConsoleSignOut,
+        data: json!({"user": viewer.user, "identity": viewer.identity}),
+    };
+    if let Err(e) = st.engine.console(note).await {
+        tracing::error!(error = %e, user = %viewer.user, "A console sign-out could not be recorded.");
     }
     c.end_session(&key);
     let mut resp = to_login();
@@ -184,9 +296,21 @@ pub(super) async fn oidc_start(State(st): State<HttpState>) -> Response {
 
 pub(super) async fn oidc_callback(
     State(st): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let refuse = |reason: &'static str, status: StatusCode, message: String| {
+        let st = st.clone();
+        async move {
+            let attempt = Attempt::Refused {
+                reason,
+                message: &message,
+            };
+            let _ = record_sign_in(&st, "oidc", peer, attempt).await;
+            login_form(console(&st), status, Some(&message))
+        }
+    };
     let c = console(&st);
     let Some(oidc) = &c.oidc else {
         return login_form(
@@ -204,18 +328,20 @@ pub(super) async fn oidc_callback(
         }
     };
     if one("error").is_some() {
-        return login_form(
-            c,
+        return refuse(
+            "provider_refused",
             StatusCode::UNAUTHORIZED,
-            Some("the identity provider refused the sign-in"),
-        );
+            "the identity provider refused the sign-in".into(),
+        )
+        .await;
     }
     let (Some(code), Some(state)) = (one("code"), one("state")) else {
-        return login_form(
-            c,
+        return refuse(
+            "malformed",
             StatusCode::BAD_REQUEST,
-            Some("the sign-in answer lacks its code or state"),
-        );
+            "the sign-in answer lacks its code or state".into(),
+        )
+        .await;
     };
     // The browser that started this sign-in holds its state in a cookie: a callback carried
     // into another browser (login CSRF) does not match.
@@ -227,17 +353,18 @@ pub(super) async fn oidc_callback(
     };
     let Some(p) = pending.filter(|p| p.started.elapsed() < Duration::from_secs(OIDC_PENDING_SECS))
     else {
-        return login_form(
-            c,
+        return refuse(
+            "unknown_state",
             StatusCode::BAD_REQUEST,
-            Some("this sign-in is unknown, expired or belongs to another browser; start again"),
-        );
+            "this sign-in is unknown, expired or belongs to another browser; start again".into(),
+        )
+        .await;
     };
     let who = match oidc.finish(&code, &p.verifier, &p.nonce).await {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "An OpenID Connect sign-in was refused.");
-            return login_form(c, StatusCode::UNAUTHORIZED, Some(&e.to_string()));
+            return refuse("token_refused", StatusCode::UNAUTHORIZED, e.to_string()).await;
         }
     };
     let Some(user) = st
@@ -247,15 +374,21 @@ pub(super) async fn oidc_callback(
         .map(String::from)
     else {
         tracing::info!("An OpenID Connect sign-in names no user of the entity files.");
-        return login_form(
-            c,
+        return refuse(
+            "unknown_user",
             StatusCode::FORBIDDEN,
-            Some(
-                "you signed in, but no cordon user has your address (the email attribute in the entity files)",
-            ),
-        );
+            "you signed in, but no cordon user has your address (the email attribute in the entity files)".into(),
+        )
+        .await;
     };
     let identity = if who.mfa { "oidc_mfa" } else { "oidc" };
+    let accepted = Attempt::Accepted {
+        user: &user,
+        identity,
+    };
+    if record_sign_in(&st, "oidc", peer, accepted).await.is_err() {
+        return not_recorded(c);
+    }
     tracing::info!(user = %user, identity, "A user signed in to the console with OpenID Connect.");
     let id = c.new_session(user, identity);
     let mut resp = signed_in(c, &id, html(StatusCode::OK, page::signed_in()));
