@@ -180,7 +180,8 @@ impl Platform {
         text: &str,
     ) -> Result<String, ChatError> {
         let text = match &self.kind {
-            Kind::Slack(_) => slack::escape(text),
+            // Slack escapes every text it posts.
+            Kind::Slack(_) => text.to_string(),
             Kind::Mattermost(_) | Kind::Teams(_) => view::markdown_text(text),
         };
         self.post_text(http, channel, &text).await

@@ -95,8 +95,8 @@ impl Slack {
         })
     }
 
-    /// Posts a message to `channel` as it is written (mrkdwn: a report; plain text is escaped
-    /// by `Platform::post_plain` first).
+    /// Posts a message (a report, an escalation) to `channel`, `&`, `<` and `>` escaped: nothing
+    /// cordon posts as text means a Slack mention or link.
     pub async fn post_text(
         &self,
         http: &reqwest::Client,
@@ -107,7 +107,7 @@ impl Slack {
             .call(
                 http,
                 "chat.postMessage",
-                json!({"channel": channel, "text": clip(text, TEXT_LIMIT)}),
+                json!({"channel": channel, "text": clip(&escape(text), TEXT_LIMIT)}),
             )
             .await?;
         Ok(a["ts"].as_str().unwrap_or_default().to_string())

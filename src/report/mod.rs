@@ -530,9 +530,11 @@ fn dur(s: Option<f64>) -> String {
     }
 }
 
-/// Table cells hold outside text (titles, rule ids): no pipe or line break may break the table.
+/// Table cells and list items hold outside text (titles, rule ids, intel references): no pipe or
+/// line break may break the table, and no Markdown in it may link, embed, format or mention
+/// (`@` broken) where the report is read or posted (the chat module's Markdown escape).
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+    crate::chat::view::markdown_text(s)
 }
 
 impl Board {
@@ -869,6 +871,10 @@ mod tests {
     #[test]
     fn markdown_cells_cannot_break_the_table() {
         assert_eq!(cell("a|b\nc"), "a\\|b c");
+        assert_eq!(
+            cell("@all [x](https://e.example)"),
+            "@\u{200B}all \\[x\\]\\(https://e.example\\)"
+        );
         assert_eq!(quarter("2026-12-31T23:59:59Z".parse().unwrap()), "2026-Q4");
         assert_eq!(quarter("2027-01-01T00:00:00Z".parse().unwrap()), "2027-Q1");
     }

@@ -378,6 +378,22 @@ async fn the_shift_digest_is_posted_to_the_cti_channel() {
         .ingest(format, fields, raw, clock.now())
         .await
         .unwrap();
+    // An alert whose rule id and intel source carry Slack markup: the digest shows them as text.
+    let hostile = json!({
+        "source_alert_id": "cti-2",
+        "title": "hostile",
+        "rule": {"id": "rule-<!channel>", "name": "hostile"},
+        "severity": "high",
+        "intel_source": "<https://evil.example|CTI-approved> @all",
+        "entities": [{"kind": "host", "value": "ws-cti-2"}],
+    })
+    .to_string();
+    let fields = format.parse(hostile.as_bytes(), clock.now()).unwrap();
+    d.running()
+        .engine
+        .ingest(format, fields, hostile, clock.now())
+        .await
+        .unwrap();
     clock.advance_secs(2 * 3600);
     let pass = d.running().scheduler.run_once().await.unwrap();
     assert_eq!(pass.delivered, 1);
@@ -394,6 +410,16 @@ async fn the_shift_digest_is_posted_to_the_cti_channel() {
     );
     assert!(
         posts[0].text.contains(&ack.case_id) && posts[0].text.contains("CTI-9"),
+        "{}",
+        posts[0].text
+    );
+    for active in ["<!channel>", "<https://evil"] {
+        assert!(!posts[0].text.contains(active), "{}", posts[0].text);
+    }
+    // Shown as text (the digest is Markdown: its cells are escaped for it too).
+    assert!(
+        posts[0].text.contains("rule-\\&lt;\\!channel\\&gt;")
+            && posts[0].text.contains("&lt;https://evil.example"),
         "{}",
         posts[0].text
     );
