@@ -338,6 +338,14 @@ impl Engine {
         })
     }
 
+    /// Drops an action from the executor's queue if it is there (nothing is written if not).
+    fn unqueue(txn: &mut Txn, store: &Store, id: &str) -> Result<(), StoreError> {
+        if txn.get(store, &keys::runnable(id))?.is_some() {
+            txn.delete(keys::runnable(id));
+        }
+        Ok(())
+    }
+
     pub(super) fn exec_claim(
         &mut self,
         txn: &mut Txn,
@@ -346,13 +354,16 @@ impl Engine {
     ) -> Result<ExecReply, StoreError> {
         let store = self.parts.store.clone();
         let now = (self.parts.clock)();
+        // A claim that comes too late (a rescan that read the queue before the action's run
+        // ended) changes nothing: the queue entry is dropped only if it is still there, so the
+        // refusal costs no commit.
         let Some(mut a) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
-            txn.delete(keys::runnable(id));
+            Self::unqueue(txn, &store, id)?;
             return Ok(ExecReply::NotFound(id.to_string()));
         };
         let resuming = matches!(a.state, ActionState::Executing | ActionState::Unknown);
         if !resuming && a.state != ActionState::Approved {
-            txn.delete(keys::runnable(id));
+            Self::unqueue(txn, &store, id)?;
             return Ok(ExecReply::Refused(format!("action is {}", a.state)));
         }
         if resuming && a.execution.is_none() {

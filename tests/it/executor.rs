@@ -591,6 +591,23 @@ async fn a_run_that_sends_nothing_is_claimed_and_finished_in_one_commit() {
         Some("action_transition"),
         "{kinds:?}"
     );
+    // A claim that comes too late (a periodic rescan that read the queue before the run ended)
+    // is refused and costs no commit.
+    let before = store.durable_commits();
+    let late = d
+        .running()
+        .engine
+        .exec(cordon::engine::ExecOp::Claim {
+            action_id: id.clone(),
+            mode: "dry_run".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(late, cordon::engine::ExecReply::Refused(_)),
+        "{late:?}"
+    );
+    assert_eq!(store.durable_commits(), before, "a late claim committed");
 }
 
 /// After the vendor accepted a write, "not done" means the effect was reversed or dropped at the
