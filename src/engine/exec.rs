@@ -276,15 +276,7 @@ impl Engine {
             };
         Ok(match (&a.decision_input, recorded) {
             (Some(input), true) => {
-                let step = StepRequest {
-                    playbook: a.playbook.clone(),
-                    family: input.family.clone(),
-                    step: a.step.clone(),
-                    kind: a.kind,
-                    target: a.target.clone(),
-                    resource_attrs: input.resource_attrs.clone(),
-                    context: input.context.clone(),
-                };
+                let step = super::vote::stored_step(a, input);
                 let (allowed, rec) = self.parts.policies.current().recheck(step, approvals);
                 let seq = txn.audit(
                     AuditKind::PolicyDecision,

@@ -252,16 +252,7 @@ impl Engine {
                 outcome: "counted",
             }));
         };
-        let step = || StepRequest {
-            playbook: a.playbook.clone(),
-            family: input.family.clone(),
-            step: a.step.clone(),
-            kind: a.kind,
-            target: a.target.clone(),
-            resource_attrs: input.resource_attrs.clone(),
-            context: input.context.clone(),
-        };
-        let (allowed, rec) = policy.recheck(step(), given);
+        let (allowed, rec) = policy.recheck(stored_step(&a, &input), given);
         let seq = txn.audit(
             AuditKind::PolicyDecision,
             Self::links(&a),
@@ -284,7 +275,7 @@ impl Engine {
         } else {
             // The policy in force now wants more (or denies): keep waiting if more votes could
             // still satisfy it, else deny.
-            let fresh = policy.decide_step(step());
+            let fresh = policy.decide_step(stored_step(&a, &input));
             match fresh.tier.approvals_needed() {
                 Some(n) if n > given => {
                     if let Some(ap) = a.approval.as_mut() {
@@ -313,5 +304,19 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// The Cedar step request an action was decided with, rebuilt from what is stored with it: what
+/// every re-check (approvals reached, before execution, before a resend) asks again.
+pub(super) fn stored_step(a: &ActionRequest, input: &crate::action::DecisionInput) -> StepRequest {
+    StepRequest {
+        playbook: a.playbook.clone(),
+        family: input.family.clone(),
+        step: a.step.clone(),
+        kind: a.kind,
+        target: a.target.clone(),
+        resource_attrs: input.resource_attrs.clone(),
+        context: input.context.clone(),
     }
 }

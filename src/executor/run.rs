@@ -97,7 +97,20 @@ impl Run {
         self.flush().await
     }
 
-    /// Makes every note durable (nothing to do without notes).
+    /// Takes the action as the engine recorded it (with its intent record).
+    fn adopt(&mut self, a: Box<ActionRequest>) -> Result<(), Halt> {
+        match a.execution.clone() {
+            Some(exec) => {
+                self.exec = exec;
+                self.a = *a;
+                Ok(())
+            }
+            None => Err(Halt::Store(
+                "the engine returned the action without its intent record".into(),
+            )),
+        }
+    }
+
     /// Records the notes and re-checks the policy before a write is sent again
     /// ([`ExecOp::Recheck`]): `false` when the policy no longer allows it (the engine has
     /// ended the action and escalated).
@@ -113,16 +126,7 @@ impl Run {
             })
             .await?
         {
-            ExecReply::Recorded(a) => match a.execution.clone() {
-                Some(exec) => {
-                    self.exec = exec;
-                    self.a = *a;
-                    Ok(true)
-                }
-                None => Err(Halt::Store(
-                    "the engine returned the action without its intent record".into(),
-                )),
-            },
+            ExecReply::Recorded(a) => self.adopt(a).map(|()| true),
             ExecReply::Refused(why) => {
                 tracing::warn!(action_id = %self.a.action_id, reason = %why, "not sent again");
                 Ok(false)
@@ -133,6 +137,7 @@ impl Run {
         }
     }
 
+    /// Makes every note durable (nothing to do without notes).
     pub(super) async fn flush(&mut self) -> Result<(), Halt> {
         if self.notes.is_empty() {
             return Ok(());
@@ -148,16 +153,7 @@ impl Run {
             })
             .await?
         {
-            ExecReply::Recorded(a) => match a.execution.clone() {
-                Some(exec) => {
-                    self.exec = exec;
-                    self.a = *a;
-                    Ok(())
-                }
-                None => Err(Halt::Store(
-                    "the engine returned the action without its intent record".into(),
-                )),
-            },
+            ExecReply::Recorded(a) => self.adopt(a),
             ExecReply::Refused(why) => Err(Halt::Store(format!("record refused: {why}"))),
             ExecReply::NotFound(id) => Err(Halt::Store(format!("record refused: no action {id}"))),
             _ => Ok(()),
