@@ -1117,6 +1117,24 @@ async fn open_events(web: &Web) -> reqwest::Response {
         .unwrap()
 }
 
+/// Tries `n` live-update streams for `web`'s session: the ones opened; each refused one must be
+/// a 429 saying `refusal`.
+async fn open_streams(web: &Web, n: usize, refusal: &str) -> Vec<reqwest::Response> {
+    let mut open = Vec::new();
+    for _ in 0..n {
+        let r = open_events(web).await;
+        match r.status().as_u16() {
+            200 => open.push(r),
+            429 => {
+                let why = r.text().await.unwrap();
+                assert!(why.contains(refusal), "{why}");
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    open
+}
+
 /// Reads a live-update stream until the daemon ends it (within 10 s, or the test fails).
 async fn ends(mut events: reqwest::Response) {
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -1136,32 +1154,10 @@ async fn live_update_streams_are_capped_per_session_and_in_all_so_ingest_keeps_c
     bob.sign_in("bob").await;
 
     // One session trying to hold every connection gets 4 streams; the rest are refused.
-    let mut alice_streams = Vec::new();
-    for _ in 0..24 {
-        let r = open_events(&alice).await;
-        match r.status().as_u16() {
-            200 => alice_streams.push(r),
-            429 => {
-                let why = r.text().await.unwrap();
-                assert!(why.contains("already has 4 live-update streams"), "{why}");
-            }
-            s => panic!("unexpected {s}"),
-        }
-    }
+    let alice_streams = open_streams(&alice, 24, "already has 4 live-update streams").await;
     assert_eq!(alice_streams.len(), 4);
     // Another session gets what is left of the share of all connections.
-    let mut bob_streams = Vec::new();
-    for _ in 0..24 {
-        let r = open_events(&bob).await;
-        match r.status().as_u16() {
-            200 => bob_streams.push(r),
-            429 => {
-                let why = r.text().await.unwrap();
-                assert!(why.contains("too many live-update streams"), "{why}");
-            }
-            s => panic!("unexpected {s}"),
-        }
-    }
+    let mut bob_streams = open_streams(&bob, 24, "too many live-update streams").await;
     assert_eq!(bob_streams.len(), 2);
 
     // Ingest and the health check still get through, on connections of their own.

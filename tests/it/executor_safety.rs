@@ -1126,6 +1126,19 @@ fn broken_connector_files_are_refused_with_file_key_and_reason() {
     }
 }
 
+/// Posts a malware alert naming `entity`, approves its `block_ioc` if it waits, and waits for
+/// it to settle: its id and the settled action.
+async fn settled_block(d: &TestDaemon, tag: &str, entity: (&str, &str)) -> (String, Value) {
+    let case_id = live::post_alert(d, live::alert(tag, MALWARE, &["T1059"], &[entity])).await;
+    let block = live::find_action(d, &case_id, "block_ioc", None).await;
+    let id = block["action_id"].as_str().unwrap().to_string();
+    if block["state"] == json!("awaiting_approval") {
+        live::approve_any(d, &id).await;
+    }
+    let done = live::settled(d, &id).await;
+    (id, done)
+}
+
 /// Someone else's indicator is never overwritten or deleted. A Defender indicator of the value
 /// with another action (an admin's `Allowed`) makes a block refuse and escalate with nothing
 /// sent (the block is an upsert and would overwrite it). A CrowdStrike `prevent` indicator
@@ -1141,17 +1154,7 @@ async fn someone_elses_indicator_is_never_overwritten_or_deleted() {
     v.cs.seed_ioc("sha256", &hash, "prevent");
     let d = live::start_live(&v, |_, _| {}).await;
 
-    let case_id = live::post_alert(
-        &d,
-        live::alert("own-mde", MALWARE, &["T1059"], &[("ip", ip)]),
-    )
-    .await;
-    let block = live::find_action(&d, &case_id, "block_ioc", None).await;
-    let block_id = block["action_id"].as_str().unwrap().to_string();
-    if block["state"] == json!("awaiting_approval") {
-        live::approve_any(&d, &block_id).await;
-    }
-    let done = live::settled(&d, &block_id).await;
+    let (_, done) = settled_block(&d, "own-mde", ("ip", ip)).await;
     assert_eq!(done["state"], json!("failed"), "{done}");
     assert!(
         done["execution"]["escalation"]
@@ -1164,17 +1167,7 @@ async fn someone_elses_indicator_is_never_overwritten_or_deleted() {
     assert_eq!(ind.len(), 1, "{ind:?}");
     assert_eq!(ind[0]["action"], json!("Allowed"), "{ind:?}");
 
-    let case_id = live::post_alert(
-        &d,
-        live::alert("own-cs", MALWARE, &["T1059"], &[("file_hash", &hash)]),
-    )
-    .await;
-    let block = live::find_action(&d, &case_id, "block_ioc", None).await;
-    let block_id = block["action_id"].as_str().unwrap().to_string();
-    if block["state"] == json!("awaiting_approval") {
-        live::approve_any(&d, &block_id).await;
-    }
-    let done = live::settled(&d, &block_id).await;
+    let (block_id, done) = settled_block(&d, "own-cs", ("file_hash", &hash)).await;
     assert_eq!(done["state"], json!("succeeded"), "{done}");
     assert_eq!(
         v.cs.log()
