@@ -38,16 +38,7 @@ pub(super) fn verify_checkpoints(data_dir: &Path, dir: &Path, key: &Path) -> i32
         .map_err(|e| verify_in_use(data_dir, e))
     {
         Ok(r) => r,
-        Err(e) => {
-            match e.bad_seq() {
-                Some(seq) => eprintln!(
-                    "audit chain in data directory {} broken at seq {seq}: {e}",
-                    data_dir.display()
-                ),
-                None => eprintln!("cannot verify: {e}"),
-            }
-            return store_exit(&e);
-        }
+        Err(e) => return verify_failed(data_dir, &e),
     };
     let mut failed = 0;
     for (name, r) in &files {

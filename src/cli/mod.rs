@@ -626,16 +626,7 @@ pub fn run(cli: Cli) -> i32 {
                 );
                 0
             }
-            Err(e) => {
-                match e.bad_seq() {
-                    Some(seq) => eprintln!(
-                        "audit chain in data directory {} broken at seq {seq}: {e}",
-                        data_dir.display()
-                    ),
-                    None => eprintln!("cannot verify: {e}"),
-                }
-                store_exit(&e)
-            }
+            Err(e) => verify_failed(&data_dir, &e),
         },
         Command::Audit {
             command: AuditCommand::Export {
@@ -669,6 +660,19 @@ pub fn run(cli: Cli) -> i32 {
             }
         }
     }
+}
+
+/// Says why `audit verify` failed (naming the first bad record when the chain is broken) and
+/// gives its exit status.
+fn verify_failed(data_dir: &Path, e: &crate::store::VerifyError) -> i32 {
+    match e.bad_seq() {
+        Some(seq) => eprintln!(
+            "audit chain in data directory {} broken at seq {seq}: {e}",
+            data_dir.display()
+        ),
+        None => eprintln!("cannot verify: {e}"),
+    }
+    store_exit(e)
 }
 
 /// The exit status of `audit verify|export` for `e`: [`EXIT_STORE`] (74) when the data

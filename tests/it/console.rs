@@ -69,6 +69,11 @@ impl Answer {
 }
 
 impl Web {
+    /// Whether the browser holds a session cookie.
+    pub fn has_session(&self) -> bool {
+        self.cookies.lock().unwrap().contains_key("cordon_session")
+    }
+
     pub fn new(base: &str) -> Web {
         Web {
             base: base.to_string(),
@@ -291,14 +296,14 @@ async fn token_sign_in_gives_a_strict_http_only_session_that_sign_out_ends() {
         "{}",
         r.body
     );
-    assert!(!web.cookies.lock().unwrap().contains_key("cordon_session"));
+    assert!(!web.has_session());
     // The right token without the form's CSRF token: refused.
     web.get("/ui/login").await;
     let r = web
         .post("/ui/login", &[("token", &token_of("alice"))])
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(!web.cookies.lock().unwrap().contains_key("cordon_session"));
+    assert!(!web.has_session());
     // The refusal's form carries a fresh token (and cookie).
     let fresh = r.csrf();
     let r = web
@@ -328,7 +333,7 @@ async fn token_sign_in_gives_a_strict_http_only_session_that_sign_out_ends() {
     let session = web.cookies.lock().unwrap()["cordon_session"].clone();
     let r = web.post("/ui/logout", &[("csrf", &csrf)]).await;
     assert_eq!(r.status, 303);
-    assert!(!web.cookies.lock().unwrap().contains_key("cordon_session"));
+    assert!(!web.has_session());
     // The old cookie, replayed, is no session any more.
     web.cookies
         .lock()
@@ -688,10 +693,7 @@ async fn openid_connect_signs_in_mapped_users_with_their_mfa_and_refuses_bad_tok
             r.status,
             r.body
         );
-        assert!(
-            !web.cookies.lock().unwrap().contains_key("cordon_session"),
-            "{why}"
-        );
+        assert!(!web.has_session(), "{why}");
         assert_eq!(web.get("/ui").await.status, 303, "{why}");
     }
 
@@ -709,7 +711,7 @@ async fn openid_connect_signs_in_mapped_users_with_their_mfa_and_refuses_bad_tok
     let other = Web::new(&d.base);
     let r = other.get(&at_idp.header("location")).await;
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(!other.cookies.lock().unwrap().contains_key("cordon_session"));
+    assert!(!other.has_session());
     let r = web.get("/ui/oidc/callback?code=x&state=never-issued").await;
     assert_eq!(r.status, 400);
     d.stop().await;
@@ -734,10 +736,7 @@ async fn openid_connect_trusts_only_a_verified_email_and_compares_it_in_any_case
             "{why}: {}",
             r.body
         );
-        assert!(
-            !web.cookies.lock().unwrap().contains_key("cordon_session"),
-            "{why}"
-        );
+        assert!(!web.has_session(), "{why}");
         assert_eq!(web.get("/ui").await.status, 303, "{why}");
     }
     // A verified address is the entity file's in another case: the same person.
@@ -811,7 +810,7 @@ async fn a_flood_of_started_sign_ins_cannot_lock_a_person_out() {
     let r = early.get(&early_at_idp.header("location")).await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("unknown, expired"), "{}", r.body);
-    assert!(!early.cookies.lock().unwrap().contains_key("cordon_session"));
+    assert!(!early.has_session());
     d.stop().await;
 }
 
@@ -1019,7 +1018,7 @@ async fn behind_a_proxy_that_rewrites_host_the_public_origin_is_the_one_forms_ma
         "{}",
         r.body
     );
-    assert!(!web.cookies.lock().unwrap().contains_key("cordon_session"));
+    assert!(!web.has_session());
     // The refusal came with a fresh form; from the console's own origin it signs in.
     let r = web
         .post_from(

@@ -292,6 +292,20 @@ async fn approved_action_is_denied_when_the_policy_changed_before_execution() {
     drop(root);
 }
 
+/// CrowdStrike faults that leave a contain's outcome unreadable: the first probe (before the
+/// write) passes through untouched, the write meets `write_fault`, and every probe after it
+/// answers 500.
+fn arm_unreadable_outcome(v: &Vendors, write_fault: FaultKind) {
+    v.cs.faults().arm(Fault::on(
+        "GET",
+        CS_PROBE,
+        FaultKind::TimeoutAfterEffect(Duration::ZERO),
+    ));
+    v.cs.faults()
+        .arm(Fault::on("GET", CS_PROBE, FaultKind::Status(500)).times(1000));
+    v.cs.faults().arm(Fault::on("POST", CS_WRITE, write_fault));
+}
+
 /// A write is sent again only after a probe showed the earlier one had no effect, and only if
 /// the policy in force still allows it. An isolation whose contain answered 503 and whose
 /// probes then failed is left `unknown`; host isolation is then forbidden and the daemon restarted: the resumed run probes,
@@ -310,17 +324,8 @@ async fn a_write_is_not_sent_again_once_the_policy_forbids_it() {
         "\n[circuit_breaker]\nfailures = 1000\nopen_secs = 1\n",
     );
     cfg.executor.enabled = true;
-    // The pre-write probe passes, the contain answers 503 (it may or may not have landed), and
-    // every probe after it fails: the outcome stays unknown.
-    v.cs.faults().arm(Fault::on(
-        "GET",
-        CS_PROBE,
-        FaultKind::TimeoutAfterEffect(Duration::ZERO),
-    ));
-    v.cs.faults()
-        .arm(Fault::on("GET", CS_PROBE, FaultKind::Status(500)).times(1000));
-    v.cs.faults()
-        .arm(Fault::on("POST", CS_WRITE, FaultKind::Status(503)));
+    // The contain answers 503 (it may or may not have landed): the outcome stays unknown.
+    arm_unreadable_outcome(&v, FaultKind::Status(503));
     let d = support::start_in(tempfile::tempdir().unwrap(), cfg.clone(), None).await;
     let id = approved_isolation(&d, "resend-1", "ws-resend").await;
     let first = live::settled(&d, &id).await;
@@ -399,17 +404,8 @@ async fn wait_for_reconciliation(d: &TestDaemon, id: &str) {
 async fn unknown_write_outcome_with_a_failing_probe_ends_unknown_without_a_resend() {
     let v = Vendors::start().await;
     v.cs.add_host("ws-unk", "aid-unk");
-    // The first probe (before the write) passes through untouched; every probe after it
-    // answers 500. The write's effect happens, then the connection is reset.
-    v.cs.faults().arm(Fault::on(
-        "GET",
-        CS_PROBE,
-        FaultKind::TimeoutAfterEffect(Duration::ZERO),
-    ));
-    v.cs.faults()
-        .arm(Fault::on("GET", CS_PROBE, FaultKind::Status(500)).times(100));
-    v.cs.faults()
-        .arm(Fault::on("POST", CS_WRITE, FaultKind::DropAfterEffect));
+    // The write's effect happens, then the connection is reset.
+    arm_unreadable_outcome(&v, FaultKind::DropAfterEffect);
     let d = start_for_unknown(&v).await;
     let id = approved_isolation(&d, "unk-1", "ws-unk").await;
     let done = live::settled(&d, &id).await;
