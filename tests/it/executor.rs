@@ -570,6 +570,12 @@ async fn a_run_that_sends_nothing_is_claimed_and_finished_in_one_commit() {
     live::approve(&d, &id, &["alice"]).await;
     let done = live::settled(&d, &id).await;
     assert_eq!(done["state"], json!("dry_run"), "{done}");
+    // A commit is readable once applied and counted once flushed: wait for the count to reach
+    // the two commits there must be (the vote, the run), then check there are no more.
+    support::eventually(10, || async {
+        (store.durable_commits() - before >= 2).then_some(())
+    })
+    .await;
     let commits = store.durable_commits() - before;
     assert_eq!(
         commits, 2,
