@@ -31,7 +31,8 @@
 //! cache instead of the shipped default),
 //! `LOAD_CLIENTS` (the closed-loop ingest levels, e.g. `64,256`, instead of the mode's), and
 //! `LOAD_BIN` (drive another build of the daemon, e.g. the one before a change),
-//! `LOAD_AUTO_SECS` (how long phase 5 offers 800 alerts/s; `quick` 5, `full` 60).
+//! `LOAD_AUTO_SECS` (how long phase 5 offers 800 alerts/s; `quick` 5, `full` 60),
+//! `LOAD_VOTES` (`Approve` calls of phase 3, idle and under ingest each; `quick` 50, `full` 1,000).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -544,6 +545,8 @@ struct Prom {
     executions: std::collections::BTreeMap<String, f64>,
     /// `cordon_vote_seconds` by stage.
     vote: std::collections::BTreeMap<String, Hist>,
+    /// `cordon_store_commit_stage_seconds` by stage.
+    commit: std::collections::BTreeMap<String, Hist>,
 }
 
 /// One Prometheus histogram: sum, count and cumulative buckets (upper bound in seconds, count).
@@ -624,7 +627,9 @@ impl Prom {
                 "cordon_store_write_seconds_count" => p.write.count = v,
                 "cordon_store_batch_events_sum" => p.batch_sum = v,
                 "cordon_store_batch_events_count" => p.batch_count = v,
-                _ if name.starts_with("cordon_vote_seconds") => {
+                _ if name.starts_with("cordon_vote_seconds")
+                    || name.starts_with("cordon_store_commit_stage_seconds") =>
+                {
                     let Some(stage) = name
                         .split_once("stage=\"")
                         .and_then(|(_, r)| r.split_once('"'))
@@ -632,10 +637,15 @@ impl Prom {
                     else {
                         continue;
                     };
-                    let h = p.vote.entry(stage).or_default();
-                    if name.starts_with("cordon_vote_seconds_sum") {
+                    let (family, m) = if name.starts_with("cordon_vote_seconds") {
+                        ("cordon_vote_seconds", &mut p.vote)
+                    } else {
+                        ("cordon_store_commit_stage_seconds", &mut p.commit)
+                    };
+                    let h = m.entry(stage).or_default();
+                    if name.starts_with(&format!("{family}_sum")) {
                         h.sum = v;
-                    } else if name.starts_with("cordon_vote_seconds_count") {
+                    } else if name.starts_with(&format!("{family}_count")) {
                         h.count = v;
                     } else if let Some(le) = bucket_le(name) {
                         h.buckets.push((le, v));
@@ -690,6 +700,11 @@ impl Prom {
                 .iter()
                 .map(|(k, h)| (k.clone(), h.minus(before.vote.get(k))))
                 .collect(),
+            commit: self
+                .commit
+                .iter()
+                .map(|(k, h)| (k.clone(), h.minus(before.commit.get(k))))
+                .collect(),
         }
     }
 
@@ -704,6 +719,7 @@ impl Prom {
             "alerts_by_outcome": self.alerts,
             "executions_by_state": self.executions,
             "vote_stages": self.vote.iter().map(|(k, h)| (k.clone(), h.json())).collect::<serde_json::Map<_, _>>(),
+            "commit_stages": self.commit.iter().map(|(k, h)| (k.clone(), h.json())).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -1884,7 +1900,10 @@ async fn full(d: &Daemon, feed: &Gen, rep: &mut Report, mode: Mode, fsync: f64) 
     say(format!(
         "executor idle after the earlier phases: {settled} (waited {settle_s:.1} s)"
     ));
-    let n = if quick { 50 } else { 1000 };
+    let n = std::env::var("LOAD_VOTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 50 } else { 1000 });
     let mut c = d.grpc(Some(APPROVER_TOKEN)).await;
     let ids = pending_ids(&mut c, 2 * n).await;
     let (idle_ids, load_ids) = ids.split_at(ids.len() / 2);
@@ -1934,6 +1953,25 @@ async fn full(d: &Daemon, feed: &Gen, rep: &mut Report, mode: Mode, fsync: f64) 
         stage("deciding", "p99_ms_at_most"),
         stage("durable", "p50_ms_at_most"),
         stage("durable", "p99_ms_at_most"),
+    ));
+    let commit = &approve_stats["engine"];
+    let mean = |k: &str| {
+        commit["commit_stages"][k]["mean_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    say(format!(
+        "  commits meanwhile: {} of {:.1} events, mean {:.2} ms: start {:.2}, pack {:.2}, apply {:.2}, flush {:.2}, sync {:.2} ms",
+        commit["commits"],
+        commit["mean_events_per_commit"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        commit["mean_commit_ms"].as_f64().unwrap_or(f64::NAN),
+        mean("start"),
+        mean("pack"),
+        mean("apply"),
+        mean("flush"),
+        mean("sync"),
     ));
     rep.set(
         "approve",

@@ -45,11 +45,14 @@ pub struct SourceLabels {
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
-/// Labels of `cordon_vote_seconds`.
+/// Labels of `cordon_vote_seconds` and `cordon_store_commit_stage_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
-    /// `queued` (handed to the engine until it takes the vote up), `deciding`, or `durable`
-    /// (decided until its commit is durable and the caller is answered).
+    /// Votes: `queued` (handed to the engine until it takes the vote up), `deciding`, or
+    /// `durable` (decided until its commit is durable and the caller is answered). Commits:
+    /// `start` (handed to the writing thread until it starts), `pack` (building the batch:
+    /// compressing values and audit chunks), `apply` (sled's `apply_batch`), `flush` (sled's
+    /// flush) and `sync` (`fdatasync`).
     pub stage: String,
 }
 
@@ -145,6 +148,8 @@ pub struct Metrics {
     pub alerts_received: Family<AlertLabels, Counter>,
     pub cases_open: Gauge,
     pub store_write_seconds: Histogram,
+    /// Where a group commit's time goes, by stage (see [`StageLabels`]).
+    pub store_commit_stage_seconds: HistogramFamily<StageLabels>,
     pub store_batch_events: Histogram,
     pub decisions: Family<TierLabels, Counter>,
     pub policy_reloads: Family<OutcomeLabels, Counter>,
@@ -202,6 +207,13 @@ impl Metrics {
             "cordon_store_write_seconds",
             "Duration of one durable group commit (batch write, flush, fdatasync)",
             store_write_seconds.clone(),
+        );
+        let store_commit_stage_seconds: HistogramFamily<StageLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)));
+        r.register(
+            "cordon_store_commit_stage_seconds",
+            "Where a durable group commit's time goes: start (waiting for the writing thread), pack, apply, flush, sync",
+            store_commit_stage_seconds.clone(),
         );
         let store_batch_events = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         r.register(
@@ -313,6 +325,7 @@ impl Metrics {
             alerts_received,
             cases_open,
             store_write_seconds,
+            store_commit_stage_seconds,
             store_batch_events,
             decisions,
             policy_reloads,

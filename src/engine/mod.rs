@@ -567,10 +567,28 @@ impl Engine {
         } = prepared;
         match &result {
             Ok(c) => {
-                self.parts
-                    .metrics
-                    .store_write_seconds
-                    .observe(c.elapsed.as_secs_f64());
+                let m = &self.parts.metrics;
+                m.store_write_seconds.observe(c.elapsed.as_secs_f64());
+                let st = c.stages;
+                let busy = st.pack + st.apply + st.flush + st.sync;
+                let start = c
+                    .elapsed
+                    .saturating_sub(st.pack + st.apply + st.flush + st.sync);
+                let stages = [
+                    ("start", start),
+                    ("pack", st.pack),
+                    ("apply", st.apply),
+                    ("flush", st.flush),
+                    ("sync", st.sync),
+                ];
+                // A batch with nothing to write took no commit.
+                for (stage, d) in stages.into_iter().filter(|_| !busy.is_zero()) {
+                    m.store_commit_stage_seconds
+                        .get_or_create(&crate::metrics::StageLabels {
+                            stage: stage.into(),
+                        })
+                        .observe(d.as_secs_f64());
+                }
                 self.parts.metrics.store_batch_events.observe(events as f64);
                 if let Some(n) = cases_open {
                     self.parts.metrics.cases_open.set(n);

@@ -17,9 +17,22 @@ pub(super) struct Pending {
     pub(super) audit: Vec<(u64, Vec<u8>)>,
 }
 
+/// Where a commit's time went on the writing thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stages {
+    /// Building the batch: packing values and audit chunks.
+    pub pack: std::time::Duration,
+    /// sled's `apply_batch`.
+    pub apply: std::time::Duration,
+    /// sled's `flush`.
+    pub flush: std::time::Duration,
+    /// `fdatasync` of the data file (zero when not configured).
+    pub sync: std::time::Duration,
+}
+
 /// One atomic `apply_batch` of `w` plus the head, then flush and (when configured)
 /// `fdatasync`. Runs on a blocking thread.
-pub(super) fn write_durably(inner: &Inner, w: &Pending) -> Result<(), StoreError> {
+pub(super) fn write_durably(inner: &Inner, w: &Pending) -> Result<Stages, StoreError> {
     let at = lock(&inner.head).clone();
     if at != w.base {
         return Err(StoreError::OutOfOrder {
@@ -48,6 +61,7 @@ pub(super) fn write_durably(inner: &Inner, w: &Pending) -> Result<(), StoreError
             "injected write failure (test hook)",
         ))));
     }
+    let t0 = std::time::Instant::now();
     let mut batch = sled::Batch::default();
     let mut chunk: Option<(u64, Vec<u8>)> = None;
     for (seq, bytes) in &w.audit {
@@ -76,12 +90,20 @@ pub(super) fn write_durably(inner: &Inner, w: &Pending) -> Result<(), StoreError
         }
     }
     batch.insert(KEY_HEAD, encode(&w.head)?);
+    let t1 = std::time::Instant::now();
     inner.db.apply_batch(batch)?;
+    let t2 = std::time::Instant::now();
     inner.db.flush()?;
+    let t3 = std::time::Instant::now();
     if let Some(f) = &inner.data_file {
         f.sync_data().map_err(StoreError::Fsync)?;
     }
-    Ok(())
+    Ok(Stages {
+        pack: t1 - t0,
+        apply: t2 - t1,
+        flush: t3 - t2,
+        sync: t3.elapsed(),
+    })
 }
 
 /// A commit under way (see [`Store::start_commit`]); resolves to its outcome. Dropping it does

@@ -51,7 +51,7 @@ pub use archive::{
     ARCHIVE_FORMAT, ArchiveError, ArchiveFileError, ArchiveHeader, ArchiveReport, Base, HeldBack,
     genesis, read_archive,
 };
-pub use commit::InFlight;
+pub use commit::{InFlight, Stages};
 use commit::{Pending, write_durably};
 pub use dir::WITNESS;
 use open::{open_checked, sled_error};
@@ -271,6 +271,8 @@ pub struct Committed {
     pub head: Head,
     pub records: usize,
     pub elapsed: Duration,
+    /// Where the time went on the writing thread (all zero when there was nothing to write).
+    pub stages: Stages,
 }
 
 impl Store {
@@ -509,6 +511,7 @@ impl Store {
                 head,
                 records,
                 elapsed: started.elapsed(),
+                stages: Stages::default(),
             }));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -527,7 +530,7 @@ impl Store {
             }))
             .unwrap_or_else(|_| Err(StoreError::Aborted("the writing thread panicked".into())));
             let outcome = match written {
-                Ok(()) => {
+                Ok(stages) => {
                     *lock(&inner.head) = job.head.clone();
                     inner
                         .durable_commits
@@ -536,6 +539,7 @@ impl Store {
                         head: job.head.clone(),
                         records,
                         elapsed: started.elapsed(),
+                        stages,
                     })
                 }
                 Err(e) => {
