@@ -249,6 +249,21 @@ pub fn approval_view(
 ) -> Result<pb::Approval, Status> {
     let case = engine::read::case(store, &a.case_id).map_err(store_status)?;
     let alert = engine::read::alert(store, &a.alert_id).map_err(store_status)?;
+    Ok(approval_view_of(
+        a,
+        policy_hash,
+        case.as_ref(),
+        alert.as_ref(),
+    ))
+}
+
+/// [`approval_view`] from its case and alert, already read.
+fn approval_view_of(
+    a: &ActionRequest,
+    policy_hash: &str,
+    case: Option<&crate::case::Case>,
+    alert: Option<&engine::StoredAlert>,
+) -> pb::Approval {
     // A decided request keeps the hash it was decided on; a pending one binds to the current.
     let hash = a
         .approval
@@ -300,7 +315,7 @@ pub fn approval_view(
         ),
         None => (vec![], 0, 0, 0),
     };
-    Ok(pb::Approval {
+    pb::Approval {
         approval_id: a.action_id.clone(),
         case_id: a.case_id.clone(),
         action: a.kind.as_str().to_string(),
@@ -318,7 +333,7 @@ pub fn approval_view(
             criticality: attr("criticality"),
             environment: attr("environment"),
         }),
-        case: case.as_ref().map(case_summary),
+        case: case.map(case_summary),
         evidence,
         votes,
         deadline_unix_ms: deadline,
@@ -332,7 +347,7 @@ pub fn approval_view(
         policy_hash: a.policy_hash.clone().unwrap_or_default(),
         created_unix_ms: ms(a.created_at),
         agent_proposal: a.proposal.as_ref().map(agents::proposal_view),
-    })
+    }
 }
 
 fn case_summary(c: &crate::case::Case) -> pb::CaseSummary {
@@ -461,6 +476,16 @@ impl ApiState {
             request_hash: (!r.request_hash.is_empty()).then_some(r.request_hash),
             comment: r.comment,
         };
+        // The answer shows the request's alert: read it while the vote is in the engine, not
+        // after its commit (when the next commit may hold the store's lock). An alert never
+        // changes once stored; the case comes with the vote's outcome.
+        let store = self.store.clone();
+        let id = vote.approval_id.clone();
+        let alert = tokio::task::spawn_blocking(move || {
+            let a = engine::read::action(&store, &id).ok().flatten()?;
+            let alert = engine::read::alert(&store, &a.alert_id).ok().flatten()?;
+            Some((a.alert_id, alert))
+        });
         let out = self.engine.vote(vote).await.map_err(|e| match e {
             VoteError::NotFound(_) => status(Code::NotFound, e.to_string()),
             VoteError::NotPending { .. }
@@ -470,8 +495,14 @@ impl ApiState {
             VoteError::Store(_) => status(Code::Unavailable, e.to_string()),
         })?;
         let hash = self.policies.current().hash.clone();
+        let approval = match (alert.await.ok().flatten(), &out.case) {
+            (Some((id, alert)), Some(case)) if id == out.action.alert_id => {
+                approval_view_of(&out.action, &hash, Some(case), Some(&alert))
+            }
+            _ => approval_view(&self.store, &out.action, &hash)?,
+        };
         Ok(Response::new(pb::VoteResponse {
-            approval: Some(approval_view(&self.store, &out.action, &hash)?),
+            approval: Some(approval),
             outcome: out.outcome.to_string(),
         }))
     }

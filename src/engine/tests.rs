@@ -470,6 +470,37 @@ async fn every_vote_is_timed_queued_deciding_and_durable() {
     task.await.unwrap();
 }
 
+/// A vote's outcome carries the case as the vote left it, the same as the store holds once the
+/// vote is durable: here the case's first human action is stamped by the vote.
+#[tokio::test]
+async fn a_vote_outcome_carries_its_case_as_committed() {
+    let h = Harness::new(|_| {}).await;
+    h.run(&Ev::Alert("t-1", MALWARE, &["T1059"], &[("host", "ws-1")]))
+        .await;
+    let a = h.action_of("isolate_host", "ws-1").expect("a request");
+    let before = read::case(&h.store, &a.case_id).unwrap().unwrap();
+    assert!(before.handoffs.first_human_action.is_none());
+    let out = h
+        .handle
+        .vote(VoteCast {
+            approval_id: a.action_id.clone(),
+            user: "alice".into(),
+            channel: "grpc".into(),
+            identity: "mtls".into(),
+            approve: true,
+            request_hash: None,
+            comment: String::new(),
+        })
+        .await
+        .unwrap();
+    let case = out.case.expect("the case");
+    assert!(case.handoffs.first_human_action.is_some());
+    assert_eq!(Some(case), read::case(&h.store, &a.case_id).unwrap());
+    let Harness { handle, task, .. } = h;
+    drop(handle);
+    task.await.unwrap();
+}
+
 /// Every durable commit of the engine's batches is timed by stage (start, pack, apply, flush,
 /// sync), once each, and the stages add up to no more than the whole commit, so an operator can
 /// see where commit time goes.

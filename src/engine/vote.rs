@@ -27,6 +27,9 @@ pub struct VoteOutcome {
     pub action: ActionRequest,
     /// counted | already_counted | approved | rejected
     pub outcome: &'static str,
+    /// The action's case as the vote leaves it (read in the vote's own transaction, so a caller
+    /// building its answer need not read the store after the commit).
+    pub case: Option<crate::case::Case>,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -75,7 +78,22 @@ impl Engine {
     }
 
     /// Handles one vote. `Ok(Err(..))` is a refusal that was recorded; `Err` a store failure.
+    /// An outcome carries the case as the vote leaves it.
     pub(super) fn vote(
+        &mut self,
+        txn: &mut Txn,
+        v: &VoteCast,
+    ) -> Result<Result<VoteOutcome, VoteError>, StoreError> {
+        let mut decided = self.decide_vote(txn, v)?;
+        if let Ok(out) = &mut decided {
+            // Usually written by this vote (its first human action, or the case approved), so
+            // read from the transaction, not the store.
+            out.case = txn.get_json(&self.parts.store, &keys::case(&out.action.case_id))?;
+        }
+        Ok(decided)
+    }
+
+    fn decide_vote(
         &mut self,
         txn: &mut Txn,
         v: &VoteCast,
@@ -143,6 +161,7 @@ impl Engine {
         if counted.contains(&v.user.as_str()) && v.approve {
             record(txn, &a, "already_counted", json!(null))?;
             return Ok(Ok(VoteOutcome {
+                case: None,
                 action: a,
                 outcome: "already_counted",
             }));
@@ -213,6 +232,7 @@ impl Engine {
                 &format!("denied by {} over {}", v.user, v.channel),
             )?;
             return Ok(Ok(VoteOutcome {
+                case: None,
                 action: a,
                 outcome: "rejected",
             }));
@@ -228,6 +248,7 @@ impl Engine {
             txn.put_json(keys::action(&a.action_id), &a)?;
             self.changed.push(a.clone());
             return Ok(Ok(VoteOutcome {
+                case: None,
                 action: a,
                 outcome: "counted",
             }));
@@ -248,6 +269,7 @@ impl Engine {
                 "no stored decision input to re-check (fail closed)",
             )?;
             return Ok(Ok(VoteOutcome {
+                case: None,
                 action: a,
                 outcome: "counted",
             }));
@@ -269,6 +291,7 @@ impl Engine {
                 &format!("{given} distinct authorised approval(s); policy re-check allowed"),
             )?;
             Ok(Ok(VoteOutcome {
+                case: None,
                 action: a,
                 outcome: "approved",
             }))
@@ -285,6 +308,7 @@ impl Engine {
                     txn.put_json(keys::action(&a.action_id), &a)?;
                     self.changed.push(a.clone());
                     Ok(Ok(VoteOutcome {
+                        case: None,
                         action: a,
                         outcome: "counted",
                     }))
@@ -298,6 +322,7 @@ impl Engine {
                         "the policy re-check with the real approvals denied it",
                     )?;
                     Ok(Ok(VoteOutcome {
+                        case: None,
                         action: a,
                         outcome: "counted",
                     }))

@@ -465,6 +465,14 @@ async fn two_person_request_over_mtls_needs_two_distinct_people() {
     assert_eq!(r.outcome, "approved", "{r:?}");
     let ap = r.approval.unwrap();
     assert_eq!((ap.state.as_str(), ap.approvals_given), ("approved", 2));
+    // The answer shows the request's case and alert evidence as a read of it does.
+    let read = get(&mut dave, &id).await;
+    assert_eq!(ap.evidence, read.evidence);
+    assert_eq!(
+        ap.case.as_ref().map(|c| (&c.case_id, c.alert_count)),
+        read.case.as_ref().map(|c| (&c.case_id, c.alert_count))
+    );
+    assert!(ap.case.is_some() && !ap.evidence.is_empty());
     let who: Vec<(&str, &str, bool)> = ap
         .votes
         .iter()
