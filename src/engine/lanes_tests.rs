@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::tests::vote_on;
 use super::*;
 use crate::config::Config;
 use crate::store::StoreOptions;
@@ -86,18 +87,6 @@ async fn pending_request_on(store: &Store, dir: &Path, host: &str) -> String {
         .find(|a| a.state == ActionState::AwaitingApproval)
         .expect("a request awaiting approval")
         .action_id
-}
-
-fn vote_on(id: &str) -> VoteCast {
-    VoteCast {
-        approval_id: id.to_string(),
-        user: "alice".into(),
-        channel: "grpc".into(),
-        identity: "mtls".into(),
-        approve: true,
-        request_hash: None,
-        comment: String::new(),
-    }
 }
 
 /// The audit kinds after `from`, alert records named by their source id's number.

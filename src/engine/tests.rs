@@ -243,6 +243,19 @@ impl Harness {
     }
 }
 
+/// alice approves `id` over gRPC (mTLS), having reviewed no particular request hash.
+pub(super) fn vote_on(id: &str) -> VoteCast {
+    VoteCast {
+        approval_id: id.to_string(),
+        user: "alice".into(),
+        channel: "grpc".into(),
+        identity: "mtls".into(),
+        approve: true,
+        request_hash: None,
+        comment: String::new(),
+    }
+}
+
 fn refusal(e: &VoteError) -> String {
     match e {
         VoteError::NotFound(_) => "not found".into(),

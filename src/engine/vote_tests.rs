@@ -3,21 +3,26 @@
 
 use super::*;
 
+/// The value of the sample `name` (with its labels) in the engine's metrics, 0 if absent.
+fn metric(h: &Harness, name: &str) -> f64 {
+    let needle = format!("{name} ");
+    h.metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(needle.as_str()).map(|n| n.parse().unwrap()))
+        .unwrap_or(0.0)
+}
+
 /// Each vote is timed in three stages (`cordon_vote_seconds`), refusals included: queued for
 /// the engine, deciding, and until durable and answered.
 #[tokio::test]
 async fn every_vote_is_timed_queued_deciding_and_durable() {
     let h = Harness::new(|_| {}).await;
     let count = |stage: &str| {
-        let needle = format!("cordon_vote_seconds_count{{stage=\"{stage}\"}} ");
-        h.metrics
-            .render()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(needle.as_str())
-                    .map(|n| n.parse::<u64>().unwrap())
-            })
-            .unwrap_or(0)
+        metric(
+            &h,
+            &format!("cordon_vote_seconds_count{{stage=\"{stage}\"}}"),
+        ) as u64
     };
     assert_eq!(count("queued"), 0);
     h.run(&Ev::Alert("t-1", MALWARE, &["T1059"], &[("host", "ws-1")]))
@@ -99,19 +104,7 @@ async fn a_vote_outcome_carries_its_case_as_committed() {
     let a = h.action_of("isolate_host", "ws-1").expect("a request");
     let before = read::case(&h.store, &a.case_id).unwrap().unwrap();
     assert!(before.handoffs.first_human_action.is_none());
-    let out = h
-        .handle
-        .vote(VoteCast {
-            approval_id: a.action_id.clone(),
-            user: "alice".into(),
-            channel: "grpc".into(),
-            identity: "mtls".into(),
-            approve: true,
-            request_hash: None,
-            comment: String::new(),
-        })
-        .await
-        .unwrap();
+    let out = h.handle.vote(vote_on(&a.action_id)).await.unwrap();
     let case = out.case.expect("the case");
     assert!(case.handoffs.first_human_action.is_some());
     assert_eq!(Some(case), read::case(&h.store, &a.case_id).unwrap());
@@ -126,17 +119,7 @@ async fn a_vote_outcome_carries_its_case_as_committed() {
 #[tokio::test]
 async fn every_commit_is_timed_by_stage() {
     let h = Harness::new(|_| {}).await;
-    let value = |name: &str| {
-        let needle = format!("{name} ");
-        h.metrics
-            .render()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(needle.as_str())
-                    .map(|n| n.parse::<f64>().unwrap())
-            })
-            .unwrap_or(0.0)
-    };
+    let value = |name: &str| metric(&h, name);
     let stage = |what: &str, stage: &str| {
         value(&format!(
             "cordon_store_commit_stage_seconds_{what}{{stage=\"{stage}\"}}"
