@@ -263,7 +263,11 @@ impl Inbound {
         {
             // Tell the person who clicked, without holding up Slack's 3-second deadline.
             let http = self.chat.http.clone();
-            let text = format!("Your vote was not counted: {}", refusal.message);
+            // The refusal can quote what the callback carried (an unmapped user's id).
+            let text = format!(
+                "Your vote was not counted: {}",
+                slack::escape(&refusal.message)
+            );
             tokio::spawn(async move {
                 let body =
                     json!({"response_type": "ephemeral", "replace_original": false, "text": text});
@@ -311,7 +315,10 @@ impl Inbound {
         if a.kind == AnswerKind::Handled {
             let text = match &r {
                 Ok(outcome) => format!("Your vote was recorded: {outcome}"),
-                Err(refusal) => format!("Your vote was not counted: {}", refusal.message),
+                Err(refusal) => format!(
+                    "Your vote was not counted: {}",
+                    view::markdown_text(&refusal.message)
+                ),
             };
             a.body["ephemeral_text"] = json!(text);
         }
@@ -373,7 +380,10 @@ impl Inbound {
         if a.kind == AnswerKind::Handled {
             let text = match &r {
                 Ok(outcome) => format!("Your vote was recorded: {outcome}"),
-                Err(refusal) => format!("Your vote was not counted: {}", refusal.message),
+                Err(refusal) => format!(
+                    "Your vote was not counted: {}",
+                    view::markdown_text(&refusal.message)
+                ),
             };
             a.body = json!({"statusCode": 200, "type": "application/vnd.microsoft.activity.message", "value": text});
         }

@@ -677,8 +677,9 @@ async fn slack_callbacks_that_fail_verification_are_refused_and_recorded() {
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["code"], json!("unknown_user"), "{body}");
     callback_after(&d, before).await;
+    // Her id, quoted back in the note, carries a mention: inert there.
     let before = callbacks(&d).len();
-    let eve = SlackInteraction::new("U0EVE", &id, "approve")
+    let eve = SlackInteraction::new("U0EVE<!channel>", &id, "approve")
         .on(&m)
         .response_url(&slack.response_url("eve-1"))
         .signed(SLACK_SECRET);
@@ -692,7 +693,7 @@ async fn slack_callbacks_that_fail_verification_are_refused_and_recorded() {
     assert!(body["message"].is_string(), "{body}");
     let rec = callback_after(&d, before).await;
     assert_refused_record(&rec, "slack", "unknown_user");
-    assert_eq!(rec["platform_user"], json!("U0EVE"), "{rec}");
+    assert_eq!(rec["platform_user"], json!("U0EVE<!channel>"), "{rec}");
     assert_eq!(rec["user"], Value::Null, "{rec}");
     let (_, note) = eventually(10, || async {
         slack.responses().into_iter().find(|(k, _)| k == "eve-1")
@@ -700,7 +701,11 @@ async fn slack_callbacks_that_fail_verification_are_refused_and_recorded() {
     .await;
     assert_eq!(note["response_type"], json!("ephemeral"), "{note}");
     assert_eq!(note["replace_original"], json!(false), "{note}");
-    assert!(note["text"].is_string(), "{note}");
+    let text = note["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("not counted") && text.contains("&lt;!channel&gt;") && !text.contains('<'),
+        "{note}"
+    );
     assert_eq!(
         evil.log().count(),
         0,
@@ -792,11 +797,19 @@ async fn mattermost_callbacks_need_the_per_request_token() {
     assert_refused_record(&callback_after(&d, before).await, "mattermost", code);
     assert_eq!(state(&d, &id).await, "awaiting_approval");
 
-    // An unmapped Mattermost user.
+    // An unmapped Mattermost user, whose id (quoted back to them) carries Markdown and a
+    // mention: both inert in the reply.
     let before = callbacks(&d).len();
-    let (s, body) = send_mm(&d.client, &d.base, &p.callback("approve", "mm-eve", "eve")).await;
+    let (s, body) = send_mm(
+        &d.client,
+        &d.base,
+        &p.callback("approve", "mm-**@here**", "eve"),
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
-    assert!(body["ephemeral_text"].is_string(), "{body}");
+    let text = body["ephemeral_text"].as_str().unwrap_or_default();
+    assert!(text.contains("not counted"), "{body}");
+    assert!(!text.contains("**") && !text.contains("@here"), "{text}");
     assert_refused_record(
         &callback_after(&d, before).await,
         "mattermost",
