@@ -571,9 +571,7 @@ impl Engine {
                 m.store_write_seconds.observe(c.elapsed.as_secs_f64());
                 let st = c.stages;
                 let busy = st.pack + st.apply + st.flush + st.sync;
-                let start = c
-                    .elapsed
-                    .saturating_sub(st.pack + st.apply + st.flush + st.sync);
+                let start = c.elapsed.saturating_sub(busy);
                 let stages = [
                     ("start", start),
                     ("pack", st.pack),
