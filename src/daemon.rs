@@ -300,19 +300,21 @@ impl Listeners {
     }
 }
 
-/// Opens the store and spawns every task on the given listeners.
 /// Runs the engine on a thread of its own, in a single-threaded runtime; the returned future
 /// resolves when the engine has stopped. Deciding a batch is synchronous CPU work: on the shared
 /// runtime it would hold one of its workers for the batch, and HTTP and gRPC requests (a vote
 /// among them) would wait behind it there; on its own thread the operating system shares the
-/// cores between them.
+/// cores between them, and the thread asks for the priority `nice` (`store.critical_nice`),
+/// since every answer waits for it.
 fn engine_thread(
     eng: crate::engine::Engine,
+    nice: i32,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let (done, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::Builder::new()
         .name("cordon-engine".into())
         .spawn(move || {
+            crate::nice::raise_critical("cordon-engine", nice);
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -329,6 +331,7 @@ fn engine_thread(
     })
 }
 
+/// Opens the store and spawns every task on the given listeners.
 pub async fn start(
     v: Validated,
     listeners: Listeners,
@@ -342,6 +345,7 @@ pub async fn start(
             cache_capacity_bytes: cfg.store.cache_capacity_bytes,
             sync_data: cfg.store.sync_data,
             compression: cfg.store.compression,
+            writer_nice: cfg.store.critical_nice,
         },
     )?;
     let checkpoints = match (v.checkpoints, &cfg.audit.checkpoints) {
@@ -413,7 +417,8 @@ pub async fn start(
     let draining = Arc::new(AtomicBool::new(false));
     let tracker = TaskTracker::new();
     let engine_task = if opts.engine_thread {
-        tracker.spawn(engine_thread(eng).map_err(StartError::EngineThread)?)
+        tracker
+            .spawn(engine_thread(eng, cfg.store.critical_nice).map_err(StartError::EngineThread)?)
     } else {
         tracker.spawn(eng.run())
     };

@@ -30,6 +30,7 @@ pub mod learn;
 pub mod listener;
 pub mod mcp;
 pub mod metrics;
+pub mod nice;
 pub mod oidc;
 pub mod playbook;
 pub mod policy;

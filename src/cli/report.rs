@@ -73,6 +73,7 @@ pub fn report(config: Option<&Path>, since: Option<&str>, until: Option<&str>, j
             cache_capacity_bytes: cfg.store.cache_capacity_bytes,
             sync_data: cfg.store.sync_data,
             compression: cfg.store.compression,
+            ..Default::default()
         },
     ) {
         Ok(s) => s,

@@ -406,6 +406,12 @@ pub struct StoreConfig {
     pub sync_data: bool,
     /// Most events folded into one group commit.
     pub max_batch: usize,
+    /// Scheduling priority (`nice`, -20..=19) the engine's thread and the store's writing thread
+    /// ask for: every answer, a vote's among them, waits for these two, so under an alert storm
+    /// they run ahead of request parsing and connector calls (BENCHMARKS.md). Lowering it below
+    /// the process's value needs root, `CAP_SYS_NICE` or systemd's `LimitNICE=`; when refused
+    /// they run at the process's priority and the daemon says so once. 0 leaves them as they are.
+    pub critical_nice: i32,
     /// A new store also compresses sled's pages with zstd, on top of the per-value packing every
     /// store does (`store::codec`): sled compresses every page it rewrites, about twice the
     /// daemon's CPU per alert (BENCHMARKS.md). Applies when the store is created; an existing
@@ -419,6 +425,7 @@ impl Default for StoreConfig {
             cache_capacity_bytes: 32 << 20,
             sync_data: true,
             max_batch: 512,
+            critical_nice: -10,
             compression: false,
         }
     }

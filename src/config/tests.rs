@@ -157,3 +157,27 @@ fn a_log_level_the_filter_would_read_as_a_target_is_a_problem() {
     let keys: Vec<_> = c.validate("c.toml").into_iter().map(|p| p.key).collect();
     assert_eq!(keys, vec!["log.level".to_string()]);
 }
+
+#[test]
+fn the_critical_threads_priority_is_a_nice_value() {
+    for (value, ok) in [
+        (-21, false),
+        (-20, true),
+        (0, true),
+        (19, true),
+        (20, false),
+    ] {
+        let (c, unknown) =
+            Config::parse("c.toml", &format!("[store]\ncritical_nice = {value}\n")).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let problems = c.validate("c.toml");
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        if ok {
+            assert!(keys.is_empty(), "{value}: {problems:?}");
+        } else {
+            assert_eq!(keys, ["store.critical_nice"], "{value}: {problems:?}");
+            assert!(problems[0].reason.contains("-20 to 19"), "{problems:?}");
+        }
+    }
+    assert_eq!(Config::default().store.critical_nice, -10);
+}

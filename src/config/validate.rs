@@ -211,6 +211,15 @@ impl Config {
                 p(k, "must be between 1 and 100000".into());
             }
         }
+        if !(-20..=19).contains(&self.store.critical_nice) {
+            p(
+                "store.critical_nice",
+                format!(
+                    "must be a nice value from -20 to 19, not {}",
+                    self.store.critical_nice
+                ),
+            );
+        }
         if self.store.max_batch == 0 {
             p("store.max_batch", "must be positive".into());
         }

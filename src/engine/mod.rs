@@ -336,8 +336,8 @@ impl Engine {
 
     /// Runs until every [`EngineHandle`] is dropped and the queue is drained.
     ///
-    /// Pipelined group commit: while batch N is written durably on a blocking thread, the engine
-    /// takes and decides batch N+1 on top of N's writes; N+1's commit starts only once N's has
+    /// Pipelined group commit: while batch N is written durably on the store's writing thread,
+    /// the engine takes and decides batch N+1 on top of N's writes; N+1's commit starts only once N's has
     /// finished (and N's callers have been answered), so commits stay in order and nothing is
     /// answered before it is durable. If N fails, the store is failed closed and N+1 fails too.
     pub async fn run(mut self) {

@@ -166,14 +166,9 @@ impl Input {
     }
 }
 
-/// The operating system priority (`nice`) of the threads that read the whole store for a
-/// report, the loop gauges or the console's board: they yield the cores to deciding and
-/// acknowledging.
-#[cfg(target_os = "linux")]
-const BACKGROUND_NICE: libc::c_int = 10;
-
-/// Runs `work` on a thread of its own (`cordon-report`) at a low operating system priority and
-/// waits for it: reading the whole store must not take a core from deciding alerts and votes.
+/// Runs `work` on a thread of its own (`cordon-report`) at a low operating system priority
+/// ([`crate::nice::BACKGROUND`]: the threads that read the whole store for a report, the loop
+/// gauges or the console's board yield the cores to deciding and acknowledging) and waits for it: reading the whole store must not take a core from deciding alerts and votes.
 pub async fn in_background<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, crate::store::StoreError> {
@@ -182,23 +177,13 @@ pub async fn in_background<T: Send + 'static>(
     std::thread::Builder::new()
         .name("cordon-report".into())
         .spawn(move || {
-            lower_priority();
+            // A refusal leaves the thread as it was; raising one's own value is always allowed.
+            let _ = crate::nice::set_current_thread(crate::nice::BACKGROUND);
             let _ = tx.send(work());
         })
         .map_err(|e| StoreError::Aborted(format!("cannot start a report thread: {e}")))?;
     rx.await
         .map_err(|_| StoreError::Aborted("the report thread ended without an answer".into()))?
-}
-
-/// Lowers the calling thread's scheduling priority (Linux: per thread); elsewhere, nothing.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread's own id; raising one's own `nice` is
-    // always permitted, and a failure only leaves the priority as it was.
-    unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS as _, tid as libc::id_t, BACKGROUND_NICE);
-    }
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -209,16 +194,12 @@ mod tests {
     async fn background_work_runs_on_a_low_priority_thread_of_its_own() {
         let (name, nice) = super::in_background(|| {
             let name = std::thread::current().name().map(str::to_string);
-            #[cfg(target_os = "linux")]
-            // SAFETY: reads the calling thread's own priority.
-            let nice =
-                unsafe { libc::getpriority(libc::PRIO_PROCESS as _, libc::gettid() as libc::id_t) };
-            Ok((name, nice))
+            Ok((name, crate::nice::current_thread()))
         })
         .await
         .unwrap();
         assert_eq!(name.as_deref(), Some("cordon-report"));
-        assert!(nice >= super::BACKGROUND_NICE, "nice {nice}");
+        assert!(nice.unwrap() >= crate::nice::BACKGROUND, "nice {nice:?}");
         let failed =
             super::in_background::<()>(|| Err(crate::store::StoreError::Aborted("no".into())))
                 .await;

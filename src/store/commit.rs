@@ -1,5 +1,12 @@
-//! A commit on its way to disk: the writes handed to the blocking thread, the durable write
-//! itself (one atomic batch, flush, `fdatasync`), and the future that resolves to its outcome.
+//! A commit on its way to disk: the writes handed to the store's writing thread, the durable
+//! write itself (one atomic batch, flush, `fdatasync`), and the future that resolves to its
+//! outcome.
+//!
+//! One thread of the store's own (`cordon-store-writer`, started with the first commit) writes
+//! every commit, in the order they are handed over. It is not one of the runtime's blocking
+//! threads because it asks for a higher scheduling priority than the rest of the process
+//! ([`crate::nice`]): every answer waits for it. It holds the store only while it writes, and
+//! ends once the last handle to the store is gone.
 
 use std::sync::Arc;
 
@@ -7,6 +14,36 @@ use super::{
     AUDIT_CHUNK_BYTES, Committed, Head, Inner, KEY_HEAD, Store, StoreError, audit_key, codec,
     encode, lock, txn::Writes,
 };
+
+/// A commit for the writing thread to run.
+pub(super) type Job = Box<dyn FnOnce() + Send>;
+
+/// Hands `job` to the store's writing thread, starting the thread with the first job.
+pub(super) fn to_writer(inner: &Inner, job: Job) -> std::io::Result<()> {
+    let mut writer = lock(&inner.writer);
+    if writer.is_none() {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let nice = inner.writer_nice;
+        std::thread::Builder::new()
+            .name("cordon-store-writer".into())
+            .spawn(move || {
+                crate::nice::raise_critical("cordon-store-writer", nice);
+                // Ends when every sender is gone: the store's last handle was dropped.
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            })?;
+        *writer = Some(tx);
+    }
+    match writer.as_ref() {
+        Some(tx) => tx
+            .send(job)
+            .map_err(|_| std::io::Error::other("the store's writing thread has stopped")),
+        None => Err(std::io::Error::other(
+            "the store's writing thread did not start",
+        )),
+    }
+}
 
 /// The writes of a transaction handed to [`Store::start_commit`].
 pub(super) struct Pending {
@@ -31,7 +68,7 @@ pub struct Stages {
 }
 
 /// One atomic `apply_batch` of `w` plus the head, then flush and (when configured)
-/// `fdatasync`. Runs on a blocking thread.
+/// `fdatasync`. Runs on the writing thread.
 pub(super) fn write_durably(inner: &Inner, w: &Pending) -> Result<Stages, StoreError> {
     let at = lock(&inner.head).clone();
     if at != w.base {

@@ -26,7 +26,7 @@
 //!
 //! There is one writer (the engine task), with at most one commit in flight while it prepares
 //! the next transaction on top of it ([`Store::begin_after`]); the durable write itself runs on
-//! a blocking thread. Readers (HTTP/gRPC queries) read applied state.
+//! the store's writing thread (`commit`). Readers (HTTP/gRPC queries) read applied state.
 
 mod archive;
 mod codec;
@@ -162,6 +162,8 @@ pub struct StoreOptions {
     pub sync_data: bool,
     /// A new store compresses its pages (zstd); an existing store keeps what it was created with.
     pub compression: bool,
+    /// `nice` of the store's writing thread (0: the process's); see [`crate::nice`].
+    pub writer_nice: i32,
 }
 
 impl Default for StoreOptions {
@@ -170,6 +172,7 @@ impl Default for StoreOptions {
             cache_capacity_bytes: 32 << 20,
             sync_data: true,
             compression: false,
+            writer_nice: 0,
         }
     }
 }
@@ -263,6 +266,10 @@ struct Inner {
     hold_released: std::sync::Condvar,
     /// Writes waiting on `hold`.
     held: std::sync::atomic::AtomicUsize,
+    /// Hands commits to the writing thread, started with the first commit (see `commit`).
+    writer: Mutex<Option<std::sync::mpsc::Sender<commit::Job>>>,
+    /// `nice` the writing thread asks for ([`StoreOptions::writer_nice`]).
+    writer_nice: i32,
 }
 
 /// Result of a durable commit.
@@ -325,6 +332,8 @@ impl Store {
                 hold: Mutex::new(false),
                 hold_released: std::sync::Condvar::new(),
                 held: std::sync::atomic::AtomicUsize::new(0),
+                writer: Mutex::new(None),
+                writer_nice: opts.writer_nice,
             }),
         })
     }
@@ -478,7 +487,7 @@ impl Store {
         self.start_commit(txn).await
     }
 
-    /// Starts the durable write of `txn` on a blocking thread and returns at once; the returned
+    /// Starts the durable write of `txn` on the store's writing thread and returns at once; the returned
     /// [`InFlight`] resolves as [`Store::commit`] would. Meanwhile the caller may prepare the
     /// next transaction on top of it ([`Store::begin_after`]) but must not start its commit
     /// before this one has resolved: commits are applied in the order they are started, and a
@@ -524,7 +533,7 @@ impl Store {
         });
         let job = writes.clone();
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let job: commit::Job = Box::new(move || {
             let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 write_durably(&inner, &job)
             }))
@@ -554,6 +563,13 @@ impl Store {
             drop(inner);
             let _ = tx.send(outcome);
         });
+        if let Err(e) = commit::to_writer(&self.inner, job) {
+            // The commit never started: nothing was written, and nothing more will be.
+            self.inner
+                .failed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!(error = %e, "the store's writing thread is not running; the store fails closed");
+        }
         InFlight {
             writes: Some(writes),
             rx,
@@ -633,7 +649,7 @@ impl Store {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Test hook: durable writes wait (on their blocking thread, before anything reaches sled)
+    /// Test hook: durable writes wait (on the writing thread, before anything reaches sled)
     /// until the returned guard is dropped, so a test can act while a commit is in flight.
     #[doc(hidden)]
     pub fn hold_writes_for_tests(&self) -> WriteHold {

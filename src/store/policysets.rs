@@ -53,6 +53,8 @@ impl Store {
                 hold: Mutex::new(false),
                 hold_released: std::sync::Condvar::new(),
                 held: std::sync::atomic::AtomicUsize::new(0),
+                writer: Mutex::new(None),
+                writer_nice: 0,
             }),
         })
     }

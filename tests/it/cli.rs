@@ -497,3 +497,94 @@ fn serve_refuses_to_start_without_a_policies_directory() {
         "the store was opened although the daemon refused to start"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// thread priorities
+// ---------------------------------------------------------------------------------------------
+
+/// Every thread of process `pid` as (name, `nice`), from `/proc`.
+fn threads_of(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(t.join("comm")),
+            std::fs::read_to_string(t.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // After the name in parentheses: state (field 3) … nice (field 19).
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        out.push((comm.trim().to_string(), nice));
+    }
+    out
+}
+
+/// The threads every answer waits for, the engine's and the store's writing thread, run at
+/// `store.critical_nice`; every other thread (the runtime's: request parsing, connector calls;
+/// sled's) stays at the process's priority. A value above the process's is always granted; the default (-10) is
+/// granted when the system allows it (root here), and otherwise the daemon says it was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_and_the_store_writer_run_at_the_critical_priority() {
+    let ours = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let ours: i32 = ours[ours.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let may_lower = std::thread::spawn(move || cordon::nice::set_current_thread(ours - 1).is_ok())
+        .join()
+        .unwrap();
+    for (asked, name) in [(Some(ours + 3), "nice-above"), (None, "nice-default")] {
+        let (dir, _) = support::workspace();
+        let root = dir.path();
+        let extra = asked.map_or(String::new(), |n| format!("[store]\ncritical_nice = {n}\n"));
+        let cfg = write_config(root, &extra);
+        let mut d = Daemon::start(root, name, support::serve_args(&cfg)).await;
+        // The writing thread starts with the first commit: an alert's.
+        let r = http_client()
+            .post(format!("{}/v1/alerts", d.base))
+            .header("content-type", "application/json")
+            .body(support::fixture("cordon.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", d.logs());
+        let threads = threads_of(d.pid());
+        let of = |name: &str| -> Vec<i32> {
+            threads
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        let critical = match asked {
+            Some(n) => n,
+            None if may_lower => -10,
+            None => ours,
+        };
+        assert_eq!(of("cordon-engine"), [critical], "{name}: {threads:?}");
+        // `comm` holds 15 bytes of the name.
+        assert_eq!(of("cordon-store-wr"), [critical], "{name}: {threads:?}");
+        assert!(
+            threads.iter().any(|(n, _)| n.starts_with("tokio-")),
+            "{threads:?}"
+        );
+        let others = threads
+            .iter()
+            .filter(|(n, _)| n != "cordon-engine" && n != "cordon-store-wr");
+        assert!(
+            others.clone().all(|(_, v)| *v == ours),
+            "{name}: {threads:?}"
+        );
+        let logs = d.logs();
+        assert_eq!(
+            logs.contains("refused a lower nice value"),
+            asked.is_none() && !may_lower,
+            "{logs}"
+        );
+        assert_eq!(d.terminate().await.code(), Some(0), "{}", d.logs());
+    }
+}

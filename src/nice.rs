@@ -1,0 +1,89 @@
+//! Operating system scheduling priority of cordon's own threads.
+//!
+//! Owns: setting and reading the `nice` value of the calling thread (Linux keeps one per thread;
+//! elsewhere nothing is changed). Two kinds of thread use it: the threads every answer waits
+//! for (the engine's and the store's writing thread) ask for a lower value than the rest of the
+//! process, so under an alert storm a vote's decision and commit are not queued behind request
+//! parsing for a core; and whole-store readers (reports) ask for a higher one, so they yield.
+
+/// `nice` of threads that read the whole store in the background (reports).
+pub const BACKGROUND: i32 = 10;
+
+/// Sets the calling thread's `nice` to `value`. Raising it is always permitted; lowering it
+/// below the process's needs root, `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows it (systemd's
+/// `LimitNICE=`), and is refused otherwise, leaving the priority as it was.
+pub fn set_current_thread(value: i32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's own id; a failure changes nothing.
+        let rc = unsafe {
+            libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as libc::id_t, value)
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = value;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "per-thread priority is set on Linux only",
+        ))
+    }
+}
+
+/// The calling thread's `nice` (Linux), or `None`.
+pub fn current_thread() -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: reads the calling thread's own priority. `getpriority` may return -1 as a
+        // value, so errno is cleared first and checked after.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let v = libc::getpriority(libc::PRIO_PROCESS as _, libc::gettid() as libc::id_t);
+            (*libc::__errno_location() == 0).then_some(v)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Gives the calling thread, which every answer waits for (named `what`), the `nice` value
+/// `value` (0: left as it is). Says once, at `info`, when the system refuses, and how to allow
+/// it: the thread then runs at the process's priority, which only matters on a loaded host.
+pub fn raise_critical(what: &str, value: i32) {
+    if value == 0 {
+        return;
+    }
+    if let Err(e) = set_current_thread(value) {
+        tracing::info!(
+            thread = what,
+            nice = value,
+            error = %e,
+            "this thread runs at the process's priority: the system refused a lower nice value (allow it with root, CAP_SYS_NICE or systemd's LimitNICE={value}; or set store.critical_nice = 0 to stop asking)"
+        );
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// Raising one's own `nice` is always allowed, and is read back; asking below it needs a
+    /// privilege (granted to root here), and either way the thread's value is what was asked
+    /// or what it was.
+    #[test]
+    fn a_thread_sets_and_reads_its_own_priority() {
+        std::thread::spawn(|| {
+            let before = super::current_thread().unwrap();
+            super::set_current_thread(before + 3).unwrap();
+            assert_eq!(super::current_thread(), Some(before + 3));
+            match super::set_current_thread(before - 2) {
+                Ok(()) => assert_eq!(super::current_thread(), Some(before - 2)),
+                Err(_) => assert_eq!(super::current_thread(), Some(before + 3)),
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}
