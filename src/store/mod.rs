@@ -487,11 +487,11 @@ impl Store {
         self.start_commit(txn).await
     }
 
-    /// Starts the durable write of `txn` on the store's writing thread and returns at once; the returned
-    /// [`InFlight`] resolves as [`Store::commit`] would. Meanwhile the caller may prepare the
-    /// next transaction on top of it ([`Store::begin_after`]) but must not start its commit
-    /// before this one has resolved: commits are applied in the order they are started, and a
-    /// transaction read through this one's writes must not become durable without them.
+    /// Starts the durable write of `txn` on the store's writing thread and returns at once; the
+    /// returned [`InFlight`] resolves as [`Store::commit`] would. Meanwhile the caller may
+    /// prepare the next transaction on top of it ([`Store::begin_after`]) but must not start its
+    /// commit before this one has resolved: commits are applied in the order they are started,
+    /// and a transaction read through this one's writes must not become durable without them.
     pub fn start_commit(&self, txn: Txn) -> InFlight {
         // Nothing to write: the answer is known now.
         let resolved = |result| {
@@ -531,21 +531,21 @@ impl Store {
             puts,
             audit,
         });
-        let job = writes.clone();
+        let pending = writes.clone();
         let inner = self.inner.clone();
         let job: commit::Job = Box::new(move || {
             let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                write_durably(&inner, &job)
+                write_durably(&inner, &pending)
             }))
             .unwrap_or_else(|_| Err(StoreError::Aborted("the writing thread panicked".into())));
             let outcome = match written {
                 Ok(stages) => {
-                    *lock(&inner.head) = job.head.clone();
+                    *lock(&inner.head) = pending.head.clone();
                     inner
                         .durable_commits
                         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Ok(Committed {
-                        head: job.head.clone(),
+                        head: pending.head.clone(),
                         records,
                         elapsed: started.elapsed(),
                         stages,

@@ -625,3 +625,59 @@ proptest! {
         }
     }
 }
+
+/// Commits run on the store's own writing thread (`cordon-store-writer`) at the `nice` it was
+/// opened with, and that thread ends once the last handle to the store is gone: no thread is
+/// left behind per store opened.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn commits_run_on_a_writing_thread_that_ends_with_the_store() {
+    // Above the process's value, so always granted; no other test asks for it.
+    let nice = (crate::nice::current_thread().unwrap() + 7).min(19);
+    let writers = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let t = t.ok()?.path();
+                let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+                let v: i32 = stat[stat.rfind(')')? + 1..]
+                    .split_whitespace()
+                    .nth(16)?
+                    .parse()
+                    .ok()?;
+                (comm.trim() == "cordon-store-wr" && v == nice).then_some(())
+            })
+            .count()
+    };
+    assert_eq!(writers(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        writer_nice: nice,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), &opts).unwrap();
+    assert_eq!(writers(), 0, "started before the first commit");
+    for i in 0..3 {
+        let mut t = store.begin();
+        t.put_json(format!("zz/{i}").into_bytes(), &i).unwrap();
+        t.audit(AuditKind::Retry, Links::default(), at(), &i)
+            .unwrap();
+        store.commit(t).await.unwrap();
+        assert_eq!(writers(), 1, "one writing thread per store");
+    }
+    assert_eq!(store.get_json::<i32>(b"zz/2").unwrap(), Some(2));
+    drop(store);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while writers() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the writing thread outlived its store"
+        );
+        tokio::task::yield_now().await;
+    }
+    // The directory is free again, and what was committed is there.
+    let store = once_unlocked(|| Store::open(dir.path(), &StoreOptions::default()));
+    assert_eq!(store.get_json::<i32>(b"zz/2").unwrap(), Some(2));
+    assert_eq!(store.head().seq, 3);
+}
