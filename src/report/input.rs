@@ -167,8 +167,8 @@ impl Input {
 }
 
 /// Runs `work` on a thread of its own (`cordon-report`) at a low operating system priority
-/// ([`crate::nice::BACKGROUND`]: the threads that read the whole store for a report, the loop
-/// gauges or the console's board yield the cores to deciding and acknowledging) and waits for it: reading the whole store must not take a core from deciding alerts and votes.
+/// ([`crate::nice::BACKGROUND`]) and waits for it: reading the whole store for a report, the
+/// loop gauges or the console's board must not take a core from deciding alerts and votes.
 pub async fn in_background<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, crate::store::StoreError> {
