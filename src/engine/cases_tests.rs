@@ -135,9 +135,15 @@ impl Rig {
         self.step(|e, t| e.vote(t, &v)).await.unwrap().unwrap();
     }
 
-    /// Claims and finishes every approved action of the case as succeeded (the executor's
-    /// records, without a vendor).
+    /// Claims and finishes every approved action of the case as succeeded, after a write
+    /// (the executor's records, without a vendor).
     async fn run_approved(&mut self, case_id: &str) {
+        self.run_approved_sending(case_id, true).await
+    }
+
+    /// [`Rig::run_approved`]; with `sent` false the probe found the target already in the
+    /// desired state and nothing was sent.
+    async fn run_approved_sending(&mut self, case_id: &str, sent: bool) {
         for a in read::actions_of(&self.store, &self.case(case_id)).unwrap() {
             if a.state != ActionState::Approved {
                 continue;
@@ -154,6 +160,32 @@ impl Rig {
             })
             .await
             .unwrap();
+            if sent {
+                let intent = ExecNote {
+                    kind: AuditKind::WriteIntent,
+                    body: json!({"write": 1}),
+                    update: ExecUpdate {
+                        write_sent: true,
+                        ..ExecUpdate::default()
+                    },
+                };
+                self.step(|e, t| {
+                    e.exec(
+                        t,
+                        ExecOp::Record {
+                            action_id: id.clone(),
+                            notes: vec![intent],
+                        },
+                    )
+                })
+                .await
+                .unwrap();
+            }
+            let outcome = if sent {
+                "done; confirmed by probe"
+            } else {
+                "already in the desired state; nothing was sent"
+            };
             self.step(|e, t| {
                 e.exec(
                     t,
@@ -161,7 +193,7 @@ impl Rig {
                         action_id: id.clone(),
                         notes: vec![],
                         to: ActionState::Succeeded,
-                        outcome: "done".into(),
+                        outcome: outcome.into(),
                         escalate: None,
                     },
                 )
@@ -362,4 +394,77 @@ async fn recover_needs_an_executed_or_closed_case_and_a_permitted_user() {
         .unwrap();
     assert_eq!(case.state, CaseState::Recovered);
     assert_eq!(case.recovery.as_ref().unwrap().by.as_deref(), Some("bob"));
+}
+
+/// What cordon found already done, it did not do: an action whose probe found the target in
+/// the desired state (nothing sent) cannot be rolled back, and a block found in place gets no
+/// expiry, so cordon never undoes someone else's isolation or block. An action that sent its
+/// write can be, and does.
+#[tokio::test]
+async fn what_cordon_found_already_done_it_never_undoes() {
+    let mut r = Rig::new();
+    let found = r.alert("f-1", "ws-1").await;
+    let iso = r.action(&found, "isolate_host").action_id;
+    r.approve(&iso, "alice").await;
+    r.run_approved_sending(&found, false).await;
+    let a = read::action(&r.store, &iso).unwrap().unwrap();
+    assert_eq!(a.state, ActionState::Succeeded);
+    assert_eq!(a.execution.as_ref().unwrap().writes_sent, 0);
+    let rollback = |action_id: String| {
+        move |e: &mut Engine, t: &mut Txn| {
+            e.exec(
+                t,
+                ExecOp::Rollback {
+                    action_id,
+                    user: "carol".into(),
+                    reason: "cleaned".into(),
+                },
+            )
+        }
+    };
+    let refused = r.step(rollback(iso.clone())).await.unwrap();
+    let ExecReply::Refused(why) = refused else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        why.contains("sent nothing") && why.contains("ws-1"),
+        "{why}"
+    );
+    assert!(
+        read::action(&r.store, &iso)
+            .unwrap()
+            .unwrap()
+            .rolled_back_by
+            .is_none()
+    );
+
+    let sent = r.alert("f-2", "ws-2").await;
+    let iso2 = r.action(&sent, "isolate_host").action_id;
+    r.approve(&iso2, "alice").await;
+    r.run_approved_sending(&sent, true).await;
+    let proposed = r.step(rollback(iso2.clone())).await.unwrap();
+    assert!(
+        matches!(proposed, ExecReply::RollbackProposed(_)),
+        "{proposed:?}"
+    );
+
+    // A block with an expiry: indexed only when cordon sent it.
+    let expiries = |r: &Rig| {
+        r.store
+            .keys_while(keys::BLOCK_EXPIRY_PREFIX, |_| true)
+            .unwrap()
+            .len()
+    };
+    let now = *r.now.lock().unwrap();
+    for (action_id, indexed) in [(iso, 0), (iso2, 1)] {
+        let mut block = read::action(&r.store, &action_id).unwrap().unwrap();
+        block.kind = crate::action::ActionKind::BlockIoc;
+        block
+            .parameters
+            .insert(crate::schedule::EXPIRY_PARAMETER.into(), json!(60));
+        r.step(|e, t| e.index_block_expiry(t, &block, now))
+            .await
+            .unwrap();
+        assert_eq!(expiries(&r), indexed, "{action_id}");
+    }
 }

@@ -558,6 +558,16 @@ impl Engine {
         Ok(ExecReply::Finished)
     }
 
+    /// Whether a succeeded action's effect is cordon's own: false for a live action that sent
+    /// no write because its probe found the target already in the desired state (someone
+    /// else's block or isolation, or another case's). Such an effect is never undone by cordon:
+    /// no rollback, no unblock at expiry.
+    pub(super) fn made_its_change(a: &ActionRequest) -> bool {
+        !a.execution
+            .as_ref()
+            .is_some_and(|e| e.mode == "live" && e.writes_sent == 0)
+    }
+
     pub(super) fn exec_rollback(
         &mut self,
         txn: &mut Txn,
@@ -580,6 +590,13 @@ impl Engine {
         let Some(inverse) = orig.kind.inverse() else {
             return refuse(format!("{} cannot be undone", orig.kind));
         };
+        if !Self::made_its_change(&orig) {
+            return refuse(format!(
+                "cordon sent nothing for {id}: {}:{} was already in the desired state when it ran, so undoing it would undo a change someone else made",
+                orig.target.kind.as_str(),
+                orig.target.id
+            ));
+        }
         let reversible = self
             .parts
             .connectors

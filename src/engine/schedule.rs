@@ -202,14 +202,18 @@ impl Engine {
     /// Indexes a block that just succeeded by its expiry time, if it has one: its step's
     /// `expires_after_mins` from now, or the intel that named the indicator when the alert
     /// was enriched (the latest `expires` of its matching indicators; none if one never
-    /// expires), whichever comes first.
+    /// expires), whichever comes first. A block cordon found already in place (it sent
+    /// nothing) is someone else's: it never expires by cordon's hand.
     pub(super) fn index_block_expiry(
         &self,
         txn: &mut Txn,
         a: &ActionRequest,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        if a.kind != ActionKind::BlockIoc || a.state != ActionState::Succeeded {
+        if a.kind != ActionKind::BlockIoc
+            || a.state != ActionState::Succeeded
+            || !Self::made_its_change(a)
+        {
             return Ok(());
         }
         let by_step = crate::schedule::block_expiry(a.kind, &a.parameters)
