@@ -661,7 +661,7 @@ async fn commits_run_on_a_writing_thread_that_ends_with_the_store() {
     for i in 0..3 {
         let mut t = store.begin();
         t.put_json(format!("zz/{i}").into_bytes(), &i).unwrap();
-        t.audit(AuditKind::Retry, Links::default(), at(), &i)
+        t.audit(AuditKind::Retry, Links::default(), at(), i)
             .unwrap();
         store.commit(t).await.unwrap();
         assert_eq!(writers(), 1, "one writing thread per store");
