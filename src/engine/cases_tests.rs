@@ -135,6 +135,16 @@ impl Rig {
         self.step(|e, t| e.vote(t, &v)).await.unwrap().unwrap();
     }
 
+    /// `carol` asks to undo `action_id`.
+    async fn rollback(&mut self, action_id: &str) -> ExecReply {
+        let op = ExecOp::Rollback {
+            action_id: action_id.into(),
+            user: "carol".into(),
+            reason: "cleaned".into(),
+        };
+        self.step(|e, t| e.exec(t, op)).await.unwrap()
+    }
+
     /// Claims and finishes every approved action of the case as succeeded, after a write
     /// (the executor's records, without a vendor).
     async fn run_approved(&mut self, case_id: &str) {
@@ -261,19 +271,7 @@ async fn a_closed_case_recovers_when_its_host_is_released_then_learns_and_stays_
         .unwrap();
 
     // The host is released after closure: the closed case becomes recovered, closure kept.
-    let rb = r
-        .step(|e, t| {
-            e.exec(
-                t,
-                ExecOp::Rollback {
-                    action_id: iso.clone(),
-                    user: "carol".into(),
-                    reason: "cleaned".into(),
-                },
-            )
-        })
-        .await
-        .unwrap();
+    let rb = r.rollback(&iso).await;
     let ExecReply::RollbackProposed(rb) = rb else {
         panic!("{rb:?}")
     };
@@ -410,19 +408,7 @@ async fn what_cordon_found_already_done_it_never_undoes() {
     let a = read::action(&r.store, &iso).unwrap().unwrap();
     assert_eq!(a.state, ActionState::Succeeded);
     assert_eq!(a.execution.as_ref().unwrap().writes_sent, 0);
-    let rollback = |action_id: String| {
-        move |e: &mut Engine, t: &mut Txn| {
-            e.exec(
-                t,
-                ExecOp::Rollback {
-                    action_id,
-                    user: "carol".into(),
-                    reason: "cleaned".into(),
-                },
-            )
-        }
-    };
-    let refused = r.step(rollback(iso.clone())).await.unwrap();
+    let refused = r.rollback(&iso).await;
     let ExecReply::Refused(why) = refused else {
         panic!("{refused:?}")
     };
@@ -442,7 +428,7 @@ async fn what_cordon_found_already_done_it_never_undoes() {
     let iso2 = r.action(&sent, "isolate_host").action_id;
     r.approve(&iso2, "alice").await;
     r.run_approved_sending(&sent, true).await;
-    let proposed = r.step(rollback(iso2.clone())).await.unwrap();
+    let proposed = r.rollback(&iso2).await;
     assert!(
         matches!(proposed, ExecReply::RollbackProposed(_)),
         "{proposed:?}"
