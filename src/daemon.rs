@@ -201,8 +201,10 @@ pub struct StartOptions {
     /// Run the once-a-second expiry/escalation timer (tests that drive time by hand turn it off
     /// and call `EngineHandle::tick`).
     pub expiry_timer: bool,
-    /// Run the engine on a thread of its own (see `engine_thread`). A test whose runtime pauses
-    /// time turns it off, so the engine's timers and clock follow that runtime's time.
+    /// Run the engine on a thread of its own (see `engine_thread`), and commits on the store's
+    /// writing thread. A test whose runtime pauses time turns it off, so the engine's timers
+    /// and clock follow that runtime's time and the clock waits for each commit (the engine on
+    /// the runtime, commits on its blocking pool).
     pub engine_thread: bool,
 }
 
@@ -346,6 +348,7 @@ pub async fn start(
             sync_data: cfg.store.sync_data,
             compression: cfg.store.compression,
             writer_nice: cfg.store.critical_nice,
+            own_writer: opts.engine_thread,
         },
     )?;
     let checkpoints = match (v.checkpoints, &cfg.audit.checkpoints) {

@@ -164,6 +164,10 @@ pub struct StoreOptions {
     pub compression: bool,
     /// `nice` of the store's writing thread (0: the process's); see [`crate::nice`].
     pub writer_nice: i32,
+    /// Commits run on the store's own writing thread (see `commit`); when false, on the tokio
+    /// runtime's blocking pool, whose work a paused test clock waits for (a test that drives
+    /// time by hand would otherwise see the clock jump while a commit is on disk).
+    pub own_writer: bool,
 }
 
 impl Default for StoreOptions {
@@ -173,6 +177,7 @@ impl Default for StoreOptions {
             sync_data: true,
             compression: false,
             writer_nice: 0,
+            own_writer: true,
         }
     }
 }
@@ -270,6 +275,8 @@ struct Inner {
     writer: Mutex<Option<std::sync::mpsc::Sender<commit::Job>>>,
     /// `nice` the writing thread asks for ([`StoreOptions::writer_nice`]).
     writer_nice: i32,
+    /// [`StoreOptions::own_writer`].
+    own_writer: bool,
 }
 
 /// Result of a durable commit.
@@ -334,6 +341,7 @@ impl Store {
                 held: std::sync::atomic::AtomicUsize::new(0),
                 writer: Mutex::new(None),
                 writer_nice: opts.writer_nice,
+                own_writer: opts.own_writer,
             }),
         })
     }
@@ -563,7 +571,9 @@ impl Store {
             drop(inner);
             let _ = tx.send(outcome);
         });
-        if let Err(e) = commit::to_writer(&self.inner, job) {
+        if !self.inner.own_writer {
+            tokio::task::spawn_blocking(job);
+        } else if let Err(e) = commit::to_writer(&self.inner, job) {
             // The commit never started: nothing was written, and nothing more will be.
             self.inner
                 .failed

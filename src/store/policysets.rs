@@ -55,6 +55,7 @@ impl Store {
                 held: std::sync::atomic::AtomicUsize::new(0),
                 writer: Mutex::new(None),
                 writer_nice: 0,
+                own_writer: true,
             }),
         })
     }
