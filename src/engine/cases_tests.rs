@@ -135,6 +135,16 @@ impl Rig {
         self.step(|e, t| e.vote(t, &v)).await.unwrap().unwrap();
     }
 
+    /// An alert on `host` whose isolation `alice` approves and the executor runs (`sent`: see
+    /// [`Rig::run_approved_sending`]); returns the case and the isolation's id.
+    async fn isolated(&mut self, alert: &str, host: &str, sent: bool) -> (String, String) {
+        let c = self.alert(alert, host).await;
+        let iso = self.action(&c, "isolate_host").action_id;
+        self.approve(&iso, "alice").await;
+        self.run_approved_sending(&c, sent).await;
+        (c, iso)
+    }
+
     /// `carol` asks to undo `action_id`.
     async fn rollback(&mut self, action_id: &str) -> ExecReply {
         let op = ExecOp::Rollback {
@@ -238,10 +248,7 @@ fn close(d: Disposition, cancel_pending: bool) -> CaseOpKind {
 #[tokio::test]
 async fn a_closed_case_recovers_when_its_host_is_released_then_learns_and_stays_closed() {
     let mut r = Rig::new();
-    let c = r.alert("l-1", "ws-1").await;
-    let iso = r.action(&c, "isolate_host").action_id;
-    r.approve(&iso, "alice").await;
-    r.run_approved(&c).await;
+    let (c, iso) = r.isolated("l-1", "ws-1", true).await;
     assert_eq!(r.case(&c).state, CaseState::Executed);
 
     // Closed from executed; reopened, it goes back there; closed again.
@@ -401,10 +408,7 @@ async fn recover_needs_an_executed_or_closed_case_and_a_permitted_user() {
 #[tokio::test]
 async fn what_cordon_found_already_done_it_never_undoes() {
     let mut r = Rig::new();
-    let found = r.alert("f-1", "ws-1").await;
-    let iso = r.action(&found, "isolate_host").action_id;
-    r.approve(&iso, "alice").await;
-    r.run_approved_sending(&found, false).await;
+    let (_, iso) = r.isolated("f-1", "ws-1", false).await;
     let a = read::action(&r.store, &iso).unwrap().unwrap();
     assert_eq!(a.state, ActionState::Succeeded);
     assert_eq!(a.execution.as_ref().unwrap().writes_sent, 0);
@@ -424,10 +428,7 @@ async fn what_cordon_found_already_done_it_never_undoes() {
             .is_none()
     );
 
-    let sent = r.alert("f-2", "ws-2").await;
-    let iso2 = r.action(&sent, "isolate_host").action_id;
-    r.approve(&iso2, "alice").await;
-    r.run_approved_sending(&sent, true).await;
+    let (_, iso2) = r.isolated("f-2", "ws-2", true).await;
     let proposed = r.rollback(&iso2).await;
     assert!(
         matches!(proposed, ExecReply::RollbackProposed(_)),
