@@ -19,31 +19,34 @@ use super::{
 /// A commit for the writing thread to run.
 pub(super) type Job = Box<dyn FnOnce() + Send>;
 
-/// Hands `job` to the store's writing thread, starting the thread with the first job.
+/// Hands `job` to the store's writing thread, starting the thread with the first job; or, for
+/// a store opened without one ([`super::StoreOptions::own_writer`]), to the runtime's blocking
+/// pool.
 pub(super) fn to_writer(inner: &Inner, job: Job) -> std::io::Result<()> {
+    if !inner.own_writer {
+        tokio::task::spawn_blocking(job);
+        return Ok(());
+    }
     let mut writer = lock(&inner.writer);
-    if writer.is_none() {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let nice = inner.writer_nice;
-        std::thread::Builder::new()
-            .name("cordon-store-writer".into())
-            .spawn(move || {
-                crate::nice::raise_critical("cordon-store-writer", nice);
-                // Ends when every sender is gone: the store's last handle was dropped.
-                while let Ok(job) = rx.recv() {
-                    job();
-                }
-            })?;
-        *writer = Some(tx);
-    }
-    match writer.as_ref() {
-        Some(tx) => tx
-            .send(job)
-            .map_err(|_| std::io::Error::other("the store's writing thread has stopped")),
-        None => Err(std::io::Error::other(
-            "the store's writing thread did not start",
-        )),
-    }
+    let tx = match &mut *writer {
+        Some(tx) => tx,
+        empty => {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let nice = inner.writer_nice;
+            std::thread::Builder::new()
+                .name("cordon-store-writer".into())
+                .spawn(move || {
+                    crate::nice::raise_critical("cordon-store-writer", nice);
+                    // Ends when every sender is gone: the store's last handle was dropped.
+                    while let Ok(job) = rx.recv() {
+                        job();
+                    }
+                })?;
+            empty.insert(tx)
+        }
+    };
+    tx.send(job)
+        .map_err(|_| std::io::Error::other("the store's writing thread has stopped"))
 }
 
 /// The writes of a transaction handed to [`Store::start_commit`].

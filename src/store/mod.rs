@@ -571,9 +571,7 @@ impl Store {
             drop(inner);
             let _ = tx.send(outcome);
         });
-        if !self.inner.own_writer {
-            tokio::task::spawn_blocking(job);
-        } else if let Err(e) = commit::to_writer(&self.inner, job) {
+        if let Err(e) = commit::to_writer(&self.inner, job) {
             // The commit never started: nothing was written, and nothing more will be.
             self.inner
                 .failed
