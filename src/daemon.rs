@@ -267,6 +267,8 @@ pub enum StartError {
     },
     #[error("cannot start the engine's thread: {0}")]
     EngineThread(std::io::Error),
+    #[error("cannot start the gRPC server's runtime: {0}")]
+    GrpcRuntime(std::io::Error),
 }
 
 /// The sockets the daemon serves on, already bound (tests bind `127.0.0.1:0`).
@@ -330,6 +332,60 @@ fn engine_thread(
         })?;
     Ok(async move {
         let _ = stopped.await;
+    })
+}
+
+/// Serves gRPC (approvals, alerts, cases) on a runtime of its own, on threads named
+/// `cordon-grpc`; the returned future resolves with the server's end. On the runtime that
+/// serves HTTP, a vote's connection and handler waited for a worker behind the tasks of an
+/// HTTP alert storm, twice per vote (the request, then the engine's answer: p99 ~2.7 ms of a
+/// vote's time under 800 alerts/s, BENCHMARKS.md); on threads of their own the operating system
+/// wakes them like any other thread that has slept, and they ask for `store.critical_nice` as
+/// the engine's and the writer's do. What they spend per alert ingested over gRPC is bounded by
+/// the engine's queue (a handler waits for its place, without CPU), so a gRPC storm cannot take
+/// more of the cores from HTTP than the engine's rate allows.
+fn grpc_runtime(
+    listener: tokio::net::TcpListener,
+    state: crate::api::ApiState,
+    cfg: crate::config::GrpcConfig,
+    metrics: crate::metrics::ListenerMetrics,
+    shutdown: CancellationToken,
+    nice: i32,
+) -> std::io::Result<impl std::future::Future<Output = Result<(), crate::api::ServeError>>> {
+    let listener = listener.into_std()?;
+    let told = Arc::new(AtomicBool::new(false));
+    let told_pool = told.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(2),
+        )
+        .thread_name("cordon-grpc")
+        .on_thread_start(move || crate::nice::raise_critical_once("cordon-grpc", nice, &told_pool))
+        .enable_all()
+        .build()?;
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("cordon-grpc".into())
+        .spawn(move || {
+            crate::nice::raise_critical_once("cordon-grpc", nice, &told);
+            let served = rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .map_err(|e| crate::api::ServeError::Io(e.to_string()))?;
+                crate::api::serve(listener, state, &cfg, metrics, async move {
+                    shutdown.cancelled().await
+                })
+                .await
+            });
+            let _ = done.send(served);
+        })?;
+    Ok(async move {
+        ended.await.unwrap_or_else(|_| {
+            Err(crate::api::ServeError::Io(
+                "the gRPC server's thread ended without an answer".into(),
+            ))
+        })
     })
 }
 
@@ -573,16 +629,30 @@ pub async fn start(
     let grpc_cfg = cfg.grpc.clone();
     let grpc_listener = listeners.grpc;
     let grpc_metrics = metrics.grpc_connections.clone();
-    let grpc_task = tracker.spawn(async move {
-        crate::api::serve(
-            grpc_listener,
-            api_state,
-            &grpc_cfg,
-            grpc_metrics,
-            async move { grpc_shutdown.cancelled().await },
+    let grpc_task = if opts.engine_thread {
+        tracker.spawn(
+            grpc_runtime(
+                grpc_listener,
+                api_state,
+                grpc_cfg,
+                grpc_metrics,
+                grpc_shutdown,
+                cfg.store.critical_nice,
+            )
+            .map_err(StartError::GrpcRuntime)?,
         )
-        .await
-    });
+    } else {
+        tracker.spawn(async move {
+            crate::api::serve(
+                grpc_listener,
+                api_state,
+                &grpc_cfg,
+                grpc_metrics,
+                async move { grpc_shutdown.cancelled().await },
+            )
+            .await
+        })
+    };
     tracker.close();
     tracing::info!(http = %http_addr, grpc = %grpc_addr, data_dir = %cfg.data_dir.display(), "cordon is serving");
 

@@ -1,10 +1,10 @@
 //! Operating system scheduling priority of cordon's own threads.
 //!
 //! Owns: setting and reading the `nice` value of the calling thread (Linux keeps one per thread;
-//! elsewhere nothing is changed). Two kinds of thread use it: the threads every answer waits
-//! for (the engine's and the store's writing thread) ask for a lower value than the rest of the
-//! process, so under an alert storm a vote's decision and commit are not queued behind request
-//! parsing for a core; and whole-store readers (reports) ask for a higher one, so they yield.
+//! elsewhere nothing is changed). Two kinds of thread use it: the threads a vote waits for (the
+//! engine's, the store's writing thread and the gRPC server's) ask for a lower value than the
+//! rest of the process, so under an alert storm a vote's decision, commit and answer are not
+//! queued behind HTTP request parsing for a core; and whole-store readers (reports) ask for a higher one, so they yield.
 
 /// `nice` of threads that read the whole store in the background (reports).
 pub const BACKGROUND: i32 = 10;
@@ -54,10 +54,18 @@ pub fn current_thread() -> Option<i32> {
 /// `value` (0: left as it is). Says once, at `info`, when the system refuses, and how to allow
 /// it: the thread then runs at the process's priority, which only matters on a loaded host.
 pub fn raise_critical(what: &str, value: i32) {
+    raise_critical_once(what, value, &std::sync::atomic::AtomicBool::new(false));
+}
+
+/// [`raise_critical`] for each thread of a pool (a runtime's workers and blocking threads,
+/// started as needed): the refusal is said once for the pool, the first time (`told`).
+pub fn raise_critical_once(what: &str, value: i32, told: &std::sync::atomic::AtomicBool) {
     if value == 0 {
         return;
     }
-    if let Err(e) = set_current_thread(value) {
+    if let Err(e) = set_current_thread(value)
+        && !told.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
         tracing::info!(
             thread = what,
             nice = value,

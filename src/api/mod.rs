@@ -666,6 +666,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("grpc reflection: {0}")]
     Reflection(String),
+    #[error("grpc runtime: {0}")]
+    Io(String),
 }
 
 /// Peer addresses for `Request::remote_addr` (loopback checks), as for a plain `TcpStream`.

@@ -406,9 +406,9 @@ pub struct StoreConfig {
     pub sync_data: bool,
     /// Most events folded into one group commit.
     pub max_batch: usize,
-    /// Scheduling priority (`nice`, -20..=19) the engine's thread and the store's writing thread
-    /// ask for: every answer, a vote's among them, waits for these two, so under an alert storm
-    /// they run ahead of request parsing and connector calls (BENCHMARKS.md). Lowering it below
+    /// Scheduling priority (`nice`, -20..=19) the engine's thread, the store's writing thread and
+    /// the gRPC server's threads ask for: a vote waits for these, so under an alert storm they
+    /// run ahead of HTTP request parsing and connector calls (BENCHMARKS.md). Lowering it below
     /// the process's value needs root, `CAP_SYS_NICE` or systemd's `LimitNICE=`; when refused
     /// they run at the process's priority and the daemon says so once. 0 leaves them as they are.
     pub critical_nice: i32,

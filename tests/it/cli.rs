@@ -521,9 +521,9 @@ fn threads_of(pid: u32) -> Vec<(String, i32)> {
     out
 }
 
-/// The threads every answer waits for, the engine's and the store's writing thread, run at
-/// `store.critical_nice`; every other thread (the runtime's: request parsing, connector calls;
-/// sled's) stays at the process's priority. A value above the process's is always granted; the default (-10) is
+/// The threads every answer waits for, the engine's, the store's writing thread and the gRPC
+/// server's (where votes are answered), run at `store.critical_nice`; every other thread (the
+/// runtime's: HTTP request parsing, connector calls; sled's) stays at the process's priority. A value above the process's is always granted; the default (-10) is
 /// granted when the system allows it (root here), and otherwise the daemon says it was refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_and_the_store_writer_run_at_the_critical_priority() {
@@ -568,14 +568,25 @@ async fn the_engine_and_the_store_writer_run_at_the_critical_priority() {
         assert_eq!(of("cordon-engine"), [critical], "{name}: {threads:?}");
         // `comm` holds 15 bytes of the name.
         assert_eq!(of("cordon-store-wr"), [critical], "{name}: {threads:?}");
+        // The gRPC server's runtime: the thread that drives it and its workers.
+        let grpc = of("cordon-grpc");
+        assert!(grpc.len() >= 2, "{name}: {threads:?}");
+        assert!(grpc.iter().all(|v| *v == critical), "{name}: {threads:?}");
         assert!(
             threads.iter().any(|(n, _)| n.starts_with("tokio-")),
             "{threads:?}"
         );
         // A whole-store read (the loop gauges at start) may be running on its own thread, which
-        // yields: at `nice::BACKGROUND`.
+        // yields: at `nice::BACKGROUND` (or still at the process's value, if caught the instant
+        // after it started, before it asked).
         let others = threads.iter().filter(|(n, _)| {
-            !["cordon-engine", "cordon-store-wr", "cordon-report"].contains(&n.as_str())
+            ![
+                "cordon-engine",
+                "cordon-store-wr",
+                "cordon-grpc",
+                "cordon-report",
+            ]
+            .contains(&n.as_str())
         });
         assert!(
             others.clone().all(|(_, v)| *v == ours),
@@ -584,7 +595,7 @@ async fn the_engine_and_the_store_writer_run_at_the_critical_priority() {
         assert!(
             of("cordon-report")
                 .iter()
-                .all(|v| *v == cordon::nice::BACKGROUND.max(ours)),
+                .all(|v| [cordon::nice::BACKGROUND.max(ours), ours].contains(v)),
             "{name}: {threads:?}"
         );
         let logs = d.logs();

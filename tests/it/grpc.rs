@@ -1467,3 +1467,63 @@ async fn list_pending_pages_fit_the_message_limit() {
     );
     assert_eq!(seen, expected, "every request once, in order");
 }
+
+/// Votes are served on the gRPC server's runtime of its own: with every worker of the runtime
+/// that serves HTTP (where an alert storm's requests are parsed) held busy, an approver's vote is
+/// still received, decided, made durable and answered. Before, the gRPC server shared that
+/// runtime, and under a storm a vote waited there for a worker twice (its request, the engine's
+/// answer); held like this, it was not answered at all until the workers were let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_is_answered_while_every_http_worker_is_busy() {
+    let (d, _clock) = start_tokens().await;
+    let case_id = post_fixture(&d, "elastic", "elastic.json").await;
+    let mut alice = d.grpc_as("alice").await;
+    let a = pending_of(&mut alice, &case_id, "isolate_host").await;
+    // Hold both workers of this runtime (the daemon's HTTP server and tasks run on it) in a
+    // blocking wait until the vote has been answered or given up on.
+    let (holding_tx, holding) = std::sync::mpsc::channel::<()>();
+    let mut releases = Vec::new();
+    for _ in 0..2 {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holding_tx = holding_tx.clone();
+        releases.push(release);
+        tokio::spawn(async move {
+            holding_tx.send(()).unwrap();
+            let _ = held.recv();
+        });
+    }
+    for _ in 0..2 {
+        holding.recv().unwrap();
+    }
+    // The approver's client runs apart, on a runtime of its own.
+    let (url, id, hash) = (d.grpc_url(), a.approval_id.clone(), a.request_hash.clone());
+    let (answered, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt.block_on(async move {
+            let mut c = support::grpc(&url, Some(&token_of("alice"))).await;
+            c.approvals
+                .approve(vote_req(&id, &hash))
+                .await
+                .map(|r| r.into_inner().outcome)
+        });
+        let _ = answered.send(out);
+    });
+    // A bound for a hung vote, not a wait for one that works (which takes milliseconds).
+    let out = answer.recv_timeout(Duration::from_secs(30));
+    for r in releases {
+        let _ = r.send(());
+    }
+    let outcome = out
+        .expect("no answer to the vote while the HTTP runtime's workers were busy")
+        .expect("the vote");
+    assert_eq!(outcome, "approved");
+    let got = get(&mut alice, &a.approval_id).await;
+    assert_eq!(got.state, "approved", "{got:?}");
+    assert_eq!(got.votes.len(), 1, "{:?}", got.votes);
+    assert_eq!(got.votes[0].user, "alice");
+    assert_eq!(d.stop().await, 0);
+}
