@@ -201,10 +201,11 @@ pub struct StartOptions {
     /// Run the once-a-second expiry/escalation timer (tests that drive time by hand turn it off
     /// and call `EngineHandle::tick`).
     pub expiry_timer: bool,
-    /// Run the engine on a thread of its own (see `engine_thread`), and commits on the store's
-    /// writing thread. A test whose runtime pauses time turns it off, so the engine's timers
-    /// and clock follow that runtime's time and the clock waits for each commit (the engine on
-    /// the runtime, commits on its blocking pool).
+    /// Run the engine on a thread of its own (see `engine_thread`), commits on the store's
+    /// writing thread and gRPC on a runtime of its own (see `grpc_runtime`). A test whose runtime
+    /// pauses time turns it off, so the engine's timers and clock follow that runtime's time and
+    /// the clock waits for each commit (the engine and gRPC on the runtime, commits on its
+    /// blocking pool).
     pub engine_thread: bool,
 }
 
