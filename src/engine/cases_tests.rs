@@ -455,3 +455,87 @@ async fn what_cordon_found_already_done_it_never_undoes() {
         assert_eq!(expiries(&r), indexed, "{action_id}");
     }
 }
+
+/// Two cases block one indicator at one connector: the first sent the block (expiring after 60
+/// minutes), the second found it in place half an hour later (expiring after 120 minutes from
+/// then). At the first one's expiry its unblock is not proposed, since the second case still
+/// relies on the indicator being blocked: it is postponed to the second one's expiry, and
+/// proposed then.
+#[tokio::test]
+async fn a_block_another_case_relies_on_is_not_undone_at_its_expiry() {
+    let mut r = Rig::new();
+    let (case_a, a) = r.isolated("f-1", "ws-1", true).await;
+    let (_, b) = r.isolated("f-2", "ws-2", false).await;
+    let start = *r.now.lock().unwrap();
+    let target = crate::action::Target {
+        kind: crate::action::TargetKind::Indicator,
+        id: "sha256:".to_string() + &"ab".repeat(32),
+    };
+    for (id, mins, finished) in [(&a, 60, start), (&b, 120, start + Duration::minutes(30))] {
+        let mut block = read::action(&r.store, id).unwrap().unwrap();
+        block.kind = crate::action::ActionKind::BlockIoc;
+        block.target = target.clone();
+        block
+            .parameters
+            .insert(crate::schedule::EXPIRY_PARAMETER.into(), json!(mins));
+        if let Some(e) = block.execution.as_mut() {
+            e.finished_at = Some(finished);
+        }
+        r.step(|e, t| {
+            t.put_json(keys::action(id), &block).unwrap();
+            e.index_block_expiry(t, &block, finished)
+        })
+        .await
+        .unwrap();
+    }
+    let expiries = |r: &Rig| {
+        r.store
+            .keys_while(keys::BLOCK_EXPIRY_PREFIX, |_| true)
+            .unwrap()
+    };
+    // Only the block cordon sent has an expiry of its own.
+    assert_eq!(
+        expiries(&r),
+        [keys::block_expiry(start + Duration::minutes(60), &a)]
+    );
+    let expired = |r: &Rig| -> Vec<serde_json::Value> {
+        r.store
+            .audit_records(1, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter(|x| {
+                x.body.kind == "block_expired" && x.body.case_id.as_deref() == Some(case_a.as_str())
+            })
+            .map(|x| x.body.data)
+            .collect()
+    };
+
+    let at = start + Duration::minutes(61);
+    r.step(|e, t| e.expire_blocks(t, at)).await.unwrap();
+    let seen = expired(&r);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["unblock"], json!("postponed"), "{seen:?}");
+    assert_eq!(seen[0]["relied_on_by"], json!([b]), "{seen:?}");
+    let due = start + Duration::minutes(150);
+    assert_eq!(expiries(&r), [keys::block_expiry(due, &a)]);
+    let undoing = |r: &Rig| {
+        read::actions_of(&r.store, &r.case(&case_a))
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.rollback_of.as_deref() == Some(a.as_str()))
+            .count()
+    };
+    assert_eq!(
+        undoing(&r),
+        0,
+        "the unblock was proposed while case B relies on it"
+    );
+
+    // Once the second block is due too, nothing relies on the first: its unblock goes ahead.
+    let later = due + Duration::minutes(1);
+    r.step(|e, t| e.expire_blocks(t, later)).await.unwrap();
+    let seen = expired(&r);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[1].get("unblock").is_none(), "{seen:?}");
+    assert!(expiries(&r).is_empty());
+}

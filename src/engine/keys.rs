@@ -88,6 +88,18 @@ pub fn block_expiry(at: chrono::DateTime<chrono::Utc>, action_id: &str) -> Vec<u
     format!("ie/{:020}/{action_id}", at.timestamp_millis().max(0)).into_bytes()
 }
 pub const BLOCK_EXPIRY_PREFIX: &[u8] = b"ie/";
+/// Indicator blocks that succeeded (sent by cordon or found in place), by connector and target:
+/// what an expiring block of the same indicator checks before its unblock is proposed. A
+/// target id may hold `/`, so a prefix scan can match a longer id: readers compare the action's
+/// own connector and target.
+pub fn block_standing(connector: &str, target: &crate::action::Target, action_id: &str) -> Vec<u8> {
+    let mut k = block_standing_prefix(connector, target);
+    k.extend_from_slice(action_id.as_bytes());
+    k
+}
+pub fn block_standing_prefix(connector: &str, target: &crate::action::Target) -> Vec<u8> {
+    format!("ib/{connector}/{}/{}/", target.kind.as_str(), target.id).into_bytes()
+}
 /// SLA deadlines of open cases, ordered by time (removed when the case is closed, recovered or
 /// learned, or once the breach is escalated).
 pub fn sla(at: chrono::DateTime<chrono::Utc>, case_id: &str) -> Vec<u8> {

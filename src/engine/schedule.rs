@@ -67,6 +67,14 @@ fn schedule_links() -> Links {
     Links::default()
 }
 
+/// Other blocks of an indicator that still rely on it (see `Engine::blocks_relying`).
+struct Relying {
+    /// Their action ids.
+    by: Vec<String>,
+    /// The latest time one of them is due; `None`: one never is.
+    until: Option<DateTime<Utc>>,
+}
+
 impl Engine {
     pub(super) fn schedule(
         &mut self,
@@ -199,23 +207,43 @@ impl Engine {
         Ok(())
     }
 
-    /// Indexes a block that just succeeded by its expiry time, if it has one: its step's
-    /// `expires_after_mins` from now, or the intel that named the indicator when the alert
-    /// was enriched (the latest `expires` of its matching indicators; none if one never
-    /// expires), whichever comes first. A block cordon found already in place (it sent
-    /// nothing) is someone else's: it never expires by cordon's hand.
+    /// Indexes a block that just succeeded by its connector and target (sent or found in place:
+    /// either way its case relies on the indicator staying blocked) and by its expiry time, if
+    /// it has one (see [`Engine::block_expires_at`]). A block cordon found already in place (it
+    /// sent nothing) is someone else's: it never expires by cordon's hand.
     pub(super) fn index_block_expiry(
         &self,
         txn: &mut Txn,
         a: &ActionRequest,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        if a.kind != ActionKind::BlockIoc
-            || a.state != ActionState::Succeeded
-            || !Self::made_its_change(a)
-        {
+        if a.kind != ActionKind::BlockIoc || a.state != ActionState::Succeeded {
             return Ok(());
         }
+        txn.put(
+            keys::block_standing(&a.connector, &a.target, &a.action_id),
+            vec![],
+        );
+        if !Self::made_its_change(a) {
+            return Ok(());
+        }
+        if let Some(at) = self.block_expires_at(txn, a, now)? {
+            txn.put(keys::block_expiry(at, &a.action_id), vec![]);
+        }
+        Ok(())
+    }
+
+    /// When a block that succeeded at `from` is due to be undone: its step's
+    /// `expires_after_mins` after `from`, or the intel that named the indicator when the alert
+    /// was enriched (the latest `expires` of its matching indicators; none if one never
+    /// expires), whichever comes first; `None`: never.
+    fn block_expires_at(
+        &self,
+        txn: &Txn,
+        a: &ActionRequest,
+        from: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let now = from;
         let by_step = crate::schedule::block_expiry(a.kind, &a.parameters)
             .ok()
             .flatten()
@@ -237,18 +265,70 @@ impl Engine {
             }
             _ => None,
         };
-        let at = match (by_step, by_intel) {
+        Ok(match (by_step, by_intel) {
             (Some(s), Some(i)) => Some(s.min(i)),
             (s, i) => s.or(i),
-        };
-        if let Some(at) = at {
-            txn.put(keys::block_expiry(at, &a.action_id), vec![]);
+        })
+    }
+
+    /// The other blocks of `a`'s indicator at its connector that still stand at `now` (succeeded,
+    /// not undone, their own expiry not reached), and the latest time one of them is due (`None`:
+    /// one never is). Undoing `a` now would unblock the indicator they rely on.
+    fn blocks_relying(
+        &self,
+        txn: &Txn,
+        a: &ActionRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Relying>, StoreError> {
+        let store = self.parts.store.clone();
+        let prefix = keys::block_standing_prefix(&a.connector, &a.target);
+        let mut relying = Vec::new();
+        let mut until = Some(now);
+        for key in store.keys_while(&prefix, |_| true)? {
+            let Some(id) = key
+                .strip_prefix(prefix.as_slice())
+                .and_then(|id| std::str::from_utf8(id).ok())
+            else {
+                continue;
+            };
+            if id == a.action_id || id.contains('/') {
+                continue;
+            }
+            let Some(b) = txn.get_json::<ActionRequest>(&store, &keys::action(id))? else {
+                continue;
+            };
+            if b.kind != ActionKind::BlockIoc
+                || b.connector != a.connector
+                || b.target != a.target
+                || b.state != ActionState::Succeeded
+                || b.rolled_back_by.is_some()
+            {
+                continue;
+            }
+            let since = b
+                .execution
+                .as_ref()
+                .and_then(|e| e.finished_at)
+                .unwrap_or(b.updated_at);
+            let due = self.block_expires_at(txn, &b, since)?;
+            if due.is_some_and(|d| d <= now) {
+                continue;
+            }
+            relying.push(b.action_id);
+            until = match (until, due) {
+                (Some(u), Some(d)) => Some(u.max(d)),
+                _ => None,
+            };
         }
-        Ok(())
+        Ok((!relying.is_empty()).then_some(Relying { by: relying, until }))
     }
 
     /// Proposes the unblock of every block whose expiry has passed.
-    fn expire_blocks(&mut self, txn: &mut Txn, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub(super) fn expire_blocks(
+        &mut self,
+        txn: &mut Txn,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let store = self.parts.store.clone();
         let due = |key: &[u8]| -> Option<String> {
             let rest = std::str::from_utf8(key.strip_prefix(keys::BLOCK_EXPIRY_PREFIX)?).ok()?;
@@ -266,6 +346,22 @@ impl Engine {
             };
             if a.state != ActionState::Succeeded || a.rolled_back_by.is_some() {
                 continue; // already released
+            }
+            // Another case's block of the same indicator stands (it found this one in place, so
+            // it relies on it): undoing this one would unblock what that case still needs. The
+            // unblock waits until the last of them is due (never, if one never is).
+            if let Some(Relying { by, until }) = self.blocks_relying(txn, &a, now)? {
+                txn.audit(
+                    AuditKind::BlockExpired,
+                    Self::links(&a),
+                    now,
+                    json!({"target": a.target, "expires_after_mins": a.parameters.get(crate::schedule::EXPIRY_PARAMETER),
+                           "unblock": "postponed", "relied_on_by": by, "until": until}),
+                )?;
+                if let Some(until) = until {
+                    txn.put(keys::block_expiry(until, &id), vec![]);
+                }
+                continue;
             }
             txn.audit(
                 AuditKind::BlockExpired,
