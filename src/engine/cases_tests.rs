@@ -539,3 +539,36 @@ async fn a_block_another_case_relies_on_is_not_undone_at_its_expiry() {
     assert!(seen[1].get("unblock").is_none(), "{seen:?}");
     assert!(expiries(&r).is_empty());
 }
+
+/// A store from before the index of standing blocks gets it once, at start: every block that
+/// succeeded and was not undone, so an expiry sees them as well.
+#[tokio::test]
+async fn blocks_from_before_the_index_are_indexed_once_at_start() {
+    let mut r = Rig::new();
+    let (_, a) = r.isolated("f-1", "ws-1", true).await;
+    let (_, b) = r.isolated("f-2", "ws-2", true).await;
+    for (id, undone) in [(&a, false), (&b, true)] {
+        let mut block = read::action(&r.store, id).unwrap().unwrap();
+        block.kind = crate::action::ActionKind::BlockIoc;
+        if undone {
+            block.rolled_back_by = Some("someone".into());
+        }
+        // Written as an earlier version did: the record only.
+        r.step(|_, t| t.put_json(keys::action(id), &block).unwrap())
+            .await;
+    }
+    let standing = |r: &Rig| r.store.keys_while(b"ib/", |_| true).unwrap();
+    assert!(standing(&r).is_empty());
+    r.eng.build_block_index().await.unwrap();
+    let block = read::action(&r.store, &a).unwrap().unwrap();
+    assert_eq!(
+        standing(&r),
+        [keys::block_standing(&block.connector, &block.target, &a)]
+    );
+    assert!(r.store.get(keys::BLOCKS_INDEXED).unwrap().is_some());
+    // Once: a later start leaves the index as the engine keeps it.
+    r.step(|_, t| t.delete(keys::block_standing(&block.connector, &block.target, &a)))
+        .await;
+    r.eng.build_block_index().await.unwrap();
+    assert!(standing(&r).is_empty());
+}

@@ -36,6 +36,8 @@ pub fn queue(case_id: &str) -> Vec<u8> {
 pub const QUEUE_PREFIX: &[u8] = b"q/";
 /// Present once the queue index covers every case (stores written before it get it at start).
 pub const QUEUE_BUILT: &[u8] = b"s/queue_index";
+/// Set once the blocks that succeeded before the `ib/` index existed have been indexed.
+pub const BLOCKS_INDEXED: &[u8] = b"s/block_index";
 /// Requests awaiting approval, in creation order.
 pub fn pending(action_id: &str) -> Vec<u8> {
     format!("pa/{action_id}").into_bytes()

@@ -344,6 +344,9 @@ impl Engine {
         if let Err(e) = self.build_queue_index().await {
             tracing::error!(error = %e, "The queue index of open cases could not be built; the console's queue may miss older cases.");
         }
+        if let Err(e) = self.build_block_index().await {
+            tracing::error!(error = %e, "The index of standing blocks could not be built; an expiring block may be undone while a block of the same indicator from before this version relies on it.");
+        }
         if let Ok(Some(n)) = self.parts.store.get_json::<i64>(keys::CASES_OPEN) {
             self.parts.metrics.cases_open.set(n);
         }

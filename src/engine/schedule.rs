@@ -233,6 +233,38 @@ impl Engine {
         Ok(())
     }
 
+    /// Indexes, once per store, the blocks that succeeded before the `ib/` index existed (see
+    /// [`Engine::index_block_expiry`]), so an expiry checks them too.
+    pub(super) async fn build_block_index(&self) -> Result<(), StoreError> {
+        let store = &self.parts.store;
+        if store.get(keys::BLOCKS_INDEXED)?.is_some() {
+            return Ok(());
+        }
+        let mut txn = store.begin();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page =
+                store.scan_json::<ActionRequest>(keys::ACTION_PREFIX, after.as_deref(), 1024)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (_, a) in &page {
+                if a.kind == ActionKind::BlockIoc
+                    && a.state == ActionState::Succeeded
+                    && a.rolled_back_by.is_none()
+                {
+                    txn.put(
+                        keys::block_standing(&a.connector, &a.target, &a.action_id),
+                        vec![],
+                    );
+                }
+            }
+        }
+        txn.put(keys::BLOCKS_INDEXED.to_vec(), vec![]);
+        store.commit(txn).await.map(|_| ())
+    }
+
     /// When a block that succeeded at `from` is due to be undone: its step's
     /// `expires_after_mins` after `from`, or the intel that named the indicator when the alert
     /// was enriched (the latest `expires` of its matching indicators; none if one never
