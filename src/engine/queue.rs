@@ -3,7 +3,8 @@
 //! Owns: the `q/` index (one entry per open case, keyed by case id so it pages in creation
 //! order, holding the summary a queue row shows) and [`put_case`], the one way the engine writes
 //! a case, so the index can never disagree with the case it summarises. A store written before
-//! the index existed gets it built once at start ([`Engine::build_queue_index`]).
+//! the index existed gets it built once at start ([`Engine::build_queue_index`], with
+//! [`index_once`], which also builds the index of standing blocks).
 
 use super::*;
 
@@ -87,23 +88,40 @@ impl Engine {
     /// event, a page of cases at a time (one commit; the index holds no audit record, it is
     /// derived from the cases).
     pub(super) async fn build_queue_index(&self) -> Result<(), StoreError> {
-        let store = &self.parts.store;
-        if store.get(keys::QUEUE_BUILT)?.is_some() {
-            return Ok(());
-        }
-        let mut txn = store.begin();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = store.scan_json::<Case>(keys::CASE_PREFIX, after.as_deref(), 1024)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (_, case) in &page {
-                index(&mut txn, case)?;
-            }
-        }
-        txn.put(keys::QUEUE_BUILT.to_vec(), vec![]);
-        store.commit(txn).await.map(|_| ())
+        index_once(
+            &self.parts.store,
+            keys::QUEUE_BUILT,
+            keys::CASE_PREFIX,
+            |txn, case: &Case| index(txn, case),
+        )
+        .await
     }
+}
+
+/// Builds an index derived from the records under `prefix` for a store written before the
+/// index existed: unless `marker` is set, `each` sees every record, a page at a time, and its
+/// writes commit together with `marker` (one commit, no audit record: the index is derived).
+pub(super) async fn index_once<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    marker: &[u8],
+    prefix: &[u8],
+    mut each: impl FnMut(&mut Txn, &T) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    if store.get(marker)?.is_some() {
+        return Ok(());
+    }
+    let mut txn = store.begin();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan_json::<T>(prefix, after.as_deref(), 1024)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = Some(last.clone());
+        for (_, record) in &page {
+            each(&mut txn, record)?;
+        }
+    }
+    txn.put(marker.to_vec(), vec![]);
+    store.commit(txn).await.map(|_| ())
 }

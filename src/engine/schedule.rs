@@ -236,20 +236,11 @@ impl Engine {
     /// Indexes, once per store, the blocks that succeeded before the `ib/` index existed (see
     /// [`Engine::index_block_expiry`]), so an expiry checks them too.
     pub(super) async fn build_block_index(&self) -> Result<(), StoreError> {
-        let store = &self.parts.store;
-        if store.get(keys::BLOCKS_INDEXED)?.is_some() {
-            return Ok(());
-        }
-        let mut txn = store.begin();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page =
-                store.scan_json::<ActionRequest>(keys::ACTION_PREFIX, after.as_deref(), 1024)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (_, a) in &page {
+        super::queue::index_once(
+            &self.parts.store,
+            keys::BLOCKS_INDEXED,
+            keys::ACTION_PREFIX,
+            |txn, a: &ActionRequest| {
                 if a.kind == ActionKind::BlockIoc
                     && a.state == ActionState::Succeeded
                     && a.rolled_back_by.is_none()
@@ -259,10 +250,10 @@ impl Engine {
                         vec![],
                     );
                 }
-            }
-        }
-        txn.put(keys::BLOCKS_INDEXED.to_vec(), vec![]);
-        store.commit(txn).await.map(|_| ())
+                Ok(())
+            },
+        )
+        .await
     }
 
     /// When a block that succeeded at `from` is due to be undone: its step's
