@@ -58,23 +58,37 @@ pub(super) fn grpc_runtime(
     nice: i32,
 ) -> std::io::Result<impl std::future::Future<Output = Result<(), crate::api::ServeError>>> {
     let listener = listener.into_std()?;
-    let told = Arc::new(AtomicBool::new(false));
-    let told_pool = told.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::thread::available_parallelism()
-                .map(|n| n.get().min(4))
-                .unwrap_or(2),
-        )
-        .thread_name("cordon-grpc")
-        .on_thread_start(move || crate::nice::raise_critical_once("cordon-grpc", nice, &told_pool))
-        .enable_all()
-        .build()?;
     let (done, ended) = tokio::sync::oneshot::channel();
+    // The runtime is built (and dropped) on its own thread: a runtime dropped inside the
+    // caller's async context, were the thread not to start, would panic there. Whether it
+    // could be built is known before this returns, so a daemon without it does not start.
+    let (built, ready) = std::sync::mpsc::sync_channel::<std::io::Result<()>>(1);
     std::thread::Builder::new()
         .name("cordon-grpc".into())
         .spawn(move || {
+            let told = Arc::new(AtomicBool::new(false));
+            let told_pool = told.clone();
             crate::nice::raise_critical_once("cordon-grpc", nice, &told);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(
+                    std::thread::available_parallelism()
+                        .map(|n| n.get().min(4))
+                        .unwrap_or(2),
+                )
+                .thread_name("cordon-grpc")
+                .on_thread_start(move || {
+                    crate::nice::raise_critical_once("cordon-grpc", nice, &told_pool)
+                })
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = built.send(Err(e));
+                    return;
+                }
+            };
+            let _ = built.send(Ok(()));
             let served = rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .map_err(|e| crate::api::ServeError::Io(e.to_string()))?;
@@ -85,6 +99,9 @@ pub(super) fn grpc_runtime(
             });
             let _ = done.send(served);
         })?;
+    ready.recv().map_err(|_| {
+        std::io::Error::other("the gRPC server's thread ended before its runtime")
+    })??;
     Ok(async move {
         ended.await.unwrap_or_else(|_| {
             Err(crate::api::ServeError::Io(

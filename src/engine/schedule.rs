@@ -256,21 +256,20 @@ impl Engine {
         .await
     }
 
-    /// When a block that succeeded at `from` is due to be undone: its step's
-    /// `expires_after_mins` after `from`, or the intel that named the indicator when the alert
+    /// When a block that succeeded at `since` is due to be undone: its step's
+    /// `expires_after_mins` after `since`, or the intel that named the indicator when the alert
     /// was enriched (the latest `expires` of its matching indicators; none if one never
     /// expires), whichever comes first; `None`: never.
     fn block_expires_at(
         &self,
         txn: &Txn,
         a: &ActionRequest,
-        from: DateTime<Utc>,
+        since: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let now = from;
         let by_step = crate::schedule::block_expiry(a.kind, &a.parameters)
             .ok()
             .flatten()
-            .map(|d| now + d);
+            .map(|d| since + d);
         let by_intel = match (
             crate::config::parse_entity_ref(&a.target.id),
             txn.get_json::<StoredAlert>(&self.parts.store, &keys::alert(&a.alert_id))?,
