@@ -1,8 +1,9 @@
 //! Operating system scheduling priority of cordon's own threads.
 //!
-//! Owns: setting and reading the `nice` value of the calling thread (Linux keeps one per thread;
-//! elsewhere nothing is changed). Two kinds of thread use it: the threads a vote waits for (the
-//! engine's, the store's writing thread and the gRPC server's) ask for a lower value than the
+//! Owns: setting and reading the `nice` value of the calling thread, and lowering that of this
+//! process's threads by name (Linux keeps one per thread; elsewhere nothing is changed). Two kinds of thread use it: the threads a vote waits for (the
+//! engine's, the store's writing thread and the gRPC server's; sled's I/O threads, which the
+//! writing thread waits for, are given that value by it) ask for a lower value than the
 //! rest of the process, so under an alert storm a vote's decision, commit and answer are not
 //! queued behind HTTP request parsing for a core; and whole-store readers (reports) ask for a higher one, so they yield.
 
@@ -75,6 +76,63 @@ pub fn raise_critical_once(what: &str, value: i32, told: &std::sync::atomic::Ato
     }
 }
 
+/// Gives every thread of this process whose name starts with `prefix` and whose `nice` is above
+/// `value` the `nice` value `value` (threads a library starts for work an answer waits for:
+/// sled's I/O pool, see `store::commit`). Never raises a thread's value. Returns how many were
+/// changed; the first refusal ends the pass with its error (the same privileges as
+/// [`set_current_thread`] below the process's value are needed).
+pub fn lower_threads_named(prefix: &str, value: i32) -> std::io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut changed = 0;
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let Ok(task) = task else { continue };
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<libc::id_t>().ok())
+            else {
+                continue;
+            };
+            // A thread may end between the listing and the reads: skipped.
+            let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
+                continue;
+            };
+            if !comm.trim_end().starts_with(prefix) {
+                continue;
+            }
+            // SAFETY: plain system calls on a thread id of this process; a failure changes
+            // nothing. `getpriority` may return -1 as a value, so errno is cleared first.
+            let now = unsafe {
+                *libc::__errno_location() = 0;
+                let v = libc::getpriority(libc::PRIO_PROCESS as _, tid);
+                (*libc::__errno_location() == 0).then_some(v)
+            };
+            if now.is_none_or(|n| n <= value) {
+                continue;
+            }
+            // SAFETY: as above.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, tid, value) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    continue;
+                }
+                return Err(e);
+            }
+            changed += 1;
+        }
+        Ok(changed)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (prefix, value);
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "per-thread priority is set on Linux only",
+        ))
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     /// Raising one's own `nice` is always allowed, and is read back; asking below it needs a
@@ -93,5 +151,53 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// Threads are picked by name, only ever lowered: one above the asked value is given it
+    /// (when the system allows lowering), one already below it and one of another name keep
+    /// theirs.
+    #[test]
+    fn threads_are_lowered_by_name_and_never_raised() {
+        use std::sync::mpsc;
+        let ours = super::current_thread().unwrap();
+        let (asked, above, below) = (ours + 4, ours + 9, ours + 2);
+        let start = |name: &str, value: i32| {
+            let (ready, is_ready) = mpsc::channel();
+            let (stop, stopped) = mpsc::channel::<()>();
+            let (told, tell) = mpsc::channel();
+            let t = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    super::set_current_thread(value).unwrap();
+                    ready.send(()).unwrap();
+                    stopped.recv().unwrap();
+                    told.send(super::current_thread().unwrap()).unwrap();
+                })
+                .unwrap();
+            is_ready.recv().unwrap();
+            (t, stop, tell)
+        };
+        let threads = [
+            start("nice-t-above", above),
+            start("nice-t-below", below),
+            start("other-above", above),
+        ];
+        let result = super::lower_threads_named("nice-t-", asked);
+        let after: Vec<i32> = threads
+            .into_iter()
+            .map(|(t, stop, tell)| {
+                stop.send(()).unwrap();
+                let v = tell.recv().unwrap();
+                t.join().unwrap();
+                v
+            })
+            .collect();
+        match result {
+            Ok(n) => {
+                assert_eq!(n, 1);
+                assert_eq!(after, [asked, below, above]);
+            }
+            Err(_) => assert_eq!(after, [above, below, above]),
+        }
     }
 }

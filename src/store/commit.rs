@@ -37,9 +37,11 @@ pub(super) fn to_writer(inner: &Inner, job: Job) -> std::io::Result<()> {
                 .name("cordon-store-writer".into())
                 .spawn(move || {
                     crate::nice::raise_critical("cordon-store-writer", nice);
+                    let mut io = IoThreads::new(nice);
                     // Ends when every sender is gone: the store's last handle was dropped.
                     while let Ok(job) = rx.recv() {
                         job();
+                        io.after_commit();
                     }
                 })?;
             empty.insert(tx)
@@ -47,6 +49,48 @@ pub(super) fn to_writer(inner: &Inner, job: Job) -> std::io::Result<()> {
     };
     tx.send(job)
         .map_err(|_| std::io::Error::other("the store's writing thread has stopped"))
+}
+
+/// sled's I/O threads (`sled-io-N`), kept at the writing thread's priority.
+///
+/// sled writes a commit's log buffer (`pwrite` and `sync_file_range`) on a thread of its own
+/// process-wide pool while the thread that called `flush` waits for it. The pool's threads are
+/// started by whichever thread first needs one, at that thread's `nice` (usually the process's),
+/// so under load the writing thread, and every answer behind it, waited for a thread that
+/// queued for a core behind HTTP parsing: a priority inversion on every commit. The writing
+/// thread gives them its own value after its first commit (the pool exists by then) and looks
+/// again every [`IoThreads::RESCAN`] for threads sled started since. It only ever lowers a
+/// value (a store opened with a higher one, as tests do, changes nothing), and stops asking
+/// after a refusal (the writing thread's own refusal was already said, by [`crate::nice`]).
+struct IoThreads {
+    /// The writing thread's `nice`; nothing is done unless it is below zero.
+    nice: i32,
+    next: Option<std::time::Instant>,
+}
+
+impl IoThreads {
+    const RESCAN: std::time::Duration = std::time::Duration::from_secs(5);
+    /// How sled 0.34 names its I/O threads.
+    const PREFIX: &'static str = "sled-io-";
+
+    fn new(nice: i32) -> IoThreads {
+        IoThreads { nice, next: None }
+    }
+
+    fn after_commit(&mut self) {
+        if self.nice >= 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if self.next.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next = Some(now + Self::RESCAN);
+        if let Err(e) = crate::nice::lower_threads_named(Self::PREFIX, self.nice) {
+            tracing::debug!(error = %e, "sled's I/O threads keep their priority");
+            self.nice = 0;
+        }
+    }
 }
 
 /// The writes of a transaction handed to [`Store::start_commit`].
