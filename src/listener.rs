@@ -121,6 +121,10 @@ pub struct HttpLimits {
 struct Conn {
     /// Requests being answered on it now.
     in_flight: AtomicUsize,
+    /// Requests begun on it so far. A request answered within one poll of the connection
+    /// begins and ends before the timer loop can see `in_flight` above zero; this count is how
+    /// the loop learns that the connection was used meanwhile.
+    begun: AtomicU64,
     /// Signalled whenever `in_flight` changes.
     changed: Notify,
     /// Cancelled to close the connection (while idle) for a newer one.
@@ -231,6 +235,7 @@ struct InFlight(Arc<Conn>);
 
 impl InFlight {
     fn begin(conn: &Arc<Conn>) -> InFlight {
+        conn.begun.fetch_add(1, Ordering::SeqCst);
         conn.in_flight.fetch_add(1, Ordering::SeqCst);
         conn.changed.notify_one();
         InFlight(conn.clone())
@@ -358,6 +363,7 @@ where
         let _ = tcp.set_nodelay(true);
         let conn = Arc::new(Conn {
             in_flight: AtomicUsize::new(0),
+            begun: AtomicU64::new(0),
             changed: Notify::new(),
             evict: CancellationToken::new(),
             received: AtomicU64::new(0),
@@ -394,14 +400,24 @@ where
             // header-read timeout, it is evicted while idle, or the daemon stops. A request in
             // flight is never cut off here.
             let (mut was_idle, mut idle_since, mut received_then) = (true, Instant::now(), 0);
+            let mut begun_then = 0;
             let mut header_since: Option<Instant> = None;
             let close = loop {
                 let is_idle = conn.in_flight.load(Ordering::SeqCst) == 0;
+                // `begun` before `received`: a request's bytes are counted before it begins, so
+                // `received` covers every request counted in `begun`.
+                let begun = conn.begun.load(Ordering::SeqCst);
                 let received = conn.received.load(Ordering::SeqCst);
-                if is_idle && !was_idle {
+                // Idle again after a request, whether this loop saw it in flight or it was
+                // answered in one poll of the connection (a fast handler): the idle timer starts
+                // now, and the bytes so far belonged to requests, not to a header being withheld.
+                // (Without the count, a client sending one fast request after another was cut
+                // off by the header timer as if its header had been slow.)
+                if is_idle && (!was_idle || begun != begun_then) {
                     (idle_since, received_then, header_since) = (Instant::now(), received, None);
                 }
                 was_idle = is_idle;
+                begun_then = begun;
                 if is_idle && header_since.is_none() && received > received_then {
                     header_since = Some(Instant::now());
                 }

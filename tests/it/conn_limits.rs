@@ -1,8 +1,8 @@
 //! Connection floods and slow clients against the real binary with its descriptor limit set to
 //! 1,024: 2,000 idle HTTP connections stop neither a normal request nor a store write, idle
 //! connections (HTTP and gRPC) are closed after their timeouts, a header sent a byte at a time
-//! is cut off after the header-read timeout, and a full cap refuses new connections and counts
-//! them.
+//! is cut off after the header-read timeout, a connection kept busy with fast requests is cut
+//! off by neither timer, and a full cap refuses new connections and counts them.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -292,6 +292,48 @@ async fn slow_headers_are_cut_off_and_a_full_cap_refuses_new_connections() {
         sample(&m, "cordon_http_connections_evicted_total") >= 1.0,
         "{m}"
     );
+}
+
+/// A client that keeps one connection busy with fast requests (each answered within one poll of
+/// the connection, so the timer loop never sees it in flight) is cut off by neither the
+/// header-read nor the idle timer, however long it goes on; once it stops, the idle timer
+/// closes the connection. (The timers used to start at the first request and never again: such
+/// a client was cut off after the header-read timeout, and a request it sent at that moment was
+/// answered with a reset.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_kept_busy_with_fast_requests_outlives_both_timers() {
+    let (dir, _) = support::workspace();
+    let root = dir.path();
+    let cfg = config(
+        root,
+        "[http]\nheader_read_timeout_secs = 1\nidle_timeout_secs = 2\n",
+    );
+    let d = Daemon::start(root, "busy", serve_args(&cfg)).await;
+    let to = addr(&d.base);
+    let mut s = TcpStream::connect(to).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // One write per request, sent at once (no Nagle delay behind the server's delayed ACK).
+    s.set_nodelay(true).unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {to}\r\n\r\n");
+    let started = Instant::now();
+    let mut sent = 0;
+    // Five seconds: five header-read timeouts and two and a half idle ones.
+    while started.elapsed() < Duration::from_secs(5) {
+        let got = match s.write_all(request.as_bytes()) {
+            Ok(()) => answer(&mut s),
+            Err(e) => format!("(the request could not be sent: {e})"),
+        };
+        assert!(
+            got.starts_with("HTTP/1.1 200"),
+            "request {sent}, {:?} into the connection: {got:?}",
+            started.elapsed()
+        );
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sent > 100, "only {sent} requests in 5 s");
+    s.set_nonblocking(true).unwrap();
+    until_all_closed(std::slice::from_mut(&mut s), 20, "idle after its requests").await;
 }
 
 /// Reads one HTTP answer from `s` (up to 4 KiB, until the server has sent its body or closed).
