@@ -134,6 +134,12 @@ pub enum Ambiguity {
     /// The vendor reported errors next to the list (a partial answer).
     #[error("the vendor reported {0} error(s) next to the list: a partial answer")]
     Partial(usize),
+    /// The object found does not name the target at any of the connector's `names_target`
+    /// pointers: the vendor matched it more loosely than the target names it.
+    #[error(
+        "the object found names the target at none of {0:?}: the vendor matched it more loosely than the target names it"
+    )]
+    NotNamed(Vec<String>),
 }
 
 /// Why a step or a proposal cannot use a connector for an action.

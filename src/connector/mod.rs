@@ -479,6 +479,10 @@ mod tests {
                     "unique = \"/resources\"\nstate = \"{/resources/1/status}\"",
                 ),
             ),
+            (
+                "g.toml",
+                &cs("[resolve.host]\nmethod = \"GET\"\npath = \"/d/{target}\"\ncapture = { aid = \"/id\" }\nnames_target = [\"/id\", \"hostname\"]"),
+            ),
         ])
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
@@ -500,6 +504,7 @@ mod tests {
         has(
             "f.toml: actions.isolate_host.probe.state: \"/resources/1/status\" reads an array element: only `/resources/0`",
         );
+        has("g.toml: resolve.host.names_target[1]: \"hostname\" is not a JSON pointer");
         // The same with `list`/`unique` and quotes loads.
         load(&[(
             "ok.toml",

@@ -39,65 +39,75 @@ pub enum Resolution {
     Ambiguous { candidates: Value, why: Ambiguity },
 }
 
-/// Reads `json` (the resolve answer) through `l`.
-pub fn pick(l: &Lookup, json: &Value) -> Resolution {
-    let Some(list) = &l.list else {
-        return match capture(&l.capture, json) {
-            Some(vendor) => Resolution::One {
-                vendor,
-                candidates: None,
-            },
-            None => Resolution::NotFound,
-        };
-    };
-    let items: &[Value] = match json.pointer(list) {
-        None | Some(Value::Null) => &[],
-        Some(Value::Array(a)) => a,
-        Some(_) => {
-            return Resolution::Ambiguous {
-                candidates: evidence(&[], l),
-                why: Ambiguity::NotAList(list.clone()),
+/// Reads `json` (the resolve answer) through `l`, for `target` (the value the lookup was made
+/// with).
+pub fn pick(l: &Lookup, json: &Value, target: &str) -> Resolution {
+    let (one, candidates) = match &l.list {
+        None => (json, None),
+        Some(list) => {
+            let items: &[Value] = match json.pointer(list) {
+                None | Some(Value::Null) => &[],
+                Some(Value::Array(a)) => a,
+                Some(_) => {
+                    return Resolution::Ambiguous {
+                        candidates: evidence(&[], l),
+                        why: Ambiguity::NotAList(list.clone()),
+                    };
+                }
             };
-        }
-    };
-    if let Some(why) = incomplete(json, items.len()) {
-        return Resolution::Ambiguous {
-            candidates: evidence(items, l),
-            why,
-        };
-    }
-    match items {
-        [] => Resolution::NotFound,
-        [one] => match capture(&l.capture, one) {
-            Some(vendor) => Resolution::One {
-                vendor,
-                candidates: None,
-            },
-            None => Resolution::NotFound,
-        },
-        many => {
-            let candidates = evidence(many, l);
-            match &l.tie_break {
-                None => Resolution::Ambiguous {
-                    candidates,
-                    why: Ambiguity::TooMany(many.len()),
-                },
-                Some(tb) => match newest(many, &tb.newest) {
-                    Ok(i) => match capture(&l.capture, &many[i]) {
-                        Some(vendor) => Resolution::One {
-                            vendor,
-                            candidates: Some(candidates),
-                        },
-                        None => Resolution::Ambiguous {
+            if let Some(why) = incomplete(json, items.len()) {
+                return Resolution::Ambiguous {
+                    candidates: evidence(items, l),
+                    why,
+                };
+            }
+            match items {
+                [] => return Resolution::NotFound,
+                [one] => (one, None),
+                many => {
+                    let candidates = evidence(many, l);
+                    let Some(tb) = &l.tie_break else {
+                        return Resolution::Ambiguous {
                             candidates,
-                            why: Ambiguity::NewestUncaptured,
-                        },
-                    },
-                    Err(why) => Resolution::Ambiguous { candidates, why },
-                },
+                            why: Ambiguity::TooMany(many.len()),
+                        };
+                    };
+                    match newest(many, &tb.newest) {
+                        Ok(i) => (&many[i], Some(candidates)),
+                        Err(why) => return Resolution::Ambiguous { candidates, why },
+                    }
+                }
             }
         }
+    };
+    let Some(vendor) = capture(&l.capture, one) else {
+        return match candidates {
+            None => Resolution::NotFound,
+            Some(candidates) => Resolution::Ambiguous {
+                candidates,
+                why: Ambiguity::NewestUncaptured,
+            },
+        };
+    };
+    if !names(l, one, target) {
+        return Resolution::Ambiguous {
+            candidates: candidates.unwrap_or_else(|| evidence(std::slice::from_ref(one), l)),
+            why: Ambiguity::NotNamed(l.names_target.clone()),
+        };
     }
+    Resolution::One { vendor, candidates }
+}
+
+/// Whether `object` names `target` at one of the lookup's `names_target` pointers (always, when
+/// it declares none).
+fn names(l: &Lookup, object: &Value, target: &str) -> bool {
+    l.names_target.is_empty()
+        || l.names_target.iter().any(|p| {
+            object
+                .pointer(p)
+                .and_then(Value::as_str)
+                .is_some_and(|v| v.eq_ignore_ascii_case(target))
+        })
 }
 
 /// Why a list answer cannot be all the candidates there are, from the signals vendors use: a
@@ -205,7 +215,78 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            names_target: Vec::new(),
         }
+    }
+
+    /// The lookups below name no `names_target`: the target does not matter to them.
+    fn pick(l: &Lookup, json: &Value) -> Resolution {
+        super::pick(l, json, "any-target")
+    }
+
+    /// With `names_target`, the object found is taken only when it names the target at one of
+    /// the pointers (case aside); a looser match of the vendor's is refused with the object in
+    /// the evidence, whether it came by key, as the one match, or by the tie-break.
+    #[test]
+    fn an_object_that_does_not_name_the_target_is_refused() {
+        let mut okta = lookup(None, &[("user_id", "/id")], None);
+        okta.names_target = vec!["/id".into(), "/profile/login".into()];
+        let alice = json!({"id": "00u1alice", "profile": {"login": "alice@example.com"}});
+        for named in ["alice@example.com", "Alice@Example.com", "00u1alice"] {
+            assert_eq!(
+                super::pick(&okta, &alice, named),
+                one(&[("user_id", "00u1alice")]),
+                "{named}"
+            );
+        }
+        // Okta's answer for the short name `alice`, and for a name it does not hold at all.
+        for loose in ["alice", "alice@example.co", ""] {
+            let Resolution::Ambiguous { candidates, why } = super::pick(&okta, &alice, loose)
+            else {
+                panic!("{loose:?} must be refused");
+            };
+            assert_eq!(
+                why,
+                Ambiguity::NotNamed(vec!["/id".into(), "/profile/login".into()])
+            );
+            assert_eq!(candidates["count"], json!(1));
+            assert_eq!(candidates["shown"][0]["object"], alice);
+        }
+        // A value that is not a string names nothing.
+        let odd = json!({"id": 7, "profile": {"login": ["alice"]}});
+        assert!(matches!(
+            super::pick(&okta, &odd, "7"),
+            Resolution::NotFound | Resolution::Ambiguous { .. }
+        ));
+        // The one match of a list, and the tie-break's pick.
+        let mut mde = lookup(Some("/value"), &[("id", "/id")], Some("/lastSeen"));
+        mde.names_target = vec!["/computerDnsName".into()];
+        let answer = json!({"value": [
+            {"id": "m1", "computerDnsName": "ws-1.corp", "lastSeen": "2026-12-01T00:00:00Z"},
+            {"id": "m2", "computerDnsName": "ws-1", "lastSeen": "2026-12-02T00:00:00Z"}]});
+        let Resolution::One { vendor, candidates } = super::pick(&mde, &answer, "WS-1") else {
+            panic!("the newest names ws-1");
+        };
+        assert_eq!(vendor["id"], "m2");
+        assert_eq!(candidates.unwrap()["count"], json!(2));
+        let Resolution::Ambiguous { candidates, why } = super::pick(&mde, &answer, "ws-1.corp")
+        else {
+            panic!("the newest does not name ws-1.corp");
+        };
+        assert!(matches!(why, Ambiguity::NotNamed(_)), "{why}");
+        assert_eq!(candidates["count"], json!(2));
+        let single = json!({"value": [{"id": "m1", "computerDnsName": "ws-1.corp", "lastSeen": "2026-12-01T00:00:00Z"}]});
+        assert_eq!(
+            super::pick(&mde, &single, "ws-1.corp"),
+            one(&[("id", "m1")])
+        );
+        assert!(matches!(
+            super::pick(&mde, &single, "ws-1"),
+            Resolution::Ambiguous {
+                why: Ambiguity::NotNamed(_),
+                ..
+            }
+        ));
     }
 
     fn one(v: &[(&str, &str)]) -> Resolution {

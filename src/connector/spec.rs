@@ -221,6 +221,14 @@ pub struct Lookup {
     /// Name → JSON pointer into the (matching) object. A missing value means the target is
     /// unknown to the vendor, and the step fails closed.
     pub capture: BTreeMap<String, String>,
+    /// JSON pointers into the object found (the one match). When given, the object is taken
+    /// only if the value at one of them equals the target (ASCII case-insensitively: logins,
+    /// UPNs and host names are); otherwise it is refused like an ambiguous answer. For a lookup
+    /// the vendor answers more loosely than the target names it: Okta's `/api/v1/users/{x}`
+    /// also finds a user by a login's short name (the part before `@`), so an alert naming
+    /// `alice` would otherwise act on `alice@example.com`, whom it did not name.
+    #[serde(default)]
+    pub names_target: Vec<String>,
 }
 
 /// An explicit rule for choosing one of several matches; every candidate is recorded.
@@ -687,6 +695,9 @@ pub fn check(file: &str, cf: &ConnectorFile) -> (Vec<ActionKind>, Vec<Problem>) 
         }
         if let Some(list) = &l.list {
             c.pointer(&format!("resolve.{kind}.list"), list);
+        }
+        for (i, ptr) in l.names_target.iter().enumerate() {
+            c.pointer(&format!("resolve.{kind}.names_target[{i}]"), ptr);
         }
         match (&l.list, &l.tie_break) {
             (None, Some(_)) => c.problem(

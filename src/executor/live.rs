@@ -21,7 +21,11 @@ impl Run {
                 .any(|k| !self.exec().vendor.contains_key(k));
             if missing {
                 let (status, resolution) = match self.read(c, rt, "resolve", &l.request).await? {
-                    Ok(a) => (a.status, resolve::pick(l, &a.json)),
+                    // The target as the lookup was made with it (an indicator's value).
+                    Ok(a) => {
+                        let target = self.vars.get("target").unwrap_or(&self.a.target.id);
+                        (a.status, resolve::pick(l, &a.json, target))
+                    }
                     // A fetch by key answered 404: the vendor does not know the target.
                     Err(ReadError::Refused { status: 404 }) => (404, Resolution::NotFound),
                     Err(e) => {

@@ -1,12 +1,13 @@
 //! A target is acted on only when it resolves to exactly one vendor object: several matches
 //! are refused and escalated with every candidate in the evidence (unless the connector
-//! declares a tie-break), and an alert value can never widen a vendor filter.
+//! declares a tie-break), an object the vendor found more loosely than the target names it is
+//! refused the same way, and an alert value can never widen a vendor filter.
 
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 
-use crate::support::TestDaemon;
 use crate::support::live::{self, Vendors};
+use crate::support::{self, TestDaemon};
 
 /// Posts a malware alert naming `host`, approves its isolation, and waits for it to settle.
 async fn isolate(d: &TestDaemon, alert_id: &str, host: &str) -> (String, Value) {
@@ -151,4 +152,77 @@ fn prefer_defender(_cfg: &mut cordon::config::Config, root: &std::path::Path) {
         }
     }
     assert!(changed, "no playbook step names crowdstrike any more");
+}
+
+/// Posts a password-spray alert naming `user` and waits for its Okta session clear (approved if
+/// it waits for a person) to settle.
+async fn revoke_at_okta(d: &TestDaemon, alert_id: &str, user: &str) -> (String, Value) {
+    let case_id = live::post_alert(
+        d,
+        live::alert(alert_id, "Password spray", &["T1110"], &[("user", user)]),
+    )
+    .await;
+    let a = support::eventually(10, || async {
+        d.case(&case_id).await["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| {
+                let target = a["target"]["id"].as_str().unwrap_or("");
+                a["kind"] == json!("revoke_sessions")
+                    && a["connector"] == json!("okta")
+                    && (target == user || target.ends_with(&format!(":{user}")))
+                    && a["state"] != json!("proposed")
+            })
+            .cloned()
+    })
+    .await;
+    let id = a["action_id"].as_str().unwrap().to_string();
+    if a["state"] == json!("awaiting_approval") {
+        live::approve_any(d, &id).await;
+    }
+    let done = live::settled(d, &id).await;
+    (id, done)
+}
+
+/// Okta's `/api/v1/users/{x}` also finds a user by a login's short name: an alert naming `alice`
+/// must not clear the sessions of `alice@example.com`, whom it did not name. The user found is
+/// refused (`target_ambiguous` with the user in the evidence, an escalation) and nothing is
+/// sent; an alert naming the login itself is acted on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_found_by_a_short_name_is_not_the_user_the_alert_named() {
+    let v = Vendors::start().await;
+    v.okta.add_user("alice@example.com", "00u1alice");
+    let d = live::start_live(&v, |_, _| {}).await;
+
+    let (id, done) = revoke_at_okta(&d, "short-name-1", "alice").await;
+    assert_eq!(done["state"], json!("failed"), "{done}");
+    let amb = live::records(&d, "target_ambiguous", &id);
+    assert_eq!(amb.len(), 1, "{amb:?}");
+    assert!(
+        amb[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("names the target at none of"),
+        "{amb:?}"
+    );
+    assert_eq!(
+        amb[0]["candidates"]["shown"][0]["object"]["profile"]["login"],
+        json!("alice@example.com"),
+        "{amb:?}"
+    );
+    let esc = escalations(&d, &id);
+    assert_eq!(esc.len(), 1, "{esc:?}");
+    assert!(
+        esc[0]["reason"].as_str().unwrap().contains("exactly one"),
+        "{esc:?}"
+    );
+    // The lookup was made (and answered); no session was cleared.
+    assert_eq!(v.okta.log().count_matching("GET", "/api/v1/users/alice"), 1);
+    assert_eq!(v.okta.log().count_matching("DELETE", "/sessions"), 0);
+    assert_eq!(v.okta.session_clears("00u1alice"), 0);
+
+    let (_, done) = revoke_at_okta(&d, "full-login-1", "alice@example.com").await;
+    assert_eq!(done["state"], json!("succeeded"), "{done}");
+    assert_eq!(v.okta.session_clears("00u1alice"), 1);
 }

@@ -1,6 +1,7 @@
-//! Fake Okta management API (SSWS API-token auth): users by id or login, `DELETE
-//! /api/v1/users/{id}/sessions` (repeatable; every call clears and writes a `user.session.clear`
-//! System Log event), and the System Log query used to verify it. Errors use Okta's
+//! Fake Okta management API (SSWS API-token auth): users by id, login, or a login's short name
+//! when only one user has it (as Okta does), `DELETE /api/v1/users/{id}/sessions` (repeatable;
+//! every call clears and writes a `user.session.clear` System Log event), and the System Log
+//! query used to verify it. Errors use Okta's
 //! `{errorCode, errorSummary, errorLink, errorId, errorCauses}` shape; every answer carries
 //! `X-Okta-Request-Id` and the `X-Rate-Limit-*` headers (reset as UTC epoch seconds).
 
@@ -202,10 +203,25 @@ impl Inner {
         let segs = r.segs();
         match (r.method.as_str(), segs.as_slice()) {
             ("GET", ["api", "v1", "users", x]) => {
-                let found = st
+                // As Okta: an id, a login, or a login's short name (the part before `@`)
+                // when only one user has it.
+                let exact = st
                     .users
                     .iter()
                     .find(|u| u.id == *x || u.login.eq_ignore_ascii_case(x));
+                let short: Vec<&User> = st
+                    .users
+                    .iter()
+                    .filter(|u| {
+                        u.login
+                            .split_once('@')
+                            .is_some_and(|(name, _)| name.eq_ignore_ascii_case(x))
+                    })
+                    .collect();
+                let found = exact.or(match short.as_slice() {
+                    [one] => Some(*one),
+                    _ => None,
+                });
                 match found {
                     Some(u) => json_response(200, self.user_json(u)),
                     None => not_found(x),
