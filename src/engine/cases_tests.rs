@@ -467,20 +467,8 @@ async fn a_block_another_case_relies_on_is_not_undone_at_its_expiry() {
     let (case_a, a) = r.isolated("f-1", "ws-1", true).await;
     let (_, b) = r.isolated("f-2", "ws-2", false).await;
     let start = *r.now.lock().unwrap();
-    let target = crate::action::Target {
-        kind: crate::action::TargetKind::Indicator,
-        id: "sha256:".to_string() + &"ab".repeat(32),
-    };
     for (id, mins, finished) in [(&a, 60, start), (&b, 120, start + Duration::minutes(30))] {
-        let mut block = read::action(&r.store, id).unwrap().unwrap();
-        block.kind = crate::action::ActionKind::BlockIoc;
-        block.target = target.clone();
-        block
-            .parameters
-            .insert(crate::schedule::EXPIRY_PARAMETER.into(), json!(mins));
-        if let Some(e) = block.execution.as_mut() {
-            e.finished_at = Some(finished);
-        }
+        let block = as_block(&r, id, mins, finished);
         r.step(|e, t| {
             t.put_json(keys::action(id), &block).unwrap();
             e.index_block_expiry(t, &block, finished)
@@ -498,17 +486,7 @@ async fn a_block_another_case_relies_on_is_not_undone_at_its_expiry() {
         expiries(&r),
         [keys::block_expiry(start + Duration::minutes(60), &a)]
     );
-    let expired = |r: &Rig| -> Vec<serde_json::Value> {
-        r.store
-            .audit_records(1, usize::MAX)
-            .unwrap()
-            .into_iter()
-            .filter(|x| {
-                x.body.kind == "block_expired" && x.body.case_id.as_deref() == Some(case_a.as_str())
-            })
-            .map(|x| x.body.data)
-            .collect()
-    };
+    let expired = |r: &Rig| block_expired(r, &case_a);
 
     let at = start + Duration::minutes(61);
     r.step(|e, t| e.expire_blocks(t, at)).await.unwrap();
@@ -538,6 +516,75 @@ async fn a_block_another_case_relies_on_is_not_undone_at_its_expiry() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen[1].get("unblock").is_none(), "{seen:?}");
     assert!(expiries(&r).is_empty());
+}
+
+/// `id`'s action as a block of one indicator (the same for every call) that succeeded at
+/// `finished` and expires `mins` after it.
+fn as_block(r: &Rig, id: &str, mins: i64, finished: DateTime<Utc>) -> ActionRequest {
+    let mut block = read::action(&r.store, id).unwrap().unwrap();
+    block.kind = crate::action::ActionKind::BlockIoc;
+    block.target = crate::action::Target {
+        kind: crate::action::TargetKind::Indicator,
+        id: "sha256:".to_string() + &"ab".repeat(32),
+    };
+    block
+        .parameters
+        .insert(crate::schedule::EXPIRY_PARAMETER.into(), json!(mins));
+    if let Some(e) = block.execution.as_mut() {
+        e.finished_at = Some(finished);
+    }
+    block
+}
+
+/// The `block_expired` records of `case_id`, oldest first.
+fn block_expired(r: &Rig, case_id: &str) -> Vec<serde_json::Value> {
+    r.store
+        .audit_records(1, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.body.kind == "block_expired" && x.body.case_id.as_deref() == Some(case_id))
+        .map(|x| x.body.data)
+        .collect()
+}
+
+/// The other case's block may succeed in the very batch in which the first one expires (or in
+/// the commit still being written): the expiry reads the standing blocks through the batch, so
+/// it sees that one too and postpones the unblock.
+#[tokio::test]
+async fn a_block_that_succeeded_in_the_same_batch_is_relied_on_too() {
+    let mut r = Rig::new();
+    let (case_a, a) = r.isolated("f-1", "ws-1", true).await;
+    let (_, b) = r.isolated("f-2", "ws-2", false).await;
+    let start = *r.now.lock().unwrap();
+    let block_a = as_block(&r, &a, 60, start);
+    r.step(|e, t| {
+        t.put_json(keys::action(&a), &block_a).unwrap();
+        e.index_block_expiry(t, &block_a, start)
+    })
+    .await
+    .unwrap();
+    let at = start + Duration::minutes(61);
+    let block_b = as_block(&r, &b, 120, at);
+    r.step(|e, t| {
+        t.put_json(keys::action(&b), &block_b).unwrap();
+        e.index_block_expiry(t, &block_b, at).unwrap();
+        e.expire_blocks(t, at)
+    })
+    .await
+    .unwrap();
+    let seen = block_expired(&r, &case_a);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["unblock"], json!("postponed"), "{seen:?}");
+    assert_eq!(seen[0]["relied_on_by"], json!([b]), "{seen:?}");
+    let undoing = read::actions_of(&r.store, &r.case(&case_a))
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.rollback_of.as_deref() == Some(a.as_str()))
+        .count();
+    assert_eq!(
+        undoing, 0,
+        "the unblock was proposed while case B relies on it"
+    );
 }
 
 /// A store from before the index of standing blocks gets it once, at start: every block that

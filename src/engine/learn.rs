@@ -192,7 +192,7 @@ impl Engine {
                 ));
             }
         }
-        let mut ours = self.case_proposal_ids(case_id)?;
+        let mut ours = self.case_proposal_ids(txn, case_id)?;
         for p in fresh {
             let stored = txn.get_json::<Proposal>(&store, &keys::proposal(&p.id))?;
             let Some(p) = learn::merge(stored.as_ref(), p) else {
@@ -228,8 +228,10 @@ impl Engine {
     ) -> Result<Vec<HistAlert>, StoreError> {
         let store = &self.parts.store;
         let prefix = keys::rule_closures_prefix(rule);
-        let mut case_ids: BTreeSet<String> = store
-            .keys_while(&prefix, |_| true)?
+        // Through the transaction: a case of this rule closed in this batch, or in the commit
+        // in flight, is history too.
+        let mut case_ids: BTreeSet<String> = txn
+            .keys_under(store, &prefix)?
             .into_iter()
             .filter_map(|k| {
                 std::str::from_utf8(&k[prefix.len()..])
@@ -271,12 +273,12 @@ impl Engine {
         Ok(out)
     }
 
-    fn case_proposal_ids(&self, case_id: &str) -> Result<BTreeSet<String>, StoreError> {
+    /// The proposals of `case_id` as `txn` sees them (one made in this batch, or in the commit
+    /// in flight, is still open, and keeps the case from `learned`).
+    fn case_proposal_ids(&self, txn: &Txn, case_id: &str) -> Result<BTreeSet<String>, StoreError> {
         let prefix = keys::case_proposals_prefix(case_id);
-        Ok(self
-            .parts
-            .store
-            .keys_while(&prefix, |_| true)?
+        Ok(txn
+            .keys_under(&self.parts.store, &prefix)?
             .into_iter()
             .filter_map(|k| {
                 std::str::from_utf8(&k[prefix.len()..])
@@ -414,7 +416,7 @@ impl Engine {
                    "written": written}),
         )?;
         for c in p.cases.clone() {
-            let ids = self.case_proposal_ids(&c)?;
+            let ids = self.case_proposal_ids(txn, &c)?;
             self.learned_if_done(txn, &c, &ids, now)?;
         }
         Ok(Ok(()))

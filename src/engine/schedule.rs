@@ -306,7 +306,9 @@ impl Engine {
         let prefix = keys::block_standing_prefix(&a.connector, &a.target);
         let mut relying = Vec::new();
         let mut until = Some(now);
-        for key in store.keys_while(&prefix, |_| true)? {
+        // Through the transaction: a block that succeeded in this batch, or in the commit in
+        // flight, relies on the indicator too.
+        for key in txn.keys_under(&store, &prefix)? {
             let Some(id) = key
                 .strip_prefix(prefix.as_slice())
                 .and_then(|id| std::str::from_utf8(id).ok())

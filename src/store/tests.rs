@@ -352,6 +352,57 @@ async fn a_transaction_on_a_commit_in_flight_reads_its_writes_and_chains_after_i
     assert_eq!(once_unlocked(|| verify(dir.path())).records, 3);
 }
 
+/// A prefix scan through a transaction sees what it will commit on: sled's keys, the puts and
+/// deletes of the commit in flight underneath (held before it reaches sled), then its own; keys
+/// outside the prefix never show.
+#[tokio::test]
+async fn keys_under_a_prefix_are_read_through_the_transaction_and_the_commit_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    let mut t0 = store.begin();
+    for k in ["ib/a", "ib/b", "ib/c", "ic/other"] {
+        t0.put(k.as_bytes().to_vec(), Vec::new());
+    }
+    store.commit(t0).await.unwrap();
+
+    let hold = store.hold_writes_for_tests();
+    let mut t1 = store.begin();
+    t1.put(b"ib/d".to_vec(), Vec::new());
+    t1.delete(b"ib/a".to_vec());
+    t1.put(b"ia/outside".to_vec(), Vec::new());
+    let inflight = store.start_commit(t1);
+    let mut t2 = store.begin_after(Some(&inflight));
+    t2.put(b"ib/e".to_vec(), Vec::new());
+    t2.delete(b"ib/b".to_vec());
+    t2.put(b"ib/a".to_vec(), Vec::new());
+    t2.delete(b"ib/zz-never-there".to_vec());
+    let names = |keys: Vec<Vec<u8>>| -> Vec<String> {
+        keys.into_iter()
+            .map(|k| String::from_utf8(k).unwrap())
+            .collect()
+    };
+    // The commit in flight has not reached sled: the store alone still shows the old keys.
+    assert_eq!(
+        names(store.keys_while(b"ib/", |_| true).unwrap()),
+        ["ib/a", "ib/b", "ib/c"]
+    );
+    assert_eq!(
+        names(t2.keys_under(&store, b"ib/").unwrap()),
+        ["ib/a", "ib/c", "ib/d", "ib/e"]
+    );
+    assert_eq!(
+        names(t2.keys_under(&store, b"ix/").unwrap()),
+        Vec::<String>::new()
+    );
+    drop(hold);
+    inflight.await.unwrap();
+    store.commit(t2).await.unwrap();
+    assert_eq!(
+        names(store.keys_while(b"ib/", |_| true).unwrap()),
+        ["ib/a", "ib/c", "ib/d", "ib/e"]
+    );
+}
+
 /// If the commit underneath fails while the next transaction is being prepared on its
 /// writes, the store is failed closed and that transaction is refused as well: nothing that
 /// read unwritten state becomes durable.

@@ -1,8 +1,8 @@
 //! A transaction: the writes and audit records of one batch, read through before they commit.
 //!
-//! Owns: reads that see the transaction's own writes, then those of the commit in flight it was
-//! begun on, then sled; appending hash-chained audit records; savepoints for undoing one event's
-//! writes inside a batch.
+//! Owns: reads and prefix scans that see the transaction's own writes, then those of the commit
+//! in flight it was begun on, then sled; appending hash-chained audit records; savepoints for
+//! undoing one event's writes inside a batch.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +46,29 @@ impl Txn {
             return Ok(v.clone());
         }
         store.get(key)
+    }
+
+    /// Every key under `prefix` as this transaction sees it, in order: sled's, then the writes
+    /// of the commit in flight it was begun on, then its own (a put adds a key, a delete hides
+    /// one). A scan of the store alone would miss what this batch, or the one being written,
+    /// has just indexed.
+    pub fn keys_under(&self, store: &Store, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> =
+            store.keys_while(prefix, |_| true)?.into_iter().collect();
+        let layers = self.below.iter().map(|b| &b.puts).chain([&self.puts]);
+        for writes in layers {
+            let under = writes
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix));
+            for (k, v) in under {
+                if v.is_some() {
+                    keys.insert(k.clone());
+                } else {
+                    keys.remove(k);
+                }
+            }
+        }
+        Ok(keys.into_iter().collect())
     }
 
     pub fn get_json<T: DeserializeOwned>(
