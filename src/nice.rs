@@ -1,11 +1,12 @@
 //! Operating system scheduling priority of cordon's own threads.
 //!
 //! Owns: setting and reading the `nice` value of the calling thread, and lowering that of this
-//! process's threads by name (Linux keeps one per thread; elsewhere nothing is changed). Two kinds of thread use it: the threads a vote waits for (the
-//! engine's, the store's writing thread and the gRPC server's; sled's I/O threads, which the
-//! writing thread waits for, are given that value by it) ask for a lower value than the
-//! rest of the process, so under an alert storm a vote's decision, commit and answer are not
-//! queued behind HTTP request parsing for a core; and whole-store readers (reports) ask for a higher one, so they yield.
+//! process's threads by name (Linux keeps one per thread; elsewhere nothing is changed). Two
+//! kinds of thread use it: the threads a vote waits for (the engine's, the store's writing
+//! thread and the gRPC server's; sled's I/O threads, which the writing thread waits for, are
+//! given that value by it) ask for a lower value than the rest of the process, so under an alert
+//! storm a vote's decision, commit and answer are not queued behind HTTP request parsing for a
+//! core; and whole-store readers (reports) ask for a higher one, so they yield.
 
 /// `nice` of threads that read the whole store in the background (reports).
 pub const BACKGROUND: i32 = 10;

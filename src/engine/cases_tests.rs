@@ -496,15 +496,8 @@ async fn a_block_another_case_relies_on_is_not_undone_at_its_expiry() {
     assert_eq!(seen[0]["relied_on_by"], json!([b]), "{seen:?}");
     let due = start + Duration::minutes(150);
     assert_eq!(expiries(&r), [keys::block_expiry(due, &a)]);
-    let undoing = |r: &Rig| {
-        read::actions_of(&r.store, &r.case(&case_a))
-            .unwrap()
-            .into_iter()
-            .filter(|x| x.rollback_of.as_deref() == Some(a.as_str()))
-            .count()
-    };
     assert_eq!(
-        undoing(&r),
+        undoing(&r, &case_a, &a),
         0,
         "the unblock was proposed while case B relies on it"
     );
@@ -534,6 +527,15 @@ fn as_block(r: &Rig, id: &str, mins: i64, finished: DateTime<Utc>) -> ActionRequ
         e.finished_at = Some(finished);
     }
     block
+}
+
+/// How many actions of `case_id` undo `action_id`.
+fn undoing(r: &Rig, case_id: &str, action_id: &str) -> usize {
+    read::actions_of(&r.store, &r.case(case_id))
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.rollback_of.as_deref() == Some(action_id))
+        .count()
 }
 
 /// The `block_expired` records of `case_id`, oldest first.
@@ -576,13 +578,9 @@ async fn a_block_that_succeeded_in_the_same_batch_is_relied_on_too() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0]["unblock"], json!("postponed"), "{seen:?}");
     assert_eq!(seen[0]["relied_on_by"], json!([b]), "{seen:?}");
-    let undoing = read::actions_of(&r.store, &r.case(&case_a))
-        .unwrap()
-        .into_iter()
-        .filter(|x| x.rollback_of.as_deref() == Some(a.as_str()))
-        .count();
     assert_eq!(
-        undoing, 0,
+        undoing(&r, &case_a, &a),
+        0,
         "the unblock was proposed while case B relies on it"
     );
 }
